@@ -1,0 +1,79 @@
+"""flotorch_nb: a notebook-first toolkit for FloTorch's LLM gateway.
+
+``from flotorch_nb import FlotorchLLM`` gives the seed SDK's client on a production transport;
+``%load_ext flotorch_nb`` adds the ``%%flotorch`` / ``%flotorch`` magics. Importing this package never
+imports IPython, ipywidgets or traitlets: the notebook layer loads only when the extension does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConfigurationError,
+    ConflictError,
+    FlotorchError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseError,
+    ServerError,
+    StreamError,
+    StructuredOutputError,
+)
+from ._response import LLMResponse, ToolCall, Usage
+from ._retry import RetryPolicy
+from .llm import AsyncChatStream, ChatStream, FlotorchLLM
+from .schema import convert_pydantic_to_custom_json_schema
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncChatStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ChatStream",
+    "ConfigurationError",
+    "ConflictError",
+    "FlotorchError",
+    "FlotorchLLM",
+    "InvalidRequestError",
+    "LLMResponse",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseError",
+    "RetryPolicy",
+    "ServerError",
+    "StreamError",
+    "StructuredOutputError",
+    "ToolCall",
+    "Usage",
+    "__version__",
+    "convert_pydantic_to_custom_json_schema",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext flotorch_nb``: register the magics (IPython is imported only now)."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext flotorch_nb``."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,0 +1,205 @@
+"""Every default and every ``FLOTORCH_*`` environment variable, resolved in one place.
+
+Precedence is argument > environment variable > default, and the environment is read when a client
+is built, never at import: notebook users run ``%env FLOTORCH_API_KEY=...`` after ``import flotorch_nb``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from ._errors import ConfigurationError
+
+ENV_API_KEY = "FLOTORCH_API_KEY"
+ENV_BASE_URL = "FLOTORCH_BASE_URL"
+ENV_MODEL_ID = "FLOTORCH_MODEL_ID"
+ENV_TIMEOUT = "FLOTORCH_TIMEOUT"
+ENV_MAX_RETRIES = "FLOTORCH_MAX_RETRIES"
+ENV_RECORD = "FLOTORCH_RECORD"
+ENV_REPLAY = "FLOTORCH_REPLAY"
+ENV_NO_NEST_ASYNCIO = "FLOTORCH_NO_NEST_ASYNCIO"
+
+DEFAULT_ENDPOINT = "/api/openai/v1/chat/completions"
+#: Long enough for a slow model's full answer, short enough that a dead gateway never hangs a cell.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_RETRIES = 2
+#: 64 concurrent notebook tasks is a common fan-out; keep that many sockets alive between calls.
+POOL_MAX_CONNECTIONS = 100
+POOL_MAX_KEEPALIVE = 100
+
+#: Used in replay mode, where no request reaches a network: recordings match on content only.
+REPLAY_API_KEY = "replay-no-key"
+REPLAY_BASE_URL = "http://replay.invalid"
+
+CassetteMode = Literal["record", "replay"]
+
+
+class Secret:
+    """A string that never shows itself: ``repr``/``str`` print a mask, so logs and tracebacks stay clean."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """The real value, for the one place that needs it (the Authorization header)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        raise TypeError("a Secret is not picklable, so it cannot be written to disk by accident")
+
+
+def redact(text: str, secret: Secret | None) -> str:
+    """Remove the key from text that came from elsewhere (a gateway may echo a header back)."""
+    if secret is None:
+        return text
+    value = secret.get_secret_value()
+    return text.replace(value, "***") if len(value) >= 4 else text
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What a client was built with, after arguments, environment and defaults were combined."""
+
+    model_id: str
+    api_key: Secret
+    base_url: str
+    endpoint: str
+    timeout: float
+    max_retries: int
+    cassette_mode: CassetteMode | None
+    cassette_path: str | None
+
+    @property
+    def url(self) -> str:
+        """The full chat-completions URL; a trailing ``/`` on base_url never doubles the slash."""
+        return self.base_url + self.endpoint
+
+
+def _from_env(value: str | None, name: str, env: Mapping[str, str]) -> str | None:
+    if value is not None:
+        return value
+    found = env.get(name)
+    return found if found else None
+
+
+def _check_base_url(base_url: str) -> str:
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"base_url must be an http(s) URL such as https://gateway.flotorch.cloud, got {base_url!r}"
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _check_endpoint(endpoint: str) -> str:
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise ConfigurationError(f"endpoint must be a non-empty path, got {endpoint!r}")
+    endpoint = endpoint.strip()
+    return endpoint if endpoint.startswith("/") else "/" + endpoint
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> float:
+    """A positive, finite number of seconds; anything else is a configuration mistake."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ConfigurationError(f"{what} must be a number of seconds, got {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigurationError(f"{what} must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _number_from_env(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+def resolve(
+    model_id: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    *,
+    endpoint: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Combine arguments, environment and defaults into ``Settings``, or say exactly what is missing."""
+    env = os.environ if env is None else env
+    cassette_mode: CassetteMode | None = None
+    cassette_path: str | None = None
+    if env.get(ENV_REPLAY):
+        cassette_mode, cassette_path = "replay", env[ENV_REPLAY]
+    elif env.get(ENV_RECORD):
+        cassette_mode, cassette_path = "record", env[ENV_RECORD]
+
+    model = _from_env(model_id, ENV_MODEL_ID, env)
+    key = _from_env(api_key, ENV_API_KEY, env)
+    url = _from_env(base_url, ENV_BASE_URL, env)
+    if cassette_mode == "replay":
+        key = key or REPLAY_API_KEY
+        url = url or REPLAY_BASE_URL
+
+    missing = [
+        (arg, var)
+        for arg, var, value in (
+            ("model_id", ENV_MODEL_ID, model),
+            ("api_key", ENV_API_KEY, key),
+            ("base_url", ENV_BASE_URL, url),
+        )
+        if value is None
+    ]
+    if missing:
+        args = ", ".join(f"{arg}=..." for arg, _ in missing)
+        envs = " and ".join(var for _, var in missing)
+        raise ConfigurationError(
+            f"FlotorchLLM needs {', '.join(a for a, _ in missing)}: pass FlotorchLLM({args}) "
+            f"or set {envs} in the environment"
+        )
+    assert model is not None and key is not None and url is not None
+    for name, value in (("model_id", model), ("api_key", key)):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"{name} must be a non-empty string")
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
+
+    if timeout is None:
+        timeout = _number_from_env(env, ENV_TIMEOUT)
+    if max_retries is None:
+        env_retries = _number_from_env(env, ENV_MAX_RETRIES)
+        max_retries = int(env_retries) if env_retries is not None else DEFAULT_MAX_RETRIES
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+
+    return Settings(
+        model_id=model.strip(),
+        api_key=Secret(key.strip()),
+        base_url=_check_base_url(url),
+        endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
+        timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),
+        max_retries=max_retries,
+        cassette_mode=cassette_mode,
+        cassette_path=cassette_path,
+    )

@@ -1,0 +1,187 @@
+"""The one exception tree of flotorch_nb.
+
+Every failure a caller can see is a ``FlotorchError``; no bare httpx2, ``KeyError`` or ``TypeError``
+escapes the public API, so ``except FlotorchError`` is always enough::
+
+    FlotorchError
+     +-- ConfigurationError (ValueError)   missing/invalid model_id, api_key, base_url, options
+     +-- InvalidRequestError (ValueError)  bad messages/params, refused before any I/O
+     +-- BudgetExceededError               the notebook session's token budget is spent
+     +-- APIConnectionError                the gateway could not be reached
+     |    +-- APITimeoutError              ... or did not answer in time
+     +-- APIStatusError                    the gateway answered with a 4xx/5xx status
+     |    +-- BadRequestError (400, 422)
+     |    +-- AuthenticationError (401)
+     |    +-- PermissionDeniedError (403)
+     |    +-- NotFoundError (404)
+     |    +-- ConflictError (409)
+     |    +-- RateLimitError (429)
+     |    +-- ServerError (5xx)
+     +-- ResponseError                     a 2xx answer that cannot be used
+          +-- StreamError                  a stream that broke, carried an error or never finished
+          +-- StructuredOutputError        JSON that does not validate against the requested model
+
+Messages always name what a person needs to act: the HTTP status, the gateway's own message and the
+request id. They never contain the API key (see ``redact``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "ConflictError",
+    "FlotorchError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseError",
+    "ServerError",
+    "StreamError",
+    "StructuredOutputError",
+    "status_error",
+]
+
+
+class FlotorchError(Exception):
+    """Base class of every error raised by flotorch_nb."""
+
+
+class ConfigurationError(FlotorchError, ValueError):
+    """The client is missing or given an invalid model id, key, URL or option (raised before any I/O)."""
+
+
+class InvalidRequestError(FlotorchError, ValueError):
+    """The messages or parameters of a call are malformed (raised before any I/O)."""
+
+
+class BudgetExceededError(FlotorchError):
+    """The notebook session's token budget is spent; further calls are refused before any I/O."""
+
+
+class APIConnectionError(FlotorchError):
+    """The gateway could not be reached (DNS, refused connection, broken connection)."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The gateway did not answer within the configured timeout."""
+
+
+class APIStatusError(FlotorchError):
+    """The gateway answered with an error status; carries the status, its message and request id."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        gateway_message: str,
+        request_id: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = gateway_message
+        self.request_id = request_id
+        self.body = body
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400/422: the gateway refused the request as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, wrong or expired."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key is valid but not allowed to use this model or endpoint."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model id or wrong endpoint path."""
+
+
+class ConflictError(APIStatusError):
+    """409: the gateway reported a conflicting concurrent request (retried)."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests or tokens; retried after Retry-After."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the gateway or the model provider failed (retried)."""
+
+
+class ResponseError(FlotorchError):
+    """A 2xx answer whose body is not a usable chat completion."""
+
+
+class StreamError(ResponseError):
+    """A streamed answer that broke, carried an in-band error, or ended without ``[DONE]``."""
+
+
+class StructuredOutputError(ResponseError):
+    """The model's JSON does not validate against the requested pydantic model."""
+
+    def __init__(self, message: str, *, content: str) -> None:
+        super().__init__(message)
+        self.content = content
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+_HINTS: dict[type[APIStatusError], str] = {
+    AuthenticationError: "check FLOTORCH_API_KEY (or `%flotorch login`)",
+    NotFoundError: "check the model id and the base URL / endpoint",
+    RateLimitError: "slow down or raise max_retries",
+}
+
+
+def status_error(
+    status_code: int,
+    gateway_message: str,
+    *,
+    request_id: str | None = None,
+    body: Any = None,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """Build the right ``APIStatusError`` subclass for a status, with a message a person can act on."""
+    if status_code in _STATUS_CLASSES:
+        cls = _STATUS_CLASSES[status_code]
+    elif status_code >= 500:
+        cls = ServerError
+    else:
+        cls = APIStatusError
+    text = f"HTTP {status_code} from the gateway: {gateway_message}"
+    if request_id:
+        text += f" (request id {request_id})"
+    if cls in _HINTS:
+        text += f" — {_HINTS[cls]}"
+    return cls(
+        text,
+        status_code=status_code,
+        gateway_message=gateway_message,
+        request_id=request_id,
+        body=body,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,274 @@
+"""``LLMResponse`` and the pure mapping from a gateway answer to a result or a typed error.
+
+The seed's fields (``content``, ``metadata`` with ``inputTokens``/``outputTokens``/``totalTokens``/
+``raw_response``) are kept exactly; the typed conveniences beside them (tool calls, finish reason,
+latency, offline mark) are additive. Nothing here does I/O, so the sync, async and streaming paths
+all end in the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import APIStatusError, ResponseError, status_error
+
+OFFLINE_HEADER = "x-flotorch-gateway"
+OFFLINE_MODEL_PREFIX = "offline/"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts the gateway reported for one call."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the model asked for; ``arguments`` is the model's raw JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The arguments parsed as a JSON object (a ``ResponseError`` if the model sent bad JSON)."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise ResponseError(f"tool call {self.name!r} has arguments that are not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ResponseError(f"tool call {self.name!r} has arguments that are not a JSON object")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI wire form, for sending the assistant's turn back in the next request."""
+        function = {"name": self.name, "arguments": self.arguments}
+        return {"id": self.id, "type": "function", "function": function}
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """What the transport learned besides the body: timing and the gateway's headers."""
+
+    latency_s: float
+    request_id: str | None = None
+    gateway_latency_ms: float | None = None
+    offline_header: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class LLMResponse:
+    """The result of one chat completion: the seed's ``content`` and ``metadata``, plus typed extras."""
+
+    content: str
+    metadata: dict[str, Any]
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    model: str | None = None
+    id: str | None = None
+    usage: Usage | None = None
+    latency_s: float = 0.0
+    gateway_latency_ms: float | None = None
+    request_id: str | None = None
+    offline: bool = False
+    parsed: Any = None
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The assistant turn to append to ``messages`` (tool calls included) to continue the chat."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        elif message["content"] is None:
+            message["content"] = ""
+        return message
+
+    def __repr__(self) -> str:
+        content = self.content if len(self.content) <= 60 else self.content[:57] + "..."
+        tokens = self.usage.total_tokens if self.usage else "unknown"
+        return f"LLMResponse(content={content!r}, model={self.model!r}, total_tokens={tokens})"
+
+    def __str__(self) -> str:
+        return self.content
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """Plain data for any frontend: sanitized HTML (content as Markdown) and plain text, each with
+        a footer. Rendering is imported here so that ``import flotorch_nb`` stays light."""
+        from . import _render
+
+        usage = self.usage
+        footer: dict[str, Any] = {
+            "model": self.model or "unknown model",
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "total_tokens": usage.total_tokens if usage else 0,
+            "usage_known": usage is not None,
+            "latency_s": self.latency_s,
+            "gateway_latency_ms": self.gateway_latency_ms,
+            "offline": self.offline,
+        }
+        text = self.content
+        if self.tool_calls:
+            calls = "\n".join(f"→ tool call {c.name}({c.arguments})" for c in self.tool_calls)
+            text = f"{text}\n{calls}" if text else calls
+        return {
+            "text/plain": f"{text}\n\n{_render.footer_text(**footer)}",
+            "text/html": _render.answer_html(text, _render.footer_html(**footer)),
+        }
+
+
+def _usage(raw: object) -> Usage | None:
+    if not isinstance(raw, Mapping):
+        return None
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    total = raw.get("total_tokens")
+    return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion)
+
+
+def _text(content: object) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # some providers answer with content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    raise ResponseError(f"the message content is a {type(content).__name__}, not text")
+
+
+def _tool_calls(raw: object) -> list[ToolCall]:
+    if not raw:
+        return []
+    if not isinstance(raw, list):
+        raise ResponseError("'tool_calls' in the answer is not a list")
+    calls = []
+    for item in raw:
+        function = item.get("function") if isinstance(item, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise ResponseError(f"a tool call in the answer has no function name: {item!r:.200}")
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append(ToolCall(str(item.get("id") or ""), function["name"], arguments))
+    return calls
+
+
+def build_response(
+    raw: Mapping[str, Any],
+    *,
+    content: str,
+    tool_calls: list[ToolCall],
+    finish_reason: str | None,
+    info: ResponseInfo,
+) -> LLMResponse:
+    """Assemble an ``LLMResponse`` (shared by the whole-body and the streaming paths)."""
+    usage = _usage(raw.get("usage"))
+    model = raw.get("model") if isinstance(raw.get("model"), str) else None
+    offline = info.offline_header or bool(model and model.startswith(OFFLINE_MODEL_PREFIX))
+    metadata: dict[str, Any] = {
+        "inputTokens": usage.input_tokens if usage else 0,
+        "outputTokens": usage.output_tokens if usage else 0,
+        "totalTokens": usage.total_tokens if usage else 0,
+        "usageKnown": usage is not None,
+        "model": model,
+        "finishReason": finish_reason,
+        "latencyMs": round(info.latency_s * 1000, 3),
+        "gatewayLatencyMs": info.gateway_latency_ms,
+        "requestId": info.request_id,
+        "offline": offline,
+        "raw_response": dict(raw),
+    }
+    return LLMResponse(
+        content=content,
+        metadata=metadata,
+        tool_calls=tool_calls,
+        finish_reason=finish_reason,
+        model=model,
+        id=raw.get("id") if isinstance(raw.get("id"), str) else None,
+        usage=usage,
+        latency_s=info.latency_s,
+        gateway_latency_ms=info.gateway_latency_ms,
+        request_id=info.request_id,
+        offline=offline,
+    )
+
+
+def parse_completion(body: bytes, info: ResponseInfo) -> LLMResponse:
+    """Turn a 2xx body into an ``LLMResponse``, or a ``ResponseError`` that says what was wrong."""
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ResponseError(
+            f"the gateway answered 2xx with a body that is not JSON: {excerpt(body)!r}"
+            + (f" (request id {info.request_id})" if info.request_id else "")
+        ) from None
+    if not isinstance(raw, Mapping):
+        raise ResponseError(f"the gateway's answer is JSON but not an object: {excerpt(body)!r}")
+    if "error" in raw and "choices" not in raw:
+        raise ResponseError(f"the gateway answered 2xx with an error: {error_message(raw)}")
+    choices = raw.get("choices")
+    if not isinstance(choices, list):
+        raise ResponseError("the gateway's answer has no 'choices' list")
+    if not choices:
+        raise ResponseError("the gateway's answer has an empty 'choices' list (no completion)")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, Mapping) else None
+    if not isinstance(message, Mapping):
+        raise ResponseError("the gateway's answer has no 'message' in choices[0]")
+    return build_response(
+        raw,
+        content=_text(message.get("content")),
+        tool_calls=_tool_calls(message.get("tool_calls")),
+        finish_reason=choice.get("finish_reason"),
+        info=info,
+    )
+
+
+def excerpt(body: bytes | str, limit: int = 200) -> str:
+    """A short plain-text excerpt of a body: an HTML error page becomes its visible text, not markup."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if "<" in text and ">" in text:
+        import re
+
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        text = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.I | re.S)
+        text = re.sub(r"<[^>]+>", " ", text)
+        if title and title.group(1).strip() and title.group(1).strip() not in text[:limit]:
+            text = title.group(1) + " " + text
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_message(raw: object) -> str:
+    """The gateway's own words from an OpenAI-style (or looser) JSON error body."""
+    if isinstance(raw, Mapping):
+        error = raw.get("error", raw)
+        if isinstance(error, Mapping):
+            for key in ("message", "detail", "error", "msg"):
+                value = error.get(key)
+                if isinstance(value, str) and value:
+                    return value
+            if isinstance(raw.get("detail"), str):
+                return str(raw["detail"])
+        elif isinstance(error, str) and error:
+            return error
+    return excerpt(json.dumps(raw))
+
+
+def parse_error(
+    status_code: int, body: bytes, request_id: str | None, retry_after: float | None
+) -> APIStatusError:
+    """Map a 4xx/5xx answer to the typed error naming the status and the gateway's message."""
+    try:
+        raw: Any = json.loads(body) if body else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raw = None
+    message = error_message(raw) if raw is not None else (excerpt(body) or "(empty body)")
+    return status_error(status_code, message, request_id=request_id, body=raw, retry_after=retry_after)

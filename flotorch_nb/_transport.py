@@ -1,0 +1,155 @@
+"""The boundary with httpx2: building pooled clients, and mapping what httpx2 says to our types.
+
+Pure functions only (no sending): both send loops in ``llm.py`` call them, so a timeout or a refused
+connection reads the same whether it happened in ``invoke``, ``ainvoke`` or a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _config
+from ._config import Secret, Settings, redact
+from ._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
+from ._response import OFFLINE_HEADER, ResponseInfo, parse_error
+from ._retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx2
+
+logger = logging.getLogger("flotorch_nb")
+
+USER_AGENT = "flotorch_nb/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One prepared request: everything the send loops need, decided before any I/O."""
+
+    url: str
+    content: bytes
+    headers: Mapping[str, str]
+    timeout: float
+    model: str
+    stream: bool
+    model_class: type[Any] | None = None
+
+    @property
+    def httpx_timeout(self) -> httpx2.Timeout:
+        """This call's budget in httpx2's terms."""
+        return timeout_for(self.timeout)
+
+
+def headers_for(key: Secret) -> dict[str, str]:
+    """Per-request headers; the key is set here only, so a shared injected client never holds it."""
+    return {
+        "Authorization": f"Bearer {key.get_secret_value()}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "User-Agent": USER_AGENT,
+    }
+
+
+def timeout_for(seconds: float) -> httpx2.Timeout:
+    """A total read budget with a shorter connect budget: a dead host fails fast, a slow model does not."""
+    import httpx2
+
+    return httpx2.Timeout(seconds, connect=min(_config.DEFAULT_CONNECT_TIMEOUT, seconds))
+
+
+def _limits() -> httpx2.Limits:
+    import httpx2
+
+    return httpx2.Limits(
+        max_connections=_config.POOL_MAX_CONNECTIONS,
+        max_keepalive_connections=_config.POOL_MAX_KEEPALIVE,
+    )
+
+
+def make_client(settings: Settings) -> httpx2.Client:
+    """The pooled sync client a ``FlotorchLLM`` owns (record/replay wraps its transport)."""
+    import httpx2
+
+    transport: httpx2.BaseTransport | None = None
+    if settings.cassette_mode:
+        from . import replay
+
+        inner = httpx2.HTTPTransport(limits=_limits()) if settings.cassette_mode == "record" else None
+        transport = replay.wrap_transport(
+            inner, settings.cassette_mode, settings.cassette_path or "", asynchronous=False
+        )
+    return httpx2.Client(limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport)
+
+
+def make_async_client(settings: Settings) -> httpx2.AsyncClient:
+    """The pooled async client a ``FlotorchLLM`` owns for one event loop."""
+    import httpx2
+
+    transport: httpx2.AsyncBaseTransport | None = None
+    if settings.cassette_mode:
+        from . import replay
+
+        inner = httpx2.AsyncHTTPTransport(limits=_limits()) if settings.cassette_mode == "record" else None
+        transport = replay.wrap_transport(
+            inner, settings.cassette_mode, settings.cassette_path or "", asynchronous=True
+        )
+    return httpx2.AsyncClient(limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport)
+
+
+def transport_error(exc: Exception, call: Call, key: Secret) -> FlotorchError:
+    """An httpx2 failure as ours: a timeout or a connection problem, naming the URL and the budget."""
+    import httpx2
+
+    if isinstance(exc, FlotorchError):  # raised by our own transports (replay): already precise
+        return exc
+    detail = redact(str(exc) or type(exc).__name__, key)
+    if isinstance(exc, httpx2.TimeoutException):
+        phase = "connect to" if isinstance(exc, httpx2.ConnectTimeout) else "get an answer from"
+        return APITimeoutError(
+            f"could not {phase} {call.url} within {call.timeout:g} s ({type(exc).__name__}); "
+            "pass timeout=... to allow longer"
+        )
+    return APIConnectionError(f"could not reach {call.url}: {detail} ({type(exc).__name__})")
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Whether an exception is one httpx2 raises for a failed exchange (not a bug of ours)."""
+    import httpx2
+
+    return isinstance(exc, httpx2.HTTPError | httpx2.InvalidURL | httpx2.StreamError)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def response_info(headers: httpx2.Headers, latency_s: float) -> ResponseInfo:
+    """Timing and the gateway's headers, for the ``LLMResponse``."""
+    return ResponseInfo(
+        latency_s=latency_s,
+        request_id=headers.get("x-request-id") or headers.get("x-flotorch-request-id"),
+        gateway_latency_ms=_float(headers.get("x-gateway-total-latency")),
+        offline_header=headers.get(OFFLINE_HEADER, "").lower() == "offline",
+    )
+
+
+def status_failure(response: httpx2.Response, key: Secret) -> APIStatusError:
+    """A 4xx/5xx answer (body already read) as the typed error, the key scrubbed from its message."""
+    error = parse_error(
+        response.status_code,
+        response.content,
+        response.headers.get("x-request-id"),
+        parse_retry_after(response.headers.get("retry-after")),
+    )
+    clean = redact(str(error), key)
+    if clean != str(error):
+        error.args = (clean,)
+        error.message = redact(error.message, key)
+        error.body = None
+    return error

@@ -1,0 +1,478 @@
+"""``FlotorchLLM``: the seed's client (``invoke``/``ainvoke``) on a production transport, plus streaming.
+
+Every decision is made by pure functions (``_request``, ``_response``, ``_sse``, ``_retry``,
+``_transport``); this module only owns the two send loops, sync and async, written side by side so a
+reader can see they match. The sync path never touches asyncio (``asyncio.run`` breaks inside
+Jupyter's running loop), and each event loop gets its own pooled async client, because an httpx2
+connection belongs to the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _config
+from ._errors import APIConnectionError, APITimeoutError, ConfigurationError, FlotorchError, StreamError
+from ._request import build_body, encode_body
+from ._response import LLMResponse, parse_completion
+from ._retry import RetryPolicy
+from ._sse import StreamAccumulator
+from ._transport import (
+    Call,
+    headers_for,
+    is_transport_error,
+    make_async_client,
+    make_client,
+    response_info,
+    status_failure,
+    transport_error,
+)
+from .schema import convert_pydantic_to_custom_json_schema, normalize_response_format, parse_structured
+
+if TYPE_CHECKING:
+    import httpx2
+
+__all__ = [
+    "AsyncChatStream",
+    "ChatStream",
+    "FlotorchLLM",
+    "LLMResponse",
+    "convert_pydantic_to_custom_json_schema",
+]
+
+logger = logging.getLogger("flotorch_nb")
+
+
+class FlotorchLLM:
+    """A client bound to one FloTorch model and gateway, as in the seed SDK.
+
+    ``FlotorchLLM(model_id, api_key, base_url)`` works exactly as documented; any of the three may be
+    omitted and is then read from ``FLOTORCH_MODEL_ID`` / ``FLOTORCH_API_KEY`` / ``FLOTORCH_BASE_URL``.
+    Keyword-only extras: ``timeout`` (seconds, per request), ``max_retries`` or a full ``retry`` policy,
+    ``endpoint``, and injected ``http_client`` / ``async_http_client`` (which we then never close).
+    """
+
+    def __init__(
+        self,
+        model_id: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        endpoint: str | None = None,
+        http_client: httpx2.Client | None = None,
+        async_http_client: httpx2.AsyncClient | None = None,
+    ) -> None:
+        self._settings = _config.resolve(
+            model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
+        )
+        self.retry = retry if retry is not None else RetryPolicy(max_retries=self._settings.max_retries)
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._user_async_client = async_http_client
+        self._async_clients: dict[asyncio.AbstractEventLoop, httpx2.AsyncClient] = {}
+        self._lock = threading.Lock()
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """The default model of every call (a call's ``model=`` overrides it)."""
+        return self._settings.model_id
+
+    @property
+    def base_url(self) -> str:
+        """The gateway's base URL, without a trailing slash."""
+        return self._settings.base_url
+
+    @property
+    def endpoint(self) -> str:
+        """The chat-completions path, ``/api/openai/v1/chat/completions`` unless configured."""
+        return self._settings.endpoint
+
+    @property
+    def url(self) -> str:
+        """The full URL every call is POSTed to."""
+        return self._settings.url
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a request may take before ``APITimeoutError`` (per attempt)."""
+        return self._settings.timeout
+
+    @property
+    def mode(self) -> str:
+        """``live``, ``record`` or ``replay`` (from ``FLOTORCH_RECORD`` / ``FLOTORCH_REPLAY``)."""
+        return self._settings.cassette_mode or "live"
+
+    def __repr__(self) -> str:
+        return f"FlotorchLLM(model_id={self.model_id!r}, base_url={self.base_url!r}, api_key='***')"
+
+    def with_model(self, model_id: str) -> FlotorchLLM:
+        """The same gateway, key and options for another model (with its own connection pools)."""
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise ConfigurationError("model_id must be a non-empty string")
+        return FlotorchLLM(
+            model_id,
+            self._settings.api_key.get_secret_value(),
+            self.base_url,
+            timeout=self.timeout,
+            retry=self.retry,
+            endpoint=self.endpoint,
+        )
+
+    # -- the pure part of a call ---------------------------------------------------------------
+    def _prepare(
+        self,
+        messages: object,
+        tools: object,
+        response_format: object,
+        extra_body: Mapping[str, Any] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> Call:
+        timeout = kwargs.pop("timeout", None)
+        model = kwargs.pop("model", None) or self.model_id
+        wire_format, model_class = normalize_response_format(response_format)
+        body = build_body(
+            model,
+            messages,
+            tools=tools,
+            response_format=wire_format,
+            extra_body=extra_body,
+            stream=stream,
+            params=kwargs,
+        )
+        return Call(
+            url=self.url,
+            content=encode_body(body),
+            headers=headers_for(self._settings.api_key),
+            timeout=_config.check_timeout(timeout, "timeout") if timeout is not None else self.timeout,
+            model=model,
+            stream=stream,
+            model_class=model_class,
+        )
+
+    def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
+        if call.model_class is not None:
+            response.parsed = parse_structured(call.model_class, response.content)
+        logger.debug(
+            "%s answered in %.1f ms: %s tokens",
+            call.model,
+            response.latency_s * 1000,
+            response.usage.total_tokens if response.usage else "unknown",
+        )
+        return response
+
+    # -- the sync shell ------------------------------------------------------------------------
+    def _sync_client(self) -> httpx2.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = make_client(self._settings)
+            return self._client
+
+    def _send(self, call: Call) -> tuple[httpx2.Response, float]:
+        """POST with retries; returns a 2xx response (a stream left open) and when it was sent."""
+        client = self._sync_client()
+        for attempt in range(self.retry.max_retries + 1):
+            started = time.perf_counter()
+            logger.debug("POST %s model=%s attempt=%d", call.url, call.model, attempt + 1)
+            try:
+                request = client.build_request(
+                    "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
+                )
+                response = client.send(request, stream=call.stream)
+                if response.status_code < 400:
+                    return response, started
+                response.read()
+                response.close()
+                error: FlotorchError = status_failure(response, self._settings.api_key)
+            except Exception as exc:
+                if not (isinstance(exc, FlotorchError) or is_transport_error(exc)):
+                    raise
+                error = transport_error(exc, call, self._settings.api_key)
+                if error is not exc:
+                    error.__cause__ = exc
+            if not self.retry.should_retry(error, attempt):
+                raise error
+            delay = self.retry.delay_for(error, attempt)
+            logger.info("retrying %s in %.2f s after: %s", call.model, delay, error)
+            time.sleep(delay)
+        raise AssertionError("unreachable: the retry loop always returns or raises")
+
+    def invoke(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: Any = None,
+        extra_body: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> LLMResponse:
+        """Send a chat completion and wait for the whole answer (the seed's ``invoke``).
+
+        ``kwargs`` are OpenAI parameters (``temperature``, ``max_tokens``, ``top_p``...), plus ``model``
+        to override the model and ``timeout`` (seconds) for this call only.
+        """
+        call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        response, started = self._send(call)
+        info = response_info(response.headers, time.perf_counter() - started)
+        return self._finish(parse_completion(response.content, info), call)
+
+    def stream(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: Any = None,
+        extra_body: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> ChatStream:
+        """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
+        ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
+        call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
+        return ChatStream(self, call)
+
+    # -- the async shell -----------------------------------------------------------------------
+    def _async_client(self) -> httpx2.AsyncClient:
+        if self._user_async_client is not None:
+            return self._user_async_client
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            # Clients of loops that are gone cannot be closed any more; forget them.
+            for stale in [lp for lp in self._async_clients if lp.is_closed()]:
+                del self._async_clients[stale]
+            client = self._async_clients[loop] = make_async_client(self._settings)
+        return client
+
+    async def _asend(self, call: Call) -> tuple[httpx2.Response, float]:
+        """The async twin of ``_send``: same decisions, ``await asyncio.sleep`` between tries."""
+        client = self._async_client()
+        for attempt in range(self.retry.max_retries + 1):
+            started = time.perf_counter()
+            logger.debug("POST %s model=%s attempt=%d", call.url, call.model, attempt + 1)
+            try:
+                request = client.build_request(
+                    "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
+                )
+                response = await client.send(request, stream=call.stream)
+                if response.status_code < 400:
+                    return response, started
+                await response.aread()
+                await response.aclose()
+                error: FlotorchError = status_failure(response, self._settings.api_key)
+            except Exception as exc:
+                if not (isinstance(exc, FlotorchError) or is_transport_error(exc)):
+                    raise
+                error = transport_error(exc, call, self._settings.api_key)
+                if error is not exc:
+                    error.__cause__ = exc
+            if not self.retry.should_retry(error, attempt):
+                raise error
+            delay = self.retry.delay_for(error, attempt)
+            logger.info("retrying %s in %.2f s after: %s", call.model, delay, error)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the retry loop always returns or raises")
+
+    async def ainvoke(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: Any = None,
+        extra_body: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> LLMResponse:
+        """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
+        call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        response, started = await self._asend(call)
+        info = response_info(response.headers, time.perf_counter() - started)
+        return self._finish(parse_completion(response.content, info), call)
+
+    def astream(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: Any = None,
+        extra_body: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> AsyncChatStream:
+        """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
+        call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
+        return AsyncChatStream(self, call)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the sync connection pool (an injected client is left to its owner)."""
+        with self._lock:
+            if self._client is not None and self._owns_client:
+                self._client.close()
+                self._client = None
+
+    async def aclose(self) -> None:
+        """Close every pool this client opened (the sync one too)."""
+        self.close()
+        clients, self._async_clients = self._async_clients, {}
+        for loop, client in clients.items():
+            if not loop.is_closed():
+                await client.aclose()
+
+    def __enter__(self) -> FlotorchLLM:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> FlotorchLLM:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _stream_failure(exc: Exception, call: Call, chunks: str, key: _config.Secret) -> FlotorchError:
+    """What a broken stream means for the caller: a timeout, or a ``StreamError`` naming the damage."""
+    error = transport_error(exc, call, key)
+    if isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError):
+        error = StreamError(f"the stream broke after {len(chunks)} characters of the answer: {error}")
+    error.__cause__ = exc
+    return error
+
+
+class ChatStream:
+    """Text deltas of one streamed answer; ``.response`` is the full ``LLMResponse`` after the end.
+
+    Use it as ``for delta in llm.stream(...)`` or in a ``with`` block, which also closes the
+    connection when you stop early.
+    """
+
+    def __init__(self, llm: FlotorchLLM, call: Call) -> None:
+        self._llm = llm
+        self._call = call
+        self._response: LLMResponse | None = None
+        self._http: httpx2.Response | None = None
+        self.accumulator = StreamAccumulator()
+
+    @property
+    def response(self) -> LLMResponse:
+        """The complete answer; reading it before the stream ended drains the stream first."""
+        if self._response is None:
+            for _ in self:
+                pass
+        assert self._response is not None
+        return self._response
+
+    def __iter__(self) -> Iterator[str]:
+        if self._response is not None:
+            return
+        import httpx2
+
+        http, started = self._llm._send(self._call)
+        self._http = http
+        key = self._llm._settings.api_key
+        try:
+            if not http.headers.get("content-type", "").startswith("text/event-stream"):
+                http.read()  # a gateway that ignored stream=true: one whole answer is one delta
+                info = response_info(http.headers, time.perf_counter() - started)
+                self._response = self._llm._finish(parse_completion(http.content, info), self._call)
+                if self._response.content:
+                    yield self._response.content
+                return
+            try:
+                for event in httpx2.EventSource(http):
+                    delta = self.accumulator.feed(event.data)
+                    if delta:
+                        yield delta
+            except Exception as exc:
+                if not is_transport_error(exc):
+                    raise
+                raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
+            info = response_info(http.headers, time.perf_counter() - started)
+            self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+        finally:
+            http.close()
+
+    def close(self) -> None:
+        """Stop reading and release the connection."""
+        if self._http is not None:
+            self._http.close()
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncChatStream:
+    """The async twin of ``ChatStream``: ``async for delta in stream``, then ``stream.response``.
+
+    Cancelling the task that iterates it (the chat panel's Stop) closes the HTTP stream at once.
+    """
+
+    def __init__(self, llm: FlotorchLLM, call: Call) -> None:
+        self._llm = llm
+        self._call = call
+        self._response: LLMResponse | None = None
+        self._http: httpx2.Response | None = None
+        self.accumulator = StreamAccumulator()
+
+    @property
+    def response(self) -> LLMResponse:
+        """The complete answer; only available once iteration has finished."""
+        if self._response is None:
+            raise StreamError("the stream has not finished yet: iterate it to the end first")
+        return self._response
+
+    async def get_response(self) -> LLMResponse:
+        """Drain the stream (if not yet done) and return the complete answer."""
+        if self._response is None:
+            async for _ in self:
+                pass
+        return self.response
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        if self._response is not None:
+            return
+        import httpx2
+
+        http, started = await self._llm._asend(self._call)
+        self._http = http
+        key = self._llm._settings.api_key
+        try:
+            if not http.headers.get("content-type", "").startswith("text/event-stream"):
+                await http.aread()
+                info = response_info(http.headers, time.perf_counter() - started)
+                self._response = self._llm._finish(parse_completion(http.content, info), self._call)
+                if self._response.content:
+                    yield self._response.content
+                return
+            try:
+                async for event in httpx2.EventSource(http):
+                    delta = self.accumulator.feed(event.data)
+                    if delta:
+                        yield delta
+            except Exception as exc:
+                if not is_transport_error(exc):
+                    raise
+                raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
+            info = response_info(http.headers, time.perf_counter() - started)
+            self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+        finally:
+            await http.aclose()
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection."""
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncChatStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,90 @@
+"""Structured output: the seed's ``convert_pydantic_to_custom_json_schema`` and what ``response_format``
+may be given as.
+
+Users pass whichever shape they have at hand: the seed's wrapper (``{"response_format": {...}}``), the
+inner ``{"type": "json_schema", ...}`` dict, or a pydantic model class. They all become one wire shape,
+and a class additionally gives a validated ``resp.parsed``. pydantic is imported only when a class is
+involved, so plain calls never pay its import cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InvalidRequestError, StructuredOutputError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["convert_pydantic_to_custom_json_schema", "normalize_response_format", "parse_structured"]
+
+
+def convert_pydantic_to_custom_json_schema(model_class: type[BaseModel]) -> dict[str, Any]:
+    """The seed's helper: a pydantic class as FloTorch's ``{"response_format": {...json_schema...}}``.
+
+    The result is shaped exactly as the released SDK's, so it can be passed as
+    ``response_format=...`` (the wrapper) or unpacked as ``**convert_pydantic_to_custom_json_schema(M)``.
+    """
+    if not _is_model_class(model_class):
+        raise InvalidRequestError(f"expected a pydantic BaseModel class, got {model_class!r}")
+    schema = model_class.model_json_schema()
+    return {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "schema": {**schema, "additionalProperties": False},
+                "name": schema.get("title", model_class.__name__),
+                "strict": True,
+            },
+        }
+    }
+
+
+def _is_model_class(value: object) -> bool:
+    if not isinstance(value, type):
+        return False
+    # A class that has pydantic's method is enough; importing pydantic to check would cost 80 ms.
+    return callable(getattr(value, "model_json_schema", None)) and hasattr(value, "model_validate_json")
+
+
+def normalize_response_format(response_format: object) -> tuple[dict[str, Any] | None, type[Any] | None]:
+    """Return ``(wire_format, model_class)`` for any accepted shape; refuse anything else before I/O."""
+    if response_format is None:
+        return None, None
+    if _is_model_class(response_format):
+        assert isinstance(response_format, type)
+        wrapper = convert_pydantic_to_custom_json_schema(response_format)
+        return wrapper["response_format"], response_format
+    if isinstance(response_format, Mapping):
+        inner = response_format.get("response_format", response_format)
+        if isinstance(inner, Mapping) and inner.get("type") in ("json_schema", "json_object", "text"):
+            if inner["type"] == "json_schema":
+                spec = inner.get("json_schema")
+                if not isinstance(spec, Mapping) or not isinstance(spec.get("schema"), Mapping):
+                    raise InvalidRequestError(
+                        "response_format of type 'json_schema' needs "
+                        "json_schema={'name': ..., 'schema': {...}}"
+                    )
+            return dict(inner), None
+    raise InvalidRequestError(
+        "response_format must be a pydantic model class, convert_pydantic_to_custom_json_schema(Model), "
+        "or {'type': 'json_schema', 'json_schema': {...}}; "
+        f"got {response_format!r:.120}"
+    )
+
+
+def parse_structured(model_class: type[Any], content: str) -> Any:
+    """Validate the model's JSON answer into ``model_class``; say clearly when it does not fit."""
+    from pydantic import ValidationError
+
+    try:
+        return model_class.model_validate_json(content)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise StructuredOutputError(
+            f"the model's answer does not validate against {model_class.__name__}: {problems}",
+            content=content,
+        ) from None
