@@ -1,0 +1,29 @@
+"""The embedded offline FloTorch gateway: OpenAI-compatible chat completions on 127.0.0.1, no key, no LLM.
+
+``OfflineGateway`` serves deterministic local models so notebooks and tests run offline:
+``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas) and ``offline/echo``
+(repeats the last user message). Every answer says it is offline: the ``x-flotorch-gateway: offline``
+header and a model name starting with ``offline/``. ``Fault`` injects failures for client tests.
+
+Layout: pure core (``_text``, ``_validate``, ``_models``, ``_assistant``, ``_schema_fill``,
+``_schema_scalars``, ``_wire``, ``_faults``, ``_record``) -> starlette app (``_app``) -> uvicorn thread
+(``_server``) and CLI (``__main__``).
+"""
+
+from __future__ import annotations
+
+from ._app import create_app
+from ._faults import Fault, FaultPlan
+from ._models import DEFAULT_MODEL, OFFLINE_MODELS
+from ._record import RecordedRequest
+from ._server import OfflineGateway
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "OFFLINE_MODELS",
+    "Fault",
+    "FaultPlan",
+    "OfflineGateway",
+    "RecordedRequest",
+    "create_app",
+]

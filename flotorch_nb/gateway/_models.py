@@ -1,0 +1,113 @@
+"""Pure: the offline models. A validated request goes in, an answer :class:`Plan` comes out.
+
+``offline/assistant`` answers in text (see ``_assistant``), calls the best-matching tool with
+arguments valid against the tool's JSON schema, answers from tool results, and fills
+``response_format`` schemas. ``offline/echo`` repeats the last user message verbatim, which lets
+tests send arbitrary payloads (markup, XSS strings, long text) back through the whole client.
+
+Same request, same plan: nothing here reads the clock, randomness or the network; even tool-call ids
+are derived from the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from ._assistant import answer, tool_followup
+from ._schema_fill import fill_schema
+from ._text import STOPWORDS, count_tokens, hints_from, split_words, stem, truncate_tokens, words
+from ._validate import ChatRequest, Message, Tool
+from ._wire import Plan, ToolCallPlan
+
+__all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "plan_completion"]
+
+DEFAULT_MODEL = "offline/assistant"
+ECHO_MODEL = "offline/echo"
+OFFLINE_MODELS: tuple[str, ...] = (DEFAULT_MODEL, ECHO_MODEL)
+
+
+def plan_completion(request: ChatRequest) -> Plan:
+    """Decide the whole answer to ``request`` (content or tool calls, finish reason, token counts)."""
+    last_user = _last_user_text(request.messages)
+    if request.model == ECHO_MODEL:
+        return _text_plan(request, last_user)
+    last = request.messages[-1]
+    forced = request.tool_choice == "required" or request.tool_choice.startswith("function:")
+    if request.tools and request.tool_choice != "none" and (forced or last.role == "user"):
+        tool = choose_tool(request.tools, last_user, request.tool_choice)
+        arguments = json.dumps(fill_schema(tool.parameters, hints_from(last_user)), ensure_ascii=False)
+        return _tool_plan(request, tool, arguments, last_user)
+    text = tool_followup(request.messages, request.tools) if last.role == "tool" else answer(request.messages)
+    fmt = request.response_format
+    if fmt is not None and fmt.get("type") == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+        text = json.dumps(fill_schema(schema, hints_from(last_user), answer=text), ensure_ascii=False)
+    elif fmt is not None and fmt.get("type") == "json_object":
+        text = json.dumps({"answer": text, "model": request.model, "offline": True}, ensure_ascii=False)
+    return _text_plan(request, text)
+
+
+def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:
+    """The forced tool, else the one whose name/description/parameters share most words with the prompt.
+
+    Name words weigh three times as much as description or parameter words; ties go to the tool
+    listed first, so the choice is stable.
+    """
+    if tool_choice.startswith("function:"):
+        name = tool_choice.removeprefix("function:")
+        return next(tool for tool in tools if tool.name == name)
+    said = {stem(w) for w in words(prompt) if w not in STOPWORDS}
+
+    def score(tool: Tool) -> int:
+        name = {stem(w) for w in split_words(tool.name) if w not in STOPWORDS}
+        described = {stem(w) for w in words(tool.description) if w not in STOPWORDS}
+        props = tool.parameters.get("properties")
+        params = {stem(w) for p in props for w in split_words(p)} if isinstance(props, dict) else set()
+        return 3 * len(name & said) + len(described & said) + len(params & said)
+
+    return max(tools, key=score)  # max() keeps the first of equals
+
+
+def _last_user_text(messages: Sequence[Message]) -> str:
+    return next((m.text for m in reversed(messages) if m.role == "user"), "")
+
+
+def _tool_plan(request: ChatRequest, tool: Tool, arguments: str, last_user: str) -> Plan:
+    seed = f"{len(request.messages)}|{tool.name}|{arguments}|{last_user}".encode()
+    call_id = "call_" + hashlib.sha256(seed).hexdigest()[:24]
+    finish = "tool_calls"
+    if request.max_tokens is not None:
+        # Like a real model, running out of tokens mid-call leaves truncated (invalid) JSON arguments.
+        budget = request.max_tokens - count_tokens(tool.name)
+        arguments, cut = truncate_tokens(arguments, max(budget, 0))
+        finish = "length" if cut else finish
+    completion = count_tokens(tool.name) + count_tokens(arguments)
+    return Plan(
+        model=request.model,
+        content=None,
+        tool_calls=(ToolCallPlan(call_id, tool.name, arguments),),
+        finish_reason=finish,
+        prompt_tokens=request.prompt_tokens,
+        completion_tokens=completion,
+    )
+
+
+def _text_plan(request: ChatRequest, text: str) -> Plan:
+    finish = "stop"
+    for stop in request.stop:
+        index = text.find(stop)
+        if index != -1:
+            text = text[:index]
+    if request.max_tokens is not None:
+        text, cut = truncate_tokens(text, request.max_tokens)
+        finish = "length" if cut else finish
+    return Plan(
+        model=request.model,
+        content=text,
+        tool_calls=(),
+        finish_reason=finish,
+        prompt_tokens=request.prompt_tokens,
+        completion_tokens=count_tokens(text),
+    )

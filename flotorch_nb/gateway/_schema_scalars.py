@@ -1,0 +1,305 @@
+"""Pure: scalar values for schema filling — strings and numbers chosen from the prompt.
+
+A property's name says what it wants: ``city`` gets a place named in the prompt, ``query`` the quoted
+phrase or the prompt itself, ``summary`` the assistant's answer, ``email``/``url``/``date`` what the
+prompt contains of that shape; numbers are taken from the prompt in order when they fit the bounds.
+Anything else gets a plain, stable default. Bounds (``minimum``, ``exclusiveMaximum``, draft-04
+boolean exclusives, ``multipleOf``) and string limits (``minLength``, ``maxLength``, best-effort
+``pattern``) are always honoured.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._text import Hints, first_sentence, split_words, words, wordset
+
+__all__ = ["Scalars", "bounds", "fit_string", "int_or", "number_or", "within"]
+
+_PLACE = wordset("city location place town country destination origin region state address where")
+_PERSON = wordset("name person author user username owner assignee customer recipient who")
+_LABEL = wordset("title subject topic category keyword tag label genre kind")
+_TEXT = wordset("query q search question prompt text input message content sentence phrase term")
+_MATH = wordset("expression formula equation calculation")
+_PROSE = wordset(
+    """answer summary description explanation reason reasoning response result output comment notes
+    details body justification rationale"""
+)
+_LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Japanese", "Chinese")
+_POSITIVE = wordset("good great love excellent happy amazing wonderful best like enjoy nice")
+_NEGATIVE = wordset("bad terrible hate awful sad worst poor angry broken disappointing")
+_NEGATION = re.compile(r"\b(?:no|not|never|without|don't|disable|false)\b", re.IGNORECASE)
+_FORMATS = {
+    "date": "2025-01-01",
+    "date-time": "2025-01-01T12:00:00Z",
+    "time": "12:00:00Z",
+    "email": "user@example.com",
+    "idn-email": "user@example.com",
+    "uri": "https://example.com",
+    "url": "https://example.com",
+    "iri": "https://example.com",
+    "uri-reference": "https://example.com",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "ipv4": "127.0.0.1",
+    "ipv6": "::1",
+    "hostname": "example.com",
+    "duration": "P1D",
+}
+_NAMED_NUMBERS = (
+    (wordset("count n num number limit k max results quantity size amount days"), 3),
+    ({"age"}, 30),
+    ({"rating", "stars", "score"}, 4),
+    ({"temperature", "temp"}, 21),
+    ({"price", "cost"}, 10),
+    ({"page"}, 1),
+    ({"confidence", "probability"}, 0.9),
+    ({"percent", "percentage"}, 50),
+    ({"year"}, 2025),
+)
+_STREET_RE = re.compile(
+    r"\b\d+\s+(?:[A-Z][a-z]+\s+)+(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Lane|Ln|Way|Drive|Dr)\b\.?"
+)
+_PATTERN_TRIES = ("12345", "ABC", "abc", "A", "a", "1", "0", "a1", "A1", "AB-1234", "example", "2025-01-01")
+
+
+class Scalars:
+    """Scalar values for one fill; remembers which prompt numbers and names are already used."""
+
+    def __init__(self, hints: Hints, answer: str) -> None:
+        self.hints = hints
+        self.answer = answer
+        self.numbers = list(hints.numbers)
+        self.used: set[str] = set()
+
+    def boolean(self, schema: Mapping[str, Any]) -> bool:
+        """The default if any, else true unless the prompt is phrased negatively."""
+        default = schema.get("default")
+        return default if isinstance(default, bool) else not _NEGATION.search(self.hints.text)
+
+    def number(self, schema: Mapping[str, Any], name: str, *, integer: bool) -> float | int:
+        low, high = bounds(schema, integer=integer)
+        name_words = set(split_words(name))
+        chosen: float | None = None
+        wants_year = "year" in name_words
+        for index, candidate in enumerate(self.numbers):
+            if wants_year and not 1000 <= candidate <= 2999:
+                continue
+            if within(candidate, low, high) and (not integer or candidate.is_integer()):
+                chosen = self.numbers.pop(index)
+                break
+        if chosen is None:
+            default = schema.get("default")
+            if isinstance(default, int | float) and not isinstance(default, bool):
+                chosen = float(default)
+            else:
+                chosen = next((float(v) for words, v in _NAMED_NUMBERS if words & name_words), 1.0)
+        if not within(chosen, low, high):
+            chosen = _inside(chosen, low, high)
+        step = schema.get("multipleOf")
+        if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
+            chosen = _multiple(chosen, float(step), low, high)
+        if integer or chosen.is_integer():
+            return round(chosen)
+        return chosen
+
+    def string(self, schema: Mapping[str, Any], name: str) -> str:
+        fmt = schema.get("format")
+        candidate = self.string_from_prompt(name, fmt if isinstance(fmt, str) else None)
+        if candidate is None:
+            examples = schema.get("examples")
+            default = schema.get("default")
+            if isinstance(examples, list) and examples and isinstance(examples[0], str):
+                candidate = examples[0]
+            elif isinstance(default, str):
+                candidate = default
+            elif isinstance(fmt, str) and fmt in _FORMATS:
+                candidate = _FORMATS[fmt]
+            else:
+                candidate = self.string_default(name)
+        return fit_string(candidate, schema)
+
+    def string_from_prompt(self, name: str, fmt: str | None) -> str | None:
+        hints = self.hints
+        name_words = set(split_words(name))
+        if fmt in ("email", "idn-email") or "email" in name_words:
+            return hints.emails[0] if hints.emails else None
+        if fmt in ("uri", "url", "iri") or name_words & {"url", "link", "website", "homepage", "href"}:
+            return hints.urls[0] if hints.urls else None
+        if fmt == "date" or name_words & {"date", "day", "deadline", "due"}:
+            return hints.dates[0] if hints.dates else None
+        if fmt in _FORMATS:
+            return None
+        if name_words & {"street"}:
+            street = _STREET_RE.search(hints.text)
+            return street.group(0) if street else None
+        if name_words & _PLACE:
+            after = _place_after_preposition(hints.text)
+            if after and after in hints.proper:
+                self.used.add(after)
+                return after
+            return self.fresh(hints.proper) or self.fresh(hints.quoted) or after
+        if name_words & _PERSON:
+            return self.fresh(hints.quoted) or self.fresh(hints.proper)
+        if name_words & _MATH:
+            match = re.findall(r"[\d.\s()+\-*/^%]*\d[\d.\s()]*[+\-*/^%][\d.\s()+\-*/^%]*\d\)*", hints.text)
+            return max(match, key=len).strip() if match else None
+        if name_words & _TEXT:
+            return hints.quoted[0] if hints.quoted else " ".join(hints.text.split())[:300] or None
+        if name_words & _PROSE:
+            return first_sentence(self.answer or hints.text, 40) or None
+        if name_words & _LABEL:
+            return hints.quoted[0] if hints.quoted else hints.topic
+        if name_words & {"language", "lang"}:
+            lowered = hints.text.lower()
+            language: str = next((lang for lang in _LANGUAGES[1:] if lang.lower() in lowered), "English")
+            return language
+        if name_words & {"sentiment", "tone", "mood"}:
+            said = set(words(hints.text))
+            pos, neg = len(said & _POSITIVE), len(said & _NEGATIVE)
+            return "positive" if pos > neg else "negative" if neg > pos else "neutral"
+        return None
+
+    def fresh(self, options: tuple[str, ...]) -> str | None:
+        """The first option not used by an earlier property (so two names do not repeat)."""
+        for option in options:
+            if option not in self.used:
+                self.used.add(option)
+                return option
+        return None
+
+    def string_default(self, name: str) -> str:
+        words = set(split_words(name))
+        if words & _PLACE:
+            return "Springfield"
+        if words & _PERSON:
+            return "Alex"
+        if "id" in words or "uuid" in words:
+            return f"{name or 'item'}-1"
+        if words & {"currency"}:
+            return "USD"
+        if words & {"unit", "units"}:
+            return "metric"
+        if words & {"color", "colour"}:
+            return "blue"
+        if words & {"time"}:
+            return "12:00"
+        if words & {"phone"}:
+            return "+1-555-0100"
+        topic = self.hints.topic
+        return topic if topic != "your request" else "example"
+
+
+def int_or(value: Any, fallback: int | None) -> Any:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else fallback
+
+
+def _ceil(value: float) -> float:
+    return float(math.ceil(value))
+
+
+def _floor(value: float) -> float:
+    return float(math.floor(value))
+
+
+# A bound is (value, exclusive); None means unbounded on that side.
+_Bound = tuple[float, bool] | None
+
+
+def bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[_Bound, _Bound]:
+    """Lower and upper bounds, folding draft-04 boolean and newer numeric ``exclusive*`` keywords."""
+    sides: list[_Bound] = []
+    for inclusive, exclusive, is_lower in (
+        ("minimum", "exclusiveMinimum", True),
+        ("maximum", "exclusiveMaximum", False),
+    ):
+        bound: _Bound = None
+        value = number_or(schema.get(inclusive))
+        flag = schema.get(exclusive)
+        if value is not None:
+            bound = (value, flag is True)
+        strict = number_or(flag)
+        if strict is not None and (bound is None or (strict >= bound[0] if is_lower else strict <= bound[0])):
+            bound = (strict, True)
+        if bound is not None and integer:  # integers: make the bound inclusive and whole
+            edge, excl = bound
+            if is_lower:
+                bound = (_floor(edge) + 1 if excl else _ceil(edge), False)
+            else:
+                bound = (_ceil(edge) - 1 if excl else _floor(edge), False)
+        sides.append(bound)
+    return sides[0], sides[1]
+
+
+def number_or(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number (booleans are not), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def within(value: float, low: _Bound, high: _Bound) -> bool:
+    if low is not None and (value < low[0] or (low[1] and value == low[0])):
+        return False
+    return not (high is not None and (value > high[0] or (high[1] and value == high[0])))
+
+
+def _inside(value: float, low: _Bound, high: _Bound) -> float:
+    """A value within the bounds: the middle when both exist, else just inside the one that does."""
+    if low is not None and high is not None:
+        if not low[1] and value < low[0]:
+            return low[0]
+        if not high[1] and value > high[0]:
+            return high[0]
+        return (low[0] + high[0]) / 2
+    if low is not None:
+        return low[0] + 1 if low[1] else low[0]
+    if high is not None:
+        return high[0] - 1 if high[1] else high[0]
+    return value
+
+
+def _multiple(value: float, step: float, low: _Bound, high: _Bound) -> float:
+    up = _ceil(value / step) * step
+    if within(up, low, high):
+        return up
+    down = _floor(value / step) * step
+    return down if within(down, low, high) else value
+
+
+def _place_after_preposition(text: str) -> str | None:
+    """The word(s) after "in"/"at"/"from"/"to"/"near": "weather in paris" -> "Paris"."""
+    match = re.search(
+        r"\b(?:in|at|from|to|near)\s+(?!the\b|a\b)([A-Za-z][A-Za-z\-]+(?:\s+[A-Z][a-z]+)*)", text
+    )
+    if not match:
+        return None
+    place = match.group(1)
+    return place[:1].upper() + place[1:]
+
+
+def fit_string(value: str, schema: Mapping[str, Any]) -> str:
+    low = int_or(schema.get("minLength"), 0)
+    high = int_or(schema.get("maxLength"), None)
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        value = _matching(value, pattern)
+    if high is not None and len(value) > high:
+        value = value[:high]
+    if len(value) < low:  # repeat the value itself rather than pad with junk characters
+        filler = value or "x"
+        while len(value) < low:
+            value = f"{value} {filler}" if value else filler
+        value = value[: max(low, high or 0)] if high is not None else value
+    return value
+
+
+def _matching(value: str, pattern: str) -> str:
+    """Best effort: keep ``value`` if ``pattern`` finds it (JSON Schema searches), else a common shape."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return value
+    if compiled.search(value):
+        return value
+    return next((t for t in _PATTERN_TRIES if compiled.search(t)), value)

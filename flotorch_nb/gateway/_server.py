@@ -1,0 +1,236 @@
+"""OfflineGateway: the offline app served by uvicorn on a loopback port, in a background thread.
+
+The socket is bound here, before the thread starts, so the real port is known at once (port 0 picks
+a free one) and nothing races for it. uvicorn runs on its own event loop in a daemon thread and never
+installs signal handlers (they belong to the main thread: a notebook kernel's, or the CLI's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from ._app import StreamCut, create_app
+from ._faults import FaultPlan
+from ._record import RecordedRequest
+
+__all__ = ["OfflineGateway", "bind_socket", "make_server", "quiet_deliberate_cuts"]
+
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 5.0
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to whoever owns the main thread."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # the hook's name in older uvicorn releases
+        return None
+
+
+class _DropDeliberateCuts(logging.Filter):
+    """Hide uvicorn's traceback for connections the fault injector cuts on purpose; keep real errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not _is_cut(exc)
+
+
+def _is_cut(exc: BaseException | None) -> bool:
+    if isinstance(exc, StreamCut):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_cut(inner) for inner in exc.exceptions)
+    return False
+
+
+_CUT_FILTER = _DropDeliberateCuts()
+
+
+def quiet_deliberate_cuts() -> None:
+    """Install (once) the filter that keeps injected stream cuts out of uvicorn's error log."""
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if _CUT_FILTER not in uvicorn_errors.filters:
+        uvicorn_errors.addFilter(_CUT_FILTER)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: the OS picks a free port).
+
+    Created with an explicit ``IPPROTO_TCP``: asyncio only sets ``TCP_NODELAY`` on accepted sockets
+    whose protocol says TCP, and without it every keep-alive request waits ~40 ms on delayed ACKs.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def make_server(
+    app: Starlette, *, log_level: str = "warning", log_config: dict[str, Any] | None = None
+) -> uvicorn.Server:
+    """A uvicorn server for the gateway app: no access log, no lifespan, no websockets, no signals."""
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        log_config=log_config,
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=1,
+        server_header=False,
+    )
+    quiet_deliberate_cuts()
+    return _Server(config)
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` (IPv6 hosts in brackets), no trailing slash."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class OfflineGateway:
+    """The embedded offline FloTorch gateway: ``with OfflineGateway() as gw: ... gw.url ...``.
+
+    ``api_key`` None accepts any non-empty Bearer key; otherwise only that key. ``token_delay`` is
+    the default pause between streamed chunks (a request can override it with
+    ``extra_body={"offline": {"token_delay": s}}``). ``faults`` queues injected failures;
+    ``requests`` lists what was received (secrets masked) unless ``record`` is False.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        token_delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = True,
+        log_level: str = "warning",
+    ) -> None:
+        if token_delay < 0:
+            raise ValueError("token_delay must be >= 0 seconds")
+        self.host = host
+        self.faults = FaultPlan()
+        self.requests: list[RecordedRequest] = []
+        self.app = create_app(
+            api_key=api_key,
+            token_delay=token_delay,
+            faults=self.faults,
+            requests=self.requests,
+            record=record,
+        )
+        self._requested_port = port
+        self._port: int | None = None
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def token_delay(self) -> float:
+        """Default pause between streamed chunks, in seconds; may be changed while serving."""
+        delay: float = self.app.state.settings.token_delay
+        return delay
+
+    @token_delay.setter
+    def token_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("token_delay must be >= 0 seconds")
+        self.app.state.settings.token_delay = float(seconds)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with port 0); only known once started."""
+        if self._port is None:
+            raise RuntimeError(
+                "the offline gateway is not started; call .start() or use it as a context manager"
+            )
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL to give a client, e.g. ``http://127.0.0.1:54321`` (no trailing slash)."""
+        return base_url(self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is serving."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = _START_TIMEOUT) -> OfflineGateway:
+        """Bind, start serving in a daemon thread and wait (at most ``timeout`` s) until ready."""
+        if self._thread is not None:
+            raise RuntimeError("the offline gateway is already running")
+        sock = bind_socket(self.host, self._requested_port)
+        server = make_server(self.app, log_level=self._log_level)
+        self._failure = None
+        self._socket, self._server, self._port = sock, server, sock.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._serve,
+            args=(server, sock),
+            name=f"flotorch-offline-gateway-{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                failure = self._failure
+                self.stop()
+                raise RuntimeError(f"the offline gateway did not start within {timeout:g} s") from failure
+            time.sleep(0.002)
+        return self
+
+    def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported by start(): a thread must not raise
+            self._failure = exc
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Stop serving and join the thread, giving up on open connections after ``timeout`` s."""
+        server, thread, sock = self._server, self._thread, self._socket
+        self._server = self._thread = self._socket = None
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive() and server is not None:
+                server.force_exit = True  # abandon connections that would not finish
+                thread.join(timeout)
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> OfflineGateway:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._port is not None else "not started"
+        return f"<OfflineGateway {where} running={self.running}>"

@@ -1,0 +1,210 @@
+"""Pure text helpers shared by the offline models: tokens, keywords and facts pulled from a prompt.
+
+Token counting is deliberately simple and documented so that tests (and people reading a usage
+footer) can predict it: a token is a run of word characters (``\\w+``) or one punctuation character.
+``"Hello, world!"`` is 4 tokens. Streaming emits one chunk per token, each chunk carrying the
+whitespace that precedes its token, so the chunks concatenate back to the exact text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+# One streamed piece: leading whitespace + one token. Pieces tile the text without gaps.
+_PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9'\-]*")
+# Numbers that stand alone: not parts of dates, times, versions or identifiers.
+_NUMBER_RE = re.compile(
+    r"(?<![\w\-/:.])-?\d+(?:\.\d+)?(?![\w\-/:]|\.\d)|\b(?:one|two|three|four|five|six|seven|eight|nine|ten)\b",
+    re.IGNORECASE,
+)
+_QUOTED_RE = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|(?<!\w)'([^']{1,200})'(?!\w)")
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL_RE = re.compile(r"https?://[^\s\"'<>)]+")
+_DATE_RE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_PROPER_RE = re.compile(r"\b[A-Z][a-zA-Z]+(?:[ -][A-Z][a-zA-Z]+)*")
+
+
+def wordset(text: str) -> frozenset[str]:
+    """A frozenset of the whitespace-separated words in ``text`` (keeps long word tables readable)."""
+    return frozenset(text.split())
+
+
+# Small on purpose: enough to find the words that carry a prompt's meaning.
+STOPWORDS = wordset(
+    """a about above after again all also am an and any are as at be because been before being
+    below between both but by can could did do does doing don't down during each few for from further
+    had has have having he her here hers him his how i i'm if in into is it it's its itself just let
+    let's me more most my no nor not now of off on once only or other our ours out over own please
+    same she should so some such than that that's the their theirs them then there these they this
+    those through to too under until up very was we were what what's when where which while who whom
+    why will with would you your yours yourself tell give show write make explain describe using use
+    get find want need like know think me? hi hello hey thanks thank"""
+)
+
+_NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+}  # fmt: skip
+
+
+def count_tokens(text: str) -> int:
+    """Return the number of tokens in ``text`` (word runs + single punctuation characters)."""
+    return len(TOKEN_RE.findall(text))
+
+
+def token_pieces(text: str) -> list[str]:
+    """Split ``text`` into one piece per token; ``"".join(pieces) == text`` always holds."""
+    pieces = _PIECE_RE.findall(text)
+    covered = sum(map(len, pieces))
+    if covered < len(text):  # trailing whitespace belongs to the last piece
+        if pieces:
+            pieces[-1] += text[covered:]
+        else:
+            pieces.append(text)
+    return pieces
+
+
+def truncate_tokens(text: str, limit: int) -> tuple[str, bool]:
+    """Cut ``text`` after ``limit`` tokens; return the kept text and whether anything was cut."""
+    end = 0
+    for count, match in enumerate(_PIECE_RE.finditer(text), start=1):
+        if count > limit:
+            return text[:end], True
+        end = match.end()
+    return text, False
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of ``text`` (letters first), in order."""
+    return [w.lower().strip("'-") for w in _WORD_RE.findall(text)]
+
+
+def stem(word: str) -> str:
+    """A crude stem so that "cities"/"city" and "weathers"/"weather" meet; enough for overlap scores."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def keywords(text: str, limit: int = 8) -> list[str]:
+    """Distinct content words of ``text`` in order of first appearance (stop words removed)."""
+    seen: dict[str, None] = {}
+    for word in words(text):
+        if len(word) > 1 and word not in STOPWORDS and word not in seen:
+            seen[word] = None
+            if len(seen) >= limit:
+                break
+    return list(seen)
+
+
+def split_words(identifier: str) -> list[str]:
+    """Split ``get_currentWeather`` / ``get-weather`` into ``["get", "current", "weather"]``."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", identifier)
+    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """Facts found in a prompt that answers and generated values can reuse, all in prompt order."""
+
+    text: str
+    quoted: tuple[str, ...]
+    proper: tuple[str, ...]
+    numbers: tuple[float, ...]
+    keywords: tuple[str, ...]
+    emails: tuple[str, ...]
+    urls: tuple[str, ...]
+    dates: tuple[str, ...]
+
+    @property
+    def topic(self) -> str:
+        """The prompt's main subject in a few words (used to make answers refer to the prompt)."""
+        return topic_of(self.text)
+
+
+def hints_from(text: str) -> Hints:
+    """Extract :class:`Hints` from ``text``; pure and deterministic."""
+    quoted = tuple(next(g for g in m.groups() if g) for m in _QUOTED_RE.finditer(text))
+    leading: list[str] = []
+    inner: list[str] = []
+    for sentence in re.split(r"(?<=[.!?:;])\s+|\n+", text):
+        for match in _PROPER_RE.finditer(sentence):
+            phrase = match.group(0)
+            first, _, rest = phrase.partition(" ")
+            if first.lower() in STOPWORDS:  # "What Paris..." -> "Paris"
+                phrase = rest
+            if not phrase or phrase.lower() in STOPWORDS:
+                continue
+            # A lone capitalised word that starts a sentence ("Extract", "Summarize") is usually
+            # not a name, so such words only come after the names found inside sentences.
+            (leading if match.start() == 0 and " " not in phrase else inner).append(phrase)
+    proper = inner + leading
+    numbers = tuple(
+        float(_NUMBER_WORDS.get(m.group(0).lower(), 0) or m.group(0)) for m in _NUMBER_RE.finditer(text)
+    )
+    return Hints(
+        text=text,
+        quoted=quoted,
+        proper=tuple(dict.fromkeys(proper)),
+        numbers=numbers,
+        keywords=tuple(keywords(text, limit=12)),
+        emails=tuple(_EMAIL_RE.findall(text)),
+        urls=tuple(_URL_RE.findall(text)),
+        dates=tuple(_DATE_RE.findall(text)),
+    )
+
+
+_TOPIC_MARKERS = re.compile(r"\b(?:about|on|of|for|regarding|to|is|are)\s+([^\d.,!?;:\n][^.,!?;:\n]*)", re.I)
+
+
+def topic_of(text: str, limit: int = 5) -> str:
+    """The subject of a request, as the prompt phrases it.
+
+    The words after the first "about"/"on"/"of"/"to"/"is"... ("a haiku about *the ocean*"), at most
+    ``limit`` words; without such a marker, the prompt's first keywords.
+    """
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    match = _TOPIC_MARKERS.search(line)
+    if match:
+        phrase = [w for w in re.findall(r"[\w'\-]+", match.group(1))][:limit]
+        while phrase and phrase[-1].lower() in STOPWORDS:
+            phrase.pop()
+        if any(w.lower() not in STOPWORDS for w in phrase):
+            return " ".join(phrase)
+    found = [w for w in keywords(text, limit=limit + 4) if w not in _INSTRUCTION_WORDS][:limit]
+    return " ".join(found) if found else "your request"
+
+
+_INSTRUCTION_WORDS = wordset(
+    """summarize summarise summary haiku poem list steps step bullet bullets code python function
+    translate translation short brief sentence sentences paragraph answer question quick simple
+    example examples briefly one two three four five"""
+)
+
+
+# Generic but meaningful angles on any topic; used for bullet lists and "steps"-like arrays.
+ASPECTS = (
+    "What {t} is and why it matters",
+    "How {t} works in practice",
+    "Common pitfalls with {t} and how to avoid them",
+    "A small first step you can take with {t}",
+    "How to check that your results with {t} are right",
+    "Where to learn more about {t}",
+    "When {t} is not the right tool",
+)
+
+
+def first_sentence(text: str, max_words: int = 25) -> str:
+    """The first sentence of ``text``, shortened to ``max_words`` words (with an ellipsis)."""
+    flat = " ".join(text.split())
+    match = re.match(r"(.+?[.!?])(?:\s|$)", flat)
+    sentence = match.group(1) if match else flat
+    parts = sentence.split()
+    if len(parts) > max_words:
+        return " ".join(parts[:max_words]).rstrip(",;:") + "…"
+    return sentence

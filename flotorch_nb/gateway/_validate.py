@@ -1,0 +1,287 @@
+"""Pure request validation: an OpenAI-style chat-completion body in, a :class:`ChatRequest` out.
+
+Validation mirrors what OpenAI-compatible gateways reject, and every refusal says how to fix the
+request (OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``). Token counts for
+the prompt are taken here, once, because the request is already being walked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._text import count_tokens
+from ._wire import GatewayError
+
+__all__ = ["ROLES", "ChatRequest", "Message", "Tool", "parse_request"]
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+_MAX_TOKEN_DELAY = 5.0  # a per-request delay above this is surely a typo, and would hang a benchmark
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message reduced to what the offline models read."""
+
+    role: str
+    text: str
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function tool the model may call."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat-completion request."""
+
+    model: str
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"  # "auto" | "none" | "required" | "function:<name>"
+    response_format: Mapping[str, Any] | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False
+    token_delay: float | None = None
+    prompt_tokens: int = 0
+
+
+def _bad(message: str, param: str | None = None, code: str | None = "invalid_value") -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
+    """Validate a decoded JSON body; raise :class:`GatewayError` (400/404) with a helpful message."""
+    if not isinstance(body, Mapping):
+        raise _bad(f"The request body must be a JSON object, not {type(body).__name__}.", code=None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad(
+            f"You must provide a model parameter (a string); available: {', '.join(models)}.",
+            "model", "missing_required_parameter",
+        )  # fmt: skip
+    messages = _parse_messages(body.get("messages"))
+    tools = _parse_tools(body.get("tools"))
+    tool_choice = _parse_tool_choice(body.get("tool_choice"), tools)
+    response_format = _parse_response_format(body.get("response_format"))
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        raise _bad(f"Invalid 'max_tokens': expected an integer >= 1, got {max_tokens!r}.", "max_tokens")
+    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
+        value = body.get(name)
+        if value is not None and (not _is_number(value) or not 0 <= value <= high):
+            raise _bad(f"Invalid '{name}': expected a number between 0 and {high:g}, got {value!r}.", name)
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad(f"Invalid 'stream': expected a boolean, got {stream!r}.", "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise _bad("Invalid 'stream_options': expected an object.", "stream_options")
+    extra = body.get("extra_body")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise _bad("Invalid 'extra_body': expected an object.", "extra_body")
+    if model not in models:
+        raise GatewayError(
+            404,
+            f"The model '{model}' does not exist on the offline gateway; available: {', '.join(models)}",
+            param="model", code="model_not_found",
+        )  # fmt: skip
+    prompt_tokens = sum(_message_tokens(m) for m in messages)
+    if tools:
+        prompt_tokens += count_tokens(json.dumps(body.get("tools")))
+    if response_format is not None and response_format.get("type") != "text":
+        prompt_tokens += count_tokens(json.dumps(response_format))
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format
+        if response_format and response_format.get("type") != "text"
+        else None,
+        max_tokens=max_tokens,
+        stop=_parse_stop(body.get("stop")),
+        stream=bool(stream),
+        include_usage=bool(options and options.get("include_usage")),
+        token_delay=_parse_token_delay(body),
+        prompt_tokens=prompt_tokens,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parse_messages(raw: Any) -> tuple[Message, ...]:
+    if raw is None:
+        raise _bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
+    if not isinstance(raw, list):
+        raise _bad(
+            f"Invalid 'messages': expected an array of messages, got {type(raw).__name__}.", "messages"
+        )
+    if not raw:
+        raise _bad(
+            "Invalid 'messages': empty array. Expected at least one message.", "messages", "empty_array"
+        )
+    out = []
+    for index, item in enumerate(raw):
+        where = f"messages[{index}]"
+        if not isinstance(item, Mapping):
+            raise _bad(f"Invalid '{where}': expected an object with 'role' and 'content'.", where)
+        role = item.get("role")
+        if role not in ROLES:
+            allowed = ", ".join(f"'{r}'" for r in ROLES)
+            raise _bad(
+                f"Invalid value for '{where}.role': {role!r}. Supported values are: {allowed}.",
+                where + ".role",
+            )
+        tool_calls = item.get("tool_calls") or ()
+        if tool_calls and (role != "assistant" or not isinstance(tool_calls, list)):
+            raise _bad(
+                f"Invalid '{where}.tool_calls': only assistant messages carry a list of tool calls.", where
+            )
+        content = item.get("content")
+        if content is None and not (role == "assistant" and tool_calls):
+            raise _bad(f"Missing '{where}.content': a {role} message needs content.", where + ".content")
+        tool_call_id = item.get("tool_call_id")
+        if role == "tool" and not isinstance(tool_call_id, str):
+            raise _bad(f"Missing '{where}.tool_call_id': a tool message must answer a tool call.", where)
+        calls = tuple(c for c in tool_calls if isinstance(c, Mapping))
+        out.append(Message(role, _content_text(content, where), calls, tool_call_id))
+    return tuple(out)
+
+
+def _content_text(content: Any, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                raise _bad(f"Invalid '{where}.content': every part needs a 'type'.", where + ".content")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _bad(f"Invalid '{where}.content': a text part needs a 'text' string.", where)
+                texts.append(part["text"])
+        return "\n".join(texts)
+    raise _bad(f"Invalid '{where}.content': expected a string or an array of parts.", where + ".content")
+
+
+def _message_tokens(message: Message) -> int:
+    tokens = count_tokens(message.text)
+    for call in message.tool_calls:
+        function = call.get("function")
+        if isinstance(function, Mapping):
+            tokens += count_tokens(f"{function.get('name', '')} {function.get('arguments', '')}")
+    return tokens
+
+
+def _parse_tools(raw: Any) -> tuple[Tool, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _bad("Invalid 'tools': expected an array of function tools.", "tools")
+    tools = []
+    for index, item in enumerate(raw):
+        where = f"tools[{index}]"
+        function = item.get("function") if isinstance(item, Mapping) else None
+        if (
+            not isinstance(item, Mapping)
+            or item.get("type") != "function"
+            or not isinstance(function, Mapping)
+        ):
+            raise _bad(f'Invalid \'{where}\': expected {{"type": "function", "function": {{...}}}}.', where)
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"Missing '{where}.function.name'.", where + ".function.name")
+        params = function.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, Mapping):
+            raise _bad(f"Invalid '{where}.function.parameters': expected a JSON schema object.", where)
+        description = function.get("description")
+        tools.append(Tool(name, description if isinstance(description, str) else "", params))
+    return tuple(tools)
+
+
+def _parse_tool_choice(raw: Any, tools: Sequence[Tool]) -> str:
+    if raw is None:
+        return "auto" if tools else "none"
+    if raw in ("auto", "none", "required"):
+        if raw == "required" and not tools:
+            raise _bad("tool_choice 'required' needs at least one tool in 'tools'.", "tool_choice")
+        return str(raw)
+    if (
+        isinstance(raw, Mapping)
+        and raw.get("type") == "function"
+        and isinstance(raw.get("function"), Mapping)
+    ):
+        name = raw["function"].get("name")
+        if not any(tool.name == name for tool in tools):
+            known = ", ".join(tool.name for tool in tools) or "none"
+            raise _bad(
+                f"tool_choice names function {name!r}, which is not in 'tools' (known: {known}).",
+                "tool_choice",
+            )
+        return f"function:{name}"
+    raise _bad(
+        "Invalid 'tool_choice': expected 'auto', 'none', 'required' or "
+        '{"type": "function", "function": {"name": ...}}.',
+        "tool_choice",
+    )
+
+
+def _parse_response_format(raw: Any) -> Mapping[str, Any] | None:
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, Mapping) else None
+    if kind in ("text", "json_object"):
+        return raw  # type: ignore[no-any-return]
+    if kind == "json_schema":
+        spec = raw.get("json_schema")
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("schema"), Mapping):
+            raise _bad(
+                "Invalid 'response_format': type 'json_schema' needs "
+                '{"json_schema": {"name": ..., "schema": {...}}}.',
+                "response_format.json_schema",
+            )
+        return raw  # type: ignore[no-any-return]
+    raise _bad(
+        "Invalid 'response_format': expected type 'text', 'json_object' or 'json_schema'.", "response_format"
+    )
+
+
+def _parse_stop(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,) if raw else ()
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw) and len(raw) <= 4:
+        return tuple(s for s in raw if s)
+    raise _bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop")
+
+
+def _parse_token_delay(body: Mapping[str, Any]) -> float | None:
+    """``extra_body.offline.token_delay`` (or a top-level ``offline`` object, for merged extra_body)."""
+    for holder in (body.get("extra_body"), body):
+        offline = holder.get("offline") if isinstance(holder, Mapping) else None
+        if isinstance(offline, Mapping) and "token_delay" in offline:
+            delay = offline["token_delay"]
+            if not _is_number(delay) or not 0 <= delay <= _MAX_TOKEN_DELAY:
+                raise _bad(
+                    f"Invalid 'offline.token_delay': expected seconds between 0 and {_MAX_TOKEN_DELAY:g}.",
+                    "extra_body.offline.token_delay",
+                )
+            return float(delay)
+    return None
