@@ -1,0 +1,421 @@
+"""flotorch_nb._render: untrusted Markdown -> safe HTML, and the answer footer.
+
+Every payload is checked on both layers: through ``render_markdown`` (markdown-it with raw HTML off,
+then nh3) and straight through the nh3 cleaner, so the defence in depth is real and not just the first
+layer escaping everything. The output is parsed with the stdlib HTML parser, which decodes entities in
+attribute values the way a browser does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from flotorch_nb._render import (
+    _cleaner,
+    answer_html,
+    escape_text,
+    footer_html,
+    footer_text,
+    render_markdown,
+)
+
+XSS_PAYLOADS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "<IMG SRC=x OnErRoR=alert(1)>",
+    "<img src=x onerror\n=alert(1)>",
+    "<img/src=x/onerror=alert(1)>",
+    "<img src=x onerror=alert(1)",  # unclosed tag
+    "<svg onload=alert(1)>",
+    "<svg><script>alert(1)</script></svg>",
+    '<svg><a xlink:href="javascript:alert(1)"><text>x</text></a></svg>',
+    "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+    "<math href=javascript:alert(1)>x</math>",
+    "[x](javascript:alert(1))",
+    "[x](JAVASCRIPT:alert(1))",
+    "[x](<javascript:alert(1)>)",
+    "[x](jav&#x09;ascript:alert(1))",
+    "[x](&#106;avascript:alert(1))",
+    "[x](javascript&colon;alert(1))",
+    "[x][r]\n\n[r]: javascript:alert(1)",
+    "<javascript:alert(1)>",
+    '<a href="javascript:alert(1)">x</a>',
+    '<a href="JaVaScRiPt:alert(1)">x</a>',
+    '<a href="  javascript:alert(1)">x</a>',
+    '<a href="jav&#x09;ascript:alert(1)">x</a>',
+    '<a href="jav\tascript:alert(1)">x</a>',
+    '<a href="java\x00script:alert(1)">x</a>',
+    '<a href="&#106;&#97;&#118;&#97;&#115;&#99;&#114;&#105;&#112;&#116;&#58;alert(1)">x</a>',
+    '<a href="vbscript:msgbox(1)">x</a>',
+    "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+    '<a href="data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+">x</a>',
+    "![x](data:image/png;base64,iVBORw0KGgo=)",
+    '<a href="https://ok.example" onclick="alert(1)">x</a>',
+    '[x](https://ok.example "t\\" onmouseover=\\"alert(1)")',
+    '![x](https://example.com/a.png "\\" onerror=\\"alert(1)")',
+    '![x" onerror="alert(1)](https://example.com/a.png)',
+    '<iframe src="javascript:alert(1)"></iframe>',
+    '<iframe srcdoc="<script>alert(1)</script>"></iframe>',
+    '<object data="javascript:alert(1)"></object>',
+    '<embed src="javascript:alert(1)">',
+    "<style>body{background:url(javascript:alert(1))}</style>",
+    '<div style="width: expression(alert(1))">x</div>',
+    '<p style="background:url(javascript:alert(1))">x</p>',
+    "<form action=javascript:alert(1)><button>go</button></form>",
+    '<form><button formaction="javascript:alert(1)">go</button></form>',
+    "<details open ontoggle=alert(1)>",
+    '<!--<img src="--><img src=x onerror=alert(1)//">',
+    "<!--[if gte IE 4]><script>alert(1)</script><![endif]-->",
+    '<base href="javascript:alert(1)//">',
+    '<meta http-equiv="refresh" content="0;url=javascript:alert(1)">',
+    '<link rel=stylesheet href="javascript:alert(1)">',
+    "<body onload=alert(1)>",
+    "<input autofocus onfocus=alert(1)>",
+    "<video><source onerror=alert(1)></video>",
+    "<template><img src=x onerror=alert(1)></template>",
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
+    "<xss onpointerenter=alert(1)>hover</xss>",
+    '<table background="javascript:alert(1)"><tr><td>x</td></tr></table>',
+    "<marquee onstart=alert(1)>x</marquee>",
+    "<<script>script>alert(1)<</script>/script>",
+    '```"><img src=x onerror=alert(1)>\ncode\n```',
+    "```python onmouseover=alert(1)\ncode\n```",
+    "| a |\n|---|\n| <img src=x onerror=alert(1)> |",
+    "**<img src=x onerror=alert(1)>**",
+    '<a href="https://ok.example" target="_blank" rel="opener">x</a>',
+]
+
+FORBIDDEN_TAGS = {
+    "script", "iframe", "object", "embed", "style", "svg", "math", "base", "meta", "form", "img",
+    "link", "input", "button", "textarea", "template", "frame", "frameset", "video", "audio", "source",
+    "body", "html", "head", "title", "noscript", "xss", "marquee", "details",
+}  # fmt: skip
+ALLOWED_TAGS = {
+    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li",
+    "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {"href", "title", "rel", "start", "class", "align"}
+URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "background", "data", "poster"}
+
+
+class _Collect(HTMLParser):
+    """Record every tag and attribute (entity-decoded) and any comment or declaration."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.other: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+    def handle_comment(self, data: str) -> None:
+        self.other.append(f"comment {data!r}")
+
+    def handle_decl(self, decl: str) -> None:
+        self.other.append(f"decl {decl!r}")
+
+    def handle_pi(self, data: str) -> None:
+        self.other.append(f"pi {data!r}")
+
+    def unknown_decl(self, data: str) -> None:
+        self.other.append(f"unknown decl {data!r}")
+
+
+def _url_is_safe(value: str) -> bool:
+    # Browsers drop leading C0 controls/space and every tab/newline inside a URL before reading the scheme.
+    cleaned = "".join(ch for ch in value if ch not in "\t\n\r").lstrip("\x00\x01\x02\x03 \x0b\x0c").lower()
+    return cleaned.startswith(("http://", "https://", "mailto:"))
+
+
+# Markup the panel and footer add around model output (built from escaped values, never model text).
+OWN_TAGS = {"div", "span", "b", "strong", "details", "summary"}
+OWN_ATTRIBUTES = {"class", "style", "title"}
+
+
+def assert_safe_html(out: str, *, own_markup: bool = False) -> None:
+    """Fail if ``out`` holds anything that could run script or load a resource on its own.
+
+    ``own_markup`` also admits the wrapper tags flotorch_nb itself adds (with class/style/title only);
+    the model's part is still held to the strict allow-list.
+    """
+    parser = _Collect()
+    parser.feed(out)
+    parser.close()
+    assert parser.other == [], out
+    for tag, attrs in parser.tags:
+        if own_markup and tag in OWN_TAGS:
+            assert {name for name, _ in attrs} <= OWN_ATTRIBUTES, out
+            continue
+        assert tag not in FORBIDDEN_TAGS, out
+        assert tag in ALLOWED_TAGS, out
+        for name, value in attrs:
+            assert not name.startswith("on"), out
+            assert name != "style", out
+            assert name in ALLOWED_ATTRIBUTES, out
+            if name in URL_ATTRIBUTES:
+                assert value is not None and _url_is_safe(value), out
+            if name == "class":
+                assert tag == "code" and value is not None and value.startswith("language-"), out
+            if name == "rel":
+                assert value == "noopener noreferrer nofollow", out
+
+
+def test_the_payload_list_is_long_enough() -> None:
+    assert len(XSS_PAYLOADS) >= 25
+    assert len(set(XSS_PAYLOADS)) == len(XSS_PAYLOADS)
+
+
+def test_checker_catches_unsafe_html() -> None:
+    """The checker itself must fail on the things it claims to catch, or the tests below prove nothing."""
+    for bad in [
+        "<img src=x onerror=alert(1)>",
+        '<a href="jav&#x09;ascript:alert(1)">x</a>',
+        '<a href=" javascript:alert(1)">x</a>',
+        '<p style="color:red">x</p>',
+        "<svg></svg>",
+        '<code class="evil">x</code>',
+        "<!-- x -->",
+        '<a href="/relative">x</a>',
+    ]:
+        with pytest.raises(AssertionError):
+            assert_safe_html(bad)
+    for bad in ['<span onclick="x">a</span>', '<div style="x" onmouseover="y">a</div>', "<svg></svg>"]:
+        with pytest.raises(AssertionError):
+            assert_safe_html(bad, own_markup=True)
+    own = '<div class="flotorch-footer" style="color:red"><span title="t">x</span></div>'
+    assert_safe_html(own, own_markup=True)
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_render_markdown_neutralises_payload(payload: str) -> None:
+    assert_safe_html(render_markdown(payload))
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_cleaner_alone_neutralises_raw_html_payload(payload: str) -> None:
+    """Second layer on its own: even if raw HTML reached nh3, nothing dangerous would survive."""
+    assert_safe_html(_cleaner().clean(payload))
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_payload_inside_markdown_structure(payload: str) -> None:
+    text = f"# Title\n\n- item {payload}\n\n> {payload}\n\n| h |\n|---|\n| {payload} |\n\n**{payload}**"
+    assert_safe_html(render_markdown(text))
+
+
+def test_raw_html_is_shown_as_text_not_dropped() -> None:
+    out = render_markdown("Try <b>this</b> and <img src=x onerror=alert(1)>")
+    assert "&lt;b&gt;this&lt;/b&gt;" in out
+    assert "&lt;img src=x onerror=alert(1)&gt;" in out
+
+
+def test_markdown_image_becomes_link_not_img() -> None:
+    out = render_markdown("![a chart](https://example.com/chart.png)")
+    assert "<img" not in out
+    assert (
+        '<a href="https://example.com/chart.png" rel="noopener noreferrer nofollow">image: a chart</a>' in out
+    )
+
+
+def test_headings_emphasis_and_lists_survive() -> None:
+    out = render_markdown("# Title\n\n## Sub\n\n**bold** *it* ~~gone~~\n\n- a\n- b\n\n3. c\n4. d\n\n> quoted")
+    for fragment in [
+        "<h1>Title</h1>",
+        "<h2>Sub</h2>",
+        "<strong>bold</strong>",
+        "<em>it</em>",
+        "<s>gone</s>",
+        "<ul>\n<li>a</li>\n<li>b</li>\n</ul>",
+        '<ol start="3">',
+        "<blockquote>",
+    ]:
+        assert fragment in out, (fragment, out)
+    assert_safe_html(out)
+
+
+def test_table_survives_with_alignment_but_without_style() -> None:
+    out = render_markdown("| name | n |\n|:-----|--:|\n| a | 1 |")
+    assert "<table>" in out
+    assert '<th align="left">name</th>' in out
+    assert '<td align="right">1</td>' in out
+    assert "style" not in out
+    assert_safe_html(out)
+
+
+def test_fenced_code_keeps_language_class_and_escapes_angle_brackets() -> None:
+    out = render_markdown("```python\nif a < b:\n    print('<script>')\n```")
+    assert '<pre><code class="language-python">' in out
+    assert "if a &lt; b:" in out
+    assert "print('&lt;script&gt;')" in out
+    assert "<script>" not in out
+
+
+def test_code_class_with_junk_is_dropped_not_passed_through() -> None:
+    out = render_markdown('```py" onclick="x\nz\n```')
+    assert "<pre><code>z" in out
+    assert "onclick" not in out.replace("&quot;", '"').split("<code")[0]
+    assert_safe_html(out)
+
+
+def test_inline_code_is_escaped() -> None:
+    assert render_markdown("use `<div>` here") == "<p>use <code>&lt;div&gt;</code> here</p>\n"
+
+
+def test_links_allowed_schemes_and_rel() -> None:
+    out = render_markdown(
+        "[site](https://example.com/a?b=1&c=2) [mail](mailto:me@example.com) <http://x.example>"
+    )
+    assert '<a href="https://example.com/a?b=1&amp;c=2" rel="noopener noreferrer nofollow">site</a>' in out
+    assert '<a href="mailto:me@example.com" rel="noopener noreferrer nofollow">mail</a>' in out
+    assert '<a href="http://x.example" rel="noopener noreferrer nofollow">http://x.example</a>' in out
+
+
+def test_relative_and_other_scheme_links_lose_their_href() -> None:
+    """Relative URLs would point into the Jupyter server (files, API); ftp/file are not for chat output."""
+    out = render_markdown("[a](/api/contents) [b](../secret) [c](ftp://x.example) [d](file:///etc/passwd)")
+    assert "href" not in out
+    assert out.count('<a rel="noopener noreferrer nofollow">') == 3
+    assert "[d](file:///etc/passwd)" in out  # markdown-it refuses file: links outright: left as text
+
+
+def test_plain_text_is_paragraph() -> None:
+    assert render_markdown("hello") == "<p>hello</p>\n"
+    assert render_markdown("") == ""
+
+
+@pytest.mark.parametrize("bad", [None, 1, b"bytes", ["x"]])
+def test_render_markdown_rejects_non_str(bad: object) -> None:
+    with pytest.raises(TypeError, match="render_markdown"):
+        render_markdown(bad)  # type: ignore[arg-type]
+
+
+def test_escape_text() -> None:
+    assert escape_text("<b> & \"q\" 'a'") == "&lt;b&gt; &amp; &quot;q&quot; &#x27;a&#x27;"
+    with pytest.raises(TypeError):
+        escape_text(3)  # type: ignore[arg-type]
+
+
+FOOTER: dict[str, Any] = {
+    "model": "offline/assistant",
+    "input_tokens": 12,
+    "output_tokens": 34,
+    "total_tokens": 46,
+    "latency_s": 0.2104,
+    "gateway_latency_ms": 3.4,
+}
+
+
+def test_footer_text_online() -> None:
+    assert (
+        footer_text(**FOOTER)
+        == "offline/assistant · in 12 · out 34 · total 46 tokens · 210 ms (gateway 3 ms)"
+    )
+
+
+def test_footer_text_offline_badge_and_seconds() -> None:
+    text = footer_text(**{**FOOTER, "latency_s": 2.5, "gateway_latency_ms": None}, offline=True)
+    assert text == "OFFLINE gateway · offline/assistant · in 12 · out 34 · total 46 tokens · 2.50 s"
+
+
+def test_footer_usage_unknown() -> None:
+    text = footer_text(
+        **{**FOOTER, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}, usage_known=False
+    )
+    assert "tokens unknown" in text
+    assert "in 0" not in text
+
+
+def test_footer_without_latency() -> None:
+    text = footer_text(model="m", input_tokens=1, output_tokens=2, total_tokens=3)
+    assert text == "m · in 1 · out 2 · total 3 tokens"
+
+
+def test_footer_html_structure_badge_and_escaping() -> None:
+    out = footer_html(**{**FOOTER, "model": "<img src=x onerror=alert(1)>"}, offline=True)
+    assert out.startswith('<div class="flotorch-footer"')
+    assert '<span class="flotorch-offline-badge"' in out
+    assert "OFFLINE gateway</span>" in out
+    assert "&lt;img src=x onerror=alert(1)&gt;" in out
+    assert "in 12 · out 34 · total 46 tokens" in out
+    parser = _Collect()
+    parser.feed(out)
+    assert [tag for tag, _ in parser.tags] == ["div", "span"]
+    assert not any(name.startswith("on") for _, attrs in parser.tags for name, _ in attrs)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+@pytest.mark.parametrize("note", [None, "STOPPED"])
+@pytest.mark.parametrize("usage_known", [True, False])
+def test_footer_html_text_is_footer_text(offline: bool, note: str | None, usage_known: bool) -> None:
+    """What a browser shows (textContent) is word for word the text/plain footer."""
+    values = {**FOOTER, "offline": offline, "note": note, "usage_known": usage_known}
+    parts: list[str] = []
+
+    class Text(HTMLParser):
+        def handle_data(self, data: str) -> None:
+            parts.append(data)
+
+    Text().feed(footer_html(**values))
+    assert "".join(parts) == footer_text(**values)
+
+
+def test_footer_note_is_shown_first_and_escaped() -> None:
+    assert footer_text(**FOOTER, note="STOPPED").startswith("STOPPED · offline/assistant")
+    assert "&lt;b&gt;" in footer_html(**FOOTER, note="<b>")
+    with pytest.raises(TypeError):
+        footer_text(**FOOTER, note=1)  # type: ignore[arg-type]
+
+
+def test_footer_html_online_has_no_badge() -> None:
+    assert "OFFLINE" not in footer_html(**FOOTER)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"model": None}, TypeError),
+        ({"input_tokens": "12"}, TypeError),
+        ({"output_tokens": 1.5}, TypeError),
+        ({"total_tokens": True}, TypeError),
+        ({"input_tokens": -1}, ValueError),
+        ({"latency_s": "fast"}, TypeError),
+        ({"latency_s": -0.1}, ValueError),
+        ({"latency_s": float("nan")}, ValueError),
+        ({"gateway_latency_ms": float("inf")}, ValueError),
+    ],
+)
+def test_footer_rejects_bad_values(change: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        footer_text(**{**FOOTER, **change})
+    with pytest.raises(error):
+        footer_html(**{**FOOTER, **change})
+
+
+def test_answer_html_wraps_sanitized_content_and_footer() -> None:
+    footer = footer_html(**FOOTER)
+    out = answer_html("**hi** <img src=x onerror=alert(1)>", footer)
+    assert out.startswith('<div class="flotorch-answer"><p><strong>hi</strong> &lt;img')
+    assert out.endswith(footer + "</div>")
+    with pytest.raises(TypeError):
+        answer_html("x", None)  # type: ignore[arg-type]
+
+
+def test_import_does_not_load_markdown_or_nh3() -> None:
+    """The module is imported by the core's display code; parsing deps load on first render only."""
+    code = (
+        "import sys, flotorch_nb._render as r\n"
+        "assert 'nh3' not in sys.modules and 'markdown_it' not in sys.modules, sorted(sys.modules)\n"
+        "r.render_markdown('x')\n"
+        "assert 'nh3' in sys.modules and 'markdown_it' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
