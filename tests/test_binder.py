@@ -78,7 +78,7 @@ def test_start_runs_an_offline_gateway_and_exports_its_settings(tmp_path: Path) 
     try:
         assert result.returncode == 0, result.stderr
         assert url.startswith("http://127.0.0.1:")
-        assert (key, model) == ("offline", "offline/assistant")
+        assert (key, model) == ("flotorch-offline-placeholder", "offline/assistant")
         assert "OFFLINE gateway" in result.stderr and url in result.stderr
         assert _health(url) == 200, "the gateway keeps serving the server that start exec'd"
     finally:

@@ -1,0 +1,194 @@
+"""What ``%%flotorch`` and ``%flotorch`` show: MIME bundles for previews, answers and transcripts.
+
+Kept apart from ``magics.py`` so the shapes can be tested without a shell and the magic stays
+about control flow. Everything that becomes HTML goes through ``_render`` (model Markdown rendered
+and sanitized, everything else escaped): in JupyterLab an HTML output's event handlers execute,
+and a saved notebook is trusted again when reopened. Plain text is inert and always included, so
+an answer survives any viewer, ``nbconvert --to markdown`` and CI logs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _render
+from ._errors import ResponseError
+
+if TYPE_CHECKING:
+    from ._response import LLMResponse
+
+__all__ = [
+    "answer_bundle",
+    "extract_code",
+    "footer_fields",
+    "json_bundle",
+    "parse_json_answer",
+    "preview_bundle",
+    "transcript_html",
+    "transcript_markdown",
+]
+
+# Plain text keeps its line breaks and spacing without being parsed; a div (our own markup, styled
+# inline) rather than <pre>, which is reserved for the sanitized Markdown's code blocks.
+_PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monospace">'
+
+
+def footer_fields(resp: LLMResponse) -> dict[str, Any]:
+    """The keyword arguments of ``_render.footer_text`` / ``footer_html`` for one response."""
+    usage = resp.usage
+    return {
+        "model": resp.model or "unknown model",
+        "input_tokens": usage.input_tokens if usage else 0,
+        "output_tokens": usage.output_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+        "usage_known": usage is not None,
+        "latency_s": resp.latency_s,
+        "gateway_latency_ms": resp.gateway_latency_ms,
+        "offline": resp.offline,
+    }
+
+
+def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict[str, str]:
+    """The streaming preview: what has arrived so far, and a status line (``streaming…``)."""
+    if fmt == "markdown":
+        body = _render.render_markdown(text) if text else ""
+    else:
+        body = f"{_PRE}{_render.escape_text(text)}</div>"
+    line = (
+        '<div class="flotorch-footer" style="font-size:0.85em;color:#6b7280">'
+        f"{_render.escape_text(status)}</div>"
+    )
+    return {
+        "text/plain": f"{text}\n[{status}]",
+        "text/html": f'<div class="flotorch-streaming">{body}{line}</div>',
+    }
+
+
+def answer_bundle(resp: LLMResponse, fmt: str, *, code: str | None = None) -> dict[str, str]:
+    """The final answer for ``text`` (preformatted, never parsed) or ``code`` (one fenced block)."""
+    fields = footer_fields(resp)
+    footer_html, footer_text = _render.footer_html(**fields), _render.footer_text(**fields)
+    if fmt == "code":
+        assert code is not None
+        # A fence longer than any run of tildes in the code, so the code can never close it.
+        fence = "~" * max(3, 1 + max((len(run) for run in re.findall("~+", code)), default=0))
+        html = _render.answer_html(f"{fence}{code_language(resp.content)}\n{code}\n{fence}", footer_html)
+        return {"text/plain": f"{code}\n\n{footer_text}", "text/html": html}
+    html = f'<div class="flotorch-answer">{_PRE}{_render.escape_text(resp.content)}</div>{footer_html}</div>'
+    return {"text/plain": f"{resp.content}\n\n{footer_text}", "text/html": html}
+
+
+def json_bundle(value: Any, resp: LLMResponse) -> dict[str, Any]:
+    """A JSON value as ``application/json`` (JupyterLab's tree view) plus the pretty text and footer."""
+    fields = footer_fields(resp)
+    pretty = json.dumps(value, indent=2, ensure_ascii=False)
+    html = (
+        f'<div class="flotorch-answer">{_PRE}{_render.escape_text(pretty)}</div>'
+        f"{_render.footer_html(**fields)}</div>"
+    )
+    return {
+        "application/json": value if isinstance(value, dict | list) else {"value": value},
+        "text/html": html,
+        "text/plain": f"{pretty}\n\n{_render.footer_text(**fields)}",
+    }
+
+
+def parse_json_answer(content: str) -> Any:
+    """The answer as JSON: the whole text, else its first fenced block; ``ResponseError`` if neither."""
+    candidates = [content]
+    fenced = extract_code(content, fallback=False)
+    if fenced is not None:
+        candidates.append(fenced)
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    snippet = " ".join(content.split())[:120]
+    raise ResponseError(
+        f"-f json: the answer is not JSON ({snippet!r}); ask the model for JSON only, or use "
+        "-f markdown to see the answer as it is"
+    )
+
+
+def _fences(text: str) -> list[Any]:
+    from markdown_it import MarkdownIt
+
+    # The same CommonMark rules the renderer uses, so "the first code block" is what the user sees.
+    return [t for t in MarkdownIt("commonmark").parse(text) if t.type in ("fence", "code_block")]
+
+
+def extract_code(text: str, *, fallback: bool = True) -> str | None:
+    """The first fenced (or indented) code block of a Markdown answer, without its fences.
+
+    Without any block the whole answer is returned when ``fallback`` (models often answer with bare
+    code when asked for code), else None.
+    """
+    blocks = _fences(text)
+    if blocks:
+        return str(blocks[0].content).rstrip("\n")
+    return text.strip() if fallback else None
+
+
+def code_language(text: str) -> str:
+    """The info string (language) of the first fenced block, or ``""``."""
+    blocks = _fences(text)
+    if not blocks or blocks[0].type != "fence":
+        return ""
+    return str(blocks[0].info).split(" ")[0].strip()
+
+
+_ROLE_TITLES = {
+    "system": "System",
+    "developer": "Developer",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+}
+
+
+def _content_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        text = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    else:
+        text = ""
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", {}) if isinstance(call, Mapping) else {}
+        text += f"\n→ tool call {function.get('name')}({function.get('arguments')})"
+    return text.strip()
+
+
+def transcript_markdown(
+    messages: Sequence[Mapping[str, Any]], responses: Sequence[LLMResponse | None], *, title: str
+) -> str:
+    """The conversation as a Markdown document, each answer followed by its model and token footer.
+
+    ``responses[i]`` is the response behind ``messages[i]`` (None for prompts and unknown replies).
+    """
+    parts = [f"# {title}\n"]
+    for message, resp in zip(messages, responses, strict=True):
+        role = str(message.get("role", "?"))
+        parts.append(f"## {_ROLE_TITLES.get(role, role)}\n\n{_content_text(message)}\n")
+        if resp is not None:
+            parts.append(f"*{_render.footer_text(**footer_fields(resp))}*\n")
+    return "\n".join(parts)
+
+
+def transcript_html(messages: Sequence[Mapping[str, Any]], responses: Sequence[LLMResponse | None]) -> str:
+    """The conversation as sanitized HTML: every message's text rendered by ``_render``."""
+    items = []
+    for message, resp in zip(messages, responses, strict=True):
+        role = str(message.get("role", "?"))
+        footer = _render.footer_html(**footer_fields(resp)) if resp is not None else ""
+        items.append(
+            f'<div class="flotorch-history-{_render.escape_text(role)}"><strong>'
+            f"{_render.escape_text(_ROLE_TITLES.get(role, role))}</strong>"
+            f"{_render.render_markdown(_content_text(message))}{footer}</div>"
+        )
+    return '<div class="flotorch-history">' + "".join(items) + "</div>"

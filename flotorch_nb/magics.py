@@ -1,0 +1,340 @@
+"""``%%flotorch`` (ask a model) and ``%flotorch`` (configure, usage, budget, history) for IPython.
+
+Loaded by ``%load_ext flotorch_nb``. Unlike chat magics that print errors, a failed request here
+*raises* (a typed ``FlotorchError``), so a notebook run by nbmake/nbclient in CI fails when the
+gateway does. Mistakes in options or configuration raise IPython's ``UsageError``: one line saying
+how to fix it, no traceback, and nothing sent. Answers stream into the cell as they arrive and
+end as one plain rich output (sanitized HTML + text) that survives save, reopen and HTML export.
+"""
+
+from __future__ import annotations
+
+import getpass
+import keyword
+import os
+import shlex
+import time
+from collections import ChainMap
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import clear_output, display
+
+from . import _config, _magic_commands, _magic_output, _offline
+from ._errors import ConfigurationError, InvalidRequestError
+from ._interpolate import interpolate
+from ._session import Session, get_session
+
+__all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+FORMATS = ("markdown", "text", "code", "json")
+#: How often the streaming preview is redrawn: smooth to read, cheap for the frontend.
+PREVIEW_INTERVAL_S = 0.05
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _parse(func: Any, line: str, magic: str) -> Any:
+    """Parse ``line`` with the magic's argparse parser, shell-style (quotes removed)."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:  # e.g. an unbalanced quote
+        raise UsageError(f"{magic}: cannot split the options ({exc}); check the quotes") from None
+    try:
+        return func.parser.parse_args(tokens)
+    except UsageError as exc:
+        raise UsageError(f"{magic}: {exc} — see {magic}? for the options") from None
+
+
+def _configuration_fix(session: Session, exc: Exception, *, model_given: bool = False) -> UsageError:
+    """A one-line UsageError saying what configuration is missing and how to provide it."""
+    fixes = {
+        _config.ENV_MODEL_ID: "%flotorch model NAME (or -m NAME)",
+        _config.ENV_API_KEY: "%flotorch login",
+        _config.ENV_BASE_URL: "%flotorch base_url https://...",
+    }
+    missing = [name for name in session.missing() if not (model_given and name == _config.ENV_MODEL_ID)]
+    if missing:
+        how = "; ".join(fixes[name] for name in missing)
+        return UsageError(
+            f"FloTorch is not configured: {' and '.join(missing)} not set. Fix: {how} "
+            "(or set the environment variables; with none of them set, %reload_ext flotorch_nb "
+            "starts the offline gateway)"
+        )
+    return UsageError(f"FloTorch configuration error: {exc}")
+
+
+@magics_class
+class FlotorchMagics(Magics):
+    """The ``flotorch`` line and cell magics; all state lives in the process-wide ``Session``."""
+
+    @property
+    def session(self) -> Session:
+        """The session shared with the chat panel."""
+        return get_session()
+
+    @property
+    def ip(self) -> Any:
+        """The shell (``Magics.shell`` is typed optional; a registered magic always has one)."""
+        assert self.shell is not None
+        return self.shell
+
+    # -- %%flotorch ------------------------------------------------------------------------------
+    @magic_arguments("%flotorch")
+    @argument("-m", "--model", help="model id for this cell (default: %%flotorch model / FLOTORCH_MODEL_ID)")
+    @argument("-t", "--temperature", type=float, help="sampling temperature, 0 to 2")
+    @argument("--max-tokens", type=int, help="upper bound on the answer's tokens")
+    @argument("-s", "--system", help='system prompt (quote it: -s "You are terse.")')
+    @argument(
+        "-f", "--format", choices=FORMATS, default="markdown",
+        help="markdown (default; the cell's value is the LLMResponse), text (plain, unrendered), "
+        "code (first code block, also inserted as a new cell below), json (parsed; JSON mode requested)",
+    )  # fmt: skip
+    @argument("--schema", metavar="NAME", help="pydantic BaseModel class in the notebook: structured output")
+    @argument("-o", "--output", metavar="VAR", help="also store the LLMResponse in variable VAR")
+    @argument("-c", "--continue", dest="cont", action="store_true", help="send the conversation so far first")
+    @argument(
+        "-n", "--new", action="store_true", help="start a new conversation (the default; explicit form)"
+    )
+    @argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming it")
+    @argument("--no-interpolate", action="store_true", help="send {braces} exactly as written")
+    @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
+    def flotorch_cell(self, line: str, cell: str) -> Any:
+        """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
+
+        Interpolation: {name}, {obj.attr}, {seq[0]}, {d['key']}, {In[3]} and {Out[3]} are replaced by
+        values from the notebook; anything else in braces (code, JSON, unknown names) is left as
+        written, and {{name}} gives a literal {name}. --no-interpolate turns this off.
+
+        Conversation: each cell is a fresh single turn by default, and that exchange becomes the
+        conversation; -c/--continue sends the conversation so far before the prompt (so follow-up
+        questions work); -n/--new says "fresh" explicitly. -s replaces the system prompt.
+
+        Output: the default markdown format streams a preview, then the cell's value (Out[n], _) is
+        the LLMResponse, rendered once as sanitized HTML with a footer (model, tokens, latency,
+        OFFLINE mark). text/code/json/--schema show their own final output instead and return
+        nothing; use -o VAR to keep the response (its .parsed holds the JSON / schema instance).
+
+        Errors: option or configuration mistakes raise UsageError before anything is sent; gateway
+        failures raise the typed FlotorchError so the cell fails (and CI notices); a spent
+        %flotorch budget raises BudgetExceededError. Every answer is counted in %flotorch usage.
+        """
+        args = _parse(self.flotorch_cell, line, "%%flotorch")
+        session = self.session
+        if args.cont and args.new:
+            raise UsageError("%%flotorch: -c/--continue and -n/--new contradict each other; use one")
+        if args.max_tokens is not None and args.max_tokens <= 0:
+            raise UsageError(f"%%flotorch: --max-tokens must be a whole number > 0, got {args.max_tokens}")
+        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
+            raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
+        schema = self._schema_class(args.schema) if args.schema else None
+        if schema is not None and args.format not in ("markdown", "json"):
+            raise UsageError(
+                f"%%flotorch: --schema gives structured output; it cannot be combined with -f {args.format}"
+            )
+        prompt = cell if args.no_interpolate else interpolate(cell, self._namespace())
+        if not prompt.strip():
+            raise UsageError("%%flotorch: the cell is empty; write the prompt on the lines below %%flotorch")
+
+        try:
+            client = session.client(args.model)
+        except ConfigurationError as exc:
+            raise _configuration_fix(session, exc, model_given=bool(args.model)) from None
+        session.check_budget()  # BudgetExceededError: a real failure, the cell must fail
+
+        fmt = "json" if schema is not None else args.format
+        messages = session.messages_for(prompt, system=args.system, continue_=args.cont)
+        params: dict[str, Any] = {}
+        if args.temperature is not None:
+            params["temperature"] = args.temperature
+        if args.max_tokens is not None:
+            params["max_tokens"] = args.max_tokens
+        # JSON mode for -f json so a real model answers with JSON only (the offline one honours it too).
+        response_format: Any = schema
+        if schema is None and fmt == "json":
+            response_format = {"type": "json_object"}
+
+        try:
+            if args.no_stream:
+                resp = client.invoke(messages, response_format=response_format, **params)
+            else:
+                stream = client.stream(messages, response_format=response_format, **params)
+        except InvalidRequestError as exc:  # refused before any I/O: an option mistake
+            raise UsageError(f"%%flotorch: {exc}") from None
+        if not args.no_stream:
+            resp = self._stream(stream, fmt)
+
+        session.record(resp, "magic")
+        session.add_exchange(messages, resp)
+        if args.output:
+            self.ip.user_ns[args.output] = resp
+        return self._show(resp, fmt, streamed=not args.no_stream)
+
+    def _stream(self, stream: Any, fmt: str) -> Any:
+        """Show deltas as they arrive in one display (redrawn at most every PREVIEW_INTERVAL_S)."""
+        handle = display(_magic_output.preview_bundle("", fmt), raw=True, display_id=True)
+        pieces: list[str] = []
+        shown = time.monotonic()
+        try:
+            with stream:
+                for delta in stream:
+                    pieces.append(delta)
+                    now = time.monotonic()
+                    if now - shown >= PREVIEW_INTERVAL_S:
+                        handle.update(_magic_output.preview_bundle("".join(pieces), fmt), raw=True)
+                        shown = now
+                return stream.response
+        except BaseException:
+            # Keep what arrived visible above the traceback (a cut stream, an interrupt).
+            stopped = _magic_output.preview_bundle(
+                "".join(pieces), fmt, status="stopped: see the error below"
+            )
+            handle.update(stopped, raw=True)
+            raise
+
+    def _show(self, resp: Any, fmt: str, *, streamed: bool) -> Any:
+        """Replace the preview with the one final rendering; return the cell's value."""
+        if streamed:
+            # wait=True: the preview disappears only when the final output arrives, so no flicker.
+            clear_output(wait=True)
+        if fmt == "markdown":
+            return resp  # the LLMResponse renders itself (sanitized HTML + footer) as Out[n]
+        if fmt == "text":
+            display(_magic_output.answer_bundle(resp, "text"), raw=True)
+        elif fmt == "code":
+            code = _magic_output.extract_code(resp.content) or ""
+            if code:
+                self.ip.set_next_input(code, replace=False)  # a new cell below, not a replacement
+            display(_magic_output.answer_bundle(resp, "code", code=code), raw=True)
+        else:
+            if resp.parsed is not None:  # --schema: the client validated it
+                value = resp.parsed.model_dump(mode="json")
+            else:
+                try:
+                    value = resp.parsed = _magic_output.parse_json_answer(resp.content)
+                except Exception:
+                    display(_magic_output.answer_bundle(resp, "text"), raw=True)  # show what came back
+                    raise
+            display(_magic_output.json_bundle(value, resp), raw=True)
+        return None
+
+    def _namespace(self) -> Any:
+        """The user's namespace for interpolation, with In[n] as typed (not IPython's transformed code)."""
+        raw = getattr(self.ip.history_manager, "input_hist_raw", None)
+        overlay = {"In": raw} if raw else {}
+        return ChainMap(overlay, self.ip.user_ns)
+
+    def _schema_class(self, name: str) -> type:
+        """The pydantic class called ``name`` (dotted names allowed) in the user's namespace."""
+        head, *rest = name.split(".")
+        value: Any = self.ip.user_ns.get(head)
+        for part in rest:
+            value = getattr(value, part, None)
+        if value is None:
+            raise UsageError(
+                f"%%flotorch: --schema {name}: no such name in the notebook; define the class first"
+            )
+        if not (isinstance(value, type) and callable(getattr(value, "model_json_schema", None))):
+            raise UsageError(f"%%flotorch: --schema {name} is not a pydantic BaseModel class")
+        return value
+
+    # -- %flotorch -------------------------------------------------------------------------------
+    @magic_arguments("flotorch")
+    @argument("command", nargs="?", default="config", help="one of the subcommands above (default: config)")
+    @argument("value", nargs="*", help="the subcommand's argument")
+    @line_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
+    def flotorch_line(self, line: str) -> Any:
+        """Configure FloTorch for this notebook and inspect usage.
+
+        Subcommands:
+          config            show model, base URL, key (never shown), mode, budget (the default)
+          model [NAME]      show / set the default model of %%flotorch and the chat panel
+          base_url [URL]    show / set the gateway URL (http or https)
+          login             ask for the API key without echoing it; kept in memory for this
+                            session only: never in the notebook, the environment or an output
+          usage             tokens used this session, per model (calls with unknown usage counted)
+          budget [N|off]    show / set / remove a token budget; spent => calls refused before sending
+          history           the %%flotorch conversation, with each answer's model and tokens
+          reset             clear the conversation and the usage ledger
+          export PATH.md    write the conversation as Markdown (model and token footer per answer)
+          record DIR        record every exchange to DIR (sets FLOTORCH_RECORD)
+          replay DIR        answer from recordings in DIR, no network, no key (sets FLOTORCH_REPLAY)
+          live              stop recording / replaying
+        """
+        args = _parse(self.flotorch_line, line, "%flotorch")
+        command = args.command.replace("-", "_")
+        if command == "login":
+            if args.value:
+                raise UsageError(
+                    "%flotorch login takes no argument: the key is asked for, never typed in a cell"
+                )
+            return self._login()
+        spec = _magic_commands.COMMANDS.get(command)
+        if spec is None:
+            names = ", ".join([*_magic_commands.COMMANDS, "login"])
+            raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
+        function, least, most, usage = spec
+        if not least <= len(args.value) <= most:
+            raise UsageError(f"%flotorch {command}: usage: %flotorch {usage}")
+        try:
+            output = function(self.session, *args.value)
+        except ConfigurationError as exc:
+            raise UsageError(f"%flotorch {command}: {exc}") from None
+        if isinstance(output, str):
+            print(output)
+        else:
+            display(output, raw=True)
+
+    def _login(self) -> None:
+        try:
+            key = getpass.getpass("FloTorch API key (input hidden): ")
+        except Exception as exc:  # e.g. a frontend without input support (nbclient)
+            raise UsageError(
+                f"%flotorch login: this frontend cannot ask for input ({type(exc).__name__}); "
+                "set FLOTORCH_API_KEY in the kernel's environment instead"
+            ) from None
+        if not key.strip():
+            raise UsageError("%flotorch login: no key entered; nothing changed")
+        try:
+            self.session.configure(api_key=key)
+        except ConfigurationError as exc:
+            raise UsageError(f"%flotorch login: {exc}") from None
+        print("API key set for this session (kept in memory only: not in the notebook or the environment)")
+
+
+def _apply_nest_asyncio() -> str | None:
+    """Let ``asyncio.run()`` work inside a cell (the seed's own example); return a warning if not."""
+    if os.environ.get(_config.ENV_NO_NEST_ASYNCIO, "").strip().lower() in _TRUE:
+        return None
+    try:
+        import nest_asyncio2
+
+        nest_asyncio2.apply()
+    except Exception as exc:  # e.g. uvloop, which cannot be patched
+        return (
+            f"flotorch_nb: nest-asyncio not applied ({type(exc).__name__}: {exc}); "
+            "use `await ...` in cells instead of asyncio.run()"
+        )
+    return None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext flotorch_nb``: register the magics, apply nest-asyncio, choose the gateway.
+
+    Safe to call again (``%reload_ext``): registering replaces the magics, nest-asyncio patches once,
+    and the offline gateway is started at most once per process.
+    """
+    ipython.register_magics(FlotorchMagics)
+    warning = _apply_nest_asyncio()
+    if warning:
+        print(warning)
+    print(_offline.ensure_gateway())
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext flotorch_nb``: remove the magics (the session and gateway stay for the kernel)."""
+    magics = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        magics[kind].pop("flotorch", None)
+    ipython.magics_manager.registry.pop("FlotorchMagics", None)

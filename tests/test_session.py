@@ -1,0 +1,335 @@
+"""The notebook session (client, conversation, ledger, budget) and the offline fallback, without IPython.
+
+Real HTTP against the offline gateway on loopback; the process environment is restored after each
+test because the session and ``_offline`` read (and ``ensure_gateway`` writes) ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from flotorch_nb import (
+    BudgetExceededError,
+    ConfigurationError,
+    FlotorchLLM,
+    LLMResponse,
+    Usage,
+    _offline,
+)
+from flotorch_nb._ledger import Ledger
+from flotorch_nb._session import Session, get_session, reset_session
+from flotorch_nb.gateway import Fault, OfflineGateway
+
+SECRET = "sk-session-SECRET-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _restore_env() -> Iterator[None]:
+    """Put every FLOTORCH_* variable back as it was (the code under test writes os.environ)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("FLOTORCH_")}
+    yield
+    for name in [k for k in os.environ if k.startswith("FLOTORCH_")]:
+        del os.environ[name]
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    s = Session()
+    yield s
+    s.close()
+
+
+def ask(session: Session, prompt: str, model: str | None = None) -> LLMResponse:
+    return session.client(model).invoke([{"role": "user", "content": prompt}])
+
+
+# -- configuration and the client ------------------------------------------------------------------
+def test_the_client_is_built_lazily_from_the_environment_and_reused(
+    offline_env: OfflineGateway, session: Session
+) -> None:
+    client = session.client()
+    assert isinstance(client, FlotorchLLM)
+    assert (client.model_id, client.base_url) == ("offline/assistant", offline_env.url)
+    assert session.client() is client
+    assert ask(session, "hello").offline
+
+
+def test_overrides_win_over_the_environment(
+    gateway: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOTORCH_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/assistant")
+    session.configure(base_url=gateway.url + "/", model_id="offline/echo", api_key=SECRET)
+    assert session.base_url == gateway.url
+    assert session.api_key_source == "session"
+    resp = ask(session, "repeat me")
+    assert resp.content == "repeat me" and resp.model == "offline/echo"
+    session.clear_overrides()
+    assert session.base_url == "http://127.0.0.1:9" and session.api_key_source is None
+
+
+def test_a_configuration_change_rebuilds_the_client_and_closes_the_old_one(
+    offline_env: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = session.client()
+    ask(session, "open the pool")
+    assert old._client is not None
+    session.configure(model_id="offline/echo")
+    new = session.client()
+    assert new is not old and new.model_id == "offline/echo"
+    assert old._client is None  # closed
+    # The environment is read each time: a user's %env after the first call counts too.
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/assistant")
+    session.clear_overrides()
+    assert session.client() is not new and session.client().model_id == "offline/assistant"
+
+
+def test_a_per_model_client_shares_the_configuration(offline_env: OfflineGateway, session: Session) -> None:
+    echo = session.client("offline/echo")
+    assert echo.model_id == "offline/echo" and echo.base_url == offline_env.url
+    assert session.client("offline/echo") is echo and session.client() is not echo
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"base_url": "ftp://gateway.example"}, "http"),
+        ({"base_url": "not a url"}, "http"),
+        ({"model_id": "  "}, "model_id"),
+        ({"api_key": ""}, "api_key"),
+    ],
+)
+def test_bad_overrides_are_refused_before_anything_is_stored(
+    session: Session, overrides: dict[str, str], match: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        session.configure(**overrides)
+    assert session._model_id is None and session._base_url is None and session._api_key is None
+
+
+def test_missing_configuration_is_named_and_refused_before_any_io(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert session.missing() == ["FLOTORCH_MODEL_ID", "FLOTORCH_API_KEY", "FLOTORCH_BASE_URL"]
+    with pytest.raises(ConfigurationError, match="model_id"):
+        session.client()
+    monkeypatch.setenv("FLOTORCH_REPLAY", "/tmp/recordings")  # replay needs neither key nor URL
+    assert session.missing() == ["FLOTORCH_MODEL_ID"]
+    assert session.mode == "replay"
+
+
+def test_the_key_never_appears_in_repr_or_str(offline_env: OfflineGateway, session: Session) -> None:
+    session.configure(api_key=SECRET)
+    session.client()
+    for text in (repr(session), str(session), repr(session.client()), repr(session._api_key)):
+        assert SECRET not in text
+    assert "api_key='set (session)'" in repr(session)
+
+
+@pytest.mark.anyio
+async def test_a_rebuild_inside_a_running_loop_closes_the_old_async_pool_too(
+    offline_env: OfflineGateway, session: Session
+) -> None:
+    old = session.client()
+    await old.ainvoke([{"role": "user", "content": "open an async pool, as the chat panel does"}])
+    assert old._async_clients
+    session.configure(model_id="offline/echo")
+    assert session.client() is not old
+    for _ in range(20):  # the close runs as a task on this loop
+        if not old._async_clients:
+            break
+        await asyncio.sleep(0.01)
+    assert old._async_clients == {} and old._client is None
+    await session.client().aclose()
+
+
+# -- conversation -------------------------------------------------------------------------------------
+def test_a_fresh_turn_replaces_the_conversation_and_continuing_keeps_it(
+    offline_env: OfflineGateway, session: Session
+) -> None:
+    first = session.messages_for("one", system="be brief")
+    assert first == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"}]
+    r1 = session.client().invoke(first)
+    session.add_exchange(first, r1)
+    second = session.messages_for("two", continue_=True)
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    r2 = session.client().invoke(second)
+    session.add_exchange(second, r2)
+    assert [m["content"] for m in session.conversation[1:]] == ["one", r1.content, "two", r2.content]
+    # Each reply still knows the response behind it after the conversation grew.
+    assert session.response_for(session.conversation[2]) is r1
+    assert session.response_for(session.conversation[4]) is r2
+    assert session.response_for(session.conversation[1]) is None
+    # A new system prompt replaces the old one; a fresh turn starts over.
+    assert session.messages_for("three", system="be long", continue_=True)[0]["content"] == "be long"
+    assert session.messages_for("fresh") == [{"role": "user", "content": "fresh"}]
+    assert session.clear_conversation() == 5 and session.conversation == []
+
+
+# -- ledger and budget --------------------------------------------------------------------------------
+def test_the_ledger_sums_real_responses_per_model(offline_env: OfflineGateway, session: Session) -> None:
+    responses = [
+        ask(session, "hello there"),
+        ask(session, "tell me about rivers"),
+        ask(session, "x", "offline/echo"),
+    ]
+    for resp in responses:
+        session.record(resp, "test")
+    rows = {row["model"]: row for row in session.ledger.as_rows()}
+    assistant = [r for r in responses if r.model == "offline/assistant"]
+    assert rows["offline/assistant"]["calls"] == 2
+    for name in ("input_tokens", "output_tokens", "total_tokens"):
+        assert rows["offline/assistant"][name] == sum(getattr(r.usage, name) for r in assistant)
+    assert rows["offline/echo"]["total_tokens"] == responses[2].metadata["totalTokens"]
+    total = sum(r.metadata["totalTokens"] for r in responses)
+    assert session.spent_tokens == total == session.ledger.totals.total_tokens
+    text = session.ledger.as_text()
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["model", "calls"]
+    inputs = sum(r.metadata["inputTokens"] for r in responses)
+    outputs = sum(r.metadata["outputTokens"] for r in responses)
+    assert lines[-1].split() == ["total", "3", str(inputs), str(outputs), str(total), "0"]
+    bundle = session.ledger._repr_mimebundle_()
+    assert bundle["text/plain"] == text and f"<td>{total}</td>" in bundle["text/html"]
+
+
+def test_answers_without_usage_are_counted_as_unknown_not_as_zero(
+    offline_env: OfflineGateway, session: Session
+) -> None:
+    offline_env.faults.add(Fault(omit_usage=True))
+    resp = ask(session, "no usage please")
+    assert resp.usage is None
+    session.record(resp, "test")
+    (row,) = session.ledger.as_rows()
+    assert row == {
+        "model": "offline/assistant",
+        "calls": 1,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+        "unknown_usage": 1,
+    }
+
+
+def test_the_ledger_html_escapes_model_names() -> None:
+    ledger = Ledger()
+    hostile = LLMResponse(content="", metadata={}, model="<img src=x onerror=alert(1)>", usage=Usage(1, 2, 3))
+    ledger.record(hostile, "test")
+    html = ledger.as_html()
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert Ledger().as_text() == "no calls recorded yet"
+
+
+def test_the_budget_refuses_calls_once_spent_and_says_how_to_continue(
+    offline_env: OfflineGateway, session: Session
+) -> None:
+    session.check_budget()  # no budget: never refuses
+    session.set_budget(10_000)
+    resp = ask(session, "spend some tokens")
+    session.record(resp, "test")
+    session.check_budget()
+    session.set_budget(resp.usage.total_tokens if resp.usage else 1)  # spent == budget: refused
+    with pytest.raises(BudgetExceededError, match=r"budget spent: \d+ of \d+ tokens.*%flotorch budget off"):
+        session.check_budget()
+    session.set_budget(None)
+    session.check_budget()
+    for bad in (0, -5, True, 2.5, "100"):
+        with pytest.raises(ConfigurationError, match="whole number"):
+            session.set_budget(bad)  # type: ignore[arg-type]
+
+
+def test_reset_clears_conversation_and_ledger_but_keeps_budget_and_configuration(
+    offline_env: OfflineGateway, session: Session
+) -> None:
+    session.set_budget(500)
+    session.configure(model_id="offline/echo")
+    messages = session.messages_for("hi")
+    resp = session.client().invoke(messages)
+    session.add_exchange(messages, resp)
+    session.record(resp, "test")
+    assert session.reset() == (2, 1)
+    assert (session.conversation, len(session.ledger)) == ([], 0)
+    assert session.budget == 500 and session.model_id == "offline/echo"
+
+
+def test_get_session_is_process_wide_and_reset_session_starts_over(offline_env: OfflineGateway) -> None:
+    first = get_session()
+    assert get_session() is first
+    client = first.client()
+    client.invoke([{"role": "user", "content": "hi"}])
+    second = reset_session()
+    assert second is not first and get_session() is second
+    assert client._client is None  # the old session's client was closed
+
+
+# -- the offline fallback -----------------------------------------------------------------------------
+@pytest.fixture
+def no_gateway() -> Iterator[None]:
+    """A process with no embedded gateway before and after the test."""
+    _offline.stop_gateway()
+    yield
+    _offline.stop_gateway()
+
+
+def test_ensure_gateway_starts_one_offline_gateway_and_points_the_environment_at_it(no_gateway: None) -> None:
+    banner = _offline.ensure_gateway()
+    url = os.environ["FLOTORCH_BASE_URL"]
+    assert banner == (
+        "flotorch_nb: no FLOTORCH_API_KEY/FLOTORCH_BASE_URL set — using the OFFLINE gateway at "
+        f"{url} (deterministic local models, not a real LLM)"
+    )
+    assert url == _offline.gateway_url() and url.startswith("http://127.0.0.1:")
+    assert os.environ["FLOTORCH_API_KEY"] == _offline.OFFLINE_API_KEY
+    assert os.environ["FLOTORCH_MODEL_ID"] == "offline/assistant"
+    assert _offline.ensure_gateway() == banner  # idempotent: the same gateway
+    with FlotorchLLM() as llm:  # a plain client finds it through the environment
+        resp = llm.invoke([{"role": "user", "content": "hi"}])
+    assert resp.offline and resp.model == "offline/assistant"
+    _offline.stop_gateway()
+    assert _offline.gateway_url() is None
+    assert not {"FLOTORCH_BASE_URL", "FLOTORCH_API_KEY", "FLOTORCH_MODEL_ID"} & set(os.environ)
+
+
+def test_ensure_gateway_keeps_a_chosen_model_and_stop_leaves_user_changes(
+    no_gateway: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/echo")
+    _offline.ensure_gateway()
+    assert os.environ["FLOTORCH_MODEL_ID"] == "offline/echo"
+    os.environ["FLOTORCH_API_KEY"] = "changed-by-the-user"
+    _offline.stop_gateway()
+    assert os.environ["FLOTORCH_API_KEY"] == "changed-by-the-user"
+    assert "FLOTORCH_BASE_URL" not in os.environ and os.environ["FLOTORCH_MODEL_ID"] == "offline/echo"
+
+
+def test_a_configured_gateway_is_named_without_its_key(
+    no_gateway: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOTORCH_API_KEY", SECRET)
+    monkeypatch.setenv("FLOTORCH_BASE_URL", "https://user:pw@gateway.example.com")
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "openai/gpt-4o-mini")
+    banner = _offline.ensure_gateway()
+    assert (
+        banner
+        == "flotorch_nb: using FloTorch gateway at https://gateway.example.com (model openai/gpt-4o-mini)"
+    )
+    assert _offline.gateway_url() is None  # nothing started
+    monkeypatch.delenv("FLOTORCH_BASE_URL")
+    assert "FLOTORCH_BASE_URL is not" in _offline.ensure_gateway()
+    monkeypatch.delenv("FLOTORCH_API_KEY")
+    monkeypatch.setenv("FLOTORCH_BASE_URL", "https://gateway.example.com")
+    assert "FLOTORCH_API_KEY is not set" in _offline.ensure_gateway()
+    assert _offline.gateway_url() is None
+
+
+def test_replay_needs_no_gateway(no_gateway: None, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("FLOTORCH_REPLAY", str(tmp_path))
+    banner = _offline.ensure_gateway()
+    assert banner.startswith(f"flotorch_nb: replaying recorded answers from {tmp_path}")
+    assert _offline.gateway_url() is None and "FLOTORCH_BASE_URL" not in os.environ
+    assert os.environ["FLOTORCH_MODEL_ID"] == "offline/assistant"
