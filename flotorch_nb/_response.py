@@ -123,14 +123,19 @@ class LLMResponse:
         }
 
 
+def _count(value: object) -> int | None:
+    # bool is an int subclass: `true` is not a token count, and neither is a negative number.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _usage(raw: object) -> Usage | None:
     if not isinstance(raw, Mapping):
         return None
-    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
+    if prompt is None or completion is None:
         return None
-    total = raw.get("total_tokens")
-    return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion)
+    total = _count(raw.get("total_tokens"))
+    return Usage(prompt, completion, total if total is not None else prompt + completion)
 
 
 def _text(content: object) -> str:
@@ -139,7 +144,9 @@ def _text(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # some providers answer with content parts
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+        return "".join(
+            p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+        )
     raise ResponseError(f"the message content is a {type(content).__name__}, not text")
 
 
@@ -170,6 +177,7 @@ def build_response(
 ) -> LLMResponse:
     """Assemble an ``LLMResponse`` (shared by the whole-body and the streaming paths)."""
     usage = _usage(raw.get("usage"))
+    finish_reason = finish_reason if isinstance(finish_reason, str) else None
     model = raw.get("model") if isinstance(raw.get("model"), str) else None
     offline = info.offline_header or bool(model and model.startswith(OFFLINE_MODEL_PREFIX))
     metadata: dict[str, Any] = {
@@ -204,7 +212,7 @@ def parse_completion(body: bytes, info: ResponseInfo) -> LLMResponse:
     """Turn a 2xx body into an ``LLMResponse``, or a ``ResponseError`` that says what was wrong."""
     try:
         raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ResponseError(
             f"the gateway answered 2xx with a body that is not JSON: {excerpt(body)!r}"
             + (f" (request id {info.request_id})" if info.request_id else "")
@@ -268,7 +276,7 @@ def parse_error(
     """Map a 4xx/5xx answer to the typed error naming the status and the gateway's message."""
     try:
         raw: Any = json.loads(body) if body else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raw = None
     message = error_message(raw) if raw is not None else (excerpt(body) or "(empty body)")
     return status_error(status_code, message, request_id=request_id, body=raw, retry_after=retry_after)

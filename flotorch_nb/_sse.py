@@ -44,7 +44,7 @@ class StreamAccumulator:
             return ""
         try:
             chunk = json.loads(data)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise StreamError(
                 f"the stream carried a line that is not JSON after {self._chunks} chunks: {data[:120]!r}"
             ) from None
@@ -77,17 +77,21 @@ class StreamAccumulator:
 
     def _add_tool_fragment(self, fragment: object) -> None:
         if not isinstance(fragment, Mapping):
-            raise StreamError(f"the stream carried a malformed tool call fragment: {fragment!r:.120}")
+            raise _malformed(fragment)
         index = fragment.get("index", len(self._tools))
+        function = fragment.get("function") or {}
+        if isinstance(index, bool) or not isinstance(index, int) or not isinstance(function, Mapping):
+            raise _malformed(fragment)
+        name, arguments = function.get("name"), function.get("arguments")
+        if not isinstance(name, str | None) or not isinstance(arguments, str | None):
+            raise _malformed(fragment)
         slot = self._tools.setdefault(index, {"id": "", "name": "", "arguments": []})
         if fragment.get("id"):
-            slot["id"] = fragment["id"]
-        function = fragment.get("function") or {}
-        if isinstance(function, Mapping):
-            if function.get("name"):
-                slot["name"] += function["name"]
-            if function.get("arguments"):
-                slot["arguments"].append(function["arguments"])
+            slot["id"] = str(fragment["id"])
+        if name:
+            slot["name"] += name
+        if arguments:
+            slot["arguments"].append(arguments)
 
     def finish(self, info: ResponseInfo) -> LLMResponse:
         """The complete ``LLMResponse`` once the stream has ended; refuses a stream cut short."""
@@ -100,6 +104,8 @@ class StreamAccumulator:
             ToolCall(slot["id"], slot["name"], "".join(slot["arguments"]))
             for _, slot in sorted(self._tools.items())
         ]
+        if any(not call.name for call in tool_calls):
+            raise StreamError("the stream carried a tool call without a function name")
         content = self.text
         message: dict[str, Any] = {"role": "assistant", "content": content or None}
         if tool_calls:
@@ -113,3 +119,7 @@ class StreamAccumulator:
         return build_response(
             raw, content=content, tool_calls=tool_calls, finish_reason=self._finish_reason, info=info
         )
+
+
+def _malformed(fragment: object) -> StreamError:
+    return StreamError(f"the stream carried a malformed tool call fragment: {fragment!r:.120}")

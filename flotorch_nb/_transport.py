@@ -6,9 +6,10 @@ connection reads the same whether it happened in ``invoke``, ``ainvoke`` or a st
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _config
@@ -18,6 +19,8 @@ from ._response import OFFLINE_HEADER, ResponseInfo, parse_error
 from ._retry import parse_retry_after
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx2
 
 logger = logging.getLogger("flotorch_nb")
@@ -31,7 +34,7 @@ class Call:
 
     url: str
     content: bytes
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the key: a verbose traceback shows reprs
     timeout: float
     model: str
     stream: bool
@@ -69,6 +72,15 @@ def _limits() -> httpx2.Limits:
     )
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One verifying TLS context shared by every pool: building one loads the CA bundle (~70 ms),
+    which would otherwise be paid by every new client and by every event loop's async pool."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
+
+
 def make_client(settings: Settings) -> httpx2.Client:
     """The pooled sync client a ``FlotorchLLM`` owns (record/replay wraps its transport)."""
     import httpx2
@@ -77,11 +89,14 @@ def make_client(settings: Settings) -> httpx2.Client:
     if settings.cassette_mode:
         from . import replay
 
-        inner = httpx2.HTTPTransport(limits=_limits()) if settings.cassette_mode == "record" else None
+        record = settings.cassette_mode == "record"
+        inner = httpx2.HTTPTransport(limits=_limits(), verify=_tls()) if record else None
         transport = replay.wrap_transport(
             inner, settings.cassette_mode, settings.cassette_path or "", asynchronous=False
         )
-    return httpx2.Client(limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport)
+    return httpx2.Client(
+        limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport, verify=_tls()
+    )
 
 
 def make_async_client(settings: Settings) -> httpx2.AsyncClient:
@@ -92,11 +107,14 @@ def make_async_client(settings: Settings) -> httpx2.AsyncClient:
     if settings.cassette_mode:
         from . import replay
 
-        inner = httpx2.AsyncHTTPTransport(limits=_limits()) if settings.cassette_mode == "record" else None
+        record = settings.cassette_mode == "record"
+        inner = httpx2.AsyncHTTPTransport(limits=_limits(), verify=_tls()) if record else None
         transport = replay.wrap_transport(
             inner, settings.cassette_mode, settings.cassette_path or "", asynchronous=True
         )
-    return httpx2.AsyncClient(limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport)
+    return httpx2.AsyncClient(
+        limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport, verify=_tls()
+    )
 
 
 def transport_error(exc: Exception, call: Call, key: Secret) -> FlotorchError:
@@ -137,6 +155,13 @@ def response_info(headers: httpx2.Headers, latency_s: float) -> ResponseInfo:
         gateway_latency_ms=_float(headers.get("x-gateway-total-latency")),
         offline_header=headers.get(OFFLINE_HEADER, "").lower() == "offline",
     )
+
+
+def scrub(error: FlotorchError, key: Secret) -> None:
+    """Remove the key from an error built from a 2xx body or a stream (a gateway may echo it back)."""
+    clean = redact(str(error), key)
+    if clean != str(error):
+        error.args = (clean,)
 
 
 def status_failure(response: httpx2.Response, key: Secret) -> APIStatusError:

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+import weakref
+from collections.abc import AsyncGenerator, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
@@ -29,6 +30,7 @@ from ._transport import (
     make_async_client,
     make_client,
     response_info,
+    scrub,
     status_failure,
     transport_error,
 )
@@ -79,6 +81,8 @@ class FlotorchLLM:
         self._user_async_client = async_http_client
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx2.AsyncClient] = {}
         self._lock = threading.Lock()
+        #: Whether the last answer came from an offline gateway (None until a call has answered).
+        self.offline: bool | None = None
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -139,7 +143,9 @@ class FlotorchLLM:
         stream: bool,
     ) -> Call:
         timeout = kwargs.pop("timeout", None)
-        model = kwargs.pop("model", None) or self.model_id
+        model = kwargs.pop("model", None)
+        if model is None:  # model="" is a mistake to report, not a reason to fall back silently
+            model = self.model_id
         wire_format, model_class = normalize_response_format(response_format)
         body = build_body(
             model,
@@ -161,6 +167,7 @@ class FlotorchLLM:
         )
 
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
+        self.offline = response.offline
         if call.model_class is not None:
             response.parsed = parse_structured(call.model_class, response.content)
         logger.debug(
@@ -189,6 +196,9 @@ class FlotorchLLM:
                     "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
                 )
                 response = client.send(request, stream=call.stream)
+                logger.debug(
+                    "HTTP %d in %.1f ms", response.status_code, 1000 * (time.perf_counter() - started)
+                )
                 if response.status_code < 400:
                     return response, started
                 response.read()
@@ -223,7 +233,11 @@ class FlotorchLLM:
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
         response, started = self._send(call)
         info = response_info(response.headers, time.perf_counter() - started)
-        return self._finish(parse_completion(response.content, info), call)
+        try:
+            return self._finish(parse_completion(response.content, info), call)
+        except FlotorchError as error:
+            scrub(error, self._settings.api_key)
+            raise
 
     def stream(
         self,
@@ -249,6 +263,7 @@ class FlotorchLLM:
             for stale in [lp for lp in self._async_clients if lp.is_closed()]:
                 del self._async_clients[stale]
             client = self._async_clients[loop] = make_async_client(self._settings)
+            _close_when_loop_ends(loop, client)
         return client
 
     async def _asend(self, call: Call) -> tuple[httpx2.Response, float]:
@@ -262,6 +277,9 @@ class FlotorchLLM:
                     "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
                 )
                 response = await client.send(request, stream=call.stream)
+                logger.debug(
+                    "HTTP %d in %.1f ms", response.status_code, 1000 * (time.perf_counter() - started)
+                )
                 if response.status_code < 400:
                     return response, started
                 await response.aread()
@@ -292,7 +310,11 @@ class FlotorchLLM:
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
         response, started = await self._asend(call)
         info = response_info(response.headers, time.perf_counter() - started)
-        return self._finish(parse_completion(response.content, info), call)
+        try:
+            return self._finish(parse_completion(response.content, info), call)
+        except FlotorchError as error:
+            scrub(error, self._settings.api_key)
+            raise
 
     def astream(
         self,
@@ -335,6 +357,33 @@ class FlotorchLLM:
         await self.aclose()
 
 
+#: Per event loop: the idle task that closes that loop's pools at its end, and the pools to close.
+_LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], weakref.WeakSet[Any]]] = {}
+
+
+def _close_when_loop_ends(loop: asyncio.AbstractEventLoop, client: httpx2.AsyncClient) -> None:
+    """Close ``client`` when ``asyncio.run()`` (or ``anyio.run``) ends its loop.
+
+    Those runners cancel leftover tasks before closing the loop; one idle task per loop uses that
+    moment to close the pools opened on it. Without it the seed's ``asyncio.run(main())`` leaves its
+    keep-alive sockets open on a dead loop, where they can no longer be closed.
+    """
+    entry = _LOOP_POOLS.get(loop)
+    if entry is None:
+        pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        entry = _LOOP_POOLS[loop] = (loop.create_task(_close_at_loop_end(loop, pools)), pools)
+    entry[1].add(client)
+
+
+async def _close_at_loop_end(loop: asyncio.AbstractEventLoop, pools: weakref.WeakSet[Any]) -> None:
+    try:
+        await loop.create_future()  # never set: only the runner's final cancellation ends this wait
+    finally:
+        _LOOP_POOLS.pop(loop, None)
+        for client in list(pools):
+            await client.aclose()
+
+
 def _stream_failure(exc: Exception, call: Call, chunks: str, key: _config.Secret) -> FlotorchError:
     """What a broken stream means for the caller: a timeout, or a ``StreamError`` naming the damage."""
     error = transport_error(exc, call, key)
@@ -356,6 +405,7 @@ class ChatStream:
         self._call = call
         self._response: LLMResponse | None = None
         self._http: httpx2.Response | None = None
+        self._deltas: Generator[str, None, None] | None = None
         self.accumulator = StreamAccumulator()
 
     @property
@@ -364,12 +414,18 @@ class ChatStream:
         if self._response is None:
             for _ in self:
                 pass
-        assert self._response is not None
+        if self._response is None:
+            raise StreamError("the stream was closed or failed before it finished: there is no answer")
         return self._response
 
-    def __iter__(self) -> Iterator[str]:
-        if self._response is not None:
-            return
+    def __iter__(self) -> Generator[str, None, None]:
+        # One request per stream: iterating again, or reading .response after a break, resumes the
+        # same answer instead of sending the request a second time.
+        if self._deltas is None:
+            self._deltas = self._iterate()
+        return self._deltas
+
+    def _iterate(self) -> Generator[str, None, None]:
         import httpx2
 
         http, started = self._llm._send(self._call)
@@ -394,11 +450,17 @@ class ChatStream:
                 raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
             info = response_info(http.headers, time.perf_counter() - started)
             self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+        except FlotorchError as error:
+            scrub(error, key)
+            raise
         finally:
             http.close()
 
     def close(self) -> None:
         """Stop reading and release the connection."""
+        if self._deltas is None:
+            self._deltas = self._iterate()  # closed before it started: it will never send a request
+        self._deltas.close()
         if self._http is not None:
             self._http.close()
 
@@ -420,6 +482,7 @@ class AsyncChatStream:
         self._call = call
         self._response: LLMResponse | None = None
         self._http: httpx2.Response | None = None
+        self._deltas: AsyncGenerator[str, None] | None = None
         self.accumulator = StreamAccumulator()
 
     @property
@@ -436,9 +499,13 @@ class AsyncChatStream:
                 pass
         return self.response
 
-    async def __aiter__(self) -> AsyncIterator[str]:
-        if self._response is not None:
-            return
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        # One request per stream, as in ChatStream: get_response() after a break resumes this answer.
+        if self._deltas is None:
+            self._deltas = self._iterate()
+        return self._deltas
+
+    async def _iterate(self) -> AsyncGenerator[str, None]:
         import httpx2
 
         http, started = await self._llm._asend(self._call)
@@ -463,11 +530,19 @@ class AsyncChatStream:
                 raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
             info = response_info(http.headers, time.perf_counter() - started)
             self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+        except FlotorchError as error:
+            scrub(error, key)
+            raise
         finally:
             await http.aclose()
 
     async def aclose(self) -> None:
         """Stop reading and release the connection."""
+        if self._deltas is None:
+            self._deltas = self._iterate()
+        # Another task may be inside the generator right now; closing _http below stops it instead.
+        if not getattr(self._deltas, "ag_running", False):
+            await self._deltas.aclose()
         if self._http is not None:
             await self._http.aclose()
 
