@@ -6,6 +6,10 @@ Tests talk real HTTP to ``OfflineGateway`` (uvicorn in a thread on 127.0.0.1); p
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +25,11 @@ from flotorch_nb._config import (
     ENV_TIMEOUT,
 )
 from flotorch_nb.gateway import OfflineGateway
+
+# Tests that build an InteractiveShell (and the kernels nbmake starts) must not write a profile into
+# the developer's ~/.ipython; set before anything imports IPython.
+os.environ["IPYTHONDIR"] = _IPYTHONDIR = tempfile.mkdtemp(prefix="flotorch-nb-ipython-")
+atexit.register(shutil.rmtree, _IPYTHONDIR, True)
 
 TEST_KEY = "offline-test-key"
 ALL_ENV = (ENV_API_KEY, ENV_BASE_URL, ENV_MODEL_ID, ENV_RECORD, ENV_REPLAY, ENV_TIMEOUT, ENV_MAX_RETRIES)
