@@ -101,7 +101,8 @@ def _from_env(value: str | None, name: str, env: Mapping[str, str]) -> str | Non
     return found if found else None
 
 
-def _check_base_url(base_url: str) -> str:
+def check_base_url(base_url: str) -> str:
+    """An http(s) URL with a host, without the trailing slash (so paths never get a double ``//``)."""
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(
@@ -196,7 +197,7 @@ def resolve(
     return Settings(
         model_id=model.strip(),
         api_key=Secret(key.strip()),
-        base_url=_check_base_url(url),
+        base_url=check_base_url(url),
         endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
         timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),
         max_retries=max_retries,

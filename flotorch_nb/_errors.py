@@ -135,9 +135,11 @@ class StreamError(ResponseError):
 class StructuredOutputError(ResponseError):
     """The model's JSON does not validate against the requested pydantic model."""
 
-    def __init__(self, message: str, *, content: str) -> None:
+    def __init__(self, message: str, *, content: str, response: Any = None) -> None:
         super().__init__(message)
         self.content = content
+        #: The ``LLMResponse`` that failed validation: its tokens were spent and should be counted.
+        self.response = response
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

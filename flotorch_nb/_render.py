@@ -226,7 +226,9 @@ def _markdown() -> MarkdownIt:
     """The one parser: commonmark + tables + strikethrough, raw HTML off, no linkify, no images."""
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # breaks=True: models write poems, addresses and short lists with single newlines; CommonMark
+    # would join those lines into one paragraph.
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True})
     md.enable(["table", "strikethrough"])
     md.add_render_rule("image", _render_image_as_link)
     return md

@@ -121,7 +121,9 @@ def build_body(
     _check_params(params)
     body: dict[str, Any] = {"model": model, "messages": validate_messages(messages)}
     if tools is not None:
-        body["tools"] = _check_tools(tools)
+        checked = _check_tools(tools)
+        if checked:  # an empty list means "no tools"; OpenAI-style gateways refuse `tools: []`
+            body["tools"] = checked
     if response_format is not None:
         body["response_format"] = dict(response_format)
     if extra_body is not None and not isinstance(extra_body, Mapping):

@@ -51,7 +51,8 @@ class RetryPolicy:
     max_retries: int = 2
     base_delay: float = 0.5
     max_delay: float = 8.0
-    #: A Retry-After longer than this is not honoured blindly (a notebook cell should not stall a minute).
+    #: A Retry-After longer than this is not waited for: the error is raised with ``.retry_after`` set,
+    #: because a notebook cell should not stall for minutes, and retrying sooner would be refused.
     max_retry_after: float = 60.0
     jitter: float = 0.25
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
@@ -61,6 +62,9 @@ class RetryPolicy:
         if attempt >= self.max_retries:
             return False
         if isinstance(error, APIStatusError):
+            if error.retry_after is not None and error.retry_after > self.max_retry_after:
+                # Retrying sooner than the gateway asked only burns a try; the error says when.
+                return False
             return is_retryable_status(error.status_code)
         return isinstance(error, APIConnectionError)
 

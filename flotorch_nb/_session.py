@@ -282,7 +282,7 @@ def check_base_url(url: str) -> str:
     """An http(s) URL with a host, without a trailing slash; ``ConfigurationError`` otherwise."""
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
-    return _config._check_base_url(url)  # the client's own rule, so both always agree
+    return _config.check_base_url(url)  # the client's own rule, so both always agree
 
 
 def _non_empty(value: str, what: str) -> str:

@@ -57,7 +57,9 @@ def headers_for(key: Secret) -> dict[str, str]:
 
 
 def timeout_for(seconds: float) -> httpx2.Timeout:
-    """A total read budget with a shorter connect budget: a dead host fails fast, a slow model does not."""
+    """``seconds`` for each read, write and pool wait, with a shorter connect budget: a dead host fails
+    fast, a slow model does not. httpx2 times each read, so a stall fails; a gateway that keeps
+    trickling bytes is bounded only by the answer's end (streams are expected to trickle)."""
     import httpx2
 
     return httpx2.Timeout(seconds, connect=min(_config.DEFAULT_CONNECT_TIMEOUT, seconds))
@@ -147,11 +149,16 @@ def _float(value: str | None) -> float | None:
         return None
 
 
+def request_id(headers: httpx2.Headers) -> str | None:
+    """The gateway's id for this exchange, the thing to quote when asking FloTorch about a failure."""
+    return headers.get("x-request-id") or headers.get("x-flotorch-request-id")
+
+
 def response_info(headers: httpx2.Headers, latency_s: float) -> ResponseInfo:
     """Timing and the gateway's headers, for the ``LLMResponse``."""
     return ResponseInfo(
         latency_s=latency_s,
-        request_id=headers.get("x-request-id") or headers.get("x-flotorch-request-id"),
+        request_id=request_id(headers),
         gateway_latency_ms=_float(headers.get("x-gateway-total-latency")),
         offline_header=headers.get(OFFLINE_HEADER, "").lower() == "offline",
     )
@@ -169,7 +176,7 @@ def status_failure(response: httpx2.Response, key: Secret) -> APIStatusError:
     error = parse_error(
         response.status_code,
         response.content,
-        response.headers.get("x-request-id"),
+        request_id(response.headers),
         parse_retry_after(response.headers.get("retry-after")),
     )
     clean = redact(str(error), key)

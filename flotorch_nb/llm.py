@@ -2,9 +2,9 @@
 
 Every decision is made by pure functions (``_request``, ``_response``, ``_sse``, ``_retry``,
 ``_transport``); this module only owns the two send loops, sync and async, written side by side so a
-reader can see they match. The sync path never touches asyncio (``asyncio.run`` breaks inside
-Jupyter's running loop), and each event loop gets its own pooled async client, because an httpx2
-connection belongs to the loop that opened it.
+reader can see they match (the streamed twins live in ``_stream``). The sync path never touches
+asyncio (``asyncio.run`` breaks inside Jupyter's running loop), and each event loop gets its own
+pooled async client, because an httpx2 connection belongs to the loop that opened it.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
-from ._errors import APIConnectionError, APITimeoutError, ConfigurationError, FlotorchError, StreamError
+from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
 from ._request import build_body, encode_body
 from ._response import LLMResponse, parse_completion
 from ._retry import RetryPolicy
-from ._sse import StreamAccumulator
+from ._stream import AsyncChatStream, ChatStream
 from ._transport import (
     Call,
     headers_for,
@@ -169,7 +169,11 @@ class FlotorchLLM:
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         self.offline = response.offline
         if call.model_class is not None:
-            response.parsed = parse_structured(call.model_class, response.content)
+            try:
+                response.parsed = parse_structured(call.model_class, response.content)
+            except StructuredOutputError as error:
+                error.response = response
+                raise
         logger.debug(
             "%s answered in %.1f ms: %s tokens",
             call.model,
@@ -382,172 +386,3 @@ async def _close_at_loop_end(loop: asyncio.AbstractEventLoop, pools: weakref.Wea
         _LOOP_POOLS.pop(loop, None)
         for client in list(pools):
             await client.aclose()
-
-
-def _stream_failure(exc: Exception, call: Call, chunks: str, key: _config.Secret) -> FlotorchError:
-    """What a broken stream means for the caller: a timeout, or a ``StreamError`` naming the damage."""
-    error = transport_error(exc, call, key)
-    if isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError):
-        error = StreamError(f"the stream broke after {len(chunks)} characters of the answer: {error}")
-    error.__cause__ = exc
-    return error
-
-
-class ChatStream:
-    """Text deltas of one streamed answer; ``.response`` is the full ``LLMResponse`` after the end.
-
-    Use it as ``for delta in llm.stream(...)`` or in a ``with`` block, which also closes the
-    connection when you stop early.
-    """
-
-    def __init__(self, llm: FlotorchLLM, call: Call) -> None:
-        self._llm = llm
-        self._call = call
-        self._response: LLMResponse | None = None
-        self._http: httpx2.Response | None = None
-        self._deltas: Generator[str, None, None] | None = None
-        self.accumulator = StreamAccumulator()
-
-    @property
-    def response(self) -> LLMResponse:
-        """The complete answer; reading it before the stream ended drains the stream first."""
-        if self._response is None:
-            for _ in self:
-                pass
-        if self._response is None:
-            raise StreamError("the stream was closed or failed before it finished: there is no answer")
-        return self._response
-
-    def __iter__(self) -> Generator[str, None, None]:
-        # One request per stream: iterating again, or reading .response after a break, resumes the
-        # same answer instead of sending the request a second time.
-        if self._deltas is None:
-            self._deltas = self._iterate()
-        return self._deltas
-
-    def _iterate(self) -> Generator[str, None, None]:
-        import httpx2
-
-        http, started = self._llm._send(self._call)
-        self._http = http
-        key = self._llm._settings.api_key
-        try:
-            if not http.headers.get("content-type", "").startswith("text/event-stream"):
-                http.read()  # a gateway that ignored stream=true: one whole answer is one delta
-                info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(parse_completion(http.content, info), self._call)
-                if self._response.content:
-                    yield self._response.content
-                return
-            try:
-                for event in httpx2.EventSource(http):
-                    delta = self.accumulator.feed(event.data)
-                    if delta:
-                        yield delta
-            except Exception as exc:
-                if not is_transport_error(exc):
-                    raise
-                raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
-            info = response_info(http.headers, time.perf_counter() - started)
-            self._response = self._llm._finish(self.accumulator.finish(info), self._call)
-        except FlotorchError as error:
-            scrub(error, key)
-            raise
-        finally:
-            http.close()
-
-    def close(self) -> None:
-        """Stop reading and release the connection."""
-        if self._deltas is None:
-            self._deltas = self._iterate()  # closed before it started: it will never send a request
-        self._deltas.close()
-        if self._http is not None:
-            self._http.close()
-
-    def __enter__(self) -> ChatStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncChatStream:
-    """The async twin of ``ChatStream``: ``async for delta in stream``, then ``stream.response``.
-
-    Cancelling the task that iterates it (the chat panel's Stop) closes the HTTP stream at once.
-    """
-
-    def __init__(self, llm: FlotorchLLM, call: Call) -> None:
-        self._llm = llm
-        self._call = call
-        self._response: LLMResponse | None = None
-        self._http: httpx2.Response | None = None
-        self._deltas: AsyncGenerator[str, None] | None = None
-        self.accumulator = StreamAccumulator()
-
-    @property
-    def response(self) -> LLMResponse:
-        """The complete answer; only available once iteration has finished."""
-        if self._response is None:
-            raise StreamError("the stream has not finished yet: iterate it to the end first")
-        return self._response
-
-    async def get_response(self) -> LLMResponse:
-        """Drain the stream (if not yet done) and return the complete answer."""
-        if self._response is None:
-            async for _ in self:
-                pass
-        return self.response
-
-    def __aiter__(self) -> AsyncGenerator[str, None]:
-        # One request per stream, as in ChatStream: get_response() after a break resumes this answer.
-        if self._deltas is None:
-            self._deltas = self._iterate()
-        return self._deltas
-
-    async def _iterate(self) -> AsyncGenerator[str, None]:
-        import httpx2
-
-        http, started = await self._llm._asend(self._call)
-        self._http = http
-        key = self._llm._settings.api_key
-        try:
-            if not http.headers.get("content-type", "").startswith("text/event-stream"):
-                await http.aread()
-                info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(parse_completion(http.content, info), self._call)
-                if self._response.content:
-                    yield self._response.content
-                return
-            try:
-                async for event in httpx2.EventSource(http):
-                    delta = self.accumulator.feed(event.data)
-                    if delta:
-                        yield delta
-            except Exception as exc:
-                if not is_transport_error(exc):
-                    raise
-                raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
-            info = response_info(http.headers, time.perf_counter() - started)
-            self._response = self._llm._finish(self.accumulator.finish(info), self._call)
-        except FlotorchError as error:
-            scrub(error, key)
-            raise
-        finally:
-            await http.aclose()
-
-    async def aclose(self) -> None:
-        """Stop reading and release the connection."""
-        if self._deltas is None:
-            self._deltas = self._iterate()
-        # Another task may be inside the generator right now; closing _http below stops it instead.
-        if not getattr(self._deltas, "ag_running", False):
-            await self._deltas.aclose()
-        if self._http is not None:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncChatStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

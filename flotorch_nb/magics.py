@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import clear_output, display
 
 from . import _config, _magic_commands, _magic_output, _offline
-from ._errors import ConfigurationError, InvalidRequestError
+from ._errors import ConfigurationError, InvalidRequestError, StructuredOutputError
 from ._interpolate import interpolate
 from ._session import Session, get_session
 
@@ -156,14 +156,19 @@ class FlotorchMagics(Magics):
             response_format = {"type": "json_object"}
 
         try:
-            if args.no_stream:
-                resp = client.invoke(messages, response_format=response_format, **params)
-            else:
-                stream = client.stream(messages, response_format=response_format, **params)
-        except InvalidRequestError as exc:  # refused before any I/O: an option mistake
-            raise UsageError(f"%%flotorch: {exc}") from None
-        if not args.no_stream:
-            resp = self._stream(stream, fmt)
+            try:
+                if args.no_stream:
+                    resp = client.invoke(messages, response_format=response_format, **params)
+                else:
+                    stream = client.stream(messages, response_format=response_format, **params)
+            except InvalidRequestError as exc:  # refused before any I/O: an option mistake
+                raise UsageError(f"%%flotorch: {exc}") from None
+            if not args.no_stream:
+                resp = self._stream(stream, fmt)
+        except StructuredOutputError as exc:
+            if exc.response is not None:  # the answer did not fit the schema, but its tokens were spent
+                session.record(exc.response, "magic")
+            raise
 
         session.record(resp, "magic")
         session.add_exchange(messages, resp)

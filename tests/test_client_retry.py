@@ -77,6 +77,14 @@ def test_retry_after_wins_when_reasonable() -> None:
     assert policy.delay(0, retry_after=600) <= 0.5  # an absurd Retry-After falls back to backoff
 
 
+def test_a_retry_after_beyond_the_cap_is_not_retried_early() -> None:
+    policy = RetryPolicy(max_retries=3, max_retry_after=60)
+    assert policy.should_retry(status_error(429, "slow down", retry_after=30), 0)
+    too_long = status_error(429, "slow down", retry_after=600)
+    assert not policy.should_retry(too_long, 0)
+    assert too_long.retry_after == 600  # the caller still learns when to come back
+
+
 def test_a_zero_delay_policy_never_sleeps_but_honours_retry_after() -> None:
     assert [NO_WAIT.delay(a) for a in range(5)] == [0, 0, 0, 0, 0]
     error = status_error(429, "slow down", retry_after=0.2)

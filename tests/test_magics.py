@@ -31,6 +31,7 @@ from flotorch_nb import (
     ResponseError,
     ServerError,
     StreamError,
+    StructuredOutputError,
     _magic_commands,
 )
 from flotorch_nb import magics as flotorch_magics
@@ -346,6 +347,24 @@ def test_schema_gives_a_validated_instance(shell: Shell, offline_env: OfflineGat
     assert offline_env.requests[-1].body["response_format"]["type"] == "json_schema"
     assert shell.pub.published[-1].data["application/json"] == resp.parsed.model_dump(mode="json")
 
+
+
+@pytest.mark.parametrize("stream", ["", "--no-stream "])
+def test_an_answer_that_fails_the_schema_fails_the_cell_but_its_tokens_are_counted(
+    shell: Shell, offline_env: OfflineGateway, stream: str
+) -> None:
+    shell.ip.run_cell(
+        "from pydantic import BaseModel, field_validator\n"
+        "class Strict(BaseModel):\n    name: str\n"
+        "    @field_validator('name')\n    @classmethod\n"
+        "    def never(cls, v):\n        raise ValueError('refused by the validator')\n"
+    )
+    with pytest.raises(StructuredOutputError, match="refused by the validator") as caught:
+        shell.cell(f"{stream}--schema Strict", "Describe Paris")
+    spent = caught.value.response
+    assert spent is not None and spent.usage is not None and spent.usage.total_tokens > 0
+    totals = get_session().ledger.totals
+    assert (totals.calls, totals.total_tokens) == (1, spent.usage.total_tokens)
 
 # -- interpolation ----------------------------------------------------------------------------------
 def test_interpolation_fills_names_and_leaves_code_and_unknown_names(

@@ -419,3 +419,8 @@ def test_import_does_not_load_markdown_or_nh3() -> None:
         "assert 'nh3' in sys.modules and 'markdown_it' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_single_newlines_stay_line_breaks() -> None:
+    html = render_markdown("Soft light on the sea\nan offline mind hums softly\nno network needed")
+    assert html.count("<br") == 2 and "no network needed" in html
