@@ -73,19 +73,9 @@ class Turn:
 
     def finish(self, response: LLMResponse) -> None:
         """Record a completed answer: its full text and the footer values."""
-        usage = response.usage
         self.reply = response.content
         self.status = "done"
-        self.footer = {
-            "model": response.model or self.model,
-            "input_tokens": usage.input_tokens if usage else 0,
-            "output_tokens": usage.output_tokens if usage else 0,
-            "total_tokens": usage.total_tokens if usage else 0,
-            "usage_known": usage is not None,
-            "latency_s": response.latency_s,
-            "gateway_latency_ms": response.gateway_latency_ms,
-            "offline": response.offline,
-        }
+        self.footer = response.footer_fields(default_model=self.model)
 
     def end(self, status: Literal["stopped", "error"], error: str | None = None) -> None:
         """End without a complete answer; what arrived so far is kept, tokens are unknown."""

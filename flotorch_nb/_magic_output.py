@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "answer_bundle",
     "extract_code",
-    "footer_fields",
     "json_bundle",
     "parse_json_answer",
     "preview_bundle",
@@ -34,21 +33,6 @@ __all__ = [
 # Plain text keeps its line breaks and spacing without being parsed; a div (our own markup, styled
 # inline) rather than <pre>, which is reserved for the sanitized Markdown's code blocks.
 _PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monospace">'
-
-
-def footer_fields(resp: LLMResponse) -> dict[str, Any]:
-    """The keyword arguments of ``_render.footer_text`` / ``footer_html`` for one response."""
-    usage = resp.usage
-    return {
-        "model": resp.model or "unknown model",
-        "input_tokens": usage.input_tokens if usage else 0,
-        "output_tokens": usage.output_tokens if usage else 0,
-        "total_tokens": usage.total_tokens if usage else 0,
-        "usage_known": usage is not None,
-        "latency_s": resp.latency_s,
-        "gateway_latency_ms": resp.gateway_latency_ms,
-        "offline": resp.offline,
-    }
 
 
 def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict[str, str]:
@@ -69,7 +53,7 @@ def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict
 
 def answer_bundle(resp: LLMResponse, fmt: str, *, code: str | None = None) -> dict[str, str]:
     """The final answer for ``text`` (preformatted, never parsed) or ``code`` (one fenced block)."""
-    fields = footer_fields(resp)
+    fields = resp.footer_fields()
     footer_html, footer_text = _render.footer_html(**fields), _render.footer_text(**fields)
     if fmt == "code":
         assert code is not None
@@ -83,7 +67,7 @@ def answer_bundle(resp: LLMResponse, fmt: str, *, code: str | None = None) -> di
 
 def json_bundle(value: Any, resp: LLMResponse) -> dict[str, Any]:
     """A JSON value as ``application/json`` (JupyterLab's tree view) plus the pretty text and footer."""
-    fields = footer_fields(resp)
+    fields = resp.footer_fields()
     pretty = json.dumps(value, indent=2, ensure_ascii=False)
     html = (
         f'<div class="flotorch-answer">{_PRE}{_render.escape_text(pretty)}</div>'
@@ -176,7 +160,7 @@ def transcript_markdown(
         role = str(message.get("role", "?"))
         parts.append(f"## {_ROLE_TITLES.get(role, role)}\n\n{_content_text(message)}\n")
         if resp is not None:
-            parts.append(f"*{_render.footer_text(**footer_fields(resp))}*\n")
+            parts.append(f"*{_render.footer_text(**resp.footer_fields())}*\n")
     return "\n".join(parts)
 
 
@@ -185,7 +169,7 @@ def transcript_html(messages: Sequence[Mapping[str, Any]], responses: Sequence[L
     items = []
     for message, resp in zip(messages, responses, strict=True):
         role = str(message.get("role", "?"))
-        footer = _render.footer_html(**footer_fields(resp)) if resp is not None else ""
+        footer = _render.footer_html(**resp.footer_fields()) if resp is not None else ""
         items.append(
             f'<div class="flotorch-history-{_render.escape_text(role)}"><strong>'
             f"{_render.escape_text(_ROLE_TITLES.get(role, role))}</strong>"

@@ -97,14 +97,12 @@ class LLMResponse:
     def __str__(self) -> str:
         return self.content
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        """Plain data for any frontend: sanitized HTML (content as Markdown) and plain text, each with
-        a footer. Rendering is imported here so that ``import flotorch_nb`` stays light."""
-        from . import _render
-
+    def footer_fields(self, default_model: str = "unknown model") -> dict[str, Any]:
+        """The keyword arguments of ``_render.footer_text`` / ``footer_html`` for this answer (one
+        place, so the magics, the chat panel and this display always show the same footer)."""
         usage = self.usage
-        footer: dict[str, Any] = {
-            "model": self.model or "unknown model",
+        return {
+            "model": self.model or default_model,
             "input_tokens": usage.input_tokens if usage else 0,
             "output_tokens": usage.output_tokens if usage else 0,
             "total_tokens": usage.total_tokens if usage else 0,
@@ -113,6 +111,13 @@ class LLMResponse:
             "gateway_latency_ms": self.gateway_latency_ms,
             "offline": self.offline,
         }
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """Plain data for any frontend: sanitized HTML (content as Markdown) and plain text, each with
+        a footer. Rendering is imported here so that ``import flotorch_nb`` stays light."""
+        from . import _render
+
+        footer = self.footer_fields()
         text = self.content
         if self.tool_calls:
             calls = "\n".join(f"→ tool call {c.name}({c.arguments})" for c in self.tool_calls)

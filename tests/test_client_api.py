@@ -128,7 +128,10 @@ def test_the_seed_signature_is_kept() -> None:
 
 
 def test_stream_classes_are_exported() -> None:
-    assert ChatStream.__module__ == AsyncChatStream.__module__ == "flotorch_nb.llm"
+    import flotorch_nb.llm
+
+    assert (flotorch_nb.llm.ChatStream, flotorch_nb.llm.AsyncChatStream) == (ChatStream, AsyncChatStream)
+    assert {"ChatStream", "AsyncChatStream"} <= set(flotorch_nb.__all__) & set(flotorch_nb.llm.__all__)
 
 
 def test_public_names_have_docstrings() -> None:
