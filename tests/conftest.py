@@ -50,7 +50,12 @@ def gateway() -> Iterator[OfflineGateway]:
 
 @pytest.fixture(autouse=True)
 def _clean_gateway_and_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the developer's FLOTORCH_* variables, nor faults or requests left by another test."""
+    """No test sees the developer's FLOTORCH_* variables, nor faults or requests left by another test.
+
+    Code under test writes os.environ on purpose (``%flotorch record``, the offline fallback), which
+    monkeypatch cannot undo, so every FLOTORCH_* variable is put back as it was afterwards.
+    """
+    saved = {k: v for k, v in os.environ.items() if k.startswith("FLOTORCH_")}
     for name in ALL_ENV:
         monkeypatch.delenv(name, raising=False)
     yield
@@ -58,6 +63,10 @@ def _clean_gateway_and_env(request: pytest.FixtureRequest, monkeypatch: pytest.M
         gw = request.getfixturevalue("gateway")
         gw.faults.clear()
         gw.requests.clear()
+    monkeypatch.undo()
+    for name in [k for k in os.environ if k.startswith("FLOTORCH_")]:
+        del os.environ[name]
+    os.environ.update(saved)
 
 
 @pytest.fixture

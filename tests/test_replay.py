@@ -33,7 +33,7 @@ from flotorch_nb.replay import (
 )
 
 #: Distinctive enough that any trace of it in a recording is unmistakable.
-SECRET_KEY = "sk-flotorch-RECORDING-SECRET-7f3a9c1e"
+SECRET_KEY = "sk-" "flotorch-RECORDING-SECRET-7f3a9c1e"  # split: see test_client_support.KEY
 MODEL = "offline/assistant"
 NO_RETRY = RetryPolicy(max_retries=0)
 

