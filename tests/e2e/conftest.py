@@ -91,9 +91,14 @@ def lab(e2e_gateway: str, artifacts: Path, tmp_path_factory: pytest.TempPathFact
         server.service.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_executable: Path) -> Iterator[Browser]:
-    """Headless Debian Chromium under Playwright; its processes are ended by PID at the end."""
+    """Headless Debian Chromium under Playwright; its processes are ended by PID at the end.
+
+    Module-scoped on purpose: Playwright's sync API keeps an asyncio loop marked as running in this
+    thread while it is started, so every later ``asyncio.run`` (and anyio test) in the same pytest
+    process would fail with "Cannot run the event loop while another loop is running".
+    """
     from playwright.sync_api import sync_playwright
 
     before = set(descendants(os.getpid()))
