@@ -39,6 +39,8 @@ class StreamAccumulator:
         """Consume one event's data; return the new text (possibly empty)."""
         if self.done:
             return ""
+        if not data.strip():  # an empty event, as some proxies send to keep a connection alive
+            return ""
         if data.strip() == DONE:
             self.done = True
             return ""

@@ -344,9 +344,13 @@ class FlotorchLLM:
         """Close every pool this client opened (the sync one too)."""
         self.close()
         clients, self._async_clients = self._async_clients, {}
+        current = asyncio.get_running_loop()
         for loop, client in clients.items():
-            if not loop.is_closed():
+            if loop is current:
                 await client.aclose()
+            elif loop.is_running():  # a pool belongs to its loop: close it there, not from here
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+            # a closed loop's pool was closed by _close_at_loop_end; a stopped one cannot be reached
 
     def __enter__(self) -> FlotorchLLM:
         return self

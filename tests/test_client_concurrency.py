@@ -160,3 +160,41 @@ def test_with_model_shares_no_pool(gateway: OfflineGateway) -> None:
         assert "ping 42" in response.content
         assert llm._client is not None and not llm._client.is_closed
     assert gateway.requests[-1]["body"]["model"] == "offline/echo"
+
+
+def test_aclose_closes_a_pool_of_a_loop_running_in_another_thread(gateway: OfflineGateway) -> None:
+    import threading
+
+    llm = FlotorchLLM("offline/assistant", KEY, gateway.url)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(llm.ainvoke(USER), other).result(timeout=10)
+        (pool_elsewhere,) = llm._async_clients.values()
+        closed_on: list[threading.Thread] = []
+        real_aclose = pool_elsewhere.aclose
+
+        async def recording_aclose() -> None:
+            closed_on.append(threading.current_thread())
+            await real_aclose()
+
+        pool_elsewhere.aclose = recording_aclose  # type: ignore[method-assign]
+
+        async def main() -> httpx2.AsyncClient:
+            await llm.ainvoke(USER)
+            here = llm._async_clients[asyncio.get_running_loop()]
+            await llm.aclose()
+            return here
+
+        pool_here = asyncio.run(main())
+        assert pool_here.is_closed
+        # Closed on its own loop (awaiting it from another loop would touch that loop's sockets).
+        deadline = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), other)
+        deadline.result(timeout=5)
+        assert pool_elsewhere.is_closed
+        assert closed_on == [thread]
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(timeout=5)
+        other.close()

@@ -314,3 +314,15 @@ async def test_cancelling_the_task_that_iterates_stops_the_stream_and_frees_the_
             _ = chat.response
         assert (await llm.ainvoke(USER, timeout=2)).content  # the only connection is free again
     assert 3 <= len(seen) < 20
+
+
+def test_empty_keepalive_events_are_ignored_not_errors() -> None:
+    from flotorch_nb._response import ResponseInfo
+    from flotorch_nb._sse import StreamAccumulator
+
+    acc = StreamAccumulator()
+    chunk = '{"choices": [{"index": 0, "delta": {"content": "hi"}}]}'
+    assert [acc.feed(d) for d in ("", chunk, "  ", "[DONE]")] == ["", "hi", "", ""]
+    assert acc.finish(ResponseInfo(latency_s=0.0)).content == "hi"
+    with pytest.raises(StreamError, match="not JSON"):
+        StreamAccumulator().feed("{oops")
