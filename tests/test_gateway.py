@@ -1003,3 +1003,27 @@ def test_cli_serves_until_sigterm() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("Summarize FloTorch in one line.", "FloTorch is an LLM gateway"),
+        ("Explain in a few sentences why the sea is salty", "rivers carry minerals"),
+        ("What is a Python decorator?", "takes a function and returns a new one"),
+    ],
+)
+def test_the_seed_questions_get_real_answers_marked_offline(prompt: str, expected: str) -> None:
+    from flotorch_nb.gateway._assistant import answer
+    from flotorch_nb.gateway._validate import Message
+
+    reply = answer([Message(role="user", text=prompt)])
+    assert expected in reply and "Offline answer" in reply
+
+
+def test_unknown_topics_still_get_the_honest_template() -> None:
+    from flotorch_nb.gateway._assistant import answer
+    from flotorch_nb.gateway._validate import Message
+
+    reply = answer([Message(role="user", text="Explain in a few sentences how bread rises")])
+    assert reply.startswith("To approach") and "offline model" in reply

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 
+from ._facts import fact_for
 from ._snippets import SNIPPETS, generic_snippet
 from ._text import ASPECTS, first_sentence, hints_from, keywords, topic_of, words
 from ._validate import Message, Tool
@@ -132,7 +133,8 @@ def _compose(last: str, earlier: list[Message]) -> str:
             "Ask me to summarize, list steps, write a haiku or some Python, and I'll do my best."
         )
     if said[0] in _QUESTION_WORDS or last.rstrip().endswith("?"):
-        lead = said[1] if said[0] == "explain" and len(said) > 1 else said[0]  # "explain why ..." -> why
+        # "Explain in a few sentences why ..." asks "why": the first question word leads.
+        lead = next((w for w in said[:8] if w in _QUESTION_WORDS and w != "explain"), said[0])
         return _explanation(last, lead)
     return _fallback(last, earlier)
 
@@ -191,6 +193,9 @@ def _summary(last: str, earlier: list[Message]) -> str:
         source = body if len(body.split()) >= 8 else ""
     if not source:
         source = " ".join(m.text for m in earlier if m.role in ("user", "assistant"))
+    fact = fact_for(words(last))
+    if not source.strip() and fact:
+        return f"{fact} (Offline answer from the gateway's small built-in glossary, not a model.)"
     if not source.strip():
         return (
             f"Offline summary: you asked me to summarize “{first_sentence(last, 20)}”, "
@@ -258,6 +263,9 @@ _STEPS = (
 
 
 def _explanation(last: str, lead: str) -> str:
+    fact = fact_for(words(last))
+    if fact:
+        return f"{fact} (Offline answer from the gateway's small built-in glossary, not a model.)"
     topic = topic_of(last)
     key = ", ".join(keywords(last, limit=4)) or topic
     openings = {
