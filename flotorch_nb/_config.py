@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
@@ -73,6 +73,28 @@ def redact(text: str, secret: Secret | None) -> str:
         return text
     value = secret.get_secret_value()
     return text.replace(value, "***") if len(value) >= 4 else text
+
+
+def display_url(url: str) -> str:
+    """``url`` for showing (repr, errors, banners): a ``user:password@`` part is a credential too."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _check_key(key: str) -> str:
+    """A key that can travel in an HTTP header. Never echoes the key: its error would be printed."""
+    key = key.strip()
+    if not key:
+        raise ConfigurationError("api_key must be a non-empty string")
+    if any(not "!" <= ch <= "~" for ch in key):
+        raise ConfigurationError(
+            "api_key contains a character that cannot be sent in an HTTP header (a space, a control "
+            "character, or a non-ASCII character such as a smart quote pasted from a document); "
+            "copy the key again from FloTorch"
+        )
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +202,10 @@ def resolve(
             f"or set {envs} in the environment"
         )
     assert model is not None and key is not None and url is not None
-    for name, value in (("model_id", model), ("api_key", key)):
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(f"{name} must be a non-empty string")
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError("model_id must be a non-empty string")
+    if not isinstance(key, str):
+        raise ConfigurationError(f"api_key must be a string, got {type(key).__name__}")
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
 
@@ -196,7 +219,7 @@ def resolve(
 
     return Settings(
         model_id=model.strip(),
-        api_key=Secret(key.strip()),
+        api_key=Secret(_check_key(key)),
         base_url=check_base_url(url),
         endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
         timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),

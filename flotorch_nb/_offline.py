@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import threading
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from . import _config
 
@@ -134,9 +133,5 @@ def _configured_banner() -> str:
     return f"flotorch_nb: using FloTorch gateway at {safe_url(base_url)} ({model_text}){_record_suffix()}"
 
 
-def safe_url(url: str) -> str:
-    """``url`` for display: any ``user:password@`` part is removed, since it is a credential too."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+#: Kept under its old name for the banners and %flotorch config.
+safe_url = _config.display_url

@@ -41,6 +41,8 @@ class ToolCall:
         """The arguments parsed as a JSON object (a ``ResponseError`` if the model sent bad JSON)."""
         try:
             value = json.loads(self.arguments or "{}")
+        except RecursionError:
+            raise ResponseError(f"tool call {self.name!r} has arguments nested too deeply to parse") from None
         except json.JSONDecodeError as exc:
             raise ResponseError(f"tool call {self.name!r} has arguments that are not JSON: {exc}") from None
         if not isinstance(value, dict):

@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from ._errors import APIConnectionError, APIStatusError, FlotorchError
+from ._errors import APIConnectionError, APIStatusError, ConfigurationError, FlotorchError
 
 #: Statuses that say "try again": timeout, conflict, rate limit, and any server error.
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -56,6 +56,17 @@ class RetryPolicy:
     max_retry_after: float = 60.0
     jitter: float = 0.25
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        retries = self.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
+        for name in ("base_delay", "max_delay", "max_retry_after", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if self.jitter > 1:
+            raise ConfigurationError(f"jitter is a fraction from 0 to 1, got {self.jitter!r}")
 
     def should_retry(self, error: FlotorchError, attempt: int) -> bool:
         """Whether ``error`` on try number ``attempt`` (0-based) deserves another try."""

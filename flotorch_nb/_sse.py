@@ -61,15 +61,25 @@ class StreamAccumulator:
         if chunk.get("usage") is not None:
             self._usage = chunk["usage"]
         choices = chunk.get("choices") or []
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        if not isinstance(choices, list):
+            raise StreamError(f"the stream carried 'choices' that is not a list: {data[:120]!r}")
+        # With n > 1 the choices of one answer arrive interleaved; the answer is choice 0's, as in
+        # invoke(), so the others must not be mixed into it.
+        choice = next(
+            (c for c in choices if isinstance(c, Mapping) and c.get("index", 0) == 0),
+            None,
+        )
+        if choice is None:
             return ""
-        choice = choices[0]
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
         delta = choice.get("delta") or {}
         if not isinstance(delta, Mapping):
             return ""
-        for fragment in delta.get("tool_calls") or []:
+        fragments = delta.get("tool_calls") or []
+        if not isinstance(fragments, list):
+            raise StreamError(f"the stream carried 'tool_calls' that is not a list: {data[:120]!r}")
+        for fragment in fragments:
             self._add_tool_fragment(fragment)
         text = delta.get("content")
         if isinstance(text, str) and text:

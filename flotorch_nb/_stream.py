@@ -9,14 +9,14 @@ answer rather than paying for a second one. A connection that breaks mid-answer 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING
 
 from ._config import Secret
 from ._errors import APIConnectionError, APITimeoutError, FlotorchError, StreamError
 from ._response import LLMResponse, parse_completion
 from ._sse import StreamAccumulator
-from ._transport import Call, is_transport_error, response_info, scrub, transport_error
+from ._transport import Call, is_event_stream, is_transport_error, response_info, scrub, transport_error
 
 if TYPE_CHECKING:
     import httpx2
@@ -33,6 +33,42 @@ def _stream_failure(exc: Exception, call: Call, chunks: str, key: Secret) -> Flo
         error = StreamError(f"the stream broke after {len(chunks)} characters of the answer: {error}")
     error.__cause__ = exc
     return error
+
+
+class _Watched:
+    """The HTTP response as ``EventSource`` reads it, plus a stall check between chunks.
+
+    httpx2's read timeout is reset by any byte, so a gateway that sends only keep-alive comments
+    (``: ping``) would keep a stream open for ever. Events are what count: when none arrived within
+    the call's timeout while bytes kept coming, the next chunk raises ``APITimeoutError``.
+    """
+
+    def __init__(self, http: httpx2.Response, call: Call) -> None:
+        self._http = http
+        self._call = call
+        self.headers = http.headers
+        self.request = http.request
+        self._last_event = time.perf_counter()
+
+    def saw_event(self) -> None:
+        self._last_event = time.perf_counter()
+
+    def _check(self) -> None:
+        if time.perf_counter() - self._last_event > self._call.timeout:
+            raise APITimeoutError(
+                f"{self._call.display_url} sent no stream data for {self._call.timeout:g} s (only "
+                "keep-alive bytes); pass timeout=... to allow longer"
+            )
+
+    def iter_text(self) -> Iterator[str]:
+        for chunk in self._http.iter_text():
+            self._check()
+            yield chunk
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        async for chunk in self._http.aiter_text():
+            self._check()
+            yield chunk
 
 
 class ChatStream:
@@ -70,19 +106,20 @@ class ChatStream:
     def _iterate(self) -> Generator[str, None, None]:
         import httpx2
 
-        http, started = self._llm._send(self._call)
+        http, started, body = self._llm._send(self._call)
         self._http = http
         key = self._llm._settings.api_key
         try:
-            if not http.headers.get("content-type", "").startswith("text/event-stream"):
-                http.read()  # a gateway that ignored stream=true: one whole answer is one delta
+            if not is_event_stream(http):  # a gateway that ignored stream=true: the answer is one delta
                 info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(parse_completion(http.content, info), self._call)
+                self._response = self._llm._finish(parse_completion(body, info), self._call)
                 if self._response.content:
                     yield self._response.content
                 return
+            watched = _Watched(http, self._call)
             try:
-                for event in httpx2.EventSource(http):
+                for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
+                    watched.saw_event()
                     delta = self.accumulator.feed(event.data)
                     if delta:
                         yield delta
@@ -99,10 +136,11 @@ class ChatStream:
             http.close()
 
     def close(self) -> None:
-        """Stop reading and release the connection."""
+        """Stop reading and release the connection (also from another thread, to stop a reader)."""
         if self._deltas is None:
             self._deltas = self._iterate()  # closed before it started: it will never send a request
-        self._deltas.close()
+        if not getattr(self._deltas, "gi_running", False):  # another thread is in it: closing _http stops it
+            self._deltas.close()
         if self._http is not None:
             self._http.close()
 
@@ -150,19 +188,20 @@ class AsyncChatStream:
     async def _iterate(self) -> AsyncGenerator[str, None]:
         import httpx2
 
-        http, started = await self._llm._asend(self._call)
+        http, started, body = await self._llm._asend(self._call)
         self._http = http
         key = self._llm._settings.api_key
         try:
-            if not http.headers.get("content-type", "").startswith("text/event-stream"):
-                await http.aread()
+            if not is_event_stream(http):
                 info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(parse_completion(http.content, info), self._call)
+                self._response = self._llm._finish(parse_completion(body, info), self._call)
                 if self._response.content:
                     yield self._response.content
                 return
+            watched = _Watched(http, self._call)
             try:
-                async for event in httpx2.EventSource(http):
+                async for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
+                    watched.saw_event()
                     delta = self.accumulator.feed(event.data)
                     if delta:
                         yield delta

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _config
-from ._config import Secret, Settings, redact
+from ._config import Secret, Settings, display_url, redact
 from ._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
 from ._response import OFFLINE_HEADER, ResponseInfo, parse_error
 from ._retry import parse_retry_after
@@ -39,6 +39,11 @@ class Call:
     model: str
     stream: bool
     model_class: type[Any] | None = None
+
+    @property
+    def display_url(self) -> str:
+        """The URL for messages and logs: without any ``user:password@`` part."""
+        return display_url(self.url)
 
     @property
     def httpx_timeout(self) -> httpx2.Timeout:
@@ -125,14 +130,26 @@ def transport_error(exc: Exception, call: Call, key: Secret) -> FlotorchError:
 
     if isinstance(exc, FlotorchError):  # raised by our own transports (replay): already precise
         return exc
-    detail = redact(str(exc) or type(exc).__name__, key)
     if isinstance(exc, httpx2.TimeoutException):
         phase = "connect to" if isinstance(exc, httpx2.ConnectTimeout) else "get an answer from"
         return APITimeoutError(
-            f"could not {phase} {call.url} within {call.timeout:g} s ({type(exc).__name__}); "
+            f"could not {phase} {call.display_url} within {call.timeout:g} s ({type(exc).__name__}); "
             "pass timeout=... to allow longer"
         )
-    return APIConnectionError(f"could not reach {call.url}: {detail} ({type(exc).__name__})")
+    if isinstance(exc, httpx2.LocalProtocolError):
+        # Its message quotes the offending header bytes, which can be the key itself.
+        detail = "the request could not be encoded as HTTP (an invalid header value?)"
+    else:
+        detail = redact(str(exc) or type(exc).__name__, key)
+    return APIConnectionError(f"could not reach {call.display_url}: {detail} ({type(exc).__name__})")
+
+
+def deadline_error(call: Call) -> APITimeoutError:
+    """The answer kept trickling in past the call's budget: as much a timeout as silence is."""
+    return APITimeoutError(
+        f"{call.display_url} did not finish its answer within {call.timeout:g} s (it kept sending "
+        "slowly); pass timeout=... to allow longer"
+    )
 
 
 def is_transport_error(exc: BaseException) -> bool:
@@ -140,6 +157,11 @@ def is_transport_error(exc: BaseException) -> bool:
     import httpx2
 
     return isinstance(exc, httpx2.HTTPError | httpx2.InvalidURL | httpx2.StreamError)
+
+
+def is_event_stream(response: httpx2.Response) -> bool:
+    """Whether the gateway answered a stream request with SSE (some answer one JSON body instead)."""
+    return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
 def _float(value: str | None) -> float | None:
@@ -171,17 +193,29 @@ def scrub(error: FlotorchError, key: Secret) -> None:
         error.args = (clean,)
 
 
-def status_failure(response: httpx2.Response, key: Secret) -> APIStatusError:
-    """A 4xx/5xx answer (body already read) as the typed error, the key scrubbed from its message."""
+def _scrub_value(value: Any, key: Secret) -> Any:
+    if isinstance(value, str):
+        return redact(value, key)
+    if isinstance(value, Mapping):
+        return {k: _scrub_value(v, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(v, key) for v in value]
+    return value
+
+
+def status_failure(response: httpx2.Response, body: bytes, key: Secret) -> APIStatusError:
+    """A 4xx/5xx answer as the typed error, the key scrubbed from its message and its parsed body."""
     error = parse_error(
         response.status_code,
-        response.content,
+        body,
         request_id(response.headers),
         parse_retry_after(response.headers.get("retry-after")),
     )
-    clean = redact(str(error), key)
-    if clean != str(error):
-        error.args = (clean,)
-        error.message = redact(error.message, key)
-        error.body = None
+    location = response.headers.get("location")
+    if 300 <= response.status_code < 400 and location:
+        # httpx2 does not follow redirects for a POST (the body would be lost): say where it points.
+        error.args = (f"{error} — the gateway redirects to {display_url(location)}; set base_url to it",)
+    error.args = (redact(str(error), key),)
+    error.message = redact(error.message, key)
+    error.body = _scrub_value(error.body, key)
     return error

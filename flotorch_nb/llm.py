@@ -25,7 +25,9 @@ from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream
 from ._transport import (
     Call,
+    deadline_error,
     headers_for,
+    is_event_stream,
     is_transport_error,
     make_async_client,
     make_client,
@@ -116,7 +118,8 @@ class FlotorchLLM:
         return self._settings.cassette_mode or "live"
 
     def __repr__(self) -> str:
-        return f"FlotorchLLM(model_id={self.model_id!r}, base_url={self.base_url!r}, api_key='***')"
+        base_url = _config.display_url(self.base_url)
+        return f"FlotorchLLM(model_id={self.model_id!r}, base_url={base_url!r}, api_key='***')"
 
     def with_model(self, model_id: str) -> FlotorchLLM:
         """The same gateway, key and options for another model (with its own connection pools)."""
@@ -189,25 +192,35 @@ class FlotorchLLM:
                 self._client = make_client(self._settings)
             return self._client
 
-    def _send(self, call: Call) -> tuple[httpx2.Response, float]:
-        """POST with retries; returns a 2xx response (a stream left open) and when it was sent."""
+    def _send(self, call: Call) -> tuple[httpx2.Response, float, bytes]:
+        """POST with retries. Returns the 2xx response, when it was sent, and its body read within
+        ``call.timeout`` (a stream is returned open, with an empty body, for ``ChatStream``)."""
         client = self._sync_client()
         for attempt in range(self.retry.max_retries + 1):
             started = time.perf_counter()
-            logger.debug("POST %s model=%s attempt=%d", call.url, call.model, attempt + 1)
+            deadline = started + call.timeout
+            logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
             try:
                 request = client.build_request(
                     "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
                 )
-                response = client.send(request, stream=call.stream)
+                response = client.send(request, stream=True)
                 logger.debug(
                     "HTTP %d in %.1f ms", response.status_code, 1000 * (time.perf_counter() - started)
                 )
-                if response.status_code < 400:
-                    return response, started
-                response.read()
-                response.close()
-                error: FlotorchError = status_failure(response, self._settings.api_key)
+                if response.status_code < 300 and call.stream and is_event_stream(response):
+                    return response, started, b""  # left open: ChatStream reads it event by event
+                try:  # httpx2 times each read; a body that trickles in must still end by the deadline
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if time.perf_counter() > deadline:
+                            raise deadline_error(call)
+                finally:
+                    response.close()
+                if response.status_code < 300:
+                    return response, started, bytes(body)
+                error: FlotorchError = status_failure(response, bytes(body), self._settings.api_key)
             except Exception as exc:
                 if not (isinstance(exc, FlotorchError) or is_transport_error(exc)):
                     raise
@@ -235,10 +248,10 @@ class FlotorchLLM:
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        response, started = self._send(call)
+        response, started, body = self._send(call)
         info = response_info(response.headers, time.perf_counter() - started)
         try:
-            return self._finish(parse_completion(response.content, info), call)
+            return self._finish(parse_completion(body, info), call)
         except FlotorchError as error:
             scrub(error, self._settings.api_key)
             raise
@@ -270,25 +283,34 @@ class FlotorchLLM:
             _close_when_loop_ends(loop, client)
         return client
 
-    async def _asend(self, call: Call) -> tuple[httpx2.Response, float]:
+    async def _asend(self, call: Call) -> tuple[httpx2.Response, float, bytes]:
         """The async twin of ``_send``: same decisions, ``await asyncio.sleep`` between tries."""
         client = self._async_client()
         for attempt in range(self.retry.max_retries + 1):
             started = time.perf_counter()
-            logger.debug("POST %s model=%s attempt=%d", call.url, call.model, attempt + 1)
+            deadline = started + call.timeout
+            logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
             try:
                 request = client.build_request(
                     "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
                 )
-                response = await client.send(request, stream=call.stream)
+                response = await client.send(request, stream=True)
                 logger.debug(
                     "HTTP %d in %.1f ms", response.status_code, 1000 * (time.perf_counter() - started)
                 )
-                if response.status_code < 400:
-                    return response, started
-                await response.aread()
-                await response.aclose()
-                error: FlotorchError = status_failure(response, self._settings.api_key)
+                if response.status_code < 300 and call.stream and is_event_stream(response):
+                    return response, started, b""  # left open: ChatStream reads it event by event
+                try:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if time.perf_counter() > deadline:
+                            raise deadline_error(call)
+                finally:
+                    await response.aclose()
+                if response.status_code < 300:
+                    return response, started, bytes(body)
+                error: FlotorchError = status_failure(response, bytes(body), self._settings.api_key)
             except Exception as exc:
                 if not (isinstance(exc, FlotorchError) or is_transport_error(exc)):
                     raise
@@ -312,10 +334,10 @@ class FlotorchLLM:
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        response, started = await self._asend(call)
+        response, started, body = await self._asend(call)
         info = response_info(response.headers, time.perf_counter() - started)
         try:
-            return self._finish(parse_completion(response.content, info), call)
+            return self._finish(parse_completion(body, info), call)
         except FlotorchError as error:
             scrub(error, self._settings.api_key)
             raise
@@ -376,10 +398,17 @@ def _close_when_loop_ends(loop: asyncio.AbstractEventLoop, client: httpx2.AsyncC
     moment to close the pools opened on it. Without it the seed's ``asyncio.run(main())`` leaves its
     keep-alive sockets open on a dead loop, where they can no longer be closed.
     """
+    # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
+    for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
+        del _LOOP_POOLS[gone]
     entry = _LOOP_POOLS.get(loop)
     if entry is None:
         pools: weakref.WeakSet[Any] = weakref.WeakSet()
-        entry = _LOOP_POOLS[loop] = (loop.create_task(_close_at_loop_end(loop, pools)), pools)
+        task = loop.create_task(_close_at_loop_end(loop, pools))
+        # Such a hand-closed loop would also print "Task was destroyed but it is pending!" for this
+        # idle helper; asyncio's own internal helpers silence it the same way.
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+        entry = _LOOP_POOLS[loop] = (task, pools)
     entry[1].add(client)
 
 
