@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from .llm import FlotorchLLM
 
 __all__ = [
-    "ChatBusyError", "Conversation", "EnterToSend", "Throttle", "Totals", "Turn", "budget_text",
-    "check_budget", "check_model", "error_line", "export_path", "record_usage", "run_turn", "session_client",
+    "ChatBusyError", "Conversation", "EnterToSend", "Throttle", "Totals", "Turn", "check_budget",
+    "check_model", "error_line", "export_path", "record_usage", "run_turn", "session_client", "totals_line",
 ]  # fmt: skip
 
 Status = Literal["running", "done", "stopped", "error"]
@@ -130,7 +130,7 @@ class Totals:
 
     @property
     def text(self) -> str:
-        """``3 replies · in 36 · out 102 · total 138 tokens`` (the panel's totals line)."""
+        """``3 replies · in 36 · out 102 · total 138 tokens`` (this chat's part of ``totals_line``)."""
         if not self.replies:
             return "no replies yet"
         noun = "reply" if self.replies == 1 else "replies"
@@ -294,13 +294,24 @@ def record_usage(response: LLMResponse) -> None:
     get_session().record(response, "chat")
 
 
-def budget_text() -> str:
-    """`` · budget N of M tokens used`` when the session has a budget, else ``""``."""
+def totals_line(chat: Totals) -> str:
+    """The panel's totals: this chat's, then the session's (``%%flotorch`` and every panel), then the budget.
+
+    ``This chat: 2 replies · in 30 · out 80 · total 110 tokens — Session: 5 calls · total 412 tokens``
+    """
     from ._session import get_session
 
     session = get_session()
-    budget = session.budget
-    return "" if budget is None else f" · budget {session.spent_tokens} of {budget} tokens used"
+    spent = session.ledger.totals
+    if spent.calls:
+        line = f"{spent.calls} {'call' if spent.calls == 1 else 'calls'} · total {spent.total_tokens} tokens"
+        if spent.unknown_usage:
+            line += f" ({spent.unknown_usage} with unknown usage)"
+    else:
+        line = "no calls yet"
+    if session.budget is not None:
+        line += f" · budget {spent.total_tokens} of {session.budget} tokens used"
+    return f"This chat: {chat.text} — Session: {line}"
 
 
 # -- event-loop helpers ------------------------------------------------------------------------------

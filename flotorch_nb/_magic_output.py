@@ -1,4 +1,5 @@
-"""What ``%%flotorch`` and ``%flotorch`` show: MIME bundles for previews, answers and transcripts.
+"""What ``%%flotorch`` and ``%flotorch`` show: MIME bundles for previews, answers and transcripts,
+and ``FormattedResponse``, the value a ``-f text/code/json`` cell ends with.
 
 Kept apart from ``magics.py`` so the shapes can be tested without a shell and the magic stays
 about control flow. Everything that becomes HTML goes through ``_render`` (model Markdown rendered
@@ -12,15 +13,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import fields
+from typing import Any
 
 from . import _render
 from ._errors import ResponseError
-
-if TYPE_CHECKING:
-    from ._response import LLMResponse
+from ._response import LLMResponse
 
 __all__ = [
+    "FormattedResponse",
     "answer_bundle",
     "extract_code",
     "json_bundle",
@@ -33,6 +34,37 @@ __all__ = [
 # Plain text keeps its line breaks and spacing without being parsed; a div (our own markup, styled
 # inline) rather than <pre>, which is reserved for the sanitized Markdown's code blocks.
 _PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monospace">'
+
+
+class FormattedResponse(LLMResponse):
+    """An ``LLMResponse`` that displays itself the way ``%%flotorch -f FORMAT`` showed it.
+
+    ``-f text``, ``-f code``, ``-f json`` and ``--schema`` end the cell with one of these as its value
+    (``Out[n]``, ``_``, ``-o VAR``), so the cell's ``execute_result`` *is* its one final rendering, a
+    plain bundle that survives save, reopen and export. Apart from that bundle it is the response the
+    gateway gave: every field (``metadata``, ``usage``, ``parsed``...) is the original's, ``str()`` is
+    the content (what ``{Out[n]}`` quotes), and a ``dataclasses.replace`` copy, whose bundle would
+    describe another answer, displays as a plain ``LLMResponse`` again.
+    """
+
+    __slots__ = ("_bundle",)
+    _bundle: dict[str, Any]
+
+    @classmethod
+    def of(cls, resp: LLMResponse, bundle: Mapping[str, Any]) -> FormattedResponse:
+        """A copy of ``resp`` (fields shared, as ``copy.copy`` would) that displays as ``bundle``."""
+        new = object.__new__(cls)
+        for f in fields(LLMResponse):  # every field, also any that ``__init__`` would not take
+            object.__setattr__(new, f.name, getattr(resp, f.name))
+        new._bundle = dict(bundle)
+        return new
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The bundle the magic built for this answer (sanitized HTML, plain text, JSON if any)."""
+        bundle = getattr(self, "_bundle", None)
+        if bundle is None:
+            return LLMResponse._repr_mimebundle_(self, include, exclude)
+        return dict(bundle)
 
 
 def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict[str, str]:
@@ -89,7 +121,7 @@ def parse_json_answer(content: str) -> Any:
     for candidate in candidates:
         try:
             return json.loads(candidate)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # nested too deeply is "not usable JSON" too
             continue
     snippet = " ".join(content.split())[:120]
     raise ResponseError(

@@ -4,7 +4,8 @@ Loaded by ``%load_ext flotorch_nb``. Unlike chat magics that print errors, a fai
 *raises* (a typed ``FlotorchError``), so a notebook run by nbmake/nbclient in CI fails when the
 gateway does. Mistakes in options or configuration raise IPython's ``UsageError``: one line saying
 how to fix it, no traceback, and nothing sent. Answers stream into the cell as they arrive and
-end as one plain rich output (sanitized HTML + text) that survives save, reopen and HTML export.
+end as the cell's value, the ``LLMResponse``, in every format: one plain rich output (sanitized HTML
++ text, JSON for ``-f json``) that survives save, reopen and HTML export.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ class FlotorchMagics(Magics):
     @argument("-s", "--system", help='system prompt (quote it: -s "You are terse.")')
     @argument(
         "-f", "--format", choices=FORMATS, default="markdown",
-        help="markdown (default; the cell's value is the LLMResponse), text (plain, unrendered), "
-        "code (first code block, also inserted as a new cell below), json (parsed; JSON mode requested)",
+        help="how the answer is shown: markdown (default, rendered), text (plain, unrendered), code "
+        "(first code block, also inserted as a new cell below), json (parsed; JSON mode requested); "
+        "the cell's value is the LLMResponse in every format",
     )  # fmt: skip
     @argument("--schema", metavar="NAME", help="pydantic BaseModel class in the notebook: structured output")
     @argument("-o", "--output", metavar="VAR", help="also store the LLMResponse in variable VAR")
@@ -111,10 +113,11 @@ class FlotorchMagics(Magics):
         conversation; -c/--continue sends the conversation so far before the prompt (so follow-up
         questions work); -n/--new says "fresh" explicitly. -s replaces the system prompt.
 
-        Output: the default markdown format streams a preview, then the cell's value (Out[n], _) is
-        the LLMResponse, rendered once as sanitized HTML with a footer (model, tokens, latency,
-        OFFLINE mark). text/code/json/--schema show their own final output instead and return
-        nothing; use -o VAR to keep the response (its .parsed holds the JSON / schema instance).
+        Output: the answer streams in as a preview, which is then replaced by the cell's value
+        (Out[n], _): the LLMResponse, shown once with a footer (model, tokens, latency, OFFLINE
+        mark), in the cell's format: sanitized Markdown (default), plain text (-f text), the first
+        code block (-f code) or JSON (-f json, --schema; .parsed holds the parsed value or the
+        schema instance). -o VAR also stores it in VAR, and {Out[n]} / {VAR} quote its text later.
 
         Errors: option or configuration mistakes raise UsageError before anything is sent; gateway
         failures raise the typed FlotorchError so the cell fails (and CI notices); a spent
@@ -173,8 +176,11 @@ class FlotorchMagics(Magics):
         session.record(resp, "magic")
         session.add_exchange(messages, resp)
         if args.output:
-            self.ip.user_ns[args.output] = resp
-        return self._show(resp, fmt, streamed=not args.no_stream)
+            self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
+        value = self._show(resp, fmt, streamed=not args.no_stream)
+        if args.output:
+            self.ip.user_ns[args.output] = value  # the very object that is Out[n]
+        return value
 
     def _stream(self, stream: Any, fmt: str) -> Any:
         """Show deltas as they arrive in one display (redrawn at most every PREVIEW_INTERVAL_S)."""
@@ -199,19 +205,20 @@ class FlotorchMagics(Magics):
             raise
 
     def _show(self, resp: Any, fmt: str, *, streamed: bool) -> Any:
-        """Replace the preview with the one final rendering; return the cell's value."""
+        """Clear the preview and return the cell's value: the LLMResponse, which IPython then shows
+        as the cell's one final rendering (its execute_result), in the cell's format."""
         if streamed:
             # wait=True: the preview disappears only when the final output arrives, so no flicker.
             clear_output(wait=True)
         if fmt == "markdown":
-            return resp  # the LLMResponse renders itself (sanitized HTML + footer) as Out[n]
+            return resp  # the LLMResponse renders itself (sanitized HTML + footer)
         if fmt == "text":
-            display(_magic_output.answer_bundle(resp, "text"), raw=True)
+            bundle = _magic_output.answer_bundle(resp, "text")
         elif fmt == "code":
             code = _magic_output.extract_code(resp.content) or ""
             if code:
                 self.ip.set_next_input(code, replace=False)  # a new cell below, not a replacement
-            display(_magic_output.answer_bundle(resp, "code", code=code), raw=True)
+            bundle = _magic_output.answer_bundle(resp, "code", code=code)
         else:
             if resp.parsed is not None:  # --schema: the client validated it
                 value = resp.parsed.model_dump(mode="json")
@@ -221,8 +228,8 @@ class FlotorchMagics(Magics):
                 except Exception:
                     display(_magic_output.answer_bundle(resp, "text"), raw=True)  # show what came back
                     raise
-            display(_magic_output.json_bundle(value, resp), raw=True)
-        return None
+            bundle = _magic_output.json_bundle(value, resp)
+        return _magic_output.FormattedResponse.of(resp, bundle)
 
     def _namespace(self) -> Any:
         """The user's namespace for interpolation, with In[n] as typed (not IPython's transformed code)."""

@@ -169,6 +169,7 @@ class ChatPanel:
         """Show the live panel, then the static transcript copy that outlives widget state."""
         from IPython.display import display
 
+        self._show_totals()
         display(self.root)
         handle = display(self.conversation.transcript_bundle(), raw=True, display_id=True)
         if handle is not None:
@@ -258,6 +259,7 @@ class ChatPanel:
         self._task = loop.create_task(self._run(client, turn, view, messages))
         self._task.add_done_callback(functools.partial(self._task_done, view))
         self._sync_buttons()
+        self._show_totals()
         return self._task
 
     def stop(self) -> bool:
@@ -281,12 +283,13 @@ class ChatPanel:
         return None if task.cancelled() else task.result()
 
     def clear(self) -> None:
-        """Stop any running reply and forget the conversation (session token totals stay)."""
+        """Stop any running reply and forget the conversation (the token totals stay)."""
         self.stop()
         self.conversation.clear()
         self.transcript.children = ()
         self._show_error(None)
         self._set_status("Cleared")
+        self._show_totals()
         self._refresh_static()
 
     def export_markdown(self, path: str | Path | None = None) -> str:
@@ -377,7 +380,8 @@ class ChatPanel:
         self.error.layout.display = None if line else "none"
 
     def _show_totals(self) -> None:
-        self.totals.value = _status_html(f"This chat: {self.conversation.totals.text}{_chat.budget_text()}")
+        # The session's part also moves without us (%%flotorch, other panels): redrawn at every chance.
+        self.totals.value = _status_html(_chat.totals_line(self.conversation.totals))
 
     def _set_status(self, text: str) -> None:
         self.status.value = _status_html(text)

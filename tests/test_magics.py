@@ -1,12 +1,14 @@
 """``%%flotorch`` / ``%flotorch`` through IPython's real ``InteractiveShell``, against the offline gateway.
 
 Display output is recorded by a publisher that keeps *every* publish, update and clear in order
-(``capture_output`` forgets what was cleared, and the streaming preview is cleared on purpose).
+(``capture_output`` forgets what was cleared, and the streaming preview is cleared on purpose), and
+a cell's value, as the displayhook sends it (the ``execute_result``), is recorded in the same list.
 Requests are real HTTP on loopback; ``gateway.requests`` shows what the gateway received.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import os
@@ -27,6 +29,7 @@ from test_render import assert_safe_html
 from flotorch_nb import (
     AuthenticationError,
     BudgetExceededError,
+    FlotorchLLM,
     LLMResponse,
     ResponseError,
     ServerError,
@@ -45,7 +48,7 @@ XSS = '<img src=x onerror="window.pwned=1"> **bold** <script>window.pwned=2</scr
 
 @dataclass
 class Event:
-    kind: str  # "publish" or "clear"
+    kind: str  # "publish", "clear" or "result" (the cell's value: its execute_result)
     data: dict[str, Any] = field(default_factory=dict)
     transient: dict[str, Any] = field(default_factory=dict)
     update: bool = False
@@ -79,6 +82,14 @@ class RecordingPublisher(CapturingDisplayPublisher):
     def published(self) -> list[Event]:
         return [e for e in self.events if e.kind == "publish"]
 
+    @property
+    def results(self) -> list[Event]:
+        return [e for e in self.events if e.kind == "result"]
+
+    def write_result(self, format_dict: dict[str, Any], md_dict: Any = None) -> None:
+        """Stands in for ``DisplayHook.write_format_data``: what ipykernel sends as execute_result."""
+        self.events.append(Event("result", dict(format_dict)))
+
     def everything(self) -> str:
         return json.dumps([e.data for e in self.events], default=str)
 
@@ -108,6 +119,7 @@ def shell(offline_env: OfflineGateway, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("FLOTORCH_MAX_RETRIES", "0")  # an injected failure fails at once
     pub = RecordingPublisher(shell=ip)
     monkeypatch.setattr(ip, "display_pub", pub)
+    monkeypatch.setattr(ip.displayhook, "write_format_data", pub.write_result)
     names = set(ip.user_ns)
     flotorch_magics.load_ipython_extension(ip)
     reset_session()
@@ -246,7 +258,7 @@ def test_the_answer_streams_into_one_display_then_becomes_the_cells_value(
     assert all('class="flotorch-streaming"' in u.data["text/html"] for u in updates)
     # The preview is cleared (wait=True: when the final output arrives), and nothing else is drawn:
     # the saved notebook holds one rendering, the LLMResponse as Out[n].
-    assert shell.pub.events[-1] == Event("clear", wait=True)
+    assert shell.pub.events[-2:] == [Event("clear", wait=True), Event("result", resp._repr_mimebundle_())]
     html = html_of(resp)
     assert 'class="flotorch-answer"' in html and 'class="flotorch-footer"' in html
     assert "OFFLINE gateway" in html and f"total {resp.usage.total_tokens} tokens" in html
@@ -283,60 +295,147 @@ def test_model_output_is_sanitized_in_the_preview_and_the_final_html(shell: Shel
 
 
 # -- formats ----------------------------------------------------------------------------------------
-def test_text_format_shows_plain_text_once_and_returns_nothing(shell: Shell) -> None:
+CITY = "from pydantic import BaseModel\nclass City(BaseModel):\n    name: str\n    population: int\n"
+#: format -> (options, prompt)
+FORMAT_CELLS = {
+    "markdown": ("", "Write a python function that adds two numbers"),
+    "text": ("-f text", "List three steps to make tea"),
+    "code": ("-f code", "Write a python function that adds two numbers"),
+    "json": ("-f json", "List three colors as JSON"),
+    "schema": ("--schema City", "Describe Paris"),
+}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+@pytest.mark.parametrize("fmt", list(FORMAT_CELLS))
+def test_in_every_format_the_cells_value_is_the_response_rendered_once(
+    shell: Shell, offline_env: OfflineGateway, llm: FlotorchLLM, fmt: str, stream: bool
+) -> None:
+    shell.ip.run_cell(CITY)
+    options, prompt = FORMAT_CELLS[fmt]
+    options += " -o kept" + ("" if stream else " --no-stream")
+    result = shell.run(f"%%flotorch {options}\n{prompt}")
+    next_cell, shell.ip.rl_next_input = getattr(shell.ip, "rl_next_input", None), None
+    n, value = result.execution_count, result.result
+    assert result.error_in_exec is None
+    # Out[n], _ and -o VAR are one object: an LLMResponse ...
+    assert isinstance(value, LLMResponse)
+    ns = shell.ip.user_ns
+    assert ns["Out"][n] is value and ns["_"] is value and ns["kept"] is value
+    # ... with every field of the response the client built (the one in the conversation and ledger) ...
+    session = get_session()
+    built = session.response_for(session.conversation[-1])
+    assert built is not None
+    for f in dataclasses.fields(LLMResponse):
+        assert getattr(value, f.name) == getattr(built, f.name), f.name
+    assert session.ledger.entries[-1].total_tokens == value.metadata["totalTokens"]
+    # ... which is what the gateway answers to that request.
+    sent = offline_env.requests[-1].body
+    direct = llm.invoke(sent["messages"], response_format=sent.get("response_format"))
+    assert (value.content, value.usage) == (direct.content, direct.usage) and value.usage is not None
+    assert value.metadata["totalTokens"] == direct.metadata["totalTokens"] > 0
+
+    # Exactly one final rendering: the execute_result. The only other output is the streaming
+    # preview, drawn once, updated, and cleared when the result arrives.
+    (final,) = shell.pub.results
+    drawn = [e for e in shell.pub.published if not e.update]
+    if stream:
+        assert len(drawn) == 1 and "flotorch-streaming" in drawn[0].data["text/html"]
+        assert shell.pub.events[-2:] == [Event("clear", wait=True), final]
+    else:
+        assert shell.pub.events == [final]
+    data = final.data
+    assert data == value._repr_mimebundle_()
+    footer = f"total {value.usage.total_tokens} tokens"
+    assert footer in data["text/plain"] and "OFFLINE gateway" in data["text/plain"]
+    assert footer in data["text/html"] and 'class="flotorch-footer"' in data["text/html"]
+    assert 'class="flotorch-answer"' in data["text/html"]
+    assert_safe_html(data["text/html"], own_markup=True)
+    if fmt == "text":
+        assert data["text/plain"].startswith(value.content) and "<strong>" not in data["text/html"]
+    elif fmt == "code":
+        assert next_cell and data["text/plain"].startswith(next_cell) and "```" not in data["text/plain"]
+    elif fmt == "json":
+        assert data["application/json"] == value.parsed == json.loads(value.content)
+    elif fmt == "schema":
+        assert type(value.parsed).__name__ == "City"
+        assert data["application/json"] == value.parsed.model_dump(mode="json")
+    else:
+        assert "application/json" not in data and next_cell is None
+
+    # A later cell quotes the answer's text through {Out[n]}.
+    shell.cell("-m offline/echo", f"Quote: {{Out[{n}]}}")
+    assert offline_env.requests[-1].body["messages"][-1]["content"] == f"Quote: {value.content}"
+
+
+def test_text_format_shows_plain_text_once(shell: Shell) -> None:
     value = shell.cell("-f text -m offline/echo -o r", XSS)
-    resp = shell.ip.user_ns["r"]
-    assert value is None and resp.content == XSS
+    assert value is shell.ip.user_ns["r"] and value.content == XSS
     clear = shell.pub.events.index(Event("clear", wait=True))
-    final = shell.pub.events[clear + 1 :]
-    assert len(final) == 1 and not final[0].update
-    assert final[0].data["text/plain"].startswith(XSS) and "OFFLINE gateway" in final[0].data["text/plain"]
-    html = final[0].data["text/html"]
+    assert shell.pub.events[clear + 1 :] == []  # the final rendering is the value's, not a display
+    final = value._repr_mimebundle_()
+    assert final["text/plain"].startswith(XSS) and "OFFLINE gateway" in final["text/plain"]
+    html = final["text/html"]
     assert_safe_html(html, own_markup=True)
     assert "**bold**" in html and "&lt;img src=x" in html and 'class="flotorch-answer"' in html
 
 
 def test_code_format_inserts_the_first_code_block_as_the_next_cell(shell: Shell) -> None:
-    assert shell.cell("-f code -o r", "Write a python function that adds two numbers") is None
-    resp = shell.ip.user_ns["r"]
+    resp = shell.cell("-f code -o r", "Write a python function that adds two numbers")
+    assert resp is shell.ip.user_ns["r"]
     code = shell.ip.rl_next_input
     shell.ip.rl_next_input = None
     assert code and "```" not in code and f"```python\n{code}\n```" in resp.content
     compile(code, "<answer>", "exec")  # it is the code, not prose
-    final = shell.pub.published[-1]
-    assert final.data["text/plain"].startswith(code)
-    assert '<code class="language-python">' in final.data["text/html"]
-    assert_safe_html(final.data["text/html"], own_markup=True)
+    final = resp._repr_mimebundle_()
+    assert final["text/plain"].startswith(code)
+    assert '<code class="language-python">' in final["text/html"]
+    assert_safe_html(final["text/html"], own_markup=True)
 
 
 def test_json_format_requests_json_and_shows_it_as_application_json(
     shell: Shell, offline_env: OfflineGateway
 ) -> None:
-    assert shell.cell("-f json -o r", "List three colors as JSON") is None
-    resp = shell.ip.user_ns["r"]
+    resp = shell.cell("-f json", "List three colors as JSON")
     assert offline_env.requests[-1].body["response_format"] == {"type": "json_object"}
     assert resp.parsed == json.loads(resp.content) and isinstance(resp.parsed, dict)
-    final = shell.pub.published[-1]
-    assert final.data["application/json"] == resp.parsed
-    assert final.data["text/plain"].startswith(json.dumps(resp.parsed, indent=2))
+    final = resp._repr_mimebundle_()
+    assert final["application/json"] == resp.parsed
+    assert final["text/plain"].startswith(json.dumps(resp.parsed, indent=2))
 
 
 def test_json_format_fails_the_cell_when_the_answer_is_not_json(shell: Shell) -> None:
     with pytest.raises(ResponseError, match="not JSON"):
-        shell.cell("-f json -m offline/echo", "plainly not json")
+        shell.cell("-f json -m offline/echo -o r", "plainly not json")
     assert shell.pub.published[-1].data["text/plain"].startswith("plainly not json")  # shown anyway
+    assert shell.ip.user_ns["r"].content == "plainly not json"  # and kept for a look
+    result = shell.run("%%flotorch -f json -m offline/echo\nplainly not json")
+    assert isinstance(result.error_in_exec, ResponseError) and shell.pub.results == []
 
 
 def test_schema_gives_a_validated_instance(shell: Shell, offline_env: OfflineGateway) -> None:
-    shell.ip.run_cell(
-        "from pydantic import BaseModel\nclass City(BaseModel):\n    name: str\n    population: int\n"
-    )
-    assert shell.cell("--schema City -o r", "Describe Paris") is None
-    resp = shell.ip.user_ns["r"]
+    shell.ip.run_cell(CITY)
+    resp = shell.cell("--schema City", "Describe Paris")
     assert type(resp.parsed).__name__ == "City" and isinstance(resp.parsed.population, int)
     assert offline_env.requests[-1].body["response_format"]["type"] == "json_schema"
-    assert shell.pub.published[-1].data["application/json"] == resp.parsed.model_dump(mode="json")
+    assert resp._repr_mimebundle_()["application/json"] == resp.parsed.model_dump(mode="json")
 
+
+def test_a_formatted_response_is_still_a_plain_response_to_copy_pickle_and_replace() -> None:
+    import copy
+    import pickle
+
+    from flotorch_nb._magic_output import FormattedResponse, answer_bundle
+    from flotorch_nb._response import Usage
+
+    resp = LLMResponse("`x`", {"totalTokens": 3}, usage=Usage(1, 2, 3), model="m")
+    shown = FormattedResponse.of(resp, answer_bundle(resp, "text"))
+    assert repr(shown) == repr(resp) and str(shown) == "`x`"
+    for twin in (copy.copy(shown), copy.deepcopy(shown), pickle.loads(pickle.dumps(shown))):
+        assert twin._repr_mimebundle_() == shown._repr_mimebundle_() and twin.usage == resp.usage
+    # A changed copy no longer is the answer the bundle showed: it renders as an LLMResponse again.
+    changed = dataclasses.replace(shown, content="other")
+    assert changed._repr_mimebundle_() == dataclasses.replace(resp, content="other")._repr_mimebundle_()
 
 
 @pytest.mark.parametrize("stream", ["", "--no-stream "])
@@ -355,6 +454,7 @@ def test_an_answer_that_fails_the_schema_fails_the_cell_but_its_tokens_are_count
     assert spent is not None and spent.usage is not None and spent.usage.total_tokens > 0
     totals = get_session().ledger.totals
     assert (totals.calls, totals.total_tokens) == (1, spent.usage.total_tokens)
+
 
 # -- interpolation ----------------------------------------------------------------------------------
 def test_interpolation_fills_names_and_leaves_code_and_unknown_names(
@@ -654,6 +754,7 @@ def test_in_a_real_kernel_each_answer_is_saved_once_and_the_seed_sample_runs(tmp
         "%%flotorch\nWrite a python function that adds two numbers",
         "%%flotorch -f text -m offline/echo\nSay hello",
         "%%flotorch --no-stream -o r\nSay hello again",
+        "%%flotorch -f json\nList three colors as JSON",
         SEED_IN_A_CELL,
         "%flotorch usage",
         "%flotorch login",
@@ -674,16 +775,21 @@ def test_in_a_real_kernel_each_answer_is_saved_once_and_the_seed_sample_runs(tmp
     assert answer.output_type == "execute_result"
     assert 'class="flotorch-answer"' in answer.data["text/html"]
     assert "OFFLINE gateway" in answer.data["text/plain"]
+    # Other formats too: the cell's value (the LLMResponse) is the one output, shown in that format.
     (text,) = outputs[2]
-    assert text.output_type == "display_data" and text.data["text/plain"].startswith("Say hello\n")
+    assert text.output_type == "execute_result" and text.data["text/plain"].startswith("Say hello\n")
     (quiet,) = outputs[3]
     assert quiet.output_type == "execute_result"
-    assert "SEED-OK True" in "".join(o.get("text", "") for o in outputs[4])
-    (usage,) = outputs[5]
+    (colors,) = outputs[4]
+    assert colors.output_type == "execute_result" and isinstance(colors.data["application/json"], dict)
+    assert 'class="flotorch-answer"' in colors.data["text/html"]
+    nbformat.validate(nb)  # the notebook, JSON output included, saves as a valid file
+    assert "SEED-OK True" in "".join(o.get("text", "") for o in outputs[5])
+    (usage,) = outputs[6]
     rows = {line.split()[0]: line.split()[1] for line in usage.data["text/plain"].splitlines()[1:]}
-    # The magics' three answers; the seed sample's own FlotorchLLM is not a session surface.
-    assert rows == {"offline/assistant": "2", "offline/echo": "1", "total": "3"}
-    (refused,) = outputs[6]
+    # The magics' four answers; the seed sample's own FlotorchLLM is not a session surface.
+    assert rows == {"offline/assistant": "3", "offline/echo": "1", "total": "4"}
+    (refused,) = outputs[7]
     assert refused.name == "stderr" and "set FLOTORCH_API_KEY in the kernel's environment" in refused.text
 
 

@@ -520,7 +520,53 @@ async def test_totals_add_up(make_panel: Callable[..., ChatPanel]) -> None:
     assert totals.total_tokens == totals.input_tokens + totals.output_tokens
     t = totals
     expected = f"3 replies · in {t.input_tokens} · out {t.output_tokens} · total {t.total_tokens} tokens"
-    assert text_of(panel.totals.value) == f"This chat: {expected}"
+    session = f"3 calls · total {t.total_tokens} tokens"  # the panel's replies are the session's calls
+    assert text_of(panel.totals.value) == f"This chat: {expected} — Session: {session}"
+
+
+async def test_totals_show_this_chat_and_the_whole_session(
+    make_panel: Callable[..., ChatPanel], llm: FlotorchLLM
+) -> None:
+    """%%flotorch answers and other panels count in the session's part of the line, not in the chat's."""
+    session = get_session()
+
+    def magic_call(prompt: str) -> int:
+        """What %%flotorch does with an answer: record it in the session ledger."""
+        resp = llm.invoke([{"role": "user", "content": prompt}])
+        session.record(resp, "magic")
+        assert resp.usage is not None and resp.usage.total_tokens > 0
+        return resp.usage.total_tokens
+
+    magic = magic_call("What is a tide?")
+    panel = make_panel()
+    line = text_of(panel.totals.value)
+    assert line == f"This chat: no replies yet — Session: 1 call · total {magic} tokens"
+    panel.send("What is Python?")
+    turn = await panel.wait()
+    assert turn is not None and turn.footer is not None
+    mine = turn.footer["total_tokens"]
+    chat = f"1 reply · in {turn.footer['input_tokens']} · out {turn.footer['output_tokens']} · total {mine}"
+    assert text_of(panel.totals.value) == (
+        f"This chat: {chat} tokens — Session: 2 calls · total {magic + mine} tokens"
+    )
+    # Another panel's reply and another magic call: the session's part follows at the next chance
+    # (here Clear), this chat's part does not move.
+    other = make_panel(model="offline/echo")
+    other.send("hello there")
+    other_turn = await other.wait()
+    assert other_turn is not None and other_turn.footer is not None
+    theirs = other_turn.footer["total_tokens"]
+    assert text_of(other.totals.value) == (
+        f"This chat: 1 reply · in {other_turn.footer['input_tokens']} · out "
+        f"{other_turn.footer['output_tokens']} · total {theirs} tokens"
+        f" — Session: 3 calls · total {magic + mine + theirs} tokens"
+    )
+    magic += magic_call("What is a wave?")
+    panel.clear_button.click()
+    total = magic + mine + theirs
+    assert session.ledger.totals.total_tokens == total
+    line = text_of(panel.totals.value)
+    assert line == f"This chat: {chat} tokens — Session: 4 calls · total {total} tokens"
 
 
 async def test_export_markdown_and_button(
