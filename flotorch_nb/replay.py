@@ -5,16 +5,24 @@ CI and Binder run them with ``FLOTORCH_REPLAY=DIR``. Both are httpx2 transports 
 around (record) or in place of (replay) its network transport via ``wrap_transport``, so invoke,
 ainvoke, stream and astream are all covered without the client knowing.
 
-A request is matched by what it means, never by where it went or who sent it: method, URL path and
-the whole JSON body (model, messages, tools, tool_choice, response_format, stream, every parameter)
-with sorted keys; host, headers and key play no part. One pretty-printed file per exchange,
+A request is matched by what it means, never by where it went or who sent it: method, endpoint path
+(see ``endpoint_path``: a base URL's own path prefix is not part of it) and the whole JSON body (model,
+messages, tools, tool_choice, response_format, stream, every parameter) with sorted keys and
+canonical numbers (``1.0`` and ``1`` are the same temperature); host, headers and key play no part.
+One pretty-printed file per exchange,
 ``<slug-of-last-user-message>-<hash12>.json``, holds the canonical request and the response (status,
 an allow-list of headers, and the body as parsed JSON or, for a stream, one SSE ``data`` payload per
 line) so recordings diff well. Decisions (see ``notebooks/recordings/README.md`` for the format):
 one response per request (recording it again replaces the file, so a retried 429 -> 200 keeps the
 200); in record mode the body is read in full before the caller gets it (a stream arrives at once,
 still as a real event stream) and a request cancelled mid-answer is not recorded; request headers are
-never stored and the bearer token is scrubbed from anything written, as a last guard.
+never stored and the bearer token is scrubbed from anything written, as a last guard (with the
+client's own rule, ``_config.redact``, so a key short enough to be masked in an error message is
+masked in a file too).
+
+Every problem with a recording file found for a request (unreadable, not JSON, a field missing or of
+the wrong type, an unknown format) is a ``ReplayFileError`` naming the file and what is wrong: a
+damaged file must not pass for a miss, nor escape as a bare ``KeyError``.
 
 Regenerate the bundled recordings with ``python -m flotorch_nb.replay record-notebooks``.
 """
@@ -35,14 +43,17 @@ from typing import Any, Literal, overload
 
 import httpx2
 
+from ._config import DEFAULT_ENDPOINT, Secret, redact
 from ._errors import FlotorchError
 
 __all__ = [
     "AsyncRecordTransport",
     "RecordTransport",
+    "ReplayFileError",
     "ReplayMissError",
     "ReplayTransport",
     "canonical_request",
+    "endpoint_path",
     "request_key",
     "wrap_transport",
 ]
@@ -52,7 +63,9 @@ FORMAT = 1
 RECORDED_HEADERS = tuple(
     ["content-type", "x-flotorch-gateway", "x-request-id", "x-gateway-total-latency", "retry-after"]
 )
-_REDACTED = "[REDACTED]"
+#: Endpoints known by name: a path that ends with one is matched as exactly that endpoint.
+KNOWN_ENDPOINTS = (DEFAULT_ENDPOINT,)
+_VERSION = re.compile(r"v\d+(?:alpha|beta|preview)?\d*", re.IGNORECASE)
 
 
 class ReplayMissError(FlotorchError):
@@ -65,15 +78,73 @@ class ReplayMissError(FlotorchError):
         self.key = key
 
 
+class ReplayFileError(FlotorchError):
+    """A recording file exists for the request but cannot be used; the message names it and the fault.
+
+    Raised for a file that cannot be read, is not JSON, or lacks a field replay needs (``key``,
+    ``response``, ``response.status``...). Record the request again or restore the file.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"The recording {path} cannot be replayed: {problem}. Restore it (e.g. from git) or record "
+            f"it again with FLOTORCH_RECORD={path.parent}"
+        )
+        self.path = path
+        self.problem = problem
+
+
+def endpoint_path(path: str) -> str:
+    """The endpoint part of a URL path (query kept), without the prefix a base URL may have added.
+
+    A gateway may be mounted under a path (``https://corp.example/flotorch``) while replay runs with no
+    base URL at all, so that prefix cannot take part in matching. The transport never sees the base
+    URL, so the endpoint is recognised in the path itself:
+
+    1. a path ending with a known endpoint (FloTorch's ``/api/openai/v1/chat/completions``) is that
+       endpoint, whatever came before it;
+    2. otherwise it starts at the last API-version segment (``/proxy/v1/chat/completions`` ->
+       ``/v1/chat/completions``), which is where OpenAI-style endpoints begin;
+    3. a path with neither is kept whole.
+    """
+    route, mark, query = path.partition("?")
+    suffix = mark + query
+    for known in KNOWN_ENDPOINTS:
+        if route.endswith(known):  # known starts with "/": the match starts at a segment boundary
+            return known + suffix
+    segments = route.split("/")
+    for index in range(len(segments) - 1, -1, -1):
+        if _VERSION.fullmatch(segments[index]):
+            return "/" + "/".join(segments[index:]) + suffix
+    return path
+
+
+def _canonical_numbers(value: Any) -> Any:
+    """Equal numbers written differently become one spelling: a float with a whole value is an int.
+
+    ``temperature=1`` and ``temperature=1.0`` are the same request, and so must give the same key.
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value  # inf and nan are not whole: kept
+    if isinstance(value, dict):
+        return {k: _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(v) for v in value]
+    return value
+
+
 def canonical_request(method: str, path: str, body: bytes) -> dict[str, Any]:
-    """What identifies a request: method, path and the parsed body (text if it is not JSON)."""
+    """What identifies a request: method, endpoint path and the parsed body (text if it is not JSON).
+
+    The path is reduced by ``endpoint_path``; numbers in the body are canonical (``1.0`` -> ``1``).
+    """
     parsed: Any = None
     if body:
         try:
-            parsed = json.loads(body)
+            parsed = _canonical_numbers(json.loads(body))
         except (UnicodeDecodeError, json.JSONDecodeError):
             parsed = body.decode("utf-8", "replace")
-    return {"method": method.upper(), "path": path, "body": parsed}
+    return {"method": method.upper(), "path": endpoint_path(path), "body": parsed}
 
 
 def request_key(canonical: Mapping[str, Any]) -> str:
@@ -176,19 +247,71 @@ def _to_response(entry: Mapping[str, Any]) -> httpx2.Response:
     return httpx2.Response(status, headers=headers, content=content)
 
 
+def _read_record(path: Path) -> dict[str, Any]:
+    """A recording file as a dict with a string ``key``, or ``ReplayFileError`` saying what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReplayFileError(path, f"it is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ReplayFileError(path, f"it cannot be read ({exc.strerror or exc})") from exc
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ReplayFileError(path, f"it is not valid JSON ({exc.msg} at {where})") from exc
+    except RecursionError as exc:
+        raise ReplayFileError(path, "it is nested too deeply to read") from exc
+    if not isinstance(record, dict):
+        raise ReplayFileError(path, f"it holds a JSON {type(record).__name__}, not an object")
+    if record.get("format", FORMAT) != FORMAT:
+        raise ReplayFileError(
+            path, f"it has format {record['format']!r}; this version of flotorch_nb reads format {FORMAT}"
+        )
+    if not isinstance(record.get("key"), str):
+        raise ReplayFileError(path, "its 'key' (the sha256 of the request) is missing or not a string")
+    return record
+
+
+def _checked_response(path: Path, entry: Any) -> dict[str, Any]:
+    """The stored response if it has what ``_to_response`` needs, else ``ReplayFileError``."""
+    if not isinstance(entry, dict):
+        raise ReplayFileError(path, "its 'response' is missing or not an object")
+    status = entry.get("status")
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise ReplayFileError(path, f"its 'response.status' must be an HTTP status code, got {status!r}")
+    headers = entry.get("headers", {})
+    if not isinstance(headers, dict) or not all(
+        isinstance(v, str) and v.isascii() and k.isascii() for k, v in headers.items()
+    ):
+        raise ReplayFileError(path, "its 'response.headers' must be an object of ASCII strings")
+    events = entry.get("events", [])
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise ReplayFileError(path, "its 'response.events' must be a list of strings (SSE data payloads)")
+    if not isinstance(entry.get("text", ""), str):
+        raise ReplayFileError(path, "its 'response.text' must be a string")
+    return dict(entry)
+
+
 class Cassette:
     """One directory of recordings: write an exchange, find the answer to a request."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def save(self, canonical: Mapping[str, Any], entry: Mapping[str, Any], secrets: Sequence[str]) -> Path:
-        """Write (or replace) the file for this request; atomic, so a crash never leaves half a file."""
+    def save(
+        self, canonical: Mapping[str, Any], entry: Mapping[str, Any], secrets: Sequence[Secret]
+    ) -> Path:
+        """Write (or replace) the file for this request; atomic, so a crash never leaves half a file.
+
+        ``secrets`` are scrubbed from every string of the request and the response before writing;
+        the key is the hash of the request as sent, so scrubbing never changes which request a file
+        answers (nor can a short secret that happens to occur in the hex digest damage it).
+        """
         key = request_key(canonical)
-        record = {"format": FORMAT, "key": key, "request": canonical, "response": entry}
+        request, response = _scrubbed(dict(canonical), secrets), _scrubbed(dict(entry), secrets)
+        record = {"format": FORMAT, "key": key, "request": request, "response": response}
         text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        for secret in secrets:
-            text = text.replace(secret, _REDACTED)
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(f"*-{key[:12]}.json"):  # a renamed slug must not leave twins
             stale.unlink(missing_ok=True)
@@ -199,12 +322,12 @@ class Cassette:
         return target
 
     def load(self, canonical: Mapping[str, Any]) -> dict[str, Any]:
-        """The stored response for this request, or ``ReplayMissError`` saying what is missing."""
+        """The stored response for this request (``ReplayMissError``: none; ``ReplayFileError``: damaged)."""
         key = request_key(canonical)
         for path in sorted(self.directory.glob(f"*-{key[:12]}.json")):
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if record.get("key") == key:
-                return dict(record["response"])
+            record = _read_record(path)
+            if record["key"] == key:  # another key sharing the 12-digit prefix is another request
+                return _checked_response(path, record.get("response"))
         raise self._miss(canonical, key)
 
     def _miss(self, canonical: Mapping[str, Any], key: str) -> ReplayMissError:
@@ -212,8 +335,9 @@ class Cassette:
         found = canonical.get("body")
         body: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         text = _last_user_text(canonical)
+        where = self.directory if self.directory.is_dir() else f"{self.directory} (no such folder)"
         message = (
-            f"No recording for this request in {self.directory} (model {body.get('model')}, last user "
+            f"No recording for this request in {where} (model {body.get('model')}, last user "
             f"message: {_snippet(text)!r}); record it with FLOTORCH_RECORD={self.directory} "
             "against a live gateway"
         )
@@ -228,11 +352,31 @@ class Cassette:
         return ReplayMissError(message, directory=self.directory, request=canonical, key=key)
 
 
-def _secrets(request: httpx2.Request) -> list[str]:
+def _secrets(request: httpx2.Request) -> list[Secret]:
     """The credential a request carries (whole header and bare token): never to be written anywhere."""
     value = request.headers.get("authorization", "")
-    found = [value, value.partition(" ")[2]]
-    return sorted((s for s in found if len(s) >= 8), key=len, reverse=True)
+    found = {value, value.partition(" ")[2].strip()}
+    # As JSON escapes them too: a key inside an event payload (itself JSON text) is stored escaped.
+    found |= {json.dumps(s, ensure_ascii=False)[1:-1] for s in found}
+    found.discard("")
+    return [Secret(s) for s in sorted(found, key=len, reverse=True)]  # the whole header goes first
+
+
+def _scrubbed(value: Any, secrets: Sequence[Secret]) -> Any:
+    """``value`` with every secret masked in every string in it (object keys too).
+
+    Masking is ``_config.redact``, the client's own rule: a key long enough to be masked in an error
+    message is masked in a file too.
+    """
+    if isinstance(value, str):
+        for secret in secrets:
+            value = redact(value, secret)
+        return value
+    if isinstance(value, dict):
+        return {_scrubbed(k, secrets): _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, secrets) for v in value]
+    return value
 
 
 def _canonical(request: httpx2.Request) -> dict[str, Any]:

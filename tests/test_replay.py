@@ -22,12 +22,16 @@ import pytest
 from pydantic import BaseModel
 
 from flotorch_nb import FlotorchError, FlotorchLLM, NotFoundError, RetryPolicy
+from flotorch_nb._config import Secret, redact
 from flotorch_nb._errors import APIConnectionError
 from flotorch_nb.replay import (
     RECORDED_HEADERS,
+    RecordTransport,
+    ReplayFileError,
     ReplayMissError,
     ReplayTransport,
     canonical_request,
+    endpoint_path,
     request_key,
     wrap_transport,
 )
@@ -405,7 +409,7 @@ def test_a_key_echoed_by_the_gateway_is_scrubbed_from_the_file(tmp_path: Path) -
     (path,) = tmp_path.iterdir()
     text = path.read_text()
     assert SECRET_KEY not in text
-    assert "bad key [REDACTED]" in text
+    assert "bad key ***" in text, "masked the way error messages mask it (_config.redact)"
 
 
 @pytest.mark.anyio
@@ -467,3 +471,238 @@ def test_a_damaged_file_does_not_hide_the_miss(tmp_path: Path) -> None:
         pytest.raises(ReplayMissError, match=r"Closest recording: hi-there-(?!0{12})[0-9a-f]{12}\.json"),
     ):
         _post(client, {**BODY, "temperature": 0.9})
+
+
+# -- damaged files ------------------------------------------------------------------------------------
+
+
+def _only_file(directory: Path) -> Path:
+    (path,) = directory.glob("*.json")
+    return path
+
+
+def _edit(path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated": (lambda p: p.write_text(p.read_text()[:50]), "not valid JSON"),
+    "empty": (lambda p: p.write_text(""), "not valid JSON"),
+    "not utf-8": (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+    "a list": (lambda p: p.write_text("[1, 2]"), "JSON list, not an object"),
+    "no key": (lambda p: _edit(p, lambda r: r.pop("key")), "'key'"),
+    "no response": (lambda p: _edit(p, lambda r: r.pop("response")), "'response' is missing"),
+    "no status": (lambda p: _edit(p, lambda r: r["response"].pop("status")), "'response.status'"),
+    "text status": (lambda p: _edit(p, lambda r: r["response"].update(status="200")), "'response.status'"),
+    "bad headers": (lambda p: _edit(p, lambda r: r["response"].update(headers=[1])), "'response.headers'"),
+    "bad events": (lambda p: _edit(p, lambda r: r["response"].update(events=[{}])), "'response.events'"),
+    "bad text": (lambda p: _edit(p, lambda r: r["response"].update(text=3)), "'response.text'"),
+    "newer format": (lambda p: _edit(p, lambda r: r.update(format=2)), "format 2"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sync", [True, False])
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+async def test_a_damaged_recording_is_a_replay_file_error_naming_the_file_and_the_fault(
+    tmp_path: Path, damage: str, sync: bool
+) -> None:
+    directory = _recorded_dir(tmp_path)
+    path = _only_file(directory)
+    spoil, problem = DAMAGES[damage]
+    spoil(path)
+    transport = ReplayTransport(directory)
+    with pytest.raises(ReplayFileError) as info:
+        if sync:
+            with httpx2.Client(transport=transport, base_url="http://gw.example") as client:
+                _post(client, BODY)
+        else:
+            async with httpx2.AsyncClient(transport=transport, base_url="http://gw.example") as aclient:
+                await aclient.post("/api/openai/v1/chat/completions", content=json.dumps(BODY).encode())
+    error = info.value
+    assert isinstance(error, FlotorchError)
+    assert error.path == path
+    assert str(path) in str(error) and problem in str(error)
+    assert f"FLOTORCH_RECORD={directory}" in str(error), "says how to repair it"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sync", [True, False])
+async def test_a_damaged_recording_reaches_the_caller_as_itself_through_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    """The reviewer's case: a truncated file under FLOTORCH_REPLAY, a plain FlotorchLLM, no retry."""
+    messages = [{"role": "user", "content": "hello there"}]
+    http = httpx2.Client(transport=RecordTransport(httpx2.MockTransport(_ok), tmp_path))
+    with http, FlotorchLLM("m", "sk-k3y-abcdefgh", "https://gw.example", http_client=http) as llm:
+        llm.invoke(messages)
+    path = _only_file(tmp_path)
+    path.write_text(path.read_text()[:50])
+    monkeypatch.setenv("FLOTORCH_REPLAY", str(tmp_path))
+    async with FlotorchLLM("m") as llm:
+        with pytest.raises(ReplayFileError, match="not valid JSON") as info:
+            if sync:
+                llm.invoke(messages)
+            else:
+                await llm.ainvoke(messages)
+    assert path.name in str(info.value)
+
+
+def test_a_missing_folder_is_named_in_the_miss(tmp_path: Path) -> None:
+    client = httpx2.Client(transport=ReplayTransport(tmp_path / "nope"), base_url="http://gw.example")
+    with client, pytest.raises(ReplayMissError, match="no such folder"):
+        _post(client, BODY)
+
+
+# -- what a match ignores: the base URL's path, how a number is written ------------------------------
+
+
+def _ok(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(
+        200,
+        json={
+            "model": "m",
+            "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("recorded_at", "replayed_at", "endpoint"),
+    [
+        ("https://corp.example/flotorch", None, None),
+        ("https://corp.example/api/gateway", "http://other.example/x/y", None),
+        ("https://gw.example", "https://corp.example/flotorch/", None),
+        ("https://corp.example/proxy", None, "/v1/chat/completions"),
+    ],
+)
+def test_a_recording_replays_whatever_path_the_base_url_had(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded_at: str,
+    replayed_at: str | None,
+    endpoint: str | None,
+) -> None:
+    """The reviewer's case: recorded against a gateway mounted under a path, replayed with no base URL."""
+    messages = [{"role": "user", "content": "hello"}]
+    http = httpx2.Client(transport=RecordTransport(httpx2.MockTransport(_ok), tmp_path))
+    with http, FlotorchLLM("m", "sk-k3y-abcdefgh", recorded_at, endpoint=endpoint, http_client=http) as llm:
+        llm.invoke(messages, temperature=1)
+    monkeypatch.setenv("FLOTORCH_REPLAY", str(tmp_path))
+    with FlotorchLLM("m", base_url=replayed_at, endpoint=endpoint) as llm:
+        assert llm.invoke(messages, temperature=1).content == "hi"
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/api/openai/v1/chat/completions", "/api/openai/v1/chat/completions"),
+        ("/flotorch/api/openai/v1/chat/completions", "/api/openai/v1/chat/completions"),
+        ("/api/x/api/openai/v1/chat/completions", "/api/openai/v1/chat/completions"),
+        ("/proxy/v1/chat/completions", "/v1/chat/completions"),
+        ("/v2/gw/v1beta/chat/completions", "/v1beta/chat/completions"),
+        ("/openai/deployments/d/chat/completions?v=2", "/openai/deployments/d/chat/completions?v=2"),
+        ("/p/api/openai/v1/chat/completions?x=1", "/api/openai/v1/chat/completions?x=1"),
+        ("/v1/other", "/v1/other"),
+        ("/p", "/p"),
+    ],
+)
+def test_the_endpoint_path_drops_only_the_prefix_a_base_url_added(path: str, endpoint: str) -> None:
+    assert endpoint_path(path) == endpoint
+
+
+def test_a_custom_endpoint_is_still_told_apart_from_the_default_one() -> None:
+    body = json.dumps(BODY).encode()
+    default = request_key(canonical_request("POST", "/api/openai/v1/chat/completions", body))
+    assert default != request_key(canonical_request("POST", "/v1/chat/completions", body))
+    assert default == request_key(canonical_request("POST", "/gw/api/openai/v1/chat/completions", body))
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ({"temperature": 1}, {"temperature": 1.0}),
+        ({"temperature": 0}, {"temperature": 0.0}),
+        ({"max_tokens": 64}, {"max_tokens": 64.0}),
+        (
+            {"response_format": {"schema": {"minimum": 0, "items": [{"maximum": 10}]}}},
+            {"response_format": {"schema": {"minimum": 0.0, "items": [{"maximum": 10.0}]}}},
+        ),
+    ],
+)
+def test_equal_numbers_give_the_same_key_however_they_are_written(
+    one: dict[str, Any], other: dict[str, Any]
+) -> None:
+    def key(change: dict[str, Any]) -> str:
+        return request_key(canonical_request("POST", "/p", json.dumps({**BODY, **change}).encode()))
+
+    assert key(one) == key(other)
+    assert key({"temperature": 1}) != key({"temperature": 1.5})
+    assert key({"temperature": 1}) != key({"temperature": "1"}), "a string is not a number"
+    assert key({"stream": True}) != key({"stream": 1}), "true is not 1"
+
+
+def test_temperature_one_replays_a_recording_made_with_one_point_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [{"role": "user", "content": "hello"}]
+    http = httpx2.Client(transport=RecordTransport(httpx2.MockTransport(_ok), tmp_path))
+    with http, FlotorchLLM("m", "sk-k3y-abcdefgh", "https://gw.example", http_client=http) as llm:
+        llm.invoke(messages, temperature=1.0)
+    monkeypatch.setenv("FLOTORCH_REPLAY", str(tmp_path))
+    with FlotorchLLM("m") as llm:
+        assert llm.invoke(messages, temperature=1).content == "hi"
+
+
+# -- short keys ---------------------------------------------------------------------------------------
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a record, event payloads decoded too (they are JSON text themselves)."""
+    if isinstance(value, str):
+        yield value
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return
+        if not isinstance(inner, str):
+            yield from _strings(inner)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("key", ["Zq7#", "Zq7#p", "Zq7#p2x", 'Zq"7\\p2', "Zq7#p2x9", SECRET_KEY])
+def test_a_short_key_echoed_by_the_gateway_never_lands_in_a_file(tmp_path: Path, key: str) -> None:
+    """Any key the client would mask in an error message (``_config.redact``) is masked in a file too,
+    in a JSON body and inside a streamed event's own JSON alike."""
+    assert redact(key, Secret(key)) != key, "the client masks keys of this length"
+
+    def echo_key(request: httpx2.Request) -> httpx2.Response:
+        token = request.headers["authorization"].split(" ", 1)[1]
+        if json.loads(request.content).get("stream"):
+            chunk = {"choices": [{"index": 0, "delta": {"content": f"key {token}"}}]}
+            text = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+            return httpx2.Response(200, text=text, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(401, json={"error": {"message": f"key {token} is revoked"}})
+
+    record = wrap_transport(httpx2.MockTransport(echo_key), "record", tmp_path, asynchronous=False)
+    with httpx2.Client(transport=record, base_url="https://gw.example") as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        reply = _post(client, BODY, headers=headers).json()
+        assert key in reply["error"]["message"], "the caller still sees what was sent"
+        _post(client, {**BODY, "stream": True}, headers=headers)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 2
+    for path in files:
+        record_text = path.read_text()
+        assert key not in record_text
+        leaked = [s for s in _strings(json.loads(record_text)) if key in s]
+        assert not leaked, path.name
