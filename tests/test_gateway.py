@@ -26,7 +26,7 @@ import jsonschema
 import pytest
 
 from flotorch_nb.gateway import OFFLINE_MODELS, Fault, FaultPlan, OfflineGateway, create_app
-from flotorch_nb.gateway._schema_fill import fill_schema
+from flotorch_nb.gateway._schema_fill import MAX_SIZE, SchemaTooLargeError, fill_schema
 from flotorch_nb.gateway._text import count_tokens, hints_from, token_pieces, truncate_tokens
 
 CHAT = "/api/openai/v1/chat/completions"
@@ -894,6 +894,154 @@ def test_schema_fill_handles_edge_cases() -> None:
     for schema in cases:
         jsonschema.validate(fill_schema(schema, hints), schema, format_checker=jsonschema.FormatChecker())
     assert fill_schema(cases[6], hints) == {"when": "2026-05-01", "seats": 3}
+
+
+# -- schemas that ask for too much: refused at once, the gateway stays responsive ----------------------
+
+
+def _schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
+def _wants(keyword: str, size: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {
+        "minItems": {"type": "array", "minItems": size, "items": {"type": "integer"}},
+        "minLength": {"type": "string", "minLength": size},
+        "minProperties": {"type": "object", "minProperties": size},
+        "minContains": {"type": "array", "contains": {"type": "integer"}, "minContains": size},
+    }[keyword]
+    return {"type": "object", "required": ["xs"], "properties": {"xs": inner}}
+
+
+@pytest.mark.parametrize("keyword", ["minItems", "minLength", "minProperties", "minContains"])
+@pytest.mark.parametrize("where", ["response_format", "tools"])
+def test_a_size_keyword_above_the_cap_is_a_400_naming_it(
+    client: httpx2.Client, keyword: str, where: str
+) -> None:
+    schema = _wants(keyword, 10**9)
+    if where == "tools":
+        tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+        payload = body("numbers", tools=[tool], tool_choice="required")
+        param = "tools[0].function.parameters"
+    else:
+        payload = body("numbers", response_format=_schema_format(schema))
+        param = "response_format.json_schema.schema"
+    started = time.perf_counter()
+    response = client.post(CHAT, json=payload)
+    assert time.perf_counter() - started < 2
+    message = assert_openai_error(response, 400, "invalid_request_error")
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "schema_too_large")
+    assert f"{keyword} 1000000000 at /properties/xs/{keyword}" in message
+    assert f"limit of {MAX_SIZE}" in message
+
+
+def test_sizes_up_to_the_cap_are_answered_quickly_and_validly(client: httpx2.Client) -> None:
+    schema = {
+        "type": "object",
+        "required": ["ids", "words", "text", "codes"],
+        "properties": {
+            "codes": {
+                "type": "array",
+                "minItems": MAX_SIZE,
+                "uniqueItems": True,
+                "items": {"enum": [f"c{i}" for i in range(MAX_SIZE)]},
+            },
+            "ids": {"type": "array", "minItems": MAX_SIZE, "uniqueItems": True, "items": {"type": "integer"}},
+            "words": {
+                "type": "array",
+                "minItems": MAX_SIZE,
+                "uniqueItems": True,
+                "items": {"type": "string"},
+            },
+            "text": {"type": "string", "minLength": MAX_SIZE},
+        },
+    }
+    started = time.perf_counter()
+    response = client.post(CHAT, json=body("numbers 1 2 3", response_format=_schema_format(schema)))
+    assert time.perf_counter() - started < 2, "a maximal answer takes milliseconds, not seconds"
+    assert response.status_code == 200, response.text
+    value = json.loads(response.json()["choices"][0]["message"]["content"])
+    jsonschema.validate(value, schema)
+    assert len(value["ids"]) == len(value["words"]) == len(value["codes"]) == MAX_SIZE
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {  # nested arrays multiply: 1000 x 1000 values
+            "type": "array",
+            "minItems": MAX_SIZE,
+            "items": {"type": "array", "minItems": MAX_SIZE, "items": {"type": "integer"}},
+        },
+        {  # a recursive $ref with minItems 10 at every level
+            "$defs": {
+                "n": {
+                    "type": "object",
+                    "required": ["c"],
+                    "properties": {"c": {"type": "array", "minItems": 10, "items": {"$ref": "#/$defs/n"}}},
+                }
+            },
+            "$ref": "#/$defs/n",
+        },
+        {  # 1000 long strings per item of 1000 items
+            "type": "array",
+            "minItems": MAX_SIZE,
+            "items": {"type": "array", "minItems": 3, "items": {"type": "string", "minLength": MAX_SIZE}},
+        },
+        {"type": "array", "minItems": MAX_SIZE, "items": {"const": "x" * 5000}},
+        {  # every level's allOf names the next level twice: 2**24 merges from a 2 KB schema
+            "$defs": {
+                **{f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(24)},
+                "d24": {"type": "object", "properties": {"a": {"type": "string"}}},
+            },
+            "$ref": "#/$defs/d0",
+        },
+    ],
+    ids=["nested", "recursive", "long-strings", "big-const", "allOf-doubling"],
+)
+def test_an_answer_that_would_multiply_past_the_budget_is_a_400(
+    client: httpx2.Client, schema: dict[str, Any]
+) -> None:
+    with pytest.raises(SchemaTooLargeError):
+        fill_schema(schema, hints_from("numbers"))
+    started = time.perf_counter()
+    response = client.post(CHAT, json=body("numbers", response_format=_schema_format({
+        "type": "object", "required": ["xs"], "properties": {"xs": schema}, **(
+            {"$defs": schema["$defs"]} if "$defs" in schema else {}
+        ),
+    })))  # fmt: skip
+    assert time.perf_counter() - started < 2
+    assert_openai_error(response, 400, "invalid_request_error")
+    assert response.json()["error"]["code"] == "schema_too_large"
+
+
+def test_a_huge_schema_request_neither_freezes_the_gateway_nor_holds_up_stop() -> None:
+    """The reviewer's case: minItems 10**9 used to plan for ever on the event loop."""
+    gateway = OfflineGateway().start()
+    try:
+        outcome: list[int] = []
+
+        def big() -> None:
+            schema = _wants("minItems", 10**9)
+            with httpx2.Client(base_url=gateway.url, headers=AUTH, timeout=5) as c:
+                for index in range(3):
+                    fmt = _schema_format(schema)
+                    response = c.post(CHAT, json=body("numbers", response_format=fmt, stream=index == 1))
+                    outcome.append(response.status_code)
+
+        worker = threading.Thread(target=big)
+        worker.start()
+        with httpx2.Client(base_url=gateway.url, timeout=2) as c:
+            for _ in range(5):  # while the big requests come in, and after
+                assert c.get("/health").json()["status"] == "ok"
+        worker.join(10)
+        assert outcome == [400, 400, 400]
+    finally:
+        started = time.perf_counter()
+        gateway.stop()
+    assert time.perf_counter() - started < 2
+    assert not gateway.running
 
 
 def test_a_gateway_bug_is_a_json_500_with_the_usual_headers(

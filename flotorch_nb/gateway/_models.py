@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from ._assistant import answer, tool_followup
-from ._schema_fill import fill_schema
-from ._text import STOPWORDS, count_tokens, hints_from, split_words, stem, truncate_tokens, words
+from ._schema_fill import SchemaTooLargeError, fill_schema
+from ._text import STOPWORDS, Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
-from ._wire import Plan, ToolCallPlan
+from ._wire import GatewayError, Plan, ToolCallPlan
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "plan_completion"]
 
@@ -29,7 +30,10 @@ OFFLINE_MODELS: tuple[str, ...] = (DEFAULT_MODEL, ECHO_MODEL)
 
 
 def plan_completion(request: ChatRequest) -> Plan:
-    """Decide the whole answer to ``request`` (content or tool calls, finish reason, token counts)."""
+    """Decide the whole answer to ``request`` (content or tool calls, finish reason, token counts).
+
+    Raises ``GatewayError`` (400) when a schema asks for a larger answer than the offline models make.
+    """
     last_user = _last_user_text(request.messages)
     if request.model == ECHO_MODEL:
         return _text_plan(request, last_user)
@@ -37,16 +41,30 @@ def plan_completion(request: ChatRequest) -> Plan:
     forced = request.tool_choice == "required" or request.tool_choice.startswith("function:")
     if request.tools and request.tool_choice != "none" and (forced or last.role == "user"):
         tool = choose_tool(request.tools, last_user, request.tool_choice)
-        arguments = json.dumps(fill_schema(tool.parameters, hints_from(last_user)), ensure_ascii=False)
+        where = f"tools[{tool.name}].function.parameters"
+        filled = _filled(tool.parameters, hints_from(last_user), "", where)
+        arguments = json.dumps(filled, ensure_ascii=False)
         return _tool_plan(request, tool, arguments, last_user)
     text = tool_followup(request.messages, request.tools) if last.role == "tool" else answer(request.messages)
     fmt = request.response_format
     if fmt is not None and fmt.get("type") == "json_schema":
         schema = fmt["json_schema"]["schema"]
-        text = json.dumps(fill_schema(schema, hints_from(last_user), answer=text), ensure_ascii=False)
+        filled = _filled(schema, hints_from(last_user), text, "response_format.json_schema.schema")
+        text = json.dumps(filled, ensure_ascii=False)
     elif fmt is not None and fmt.get("type") == "json_object":
         text = json.dumps({"answer": text, "model": request.model, "offline": True}, ensure_ascii=False)
     return _text_plan(request, text)
+
+
+def _filled(schema: Any, hints: Hints, answer: str, param: str) -> Any:
+    """``fill_schema``, with an answer too large to make refused as a 400 naming ``param``."""
+    try:
+        return fill_schema(schema, hints, answer=answer)
+    except SchemaTooLargeError as exc:
+        raise GatewayError(
+            400, f"Invalid '{param}': {exc}, more than the offline gateway makes in one answer.",
+            param=param, code="schema_too_large",
+        ) from exc  # fmt: skip
 
 
 def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:

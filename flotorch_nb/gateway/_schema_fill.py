@@ -10,10 +10,20 @@ common shapes are tried); ``if``/``then``, ``not`` and remote ``$ref`` are ignor
 Values come from the prompt where a property's name says what it wants: a ``city`` gets a capitalised
 place from the prompt, a ``query`` gets the quoted phrase or the prompt, numbers are taken in order,
 an enum value mentioned in the prompt wins. Everything else gets a plain, stable default.
+
+The gateway plans on its event loop, so a fill must stay small whatever the schema asks: a size
+keyword above ``MAX_SIZE`` (``minItems: 10**9``) is refused up front by ``oversized_keyword``, and a
+fill that would make more than ``MAX_VALUES`` values or ``MAX_CHARS`` characters of text (nested or
+recursive arrays multiply), or do more than ``MAX_STEPS`` steps of schema work (``allOf`` parts that
+reference each other double at every level), stops with ``SchemaTooLargeError``. Both become a 400
+in OpenAI's error shape. The bounds keep the worst fill to a fraction of a second (about 0.2 s
+measured), so planning stays on the event loop: a thread per request would cost every benchmark
+request a hand-off, and a runaway thread could not be stopped anyway.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +31,25 @@ from typing import Any
 from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
 from ._text import ASPECTS, Hints, split_words, wordset
 
-__all__ = ["fill_schema"]
+__all__ = [
+    "MAX_CHARS",
+    "MAX_SIZE",
+    "MAX_STEPS",
+    "MAX_VALUES",
+    "SchemaTooLargeError",
+    "fill_schema",
+    "oversized_keyword",
+]
+
+#: The largest ``minItems`` / ``minLength`` / ``minProperties`` / ``minContains`` a schema may ask for.
+MAX_SIZE = 1000
+#: The most values (objects, arrays, scalars) one fill may make: 10x a maximal flat array.
+MAX_VALUES = 10 * MAX_SIZE
+#: The most characters of text one fill may make: room for a maximal flat array of maximal strings.
+MAX_CHARS = 2 * MAX_SIZE * MAX_SIZE
+#: The most schema work one fill may do: $ref/allOf merges (by what they copy), anyOf/enum scans.
+MAX_STEPS = 200_000
+_SIZE_KEYWORDS = ("minItems", "minLength", "minProperties", "minContains")
 
 _MAX_DEPTH = 24  # hard stop for pathological recursive schemas
 _FULL_DEPTH = 4  # below this depth, optional properties are filled too; deeper, only required ones
@@ -33,9 +61,37 @@ _SENTENCE_LISTS = wordset(
 )
 
 
+class SchemaTooLargeError(Exception):
+    """The schema asks for an answer larger than the offline gateway makes (see the module docstring)."""
+
+
 def fill_schema(schema: Any, hints: Hints, *, answer: str = "") -> Any:
-    """Return a value valid against ``schema``; ``answer`` fills prose fields such as ``summary``."""
+    """Return a value valid against ``schema``; ``answer`` fills prose fields such as ``summary``.
+
+    Raises ``SchemaTooLargeError`` when the answer would need more than ``MAX_VALUES`` values,
+    ``MAX_CHARS`` characters of text or ``MAX_STEPS`` steps of schema work.
+    """
     return _Filler(schema, hints, answer).value(schema, "", 0)
+
+
+def oversized_keyword(schema: Any) -> tuple[str, float] | None:
+    """The first size keyword above ``MAX_SIZE`` in ``schema`` (its JSON pointer and value), if any.
+
+    Walks every nested object and list (not only where a keyword is meaningful: cheap, and safe for
+    anything a ``$ref`` may point at), without recursion, so a deep schema cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, pointer = stack.pop()
+        if isinstance(node, Mapping):
+            for keyword in _SIZE_KEYWORDS:
+                size = node.get(keyword)
+                if isinstance(size, int | float) and not isinstance(size, bool) and size > MAX_SIZE:
+                    return f"{pointer}/{keyword}", size
+            stack.extend((child, f"{pointer}/{key}") for key, child in node.items())
+        elif isinstance(node, list):
+            stack.extend((child, f"{pointer}/{index}") for index, child in enumerate(node))
+    return None
 
 
 def _is_null(schema: Any) -> bool:
@@ -65,6 +121,12 @@ class _Filler:
         self.root = root
         self.hints = hints
         self.scalars = Scalars(hints, answer)
+        self.made = 0  # values made so far, against MAX_VALUES
+        self.chars = 0  # characters of text made so far, against MAX_CHARS
+        self.steps = 0  # schema work so far, against MAX_STEPS
+        # Per enum list (alive as long as the schema): the option the prompt mentions, and for
+        # which default object whether it is an option.
+        self.mentioned: dict[int, tuple[list[Any], Any, Any, bool]] = {}
 
     # -- schema plumbing -------------------------------------------------------------------------
     def resolve(self, schema: Any) -> Any:
@@ -74,7 +136,7 @@ class _Filler:
             ref = schema.get("$ref")
             if isinstance(ref, str):
                 rest = {k: v for k, v in schema.items() if k != "$ref"}
-                schema = _merge(self.lookup(ref), rest)
+                schema = self.merge(self.lookup(ref), rest)
                 continue
             parts = schema.get("allOf")
             if isinstance(parts, list) and parts:
@@ -82,16 +144,32 @@ class _Filler:
                 for part in parts:
                     resolved = self.resolve(part)
                     if isinstance(resolved, Mapping):
-                        merged = _merge(merged, resolved)
+                        merged = self.merge(merged, resolved)
                 schema = merged
                 continue
             return schema
         return {}
 
+    def merge(self, base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        """``_merge``, paid for by what it copies (allOf parts that reference each other multiply)."""
+        properties = base.get("properties")
+        self.spend(1 + len(base) + len(extra) + (len(properties) if isinstance(properties, Mapping) else 0))
+        return _merge(base, extra)
+
+    def spend(self, steps: int) -> None:
+        """Count schema work ($ref and allOf merges, anyOf and enum scans) against ``MAX_STEPS``."""
+        self.steps += steps
+        if self.steps > MAX_STEPS:
+            raise SchemaTooLargeError(
+                f"the schema takes more than {MAX_STEPS} steps to resolve ($ref and allOf merges, "
+                "anyOf/oneOf options and enum values are counted)"
+            )
+
     def lookup(self, ref: str) -> Mapping[str, Any]:
         if not ref.startswith("#"):
             return {}  # remote references are not fetched (no I/O here)
         node: Any = self.root
+        self.spend(ref.count("/"))
         for raw in ref[1:].split("/"):
             if not raw:
                 continue
@@ -105,20 +183,35 @@ class _Filler:
         return node if isinstance(node, Mapping) else {}
 
     def value(self, schema: Any, name: str, depth: int) -> Any:
+        self.made += 1
+        if self.made > MAX_VALUES:
+            raise SchemaTooLargeError(
+                f"the schema asks for an answer of more than {MAX_VALUES} values (nested or recursive "
+                "arrays multiply their minItems)"
+            )
+        return self.make(schema, name, depth)
+
+    def make(self, schema: Any, name: str, depth: int) -> Any:
+        """The value for one (sub)schema; every leaf is charged against the text budget."""
         schema = self.resolve(schema)
         if schema is False or depth > _MAX_DEPTH:
             return None
         if not isinstance(schema, Mapping) or not schema:
-            return self.scalars.string({}, name)  # `true` / `{}` accept anything
+            return self.charge(self.scalars.string({}, name))  # `true` / `{}` accept anything
         if "const" in schema:
-            return schema["const"]
+            return self.charge(schema["const"])
         enum = schema.get("enum")
         if isinstance(enum, list) and enum:
-            return self.pick_enum(enum, schema.get("default"))
+            return self.charge(self.pick_enum(enum, schema.get("default")))
         for key in ("anyOf", "oneOf"):
             options = schema.get(key)
             if isinstance(options, list) and options:
-                chosen = next((o for o in options if not _is_null(self.resolve(o))), options[0])
+                chosen = options[0]
+                for option in options:
+                    self.spend(1)
+                    if not _is_null(self.resolve(option)):
+                        chosen = option
+                        break
                 rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
                 chosen = self.resolve(chosen)
                 combined = _merge(rest, chosen) if isinstance(chosen, Mapping) else rest
@@ -134,7 +227,7 @@ class _Filler:
             return self.scalars.boolean(schema)
         if kind == "null":
             return None
-        return self.scalars.string(schema, name)
+        return self.charge(self.scalars.string(schema, name))
 
     @staticmethod
     def kind(schema: Mapping[str, Any]) -> str:
@@ -153,18 +246,34 @@ class _Filler:
         return "string"
 
     def pick_enum(self, enum: list[Any], default: Any) -> Any:
+        """The first option the prompt mentions as a word, else the default, else the first option."""
+        cached = self.mentioned.get(id(enum))
+        if cached is None or cached[0] is not enum or cached[2] is not default:
+            self.spend(len(enum))
+            cached = self.mentioned[id(enum)] = (enum, self.mention(enum), default, default in enum)
+        _, found, _, default_allowed = cached
+        if found is not _NO_VALUE:
+            return found
+        return default if default_allowed else enum[0]
+
+    def mention(self, enum: list[Any]) -> Any:
         text = self.hints.text.lower()
         for option in enum:
-            if isinstance(option, str) and option and re.search(rf"\b{re.escape(option.lower())}\b", text):
+            if not isinstance(option, str) or not option:
+                continue
+            lowered = option.lower()
+            # The substring test first: one regex compiled per option would be slow for long enums.
+            if lowered in text and re.search(rf"\b{re.escape(lowered)}\b", text):
                 return option
-        return default if default in enum else enum[0]
+        return _NO_VALUE
 
     # -- containers ------------------------------------------------------------------------------
     def object(self, schema: Mapping[str, Any], name: str, depth: int) -> dict[str, Any]:
         props = schema.get("properties")
         props = props if isinstance(props, Mapping) else {}
         required = [r for r in schema.get("required", []) if isinstance(r, str)]
-        wanted = list(props) if depth < _FULL_DEPTH else [p for p in props if p in required]
+        needed = set(required)
+        wanted = list(props) if depth < _FULL_DEPTH else [p for p in props if p in needed]
         out: dict[str, Any] = {}
         for prop in wanted:
             out[prop] = self.value(props[prop], prop, depth + 1)
@@ -204,17 +313,22 @@ class _Filler:
             count = min(count, high)
         singular = name[:-1] if name.endswith("s") else name
         out: list[Any] = []
+        taken = _Taken() if schema.get("uniqueItems") else None
         for index in range(count):
             if index < len(prefix):
                 value = self.value(prefix[index], singular, depth + 1)
             elif plain and index - len(prefix) < len(phrases):
-                value = fit_string(phrases[index - len(prefix)], item_schema)
+                value = self.charge(fit_string(phrases[index - len(prefix)], item_schema))
             else:
                 value = self.value(item_schema, singular, depth + 1)
-            if schema.get("uniqueItems") and value in out:
-                value = self.unique_variant(item_schema, out, value)
-                if value is _NO_VALUE:
-                    break
+            if taken is not None:
+                if value in taken:
+                    if isinstance(value, str):
+                        self.chars -= len(value)  # replaced: only the variant is in the answer
+                    value = self.unique_variant(item_schema, taken, value)
+                    if value is _NO_VALUE:
+                        break
+                taken.add(value)
             out.append(value)
         return out
 
@@ -224,20 +338,86 @@ class _Filler:
             return [aspect.format(t=self.hints.topic) for aspect in ASPECTS[:3]]
         return list(self.hints.keywords[:5])
 
-    def unique_variant(self, item_schema: Any, taken: list[Any], value: Any) -> Any:
-        """Another valid item that is not in ``taken``, or ``_NO_VALUE`` when none is easy to make."""
+    def unique_variant(self, item_schema: Any, taken: _Taken, value: Any) -> Any:
+        """Another valid item that is not in ``taken``, or ``_NO_VALUE`` when none is easy to make.
+
+        Each search resumes where the previous one for the same value stopped (``taken.cursor``):
+        items only accumulate, so what was taken stays taken, and a long array costs linear time.
+        """
         if isinstance(item_schema, Mapping) and isinstance(item_schema.get("enum"), list):
-            return next((option for option in item_schema["enum"] if option not in taken), _NO_VALUE)
+            options = item_schema["enum"]
+            for index in range(taken.cursor.get("enum", 0), len(options)):
+                if options[index] not in taken:
+                    taken.cursor["enum"] = index + 1
+                    return self.charge(options[index])
+            taken.cursor["enum"] = len(options)
+            return _NO_VALUE
         if isinstance(value, bool):
             return _NO_VALUE if (not value) in taken else not value
         if isinstance(value, str):
-            return next(v for i in range(2, len(taken) + 3) if (v := f"{value} {i}") not in taken)
+            index = taken.cursor.get(("s", value), 2)
+            while f"{value} {index}" in taken:
+                index += 1
+            taken.cursor[("s", value)] = index + 1
+            return self.charge(f"{value} {index}")
         if isinstance(value, int | float) and isinstance(item_schema, Mapping):
             low, high = bounds(item_schema, integer=isinstance(value, int))
             unit = number_or(item_schema.get("multipleOf"))
             unit = unit if unit is not None and unit > 0 else 1.0
-            for step in range(1, len(taken) + 2):
+            for step in range(taken.cursor.get(("n", value), 1), len(taken) + 2):
                 for candidate in (value + step * unit, value - step * unit):
                     if candidate not in taken and within(candidate, low, high):
+                        taken.cursor[("n", value)] = step
                         return round(candidate) if isinstance(value, int) else candidate
+            taken.cursor[("n", value)] = len(taken) + 2
         return _NO_VALUE
+
+    # -- the size budget -------------------------------------------------------------------------
+    def charge(self, made: Any) -> Any:
+        """Count ``made`` against ``MAX_CHARS`` (strings by length, const/enum objects by their JSON)."""
+        if isinstance(made, str):
+            self.chars += len(made)
+        elif isinstance(made, Mapping | list):
+            self.chars += len(json.dumps(made, default=str))
+        if self.chars > MAX_CHARS:
+            raise SchemaTooLargeError(
+                f"the schema asks for an answer of more than {MAX_CHARS} characters of text"
+            )
+        return made
+
+
+class _Taken:
+    """The items of one ``uniqueItems`` array so far, with constant-time membership for scalars.
+
+    Keys keep JSON's distinctions (``true`` is not ``1``) while ``1`` and ``1.0`` stay equal, as
+    they are in JSON Schema; objects and arrays are compared one by one (they are rare in such arrays).
+    """
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[str, Any]] = set()
+        self.others: list[Any] = []
+        self.cursor: dict[Any, int] = {}  # where unique_variant's last search stopped
+
+    @staticmethod
+    def _key(value: Any) -> tuple[str, Any] | None:
+        if isinstance(value, bool):
+            return ("bool", value)
+        if isinstance(value, int | float):
+            return ("number", value)
+        if isinstance(value, str):
+            return ("string", value)
+        return ("null", None) if value is None else None
+
+    def __contains__(self, value: Any) -> bool:
+        key = self._key(value)
+        return key in self.keys if key is not None else value in self.others
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.others)
+
+    def add(self, value: Any) -> None:
+        key = self._key(value)
+        if key is not None:
+            self.keys.add(key)
+        else:
+            self.others.append(value)

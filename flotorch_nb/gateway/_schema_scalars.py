@@ -287,9 +287,11 @@ def fit_string(value: str, schema: Mapping[str, Any]) -> str:
     if high is not None and len(value) > high:
         value = value[:high]
     if len(value) < low:  # repeat the value itself rather than pad with junk characters
-        filler = value or "x"
-        while len(value) < low:
-            value = f"{value} {filler}" if value else filler
+        if not value:
+            value = "x"
+        # value + " value" * k, with the fewest k that reach low (one join, not a loop of copies)
+        repeats = -(-(low - len(value)) // (len(value) + 1))
+        value = value + f" {value}" * max(repeats, 0)
         value = value[: max(low, high or 0)] if high is not None else value
     return value
 

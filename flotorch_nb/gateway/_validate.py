@@ -2,7 +2,9 @@
 
 Validation mirrors what OpenAI-compatible gateways reject, and every refusal says how to fix the
 request (OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``). Token counts for
-the prompt are taken here, once, because the request is already being walked.
+the prompt are taken here, once, because the request is already being walked. Schemas (tool
+parameters, ``response_format``) asking for more than ``_schema_fill.MAX_SIZE`` items, characters or
+properties are refused here (``code: schema_too_large``), before any planning.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._schema_fill import MAX_SIZE, oversized_keyword
 from ._text import count_tokens
 from ._wire import GatewayError
 
@@ -59,6 +62,21 @@ class ChatRequest:
 
 def _bad(message: str, param: str | None = None, code: str | None = "invalid_value") -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
+
+
+def _check_size(schema: Any, param: str) -> None:
+    """Refuse a schema that asks for more items/characters/properties than the offline models make."""
+    found = oversized_keyword(schema)
+    if found is not None:
+        pointer, size = found
+        keyword = pointer.rsplit("/", 1)[1]
+        shown = size if isinstance(size, int) else f"{size:g}"
+        raise _bad(
+            f"Invalid '{param}': {keyword} {shown} at {pointer} is above the offline gateway's limit of "
+            f"{MAX_SIZE}. Ask for at most {MAX_SIZE}.",
+            param,
+            "schema_too_large",
+        )
 
 
 def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
@@ -210,6 +228,7 @@ def _parse_tools(raw: Any) -> tuple[Tool, ...]:
         params = function.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, Mapping):
             raise _bad(f"Invalid '{where}.function.parameters': expected a JSON schema object.", where)
+        _check_size(params, f"{where}.function.parameters")
         description = function.get("description")
         tools.append(Tool(name, description if isinstance(description, str) else "", params))
     return tuple(tools)
@@ -256,6 +275,7 @@ def _parse_response_format(raw: Any) -> Mapping[str, Any] | None:
                 '{"json_schema": {"name": ..., "schema": {...}}}.',
                 "response_format.json_schema",
             )
+        _check_size(spec["schema"], "response_format.json_schema.schema")
         return raw  # type: ignore[no-any-return]
     raise _bad(
         "Invalid 'response_format': expected type 'text', 'json_object' or 'json_schema'.", "response_format"
