@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -119,6 +120,131 @@ def test_the_key_never_appears_in_repr_or_str(offline_env: OfflineGateway, sessi
     for text in (repr(session), str(session), repr(session.client()), repr(session._api_key)):
         assert SECRET not in text
     assert "api_key='set (session)'" in repr(session)
+
+
+# -- retiring a client: calls in flight finish, the pools close once idle ---------------------------
+
+SLOW = {"offline": {"token_delay": 0.05}}  # per-request pacing: a stream of ~20 words takes ~1 s
+WORDS = " ".join(f"word{i}" for i in range(20))
+
+
+def _change(session: Session, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a notebook does while a chat-panel answer streams: a magic changes the configuration."""
+    if how == "model":
+        session.configure(model_id="offline/assistant")  # %flotorch model ...
+    elif how == "env":
+        monkeypatch.setenv("FLOTORCH_TIMEOUT", "30")  # %env FLOTORCH_TIMEOUT=30
+    else:
+        session.close()  # %flotorch record / replay / live
+    session.client()  # the next cell or ChatPanel.send builds the new client
+
+
+async def _closed(client: FlotorchLLM) -> bool:
+    """Whether every pool of ``client`` is closed, letting this loop run the scheduled close first."""
+    for _ in range(50):
+        if client._client is None and not client._async_clients:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["model", "env", "close"])
+async def test_a_stream_in_flight_survives_a_reconfiguration_and_its_pool_closes_after(
+    offline_env: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The reviewer's case: ``%flotorch model X`` while a ChatPanel stream runs broke it (StreamError)."""
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/echo")
+    old = session.client()
+    stream = old.astream([{"role": "user", "content": WORDS}], extra_body=SLOW)
+    deltas: list[str] = []
+    async for delta in stream:
+        deltas.append(delta)
+        if len(deltas) == 2:
+            _change(session, how, monkeypatch)
+            assert session.client() is not old
+            assert old._async_clients, "still open: the stream is using it"
+    assert "".join(deltas) == WORDS == stream.response.content
+    assert await _closed(old), "closed once the stream ended"
+    assert old.in_flight == 0  # type: ignore[attr-defined]
+    await session.client().aclose()
+
+
+def test_a_sync_stream_in_another_thread_survives_a_reconfiguration(
+    offline_env: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/echo")
+    old = session.client()
+    started, result = threading.Event(), []
+
+    def read() -> None:
+        stream = old.stream([{"role": "user", "content": WORDS}], extra_body=SLOW)
+        text = ""
+        for delta in stream:
+            text += delta
+            started.set()
+        result.append(text)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert started.wait(5)
+    _change(session, "model", monkeypatch)  # no loop runs here: the sync pool is what matters
+    assert old._client is not None, "not closed under the reader"
+    reader.join(10)
+    assert result == [WORDS]
+    assert old._client is None, "closed by the end of its last call"
+
+
+@pytest.mark.anyio
+async def test_an_ainvoke_in_flight_and_a_retry_pause_survive_a_reconfiguration(
+    offline_env: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = session.client()
+    await old.ainvoke([{"role": "user", "content": "open the pool"}])
+    offline_env.faults.add(Fault(delay=0.3), Fault(status=429, retry_after="0.3"))
+    slow = asyncio.create_task(old.ainvoke([{"role": "user", "content": "hi"}]))
+    retried = asyncio.create_task(old.ainvoke([{"role": "user", "content": "again"}]))
+    await asyncio.sleep(0.1)  # both sent; one waits on the gateway, one will pause before its retry
+    _change(session, "env", monkeypatch)
+    assert (await slow).content and (await retried).content
+    assert await _closed(old)
+
+
+@pytest.mark.anyio
+async def test_a_stopped_stream_on_a_retired_client_closes_it(
+    offline_env: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat panel's Stop cancels the reading task: that is the end of the call too."""
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/echo")
+    old = session.client()
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for _ in old.astream([{"role": "user", "content": WORDS}], extra_body=SLOW):
+            first.set()
+
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(first.wait(), 5)
+    _change(session, "model", monkeypatch)
+    assert old._async_clients
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _closed(old)
+
+
+@pytest.mark.anyio
+async def test_a_retired_client_kept_by_someone_still_works_and_closes_again(
+    offline_env: OfflineGateway, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = session.client()
+    await old.ainvoke([{"role": "user", "content": "open the pool"}])
+    _change(session, "model", monkeypatch)
+    assert await _closed(old), "idle: closed at once"
+    await asyncio.sleep(0.05)  # whatever close was scheduled has run
+    assert old.invoke([{"role": "user", "content": "late"}]).content
+    assert (await old.ainvoke([{"role": "user", "content": "later"}])).content
+    assert await _closed(old), "the pools those late calls opened are closed after them"
 
 
 @pytest.mark.anyio
