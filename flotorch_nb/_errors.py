@@ -7,6 +7,8 @@ escapes the public API, so ``except FlotorchError`` is always enough::
      +-- ConfigurationError (ValueError)   missing/invalid model_id, api_key, base_url, options
      +-- InvalidRequestError (ValueError)  bad messages/params, refused before any I/O
      +-- BudgetExceededError               the notebook session's token budget is spent
+     +-- ReplayMissError                   replay mode: no recording for this request
+     +-- ReplayFileError                   replay mode: the recording exists but is damaged
      +-- APIConnectionError                the gateway could not be reached
      |    +-- APITimeoutError              ... or did not answer in time
      +-- APIStatusError                    the gateway answered with a 4xx/5xx status
@@ -27,7 +29,11 @@ request id. They never contain the API key (see ``redact``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 __all__ = [
     "APIConnectionError",
@@ -43,6 +49,8 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ReplayFileError",
+    "ReplayMissError",
     "ResponseError",
     "ServerError",
     "StreamError",
@@ -140,6 +148,32 @@ class StructuredOutputError(ResponseError):
         self.content = content
         #: The ``LLMResponse`` that failed validation: its tokens were spent and should be counted.
         self.response = response
+
+
+class ReplayMissError(FlotorchError):
+    """Replay mode got a request that was never recorded; the message names it and how to record it."""
+
+    def __init__(self, message: str, *, directory: Path, request: Mapping[str, Any], key: str) -> None:
+        super().__init__(message)
+        self.directory = directory
+        self.request = dict(request)
+        self.key = key
+
+
+class ReplayFileError(FlotorchError):
+    """A recording file exists for the request but cannot be used; the message names it and the fault.
+
+    Raised for a file that cannot be read, is not JSON, or lacks a field replay needs (``key``,
+    ``response``, ``response.status``...). Record the request again or restore the file.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"The recording {path} cannot be replayed: {problem}. Restore it (e.g. from git) or record "
+            f"it again with FLOTORCH_RECORD={path.parent}"
+        )
+        self.path = path
+        self.problem = problem
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

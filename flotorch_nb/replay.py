@@ -44,7 +44,7 @@ from typing import Any, Literal, overload
 import httpx2
 
 from ._config import DEFAULT_ENDPOINT, Secret, redact
-from ._errors import FlotorchError
+from ._errors import ReplayFileError, ReplayMissError
 
 __all__ = [
     "AsyncRecordTransport",
@@ -66,32 +66,6 @@ RECORDED_HEADERS = tuple(
 #: Endpoints known by name: a path that ends with one is matched as exactly that endpoint.
 KNOWN_ENDPOINTS = (DEFAULT_ENDPOINT,)
 _VERSION = re.compile(r"v\d+(?:alpha|beta|preview)?\d*", re.IGNORECASE)
-
-
-class ReplayMissError(FlotorchError):
-    """Replay mode got a request that was never recorded; the message names it and how to record it."""
-
-    def __init__(self, message: str, *, directory: Path, request: Mapping[str, Any], key: str) -> None:
-        super().__init__(message)
-        self.directory = directory
-        self.request = dict(request)
-        self.key = key
-
-
-class ReplayFileError(FlotorchError):
-    """A recording file exists for the request but cannot be used; the message names it and the fault.
-
-    Raised for a file that cannot be read, is not JSON, or lacks a field replay needs (``key``,
-    ``response``, ``response.status``...). Record the request again or restore the file.
-    """
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(
-            f"The recording {path} cannot be replayed: {problem}. Restore it (e.g. from git) or record "
-            f"it again with FLOTORCH_RECORD={path.parent}"
-        )
-        self.path = path
-        self.problem = problem
 
 
 def endpoint_path(path: str) -> str:
