@@ -2,7 +2,8 @@
 
 Binder installs ``binder/requirements.txt`` from the repository root into a fresh environment and runs
 ``binder/start <server command>``. The slow test does the same with a fresh virtualenv and a command
-that executes a notebook with nbmake, with no FloTorch key anywhere. The quick tests run
+that executes all the teaching notebooks with nbmake, with no FloTorch key anywhere, and checks from
+their saved outputs that every kernel used the gateway ``binder/start`` started. The quick tests run
 ``binder/start`` with this environment's Python to check what it sets and that it starts nothing
 when a gateway or recordings are configured. Every gateway started is killed by its PID.
 """
@@ -10,6 +11,7 @@ when a gateway or recordings are configured. Every gateway started is killed by 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -106,7 +108,7 @@ def test_start_changes_nothing_when_a_gateway_or_recordings_are_configured(
 
 @pytest.fixture(scope="module")
 def binder_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with what Binder installs (plus nbmake to run a notebook)."""
+    """A fresh virtualenv with what Binder installs (plus nbmake to run the notebooks)."""
     home = tmp_path_factory.mktemp("binder") / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(home)
     python = home / "bin" / "python"
@@ -120,16 +122,41 @@ def binder_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+SERIES = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def _banner(notebook: Path) -> str:
+    """What the executed notebook's ``%load_ext flotorch_nb`` cell printed."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    cell = next(
+        c
+        for c in cells
+        if c["cell_type"] == "code" and "".join(c["source"]).strip() == "%load_ext flotorch_nb"
+    )
+    return "".join("".join(o.get("text", "")) for o in cell["outputs"] if o["output_type"] == "stream")
+
+
 @pytest.mark.slow
-def test_a_notebook_runs_on_a_fresh_binder_environment_with_no_key(binder_venv: Path, tmp_path: Path) -> None:
+def test_the_notebooks_run_on_a_fresh_binder_environment_with_no_key(
+    binder_venv: Path, tmp_path: Path
+) -> None:
+    """All six notebooks, under nbmake, in the fresh environment, served by the gateway binder/start ran.
+
+    nbmake's ``--overwrite`` keeps each executed copy's outputs, so every notebook's own banner can be
+    read: its kernel must name the URL binder/start exported, and must not have started an embedded
+    gateway of its own (that banner starts "no FLOTORCH_API_KEY/FLOTORCH_BASE_URL set").
+    """
+    assert len(SERIES) == 6, SERIES
     work = tmp_path / "notebooks"
     work.mkdir()
-    shutil.copy(ROOT / "notebooks" / "01_quickstart.ipynb", work)
-    pid_file = tmp_path / "gateway.pid"
+    for name in SERIES:
+        shutil.copy(ROOT / "notebooks" / name, work)
+    pid_file, url_file = tmp_path / "gateway.pid", tmp_path / "gateway.url"
     python = binder_venv / "bin" / "python"
     command = (
-        f'echo "$FLOTORCH_GATEWAY_PID" > {pid_file}; '
-        f"exec {python} -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=90 -q 01_quickstart.ipynb"
+        f'echo "$FLOTORCH_GATEWAY_PID" > {pid_file}; echo "$FLOTORCH_BASE_URL" > {url_file}; '
+        f"exec {python} -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=120 --overwrite -q "
+        + " ".join(SERIES)
     )
     try:
         result = subprocess.run(
@@ -138,15 +165,20 @@ def test_a_notebook_runs_on_a_fresh_binder_environment_with_no_key(binder_venv: 
             env=_clean_env(binder_venv / "bin"),
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=900,
         )
     finally:
         pid = pid_file.read_text().strip() if pid_file.exists() else ""
         gateway_was_running = bool(pid) and _kill(int(pid))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "1 passed" in result.stdout
-    assert "OFFLINE gateway" in result.stderr
-    assert gateway_was_running, "binder/start's gateway served the notebook"
+    assert f"{len(SERIES)} passed" in result.stdout
+    url = url_file.read_text().strip()
+    assert url.startswith("http://127.0.0.1:") and f"OFFLINE gateway at {url}" in result.stderr
+    assert gateway_was_running, "binder/start's gateway kept running for the server it exec'd"
+    for name in SERIES:
+        banner = _banner(work / name)
+        assert f"using the OFFLINE gateway at {url} (model offline/assistant" in banner, (name, banner)
+        assert "no FLOTORCH_API_KEY" not in banner, f"{name}: the kernel started a gateway of its own"
     installed = subprocess.run(
         [str(python), "-c", "import flotorch_nb, ipywidgets; print(flotorch_nb.__file__)"],
         capture_output=True,
