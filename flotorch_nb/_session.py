@@ -9,7 +9,7 @@ One process-wide ``Session`` (``get_session()``) holds
 - the client, built lazily and rebuilt whenever that configuration changes, so a cell never talks to
   a stale gateway. The old client is *retired*, not closed under its callers' feet: a chat-panel
   stream or an ``ainvoke`` still running on it finishes normally, and its pools are closed the
-  moment its last call ends (at once if it is idle). See ``_SessionClient``;
+  moment its last call ends (at once if it is idle): ``FlotorchLLM.close_when_idle``;
 - the ``%%flotorch`` conversation (OpenAI message dicts) and which answer produced each reply;
 - the usage ledger and an optional token budget, checked *before* any network I/O.
 
@@ -22,12 +22,10 @@ Pure: no IPython, no widgets. Thread-safe for the kernel's main thread plus chat
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +36,6 @@ from ._ledger import Ledger
 from .llm import FlotorchLLM
 
 if TYPE_CHECKING:
-    import httpx2
 
     from ._response import LLMResponse
 
@@ -77,7 +74,7 @@ class Session:
         self._model_id: str | None = None
         self._base_url: str | None = None
         self._api_key: Secret | None = None
-        self._clients: dict[str | None, _SessionClient] = {}
+        self._clients: dict[str | None, FlotorchLLM] = {}
         self._fingerprint: tuple[str | None, ...] | None = None
         self.conversation: list[dict[str, Any]] = []
         self._exchanges: list[Exchange] = []
@@ -167,14 +164,14 @@ class Session:
             client = self._clients.get(name)
             if client is None:
                 key = self._api_key.get_secret_value() if self._api_key else None
-                client = _SessionClient(name or self._model_id, key, self._base_url)
+                client = FlotorchLLM(name or self._model_id, key, self._base_url)
                 self._clients[name] = client
             return client
 
     def _retire_clients(self) -> None:
         clients, self._clients = self._clients, {}
         for client in clients.values():
-            client.retire()
+            client.close_when_idle()
 
     def close(self) -> None:
         """Drop every client the session built (rebuilt on next use); each is closed once idle.
@@ -273,151 +270,6 @@ class Session:
             f"mode={self.mode!r}, messages={len(self.conversation)}, calls={len(self.ledger)}, "
             f"budget={self._budget!r})"
         )
-
-
-#: The close tasks scheduled on running loops, held until they finish (a loop keeps only weak refs).
-_CLOSING: set[asyncio.Task[None]] = set()
-
-
-class _SessionClient(FlotorchLLM):
-    """The session's ``FlotorchLLM``: it counts its calls in flight, so it can be retired safely.
-
-    A call is in flight from the moment it starts sending (retries and their pauses included) until
-    its answer is read: for ``invoke``/``ainvoke`` until the body is in, for ``stream``/``astream``
-    until the HTTP response is closed (the stream ended, failed, was stopped, or was dropped and
-    collected). ``retire()`` marks the client; its pools are closed as soon as no call is in flight:
-    at once, or by the end of the call that finishes last. A retired client still works for whoever
-    kept a reference: it opens a fresh pool, which the end of that call closes again. The count
-    hooks into ``_send``/``_asend``, the client's one send path (``llm.py``).
-
-    Closing: the sync pool is closed on the spot; with an event loop running in this thread (a
-    notebook kernel's), ``aclose()`` is scheduled on it too, so the chat panel's async pool goes as
-    well. Without one, async pools are left to their own loops, which close them when they end.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._calls_lock = threading.Lock()
-        self._in_flight = 0
-        self._retired = False
-
-    @property
-    def in_flight(self) -> int:
-        """How many calls of this client are under way right now."""
-        return self._in_flight
-
-    @property
-    def retired(self) -> bool:
-        """Whether the session replaced this client (its pools are closed whenever it is idle)."""
-        return self._retired
-
-    def retire(self) -> None:
-        """Mark this client replaced: close its pools now if idle, else when its last call ends."""
-        with self._calls_lock:
-            self._retired = True
-        self._close_if_idle()
-
-    def _begin(self) -> None:
-        with self._calls_lock:
-            self._in_flight += 1
-
-    def _end(self) -> None:
-        with self._calls_lock:
-            self._in_flight -= 1
-            idle = self._in_flight == 0 and self._retired
-        if idle:
-            self._close_if_idle()
-
-    def _close_if_idle(self) -> None:
-        with self._calls_lock:  # no call can begin between the check and the close
-            if self._in_flight or not self._retired:
-                return
-            self.close()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self._aclose_if_idle())
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
-
-    async def _aclose_if_idle(self) -> None:
-        # Checked again on the loop: an async call begun since is using the pool. From this check to
-        # aclose() letting go of its pools nothing awaits, so no call of this loop can slip in.
-        if not self._in_flight:
-            await self.aclose()
-
-    # ``*args`` rather than ``call``: these wrap the send loop whatever arguments it grows.
-    def _send(self, *args: Any, **kwargs: Any) -> tuple[httpx2.Response, float, bytes]:
-        self._begin()
-        try:
-            response, started, body = super()._send(*args, **kwargs)
-        except BaseException:
-            self._end()
-            raise
-        return self._tracked(response), started, body
-
-    async def _asend(self, *args: Any, **kwargs: Any) -> tuple[httpx2.Response, float, bytes]:
-        self._begin()
-        try:
-            response, started, body = await super()._asend(*args, **kwargs)
-        except BaseException:
-            self._end()
-            raise
-        return self._tracked(response), started, body
-
-    def _tracked(self, response: httpx2.Response) -> httpx2.Response:
-        """End the call now if its answer is read, else when its (streamed) response is closed."""
-        if response.is_closed:
-            self._end()
-        else:
-            response.stream = _end_on_close(response.stream, self._end)
-        return response
-
-
-def _end_on_close(inner: Any, on_close: Callable[[], None]) -> Any:
-    """``inner`` (a response's byte stream) that calls ``on_close`` once, when it is closed."""
-    return _end_on_close_class()(inner, on_close)
-
-
-@functools.cache
-def _end_on_close_class() -> type[Any]:
-    import httpx2  # only once a response exists: ``import flotorch_nb`` stays free of httpx2
-
-    class EndOnClose(httpx2.SyncByteStream, httpx2.AsyncByteStream):
-        """A byte stream that reports its closing (sync or async) and passes everything else on."""
-
-        def __init__(self, inner: Any, on_close: Callable[[], None]) -> None:
-            self._inner = inner
-            self._on_close: Callable[[], None] | None = on_close
-
-        def __getattr__(self, name: str) -> Any:  # ``elapsed`` and whatever else httpx2 reads
-            return getattr(self._inner, name)
-
-        def __iter__(self) -> Iterator[bytes]:
-            return iter(self._inner)
-
-        def __aiter__(self) -> AsyncIterator[bytes]:
-            return self._inner.__aiter__()  # type: ignore[no-any-return]
-
-        def _report(self) -> None:
-            on_close, self._on_close = self._on_close, None
-            if on_close is not None:
-                on_close()
-
-        def close(self) -> None:
-            try:
-                self._inner.close()
-            finally:
-                self._report()
-
-        async def aclose(self) -> None:
-            try:
-                await self._inner.aclose()
-            finally:
-                self._report()
-
-    return EndOnClose
 
 
 def check_base_url(url: str) -> str:

@@ -106,34 +106,35 @@ class ChatStream:
     def _iterate(self) -> Generator[str, None, None]:
         import httpx2
 
-        http, started, body = self._llm._send(self._call)
-        self._http = http
-        key = self._llm._settings.api_key
-        try:
-            if not is_event_stream(http):  # a gateway that ignored stream=true: the answer is one delta
-                info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(parse_completion(body, info), self._call)
-                if self._response.content:
-                    yield self._response.content
-                return
-            watched = _Watched(http, self._call)
+        with self._llm._tracked_call():  # a stream is in flight until it ends, fails or is closed
+            http, started, body = self._llm._send(self._call)
+            self._http = http
+            key = self._llm._settings.api_key
             try:
-                for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
-                    watched.saw_event()
-                    delta = self.accumulator.feed(event.data)
-                    if delta:
-                        yield delta
-            except Exception as exc:
-                if not is_transport_error(exc):
-                    raise
-                raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
-            info = response_info(http.headers, time.perf_counter() - started)
-            self._response = self._llm._finish(self.accumulator.finish(info), self._call)
-        except FlotorchError as error:
-            scrub(error, key)
-            raise
-        finally:
-            http.close()
+                if not is_event_stream(http):  # a gateway that ignored stream=true: the answer is one delta
+                    info = response_info(http.headers, time.perf_counter() - started)
+                    self._response = self._llm._finish(parse_completion(body, info), self._call)
+                    if self._response.content:
+                        yield self._response.content
+                    return
+                watched = _Watched(http, self._call)
+                try:
+                    for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
+                        watched.saw_event()
+                        delta = self.accumulator.feed(event.data)
+                        if delta:
+                            yield delta
+                except Exception as exc:
+                    if not is_transport_error(exc):
+                        raise
+                    raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
+                info = response_info(http.headers, time.perf_counter() - started)
+                self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+            except FlotorchError as error:
+                scrub(error, key)
+                raise
+            finally:
+                http.close()
 
     def close(self) -> None:
         """Stop reading and release the connection (also from another thread, to stop a reader)."""
@@ -188,34 +189,35 @@ class AsyncChatStream:
     async def _iterate(self) -> AsyncGenerator[str, None]:
         import httpx2
 
-        http, started, body = await self._llm._asend(self._call)
-        self._http = http
-        key = self._llm._settings.api_key
-        try:
-            if not is_event_stream(http):
-                info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(parse_completion(body, info), self._call)
-                if self._response.content:
-                    yield self._response.content
-                return
-            watched = _Watched(http, self._call)
+        with self._llm._tracked_call():  # in flight until it ends, fails, is closed or cancelled
+            http, started, body = await self._llm._asend(self._call)
+            self._http = http
+            key = self._llm._settings.api_key
             try:
-                async for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
-                    watched.saw_event()
-                    delta = self.accumulator.feed(event.data)
-                    if delta:
-                        yield delta
-            except Exception as exc:
-                if not is_transport_error(exc):
-                    raise
-                raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
-            info = response_info(http.headers, time.perf_counter() - started)
-            self._response = self._llm._finish(self.accumulator.finish(info), self._call)
-        except FlotorchError as error:
-            scrub(error, key)
-            raise
-        finally:
-            await http.aclose()
+                if not is_event_stream(http):
+                    info = response_info(http.headers, time.perf_counter() - started)
+                    self._response = self._llm._finish(parse_completion(body, info), self._call)
+                    if self._response.content:
+                        yield self._response.content
+                    return
+                watched = _Watched(http, self._call)
+                try:
+                    async for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
+                        watched.saw_event()
+                        delta = self.accumulator.feed(event.data)
+                        if delta:
+                            yield delta
+                except Exception as exc:
+                    if not is_transport_error(exc):
+                        raise
+                    raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
+                info = response_info(http.headers, time.perf_counter() - started)
+                self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+            except FlotorchError as error:
+                scrub(error, key)
+                raise
+            finally:
+                await http.aclose()
 
     async def aclose(self) -> None:
         """Stop reading and release the connection."""

@@ -10,11 +10,12 @@ pooled async client, because an httpx2 connection belongs to the loop that opene
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
@@ -83,6 +84,9 @@ class FlotorchLLM:
         self._user_async_client = async_http_client
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx2.AsyncClient] = {}
         self._lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+        self._in_flight = 0
+        self._close_on_idle = False
         #: Whether the last answer came from an offline gateway (None until a call has answered).
         self.offline: bool | None = None
 
@@ -248,7 +252,8 @@ class FlotorchLLM:
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        response, started, body = self._send(call)
+        with self._tracked_call():
+            response, started, body = self._send(call)
         info = response_info(response.headers, time.perf_counter() - started)
         try:
             return self._finish(parse_completion(body, info), call)
@@ -334,7 +339,8 @@ class FlotorchLLM:
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        response, started, body = await self._asend(call)
+        with self._tracked_call():
+            response, started, body = await self._asend(call)
         info = response_info(response.headers, time.perf_counter() - started)
         try:
             return self._finish(parse_completion(body, info), call)
@@ -355,6 +361,54 @@ class FlotorchLLM:
         return AsyncChatStream(self, call)
 
     # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Calls under way now: from the first send (retry pauses included) until the answer is read,
+        or for a stream until it ends, fails, is closed or is dropped."""
+        return self._in_flight
+
+    @contextlib.contextmanager
+    def _tracked_call(self) -> Iterator[None]:
+        with self._calls_lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._calls_lock:
+                self._in_flight -= 1
+            self._close_if_idle()
+
+    def close_when_idle(self) -> None:
+        """Close the pools now if no call is in flight, else as soon as the last one ends.
+
+        For an owner that replaces this client (the notebook session on ``%flotorch model``) while a
+        chat-panel stream may still be using it. Later calls still work; each time the client falls
+        idle again its pools are closed again. The sync pool closes on the spot; with an event loop
+        running in this thread (a kernel's), the async pools are closed there too.
+        """
+        with self._calls_lock:
+            self._close_on_idle = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        with self._calls_lock:  # no call can begin between the check and the close
+            if self._in_flight or not self._close_on_idle:
+                return
+            self.close()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # async pools are closed by the end of their own loops
+        task = loop.create_task(self._aclose_if_idle())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    async def _aclose_if_idle(self) -> None:
+        # Checked again on the loop: a call begun since is using the pool. From here until aclose()
+        # has let go of its pools nothing awaits, so no call on this loop can slip in.
+        if not self._in_flight:
+            await self.aclose()
+
     def close(self) -> None:
         """Close the sync connection pool (an injected client is left to its owner)."""
         with self._lock:
@@ -386,6 +440,9 @@ class FlotorchLLM:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+
+#: close_when_idle()'s scheduled closes, kept referenced until done (asyncio holds tasks weakly).
+_CLOSING: set[asyncio.Task[None]] = set()
 
 #: Per event loop: the idle task that closes that loop's pools at its end, and the pools to close.
 _LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], weakref.WeakSet[Any]]] = {}

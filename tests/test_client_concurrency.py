@@ -198,3 +198,26 @@ def test_aclose_closes_a_pool_of_a_loop_running_in_another_thread(gateway: Offli
         other.call_soon_threadsafe(other.stop)
         thread.join(timeout=5)
         other.close()
+
+
+@pytest.mark.anyio
+async def test_close_when_idle_waits_for_the_calls_in_flight(gateway: OfflineGateway) -> None:
+    llm = FlotorchLLM("offline/echo", KEY, gateway.url)
+    words = "one two three four five six"
+    stream = llm.astream([{"role": "user", "content": words}], extra_body={"offline": {"token_delay": 0.02}})
+    assert llm.in_flight == 0  # nothing is sent until the stream is iterated
+    deltas = []
+    async for delta in stream:
+        deltas.append(delta)
+        if len(deltas) == 1:
+            assert llm.in_flight == 1
+            llm.close_when_idle()
+            assert llm._async_clients, "not closed under the running stream"
+    assert "".join(deltas) == words and llm.in_flight == 0
+    for _ in range(50):  # the close was scheduled on this loop by the end of the stream
+        if not llm._async_clients:
+            break
+        await asyncio.sleep(0.01)
+    assert llm._async_clients == {}
+    llm.invoke(USER)  # later calls still work, and the client closes again once idle
+    assert llm._client is None and llm.in_flight == 0

@@ -166,7 +166,7 @@ async def test_a_stream_in_flight_survives_a_reconfiguration_and_its_pool_closes
             assert old._async_clients, "still open: the stream is using it"
     assert "".join(deltas) == WORDS == stream.response.content
     assert await _closed(old), "closed once the stream ended"
-    assert old.in_flight == 0  # type: ignore[attr-defined]
+    assert old.in_flight == 0
     await session.client().aclose()
 
 
