@@ -43,7 +43,7 @@ def config(session: Session) -> Output:
     size = f"{len(session.conversation)} messages, {len(session.ledger)} calls, {session.spent_tokens} tokens"
     rows = [
         ("model", session.model_id or "not set — %flotorch model NAME"),
-        ("base URL", _offline.safe_url(base) if base else "not set — %flotorch base_url URL"),
+        ("base URL", _config.display_url(base) if base else "not set — %flotorch base_url URL"),
         ("API key", key),
         ("mode", mode),
         ("budget", budget),
@@ -64,7 +64,7 @@ def base_url(session: Session, url: str | None = None) -> Output:
     if url is not None:
         session.configure(base_url=url)
     base = session.base_url
-    return f"base URL: {_offline.safe_url(base) if base else 'not set'}"
+    return f"base URL: {_config.display_url(base) if base else 'not set'}"
 
 
 def usage(session: Session) -> Output:
@@ -165,7 +165,7 @@ def live(session: Session) -> Output:
     os.environ.pop(_config.ENV_REPLAY, None)
     session.close()
     base = session.base_url
-    return f"live: requests go to {_offline.safe_url(base) if base else 'the configured gateway'}"
+    return f"live: requests go to {_config.display_url(base) if base else 'the configured gateway'}"
 
 
 Command = tuple[Callable[..., Output], int, int, str]

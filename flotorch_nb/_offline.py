@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from . import _config
+from ._config import display_url
 
 if TYPE_CHECKING:
     from .gateway import OfflineGateway
@@ -115,8 +116,8 @@ def _configured_banner() -> str:
     base_url, model = env.get(_config.ENV_BASE_URL), env.get(_config.ENV_MODEL_ID)
     if not env.get(_config.ENV_API_KEY):
         return (
-            f"flotorch_nb: FLOTORCH_BASE_URL is {safe_url(base_url or '')} but FLOTORCH_API_KEY is not set "
-            "— run %flotorch login (or set FLOTORCH_API_KEY) before asking"
+            f"flotorch_nb: FLOTORCH_BASE_URL is {display_url(base_url or '')} but FLOTORCH_API_KEY is not "
+            "set — run %flotorch login (or set FLOTORCH_API_KEY) before asking"
         )
     if not base_url:
         return (
@@ -127,11 +128,7 @@ def _configured_banner() -> str:
     if model and model.startswith("offline/"):
         # Set up by `python -m flotorch_nb.lab` or binder/start: still not a real model.
         return (
-            f"flotorch_nb: using the OFFLINE gateway at {safe_url(base_url)} ({model_text}; deterministic "
+            f"flotorch_nb: using the OFFLINE gateway at {display_url(base_url)} ({model_text}; deterministic "
             f"local models, not a real LLM){_record_suffix()}"
         )
-    return f"flotorch_nb: using FloTorch gateway at {safe_url(base_url)} ({model_text}){_record_suffix()}"
-
-
-#: Kept under its old name for the banners and %flotorch config.
-safe_url = _config.display_url
+    return f"flotorch_nb: using FloTorch gateway at {display_url(base_url)} ({model_text}){_record_suffix()}"

@@ -187,14 +187,14 @@ def _run_jupyter(command: list[str], env: Mapping[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start JupyterLab (over ``notebooks/`` when it exists) with the gateway the environment calls for."""
-    from ._offline import safe_url
+    from ._config import display_url
 
     args = list(sys.argv[1:] if argv is None else argv)
     env = dict(os.environ)
     command = jupyter_command(args, is_root=os.geteuid() == 0, notebooks=Path("notebooks"))
     mode = decide_mode(env)
     if mode == "live":
-        url = safe_url(env["FLOTORCH_BASE_URL"])
+        url = display_url(env["FLOTORCH_BASE_URL"])
         print(f"flotorch_nb: using the gateway at {url} (FLOTORCH_API_KEY is set)", flush=True)
         return _run_jupyter(command, env)
     if mode == "replay":
