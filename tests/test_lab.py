@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from flotorch_nb import lab
+from flotorch_nb.notebook import lab
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

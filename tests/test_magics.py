@@ -35,11 +35,11 @@ from flotorch_nb import (
     ServerError,
     StreamError,
     StructuredOutputError,
-    _magic_commands,
 )
-from flotorch_nb import magics as flotorch_magics
-from flotorch_nb._session import get_session, reset_session
 from flotorch_nb.gateway import Fault, OfflineGateway
+from flotorch_nb.notebook import commands as _magic_commands
+from flotorch_nb.notebook import magics as flotorch_magics
+from flotorch_nb.notebook.session import get_session, reset_session
 from flotorch_nb.replay import ReplayMissError
 
 SECRET = "sk-" "live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
@@ -425,8 +425,8 @@ def test_a_formatted_response_is_still_a_plain_response_to_copy_pickle_and_repla
     import copy
     import pickle
 
-    from flotorch_nb._magic_output import FormattedResponse, answer_bundle
     from flotorch_nb._response import Usage
+    from flotorch_nb.notebook.views import FormattedResponse, answer_bundle
 
     resp = LLMResponse("`x`", {"totalTokens": 3}, usage=Usage(1, 2, 3), model="m")
     shown = FormattedResponse.of(resp, answer_bundle(resp, "text"))

@@ -36,7 +36,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from flotorch_nb._magic_output import extract_code
+from flotorch_nb.notebook.views import extract_code
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -172,7 +172,7 @@ del _flotorch_test_spy"""
 REPORT_CELL = """\
 import json
 import flotorch_nb.replay
-from flotorch_nb import _offline
+from flotorch_nb.notebook import autostart as _offline
 
 print(json.dumps({"gateway": _offline.gateway_url(), "loaded": sorted(flotorch_nb.replay.loaded_keys)}))"""
 

@@ -19,11 +19,11 @@ from flotorch_nb import (
     FlotorchLLM,
     LLMResponse,
     Usage,
-    _offline,
 )
-from flotorch_nb._ledger import Ledger
-from flotorch_nb._session import Session, get_session, reset_session
 from flotorch_nb.gateway import Fault, OfflineGateway
+from flotorch_nb.notebook import autostart as _offline
+from flotorch_nb.notebook.ledger import Ledger
+from flotorch_nb.notebook.session import Session, get_session, reset_session
 
 SECRET = "sk-" "session-SECRET-0123456789"  # split: see test_client_support.KEY
 

@@ -20,12 +20,12 @@ import pytest
 from test_render import XSS_PAYLOADS, assert_safe_html
 
 from flotorch_nb import BudgetExceededError, FlotorchLLM, RetryPolicy
-from flotorch_nb._chat import EnterToSend, Throttle, error_line, export_path
 from flotorch_nb._render import render_markdown
-from flotorch_nb._session import get_session, reset_session
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.gateway._faults import Fault
-from flotorch_nb.widgets import ENTER_GRACE_S, ChatBusyError, ChatPanel
+from flotorch_nb.notebook.chat import EnterToSend, Throttle, error_line, export_path
+from flotorch_nb.notebook.session import get_session, reset_session
+from flotorch_nb.notebook.widgets import ENTER_GRACE_S, ChatBusyError, ChatPanel
 
 pytestmark = pytest.mark.anyio
 

@@ -29,15 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _config
-from ._config import Secret
-from ._errors import BudgetExceededError, ConfigurationError
-from ._ledger import Ledger
-from .llm import FlotorchLLM
+from .. import _config
+from .._config import Secret
+from .._errors import BudgetExceededError, ConfigurationError
+from ..llm import FlotorchLLM
+from .ledger import Ledger
 
 if TYPE_CHECKING:
 
-    from ._response import LLMResponse
+    from .._response import LLMResponse
 
 __all__ = ["Exchange", "Session", "get_session", "reset_session"]
 

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _config, _magic_output, _offline
-from ._errors import ConfigurationError
-from ._session import Session
+from .. import _config
+from .._errors import ConfigurationError
+from . import autostart, views
+from .session import Session
 
 __all__ = ["COMMANDS", "Command", "Output"]
 
@@ -33,7 +34,7 @@ def config(session: Session) -> Output:
     if source:
         key = f"set (••••) from {'%flotorch login' if source == 'session' else source}"
     base = session.base_url
-    offline = bool(base) and base == _offline.gateway_url()
+    offline = bool(base) and base == autostart.gateway_url()
     mode = "OFFLINE (embedded gateway)" if offline else "live"
     if session.mode == "replay":
         mode = f"replay from {os.environ.get(_config.ENV_REPLAY)} (no network)"
@@ -108,8 +109,8 @@ def history(session: Session) -> Output:
     if not messages:
         return "no conversation yet: run a %%flotorch cell first"
     return {
-        "text/plain": _magic_output.transcript_markdown(messages, responses, title="Conversation"),
-        "text/html": _magic_output.transcript_html(messages, responses),
+        "text/plain": views.transcript_markdown(messages, responses, title="Conversation"),
+        "text/html": views.transcript_html(messages, responses),
     }
 
 
@@ -132,7 +133,7 @@ def export(session: Session, path: str) -> Output:
     messages, responses = _transcript(session)
     if not messages:
         raise ConfigurationError("no conversation to export yet; run a %%flotorch cell first")
-    text = _magic_output.transcript_markdown(messages, responses, title="FloTorch conversation")
+    text = views.transcript_markdown(messages, responses, title="FloTorch conversation")
     target.write_text(text, encoding="utf-8")
     return f"exported {len(messages)} messages to {target}"
 

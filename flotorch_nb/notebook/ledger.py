@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._response import LLMResponse
+    from .._response import LLMResponse
 
 __all__ = ["Ledger", "LedgerEntry", "LedgerRow"]
 

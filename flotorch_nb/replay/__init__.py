@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import threading
 import unicodedata
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -43,8 +42,8 @@ from typing import Any, Literal, overload
 
 import httpx2
 
-from ._config import DEFAULT_ENDPOINT, Secret, redact
-from ._errors import ReplayFileError, ReplayMissError
+from .._config import DEFAULT_ENDPOINT, Secret, redact
+from .._errors import ReplayFileError, ReplayMissError
 
 __all__ = [
     "AsyncRecordTransport",
@@ -512,6 +511,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(f"{stem}: {count} recordings" for stem, count in counts.items()))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

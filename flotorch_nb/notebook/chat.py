@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _render
-from ._errors import InvalidRequestError
+from .. import _render
+from .._errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from ._response import LLMResponse
-    from .llm import FlotorchLLM
+    from .._response import LLMResponse
+    from ..llm import FlotorchLLM
 
 __all__ = [
     "ChatBusyError", "Conversation", "EnterToSend", "Throttle", "Totals", "Turn", "check_budget",
@@ -275,21 +275,21 @@ async def run_turn(
 # -- the notebook session (client, ledger, budget), shared with %%flotorch -------------------------
 def session_client() -> FlotorchLLM:
     """The session's client: ``%flotorch`` overrides, else ``FLOTORCH_*`` (built once, cached)."""
-    from ._session import get_session
+    from .session import get_session
 
     return get_session().client()
 
 
 def check_budget() -> None:
     """Raise ``BudgetExceededError`` before any I/O if the session's token budget is spent."""
-    from ._session import get_session
+    from .session import get_session
 
     get_session().check_budget()
 
 
 def record_usage(response: LLMResponse) -> None:
     """Count an answer in the session's usage ledger."""
-    from ._session import get_session
+    from .session import get_session
 
     get_session().record(response, "chat")
 
@@ -299,7 +299,7 @@ def totals_line(chat: Totals) -> str:
 
     ``This chat: 2 replies · in 30 · out 80 · total 110 tokens — Session: 5 calls · total 412 tokens``
     """
-    from ._session import get_session
+    from .session import get_session
 
     session = get_session()
     spent = session.ledger.totals

@@ -17,11 +17,11 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from . import _config
-from ._config import display_url
+from .. import _config
+from .._config import display_url
 
 if TYPE_CHECKING:
-    from .gateway import OfflineGateway
+    from ..gateway import OfflineGateway
 
 __all__ = ["OFFLINE_API_KEY", "OFFLINE_MODEL_ID", "ensure_gateway", "gateway_url", "stop_gateway"]
 
@@ -86,7 +86,7 @@ def stop_gateway() -> None:
 
 
 def _start() -> OfflineGateway:
-    from .gateway import OfflineGateway
+    from ..gateway import OfflineGateway
 
     # api_key=None: any key is accepted, so a key entered later with `%flotorch login` still works
     # here. The server thread is a daemon: it ends with the kernel, and no exit hook can delay a

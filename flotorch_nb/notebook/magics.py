@@ -23,10 +23,11 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import clear_output, display
 
-from . import _config, _magic_commands, _magic_output, _offline
-from ._errors import ConfigurationError, InvalidRequestError, StructuredOutputError
-from ._interpolate import interpolate
-from ._session import Session, get_session
+from .. import _config
+from .._errors import ConfigurationError, InvalidRequestError, StructuredOutputError
+from . import autostart, commands, views
+from .interpolate import interpolate
+from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -184,7 +185,7 @@ class FlotorchMagics(Magics):
 
     def _stream(self, stream: Any, fmt: str) -> Any:
         """Show deltas as they arrive in one display (redrawn at most every PREVIEW_INTERVAL_S)."""
-        handle = display(_magic_output.preview_bundle("", fmt), raw=True, display_id=True)
+        handle = display(views.preview_bundle("", fmt), raw=True, display_id=True)
         pieces: list[str] = []
         shown = time.monotonic()
         try:
@@ -193,12 +194,12 @@ class FlotorchMagics(Magics):
                     pieces.append(delta)
                     now = time.monotonic()
                     if now - shown >= PREVIEW_INTERVAL_S:
-                        handle.update(_magic_output.preview_bundle("".join(pieces), fmt), raw=True)
+                        handle.update(views.preview_bundle("".join(pieces), fmt), raw=True)
                         shown = now
                 return stream.response
         except BaseException:
             # Keep what arrived visible above the traceback (a cut stream, an interrupt).
-            stopped = _magic_output.preview_bundle(
+            stopped = views.preview_bundle(
                 "".join(pieces), fmt, status="stopped: see the error below"
             )
             handle.update(stopped, raw=True)
@@ -213,23 +214,23 @@ class FlotorchMagics(Magics):
         if fmt == "markdown":
             return resp  # the LLMResponse renders itself (sanitized HTML + footer)
         if fmt == "text":
-            bundle = _magic_output.answer_bundle(resp, "text")
+            bundle = views.answer_bundle(resp, "text")
         elif fmt == "code":
-            code = _magic_output.extract_code(resp.content) or ""
+            code = views.extract_code(resp.content) or ""
             if code:
                 self.ip.set_next_input(code, replace=False)  # a new cell below, not a replacement
-            bundle = _magic_output.answer_bundle(resp, "code", code=code)
+            bundle = views.answer_bundle(resp, "code", code=code)
         else:
             if resp.parsed is not None:  # --schema: the client validated it
                 value = resp.parsed.model_dump(mode="json")
             else:
                 try:
-                    value = resp.parsed = _magic_output.parse_json_answer(resp.content)
+                    value = resp.parsed = views.parse_json_answer(resp.content)
                 except Exception:
-                    display(_magic_output.answer_bundle(resp, "text"), raw=True)  # show what came back
+                    display(views.answer_bundle(resp, "text"), raw=True)  # show what came back
                     raise
-            bundle = _magic_output.json_bundle(value, resp)
-        return _magic_output.FormattedResponse.of(resp, bundle)
+            bundle = views.json_bundle(value, resp)
+        return views.FormattedResponse.of(resp, bundle)
 
     def _namespace(self) -> Any:
         """The user's namespace for interpolation, with In[n] as typed (not IPython's transformed code)."""
@@ -282,9 +283,9 @@ class FlotorchMagics(Magics):
                     "%flotorch login takes no argument: the key is asked for, never typed in a cell"
                 )
             return self._login()
-        spec = _magic_commands.COMMANDS.get(command)
+        spec = commands.COMMANDS.get(command)
         if spec is None:
-            names = ", ".join([*_magic_commands.COMMANDS, "login"])
+            names = ", ".join([*commands.COMMANDS, "login"])
             raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
         function, least, most, usage = spec
         if not least <= len(args.value) <= most:
@@ -341,7 +342,7 @@ def load_ipython_extension(ipython: Any) -> None:
     warning = _apply_nest_asyncio()
     if warning:
         print(warning)
-    print(_offline.ensure_gateway())
+    print(autostart.ensure_gateway())
 
 
 def unload_ipython_extension(ipython: Any) -> None:

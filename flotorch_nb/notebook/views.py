@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-from . import _render
-from ._errors import ResponseError
-from ._response import LLMResponse
+from .. import _render
+from .._errors import ResponseError
+from .._response import LLMResponse
 
 __all__ = [
     "FormattedResponse",

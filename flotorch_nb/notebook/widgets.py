@@ -1,0 +1,404 @@
+"""``ChatPanel``: a chat with a FloTorch model inside a notebook, built from stock ipywidgets.
+
+The panel is a plain class composing widgets (as the ipywidgets "Variable Inspector" example does), not
+a DOMWidget subclass, so it needs no frontend extension beyond ipywidgets itself. Requests run as
+asyncio tasks on the kernel's running loop (the "Widget Asynchronous" example): the notebook stays
+usable while a reply streams in, and Stop simply cancels the task, which closes the HTTP stream.
+
+Safety: in JupyterLab, event handlers inside an ``ipywidgets.HTML`` value *execute*, so every HTML
+value set here comes from ``_render`` (model Markdown sanitized, everything else escaped). Errors raised
+in widget callbacks are otherwise invisible, so every callback is guarded and shows its error inside
+the panel (``.flotorch-chat-error``).
+
+Static transcript: widget views need live widget state, which JupyterLab does not save by default; a
+saved or exported notebook would show "Error displaying widget" instead of the conversation. So when
+displayed, the panel also displays a collapsed ``<details>`` copy of the transcript (sanitized HTML plus
+``text/plain``) under a display id, and updates it after every turn: the notebook file always holds the
+conversation as plain outputs that any viewer can show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from .. import _render
+from .._errors import InvalidRequestError
+from . import chat
+from .chat import ChatBusyError, Conversation, EnterToSend, Throttle, Turn, check_model, error_line
+
+if TYPE_CHECKING:
+    from IPython.display import DisplayHandle
+
+    from ..llm import FlotorchLLM
+
+__all__ = ["ChatBusyError", "ChatPanel"]
+
+RENDER_INTERVAL_S = 0.05
+ENTER_GRACE_S = 0.3  # see chat.EnterToSend
+
+
+@dataclass(slots=True)
+class _TurnView:
+    turn: Turn
+    user: w.HTML
+    assistant: w.HTML
+    meta: w.HTML
+
+
+def _classed(widget: Any, *classes: str) -> Any:
+    for name in classes:
+        widget.add_class(name)
+    return widget
+
+
+class ChatPanel:
+    """An interactive chat: transcript, input, Send/Stop/Clear/Export, model picker and system prompt.
+
+    ``ChatPanel()`` uses the notebook session's client (``FLOTORCH_*`` settings); pass ``llm`` to use
+    your own. ``model`` is the first choice of the model picker (default: the client's model) and
+    ``models`` adds more; ``stream=False`` waits for whole answers; ``params`` are sent with every
+    request (``temperature``, ``max_tokens``, ``extra_body``...). Display it as the last expression of
+    a cell.
+    """
+
+    def __init__(
+        self,
+        llm: FlotorchLLM | None = None,
+        *,
+        model: str | None = None,
+        models: Sequence[str] | None = None,
+        system_prompt: str | None = None,
+        stream: bool = True,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        if llm is not None and not (hasattr(llm, "astream") and hasattr(llm, "ainvoke")):
+            raise TypeError(f"llm must be a FlotorchLLM, not {type(llm).__name__}")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise InvalidRequestError(f"system_prompt must be a string, not {type(system_prompt).__name__}")
+        if not isinstance(stream, bool):
+            raise InvalidRequestError(f"stream must be True or False, not {stream!r}")
+        if isinstance(models, str):
+            raise InvalidRequestError("models must be a list of model ids, not one string")
+        if params is not None and (not isinstance(params, Mapping) or {"model", "messages"} & set(params)):
+            raise InvalidRequestError("params must be a mapping of request options other than model/messages")
+        self._llm = llm
+        self._stream = stream
+        self.params: dict[str, Any] = dict(params or {})
+        default = check_model(model, "model") if model is not None else self.client.model_id
+        self.conversation = Conversation()
+        self._task: asyncio.Task[Turn] | None = None
+        self._handles: list[DisplayHandle] = []
+        self._enter = EnterToSend(self._send_from_ui, ENTER_GRACE_S)
+        self._build(default, system_prompt or "")
+        self.models = [default, *(models or ())]  # validated by the setter
+
+    # -- widgets ---------------------------------------------------------------------------------
+    def _build(self, model: str, system_prompt: str) -> None:
+        self.model_picker = _classed(
+            w.Dropdown(options=[model], value=model, description="Model", layout=w.Layout(width="auto")),
+            "flotorch-chat-model",
+        )
+        self.system = _classed(
+            w.Text(value=system_prompt, placeholder="System prompt (optional)", layout=w.Layout(flex="1")),
+            "flotorch-chat-system",
+        )
+        # Unbounded height: stock widgets cannot keep a scrolled box pinned to its newest message, so
+        # the conversation grows with the output area, which the notebook itself scrolls.
+        self.transcript = _classed(w.VBox([]), "flotorch-chat-transcript")
+        self.error = _classed(w.HTML("", layout=w.Layout(display="none")), "flotorch-chat-error")
+        self.status = _classed(w.HTML(_status_html("Ready")), "flotorch-chat-status")
+        self.totals = _classed(w.HTML(""), "flotorch-chat-totals")
+        # continuous_update=False: the text reaches the kernel once, on Enter or blur (see EnterToSend).
+        self.input = _classed(
+            w.Text(placeholder="Ask something — Enter to send", continuous_update=False),
+            "flotorch-chat-input",
+        )
+        self.input.layout = w.Layout(flex="1 1 auto", width="auto")
+        buttons = [
+            _classed(w.Button(description=name.title(), tooltip=tip), f"flotorch-chat-{name}")
+            for name, tip in [
+                ("send", "Send the question (Enter)"),
+                ("stop", "Stop the running reply"),
+                ("clear", "Forget this conversation"),
+                ("export", "Save the chat as Markdown in the current folder"),
+            ]
+        ]
+        self.send_button, self.stop_button, self.clear_button, self.export_button = buttons
+        self.send_button.button_style = "primary"
+        self.stop_button.disabled = True
+        for button in buttons:
+            button.layout.width = "80px"
+        self.root = _classed(
+            w.VBox(
+                [
+                    w.HBox([self.model_picker, self.system]),
+                    self.transcript,
+                    self.error,
+                    w.HBox([self.status, self.totals], layout=w.Layout(justify_content="space-between")),
+                    w.HBox([self.input, *buttons]),
+                ]
+            ),
+            "flotorch-chat",
+        )
+        self._show_totals()
+        self.input.on_msg(self._guard(self._on_input_msg))
+        self.input.observe(self._guard(lambda change: self._enter.value_changed(str(change["new"]))), "value")
+        actions = [self._send_from_ui, self._stop_from_ui, self.clear, self._export_from_ui]
+        for button, action in zip(buttons, actions, strict=True):
+            button.on_click(self._guard(lambda _button, action=action: action()))
+
+    def _guard(self, callback: Callable[..., Any]) -> Callable[..., None]:
+        """Wrap a widget callback so its exception shows in the panel (it would otherwise vanish)."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self._show_error(error_line(exc))
+
+        return guarded
+
+    def _ipython_display_(self) -> None:
+        """Show the live panel, then the static transcript copy that outlives widget state."""
+        from IPython.display import display
+
+        self._show_totals()
+        display(self.root)
+        handle = display(self.conversation.transcript_bundle(), raw=True, display_id=True)
+        if handle is not None:
+            self._handles.append(handle)
+
+    def __repr__(self) -> str:
+        return f"ChatPanel(model={self.model!r}, turns={len(self.conversation.turns)}, stream={self._stream})"
+
+    # -- public API ------------------------------------------------------------------------------
+    @property
+    def client(self) -> FlotorchLLM:
+        """The client requests go through (the session's unless one was given)."""
+        return self._llm if self._llm is not None else chat.session_client()
+
+    @property
+    def model(self) -> str:
+        """The model the next question goes to (the picker's value)."""
+        return str(self.model_picker.value)
+
+    @model.setter
+    def model(self, value: str) -> None:
+        value = check_model(value, "model")
+        if value not in self.model_picker.options:
+            self.models = [*self.model_picker.options, value]
+        self.model_picker.value = value
+
+    @property
+    def models(self) -> list[str]:
+        """The model picker's choices; assign a list to change them."""
+        return list(self.model_picker.options)
+
+    @models.setter
+    def models(self, values: Sequence[str]) -> None:
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            raise InvalidRequestError(f"models must be a list of model ids, not {values!r}")
+        choices = list(dict.fromkeys(check_model(m, "each of models") for m in values))
+        if not choices:
+            raise InvalidRequestError("models must name at least one model")
+        current = self.model
+        self.model_picker.options = choices
+        self.model_picker.value = current if current in choices else choices[0]
+
+    @property
+    def task(self) -> asyncio.Task[Turn] | None:
+        """The running (or last) request task."""
+        return self._task
+
+    @property
+    def busy(self) -> bool:
+        """True while a reply is running."""
+        return self._task is not None and not self._task.done()
+
+    def send(self, text: str | None = None) -> asyncio.Task[Turn]:
+        """Ask ``text`` (default: the input box) and return the task that runs the request.
+
+        Needs a running event loop (a notebook cell, a widget callback, or ``async`` code). Refusals
+        (empty text, a reply still running, budget spent) are shown in the panel and raised.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "ChatPanel.send() needs a running asyncio event loop: use the panel inside Jupyter "
+                "(or call it from async code and await panel.wait())"
+            ) from None
+        try:
+            from_input = text is None
+            text = self.input.value if text is None else text
+            if not isinstance(text, str):
+                raise InvalidRequestError(f"the message must be a string, not {type(text).__name__}")
+            if not text.strip():
+                raise InvalidRequestError("nothing to send: the message is empty")
+            if self.busy:
+                raise ChatBusyError("a reply is still running: wait for it or press Stop")
+            client = self.client
+            chat.check_budget()
+        except Exception as exc:
+            self._show_error(error_line(exc))
+            raise
+        self._show_error(None)
+        model = self.model
+        messages = self.conversation.messages(text, self.system.value or None)
+        turn = self.conversation.start(text, model)
+        view = self._add_view(turn)
+        if from_input:
+            self.input.value = ""
+        self._task = loop.create_task(self._run(client, turn, view, messages))
+        self._task.add_done_callback(functools.partial(self._task_done, view))
+        self._sync_buttons()
+        self._show_totals()
+        return self._task
+
+    def stop(self) -> bool:
+        """Cancel the running reply (the partial text is kept, marked stopped); False if none runs."""
+        if not self.busy:
+            return False
+        assert self._task is not None
+        self._task.cancel()
+        self._set_status("Stopping…")
+        return True
+
+    async def wait(self, timeout: float | None = 120.0) -> Turn | None:
+        """Wait for the current or last reply; its ``Turn`` (None if nothing ran or it was cancelled)."""
+        task = self._task
+        if task is None:
+            return None
+        # asyncio.wait never raises the task's own cancellation into the caller.
+        await asyncio.wait({task}, timeout=timeout)
+        if not task.done():
+            raise TimeoutError(f"the reply did not finish within {timeout} s (panel.stop() cancels it)")
+        return None if task.cancelled() else task.result()
+
+    def clear(self) -> None:
+        """Stop any running reply and forget the conversation (the token totals stay)."""
+        self.stop()
+        self.conversation.clear()
+        self.transcript.children = ()
+        self._show_error(None)
+        self._set_status("Cleared")
+        self._show_totals()
+        self._refresh_static()
+
+    def export_markdown(self, path: str | Path | None = None) -> str:
+        """The conversation as Markdown; also written to ``path`` (UTF-8) if one is given."""
+        text = self.conversation.to_markdown(system_prompt=self.system.value or None)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    # -- the request task ------------------------------------------------------------------------
+    async def _run(
+        self, client: FlotorchLLM, turn: Turn, view: _TurnView, messages: list[dict[str, str]]
+    ) -> Turn:
+        self._set_status(f"{turn.model} is answering…")
+        render = Throttle(functools.partial(self._render_view, view), RENDER_INTERVAL_S)
+        try:
+            response = await chat.run_turn(
+                client, turn, messages, stream=self._stream, params=self.params, on_delta=render
+            )
+            self.conversation.count(turn)
+            chat.record_usage(response)
+            self._set_status(f"Answered in {response.latency_s:.2f} s")
+        except asyncio.CancelledError:
+            turn.end("stopped")
+            self._set_status("Stopped — the partial reply is kept and not sent as history")
+            raise
+        except Exception as exc:
+            turn.end("error", error_line(exc))
+            self._show_error(turn.error)
+            self._set_status("Failed — this turn is not sent as history")
+        finally:
+            render.cancel()
+            self._render_view(view)
+            self._sync_buttons(running=False)
+            self._show_totals()
+            self._refresh_static()
+        return turn
+
+    def _task_done(self, view: _TurnView, task: asyncio.Task[Turn]) -> None:
+        """Settle the panel after a task, also one cancelled before it ever ran (Stop right after send)."""
+        if view.turn.status == "running":
+            view.turn.end("stopped")
+            self._render_view(view)
+            self._set_status("Stopped before the request was sent")
+            self._refresh_static()
+        self._sync_buttons()
+
+    def _render_view(self, view: _TurnView) -> None:
+        view.assistant.value = view.turn.reply_html()
+        view.meta.value = view.turn.meta_html
+
+    def _add_view(self, turn: Turn) -> _TurnView:
+        user = _classed(w.HTML(turn.user_html()), "flotorch-chat-msg", "flotorch-chat-user")
+        assistant = _classed(
+            w.HTML("", layout=w.Layout(border_left="3px solid #d1d5db", padding="0 0 0 8px")),
+            "flotorch-chat-msg",
+            "flotorch-chat-assistant",
+        )
+        meta = _classed(w.HTML(turn.meta_html, layout=w.Layout(margin="0 0 8px 0")), "flotorch-chat-meta")
+        view = _TurnView(turn, user, assistant, meta)
+        self.transcript.children = (*self.transcript.children, user, assistant, meta)
+        return view
+
+    # -- UI callbacks (wrapped by _guard) -----------------------------------------------------------
+    def _on_input_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """Enter in the box: the Text view sends ``{"event": "submit"}`` (see ``EnterToSend``)."""
+        if isinstance(content, dict) and content.get("event") == "submit":
+            self._enter.submitted()
+
+    def _send_from_ui(self) -> None:
+        if not self.input.value.strip():
+            return  # Enter in an empty box: nothing to say
+        with contextlib.suppress(Exception):  # send() has shown it in the panel already
+            self.send()
+
+    def _stop_from_ui(self) -> None:
+        if not self.stop():
+            self._set_status("Nothing to stop")
+
+    def _export_from_ui(self) -> None:
+        path = chat.export_path(Path.cwd())
+        self.export_markdown(path)
+        self._set_status(f"Exported to {path}")
+
+    # -- small helpers ---------------------------------------------------------------------------
+    def _show_error(self, line: str | None) -> None:
+        self.error.value = f"<span style='color:#b91c1c'>⚠ {_render.escape_text(line)}</span>" if line else ""
+        self.error.layout.display = None if line else "none"
+
+    def _show_totals(self) -> None:
+        # The session's part also moves without us (%%flotorch, other panels): redrawn at every chance.
+        self.totals.value = _status_html(chat.totals_line(self.conversation.totals))
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = _status_html(text)
+
+    def _sync_buttons(self, running: bool | None = None) -> None:
+        running = self.busy if running is None else running
+        self.stop_button.disabled = not running
+        self.send_button.disabled = running
+
+    def _refresh_static(self) -> None:
+        if not self._handles:
+            return
+        bundle = self.conversation.transcript_bundle()
+        for handle in self._handles:
+            handle.update(bundle, raw=True)
+
+
+def _status_html(text: str) -> str:
+    return f"<span style='font-size:0.9em;color:#4b5563'>{_render.escape_text(text)}</span>"
