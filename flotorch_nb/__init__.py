@@ -19,6 +19,7 @@ from ._errors import (
     ConfigurationError,
     ConflictError,
     FlotorchError,
+    HookError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -30,6 +31,7 @@ from ._errors import (
     StreamError,
     StructuredOutputError,
 )
+from ._hooks import CallRequest, CallResult, Hooks, call_label
 from ._response import LLMResponse, ToolCall, Usage
 from ._retry import RetryPolicy
 from .llm import AsyncChatStream, ChatStream, FlotorchLLM
@@ -45,11 +47,15 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
+    "CallRequest",
+    "CallResult",
     "ChatStream",
     "ConfigurationError",
     "ConflictError",
     "FlotorchError",
     "FlotorchLLM",
+    "HookError",
+    "Hooks",
     "InvalidRequestError",
     "LLMResponse",
     "NotFoundError",
@@ -65,6 +71,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "__version__",
+    "call_label",
     "convert_pydantic_to_custom_json_schema",
 ]
 

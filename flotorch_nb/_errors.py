@@ -7,6 +7,7 @@ escapes the public API, so ``except FlotorchError`` is always enough::
      +-- ConfigurationError (ValueError)   missing/invalid model_id, api_key, base_url, options
      +-- InvalidRequestError (ValueError)  bad messages/params, refused before any I/O
      +-- BudgetExceededError               the notebook session's token budget is spent
+     +-- HookError                         a before_request/after_call hook raised (see _hooks)
      +-- ReplayMissError                   replay mode: no recording for this request
      +-- ReplayFileError                   replay mode: the recording exists but is damaged
      +-- APIConnectionError                the gateway could not be reached
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "FlotorchError",
+    "HookError",
     "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -73,6 +75,16 @@ class InvalidRequestError(FlotorchError, ValueError):
 
 class BudgetExceededError(FlotorchError):
     """The notebook session's token budget is spent; further calls are refused before any I/O."""
+
+
+class HookError(FlotorchError):
+    """A client hook raised. Before a request: nothing was sent. After a call: the answer was received
+    and is kept on ``.response`` (None when the call itself failed)."""
+
+    def __init__(self, message: str, *, hook: str, response: Any = None) -> None:
+        super().__init__(message)
+        self.hook = hook
+        self.response = response
 
 
 class APIConnectionError(FlotorchError):

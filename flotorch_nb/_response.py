@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import APIStatusError, ResponseError, status_error
 
 OFFLINE_HEADER = "x-flotorch-gateway"
 OFFLINE_MODEL_PREFIX = "offline/"
+
+#: Where an answer came from: a real gateway, the embedded offline one, a replay file, the answer cache.
+Source = Literal["live", "offline", "replay", "cache"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ class LLMResponse:
     request_id: str | None = None
     offline: bool = False
     parsed: Any = None
+    #: Where the answer came from: ``live``, ``offline`` (the embedded gateway), ``replay`` or ``cache``.
+    source: Source = "live"
 
     def assistant_message(self) -> dict[str, Any]:
         """The assistant turn to append to ``messages`` (tool calls included) to continue the chat."""

@@ -8,6 +8,7 @@ answer rather than paying for a second one. A connection that breaks mid-answer 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING
@@ -104,6 +105,16 @@ class ChatStream:
         return self._deltas
 
     def _iterate(self) -> Generator[str, None, None]:
+        begun = self._llm._before(self._call)  # may refuse the call: nothing sent yet
+        try:
+            yield from self._deltas_of_one_request()
+        except BaseException as exc:  # GeneratorExit: closed mid-way, reported as "stopped"
+            self._llm._after(begun, exc, len(self.accumulator.text))
+            raise
+        assert self._response is not None
+        self._llm._after(begun, self._response)
+
+    def _deltas_of_one_request(self) -> Generator[str, None, None]:
         import httpx2
 
         with self._llm._tracked_call():  # a stream is in flight until it ends, fails or is closed
@@ -187,6 +198,18 @@ class AsyncChatStream:
         return self._deltas
 
     async def _iterate(self) -> AsyncGenerator[str, None]:
+        begun = self._llm._before(self._call)  # may refuse the call: nothing sent yet
+        try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
+            async with contextlib.aclosing(self._deltas_of_one_request()) as deltas:
+                async for delta in deltas:
+                    yield delta
+        except BaseException as exc:  # GeneratorExit (closed) and CancelledError (Stop) are "stopped"
+            self._llm._after(begun, exc, len(self.accumulator.text))
+            raise
+        assert self._response is not None
+        self._llm._after(begun, self._response)
+
+    async def _deltas_of_one_request(self) -> AsyncGenerator[str, None]:
         import httpx2
 
         with self._llm._tracked_call():  # in flight until it ends, fails, is closed or cancelled

@@ -33,6 +33,7 @@ class Call:
     """One prepared request: everything the send loops need, decided before any I/O."""
 
     url: str
+    body: Mapping[str, Any] = field(repr=False)  # what hooks, replay and the cache look at
     content: bytes
     headers: Mapping[str, str] = field(repr=False)  # holds the key: a verbose traceback shows reprs
     timeout: float

@@ -19,9 +19,10 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
-from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
+from ._errors import ConfigurationError, FlotorchError, HookError, StructuredOutputError
+from ._hooks import CallRequest, CallResult, Hooks, Outcome
 from ._request import build_body, encode_body
-from ._response import LLMResponse, parse_completion
+from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream
 from ._transport import (
@@ -59,7 +60,8 @@ class FlotorchLLM:
     ``FlotorchLLM(model_id, api_key, base_url)`` works exactly as documented; any of the three may be
     omitted and is then read from ``FLOTORCH_MODEL_ID`` / ``FLOTORCH_API_KEY`` / ``FLOTORCH_BASE_URL``.
     Keyword-only extras: ``timeout`` (seconds, per request), ``max_retries`` or a full ``retry`` policy,
-    ``endpoint``, and injected ``http_client`` / ``async_http_client`` (which we then never close).
+    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close), and
+    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class FlotorchLLM:
         endpoint: str | None = None,
         http_client: httpx2.Client | None = None,
         async_http_client: httpx2.AsyncClient | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self._settings = _config.resolve(
             model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
@@ -89,6 +92,8 @@ class FlotorchLLM:
         self._close_on_idle = False
         #: Whether the last answer came from an offline gateway (None until a call has answered).
         self.offline: bool | None = None
+        #: Code run before every request and after every finished call (see ``flotorch_nb._hooks``).
+        self.hooks = hooks if hooks is not None else Hooks()
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -126,7 +131,7 @@ class FlotorchLLM:
         return f"FlotorchLLM(model_id={self.model_id!r}, base_url={base_url!r}, api_key='***')"
 
     def with_model(self, model_id: str) -> FlotorchLLM:
-        """The same gateway, key and options for another model (with its own connection pools)."""
+        """The same gateway, key, options and hooks for another model (its own pools and hook lists)."""
         if not isinstance(model_id, str) or not model_id.strip():
             raise ConfigurationError("model_id must be a non-empty string")
         return FlotorchLLM(
@@ -136,6 +141,7 @@ class FlotorchLLM:
             timeout=self.timeout,
             retry=self.retry,
             endpoint=self.endpoint,
+            hooks=self.hooks.copy(),
         )
 
     # -- the pure part of a call ---------------------------------------------------------------
@@ -165,6 +171,7 @@ class FlotorchLLM:
         )
         return Call(
             url=self.url,
+            body=body,
             content=encode_body(body),
             headers=headers_for(self._settings.api_key),
             timeout=_config.check_timeout(timeout, "timeout") if timeout is not None else self.timeout,
@@ -175,6 +182,7 @@ class FlotorchLLM:
 
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         self.offline = response.offline
+        response.source = self._source(response)
         if call.model_class is not None:
             try:
                 response.parsed = parse_structured(call.model_class, response.content)
@@ -188,6 +196,63 @@ class FlotorchLLM:
             response.usage.total_tokens if response.usage else "unknown",
         )
         return response
+
+    def _source(self, response: LLMResponse | None) -> Source:
+        if self._settings.cassette_mode == "replay":
+            return "replay"
+        return "offline" if response is not None and response.offline else "live"
+
+    def _complete(self, http: httpx2.Response, started: float, body: bytes, call: Call) -> LLMResponse:
+        """A whole (non-streamed) 2xx body as the finished ``LLMResponse``."""
+        info = response_info(http.headers, time.perf_counter() - started)
+        try:
+            return self._finish(parse_completion(body, info), call)
+        except FlotorchError as error:
+            scrub(error, self._settings.api_key)
+            raise
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _before(self, call: Call) -> tuple[CallRequest | None, float]:
+        """Run the ``before_request`` hooks (which may refuse the call); start the call's clock."""
+        hooks = self.hooks
+        request = None
+        if hooks.before_request or hooks.after_call:
+            request = hooks.request(call.model, call.body, stream=call.stream)
+            hooks.run_before(request)
+        return request, time.perf_counter()
+
+    def _after(
+        self,
+        begun: tuple[CallRequest | None, float],
+        outcome: LLMResponse | BaseException,
+        partial_chars: int = 0,
+    ) -> None:
+        """Run the ``after_call`` hooks once for a finished call (answer, failure or stop).
+
+        After a failure the failure is what the caller must see: a hook that raises then is logged
+        and noted on the failure instead of replacing it.
+        """
+        request, started = begun
+        if request is None or not self.hooks.after_call:
+            return
+        if isinstance(outcome, BaseException):
+            response = getattr(outcome, "response", None)
+            state: Outcome = "error" if isinstance(outcome, Exception) else "stopped"
+            if isinstance(outcome, asyncio.CancelledError | GeneratorExit | KeyboardInterrupt):
+                state = "stopped"
+            result = CallResult(
+                request, state, response if isinstance(response, LLMResponse) else None, outcome,
+                time.perf_counter() - started, self._source(None), partial_chars,
+            )  # fmt: skip
+            try:
+                self.hooks.run_after(result)
+            except HookError as hook_error:
+                logger.warning("%s", hook_error)
+                outcome.add_note(f"also: {hook_error}")
+            return
+        self.hooks.run_after(
+            CallResult(request, "ok", outcome, None, time.perf_counter() - started, outcome.source)
+        )
 
     # -- the sync shell ------------------------------------------------------------------------
     def _sync_client(self) -> httpx2.Client:
@@ -252,14 +317,16 @@ class FlotorchLLM:
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        with self._tracked_call():
-            response, started, body = self._send(call)
-        info = response_info(response.headers, time.perf_counter() - started)
+        begun = self._before(call)
         try:
-            return self._finish(parse_completion(body, info), call)
-        except FlotorchError as error:
-            scrub(error, self._settings.api_key)
+            with self._tracked_call():
+                http, started, body = self._send(call)
+            response = self._complete(http, started, body, call)
+        except BaseException as exc:
+            self._after(begun, exc)
             raise
+        self._after(begun, response)
+        return response
 
     def stream(
         self,
@@ -339,14 +406,16 @@ class FlotorchLLM:
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        with self._tracked_call():
-            response, started, body = await self._asend(call)
-        info = response_info(response.headers, time.perf_counter() - started)
+        begun = self._before(call)
         try:
-            return self._finish(parse_completion(body, info), call)
-        except FlotorchError as error:
-            scrub(error, self._settings.api_key)
+            with self._tracked_call():
+                http, started, body = await self._asend(call)
+            response = self._complete(http, started, body, call)
+        except BaseException as exc:
+            self._after(begun, exc)
             raise
+        self._after(begun, response)
+        return response
 
     def astream(
         self,
