@@ -16,8 +16,11 @@ leak the conversation through the image URL's query string (the classic "markdow
 attack on chat UIs), and a saved notebook would repeat the request every time it is opened. A link
 needs a deliberate click.
 
-This module is pure: no IPython, no widgets, no knowledge of ``LLMResponse`` (the footer takes plain
-values). markdown-it-py and nh3 are imported on first use so ``import flotorch_nb`` stays cheap.
+Everything shown also passes ``_text.utf8_safe``: a lone surrogate in model output or a prompt would
+otherwise make the display (and the saved notebook, which is UTF-8) fail.
+
+This module is pure: no IPython, no widgets, no knowledge of ``LLMResponse`` (the ``Footer`` holds
+plain values). markdown-it-py and nh3 are imported on first use so ``import flotorch_nb`` stays cheap.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import functools
 import html
 import math
 import re
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+from ._text import utf8_safe
 
 if TYPE_CHECKING:
     import nh3
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-__all__ = ["answer_html", "escape_text", "footer_html", "footer_text", "render_markdown"]
+__all__ = ["Footer", "answer_html", "escape_text", "footer_html", "footer_text", "render_markdown"]
 
 # The tags markdown-it (commonmark + tables + strikethrough) can produce; nothing else survives.
 _ALLOWED_TAGS = frozenset(
@@ -65,7 +71,7 @@ def escape_text(text: str) -> str:
     """Escape plain text (a user's message, a model id, an error line) for use inside HTML."""
     if not isinstance(text, str):
         raise TypeError(f"escape_text() needs a str, not {type(text).__name__}")
-    return html.escape(text, quote=True)
+    return html.escape(utf8_safe(text), quote=True)
 
 
 def render_markdown(text: str) -> str:
@@ -77,7 +83,7 @@ def render_markdown(text: str) -> str:
         raise TypeError(f"render_markdown() needs a str, not {type(text).__name__}")
     md = _markdown()
     env: dict[str, Any] = {}
-    tokens = md.parse(text, env)
+    tokens = md.parse(utf8_safe(text), env)
     _move_alignment_out_of_style(tokens)
     return _cleaner().clean(md.renderer.render(tokens, md.options, env))
 
@@ -93,74 +99,95 @@ def answer_html(content_md: str, footer: str) -> str:
     return f'<div class="flotorch-answer">{render_markdown(content_md)}{footer}</div>'
 
 
-def footer_text(
-    *,
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    total_tokens: int,
-    usage_known: bool = True,
-    latency_s: float | None = None,
-    gateway_latency_ms: float | None = None,
-    offline: bool = False,
-    note: str | None = None,
-) -> str:
+@dataclass(frozen=True, slots=True)
+class Footer:
+    """What the line under an answer says: one typed value, built by ``LLMResponse.footer()`` or
+    ``LedgerEntry.footer()`` and shown by ``footer_text`` / ``footer_html``, so the magics, the chat
+    panel, exports and ``LLMResponse``'s own display always agree.
+
+    Checked when built (a wrong type is a caller's bug, found where it was made). ``usage_known``
+    False with ``total_tokens`` > 0 means the total is an estimate (a stopped stream, a gateway that
+    sent no usage); with 0 it means "unknown". ``note`` is a short mark shown first (``STOPPED``).
+    """
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    usage_known: bool = True
+    latency_s: float | None = None
+    gateway_latency_ms: float | None = None
+    offline: bool = False
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.note is not None and not isinstance(self.note, str):
+            raise TypeError(f"note must be a str, not {type(self.note).__name__}")
+        if not isinstance(self.model, str):
+            raise TypeError(f"model must be a str, not {type(self.model).__name__}")
+        for name in ("input_tokens", "output_tokens", "total_tokens"):
+            value = getattr(self, name)
+            # bool is an int subclass; True tokens is a caller's bug, not a count.
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.latency_s is not None:
+            _check_duration("latency_s", self.latency_s)
+        if self.gateway_latency_ms is not None:
+            _check_duration("gateway_latency_ms", self.gateway_latency_ms)
+
+    def with_note(self, note: str | None) -> Footer:
+        """The same footer with another mark (``None`` removes it)."""
+        return replace(self, note=note)
+
+    def parts(self) -> list[str]:
+        """The pieces of the line, badge and note excluded (``footer_text`` joins them with ``·``)."""
+        parts = [self.model or "unknown model"]
+        if self.usage_known:
+            parts.append(
+                f"in {self.input_tokens} · out {self.output_tokens} · total {self.total_tokens} tokens"
+            )
+        elif self.total_tokens:
+            parts.append(f"about {self.total_tokens} tokens (estimated)")
+        else:
+            parts.append("tokens unknown")
+        gateway = (
+            _format_duration(self.gateway_latency_ms / 1000) if self.gateway_latency_ms is not None else None
+        )
+        if self.latency_s is not None:
+            latency = _format_duration(self.latency_s)
+            parts.append(f"{latency} (gateway {gateway})" if gateway else latency)
+        elif gateway:
+            parts.append(f"gateway {gateway}")
+        return parts
+
+
+def footer_text(footer: Footer) -> str:
     """One line for the end of an answer.
 
     Example: ``OFFLINE gateway · offline/assistant · in 12 · out 34 · total 46 tokens · 210 ms``.
-    ``note`` is a short mark shown first (the chat panel's ``STOPPED`` / ``ERROR``).
     """
-    parts = _footer_parts(
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=total_tokens,
-        usage_known=usage_known,
-        latency_s=latency_s,
-        gateway_latency_ms=gateway_latency_ms,
-        note=note,
-    )
-    if offline:
+    parts = [utf8_safe(part) for part in footer.parts()]
+    if footer.offline:
         parts.insert(0, "OFFLINE gateway")
-    if note:
-        parts.insert(0, note)
+    if footer.note:
+        parts.insert(0, utf8_safe(footer.note))
     return " · ".join(parts)
 
 
-def footer_html(
-    *,
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    total_tokens: int,
-    usage_known: bool = True,
-    latency_s: float | None = None,
-    gateway_latency_ms: float | None = None,
-    offline: bool = False,
-    note: str | None = None,
-) -> str:
+def footer_html(footer: Footer) -> str:
     """The footer as HTML: ``<div class="flotorch-footer">`` with an "OFFLINE gateway" badge if offline.
 
     Inline styles only (this HTML is ours, never model output): a notebook page has no stylesheet of
     ours, and the saved notebook must look the same without the package installed.
     """
-    parts = _footer_parts(
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=total_tokens,
-        usage_known=usage_known,
-        latency_s=latency_s,
-        gateway_latency_ms=gateway_latency_ms,
-        note=note,
-    )
-    pieces = [escape_text(part) for part in parts]
-    if offline:
+    pieces = [escape_text(part) for part in footer.parts()]
+    if footer.offline:
         pieces.insert(0, _OFFLINE_BADGE)
-    if note:
-        pieces.insert(
-            0, f'<strong class="flotorch-footer-note" style="color:#b91c1c">{escape_text(note)}</strong>'
-        )
+    if footer.note:
+        note = escape_text(footer.note)
+        pieces.insert(0, f'<strong class="flotorch-footer-note" style="color:#b91c1c">{note}</strong>')
     # Joined like footer_text, so the footer's visible text (textContent) is exactly footer_text.
     return (
         '<div class="flotorch-footer" style="font-size:0.85em;color:#6b7280;margin-top:4px">'
@@ -168,47 +195,7 @@ def footer_html(
     )
 
 
-def _footer_parts(
-    *,
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    total_tokens: int,
-    usage_known: bool,
-    latency_s: float | None,
-    gateway_latency_ms: float | None,
-    note: str | None,
-) -> list[str]:
-    """Validate the footer values and format them as the pieces of the line, badge excluded."""
-    if note is not None and not isinstance(note, str):
-        raise TypeError(f"note must be a str, not {type(note).__name__}")
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a str, not {type(model).__name__}")
-    counts = {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": total_tokens}
-    for name, value in counts.items():
-        # bool is an int subclass; True tokens is a caller's bug, not a count.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-    parts = [model or "unknown model"]
-    if usage_known:
-        parts.append(f"in {input_tokens} · out {output_tokens} · total {total_tokens} tokens")
-    else:
-        parts.append("tokens unknown")
-    if latency_s is not None:
-        latency = _format_duration(_check_duration("latency_s", latency_s))
-        if gateway_latency_ms is not None:
-            gateway = _format_duration(_check_duration("gateway_latency_ms", gateway_latency_ms) / 1000)
-            latency = f"{latency} (gateway {gateway})"
-        parts.append(latency)
-    elif gateway_latency_ms is not None:
-        gateway = _format_duration(_check_duration("gateway_latency_ms", gateway_latency_ms) / 1000)
-        parts.append(f"gateway {gateway}")
-    return parts
-
-
-def _check_duration(name: str, value: float) -> float:
+def _check_duration(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0:

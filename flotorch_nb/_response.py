@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import APIStatusError, ResponseError, status_error
+
+if TYPE_CHECKING:
+    from ._render import Footer
 
 OFFLINE_HEADER = "x-flotorch-gateway"
 OFFLINE_MODEL_PREFIX = "offline/"
@@ -104,34 +107,37 @@ class LLMResponse:
     def __str__(self) -> str:
         return self.content
 
-    def footer_fields(self, default_model: str = "unknown model") -> dict[str, Any]:
-        """The keyword arguments of ``_render.footer_text`` / ``footer_html`` for this answer (one
-        place, so the magics, the chat panel and this display always show the same footer)."""
+    def footer(self, default_model: str = "unknown model") -> Footer:
+        """The line shown under this answer (one place, so the magics, the chat panel, exports and this
+        display always show the same footer)."""
+        from ._render import Footer
+
         usage = self.usage
-        return {
-            "model": self.model or default_model,
-            "input_tokens": usage.input_tokens if usage else 0,
-            "output_tokens": usage.output_tokens if usage else 0,
-            "total_tokens": usage.total_tokens if usage else 0,
-            "usage_known": usage is not None,
-            "latency_s": self.latency_s,
-            "gateway_latency_ms": self.gateway_latency_ms,
-            "offline": self.offline,
-        }
+        return Footer(
+            model=self.model or default_model,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            usage_known=usage is not None,
+            latency_s=self.latency_s,
+            gateway_latency_ms=self.gateway_latency_ms,
+            offline=self.offline,
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """Plain data for any frontend: sanitized HTML (content as Markdown) and plain text, each with
         a footer. Rendering is imported here so that ``import flotorch_nb`` stays light."""
         from . import _render
+        from ._text import utf8_safe
 
-        footer = self.footer_fields()
+        footer = self.footer()
         text = self.content
         if self.tool_calls:
             calls = "\n".join(f"→ tool call {c.name}({c.arguments})" for c in self.tool_calls)
             text = f"{text}\n{calls}" if text else calls
         return {
-            "text/plain": f"{text}\n\n{_render.footer_text(**footer)}",
-            "text/html": _render.answer_html(text, _render.footer_html(**footer)),
+            "text/plain": utf8_safe(f"{text}\n\n{_render.footer_text(footer)}"),
+            "text/html": _render.answer_html(text, _render.footer_html(footer)),
         }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -59,6 +60,11 @@ def _clean_gateway_and_env(request: pytest.FixtureRequest, monkeypatch: pytest.M
     for name in ALL_ENV:
         monkeypatch.delenv(name, raising=False)
     yield
+    # The notebook layer's process-wide state (session, ledger, budget, autostarted gateway...), if a
+    # test loaded it: back to clean, so no test sees another's conversation, usage or budget.
+    session = sys.modules.get("flotorch_nb.notebook.session")
+    if session is not None:
+        session.reset()
     if "gateway" in request.fixturenames:
         gw = request.getfixturevalue("gateway")
         gw.faults.clear()

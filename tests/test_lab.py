@@ -81,6 +81,8 @@ def test_offline_env_points_everything_at_the_gateway_and_keeps_a_chosen_model()
         "FLOTORCH_API_KEY": "offline-abc",
         "FLOTORCH_BASE_URL": "http://127.0.0.1:9",
         "FLOTORCH_MODEL_ID": "offline/assistant",
+        # Names the gateway as offline for the kernels, which did not start it (autostart.is_offline).
+        "FLOTORCH_OFFLINE_GATEWAY": "http://127.0.0.1:9",
     }
     assert base == {"PATH": "/bin", "FLOTORCH_API_KEY": "half-configured"}, "the input is not changed"
     chosen = lab.offline_env({"FLOTORCH_MODEL_ID": "offline/echo"}, "http://x", "k")

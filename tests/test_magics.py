@@ -39,7 +39,7 @@ from flotorch_nb import (
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook import commands as _magic_commands
 from flotorch_nb.notebook import magics as flotorch_magics
-from flotorch_nb.notebook.session import get_session, reset_session
+from flotorch_nb.notebook.session import get_session, reset
 from flotorch_nb.replay import ReplayMissError
 
 SECRET = "sk-" "live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
@@ -122,9 +122,9 @@ def shell(offline_env: OfflineGateway, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setattr(ip.displayhook, "write_format_data", pub.write_result)
     names = set(ip.user_ns)
     flotorch_magics.load_ipython_extension(ip)
-    reset_session()
+    reset()
     yield Shell(ip, pub)
-    reset_session()
+    reset()
     for name in set(ip.user_ns) - names:  # the shell is shared: leave no variables behind
         del ip.user_ns[name]
 
@@ -324,7 +324,7 @@ def test_in_every_format_the_cells_value_is_the_response_rendered_once(
     assert ns["Out"][n] is value and ns["_"] is value and ns["kept"] is value
     # ... with every field of the response the client built (the one in the conversation and ledger) ...
     session = get_session()
-    built = session.response_for(session.conversation[-1])
+    built = session.conversation.turns[-1].response
     assert built is not None
     for f in dataclasses.fields(LLMResponse):
         assert getattr(value, f.name) == getattr(built, f.name), f.name
@@ -494,7 +494,8 @@ def test_each_cell_is_fresh_unless_continued(shell: Shell, offline_env: OfflineG
     assert offline_env.requests[-1].body["messages"] == [{"role": "user", "content": "Unrelated question"}]
     shell.cell("-n", "Another fresh start")
     assert len(offline_env.requests[-1].body["messages"]) == 1
-    assert get_session().conversation[0]["content"] == "Another fresh start"
+    (turn,) = get_session().conversation.turns
+    assert turn.user == "Another fresh start" and turn.status == "done"
 
 
 def test_history_export_and_reset(shell: Shell, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -502,7 +503,7 @@ def test_history_export_and_reset(shell: Shell, tmp_path: Path, capsys: pytest.C
     b = shell.cell("-c -m offline/echo", "Say <b>this</b> back")
     shell.line("history")
     history = shell.pub.published[-1].data
-    assert "## User\n\nWhat is a tide?" in history["text/plain"]
+    assert "## You\n\nWhat is a tide?" in history["text/plain"]
     assert "&lt;b&gt;this&lt;/b&gt;" in history["text/html"]
     assert_safe_html(history["text/html"], own_markup=True)
     target = tmp_path / "chat.md"
@@ -514,8 +515,8 @@ def test_history_export_and_reset(shell: Shell, tmp_path: Path, capsys: pytest.C
     assert text.count("OFFLINE gateway") == 2
     capsys.readouterr()
     shell.line("reset")
-    assert "cleared the conversation (4 messages) and the usage ledger (2 calls)" in capsys.readouterr().out
-    assert get_session().conversation == [] and len(get_session().ledger) == 0
+    assert "cleared the conversation (2 turns) and the usage ledger (2 calls)" in capsys.readouterr().out
+    assert get_session().conversation.turns == [] and len(get_session().ledger) == 0
     with pytest.raises(UsageError, match="no conversation"):
         shell.line(f"export {tmp_path / 'empty.md'}")
 
@@ -607,7 +608,10 @@ def test_a_gateway_failure_fails_the_cell_with_the_typed_error(
     offline_env.faults.add(Fault(status=500, message="upstream exploded"))
     with pytest.raises(ServerError, match=r"HTTP 500.*upstream exploded"):
         shell.cell("" if stream else "--no-stream", "hi")
-    assert len(get_session().ledger) == 0 and get_session().conversation == []
+    assert len(get_session().ledger) == 0  # it reached no model: it cost nothing
+    (failed,) = get_session().conversation.turns  # kept on record, marked, never sent back as history
+    assert failed.status == "error" and "upstream exploded" in (failed.error or "")
+    assert get_session().conversation.messages("next") == [{"role": "user", "content": "next"}]
     assert Event("clear", wait=True) not in shell.pub.events
 
 
@@ -637,7 +641,8 @@ def test_config_shows_the_setup_but_never_the_key(shell: Shell, capsys: pytest.C
     shell.line("")
     out = capsys.readouterr().out
     assert "model     offline/assistant" in out and os.environ["FLOTORCH_BASE_URL"] in out
-    assert "API key   set (••••) from FLOTORCH_API_KEY" in out and "mode      live" in out
+    assert "API key   set (••••) from FLOTORCH_API_KEY" in out
+    assert "mode      OFFLINE (embedded gateway)" in out  # offline/ models: the banner says so too
     assert os.environ["FLOTORCH_API_KEY"] not in out
     shell.line("config")
     assert capsys.readouterr().out == out
@@ -695,7 +700,7 @@ def test_login_asks_with_getpass_and_the_key_is_never_shown(
     assert "from %flotorch login" in out.out
     session = get_session()
     texts += [out.out, out.err, shell.pub.everything(), repr(resp), html_of(resp)]
-    texts += [repr(session), repr(session.client()), json.dumps(session.conversation)]
+    texts += [repr(session), repr(session.client()), session.conversation.to_markdown()]
     texts += [repr(v) for v in shell.ip.user_ns.values() if not callable(v)]
     for text in texts:
         assert SECRET not in text and SECRET[-8:] not in text

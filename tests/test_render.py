@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb._render import (
+    Footer,
     _cleaner,
     answer_html,
     escape_text,
@@ -315,33 +316,36 @@ FOOTER: dict[str, Any] = {
 }
 
 
+def footer(**change: Any) -> Footer:
+    return Footer(**{**FOOTER, **change})
+
+
 def test_footer_text_online() -> None:
-    assert (
-        footer_text(**FOOTER)
-        == "offline/assistant · in 12 · out 34 · total 46 tokens · 210 ms (gateway 3 ms)"
-    )
+    expected = "offline/assistant · in 12 · out 34 · total 46 tokens · 210 ms (gateway 3 ms)"
+    assert footer_text(footer()) == expected
 
 
 def test_footer_text_offline_badge_and_seconds() -> None:
-    text = footer_text(**{**FOOTER, "latency_s": 2.5, "gateway_latency_ms": None}, offline=True)
+    text = footer_text(footer(latency_s=2.5, gateway_latency_ms=None, offline=True))
     assert text == "OFFLINE gateway · offline/assistant · in 12 · out 34 · total 46 tokens · 2.50 s"
 
 
-def test_footer_usage_unknown() -> None:
-    text = footer_text(
-        **{**FOOTER, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}, usage_known=False
-    )
+def test_footer_usage_unknown_and_estimated() -> None:
+    text = footer_text(footer(input_tokens=0, output_tokens=0, total_tokens=0, usage_known=False))
     assert "tokens unknown" in text
     assert "in 0" not in text
+    # A stopped reply's cost is an estimate: shown as one, never as the gateway's count.
+    estimated = footer_text(footer(input_tokens=0, output_tokens=0, total_tokens=57, usage_known=False))
+    assert "about 57 tokens (estimated)" in estimated and "in 0" not in estimated
 
 
 def test_footer_without_latency() -> None:
-    text = footer_text(model="m", input_tokens=1, output_tokens=2, total_tokens=3)
+    text = footer_text(Footer("m", 1, 2, 3))
     assert text == "m · in 1 · out 2 · total 3 tokens"
 
 
 def test_footer_html_structure_badge_and_escaping() -> None:
-    out = footer_html(**{**FOOTER, "model": "<img src=x onerror=alert(1)>"}, offline=True)
+    out = footer_html(footer(model="<img src=x onerror=alert(1)>", offline=True))
     assert out.startswith('<div class="flotorch-footer"')
     assert '<span class="flotorch-offline-badge"' in out
     assert "OFFLINE gateway</span>" in out
@@ -358,26 +362,27 @@ def test_footer_html_structure_badge_and_escaping() -> None:
 @pytest.mark.parametrize("usage_known", [True, False])
 def test_footer_html_text_is_footer_text(offline: bool, note: str | None, usage_known: bool) -> None:
     """What a browser shows (textContent) is word for word the text/plain footer."""
-    values = {**FOOTER, "offline": offline, "note": note, "usage_known": usage_known}
+    value = footer(offline=offline, note=note, usage_known=usage_known)
     parts: list[str] = []
 
     class Text(HTMLParser):
         def handle_data(self, data: str) -> None:
             parts.append(data)
 
-    Text().feed(footer_html(**values))
-    assert "".join(parts) == footer_text(**values)
+    Text().feed(footer_html(value))
+    assert "".join(parts) == footer_text(value)
 
 
 def test_footer_note_is_shown_first_and_escaped() -> None:
-    assert footer_text(**FOOTER, note="STOPPED").startswith("STOPPED · offline/assistant")
-    assert "&lt;b&gt;" in footer_html(**FOOTER, note="<b>")
+    assert footer_text(footer(note="STOPPED")).startswith("STOPPED · offline/assistant")
+    assert footer_text(footer().with_note("ERROR")).startswith("ERROR · ")
+    assert "&lt;b&gt;" in footer_html(footer(note="<b>"))
     with pytest.raises(TypeError):
-        footer_text(**FOOTER, note=1)  # type: ignore[arg-type]
+        footer(note=1)
 
 
 def test_footer_html_online_has_no_badge() -> None:
-    assert "OFFLINE" not in footer_html(**FOOTER)
+    assert "OFFLINE" not in footer_html(footer())
 
 
 @pytest.mark.parametrize(
@@ -394,20 +399,37 @@ def test_footer_html_online_has_no_badge() -> None:
         ({"gateway_latency_ms": float("inf")}, ValueError),
     ],
 )
-def test_footer_rejects_bad_values(change: dict[str, Any], error: type[Exception]) -> None:
+def test_footer_rejects_bad_values_where_it_is_built(change: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
-        footer_text(**{**FOOTER, **change})
-    with pytest.raises(error):
-        footer_html(**{**FOOTER, **change})
+        footer(**change)
+
+
+def test_a_footer_is_a_frozen_value() -> None:
+    import dataclasses
+
+    value = footer()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.model = "other"  # type: ignore[misc]
+    assert value == footer() and value.with_note("X") != value
 
 
 def test_answer_html_wraps_sanitized_content_and_footer() -> None:
-    footer = footer_html(**FOOTER)
-    out = answer_html("**hi** <img src=x onerror=alert(1)>", footer)
+    line = footer_html(footer())
+    out = answer_html("**hi** <img src=x onerror=alert(1)>", line)
     assert out.startswith('<div class="flotorch-answer"><p><strong>hi</strong> &lt;img')
-    assert out.endswith(footer + "</div>")
+    assert out.endswith(line + "</div>")
     with pytest.raises(TypeError):
         answer_html("x", None)  # type: ignore[arg-type]
+
+
+def test_lone_surrogates_are_shown_as_replacement_characters_everywhere() -> None:
+    """Text from os.listdir() of a badly encoded name: valid in a str, impossible in UTF-8."""
+    bad = "report\udcff.txt"
+    named = footer(model=bad)
+    for out in (escape_text(bad), render_markdown(bad), footer_text(named), footer_html(named)):
+        out.encode("utf-8")  # what every display, notebook file and export needs
+        assert "report\ufffd.txt" in out
+    assert escape_text("pair \ud83d\ude00") == "pair \U0001f600"  # a surrogate pair is its character
 
 
 def test_import_does_not_load_markdown_or_nh3() -> None:

@@ -18,12 +18,11 @@ from flotorch_nb import (
     ConfigurationError,
     FlotorchLLM,
     LLMResponse,
-    Usage,
 )
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook import autostart as _offline
-from flotorch_nb.notebook.ledger import Ledger
-from flotorch_nb.notebook.session import Session, get_session, reset_session
+from flotorch_nb.notebook.ledger import Ledger, LedgerEntry
+from flotorch_nb.notebook.session import Session, get_session, reset
 
 SECRET = "sk-" "session-SECRET-0123456789"  # split: see test_client_support.KEY
 
@@ -265,37 +264,35 @@ async def test_a_rebuild_inside_a_running_loop_closes_the_old_async_pool_too(
 
 
 # -- conversation -------------------------------------------------------------------------------------
-def test_a_fresh_turn_replaces_the_conversation_and_continuing_keeps_it(
+def test_only_completed_turns_are_history_and_each_reply_keeps_its_response(
     offline_env: OfflineGateway, session: Session
 ) -> None:
-    first = session.messages_for("one", system="be brief")
+    conversation = session.conversation
+    first = conversation.messages("one", system="be brief")
     assert first == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"}]
-    r1 = session.client().invoke(first)
-    session.add_exchange(first, r1)
-    second = session.messages_for("two", continue_=True)
+    turn = conversation.start("one", "offline/assistant")
+    turn.finish(r1 := session.client().invoke(first))
+    failed = conversation.start("lost", "offline/assistant")
+    failed.end("error", "ServerError: HTTP 500")
+    second = conversation.messages("two", system="be brief")
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
-    r2 = session.client().invoke(second)
-    session.add_exchange(second, r2)
-    assert [m["content"] for m in session.conversation[1:]] == ["one", r1.content, "two", r2.content]
-    # Each reply still knows the response behind it after the conversation grew.
-    assert session.response_for(session.conversation[2]) is r1
-    assert session.response_for(session.conversation[4]) is r2
-    assert session.response_for(session.conversation[1]) is None
-    # A new system prompt replaces the old one; a fresh turn starts over.
-    assert session.messages_for("three", system="be long", continue_=True)[0]["content"] == "be long"
-    assert session.messages_for("fresh") == [{"role": "user", "content": "fresh"}]
-    assert session.clear_conversation() == 5 and session.conversation == []
+    assert second[2] == r1.assistant_message() and turn.response is r1
+    assert "lost" not in str(second)  # a failed turn stays visible but is never sent back
+    assert conversation.messages("fresh") == [{"role": "user", "content": "one"}, r1.assistant_message(),
+                                              {"role": "user", "content": "fresh"}]  # fmt: skip
+    assert conversation.clear() == 2 and conversation.turns == []
 
 
 # -- ledger and budget --------------------------------------------------------------------------------
-def test_the_ledger_sums_real_responses_per_model(offline_env: OfflineGateway, session: Session) -> None:
+def test_every_session_client_call_is_in_the_ledger_summed_per_model(
+    offline_env: OfflineGateway, session: Session
+) -> None:
     responses = [
         ask(session, "hello there"),
         ask(session, "tell me about rivers"),
         ask(session, "x", "offline/echo"),
     ]
-    for resp in responses:
-        session.record(resp, "test")
+    assert {e.source for e in session.ledger.entries} == {"code"}  # nobody labelled these calls
     rows = {row["model"]: row for row in session.ledger.as_rows()}
     assistant = [r for r in responses if r.model == "offline/assistant"]
     assert rows["offline/assistant"]["calls"] == 2
@@ -314,28 +311,22 @@ def test_the_ledger_sums_real_responses_per_model(offline_env: OfflineGateway, s
     assert bundle["text/plain"] == text and f"<td>{total}</td>" in bundle["text/html"]
 
 
-def test_answers_without_usage_are_counted_as_unknown_not_as_zero(
+def test_answers_without_usage_are_counted_as_estimated_not_as_zero(
     offline_env: OfflineGateway, session: Session
 ) -> None:
     offline_env.faults.add(Fault(omit_usage=True))
     resp = ask(session, "no usage please")
     assert resp.usage is None
-    session.record(resp, "test")
     (row,) = session.ledger.as_rows()
-    assert row == {
-        "model": "offline/assistant",
-        "calls": 1,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "total_tokens": 0,
-        "unknown_usage": 1,
-    }
+    assert row["calls"] == 1 and row["estimated"] == 1
+    assert (row["input_tokens"], row["output_tokens"]) == (0, 0)
+    assert row["total_tokens"] > 0  # an estimate counts against a budget; zero would be a lie
 
 
 def test_the_ledger_html_escapes_model_names() -> None:
     ledger = Ledger()
-    hostile = LLMResponse(content="", metadata={}, model="<img src=x onerror=alert(1)>", usage=Usage(1, 2, 3))
-    ledger.record(hostile, "test")
+    hostile = "<img src=x onerror=alert(1)>"
+    ledger.record(LedgerEntry("test", hostile, 1, 2, 3, True, 0.1, False))
     html = ledger.as_html()
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert Ledger().as_text() == "no calls recorded yet"
@@ -347,11 +338,14 @@ def test_the_budget_refuses_calls_once_spent_and_says_how_to_continue(
     session.check_budget()  # no budget: never refuses
     session.set_budget(10_000)
     resp = ask(session, "spend some tokens")
-    session.record(resp, "test")
     session.check_budget()
     session.set_budget(resp.usage.total_tokens if resp.usage else 1)  # spent == budget: refused
     with pytest.raises(BudgetExceededError, match=r"budget spent: \d+ of \d+ tokens.*%flotorch budget off"):
         session.check_budget()
+    sent = len(offline_env.requests)
+    with pytest.raises(BudgetExceededError):
+        ask(session, "one more")  # the client's hook refuses it: nothing is sent
+    assert len(offline_env.requests) == sent and len(session.ledger) == 1
     session.set_budget(None)
     session.check_budget()
     for bad in (0, -5, True, 2.5, "100"):
@@ -359,28 +353,30 @@ def test_the_budget_refuses_calls_once_spent_and_says_how_to_continue(
             session.set_budget(bad)  # type: ignore[arg-type]
 
 
-def test_reset_clears_conversation_and_ledger_but_keeps_budget_and_configuration(
+def test_clear_empties_conversation_and_ledger_but_keeps_budget_and_configuration(
     offline_env: OfflineGateway, session: Session
 ) -> None:
     session.set_budget(500)
     session.configure(model_id="offline/echo")
-    messages = session.messages_for("hi")
-    resp = session.client().invoke(messages)
-    session.add_exchange(messages, resp)
-    session.record(resp, "test")
-    assert session.reset() == (2, 1)
-    assert (session.conversation, len(session.ledger)) == ([], 0)
+    turn = session.conversation.start("hi", "offline/echo")
+    turn.finish(ask(session, "hi"))
+    assert session.clear() == (1, 1)
+    assert (session.conversation.turns, len(session.ledger)) == ([], 0)
     assert session.budget == 500 and session.model_id == "offline/echo"
 
 
-def test_get_session_is_process_wide_and_reset_session_starts_over(offline_env: OfflineGateway) -> None:
+def test_get_session_is_process_wide_and_reset_returns_it_clean(offline_env: OfflineGateway) -> None:
     first = get_session()
     assert get_session() is first
     client = first.client()
     client.invoke([{"role": "user", "content": "hi"}])
-    second = reset_session()
-    assert second is not first and get_session() is second
-    assert client._client is None  # the old session's client was closed
+    first.set_budget(10)
+    first.configure(model_id="offline/echo")
+    first.conversation.start("hi", "offline/echo")
+    assert reset() is first and get_session() is first  # hooks on clients someone kept stay live
+    assert client._client is None  # the session's client was closed
+    assert (len(first.ledger), first.budget, first.conversation.turns) == (0, None, [])
+    assert first.model_id == "offline/assistant"  # the override is gone: the environment decides
 
 
 # -- the offline fallback -----------------------------------------------------------------------------

@@ -19,12 +19,13 @@ import ipywidgets as w
 import pytest
 from test_render import XSS_PAYLOADS, assert_safe_html
 
-from flotorch_nb import BudgetExceededError, FlotorchLLM, RetryPolicy
+from flotorch_nb import FlotorchLLM, RetryPolicy, call_label
 from flotorch_nb._render import render_markdown
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.gateway._faults import Fault
-from flotorch_nb.notebook.chat import EnterToSend, Throttle, error_line, export_path
-from flotorch_nb.notebook.session import get_session, reset_session
+from flotorch_nb.notebook.chat import EnterToSend, error_line, export_path
+from flotorch_nb.notebook.pacing import Throttle
+from flotorch_nb.notebook.session import get_session, reset
 from flotorch_nb.notebook.widgets import ENTER_GRACE_S, ChatBusyError, ChatPanel
 
 pytestmark = pytest.mark.anyio
@@ -98,9 +99,9 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.fixture(autouse=True)
 def fresh_session() -> Iterator[None]:
     """The notebook session (ledger, budget, client) is process-wide: start and end each test clean."""
-    reset_session()
+    reset()
     yield
-    reset_session()
+    reset()
 
 
 @pytest.fixture
@@ -202,8 +203,8 @@ async def test_meta_line_shows_tokens_latency_model_and_offline_badge(
     assert "flotorch-chat-meta" in meta._dom_classes
     text = text_of(meta.value)
     f = turn.footer
-    assert f["usage_known"] and f["total_tokens"] == f["input_tokens"] + f["output_tokens"] > 0
-    assert f"in {f['input_tokens']} · out {f['output_tokens']} · total {f['total_tokens']} tokens" in text
+    assert f.usage_known and f.total_tokens == f.input_tokens + f.output_tokens > 0
+    assert f"in {f.input_tokens} · out {f.output_tokens} · total {f.total_tokens} tokens" in text
     assert "OFFLINE gateway" in text
     assert "offline/assistant" in text
     assert " ms" in text or " s" in text
@@ -514,9 +515,9 @@ async def test_totals_add_up(make_panel: Callable[..., ChatPanel]) -> None:
         assert turn is not None and turn.footer is not None
         footers.append(turn.footer)
     totals = panel.conversation.totals
-    assert totals.replies == 3
-    assert totals.input_tokens == sum(f["input_tokens"] for f in footers)
-    assert totals.output_tokens == sum(f["output_tokens"] for f in footers)
+    assert totals.calls == 3
+    assert totals.input_tokens == sum(f.input_tokens for f in footers)
+    assert totals.output_tokens == sum(f.output_tokens for f in footers)
     assert totals.total_tokens == totals.input_tokens + totals.output_tokens
     t = totals
     expected = f"3 replies · in {t.input_tokens} · out {t.output_tokens} · total {t.total_tokens} tokens"
@@ -531,9 +532,9 @@ async def test_totals_show_this_chat_and_the_whole_session(
     session = get_session()
 
     def magic_call(prompt: str) -> int:
-        """What %%flotorch does with an answer: record it in the session ledger."""
-        resp = llm.invoke([{"role": "user", "content": prompt}])
-        session.record(resp, "magic")
+        """A call %%flotorch makes: through a client carrying the session's hooks, labelled "magic"."""
+        with call_label("magic"):
+            resp = session.watch(llm).invoke([{"role": "user", "content": prompt}])
         assert resp.usage is not None and resp.usage.total_tokens > 0
         return resp.usage.total_tokens
 
@@ -544,8 +545,8 @@ async def test_totals_show_this_chat_and_the_whole_session(
     panel.send("What is Python?")
     turn = await panel.wait()
     assert turn is not None and turn.footer is not None
-    mine = turn.footer["total_tokens"]
-    chat = f"1 reply · in {turn.footer['input_tokens']} · out {turn.footer['output_tokens']} · total {mine}"
+    mine = turn.footer.total_tokens
+    chat = f"1 reply · in {turn.footer.input_tokens} · out {turn.footer.output_tokens} · total {mine}"
     assert text_of(panel.totals.value) == (
         f"This chat: {chat} tokens — Session: 2 calls · total {magic + mine} tokens"
     )
@@ -555,10 +556,10 @@ async def test_totals_show_this_chat_and_the_whole_session(
     other.send("hello there")
     other_turn = await other.wait()
     assert other_turn is not None and other_turn.footer is not None
-    theirs = other_turn.footer["total_tokens"]
+    theirs = other_turn.footer.total_tokens
     assert text_of(other.totals.value) == (
-        f"This chat: 1 reply · in {other_turn.footer['input_tokens']} · out "
-        f"{other_turn.footer['output_tokens']} · total {theirs} tokens"
+        f"This chat: 1 reply · in {other_turn.footer.input_tokens} · out "
+        f"{other_turn.footer.output_tokens} · total {theirs} tokens"
         f" — Session: 3 calls · total {magic + mine + theirs} tokens"
     )
     magic += magic_call("What is a wave?")
@@ -619,7 +620,7 @@ async def test_display_leaves_a_static_transcript_that_follows_the_conversation(
 # -- the notebook session: client, ledger, budget -----------------------------------------------------
 async def test_session_client_ledger_and_budget(offline_env: OfflineGateway) -> None:
     """No llm given: the session's client (FLOTORCH_* env); replies land in the shared ledger, and a
-    spent budget refuses the next question inside the panel, before any request."""
+    spent budget refuses the next question before any request: the turn fails, shown in the panel."""
     session = get_session()
     panel = ChatPanel(models=["offline/echo"])
     try:
@@ -630,20 +631,21 @@ async def test_session_client_ledger_and_budget(offline_env: OfflineGateway) -> 
         assert turn is not None and turn.status == "done" and turn.footer is not None
         entries = session.ledger.entries
         assert len(entries) == 1 and entries[0].source == "chat"
-        assert entries[0].total_tokens == turn.footer["total_tokens"] > 0
+        assert entries[0].total_tokens == turn.footer.total_tokens > 0
         session.set_budget(entries[0].total_tokens)  # exactly spent
         sent_before = len(offline_env.requests)
         frontend_update(panel.input, value="one more")
         panel.send_button.click()
-        assert len(panel.conversation.turns) == 1  # refused: no new turn
-        assert len(offline_env.requests) == sent_before  # and nothing sent
+        refused = await panel.wait()
+        assert refused is not None and refused.status == "error"
+        assert len(offline_env.requests) == sent_before  # nothing sent
+        assert len(session.ledger) == 1  # and nothing spent
         line = text_of(panel.error.value)
         assert line.startswith("⚠ BudgetExceededError: token budget spent")
-        assert panel.input.value == "one more"  # kept for when the budget is raised
-        with pytest.raises(BudgetExceededError):
-            panel.send("again")
+        assert "ERROR" in text_of(panel.transcript.children[-1].value)
+        assert refused.user not in str(panel.conversation.messages("next"))  # not history
         session.set_budget(10_000)
-        panel.send_button.click()
+        panel.send("again")
         turn = await panel.wait()
         assert turn is not None and turn.status == "done"
         assert "budget" in text_of(panel.totals.value)
@@ -654,14 +656,15 @@ async def test_session_client_ledger_and_budget(offline_env: OfflineGateway) -> 
         await session.client().aclose()
 
 
-async def test_failed_and_stopped_turns_are_not_in_the_ledger(
+async def test_a_failed_turn_that_reached_no_model_costs_nothing(
     make_panel: Callable[..., ChatPanel], gateway: OfflineGateway
 ) -> None:
     panel = make_panel()
     gateway.faults.add(Fault(status=400, message="nope"))
     panel.send("hello")
-    await panel.wait()
-    assert len(get_session().ledger) == 0
+    turn = await panel.wait()
+    assert turn is not None and turn.status == "error"
+    assert len(get_session().ledger) == 0 and panel.conversation.totals.calls == 0
 
 
 # -- the pure helpers behind the panel ---------------------------------------------------------------

@@ -7,8 +7,11 @@ environment at it, so ``%%flotorch``, the chat panel and a plain ``FlotorchLLM()
 laptop, in CI or on Binder with no account. The key it sets is a non-secret placeholder.
 
 It returns one line saying which gateway is in use, so nobody mistakes the deterministic offline
-models for a real LLM, and never any part of a key. Pure of IPython: usable from scripts and tests;
-``stop_gateway()`` undoes it (tests).
+models for a real LLM, and never any part of a key. ``is_offline`` is the one rule for "does this
+configuration talk to an offline gateway?", shared by that banner and ``%flotorch config``; it also
+knows the gateway ``python -m flotorch_nb.lab`` started outside the kernel
+(``FLOTORCH_OFFLINE_GATEWAY``). Pure of IPython: usable from scripts and tests; ``stop_gateway()``
+undoes it (tests).
 """
 
 from __future__ import annotations
@@ -19,16 +22,28 @@ from typing import TYPE_CHECKING
 
 from .. import _config
 from .._config import display_url
+from .._response import OFFLINE_MODEL_PREFIX
 
 if TYPE_CHECKING:
     from ..gateway import OfflineGateway
 
-__all__ = ["OFFLINE_API_KEY", "OFFLINE_MODEL_ID", "ensure_gateway", "gateway_url", "stop_gateway"]
+__all__ = [
+    "ENV_OFFLINE_GATEWAY",
+    "OFFLINE_API_KEY",
+    "OFFLINE_MODEL_ID",
+    "ensure_gateway",
+    "gateway_url",
+    "is_offline",
+    "stop_gateway",
+]
 
 #: Not a secret: a placeholder the offline gateway accepts (it accepts any key). Distinctive, since
 #: error messages are scrubbed of the key and a plain word like "offline" would be scrubbed too.
 OFFLINE_API_KEY = "flotorch-offline-placeholder"
 OFFLINE_MODEL_ID = "offline/assistant"
+#: Set by a launcher that started an offline gateway outside the kernel (``python -m flotorch_nb.lab``)
+#: to that gateway's URL, so the kernel can say it is offline although it did not start it.
+ENV_OFFLINE_GATEWAY = "FLOTORCH_OFFLINE_GATEWAY"
 
 _lock = threading.Lock()
 _gateway: OfflineGateway | None = None
@@ -41,6 +56,18 @@ def gateway_url() -> str | None:
     """The URL of this process's embedded gateway, or None if it was not started."""
     gateway = _gateway
     return gateway.url if gateway is not None else None
+
+
+def is_offline(base_url: str | None, model_id: str | None) -> bool:
+    """Whether calls to ``base_url`` with ``model_id`` are answered by an offline gateway: the one
+    started in this process, the one a launcher named in ``FLOTORCH_OFFLINE_GATEWAY``, or any gateway
+    asked for an ``offline/`` model (only the offline gateway serves those: ``binder/start``)."""
+    if model_id and model_id.startswith(OFFLINE_MODEL_PREFIX):
+        return True
+    if not base_url:
+        return False
+    known = (gateway_url(), os.environ.get(ENV_OFFLINE_GATEWAY))
+    return base_url.rstrip("/") in {url.rstrip("/") for url in known if url}
 
 
 def ensure_gateway() -> str:
@@ -125,7 +152,7 @@ def _configured_banner() -> str:
             "%flotorch base_url https://... (or set FLOTORCH_BASE_URL) before asking"
         )
     model_text = f"model {model}" if model else "no model set: use %flotorch model NAME or -m NAME"
-    if model and model.startswith("offline/"):
+    if is_offline(base_url, model):
         # Set up by `python -m flotorch_nb.lab` or binder/start: still not a real model.
         return (
             f"flotorch_nb: using the OFFLINE gateway at {display_url(base_url)} ({model_text}; deterministic "

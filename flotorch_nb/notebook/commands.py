@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .. import _config
 from .._errors import ConfigurationError
-from . import autostart, views
+from . import autostart
 from .session import Session
 
 __all__ = ["COMMANDS", "Command", "Output"]
@@ -34,14 +33,14 @@ def config(session: Session) -> Output:
     if source:
         key = f"set (••••) from {'%flotorch login' if source == 'session' else source}"
     base = session.base_url
-    offline = bool(base) and base == autostart.gateway_url()
-    mode = "OFFLINE (embedded gateway)" if offline else "live"
+    # The banner's rule, so both say the same (also for the launcher's gateway outside the kernel).
+    mode = "OFFLINE (embedded gateway)" if autostart.is_offline(base, session.model_id) else "live"
     if session.mode == "replay":
         mode = f"replay from {os.environ.get(_config.ENV_REPLAY)} (no network)"
     elif session.mode == "record":
         mode += f", recording to {os.environ.get(_config.ENV_RECORD)}"
     budget = "none" if session.budget is None else f"{session.budget} tokens ({session.spent_tokens} used)"
-    size = f"{len(session.conversation)} messages, {len(session.ledger)} calls, {session.spent_tokens} tokens"
+    size = f"{len(session.conversation)} turns, {len(session.ledger)} calls, {session.spent_tokens} tokens"
     rows = [
         ("model", session.model_id or "not set — %flotorch model NAME"),
         ("base URL", _config.display_url(base) if base else "not set — %flotorch base_url URL"),
@@ -98,27 +97,22 @@ def budget(session: Session, value: str | None = None) -> Output:
     return f"token budget: {session.budget} tokens ({used} used so far)"
 
 
-def _transcript(session: Session) -> tuple[list[dict[str, Any]], list[Any]]:
-    messages = list(session.conversation)
-    return messages, [session.response_for(m) for m in messages]
-
-
 def history(session: Session) -> Output:
     """The ``%%flotorch`` conversation, each answer with its footer."""
-    messages, responses = _transcript(session)
-    if not messages:
+    conversation = session.conversation
+    if not conversation.turns:
         return "no conversation yet: run a %%flotorch cell first"
     return {
-        "text/plain": views.transcript_markdown(messages, responses, title="Conversation"),
-        "text/html": views.transcript_html(messages, responses),
+        "text/plain": conversation.to_markdown(title="Conversation", totals=False),
+        "text/html": conversation.history_html(),
     }
 
 
 def reset(session: Session) -> Output:
     """Clear the conversation and the ledger; say what was cleared and what was kept."""
-    messages, calls = session.reset()
+    turns, calls = session.clear()
     return (
-        f"reset: cleared the conversation ({messages} messages) and the usage ledger ({calls} calls); "
+        f"reset: cleared the conversation ({turns} turns) and the usage ledger ({calls} calls); "
         "configuration and budget unchanged"
     )
 
@@ -130,12 +124,12 @@ def export(session: Session, path: str) -> Output:
         raise ConfigurationError(f"the file must end in .md, got {path!r}")
     if not target.parent.is_dir():
         raise ConfigurationError(f"the folder {str(target.parent)!r} does not exist")
-    messages, responses = _transcript(session)
-    if not messages:
+    conversation = session.conversation
+    if not conversation.turns:
         raise ConfigurationError("no conversation to export yet; run a %%flotorch cell first")
-    text = views.transcript_markdown(messages, responses, title="FloTorch conversation")
+    text = conversation.to_markdown(title="FloTorch conversation", totals=False)
     target.write_text(text, encoding="utf-8")
-    return f"exported {len(messages)} messages to {target}"
+    return f"exported {len(conversation)} turns to {target}"
 
 
 def record(session: Session, directory: str) -> Output:
@@ -143,8 +137,8 @@ def record(session: Session, directory: str) -> Output:
     target = Path(directory).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise ConfigurationError(f"{str(target)!r} is a file, not a folder")
-    os.environ.pop(_config.ENV_REPLAY, None)
-    os.environ[_config.ENV_RECORD] = str(target)
+    session.setenv(_config.ENV_REPLAY, None)
+    session.setenv(_config.ENV_RECORD, str(target))
     session.close()
     return f"recording every exchange to {target} (FLOTORCH_RECORD); %flotorch live stops"
 
@@ -154,16 +148,16 @@ def replay(session: Session, directory: str) -> Output:
     target = Path(directory).expanduser().resolve()
     if not target.is_dir():
         raise ConfigurationError(f"no such folder {str(target)!r}; record one with %flotorch record DIR")
-    os.environ.pop(_config.ENV_RECORD, None)
-    os.environ[_config.ENV_REPLAY] = str(target)
+    session.setenv(_config.ENV_RECORD, None)
+    session.setenv(_config.ENV_REPLAY, str(target))
     session.close()
     return f"replaying answers from {target} (FLOTORCH_REPLAY): no network; an unrecorded prompt fails"
 
 
 def live(session: Session) -> Output:
     """Stop recording and replaying."""
-    os.environ.pop(_config.ENV_RECORD, None)
-    os.environ.pop(_config.ENV_REPLAY, None)
+    session.setenv(_config.ENV_RECORD, None)
+    session.setenv(_config.ENV_REPLAY, None)
     session.close()
     base = session.base_url
     return f"live: requests go to {_config.display_url(base) if base else 'the configured gateway'}"

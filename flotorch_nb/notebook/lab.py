@@ -50,8 +50,13 @@ def decide_mode(env: Mapping[str, str]) -> Mode:
 
 
 def offline_env(env: Mapping[str, str], url: str, api_key: str) -> dict[str, str]:
-    """The environment JupyterLab (and so each kernel) gets when the offline gateway is in use."""
+    """The environment JupyterLab (and so each kernel) gets when the offline gateway is in use.
+
+    ``FLOTORCH_OFFLINE_GATEWAY`` names the gateway as offline, so ``%flotorch`` in a kernel says so too
+    (it did not start this gateway itself; see ``autostart.is_offline``).
+    """
     child = dict(env)
+    child["FLOTORCH_OFFLINE_GATEWAY"] = url
     child["FLOTORCH_BASE_URL"] = url
     child["FLOTORCH_API_KEY"] = api_key
     child["FLOTORCH_MODEL_ID"] = env.get("FLOTORCH_MODEL_ID") or OFFLINE_MODEL

@@ -2,10 +2,15 @@
 
 Loaded by ``%load_ext flotorch_nb``. Unlike chat magics that print errors, a failed request here
 *raises* (a typed ``FlotorchError``), so a notebook run by nbmake/nbclient in CI fails when the
-gateway does. Mistakes in options or configuration raise IPython's ``UsageError``: one line saying
-how to fix it, no traceback, and nothing sent. Answers stream into the cell as they arrive and
-end as the cell's value, the ``LLMResponse``, in every format: one plain rich output (sanitized HTML
-+ text, JSON for ``-f json``) that survives save, reopen and HTML export.
+gateway does; IPython shows it as one line (``_render_traceback_``), not as frames of library code
+(``%xmode Verbose`` brings them back). Mistakes in options or configuration raise IPython's
+``UsageError``: one line saying how to fix it, no traceback, and nothing sent. Answers stream into
+the cell as they arrive (as plain text in a terminal) and end as the cell's value, the
+``LLMResponse``, in every format: one plain rich output (sanitized HTML + text, JSON for
+``-f json``) that survives save, reopen and HTML export.
+
+Budget and usage are not this module's business: the session's client refuses a call once the
+budget is spent and records every call (``call_label("magic")`` names the source).
 """
 
 from __future__ import annotations
@@ -14,33 +19,49 @@ import getpass
 import keyword
 import os
 import shlex
-import time
 from collections import ChainMap
-from typing import Any
+from typing import Any, Literal
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.display import clear_output, display
+from IPython.display import display
 
 from .. import _config
-from .._errors import ConfigurationError, InvalidRequestError, StructuredOutputError
-from . import autostart, commands, views
+from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
+from .._hooks import call_label
+from .._text import utf8_safe
+from . import answer, autostart, commands
+from .chat import error_line
+from .conversation import Conversation, Turn
 from .interpolate import interpolate
+from .ledger import capture
 from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 FORMATS = ("markdown", "text", "code", "json")
-#: How often the streaming preview is redrawn: smooth to read, cheap for the frontend.
-PREVIEW_INTERVAL_S = 0.05
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def split_words(line: str) -> list[str]:
+    """``line`` split into words shell-style: quotes group and are removed, and nothing else changes.
+
+    Backslashes are kept as typed (``shlex.split`` would read ``C:\\Users\\me`` as escapes and
+    give ``C:Usersme``): Windows paths and regular expressions arrive intact. A quote inside a word is
+    written with the other kind of quotes around it.
+    """
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # a "#" in a prompt option is text
+    lexer.escape = ""
+    return list(lexer)
+
+
 def _parse(func: Any, line: str, magic: str) -> Any:
-    """Parse ``line`` with the magic's argparse parser, shell-style (quotes removed)."""
+    """Parse ``line`` with the magic's argparse parser, shell-style (see ``split_words``)."""
     try:
-        tokens = shlex.split(line)
+        tokens = split_words(line)
     except ValueError as exc:  # e.g. an unbalanced quote
         raise UsageError(f"{magic}: cannot split the options ({exc}); check the quotes") from None
     try:
@@ -114,15 +135,18 @@ class FlotorchMagics(Magics):
         conversation; -c/--continue sends the conversation so far before the prompt (so follow-up
         questions work); -n/--new says "fresh" explicitly. -s replaces the system prompt.
 
-        Output: the answer streams in as a preview, which is then replaced by the cell's value
-        (Out[n], _): the LLMResponse, shown once with a footer (model, tokens, latency, OFFLINE
-        mark), in the cell's format: sanitized Markdown (default), plain text (-f text), the first
-        code block (-f code) or JSON (-f json, --schema; .parsed holds the parsed value or the
-        schema instance). -o VAR also stores it in VAR, and {Out[n]} / {VAR} quote its text later.
+        Output: the answer streams in as a preview (plain text in terminal IPython), which is then
+        replaced by the cell's value (Out[n], _): the LLMResponse, shown once with a footer (model,
+        tokens, latency, OFFLINE mark), in the cell's format: sanitized Markdown (default), plain
+        text (-f text), the first code block (-f code) or JSON (-f json, --schema; .parsed holds
+        the parsed value or the schema instance; NaN/Infinity, which JSON cannot hold, are
+        refused). -o VAR also stores it in VAR, and {Out[n]} / {VAR} quote its text later.
 
         Errors: option or configuration mistakes raise UsageError before anything is sent; gateway
-        failures raise the typed FlotorchError so the cell fails (and CI notices); a spent
-        %flotorch budget raises BudgetExceededError. Every answer is counted in %flotorch usage.
+        failures raise the typed FlotorchError so the cell fails (and CI notices), shown as one line
+        (%xmode Verbose shows the traceback); a spent %flotorch budget raises BudgetExceededError.
+        Every call is counted in %flotorch usage, a failed or interrupted one with what it cost.
+        Options are split like a shell's, but backslashes stay as typed (Windows paths work).
         """
         args = _parse(self.flotorch_cell, line, "%%flotorch")
         session = self.session
@@ -140,15 +164,20 @@ class FlotorchMagics(Magics):
         prompt = cell if args.no_interpolate else interpolate(cell, self._namespace())
         if not prompt.strip():
             raise UsageError("%%flotorch: the cell is empty; write the prompt on the lines below %%flotorch")
+        # What came in must stay showable and exportable: no lone surrogates past this point.
+        prompt = utf8_safe(prompt)
+        system = utf8_safe(args.system) if args.system is not None else None
 
         try:
             client = session.client(args.model)
         except ConfigurationError as exc:
             raise _configuration_fix(session, exc, model_given=bool(args.model)) from None
-        session.check_budget()  # BudgetExceededError: a real failure, the cell must fail
 
         fmt = "json" if schema is not None else args.format
-        messages = session.messages_for(prompt, system=args.system, continue_=args.cont)
+        conversation = session.conversation
+        if args.cont and system is None:
+            system = conversation.system
+        messages = (conversation if args.cont else Conversation()).messages(prompt, system)
         params: dict[str, Any] = {}
         if args.temperature is not None:
             params["temperature"] = args.temperature
@@ -159,78 +188,42 @@ class FlotorchMagics(Magics):
         if schema is None and fmt == "json":
             response_format = {"type": "json_object"}
 
-        try:
+        turn = Turn(prompt, model=args.model or client.model_id)
+        with call_label("magic"), capture() as spent:
             try:
-                if args.no_stream:
-                    resp = client.invoke(messages, response_format=response_format, **params)
-                else:
-                    stream = client.stream(messages, response_format=response_format, **params)
+                resp = answer.ask(
+                    self.ip, client, turn, messages, response_format, params, fmt, stream=not args.no_stream
+                )
             except InvalidRequestError as exc:  # refused before any I/O: an option mistake
                 raise UsageError(f"%%flotorch: {exc}") from None
-            if not args.no_stream:
-                resp = self._stream(stream, fmt)
-        except StructuredOutputError as exc:
-            if exc.response is not None:  # the answer did not fit the schema, but its tokens were spent
-                session.record(exc.response, "magic")
-            raise
-
-        session.record(resp, "magic")
-        session.add_exchange(messages, resp)
+            except BaseException as exc:
+                ended: Literal["stopped", "error"] = "error" if isinstance(exc, Exception) else "stopped"
+                turn.end(ended, error_line(exc), spent[-1] if spent else None)
+                self._commit(turn, system, fresh=not args.cont)
+                if isinstance(exc, FlotorchError):
+                    answer.one_line_traceback(exc, self.ip)
+                raise
+        turn.finish(resp, spent[-1] if spent else None)
+        self._commit(turn, system, fresh=not args.cont)
         if args.output:
             self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
-        value = self._show(resp, fmt, streamed=not args.no_stream)
+        try:
+            value = answer.cell_value(self.ip, resp, fmt, streamed=not args.no_stream)
+        except FlotorchError as exc:
+            answer.one_line_traceback(exc, self.ip)
+            raise
         if args.output:
             self.ip.user_ns[args.output] = value  # the very object that is Out[n]
         return value
 
-    def _stream(self, stream: Any, fmt: str) -> Any:
-        """Show deltas as they arrive in one display (redrawn at most every PREVIEW_INTERVAL_S)."""
-        handle = display(views.preview_bundle("", fmt), raw=True, display_id=True)
-        pieces: list[str] = []
-        shown = time.monotonic()
-        try:
-            with stream:
-                for delta in stream:
-                    pieces.append(delta)
-                    now = time.monotonic()
-                    if now - shown >= PREVIEW_INTERVAL_S:
-                        handle.update(views.preview_bundle("".join(pieces), fmt), raw=True)
-                        shown = now
-                return stream.response
-        except BaseException:
-            # Keep what arrived visible above the traceback (a cut stream, an interrupt).
-            stopped = views.preview_bundle(
-                "".join(pieces), fmt, status="stopped: see the error below"
-            )
-            handle.update(stopped, raw=True)
-            raise
-
-    def _show(self, resp: Any, fmt: str, *, streamed: bool) -> Any:
-        """Clear the preview and return the cell's value: the LLMResponse, which IPython then shows
-        as the cell's one final rendering (its execute_result), in the cell's format."""
-        if streamed:
-            # wait=True: the preview disappears only when the final output arrives, so no flicker.
-            clear_output(wait=True)
-        if fmt == "markdown":
-            return resp  # the LLMResponse renders itself (sanitized HTML + footer)
-        if fmt == "text":
-            bundle = views.answer_bundle(resp, "text")
-        elif fmt == "code":
-            code = views.extract_code(resp.content) or ""
-            if code:
-                self.ip.set_next_input(code, replace=False)  # a new cell below, not a replacement
-            bundle = views.answer_bundle(resp, "code", code=code)
-        else:
-            if resp.parsed is not None:  # --schema: the client validated it
-                value = resp.parsed.model_dump(mode="json")
-            else:
-                try:
-                    value = resp.parsed = views.parse_json_answer(resp.content)
-                except Exception:
-                    display(views.answer_bundle(resp, "text"), raw=True)  # show what came back
-                    raise
-            bundle = views.json_bundle(value, resp)
-        return views.FormattedResponse.of(resp, bundle)
+    def _commit(self, turn: Turn, system: str | None, *, fresh: bool) -> None:
+        """Make the turn part of the conversation: the whole of it for a fresh cell, the next for -c."""
+        conversation = self.session.conversation
+        if fresh:
+            conversation.clear()
+        conversation.system = system
+        conversation.add(turn)
+        conversation.count(turn)
 
     def _namespace(self) -> Any:
         """The user's namespace for interpolation, with In[n] as typed (not IPython's transformed code)."""
@@ -266,7 +259,8 @@ class FlotorchMagics(Magics):
           base_url [URL]    show / set the gateway URL (http or https)
           login             ask for the API key without echoing it; kept in memory for this
                             session only: never in the notebook, the environment or an output
-          usage             tokens used this session, per model (calls with unknown usage counted)
+          usage             tokens used this session by every call of the session's clients, per
+                            model (stopped or failed calls, and answers without usage, estimated)
           budget [N|off]    show / set / remove a token budget; spent => calls refused before sending
           history           the %%flotorch conversation, with each answer's model and tokens
           reset             clear the conversation and the usage ledger

@@ -1,24 +1,31 @@
-"""What ``%%flotorch`` and ``%flotorch`` show: MIME bundles for previews, answers and transcripts,
-and ``FormattedResponse``, the value a ``-f text/code/json`` cell ends with.
+"""What ``%%flotorch`` shows: MIME bundles for previews and answers, the JSON rule, and
+``FormattedResponse``, the value a ``-f text/code/json`` cell ends with.
 
 Kept apart from ``magics.py`` so the shapes can be tested without a shell and the magic stays
 about control flow. Everything that becomes HTML goes through ``_render`` (model Markdown rendered
 and sanitized, everything else escaped): in JupyterLab an HTML output's event handlers execute,
 and a saved notebook is trusted again when reopened. Plain text is inert and always included, so
-an answer survives any viewer, ``nbconvert --to markdown`` and CI logs.
+an answer survives any viewer, ``nbconvert --to markdown`` and CI logs; it passes ``utf8_safe`` too.
+
+JSON (``-f json``, ``--schema``) is shown as ``application/json`` only if it is standard JSON
+(RFC 8259): Python's ``json`` reads ``NaN`` and ``Infinity``, which no JSON file may hold, so the
+saved output would disagree with ``resp.parsed`` (the kernel writes them as strings or refuses). Such
+an answer is refused with a ``ResponseError`` that says so, rather than shown as something it is not.
+(Conversation transcripts live in ``conversation``.)
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import _render
 from .._errors import ResponseError
 from .._response import LLMResponse
+from .._text import utf8_safe
 
 __all__ = [
     "FormattedResponse",
@@ -27,8 +34,7 @@ __all__ = [
     "json_bundle",
     "parse_json_answer",
     "preview_bundle",
-    "transcript_html",
-    "transcript_markdown",
+    "standard_json",
 ]
 
 # Plain text keeps its line breaks and spacing without being parsed; a div (our own markup, styled
@@ -78,51 +84,78 @@ def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict
         f"{_render.escape_text(status)}</div>"
     )
     return {
-        "text/plain": f"{text}\n[{status}]",
+        "text/plain": utf8_safe(f"{text}\n[{status}]"),
         "text/html": f'<div class="flotorch-streaming">{body}{line}</div>',
     }
 
 
 def answer_bundle(resp: LLMResponse, fmt: str, *, code: str | None = None) -> dict[str, str]:
     """The final answer for ``text`` (preformatted, never parsed) or ``code`` (one fenced block)."""
-    fields = resp.footer_fields()
-    footer_html, footer_text = _render.footer_html(**fields), _render.footer_text(**fields)
+    footer = resp.footer()
+    footer_html, footer_text = _render.footer_html(footer), _render.footer_text(footer)
     if fmt == "code":
         assert code is not None
         # A fence longer than any run of tildes in the code, so the code can never close it.
         fence = "~" * max(3, 1 + max((len(run) for run in re.findall("~+", code)), default=0))
         html = _render.answer_html(f"{fence}{code_language(resp.content)}\n{code}\n{fence}", footer_html)
-        return {"text/plain": f"{code}\n\n{footer_text}", "text/html": html}
+        return {"text/plain": utf8_safe(f"{code}\n\n{footer_text}"), "text/html": html}
     html = f'<div class="flotorch-answer">{_PRE}{_render.escape_text(resp.content)}</div>{footer_html}</div>'
-    return {"text/plain": f"{resp.content}\n\n{footer_text}", "text/html": html}
+    return {"text/plain": utf8_safe(f"{resp.content}\n\n{footer_text}"), "text/html": html}
 
 
 def json_bundle(value: Any, resp: LLMResponse) -> dict[str, Any]:
-    """A JSON value as ``application/json`` (JupyterLab's tree view) plus the pretty text and footer."""
-    fields = resp.footer_fields()
+    """A JSON value (``standard_json``'s) as ``application/json`` (JupyterLab's tree view) plus the
+    pretty text and footer."""
+    footer = resp.footer()
     pretty = json.dumps(value, indent=2, ensure_ascii=False)
     html = (
         f'<div class="flotorch-answer">{_PRE}{_render.escape_text(pretty)}</div>'
-        f"{_render.footer_html(**fields)}</div>"
+        f"{_render.footer_html(footer)}</div>"
     )
     return {
         "application/json": value if isinstance(value, dict | list) else {"value": value},
         "text/html": html,
-        "text/plain": f"{pretty}\n\n{_render.footer_text(**fields)}",
+        "text/plain": utf8_safe(f"{pretty}\n\n{_render.footer_text(footer)}"),
     }
 
 
+def _not_standard(constant: str) -> NoReturn:
+    raise ValueError(constant)
+
+
+def standard_json(value: Any) -> Any:
+    """``value`` if it can be saved as standard JSON, text made UTF-8-safe; else a ``ResponseError``.
+
+    The one rule for what a cell may show (and a notebook file store) as ``application/json``.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ResponseError(_NAN_MESSAGE) from None
+    safe = utf8_safe(text)
+    return value if safe is text else json.loads(safe)
+
+
+_NAN_MESSAGE = (
+    "-f json: the answer holds NaN or Infinity, which standard JSON (RFC 8259) cannot hold, so it "
+    "cannot be shown or saved as JSON; ask the model for null or a string instead, or use -f text"
+)
+
+
 def parse_json_answer(content: str) -> Any:
-    """The answer as JSON: the whole text, else its first fenced block; ``ResponseError`` if neither."""
+    """The answer as standard JSON: the whole text, else its first fenced block; ``ResponseError``
+    if neither parses, or if the JSON holds ``NaN`` / ``Infinity`` (see the module docstring)."""
     candidates = [content]
     fenced = extract_code(content, fallback=False)
     if fenced is not None:
         candidates.append(fenced)
     for candidate in candidates:
         try:
-            return json.loads(candidate)
+            return standard_json(json.loads(candidate, parse_constant=_not_standard))
         except (json.JSONDecodeError, RecursionError):  # nested too deeply is "not usable JSON" too
             continue
+        except ValueError:  # NaN, Infinity or -Infinity
+            raise ResponseError(_NAN_MESSAGE) from None
     snippet = " ".join(content.split())[:120]
     raise ResponseError(
         f"-f json: the answer is not JSON ({snippet!r}); ask the model for JSON only, or use "
@@ -155,56 +188,3 @@ def code_language(text: str) -> str:
     if not blocks or blocks[0].type != "fence":
         return ""
     return str(blocks[0].info).split(" ")[0].strip()
-
-
-_ROLE_TITLES = {
-    "system": "System",
-    "developer": "Developer",
-    "user": "User",
-    "assistant": "Assistant",
-    "tool": "Tool",
-}
-
-
-def _content_text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    else:
-        text = ""
-    for call in message.get("tool_calls") or []:
-        function = call.get("function", {}) if isinstance(call, Mapping) else {}
-        text += f"\n→ tool call {function.get('name')}({function.get('arguments')})"
-    return text.strip()
-
-
-def transcript_markdown(
-    messages: Sequence[Mapping[str, Any]], responses: Sequence[LLMResponse | None], *, title: str
-) -> str:
-    """The conversation as a Markdown document, each answer followed by its model and token footer.
-
-    ``responses[i]`` is the response behind ``messages[i]`` (None for prompts and unknown replies).
-    """
-    parts = [f"# {title}\n"]
-    for message, resp in zip(messages, responses, strict=True):
-        role = str(message.get("role", "?"))
-        parts.append(f"## {_ROLE_TITLES.get(role, role)}\n\n{_content_text(message)}\n")
-        if resp is not None:
-            parts.append(f"*{_render.footer_text(**resp.footer_fields())}*\n")
-    return "\n".join(parts)
-
-
-def transcript_html(messages: Sequence[Mapping[str, Any]], responses: Sequence[LLMResponse | None]) -> str:
-    """The conversation as sanitized HTML: every message's text rendered by ``_render``."""
-    items = []
-    for message, resp in zip(messages, responses, strict=True):
-        role = str(message.get("role", "?"))
-        footer = _render.footer_html(**resp.footer_fields()) if resp is not None else ""
-        items.append(
-            f'<div class="flotorch-history-{_render.escape_text(role)}"><strong>'
-            f"{_render.escape_text(_ROLE_TITLES.get(role, role))}</strong>"
-            f"{_render.render_markdown(_content_text(message))}{footer}</div>"
-        )
-    return '<div class="flotorch-history">' + "".join(items) + "</div>"

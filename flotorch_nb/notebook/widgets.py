@@ -5,10 +5,13 @@ a DOMWidget subclass, so it needs no frontend extension beyond ipywidgets itself
 asyncio tasks on the kernel's running loop (the "Widget Asynchronous" example): the notebook stays
 usable while a reply streams in, and Stop simply cancels the task, which closes the HTTP stream.
 
-Safety: in JupyterLab, event handlers inside an ``ipywidgets.HTML`` value *execute*, so every HTML
-value set here comes from ``_render`` (model Markdown sanitized, everything else escaped). Errors raised
-in widget callbacks are otherwise invisible, so every callback is guarded and shows its error inside
-the panel (``.flotorch-chat-error``).
+What it looks like (the widgets, their CSS hooks, sanitized drawing) is ``panel_view.PanelView``;
+this module is what it does. Errors raised in widget callbacks are otherwise invisible, so every
+callback is guarded and shows its error inside the panel (``.flotorch-chat-error``).
+
+Usage and budget: the panel's client carries the session ledger's hooks (a client you pass gets them
+too), so every reply is checked against ``%flotorch budget`` before it is sent and counted in
+``%flotorch usage``, a stopped or failed one with what it cost.
 
 Static transcript: widget views need live widget state, which JupyterLab does not save by default; a
 saved or exported notebook would show "Error displaying widget" instead of the conversation. So when
@@ -23,16 +26,17 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ipywidgets as w
-
-from .. import _render
 from .._errors import InvalidRequestError
+from .._text import non_empty, utf8_safe
 from . import chat
-from .chat import ChatBusyError, Conversation, EnterToSend, Throttle, Turn, check_model, error_line
+from .chat import ChatBusyError, EnterToSend, error_line
+from .conversation import Conversation, Turn
+from .pacing import Throttle
+from .panel_view import PanelView, TurnView, status_html
+from .session import get_session
 
 if TYPE_CHECKING:
     from IPython.display import DisplayHandle
@@ -45,21 +49,7 @@ RENDER_INTERVAL_S = 0.05
 ENTER_GRACE_S = 0.3  # see chat.EnterToSend
 
 
-@dataclass(slots=True)
-class _TurnView:
-    turn: Turn
-    user: w.HTML
-    assistant: w.HTML
-    meta: w.HTML
-
-
-def _classed(widget: Any, *classes: str) -> Any:
-    for name in classes:
-        widget.add_class(name)
-    return widget
-
-
-class ChatPanel:
+class ChatPanel(PanelView):
     """An interactive chat: transcript, input, Send/Stop/Clear/Export, model picker and system prompt.
 
     ``ChatPanel()`` uses the notebook session's client (``FLOTORCH_*`` settings); pass ``llm`` to use
@@ -89,70 +79,25 @@ class ChatPanel:
             raise InvalidRequestError("models must be a list of model ids, not one string")
         if params is not None and (not isinstance(params, Mapping) or {"model", "messages"} & set(params)):
             raise InvalidRequestError("params must be a mapping of request options other than model/messages")
-        self._llm = llm
+        self._llm = get_session().watch(llm) if llm is not None else None
         self._stream = stream
         self.params: dict[str, Any] = dict(params or {})
-        default = check_model(model, "model") if model is not None else self.client.model_id
+        default = non_empty(model, "model") if model is not None else self.client.model_id
         self.conversation = Conversation()
         self._task: asyncio.Task[Turn] | None = None
+        self._stopping = False  # stop() asked the running task to end; a send() now waits for it
         self._handles: list[DisplayHandle] = []
         self._enter = EnterToSend(self._send_from_ui, ENTER_GRACE_S)
         self._build(default, system_prompt or "")
+        self._show_totals()
+        self._wire()
         self.models = [default, *(models or ())]  # validated by the setter
 
-    # -- widgets ---------------------------------------------------------------------------------
-    def _build(self, model: str, system_prompt: str) -> None:
-        self.model_picker = _classed(
-            w.Dropdown(options=[model], value=model, description="Model", layout=w.Layout(width="auto")),
-            "flotorch-chat-model",
-        )
-        self.system = _classed(
-            w.Text(value=system_prompt, placeholder="System prompt (optional)", layout=w.Layout(flex="1")),
-            "flotorch-chat-system",
-        )
-        # Unbounded height: stock widgets cannot keep a scrolled box pinned to its newest message, so
-        # the conversation grows with the output area, which the notebook itself scrolls.
-        self.transcript = _classed(w.VBox([]), "flotorch-chat-transcript")
-        self.error = _classed(w.HTML("", layout=w.Layout(display="none")), "flotorch-chat-error")
-        self.status = _classed(w.HTML(_status_html("Ready")), "flotorch-chat-status")
-        self.totals = _classed(w.HTML(""), "flotorch-chat-totals")
-        # continuous_update=False: the text reaches the kernel once, on Enter or blur (see EnterToSend).
-        self.input = _classed(
-            w.Text(placeholder="Ask something — Enter to send", continuous_update=False),
-            "flotorch-chat-input",
-        )
-        self.input.layout = w.Layout(flex="1 1 auto", width="auto")
-        buttons = [
-            _classed(w.Button(description=name.title(), tooltip=tip), f"flotorch-chat-{name}")
-            for name, tip in [
-                ("send", "Send the question (Enter)"),
-                ("stop", "Stop the running reply"),
-                ("clear", "Forget this conversation"),
-                ("export", "Save the chat as Markdown in the current folder"),
-            ]
-        ]
-        self.send_button, self.stop_button, self.clear_button, self.export_button = buttons
-        self.send_button.button_style = "primary"
-        self.stop_button.disabled = True
-        for button in buttons:
-            button.layout.width = "80px"
-        self.root = _classed(
-            w.VBox(
-                [
-                    w.HBox([self.model_picker, self.system]),
-                    self.transcript,
-                    self.error,
-                    w.HBox([self.status, self.totals], layout=w.Layout(justify_content="space-between")),
-                    w.HBox([self.input, *buttons]),
-                ]
-            ),
-            "flotorch-chat",
-        )
-        self._show_totals()
+    def _wire(self) -> None:
         self.input.on_msg(self._guard(self._on_input_msg))
         self.input.observe(self._guard(lambda change: self._enter.value_changed(str(change["new"]))), "value")
         actions = [self._send_from_ui, self._stop_from_ui, self.clear, self._export_from_ui]
-        for button, action in zip(buttons, actions, strict=True):
+        for button, action in zip(self.buttons, actions, strict=True):
             button.on_click(self._guard(lambda _button, action=action: action()))
 
     def _guard(self, callback: Callable[..., Any]) -> Callable[..., None]:
@@ -183,7 +128,7 @@ class ChatPanel:
     @property
     def client(self) -> FlotorchLLM:
         """The client requests go through (the session's unless one was given)."""
-        return self._llm if self._llm is not None else chat.session_client()
+        return self._llm if self._llm is not None else get_session().client()
 
     @property
     def model(self) -> str:
@@ -192,7 +137,7 @@ class ChatPanel:
 
     @model.setter
     def model(self, value: str) -> None:
-        value = check_model(value, "model")
+        value = non_empty(value, "model")
         if value not in self.model_picker.options:
             self.models = [*self.model_picker.options, value]
         self.model_picker.value = value
@@ -206,7 +151,7 @@ class ChatPanel:
     def models(self, values: Sequence[str]) -> None:
         if isinstance(values, str) or not isinstance(values, Sequence):
             raise InvalidRequestError(f"models must be a list of model ids, not {values!r}")
-        choices = list(dict.fromkeys(check_model(m, "each of models") for m in values))
+        choices = list(dict.fromkeys(non_empty(m, "each of models") for m in values))
         if not choices:
             raise InvalidRequestError("models must name at least one model")
         current = self.model
@@ -227,7 +172,9 @@ class ChatPanel:
         """Ask ``text`` (default: the input box) and return the task that runs the request.
 
         Needs a running event loop (a notebook cell, a widget callback, or ``async`` code). Refusals
-        (empty text, a reply still running, budget spent) are shown in the panel and raised.
+        (empty text, a reply still running) are shown in the panel and raised; right after ``stop()``
+        the new turn starts once the stopped one has ended. A spent budget fails the turn itself
+        (the client's hook refuses it before anything is sent).
         """
         try:
             loop = asyncio.get_running_loop()
@@ -243,21 +190,23 @@ class ChatPanel:
                 raise InvalidRequestError(f"the message must be a string, not {type(text).__name__}")
             if not text.strip():
                 raise InvalidRequestError("nothing to send: the message is empty")
-            if self.busy:
+            stopping = self._task if self.busy and self._stopping else None
+            if self.busy and stopping is None:
                 raise ChatBusyError("a reply is still running: wait for it or press Stop")
             client = self.client
-            chat.check_budget()
         except Exception as exc:
-            self._show_error(error_line(exc))
+            self._show_error(error_line(exc), busy=isinstance(exc, ChatBusyError))
             raise
         self._show_error(None)
-        model = self.model
-        messages = self.conversation.messages(text, self.system.value or None)
-        turn = self.conversation.start(text, model)
+        text = utf8_safe(text)  # what came in must stay showable and exportable (UTF-8)
+        self.conversation.system = utf8_safe(self.system.value) or None
+        messages = self.conversation.messages(text, self.conversation.system)
+        turn = self.conversation.start(text, self.model)
         view = self._add_view(turn)
         if from_input:
             self.input.value = ""
-        self._task = loop.create_task(self._run(client, turn, view, messages))
+        self._stopping = False
+        self._task = loop.create_task(self._run(client, turn, view, messages, stopping))
         self._task.add_done_callback(functools.partial(self._task_done, view))
         self._sync_buttons()
         self._show_totals()
@@ -269,6 +218,7 @@ class ChatPanel:
             return False
         assert self._task is not None
         self._task.cancel()
+        self._stopping = True
         self._set_status("Stopping…")
         return True
 
@@ -302,57 +252,51 @@ class ChatPanel:
 
     # -- the request task ------------------------------------------------------------------------
     async def _run(
-        self, client: FlotorchLLM, turn: Turn, view: _TurnView, messages: list[dict[str, str]]
+        self,
+        client: FlotorchLLM,
+        turn: Turn,
+        view: TurnView,
+        messages: list[dict[str, Any]],
+        stopping: asyncio.Task[Turn] | None,
     ) -> Turn:
+        if stopping is not None:  # sent right after stop(): let the stopped turn end first
+            self._set_status("Waiting for the stopped reply to end…")
+            await asyncio.wait({stopping})
         self._set_status(f"{turn.model} is answering…")
-        render = Throttle(functools.partial(self._render_view, view), RENDER_INTERVAL_S)
+        render = Throttle(view.render, RENDER_INTERVAL_S)
+        status = "Stopped — the partial reply is kept and not sent as history"
         try:
             response = await chat.run_turn(
                 client, turn, messages, stream=self._stream, params=self.params, on_delta=render
             )
-            self.conversation.count(turn)
-            chat.record_usage(response)
-            self._set_status(f"Answered in {response.latency_s:.2f} s")
-        except asyncio.CancelledError:
-            turn.end("stopped")
-            self._set_status("Stopped — the partial reply is kept and not sent as history")
-            raise
-        except Exception as exc:
-            turn.end("error", error_line(exc))
+            status = f"Answered in {response.latency_s:.2f} s"
+        except Exception:
             self._show_error(turn.error)
-            self._set_status("Failed — this turn is not sent as history")
-        finally:
+            status = "Failed — this turn is not sent as history"
+        finally:  # also for CancelledError (Stop), which goes on to cancel the task
             render.cancel()
-            self._render_view(view)
-            self._sync_buttons(running=False)
-            self._show_totals()
-            self._refresh_static()
+            self.conversation.count(turn)
+            self._settle(view, status)
         return turn
 
-    def _task_done(self, view: _TurnView, task: asyncio.Task[Turn]) -> None:
+    def _task_done(self, view: TurnView, task: asyncio.Task[Turn]) -> None:
         """Settle the panel after a task, also one cancelled before it ever ran (Stop right after send)."""
         if view.turn.status == "running":
             view.turn.end("stopped")
-            self._render_view(view)
-            self._set_status("Stopped before the request was sent")
-            self._refresh_static()
+            self._settle(view, "Stopped before the request was sent")
         self._sync_buttons()
 
-    def _render_view(self, view: _TurnView) -> None:
-        view.assistant.value = view.turn.reply_html()
-        view.meta.value = view.turn.meta_html
-
-    def _add_view(self, turn: Turn) -> _TurnView:
-        user = _classed(w.HTML(turn.user_html()), "flotorch-chat-msg", "flotorch-chat-user")
-        assistant = _classed(
-            w.HTML("", layout=w.Layout(border_left="3px solid #d1d5db", padding="0 0 0 8px")),
-            "flotorch-chat-msg",
-            "flotorch-chat-assistant",
-        )
-        meta = _classed(w.HTML(turn.meta_html, layout=w.Layout(margin="0 0 8px 0")), "flotorch-chat-meta")
-        view = _TurnView(turn, user, assistant, meta)
-        self.transcript.children = (*self.transcript.children, user, assistant, meta)
-        return view
+    def _settle(self, view: TurnView, status: str | None = None) -> None:
+        """Show a turn's end (unless Clear took it away meanwhile) and bring the rest up to date."""
+        if view.turn in self.conversation.turns:
+            if status is not None:
+                self._set_status(status)
+            view.render()
+        if self._busy_shown:  # "still running" is no longer true
+            self._show_error(None)
+        self._sync_buttons()
+        self._show_totals()
+        self._refresh_static()
 
     # -- UI callbacks (wrapped by _guard) -----------------------------------------------------------
     def _on_input_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
@@ -376,21 +320,14 @@ class ChatPanel:
         self._set_status(f"Exported to {path}")
 
     # -- small helpers ---------------------------------------------------------------------------
-    def _show_error(self, line: str | None) -> None:
-        self.error.value = f"<span style='color:#b91c1c'>⚠ {_render.escape_text(line)}</span>" if line else ""
-        self.error.layout.display = None if line else "none"
-
     def _show_totals(self) -> None:
         # The session's part also moves without us (%%flotorch, other panels): redrawn at every chance.
-        self.totals.value = _status_html(chat.totals_line(self.conversation.totals))
+        self.totals.value = status_html(chat.totals_line(self.conversation.totals, get_session()))
 
-    def _set_status(self, text: str) -> None:
-        self.status.value = _status_html(text)
-
-    def _sync_buttons(self, running: bool | None = None) -> None:
-        running = self.busy if running is None else running
-        self.stop_button.disabled = not running
-        self.send_button.disabled = running
+    def _sync_buttons(self) -> None:
+        # A task settling itself is not "running" any more, though it has not returned yet.
+        task = self._task
+        self._show_buttons(task is not None and not task.done() and task is not _current_task())
 
     def _refresh_static(self) -> None:
         if not self._handles:
@@ -400,5 +337,8 @@ class ChatPanel:
             handle.update(bundle, raw=True)
 
 
-def _status_html(text: str) -> str:
-    return f"<span style='font-size:0.9em;color:#4b5563'>{_render.escape_text(text)}</span>"
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None

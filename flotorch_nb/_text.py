@@ -1,0 +1,42 @@
+"""Two rules about text that crosses one of our boundaries, each stated once.
+
+- ``non_empty``: a model id, a key, a name a person typed must be a non-empty string. The client
+  (``FlotorchLLM.with_model``), the notebook session and the chat panel all ask the same question, so
+  they share the answer and its wording. The message never repeats the value: it may be a key.
+- ``utf8_safe``: text that came in (a prompt built from ``os.listdir()`` of a badly encoded file name,
+  a model answer decoded from a ``\\udcff`` JSON escape) can hold *lone surrogates*: valid in a Python
+  ``str``, impossible in UTF-8. Every display, notebook file and Markdown export is UTF-8, so one such
+  character makes them fail with ``UnicodeEncodeError`` long after the text arrived. Replacing them
+  with U+FFFD, as every UTF-8 decoder does with bytes it cannot read, keeps the text showable.
+
+Pure and cheap to import (``import flotorch_nb`` must stay light).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import ConfigurationError, FlotorchError
+
+__all__ = ["non_empty", "utf8_safe"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def non_empty(value: object, what: str, error: type[FlotorchError] = ConfigurationError) -> str:
+    """``value`` stripped, if it is a string with something in it; else ``error`` naming ``what``."""
+    if not isinstance(value, str) or not value.strip():
+        raise error(f"{what} must be a non-empty string")
+    return value.strip()
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (a surrogate *pair* becomes its character).
+
+    Returns ``text`` itself when there is nothing to replace (the usual case: one regex scan).
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    # UTF-16 with surrogatepass joins pairs and keeps lone halves; decoding with "replace" turns only
+    # the halves that cannot form a character into U+FFFD.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

@@ -1,0 +1,130 @@
+"""One ``%%flotorch`` answer in its cell: how it arrives, the value the cell ends with, how it fails.
+
+- Streaming, in a rich frontend (JupyterLab, classic, VS Code): one preview display of the answer so
+  far, redrawn as ``pacing.Pacer`` allows, so a long answer costs close to linear time in its length;
+  it is cleared (``wait=True``) when the cell's value arrives. In terminal IPython, which can only
+  print text, the pieces are printed as they come, with no preview, status line or control codes.
+- The cell's value (``cell_value``): the ``LLMResponse``, or a ``FormattedResponse`` showing it in
+  the cell's ``-f`` format; it is the cell's one final output.
+- Failure (``one_line_traceback``): the typed error still fails the cell (nbclient and nbmake see
+  it), shown by IPython as one line instead of frames of library code.
+
+``magics.py`` keeps the option handling and the control flow.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from IPython.core.displaypub import DisplayPublisher
+from IPython.display import clear_output, display
+
+from .._text import utf8_safe
+from . import views
+from .chat import error_line
+from .conversation import Turn
+from .pacing import Pacer
+
+__all__ = ["ask", "cell_value", "is_terminal", "one_line_traceback"]
+
+#: The shortest pause between redraws of the streaming preview: smooth to read, cheap for the frontend.
+PREVIEW_INTERVAL_S = 0.05
+
+
+def is_terminal(shell: Any) -> bool:
+    """True in terminal IPython, whose display publisher only prints text (no rich frontend)."""
+    return type(shell.display_pub) is DisplayPublisher
+
+
+def ask(
+    shell: Any, client: Any, turn: Turn, messages: list[dict[str, Any]], response_format: Any,
+    params: dict[str, Any], fmt: str, *, stream: bool,
+) -> Any:  # fmt: skip
+    """The answer to ``messages``: streamed into the cell (``turn`` grows with it), or in one piece."""
+    if not stream:
+        return client.invoke(messages, response_format=response_format, **params)
+    chat = client.stream(messages, response_format=response_format, **params)
+    if is_terminal(shell):
+        return _stream_text(chat, turn)
+    return _stream_preview(chat, turn, fmt)
+
+
+def _stream_text(chat: Any, turn: Turn) -> Any:
+    """A terminal: print each piece as it arrives, nothing else."""
+    try:
+        with chat:
+            for delta in chat:
+                turn.append(delta)
+                sys.stdout.write(utf8_safe(delta))
+                sys.stdout.flush()
+            return chat.response
+    finally:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+def _stream_preview(chat: Any, turn: Turn, fmt: str) -> Any:
+    """A rich frontend: the answer so far in one display, redrawn as the ``Pacer`` allows."""
+    handle = display(views.preview_bundle("", fmt), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+    pacer = Pacer(PREVIEW_INTERVAL_S)
+    try:
+        with chat:
+            for delta in chat:
+                turn.append(delta)
+                if pacer.due():
+                    with pacer.redraw():
+                        handle.update(views.preview_bundle(turn.reply, fmt), raw=True)
+            return chat.response
+    except BaseException:
+        if not turn.reply:  # refused or failed before any text: the error alone says it all
+            clear_output()  # type: ignore[no-untyped-call]
+            raise
+        # Keep what arrived visible above the error (a cut stream, an interrupt).
+        stopped = views.preview_bundle(turn.reply, fmt, status="stopped: see the error below")
+        handle.update(stopped, raw=True)
+        raise
+
+
+def cell_value(shell: Any, resp: Any, fmt: str, *, streamed: bool) -> Any:
+    """Clear the preview and return the cell's value: the LLMResponse, which IPython then shows as
+    the cell's one final rendering (its execute_result), in the cell's format."""
+    if streamed and not is_terminal(shell):
+        # wait=True: the preview disappears only when the final output arrives, so no flicker.
+        clear_output(wait=True)  # type: ignore[no-untyped-call]
+    if fmt == "markdown":
+        return resp  # the LLMResponse renders itself (sanitized HTML + footer)
+    if fmt == "text":
+        bundle = views.answer_bundle(resp, "text")
+    elif fmt == "code":
+        code = views.extract_code(resp.content) or ""
+        if code:
+            shell.set_next_input(code, replace=False)  # a new cell below, not a replacement
+        bundle = views.answer_bundle(resp, "code", code=code)
+    else:
+        try:
+            if resp.parsed is not None:  # --schema: the client validated it
+                value = views.standard_json(resp.parsed.model_dump(mode="json"))
+            else:
+                value = resp.parsed = views.parse_json_answer(resp.content)
+        except Exception:
+            shown = views.answer_bundle(resp, "text")  # show what came back
+            display(shown, raw=True)  # type: ignore[no-untyped-call]
+            raise
+        bundle = views.json_bundle(value, resp)
+    return views.FormattedResponse.of(resp, bundle)
+
+
+def one_line_traceback(exc: BaseException, shell: Any) -> None:
+    """Have IPython show ``exc`` as one line (``ServerError: HTTP 503 ...``) instead of frames of
+    library code the user cannot act on. The cell still fails; ``%xmode Verbose`` shows the full
+    traceback again."""
+
+    def render() -> list[str]:
+        tb = shell.InteractiveTB
+        if getattr(tb, "mode", None) == "Verbose":
+            return list(tb.structured_traceback(type(exc), exc, exc.__traceback__))
+        name, _, message = error_line(exc).partition(": ")
+        return [f"\x1b[0;31m{name}\x1b[0m: {utf8_safe(message)}"]
+
+    exc._render_traceback_ = render  # type: ignore[attr-defined]

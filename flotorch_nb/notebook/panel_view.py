@@ -1,0 +1,126 @@
+"""What the chat panel looks like: its stock ipywidgets, one view per turn, and how they are drawn.
+
+``widgets.ChatPanel`` (what the panel *does*: tasks, send, stop, clear) builds on ``PanelView``, so
+each file reads on its own. The CSS hooks (``add_class``) are the panel's documented contract:
+``flotorch-chat`` (root), ``-transcript``, ``-msg``, ``-user``, ``-assistant``, ``-meta``, ``-totals``,
+``-input``, ``-send``, ``-stop``, ``-clear``, ``-export``, ``-model``, ``-system``, ``-error``,
+``-status``.
+
+Safety: in JupyterLab, event handlers inside an ``ipywidgets.HTML`` value *execute*, so every HTML
+value set here comes from ``_render`` (model Markdown sanitized, everything else escaped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as w
+
+from .. import _render
+from .conversation import Turn
+
+__all__ = ["PanelView", "TurnView"]
+
+
+def _classed(widget: Any, *classes: str) -> Any:
+    for name in classes:
+        widget.add_class(name)
+    return widget
+
+
+def status_html(text: str) -> str:
+    """A status or totals line: small, grey, escaped."""
+    return f"<span style='font-size:0.9em;color:#4b5563'>{_render.escape_text(text)}</span>"
+
+
+@dataclass(slots=True)
+class TurnView:
+    """The three transcript widgets of one turn: the question, the answer, its footer line."""
+
+    turn: Turn
+    user: w.HTML
+    assistant: w.HTML
+    meta: w.HTML
+
+    def render(self) -> None:
+        """Draw the turn as it is now (the answer so far, rendered and sanitized; its footer)."""
+        self.assistant.value = self.turn.reply_html()
+        self.meta.value = self.turn.meta_html
+
+
+class PanelView:
+    """The panel's widgets and the small operations that draw on them."""
+
+    def _build(self, model: str, system_prompt: str) -> None:
+        self.model_picker = _classed(
+            w.Dropdown(options=[model], value=model, description="Model", layout=w.Layout(width="auto")),
+            "flotorch-chat-model",
+        )
+        self.system = _classed(
+            w.Text(value=system_prompt, placeholder="System prompt (optional)", layout=w.Layout(flex="1")),
+            "flotorch-chat-system",
+        )
+        # Unbounded height: stock widgets cannot keep a scrolled box pinned to its newest message, so
+        # the conversation grows with the output area, which the notebook itself scrolls.
+        self.transcript = _classed(w.VBox([]), "flotorch-chat-transcript")
+        self.error = _classed(w.HTML("", layout=w.Layout(display="none")), "flotorch-chat-error")
+        self.status = _classed(w.HTML(status_html("Ready")), "flotorch-chat-status")
+        self.totals = _classed(w.HTML(""), "flotorch-chat-totals")
+        # continuous_update=False: the text reaches the kernel once, on Enter or blur (see EnterToSend).
+        self.input = _classed(
+            w.Text(placeholder="Ask something — Enter to send", continuous_update=False),
+            "flotorch-chat-input",
+        )
+        self.input.layout = w.Layout(flex="1 1 auto", width="auto")
+        self.buttons = [
+            _classed(w.Button(description=name.title(), tooltip=tip), f"flotorch-chat-{name}")
+            for name, tip in [
+                ("send", "Send the question (Enter)"),
+                ("stop", "Stop the running reply"),
+                ("clear", "Forget this conversation"),
+                ("export", "Save the chat as Markdown in the current folder"),
+            ]
+        ]
+        self.send_button, self.stop_button, self.clear_button, self.export_button = self.buttons
+        self.send_button.button_style = "primary"
+        self.stop_button.disabled = True
+        for button in self.buttons:
+            button.layout.width = "80px"
+        self.root = _classed(
+            w.VBox(
+                [
+                    w.HBox([self.model_picker, self.system]),
+                    self.transcript,
+                    self.error,
+                    w.HBox([self.status, self.totals], layout=w.Layout(justify_content="space-between")),
+                    w.HBox([self.input, *self.buttons]),
+                ]
+            ),
+            "flotorch-chat",
+        )
+        self._busy_shown = False  # the error line says "still running" (cleared once it is not)
+
+    def _add_view(self, turn: Turn) -> TurnView:
+        user = _classed(w.HTML(turn.user_html()), "flotorch-chat-msg", "flotorch-chat-user")
+        assistant = _classed(
+            w.HTML("", layout=w.Layout(border_left="3px solid #d1d5db", padding="0 0 0 8px")),
+            "flotorch-chat-msg",
+            "flotorch-chat-assistant",
+        )
+        meta = _classed(w.HTML(turn.meta_html, layout=w.Layout(margin="0 0 8px 0")), "flotorch-chat-meta")
+        view = TurnView(turn, user, assistant, meta)
+        self.transcript.children = (*self.transcript.children, user, assistant, meta)
+        return view
+
+    def _show_error(self, line: str | None, *, busy: bool = False) -> None:
+        self._busy_shown = busy and line is not None
+        self.error.value = f"<span style='color:#b91c1c'>⚠ {_render.escape_text(line)}</span>" if line else ""
+        self.error.layout.display = None if line else "none"
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = status_html(text)
+
+    def _show_buttons(self, running: bool) -> None:
+        self.stop_button.disabled = not running
+        self.send_button.disabled = running
