@@ -135,14 +135,15 @@ class CallResult:
 
     @property
     def total_tokens(self) -> int:
-        """Tokens this call spent: the gateway's count, else an estimate — the prompt, plus what had
-        arrived, for a call that was stopped or broke after sending; 0 for one that never reached a
-        model (refused, unreachable, a 4xx/5xx)."""
+        """Tokens this call spent: the gateway's count, else an estimate — the prompt plus the answer
+        (or what had arrived of it, for a call that was stopped or broke after sending); 0 for one that
+        never reached a model (refused, unreachable, a 4xx/5xx)."""
         if self.usage is not None:
             return self.usage.total_tokens
-        if self.response is not None or self.partial_chars or self.outcome == "stopped":
+        answered = len(self.response.content) if self.response is not None else self.partial_chars
+        if self.response is not None or answered or self.outcome == "stopped":
             prompt = self.request.estimated_tokens - _cap(self.request.body)
-            return prompt + math.ceil(self.partial_chars / CHARS_PER_TOKEN)
+            return prompt + math.ceil(answered / CHARS_PER_TOKEN)
         return 0
 
 
