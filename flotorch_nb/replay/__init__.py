@@ -11,15 +11,18 @@ CI and Binder run them with ``FLOTORCH_REPLAY=DIR`` (replay wins when both are s
 - ``_cassette``: the files. One pretty-printed file per exchange,
   ``<slug-of-last-user-message>-<hash12>.json``, holding the canonical request and the response
   (status, an allow-list of headers, the body as parsed JSON or, for a stream, one SSE ``data``
-  payload per line), so recordings diff well; secrets are scrubbed; a damaged file is a
-  ``ReplayFileError`` naming the file and the fault.
+  payload per line), so recordings diff well; secrets are scrubbed from contents and names; any
+  text can be written (lone surrogates are escaped); a damaged file is a ``ReplayFileError``
+  naming the file and the fault.
 - ``_transports``: the httpx2 transports around (record) or in place of (replay) the client's own, so
-  invoke, ainvoke, stream and astream are covered without the client knowing.
+  invoke, ainvoke, stream and astream are covered without the client knowing. Record mode behaves
+  as live does: a cut stream is the same ``StreamError``, and an unwritable folder keeps the
+  answer and says so with a ``RecordWarning``.
 - ``_notebooks``: ``python -m flotorch_nb.replay record-notebooks`` regenerates the bundled recordings.
 
 Decisions (see ``notebooks/recordings/README.md`` for the format): one response per request (recording
 it again replaces the file, so a retried 429 -> 200 keeps the 200); in record mode the body is read in
-full before the caller gets it, and a request cancelled mid-answer is not recorded; request headers
+full before the caller gets it, and a request cancelled or cut mid-answer is not recorded; request headers
 are never stored and the bearer token is scrubbed from anything written, as a last guard, with the
 client's own rule (``_config.redact``).
 """
@@ -34,6 +37,7 @@ from ._transports import (
     RECORDED_HEADERS,
     AsyncRecordTransport,
     RecordTransport,
+    RecordWarning,
     ReplayTransport,
     wrap_transport,
 )
@@ -45,6 +49,7 @@ __all__ = [
     "AsyncRecordTransport",
     "Cassette",
     "RecordTransport",
+    "RecordWarning",
     "ReplayFileError",
     "ReplayMissError",
     "ReplayTransport",

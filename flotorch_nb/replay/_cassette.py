@@ -5,9 +5,14 @@ response (see ``notebooks/recordings/README.md``). Nothing here knows httpx2: th
 plain JSON data, built and turned back into a response by ``_transports``.
 
 - **Secrets** (the request's bearer token, as given by the transport) are masked in every string of
-  the request and the response. Masking is ``_config.redact``, the client's own rule.
+  the request and the response, *and in the file name*: the slug is made from the scrubbed prompt, so
+  a prompt that quotes the key never puts it in a file list either. Masking is ``_config.redact``,
+  the client's own rule.
+- **Any text that came in can be written**: a lone surrogate (``"\\udcff"``, from ``os.listdir`` of a
+  badly encoded name) is written as a ``\\udcff`` JSON escape, which reads back as the same string,
+  so the file and the request key agree.
 - **Damaged files** are ``ReplayFileError`` naming the file and the fault, never a miss or a bare
-  ``KeyError``.
+  ``KeyError``; a stored stream without its ``events`` is damaged, not an empty answer.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from ._match import last_user_text, request_key
 __all__ = ["FORMAT", "Cassette", "cassette_name", "dumps_record", "scrubbed"]
 
 FORMAT = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BODY_FIELDS = ("events", "json", "text")
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -42,9 +49,12 @@ def _slug(text: str, limit: int = 40) -> str:
     return slug or (words[0][:limit] if words else "request")
 
 
-def cassette_name(canonical: Mapping[str, Any], key: str) -> str:
-    """``<slug-of-last-user-message>-<hash12>.json``: readable in a file list, unique by content."""
-    return f"{_slug(last_user_text(canonical))}-{key[:12]}.json"
+def cassette_name(canonical: Mapping[str, Any], key: str, secrets: Sequence[Secret] = ()) -> str:
+    """``<slug-of-last-user-message>-<hash12>.json``: readable in a file list, unique by content.
+
+    The slug comes from the prompt with ``secrets`` masked, so a key quoted in a prompt never names a file.
+    """
+    return f"{_slug(scrubbed(last_user_text(canonical), secrets))}-{key[:12]}.json"
 
 
 def _snippet(text: str, limit: int = 60) -> str:
@@ -70,8 +80,14 @@ def scrubbed(value: Any, secrets: Sequence[Secret]) -> Any:
 
 
 def dumps_record(record: Mapping[str, Any]) -> str:
-    """Pretty, key-sorted JSON that keeps non-ASCII text readable (``ensure_ascii=False``) in a diff."""
-    return json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """Pretty, key-sorted JSON that keeps non-ASCII text readable and is always encodable as UTF-8.
+
+    ``ensure_ascii=False`` keeps "café" readable in a diff; a lone surrogate, which UTF-8 cannot
+    encode, is written as its ``\\uXXXX`` escape instead (only strings can hold one, and JSON reads
+    the escape back as the same string).
+    """
+    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -117,6 +133,12 @@ def _checked_response(path: Path, entry: Any) -> dict[str, Any]:
         raise ReplayFileError(path, "its 'response.events' must be a list of strings (SSE data payloads)")
     if not isinstance(entry.get("text", ""), str):
         raise ReplayFileError(path, "its 'response.text' must be a string")
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if content_type.partition(";")[0].strip().lower() == "text/event-stream" and "events" not in entry:
+        # Replaying it as an empty stream would pass a damaged file off as a model that said nothing.
+        raise ReplayFileError(path, "its 'response.events' is missing, yet the response is an event stream")
+    if not any(name in entry for name in _BODY_FIELDS):
+        raise ReplayFileError(path, "its 'response' has no body: one of 'events', 'json' or 'text' is needed")
     return dict(entry)
 
 
@@ -131,9 +153,10 @@ class Cassette:
     ) -> Path:
         """Write (or replace) the file for this request; atomic, so a crash never leaves half a file.
 
-        ``secrets`` are scrubbed from every string of the request and the response before writing;
-        the key is the hash of the request as sent, so scrubbing never changes which request a file
-        answers (nor can a short secret that happens to occur in the hex digest damage it).
+        ``secrets`` are scrubbed from every string of the request and the response, and from the
+        file name, before writing; the key is the hash of the request as sent, so scrubbing never
+        changes which request a file answers (nor can a short secret that happens to occur in the hex
+        digest damage it). Raises ``OSError`` when the directory cannot be written.
         """
         key = request_key(canonical)
         request, response = scrubbed(dict(canonical), secrets), scrubbed(dict(entry), secrets)
@@ -141,10 +164,13 @@ class Cassette:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(f"*-{key[:12]}.json"):  # a renamed slug must not leave twins
             stale.unlink(missing_ok=True)
-        target = self.directory / cassette_name(canonical, key)
+        target = self.directory / cassette_name(canonical, key, secrets)
         scratch = target.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
-        scratch.write_text(text, encoding="utf-8")
-        os.replace(scratch, target)
+        try:
+            scratch.write_text(text, encoding="utf-8")
+            os.replace(scratch, target)
+        finally:
+            scratch.unlink(missing_ok=True)
         return target
 
     def load(self, canonical: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,7 +197,7 @@ class Cassette:
             try:
                 other = json.loads(path.read_text(encoding="utf-8"))["request"]["body"]
                 differ = sorted(k for k in body.keys() | other.keys() if body.get(k) != other.get(k))
-            except (ValueError, LookupError, TypeError, AttributeError):
+            except (ValueError, LookupError, TypeError, AttributeError, RecursionError):
                 continue  # a damaged file is no hint
             message += f". Closest recording: {path.name} (differs in: {', '.join(differ) or 'path'})"
             break

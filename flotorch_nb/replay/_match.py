@@ -66,7 +66,7 @@ def _canonical_numbers(value: Any) -> Any:
 
 
 def _parsed_body(body: bytes | str | Mapping[str, Any] | list[Any] | None) -> Any:
-    """The body as JSON values with canonical numbers; text when it is not JSON.
+    """The body as JSON values with canonical numbers; text when it is not JSON (or too deep to read).
 
     A mapping goes through JSON once, so it gives exactly what the bytes a client sends for it give
     (tuples become lists, keys strings), whatever the spacing or key order of those bytes.
@@ -75,10 +75,10 @@ def _parsed_body(body: bytes | str | Mapping[str, Any] | list[Any] | None) -> An
         return None
     if isinstance(body, Mapping | list):
         body = json.dumps(body)
-    raw = body.encode("utf-8") if isinstance(body, str) else body
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     try:
         return _canonical_numbers(json.loads(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return raw.decode("utf-8", "replace")
 
 
@@ -98,9 +98,13 @@ def canonical_request(
 
 
 def request_key(canonical: Mapping[str, Any]) -> str:
-    """sha256 of a :func:`canonical_request` as compact, key-sorted JSON: stable across runs and machines."""
+    """sha256 of a :func:`canonical_request` as compact, key-sorted JSON: stable across runs and machines.
+
+    Text is hashed as UTF-8; a lone surrogate (a badly encoded file name, say) is hashed as its
+    surrogate-escape bytes instead of failing, so any text a client can send has a key.
+    """
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def last_user_text(canonical: Mapping[str, Any]) -> str:
