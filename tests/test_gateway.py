@@ -41,8 +41,8 @@ BANNER_START = "FloTorch OFFLINE gateway (deterministic local models, no real LL
 
 @pytest.fixture(scope="module")
 def gw() -> Iterator[OfflineGateway]:
-    """One gateway (any key accepted, no token delay) for the whole module."""
-    with OfflineGateway() as gateway:
+    """One gateway (any key accepted, no token delay, bodies recorded) for the whole module."""
+    with OfflineGateway(record=True) as gateway:
         yield gateway
 
 
@@ -180,7 +180,8 @@ def test_missing_or_malformed_key_is_401(gw: OfflineGateway, headers: dict[str, 
 
 
 def test_configured_key_is_required_and_never_echoed() -> None:
-    with OfflineGateway(api_key=KEY) as gateway, httpx2.Client(base_url=gateway.url, timeout=5) as c:
+    strict = OfflineGateway(api_key=KEY, record=True)
+    with strict as gateway, httpx2.Client(base_url=gateway.url, timeout=5) as c:
         wrong = c.post(CHAT, json=body(), headers={"Authorization": "Bearer sk-wrong-key-42"})
         right = c.post(CHAT, json=body(), headers=AUTH)
         models_wrong = c.get("/api/openai/v1/models", headers={"Authorization": "Bearer sk-wrong-key-42"})
@@ -246,7 +247,8 @@ def test_models_lists_the_offline_models(client: httpx2.Client) -> None:
     assert_stamped(response)
     listing = response.json()
     assert listing["object"] == "list"
-    assert [m["id"] for m in listing["data"]] == ["offline/assistant", "offline/echo"]
+    assert [m["id"] for m in listing["data"]] == list(OFFLINE_MODELS)
+    assert list(OFFLINE_MODELS) == ["offline/assistant", "offline/echo"]
 
 
 # -- non-streaming answers -------------------------------------------------------------------------
@@ -1097,7 +1099,7 @@ def test_gateway_lifecycle_is_bounded() -> None:
         worker = threading.Thread(target=stuck_request)
         worker.start()
         deadline = time.monotonic() + 5
-        while not gateway.requests and time.monotonic() < deadline:
+        while not gateway.request_counts() and time.monotonic() < deadline:
             time.sleep(0.01)
         started = time.perf_counter()
     finally:
@@ -1131,7 +1133,7 @@ def test_cli_serves_until_sigterm() -> None:
         assert banner and banner[0], "no banner within 20 s"
         line = banner[0].strip()
         assert line.startswith(BANNER_START)
-        assert line.endswith("— models: offline/assistant, offline/echo") and KEY not in line
+        assert line.endswith("— models: " + ", ".join(OFFLINE_MODELS)) and KEY not in line
         match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         assert match and match.group(1) != "0"
         with httpx2.Client(base_url=match.group(0), headers=AUTH, timeout=5) as c:

@@ -2,11 +2,14 @@
 
 ``OfflineGateway`` serves deterministic local models so notebooks and tests run offline:
 ``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas) and ``offline/echo``
-(repeats the last user message). Every answer says it is offline: the ``x-flotorch-gateway: offline``
-header and a model name starting with ``offline/``. ``Fault`` injects failures for client tests.
+(repeats the last user message); see ``_models``. Every answer says it is offline: the
+``x-flotorch-gateway: offline`` header and a model name starting with ``offline/``. ``latency`` and
+``token_delay`` model a real model's response time; ``Fault`` injects failures for client tests;
+``request_counts()`` says how often each request arrived (by replay's request key).
 
-Layout: pure core (``_text``, ``_validate``, ``_models``, ``_assistant``, ``_schema_fill``,
-``_schema_scalars``, ``_wire``, ``_faults``, ``_record``) -> starlette app (``_app``) -> uvicorn thread
+Layout: pure core (``_text``, ``_validate``, ``_models``, ``_assistant``, ``_facts``,
+``_snippets``, ``_schema_fill``, ``_schema_scalars``, ``_wire``, ``_faults``, ``_record``,
+``_counts``) -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
 (``_server``) and CLI (``__main__``).
 """
 
@@ -14,15 +17,17 @@ from __future__ import annotations
 
 from ._app import create_app
 from ._faults import Fault, FaultPlan
-from ._models import DEFAULT_MODEL, OFFLINE_MODELS
+from ._models import DEFAULT_MODEL, OFFLINE_MODELS, PROFILES, ModelProfile
 from ._record import RecordedRequest
 from ._server import OfflineGateway
 
 __all__ = [
     "DEFAULT_MODEL",
     "OFFLINE_MODELS",
+    "PROFILES",
     "Fault",
     "FaultPlan",
+    "ModelProfile",
     "OfflineGateway",
     "RecordedRequest",
     "create_app",

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from ._facts import fact_for
 from ._snippets import SNIPPETS, generic_snippet
 from ._text import ASPECTS, first_sentence, hints_from, keywords, topic_of, words
 from ._validate import Message, Tool
 
-__all__ = ["answer", "tool_followup"]
+__all__ = ["answer", "json_answer", "tool_followup"]
 
 _GREETINGS = frozenset({"hi", "hello", "hey", "greetings", "howdy", "hiya", "yo", "morning", "evening"})
 _QUESTION_WORDS = frozenset({"what", "why", "how", "when", "where", "who", "which", "can", "could",
@@ -52,6 +53,11 @@ def answer(messages: Sequence[Message]) -> str:
     earlier = [m for m in messages[: _last_index(messages, "user")] if m.role in ("user", "assistant")]
     reply = _compose(last, earlier)
     return _styled(reply, system)
+
+
+def json_answer(prompt: str, text: str, model: str) -> dict[str, Any]:
+    """The JSON object of a JSON-mode answer (``response_format: {"type": "json_object"}``)."""
+    return {"answer": text, "model": model, "offline": True}
 
 
 def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
