@@ -198,7 +198,8 @@ def test_unknown_model_is_404_listing_the_offline_models(client: httpx2.Client) 
     response = client.post(CHAT, json=body(model="gpt-4o"))
     message = assert_openai_error(response, 404, "not_found_error")
     assert message == (
-        "The model 'gpt-4o' does not exist on the offline gateway; available: offline/assistant, offline/echo"
+        "The model 'gpt-4o' does not exist on the offline gateway; available: "
+        "offline/assistant, offline/echo, offline/concise, offline/verbose"
     )
 
 
@@ -248,7 +249,7 @@ def test_models_lists_the_offline_models(client: httpx2.Client) -> None:
     listing = response.json()
     assert listing["object"] == "list"
     assert [m["id"] for m in listing["data"]] == list(OFFLINE_MODELS)
-    assert list(OFFLINE_MODELS) == ["offline/assistant", "offline/echo"]
+    assert list(OFFLINE_MODELS) == ["offline/assistant", "offline/echo", "offline/concise", "offline/verbose"]
 
 
 # -- non-streaming answers -------------------------------------------------------------------------

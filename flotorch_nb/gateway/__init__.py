@@ -1,13 +1,14 @@
 """The embedded offline FloTorch gateway: OpenAI-compatible chat completions on 127.0.0.1, no key, no LLM.
 
 ``OfflineGateway`` serves deterministic local models so notebooks and tests run offline:
-``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas) and ``offline/echo``
-(repeats the last user message); see ``_models``. Every answer says it is offline: the
+``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas), ``offline/echo``
+(repeats the last user message), ``offline/concise`` (short answers, faster) and ``offline/verbose``
+(longer answers, slower per token); see ``_models``. Every answer says it is offline: the
 ``x-flotorch-gateway: offline`` header and a model name starting with ``offline/``. ``latency`` and
 ``token_delay`` model a real model's response time; ``Fault`` injects failures for client tests;
 ``request_counts()`` says how often each request arrived (by replay's request key).
 
-Layout: pure core (``_text``, ``_validate``, ``_models``, ``_assistant``, ``_facts``,
+Layout: pure core (``_text``, ``_validate``, ``_models``, ``_styles``, ``_assistant``, ``_facts``,
 ``_snippets``, ``_schema_fill``, ``_schema_scalars``, ``_wire``, ``_faults``, ``_record``,
 ``_counts``) -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
 (``_server``) and CLI (``__main__``).

@@ -7,9 +7,15 @@
   ``response_format`` schemas.
 - ``offline/echo`` repeats the last user message verbatim, which lets tests send arbitrary payloads
   (markup, XSS strings, long text) back through the whole client.
+- ``offline/concise`` is the assistant cut to its core (one sentence, three list items, the code
+  block; see ``_styles``): fewer tokens, and half the gateway's latency and token delay.
+- ``offline/verbose`` is the assistant plus context and caveats: more tokens, 1.5x the latency and
+  twice the token delay, like a larger, slower model.
 
 Timing factors scale the gateway's ``latency`` (before the first byte) and ``token_delay`` (between
-streamed chunks); both default to 0, so tests and benchmarks get instant answers from every model.
+streamed chunks); both default to 0, so tests and benchmarks get instant answers from every model,
+and a comparison started with, say, ``OfflineGateway(latency=0.2, token_delay=0.01)`` sees the models
+differ as real ones do.
 
 Same request, same plan: nothing here reads the clock, randomness or the network; even tool-call ids
 are derived from the request.
@@ -25,6 +31,7 @@ from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
 from ._schema_fill import SchemaTooLargeError, fill_schema
+from ._styles import concise, verbose
 from ._text import STOPWORDS, Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
 from ._wire import GatewayError, Plan, ToolCallPlan
@@ -44,11 +51,15 @@ class ModelProfile:
 
 DEFAULT_MODEL = "offline/assistant"
 ECHO_MODEL = "offline/echo"
+CONCISE_MODEL = "offline/concise"
+VERBOSE_MODEL = "offline/verbose"
 PROFILES: dict[str, ModelProfile] = {
     p.name: p
     for p in (
         ModelProfile(DEFAULT_MODEL, "answers from the prompt, calls tools, fills JSON schemas"),
         ModelProfile(ECHO_MODEL, "repeats the last user message verbatim"),
+        ModelProfile(CONCISE_MODEL, "short answers; half the latency and token delay", 0.5, 0.5),
+        ModelProfile(VERBOSE_MODEL, "longer answers; 1.5x the latency, twice the token delay", 1.5, 2.0),
     )
 }
 OFFLINE_MODELS: tuple[str, ...] = tuple(PROFILES)
@@ -76,6 +87,10 @@ def plan_completion(request: ChatRequest) -> Plan:
         arguments = json.dumps(filled, ensure_ascii=False)
         return _tool_plan(request, tool, arguments, last_user)
     text = tool_followup(request.messages, request.tools) if last.role == "tool" else answer(request.messages)
+    if request.model == CONCISE_MODEL:
+        text = concise(text)
+    elif request.model == VERBOSE_MODEL:
+        text = verbose(text)
     fmt = request.response_format
     if fmt is not None and fmt.get("type") == "json_schema":
         schema = fmt["json_schema"]["schema"]
