@@ -8,10 +8,12 @@
 ``token_delay`` model a real model's response time; ``Fault`` injects failures for client tests;
 ``request_counts()`` says how often each request arrived (by replay's request key).
 
-Layout: pure core (``_text``, ``_validate``, ``_models``, ``_styles``, ``_assistant``, ``_facts``,
-``_snippets``, ``_schema_fill``, ``_schema_scalars``, ``_wire``, ``_faults``, ``_record``,
-``_counts``) -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
-(``_server``) and CLI (``__main__``).
+Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
+(``_server``) and CLI (``__main__``). The core: ``_validate`` (request in) -> ``_models`` (which model
+answers what, and how fast) -> ``_wire`` (answer out); text answers from ``_assistant`` with its
+knowledge (``_facts``, ``_numbers``, ``_lists``, ``_snippets``) and voice (``_phrasing``, ``_styles``);
+structured answers from ``_json_mode`` and ``_schema_fill`` (``_schema_scalars``, ``_entities``,
+``_schema_limits``); ``_text`` (tokens, prompt facts), ``_faults``, ``_record``, ``_counts``.
 """
 
 from __future__ import annotations

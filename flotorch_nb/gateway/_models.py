@@ -4,7 +4,7 @@
 
 - ``offline/assistant`` (the default) answers in text (see ``_assistant``), calls the best-matching
   tool with arguments valid against the tool's JSON schema, answers from tool results, and fills
-  ``response_format`` schemas.
+  ``response_format`` schemas (JSON mode honours the keys the prompt names).
 - ``offline/echo`` repeats the last user message verbatim, which lets tests send arbitrary payloads
   (markup, XSS strings, long text) back through the whole client.
 - ``offline/concise`` is the assistant cut to its core (one sentence, three list items, the code
@@ -86,7 +86,10 @@ def plan_completion(request: ChatRequest) -> Plan:
         filled = _filled(tool.parameters, hints_from(last_user), "", where)
         arguments = json.dumps(filled, ensure_ascii=False)
         return _tool_plan(request, tool, arguments, last_user)
-    text = tool_followup(request.messages, request.tools) if last.role == "tool" else answer(request.messages)
+    if last.role == "tool":
+        text = tool_followup(request.messages, request.tools)
+    else:
+        text = answer(request.messages, request.model)
     if request.model == CONCISE_MODEL:
         text = concise(text)
     elif request.model == VERBOSE_MODEL:

@@ -144,7 +144,7 @@ def hints_from(text: str) -> Hints:
             first, _, rest = phrase.partition(" ")
             if first.lower() in STOPWORDS:  # "What Paris..." -> "Paris"
                 phrase = rest
-            if not phrase or phrase.lower() in STOPWORDS:
+            if not phrase or phrase.lower() in STOPWORDS or phrase in _NOT_NAMES:
                 continue
             # A lone capitalised word that starts a sentence ("Extract", "Summarize") is usually
             # not a name, so such words only come after the names found inside sentences.
@@ -165,6 +165,12 @@ def hints_from(text: str) -> Hints:
     )
 
 
+# Capitalised words that start instructions or name formats: never a person, place or title.
+_NOT_NAMES = wordset(
+    """List Name Return Extract Summarize Summarise Describe Explain Give Write Create Generate Translate
+    Find Show Tell Make Answer Reply Respond Classify Compare Suggest Recommend Provide Output Convert
+    JSON API HTTP HTTPS URL SQL CSV XML HTML YAML LLM AI PDF ID OK"""
+)
 _TOPIC_MARKERS = re.compile(r"\b(?:about|on|of|for|regarding|to|is|are)\s+([^\d.,!?;:\n][^.,!?;:\n]*)", re.I)
 
 
@@ -193,15 +199,19 @@ _INSTRUCTION_WORDS = wordset(
 )
 
 
-# Generic but meaningful angles on any topic; used for bullet lists and "steps"-like arrays.
+# Generic but meaningful angles on any topic; used for bullet lists and "steps"-like arrays. Each reads
+# right whether the topic is singular or plural ("unit testing", "fruits").
 ASPECTS = (
-    "What {t} is and why it matters",
-    "How {t} works in practice",
-    "Common pitfalls with {t} and how to avoid them",
+    "The basics of {t}, and why they matter",
+    "Putting {t} into practice",
+    "Common pitfalls with {t}, and how to avoid them",
     "A small first step you can take with {t}",
     "How to check that your results with {t} are right",
     "Where to learn more about {t}",
-    "When {t} is not the right tool",
+    "When to choose something other than {t}",
+    "The questions people ask most often about {t}",
+    "The history of {t}",
+    "Who gains the most from {t}",
 )
 
 
