@@ -140,5 +140,5 @@ def number_fact(text: str) -> str | None:
     reply = f"{n} is {what}: {why}."
     if len(rest) > 1:  # the last property is only its parity: worth saying alone, not as an extra
         also, because = rest[0]
-        reply += f" It is also {also} ({because})."
+        reply += f" It is also {also}." if because == why else f" It is also {also} ({because})."
     return reply
