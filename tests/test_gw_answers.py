@@ -181,7 +181,7 @@ def test_list_ten_facts_about_the_ocean_gives_ten_facts(client: httpx2.Client) -
         ("What is 4 + 4?", "4 + 4 = 8."),
         ("Calculate (3 + 4) * 2", "(3 + 4) * 2 = 14."),
         ("Give one fun fact about the number 7.", "7 is a prime number"),
-        ("Give one fun fact about the number 6.", "6 is a perfect number: its divisors 1 + 2 + 3 add up to 6."),
+        ("Give one fun fact about the number 6.", "6 is a perfect number: its divisors 1 + 2 + 3 add up"),
     ],
 )
 def test_arithmetic_and_number_facts_are_exact(client: httpx2.Client, prompt: str, expected: str) -> None:

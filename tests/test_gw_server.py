@@ -4,10 +4,12 @@ bodies kept only when asked for, and robustness against clients that misbehave."
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
 import time
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,3 +218,24 @@ def test_an_echoed_lone_surrogate_is_answered(client: httpx2.Client, stream: boo
     else:
         pieces = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
         assert "".join(p["choices"][0]["delta"].get("content") or "" for p in pieces if p["choices"]) == text
+
+
+def test_a_long_chat_does_not_grow_the_gateway() -> None:
+    """120 turns of one conversation (each request carrying the whole history, up to ~60 kB) leave the
+    kernel's gateway a few MB larger at most: no bodies kept, and only small ones cached."""
+    with OfflineGateway() as gateway, httpx2.Client(base_url=gateway.url, headers=AUTH, timeout=10) as c:
+        messages: list[dict[str, str]] = []
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            for turn in range(120):
+                padding = " ".join(["and more detail"] * 16)
+                messages.append({"role": "user", "content": f"Tell me about topic {turn}, {padding}."})
+                reply = c.post(CHAT, json={"model": "offline/assistant", "messages": messages}).json()
+                messages.append({"role": "assistant", "content": reply["choices"][0]["message"]["content"]})
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - baseline
+        finally:
+            tracemalloc.stop()
+    held_by_the_test = len(json.dumps(messages)) * 3  # the conversation itself, client side
+    assert grown - held_by_the_test < 3_000_000, f"{grown / 1e6:.1f} MB, {held_by_the_test / 1e6:.1f} MB ours"

@@ -319,9 +319,11 @@ def _plan(raw: bytes) -> tuple[ChatRequest, Plan]:
 
 
 # The models are deterministic, so a body seen before (a benchmark's loop, a retried request) reuses
-# its answer instead of being parsed and planned again. Errors are not cached; big bodies are not either.
+# its answer instead of being parsed and planned again. Errors are not cached, and neither are bodies
+# over 8 kB: a long chat sends a longer body every turn, never the same one twice, and caching those
+# made the gateway in a notebook kernel grow by megabytes (256 bodies of up to 64 kB, parsed).
 _planned = functools.lru_cache(maxsize=256)(_plan)
-_CACHEABLE = 64 * 1024
+_CACHEABLE = 8 * 1024
 
 
 def _error(status: int, message: str, *, code: str | None = None) -> JSON:

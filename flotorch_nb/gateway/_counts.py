@@ -16,7 +16,7 @@ from ..replay._match import canonical_request, request_key
 
 __all__ = ["RequestCounts", "key_of"]
 
-_CACHEABLE = 64 * 1024
+_CACHEABLE = 8 * 1024  # as for planning (see _app): long chat bodies never repeat, so are not kept
 
 
 def _key(method: str, target: str, raw: bytes) -> str:
