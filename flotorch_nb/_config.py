@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
@@ -124,13 +124,38 @@ def _from_env(value: str | None, name: str, env: Mapping[str, str]) -> str | Non
 
 
 def check_base_url(base_url: str) -> str:
-    """An http(s) URL with a host, without the trailing slash (so paths never get a double ``//``)."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """An http(s) URL with a host, without the trailing slash (so paths never get a double ``//``).
+
+    A query string or fragment is refused: the endpoint would be appended after it, and whatever it
+    holds (often a key: ``?api_key=...``) would travel into reprs, logs and errors. Messages show the
+    URL without its query, fragment or ``user:password@`` part, for the same reason.
+    """
+    text = base_url.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- parsing the port is what raises for ":99999" or ":abc"
+    except ValueError as exc:
+        # urlsplit's reasons ("Invalid IPv6 URL", "Port out of range") never quote the URL itself.
         raise ConfigurationError(
-            f"base_url must be an http(s) URL such as https://gateway.flotorch.cloud, got {base_url!r}"
+            f"base_url is not a valid URL ({exc}); expected something like https://gateway.flotorch.cloud"
+        ) from None
+    shown = _shown(parts)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"base_url must be an http(s) URL such as https://gateway.flotorch.cloud, got {shown!r}"
         )
-    return base_url.strip().rstrip("/")
+    if "?" in text or "#" in text:
+        raise ConfigurationError(
+            f"base_url must not have a query string or fragment (the part from '?' or '#' on, not shown "
+            f"here since it may hold a key); use only scheme://host[:port][/path], e.g. {shown!r}"
+        )
+    return text.rstrip("/")
+
+
+def _shown(parts: SplitResult) -> str:
+    """A parsed URL as it may be shown in a message: no credentials, no query, no fragment."""
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc, query="", fragment=""))
 
 
 def _check_endpoint(endpoint: str) -> str:
@@ -149,14 +174,49 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     return float(timeout)
 
 
-def _number_from_env(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name)
+def _timeout_from_env(env: Mapping[str, str]) -> float | None:
+    """``FLOTORCH_TIMEOUT`` as seconds; a mistake names the variable and what it holds."""
+    raw = env.get(ENV_TIMEOUT)
     if not raw:
         return None
     try:
-        return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+        return check_timeout(float(raw), ENV_TIMEOUT)
+    except (ValueError, ConfigurationError):  # ConfigurationError is a ValueError too
+        raise ConfigurationError(
+            f"{ENV_TIMEOUT} must be a positive, finite number of seconds, got {raw!r}"
+        ) from None
+
+
+def _retries_from_env(env: Mapping[str, str]) -> int | None:
+    """``FLOTORCH_MAX_RETRIES`` as a whole number: ``1.7`` is a mistake, not one retry."""
+    raw = env.get(ENV_MAX_RETRIES)
+    if not raw:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii():  # no sign, point, exponent, "nan" or "inf"
+        raise ConfigurationError(f"{ENV_MAX_RETRIES} must be a whole number >= 0, got {raw!r}")
+    return int(text)
+
+
+def check_max_retries(max_retries: object) -> int:
+    """A whole number of retries >= 0 (``True`` and ``2.0`` are not)."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    return max_retries
+
+
+def cassette_from_env(env: Mapping[str, str] | None = None) -> tuple[CassetteMode | None, str | None]:
+    """``("replay", dir)``, ``("record", dir)`` or ``(None, None)`` from ``FLOTORCH_REPLAY`` / ``_RECORD``.
+
+    The one place that decides: replay wins when both are set (answering from files must never
+    silently turn into calling a gateway), and an empty variable counts as unset.
+    """
+    env = os.environ if env is None else env
+    if env.get(ENV_REPLAY):
+        return "replay", env[ENV_REPLAY]
+    if env.get(ENV_RECORD):
+        return "record", env[ENV_RECORD]
+    return None, None
 
 
 def resolve(
@@ -171,12 +231,7 @@ def resolve(
 ) -> Settings:
     """Combine arguments, environment and defaults into ``Settings``, or say exactly what is missing."""
     env = os.environ if env is None else env
-    cassette_mode: CassetteMode | None = None
-    cassette_path: str | None = None
-    if env.get(ENV_REPLAY):
-        cassette_mode, cassette_path = "replay", env[ENV_REPLAY]
-    elif env.get(ENV_RECORD):
-        cassette_mode, cassette_path = "record", env[ENV_RECORD]
+    cassette_mode, cassette_path = cassette_from_env(env)
 
     model = _from_env(model_id, ENV_MODEL_ID, env)
     key = _from_env(api_key, ENV_API_KEY, env)
@@ -210,12 +265,10 @@ def resolve(
         raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
 
     if timeout is None:
-        timeout = _number_from_env(env, ENV_TIMEOUT)
+        timeout = _timeout_from_env(env)
     if max_retries is None:
-        env_retries = _number_from_env(env, ENV_MAX_RETRIES)
-        max_retries = int(env_retries) if env_retries is not None else DEFAULT_MAX_RETRIES
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+        max_retries = _retries_from_env(env)
+    retries = check_max_retries(max_retries if max_retries is not None else DEFAULT_MAX_RETRIES)
 
     return Settings(
         model_id=model.strip(),
@@ -223,7 +276,7 @@ def resolve(
         base_url=check_base_url(url),
         endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
         timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),
-        max_retries=max_retries,
+        max_retries=retries,
         cassette_mode=cassette_mode,
         cassette_path=cassette_path,
     )

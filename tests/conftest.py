@@ -44,8 +44,11 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def gateway() -> Iterator[OfflineGateway]:
-    """The embedded offline gateway on a free loopback port, shared by the whole run."""
-    with OfflineGateway() as gw:
+    """The embedded offline gateway on a free loopback port, shared by the whole run.
+
+    It records request bodies (``gateway.requests``): tests assert what the client sent.
+    """
+    with OfflineGateway(record=True) as gw:
         yield gw
 
 
@@ -69,6 +72,7 @@ def _clean_gateway_and_env(request: pytest.FixtureRequest, monkeypatch: pytest.M
         gw = request.getfixturevalue("gateway")
         gw.faults.clear()
         gw.requests.clear()
+        gw.clear_request_counts()
     monkeypatch.undo()
     for name in [k for k in os.environ if k.startswith("FLOTORCH_")]:
         del os.environ[name]

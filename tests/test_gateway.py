@@ -41,8 +41,8 @@ BANNER_START = "FloTorch OFFLINE gateway (deterministic local models, no real LL
 
 @pytest.fixture(scope="module")
 def gw() -> Iterator[OfflineGateway]:
-    """One gateway (any key accepted, no token delay) for the whole module."""
-    with OfflineGateway() as gateway:
+    """One gateway (any key accepted, no token delay, bodies recorded) for the whole module."""
+    with OfflineGateway(record=True) as gateway:
         yield gateway
 
 
@@ -180,7 +180,8 @@ def test_missing_or_malformed_key_is_401(gw: OfflineGateway, headers: dict[str, 
 
 
 def test_configured_key_is_required_and_never_echoed() -> None:
-    with OfflineGateway(api_key=KEY) as gateway, httpx2.Client(base_url=gateway.url, timeout=5) as c:
+    strict = OfflineGateway(api_key=KEY, record=True)
+    with strict as gateway, httpx2.Client(base_url=gateway.url, timeout=5) as c:
         wrong = c.post(CHAT, json=body(), headers={"Authorization": "Bearer sk-wrong-key-42"})
         right = c.post(CHAT, json=body(), headers=AUTH)
         models_wrong = c.get("/api/openai/v1/models", headers={"Authorization": "Bearer sk-wrong-key-42"})
@@ -197,7 +198,8 @@ def test_unknown_model_is_404_listing_the_offline_models(client: httpx2.Client) 
     response = client.post(CHAT, json=body(model="gpt-4o"))
     message = assert_openai_error(response, 404, "not_found_error")
     assert message == (
-        "The model 'gpt-4o' does not exist on the offline gateway; available: offline/assistant, offline/echo"
+        "The model 'gpt-4o' does not exist on the offline gateway; available: "
+        "offline/assistant, offline/echo, offline/concise, offline/verbose"
     )
 
 
@@ -246,7 +248,8 @@ def test_models_lists_the_offline_models(client: httpx2.Client) -> None:
     assert_stamped(response)
     listing = response.json()
     assert listing["object"] == "list"
-    assert [m["id"] for m in listing["data"]] == ["offline/assistant", "offline/echo"]
+    assert [m["id"] for m in listing["data"]] == list(OFFLINE_MODELS)
+    assert list(OFFLINE_MODELS) == ["offline/assistant", "offline/echo", "offline/concise", "offline/verbose"]
 
 
 # -- non-streaming answers -------------------------------------------------------------------------
@@ -548,7 +551,7 @@ def test_json_object_answers_are_objects(client: httpx2.Client) -> None:
         CHAT, json=body("Describe JSON in JSON", response_format={"type": "json_object"})
     ).json()
     value = json.loads(data["choices"][0]["message"]["content"])
-    assert isinstance(value, dict) and value["offline"] is True and value["answer"]
+    assert isinstance(value, dict) and list(value) == ["answer"] and value["answer"]  # no keys named
 
 
 # -- streaming -------------------------------------------------------------------------------------
@@ -1097,7 +1100,7 @@ def test_gateway_lifecycle_is_bounded() -> None:
         worker = threading.Thread(target=stuck_request)
         worker.start()
         deadline = time.monotonic() + 5
-        while not gateway.requests and time.monotonic() < deadline:
+        while not gateway.request_counts() and time.monotonic() < deadline:
             time.sleep(0.01)
         started = time.perf_counter()
     finally:
@@ -1131,7 +1134,7 @@ def test_cli_serves_until_sigterm() -> None:
         assert banner and banner[0], "no banner within 20 s"
         line = banner[0].strip()
         assert line.startswith(BANNER_START)
-        assert line.endswith("— models: offline/assistant, offline/echo") and KEY not in line
+        assert line.endswith("— models: " + ", ".join(OFFLINE_MODELS)) and KEY not in line
         match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         assert match and match.group(1) != "0"
         with httpx2.Client(base_url=match.group(0), headers=AUTH, timeout=5) as c:

@@ -388,11 +388,12 @@ def test_path_and_method_are_part_of_the_match(tmp_path: Path) -> None:
 
 
 def test_canonical_key_is_independent_of_formatting() -> None:
-    compact = canonical_request("post", "/p", json.dumps(BODY, separators=(",", ":")).encode())
-    spaced = canonical_request("POST", "/p", json.dumps(BODY, indent=4, sort_keys=True).encode())
-    assert compact == spaced
+    compact = canonical_request(json.dumps(BODY, separators=(",", ":")).encode(), "/p", method="post")
+    spaced = canonical_request(json.dumps(BODY, indent=4, sort_keys=True).encode(), "/p")
+    assert compact == spaced == canonical_request(BODY, "/p") == canonical_request(json.dumps(BODY), "/p")
     assert request_key(compact) == request_key(spaced)
-    assert request_key(compact) != request_key(canonical_request("POST", "/q", json.dumps(BODY).encode()))
+    assert request_key(compact) != request_key(canonical_request(json.dumps(BODY).encode(), "/q"))
+    assert request_key(compact) != request_key(canonical_request(BODY, "/p", method="PUT"))
 
 
 def test_a_key_echoed_by_the_gateway_is_scrubbed_from_the_file(tmp_path: Path) -> None:
@@ -616,9 +617,10 @@ def test_the_endpoint_path_drops_only_the_prefix_a_base_url_added(path: str, end
 
 def test_a_custom_endpoint_is_still_told_apart_from_the_default_one() -> None:
     body = json.dumps(BODY).encode()
-    default = request_key(canonical_request("POST", "/api/openai/v1/chat/completions", body))
-    assert default != request_key(canonical_request("POST", "/v1/chat/completions", body))
-    assert default == request_key(canonical_request("POST", "/gw/api/openai/v1/chat/completions", body))
+    default = request_key(canonical_request(body))  # the endpoint defaults to FloTorch's chat completions
+    assert default == request_key(canonical_request(body, "/api/openai/v1/chat/completions"))
+    assert default != request_key(canonical_request(body, "/v1/chat/completions"))
+    assert default == request_key(canonical_request(body, "/gw/api/openai/v1/chat/completions"))
 
 
 @pytest.mark.parametrize(
@@ -637,7 +639,7 @@ def test_equal_numbers_give_the_same_key_however_they_are_written(
     one: dict[str, Any], other: dict[str, Any]
 ) -> None:
     def key(change: dict[str, Any]) -> str:
-        return request_key(canonical_request("POST", "/p", json.dumps({**BODY, **change}).encode()))
+        return request_key(canonical_request(json.dumps({**BODY, **change}).encode(), "/p"))
 
     assert key(one) == key(other)
     assert key({"temperature": 1}) != key({"temperature": 1.5})

@@ -1,28 +1,36 @@
 """The embedded offline FloTorch gateway: OpenAI-compatible chat completions on 127.0.0.1, no key, no LLM.
 
 ``OfflineGateway`` serves deterministic local models so notebooks and tests run offline:
-``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas) and ``offline/echo``
-(repeats the last user message). Every answer says it is offline: the ``x-flotorch-gateway: offline``
-header and a model name starting with ``offline/``. ``Fault`` injects failures for client tests.
+``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas), ``offline/echo``
+(repeats the last user message), ``offline/concise`` (short answers, faster) and ``offline/verbose``
+(longer answers, slower per token); see ``_models``. Every answer says it is offline: the
+``x-flotorch-gateway: offline`` header and a model name starting with ``offline/``. ``latency`` and
+``token_delay`` model a real model's response time; ``Fault`` injects failures for client tests;
+``request_counts()`` says how often each request arrived (by replay's request key).
 
-Layout: pure core (``_text``, ``_validate``, ``_models``, ``_assistant``, ``_schema_fill``,
-``_schema_scalars``, ``_wire``, ``_faults``, ``_record``) -> starlette app (``_app``) -> uvicorn thread
-(``_server``) and CLI (``__main__``).
+Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
+(``_server``) and CLI (``__main__``). The core: ``_validate`` (request in) -> ``_models`` (which model
+answers what, and how fast) -> ``_wire`` (answer out); text answers from ``_assistant`` with its
+knowledge (``_facts``, ``_numbers``, ``_lists``, ``_snippets``) and voice (``_phrasing``, ``_styles``);
+structured answers from ``_json_mode`` and ``_schema_fill`` (``_schema_scalars``, ``_entities``,
+``_schema_limits``); ``_text`` (tokens, prompt facts), ``_faults``, ``_record``, ``_counts``.
 """
 
 from __future__ import annotations
 
 from ._app import create_app
 from ._faults import Fault, FaultPlan
-from ._models import DEFAULT_MODEL, OFFLINE_MODELS
+from ._models import DEFAULT_MODEL, OFFLINE_MODELS, PROFILES, ModelProfile
 from ._record import RecordedRequest
 from ._server import OfflineGateway
 
 __all__ = [
     "DEFAULT_MODEL",
     "OFFLINE_MODELS",
+    "PROFILES",
     "Fault",
     "FaultPlan",
+    "ModelProfile",
     "OfflineGateway",
     "RecordedRequest",
     "create_app",

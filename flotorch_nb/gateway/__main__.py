@@ -2,11 +2,14 @@
 
 Prints one banner line with the real URL (also for ``--port 0``) so scripts can wait for it, and
 exits with status 0 on SIGINT or SIGTERM after a graceful shutdown. The API key is never printed.
+Request bodies are never kept (a server runs for hours); counts per request are, at
+``GET /_offline/requests/counts``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between streamed chunks (default: 0)",
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds to wait before the first byte of every answer, like a real model (default: 0)",
+    )
+    parser.add_argument(
         "--api-key", default=None, metavar="K", help="accept only this Bearer key (default: any)"
     )
     parser.add_argument(
@@ -52,9 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
-    if args.token_delay < 0:
-        _parser().error("--token-delay must be >= 0")
-    app = create_app(api_key=args.api_key, token_delay=args.token_delay, record=False)
+    for option, value in (("--token-delay", args.token_delay), ("--latency", args.latency)):
+        if not math.isfinite(value) or value < 0:
+            _parser().error(f"{option} must be a finite number of seconds >= 0")
+    app = create_app(api_key=args.api_key, token_delay=args.token_delay, latency=args.latency)
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:

@@ -1,10 +1,12 @@
 """Pure: the text answers of ``offline/assistant`` — short, deterministic, and about the prompt.
 
 There is no language model here. The assistant recognises what kind of answer a message asks for
-(greeting, summary, haiku, list/steps, code, translation, question, tool result follow-up, memory of
-the conversation) and fills a small template with the prompt's own words, so notebooks show answers
-that read sensibly and that tests can predict. A system prompt can make it talk like a pirate or
-answer in one sentence. Every answer says, one way or another, that it comes from the offline model.
+(greeting, summary, haiku, list/steps, code, translation, arithmetic, a fact about a number, what it
+is, a follow-up example, question, tool result follow-up, memory of the conversation) and answers
+from its small knowledge (``_facts``, ``_numbers``, ``_lists``) or fills a template with the prompt's
+own words, so notebooks show answers that read sensibly and that tests can predict. A system prompt
+can make it talk like a pirate or answer in one sentence (``_phrasing``). Answers built from a
+template say that they come from the offline model.
 """
 
 from __future__ import annotations
@@ -12,46 +14,51 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
-from ._facts import fact_for
+from ._facts import fact_for, find_fact, list_for
+from ._json_mode import json_object
+from ._lists import bullets
+from ._numbers import arithmetic, number_fact
+from ._phrasing import styled, translation
 from ._snippets import SNIPPETS, generic_snippet
-from ._text import ASPECTS, first_sentence, hints_from, keywords, topic_of, words
+from ._text import first_sentence, keywords, topic_of, words
 from ._validate import Message, Tool
 
-__all__ = ["answer", "tool_followup"]
+__all__ = ["answer", "json_answer", "tool_followup"]
 
 _GREETINGS = frozenset({"hi", "hello", "hey", "greetings", "howdy", "hiya", "yo", "morning", "evening"})
 _QUESTION_WORDS = frozenset({"what", "why", "how", "when", "where", "who", "which", "can", "could",
                              "is", "are", "does", "do", "should", "would", "will", "explain"})  # fmt: skip
-_PHRASEBOOK = {
-    "french": {"hello": "bonjour", "world": "monde", "thank you": "merci", "goodbye": "au revoir",
-               "good morning": "bonjour", "yes": "oui", "no": "non", "cat": "chat", "dog": "chien",
-               "friend": "ami", "please": "s'il vous plaît", "love": "amour", "water": "eau"},
-    "spanish": {"hello": "hola", "world": "mundo", "thank you": "gracias", "goodbye": "adiós",
-                "good morning": "buenos días", "yes": "sí", "no": "no", "cat": "gato", "dog": "perro",
-                "friend": "amigo", "please": "por favor", "love": "amor", "water": "agua"},
-    "german": {"hello": "hallo", "world": "Welt", "thank you": "danke", "goodbye": "auf Wiedersehen",
-               "good morning": "guten Morgen", "yes": "ja", "no": "nein", "cat": "Katze", "dog": "Hund",
-               "friend": "Freund", "please": "bitte", "love": "Liebe", "water": "Wasser"},
-    "italian": {"hello": "ciao", "world": "mondo", "thank you": "grazie", "goodbye": "arrivederci",
-                "good morning": "buongiorno", "yes": "sì", "no": "no", "cat": "gatto", "dog": "cane",
-                "friend": "amico", "please": "per favore", "love": "amore", "water": "acqua"},
-}  # fmt: skip
-_PIRATE = {"hello": "ahoy", "hi": "ahoy", "you": "ye", "your": "yer", "my": "me", "is": "be",
-           "are": "be", "friend": "matey", "yes": "aye", "the": "th'"}  # fmt: skip
 _CODE_WORDS = frozenset({"code", "function", "script", "snippet", "implement", "program"})
 _MAKE_WORDS = frozenset({"write", "create", "make", "give", "show", "generate", "build"})
 _NAME_RE = re.compile(r"\b(?:my name is|i am|i'm|call me)\s+([A-Z][a-zA-Z\-]+)", re.IGNORECASE)
+_LIST_WORDS = frozenset({"steps", "step", "bullet", "bullets", "checklist", "tips", "ideas"})
+_MATH_ASK = re.compile(r"\b(?:what(?:'s| is)|calculate|compute|evaluate|solve|how much is)\b", re.IGNORECASE)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_IDENTITY = re.compile(
+    r"\b(?:which|what) (?:model|llm|ai)\b|\bwho (?:made|built|created|trained|are) you\b|\bwhat are you\b",
+    re.IGNORECASE,
+)
+_EXAMPLE_WORDS = frozenset({"example", "examples", "instance"})
+_AUXILIARIES = frozenset({"do", "does", "did", "is", "are", "was", "were", "can", "should", "would", "has",
+                          "have", "will"})  # fmt: skip
+_GLOSSARY = "(Offline answer from the gateway's small built-in glossary, not a model.)"
 
 
-def answer(messages: Sequence[Message]) -> str:
+def answer(messages: Sequence[Message], model: str = "offline/assistant") -> str:
     """The assistant's text reply to a conversation whose last message is from the user."""
     system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
     users = [m for m in messages if m.role == "user"]
     last = users[-1].text.strip() if users else ""
     earlier = [m for m in messages[: _last_index(messages, "user")] if m.role in ("user", "assistant")]
-    reply = _compose(last, earlier)
-    return _styled(reply, system)
+    reply = _compose(last, earlier, model)
+    return styled(reply, system)
+
+
+def json_answer(prompt: str, text: str, model: str) -> dict[str, Any]:
+    """The JSON object of a JSON-mode answer: the keys the prompt names (see ``_json_mode``)."""
+    return json_object(prompt, text)
 
 
 def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
@@ -74,7 +81,7 @@ def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
         f"Based on the tool results, here is the answer to “{request}”: {joined}. "
         "(Offline model: I report the tool output as-is.)"
     )
-    return _styled(reply, system)
+    return styled(reply, system)
 
 
 def _last_index(messages: Sequence[Message], role: str) -> int:
@@ -107,7 +114,7 @@ def _describe_result(text: str) -> str:
     return shown
 
 
-def _compose(last: str, earlier: list[Message]) -> str:
+def _compose(last: str, earlier: list[Message], model: str) -> str:
     lowered = last.lower()
     said = words(last)
     if not said:
@@ -117,26 +124,72 @@ def _compose(last: str, earlier: list[Message]) -> str:
     memory = _memory(lowered, earlier)
     if memory:
         return memory
+    if _IDENTITY.search(last):
+        return (
+            f"I am {model}, a deterministic offline model built into the flotorch_nb gateway by its "
+            "developers: no language model and no network, just the same answer to the same question."
+        )
     if "haiku" in said:
         return _haiku(last)
     if any(w in said for w in ("summarize", "summarise", "summary", "tldr", "tl")):
         return _summary(last, earlier)
     if "translate" in said or "translation" in said:
-        return _translation(last)
+        return translation(last)
     if _CODE_WORDS & set(said) or ("python" in said and _MAKE_WORDS & set(said)):
         return _code(last)
-    if any(w in said for w in ("list", "steps", "step", "bullet", "bullets", "checklist", "tips", "ideas")):
-        return _bullets(last)
+    computed = arithmetic(last) if _MATH_ASK.search(last) and not _DATE.search(last) else None
+    computed = computed or (number_fact(last) if {"fact", "facts", "trivia"} & set(said) else None)
+    if computed:
+        return computed
+    if _wants_list(said, lowered):
+        return bullets(last)
     if said[0] in _GREETINGS and len(said) <= 6:
-        return (
-            "Hello! I'm the FloTorch offline assistant, a deterministic stand-in for a real model. "
-            "Ask me to summarize, list steps, write a haiku or some Python, and I'll do my best."
-        )
+        return _greeting(lowered)
+    if said[0] in ("thanks", "thank") and len(said) <= 6:
+        return "You're welcome! Ask me anything else; I'm the FloTorch offline assistant, here all day."
+    fact = find_fact(said)
+    if fact:
+        shown = {"example", "record", "show", "instance"} & set(said)
+        return f"{fact.text} {_GLOSSARY}" + (f"\n\n{fact.example}" if shown else "")
+    example = _example(said, earlier)
+    if example:
+        return example
     if said[0] in _QUESTION_WORDS or last.rstrip().endswith("?"):
         # "Explain in a few sentences why ..." asks "why": the first question word leads.
         lead = next((w for w in said[:8] if w in _QUESTION_WORDS and w != "explain"), said[0])
         return _explanation(last, lead)
     return _fallback(last, earlier)
+
+
+def _wants_list(said: list[str], lowered: str) -> bool:
+    """"List three ...", "Give me a list of ...", tips/steps/ideas, or "Name the planets" (a known list)."""
+    if _LIST_WORDS & set(said) or said[0] == "list" or re.search(r"\blist (?:of|some|the)\b", lowered):
+        return True
+    return said[0] in ("name", "enumerate") and list_for(said) is not None
+
+
+def _greeting(lowered: str) -> str:
+    if re.search(r"\bhow are (?:you|ya)\b", lowered):
+        return (
+            "Hello, I'm doing well, thank you for asking! I'm the FloTorch offline assistant, a "
+            "deterministic stand-in for a real model: ask me to summarize, list steps, write a haiku or "
+            "some Python."
+        )
+    return (
+        "Hello! I'm the FloTorch offline assistant, a deterministic stand-in for a real model. "
+        "Ask me to summarize, list steps, write a haiku or some Python, and I'll do my best."
+    )
+
+
+def _example(said: list[str], earlier: list[Message]) -> str | None:
+    """"Can you give me an example?": an example of what the conversation was about, if it is known."""
+    if not _EXAMPLE_WORDS & set(said) or len(said) > 12:
+        return None
+    for message in reversed(earlier):
+        fact = find_fact(words(message.text))
+        if fact:
+            return f"{fact.example} (Offline example from the gateway's small built-in glossary.)"
+    return None
 
 
 def _memory(lowered: str, earlier: list[Message]) -> str | None:
@@ -205,25 +258,6 @@ def _summary(last: str, earlier: list[Message]) -> str:
     return f"Offline summary: {first_sentence(source, 25)} Key points: {', '.join(points) or 'none found'}."
 
 
-def _translation(last: str) -> str:
-    lowered = last.lower()
-    language = next((lang for lang in _PHRASEBOOK if lang in lowered), "french")
-    quoted = hints_from(last).quoted
-    source = (
-        quoted[0]
-        if quoted
-        else re.sub(r"(?i)^.*?translate\s*|\s*(?:in)?to\s+\w+\W*$", "", last).strip() or last
-    )
-    phrasebook = _PHRASEBOOK[language]
-    translated = source.lower()
-    for phrase in sorted(phrasebook, key=len, reverse=True):
-        translated = re.sub(rf"\b{re.escape(phrase)}\b", phrasebook[phrase], translated)
-    return (
-        f"{language.capitalize()}: «{translated}» — translated with the offline gateway's small phrasebook; "
-        "words it does not know are left as they are."
-    )
-
-
 def _code(last: str) -> str:
     lowered = last.lower()
     found = next(((n, src) for keys, n, src in SNIPPETS if any(k in lowered for k in keys)), None)
@@ -240,37 +274,26 @@ def _code(last: str) -> str:
     )
 
 
-def _bullets(last: str) -> str:
-    numbers = [int(n) for n in hints_from(last).numbers if float(n).is_integer() and 1 <= n <= 7]
-    count = numbers[0] if numbers else 4
-    topic = topic_of(last)
-    if "step" in last.lower():
-        lines = [f"{index}. {step.format(t=topic)}." for index, step in enumerate(_STEPS[:count], start=1)]
-        return f"Here are {count} steps for {topic} (an offline checklist):\n\n" + "\n".join(lines)
-    lines = [f"- {aspect.format(t=topic)}" for aspect in ASPECTS[:count]]
-    return f"Here is an offline list about {topic}:\n\n" + "\n".join(lines)
-
-
-_STEPS = (
-    "Decide what success looks like for “{t}”",
-    "Gather what you need for “{t}”",
-    "Start with the smallest version that works",
-    "Check the result against the goal and fix what is off",
-    "Automate the parts you will repeat",
-    "Write down what you learned",
-    "Share the result and ask for feedback",
-)
-
-
 def _explanation(last: str, lead: str) -> str:
     fact = fact_for(words(last))
     if fact:
         return f"{fact} (Offline answer from the gateway's small built-in glossary, not a model.)"
     topic = topic_of(last)
     key = ", ".join(keywords(last, limit=4)) or topic
+    look = "look at what causes it, what it changes, and what the alternatives would be."
+    clause = re.search(r"\bwhy\s+([^?.!]+)", last, re.IGNORECASE)
+    why = f"To understand the reasons behind {topic}, {look}"
+    if clause:
+        asked = " ".join(clause.group(1).split())
+        first = asked.split()[0].lower()
+        # "why do APIs use X" is a question; "why streaming helps users" is a clause.
+        why = f"Why {asked}? To see the reasons, {look}" if first in _AUXILIARIES else (
+            f"To see why {asked}, {look}"
+        )
+    what = re.search(r"\bwhat (?:is|are) (?:an? |the )?([^?.!,;]+)", last, re.IGNORECASE)
+    subject = " ".join(what.group(1).split()) if what else topic
     openings = {
-        "why": f"There are usually a few reasons behind {topic}: it solves a concrete problem, "
-        "it trades one cost for another, and it fits how people already work.",
+        "why": why,
         "how": f"To approach “{topic}”, start from the goal, break it into small steps, "
         "and check each step before moving on.",
         "when": f"The right moment for {topic} is usually when the simple approach stops being enough "
@@ -280,7 +303,8 @@ def _explanation(last: str, lead: str) -> str:
     }
     opening = openings.get(
         lead,
-        f"In short, {topic} is best understood by looking at what it does, why it exists and how it is used.",
+        f"In short, {subject} is best understood by looking at what it does, why it exists and how it is "
+        "used.",
     )
     return (
         f"{opening} I am the FloTorch offline model, so this is a general explanation built from the key "
@@ -302,31 +326,3 @@ def _fallback(last: str, earlier: list[Message]) -> str:
         f"I'm the FloTorch offline assistant: I answer deterministically from your words, without a real "
         f"language model, so treat this as a placeholder reply.{follow}"
     )
-
-
-def _styled(reply: str, system: str) -> str:
-    """Apply the system prompt's requests: brevity first, then a pirate voice."""
-    brief = re.search(
-        r"\b(?:one (?:line|sentence)|single sentence|brief|briefly|concise|terse|short)\b", system
-    )
-    if brief and "```" not in reply:
-        reply = first_sentence(reply.split("\n\n")[0].replace("\n", " / "), 30)
-        if "offline" not in reply.lower():
-            reply += " (offline answer)"
-    if "pirate" in system:
-        reply = _pirate(reply)
-    return reply
-
-
-def _pirate(text: str) -> str:
-    def swap(match: re.Match[str]) -> str:
-        word = match.group(0)
-        new = _PIRATE.get(word.lower())
-        if new is None:
-            return word
-        return new[0].upper() + new[1:] if word[0].isupper() else new
-
-    parts = text.split("```")
-    # Only prose is rewritten; code blocks (odd parts) stay runnable.
-    parts = [re.sub(r"[A-Za-z]+", swap, p) if i % 2 == 0 else p for i, p in enumerate(parts)]
-    return "Arr! " + "```".join(parts)

@@ -1,9 +1,21 @@
 """Pure: the offline models. A validated request goes in, an answer :class:`Plan` comes out.
 
-``offline/assistant`` answers in text (see ``_assistant``), calls the best-matching tool with
-arguments valid against the tool's JSON schema, answers from tool results, and fills
-``response_format`` schemas. ``offline/echo`` repeats the last user message verbatim, which lets
-tests send arbitrary payloads (markup, XSS strings, long text) back through the whole client.
+``PROFILES`` lists them (``OFFLINE_MODELS`` is their names), each with what it answers and how fast:
+
+- ``offline/assistant`` (the default) answers in text (see ``_assistant``), calls the best-matching
+  tool with arguments valid against the tool's JSON schema, answers from tool results, and fills
+  ``response_format`` schemas (JSON mode honours the keys the prompt names).
+- ``offline/echo`` repeats the last user message verbatim, which lets tests send arbitrary payloads
+  (markup, XSS strings, long text) back through the whole client.
+- ``offline/concise`` is the assistant cut to its core (one sentence, three list items, the code
+  block; see ``_styles``): fewer tokens, and half the gateway's latency and token delay.
+- ``offline/verbose`` is the assistant plus context and caveats: more tokens, 1.5x the latency and
+  twice the token delay, like a larger, slower model.
+
+Timing factors scale the gateway's ``latency`` (before the first byte) and ``token_delay`` (between
+streamed chunks); both default to 0, so tests and benchmarks get instant answers from every model,
+and a comparison started with, say, ``OfflineGateway(latency=0.2, token_delay=0.01)`` sees the models
+differ as real ones do.
 
 Same request, same plan: nothing here reads the clock, randomness or the network; even tool-call ids
 are derived from the request.
@@ -14,19 +26,48 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ._assistant import answer, tool_followup
+from ._assistant import answer, json_answer, tool_followup
 from ._schema_fill import SchemaTooLargeError, fill_schema
+from ._styles import concise, verbose
 from ._text import STOPWORDS, Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
 from ._wire import GatewayError, Plan, ToolCallPlan
 
-__all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "plan_completion"]
+__all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "PROFILES", "ModelProfile", "plan_completion", "profile"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """One offline model: its name, what it does, and its timing relative to the gateway's settings."""
+
+    name: str
+    description: str
+    latency_factor: float = 1.0
+    token_delay_factor: float = 1.0
+
 
 DEFAULT_MODEL = "offline/assistant"
 ECHO_MODEL = "offline/echo"
-OFFLINE_MODELS: tuple[str, ...] = (DEFAULT_MODEL, ECHO_MODEL)
+CONCISE_MODEL = "offline/concise"
+VERBOSE_MODEL = "offline/verbose"
+PROFILES: dict[str, ModelProfile] = {
+    p.name: p
+    for p in (
+        ModelProfile(DEFAULT_MODEL, "answers from the prompt, calls tools, fills JSON schemas"),
+        ModelProfile(ECHO_MODEL, "repeats the last user message verbatim"),
+        ModelProfile(CONCISE_MODEL, "short answers; half the latency and token delay", 0.5, 0.5),
+        ModelProfile(VERBOSE_MODEL, "longer answers; 1.5x the latency, twice the token delay", 1.5, 2.0),
+    )
+}
+OFFLINE_MODELS: tuple[str, ...] = tuple(PROFILES)
+
+
+def profile(model: str) -> ModelProfile:
+    """The profile of an offline model (a model the gateway does not know times like the default)."""
+    return PROFILES.get(model) or PROFILES[DEFAULT_MODEL]
 
 
 def plan_completion(request: ChatRequest) -> Plan:
@@ -45,14 +86,21 @@ def plan_completion(request: ChatRequest) -> Plan:
         filled = _filled(tool.parameters, hints_from(last_user), "", where)
         arguments = json.dumps(filled, ensure_ascii=False)
         return _tool_plan(request, tool, arguments, last_user)
-    text = tool_followup(request.messages, request.tools) if last.role == "tool" else answer(request.messages)
+    if last.role == "tool":
+        text = tool_followup(request.messages, request.tools)
+    else:
+        text = answer(request.messages, request.model)
+    if request.model == CONCISE_MODEL:
+        text = concise(text)
+    elif request.model == VERBOSE_MODEL:
+        text = verbose(text)
     fmt = request.response_format
     if fmt is not None and fmt.get("type") == "json_schema":
         schema = fmt["json_schema"]["schema"]
         filled = _filled(schema, hints_from(last_user), text, "response_format.json_schema.schema")
         text = json.dumps(filled, ensure_ascii=False)
     elif fmt is not None and fmt.get("type") == "json_object":
-        text = json.dumps({"answer": text, "model": request.model, "offline": True}, ensure_ascii=False)
+        text = json.dumps(json_answer(last_user, text, request.model), ensure_ascii=False)
     return _text_plan(request, text)
 
 

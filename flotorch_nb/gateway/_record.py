@@ -56,6 +56,6 @@ def redacted(
         raw = raw.replace(token, b"***")
     try:
         body = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as text
         body = raw.decode("utf-8", "replace") if raw else None
     return RecordedRequest(method, path, kept, body, request_id)

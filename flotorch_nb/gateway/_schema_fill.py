@@ -9,16 +9,16 @@ common shapes are tried); ``if``/``then``, ``not`` and remote ``$ref`` are ignor
 
 Values come from the prompt where a property's name says what it wants: a ``city`` gets a capitalised
 place from the prompt, a ``query`` gets the quoted phrase or the prompt, numbers are taken in order,
-an enum value mentioned in the prompt wins. Everything else gets a plain, stable default.
+an enum value mentioned in the prompt wins. When the prompt names a kind of thing the gateway has an
+example record of (a film, a dish: ``_entities``), fields the prompt does not settle come from that
+record, each checked against its schema first. Everything else gets a plain, stable default.
 
-The gateway plans on its event loop, so a fill must stay small whatever the schema asks: a size
-keyword above ``MAX_SIZE`` (``minItems: 10**9``) is refused up front by ``oversized_keyword``, and a
-fill that would make more than ``MAX_VALUES`` values or ``MAX_CHARS`` characters of text (nested or
-recursive arrays multiply), or do more than ``MAX_STEPS`` steps of schema work (``allOf`` parts that
-reference each other double at every level), stops with ``SchemaTooLargeError``. Both become a 400
-in OpenAI's error shape. The bounds keep the worst fill to a fraction of a second (about 0.2 s
-measured), so planning stays on the event loop: a thread per request would cost every benchmark
-request a hand-off, and a runaway thread could not be stopped anyway.
+The gateway plans on its event loop, so a fill must stay small whatever the schema asks (see
+``_schema_limits``): an oversized keyword is refused up front, and a fill that grows past the limits
+stops with ``SchemaTooLargeError``. Both become a 400 in OpenAI's error shape. The bounds keep the
+worst fill to a fraction of a second (about 0.2 s measured), so planning stays on the event loop: a
+thread per request would cost every benchmark request a hand-off, and a runaway thread could not be
+stopped anyway.
 """
 
 from __future__ import annotations
@@ -28,8 +28,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._entities import MISSING, entity_for, field
+from ._schema_limits import (
+    MAX_CHARS,
+    MAX_SIZE,
+    MAX_STEPS,
+    MAX_VALUES,
+    SchemaTooLargeError,
+    Taken,
+    oversized_keyword,
+)
 from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
-from ._text import ASPECTS, Hints, split_words, wordset
+from ._text import ASPECTS, Hints, split_words, words, wordset
 
 __all__ = [
     "MAX_CHARS",
@@ -41,16 +51,6 @@ __all__ = [
     "oversized_keyword",
 ]
 
-#: The largest ``minItems`` / ``minLength`` / ``minProperties`` / ``minContains`` a schema may ask for.
-MAX_SIZE = 1000
-#: The most values (objects, arrays, scalars) one fill may make: 10x a maximal flat array.
-MAX_VALUES = 10 * MAX_SIZE
-#: The most characters of text one fill may make: room for a maximal flat array of maximal strings.
-MAX_CHARS = 2 * MAX_SIZE * MAX_SIZE
-#: The most schema work one fill may do: $ref/allOf merges (by what they copy), anyOf/enum scans.
-MAX_STEPS = 200_000
-_SIZE_KEYWORDS = ("minItems", "minLength", "minProperties", "minContains")
-
 _MAX_DEPTH = 24  # hard stop for pathological recursive schemas
 _FULL_DEPTH = 4  # below this depth, optional properties are filled too; deeper, only required ones
 
@@ -61,37 +61,15 @@ _SENTENCE_LISTS = wordset(
 )
 
 
-class SchemaTooLargeError(Exception):
-    """The schema asks for an answer larger than the offline gateway makes (see the module docstring)."""
-
-
 def fill_schema(schema: Any, hints: Hints, *, answer: str = "") -> Any:
     """Return a value valid against ``schema``; ``answer`` fills prose fields such as ``summary``.
 
     Raises ``SchemaTooLargeError`` when the answer would need more than ``MAX_VALUES`` values,
     ``MAX_CHARS`` characters of text or ``MAX_STEPS`` steps of schema work.
     """
-    return _Filler(schema, hints, answer).value(schema, "", 0)
-
-
-def oversized_keyword(schema: Any) -> tuple[str, float] | None:
-    """The first size keyword above ``MAX_SIZE`` in ``schema`` (its JSON pointer and value), if any.
-
-    Walks every nested object and list (not only where a keyword is meaningful: cheap, and safe for
-    anything a ``$ref`` may point at), without recursion, so a deep schema cannot exhaust the stack.
-    """
-    stack: list[tuple[Any, str]] = [(schema, "")]
-    while stack:
-        node, pointer = stack.pop()
-        if isinstance(node, Mapping):
-            for keyword in _SIZE_KEYWORDS:
-                size = node.get(keyword)
-                if isinstance(size, int | float) and not isinstance(size, bool) and size > MAX_SIZE:
-                    return f"{pointer}/{keyword}", size
-            stack.extend((child, f"{pointer}/{key}") for key, child in node.items())
-        elif isinstance(node, list):
-            stack.extend((child, f"{pointer}/{index}") for index, child in enumerate(node))
-    return None
+    filler = _Filler(schema, hints, answer)
+    record = entity_for(words(hints.text))
+    return filler.value(schema, "", 0, record if record is not None else MISSING)
 
 
 def _is_null(schema: Any) -> bool:
@@ -182,27 +160,33 @@ class _Filler:
                 return {}
         return node if isinstance(node, Mapping) else {}
 
-    def value(self, schema: Any, name: str, depth: int) -> Any:
+    def value(self, schema: Any, name: str, depth: int, given: Any = MISSING) -> Any:
+        """A value for ``schema``; ``given`` (from an example record) is used where it fits."""
         self.made += 1
         if self.made > MAX_VALUES:
             raise SchemaTooLargeError(
                 f"the schema asks for an answer of more than {MAX_VALUES} values (nested or recursive "
                 "arrays multiply their minItems)"
             )
-        return self.make(schema, name, depth)
+        return self.make(schema, name, depth, given)
 
-    def make(self, schema: Any, name: str, depth: int) -> Any:
+    def make(self, schema: Any, name: str, depth: int, given: Any = MISSING) -> Any:
         """The value for one (sub)schema; every leaf is charged against the text budget."""
         schema = self.resolve(schema)
         if schema is False or depth > _MAX_DEPTH:
             return None
-        if not isinstance(schema, Mapping) or not schema:
-            return self.charge(self.scalars.string({}, name))  # `true` / `{}` accept anything
+        if not isinstance(schema, Mapping) or not schema:  # `true` / `{}` accept anything
+            if isinstance(given, str | int | float | bool) and not isinstance(given, Mapping | list):
+                return self.charge(given)
+            return self.charge(self.scalars.string({}, name))
         if "const" in schema:
             return self.charge(schema["const"])
         enum = schema.get("enum")
         if isinstance(enum, list) and enum:
-            return self.charge(self.pick_enum(enum, schema.get("default")))
+            found = self.pick_enum(enum, schema.get("default"))
+            if given is not MISSING and given in enum and self.mention(enum) is _NO_VALUE:
+                found = given
+            return self.charge(found)
         for key in ("anyOf", "oneOf"):
             options = schema.get(key)
             if isinstance(options, list) and options:
@@ -215,19 +199,21 @@ class _Filler:
                 rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
                 chosen = self.resolve(chosen)
                 combined = _merge(rest, chosen) if isinstance(chosen, Mapping) else rest
-                return self.value(combined, name, depth)
+                return self.value(combined, name, depth, given)
         kind = self.kind(schema)
         if kind == "object":
-            return self.object(schema, name, depth)
+            return self.object(schema, name, depth, given)
         if kind == "array":
-            return self.array(schema, name, depth)
+            return self.array(schema, name, depth, given)
         if kind in ("integer", "number"):
-            return self.scalars.number(schema, name, integer=kind == "integer")
+            return self.scalars.number(schema, name, integer=kind == "integer", given=given)
         if kind == "boolean":
-            return self.scalars.boolean(schema)
+            return given if isinstance(given, bool) else self.scalars.boolean(schema)
         if kind == "null":
             return None
-        return self.charge(self.scalars.string(schema, name))
+        if isinstance(given, list) and given and isinstance(given[0], str):
+            given = given[0]  # a record's genres for a single "genre"
+        return self.charge(self.scalars.string(schema, name, given=given if isinstance(given, str) else None))
 
     @staticmethod
     def kind(schema: Mapping[str, Any]) -> str:
@@ -268,15 +254,18 @@ class _Filler:
         return _NO_VALUE
 
     # -- containers ------------------------------------------------------------------------------
-    def object(self, schema: Mapping[str, Any], name: str, depth: int) -> dict[str, Any]:
+    def object(
+        self, schema: Mapping[str, Any], name: str, depth: int, given: Any = MISSING
+    ) -> dict[str, Any]:
         props = schema.get("properties")
         props = props if isinstance(props, Mapping) else {}
         required = [r for r in schema.get("required", []) if isinstance(r, str)]
         needed = set(required)
         wanted = list(props) if depth < _FULL_DEPTH else [p for p in props if p in needed]
         out: dict[str, Any] = {}
+        record = given if isinstance(given, Mapping) else None
         for prop in wanted:
-            out[prop] = self.value(props[prop], prop, depth + 1)
+            out[prop] = self.value(props[prop], prop, depth + 1, field(record, prop) if record else MISSING)
         for prop in required:
             if prop not in out:
                 extra = schema.get("additionalProperties")
@@ -287,7 +276,7 @@ class _Filler:
                 out["answer"] = self.value(extra if isinstance(extra, Mapping) else {}, "answer", 1)
         return out
 
-    def array(self, schema: Mapping[str, Any], name: str, depth: int) -> list[Any]:
+    def array(self, schema: Mapping[str, Any], name: str, depth: int, given: Any = MISSING) -> list[Any]:
         low = int_or(schema.get("minItems"), 0)
         high = int_or(schema.get("maxItems"), None)
         prefix = schema.get("prefixItems")
@@ -299,7 +288,10 @@ class _Filler:
         item_kind = self.kind(item_schema) if isinstance(item_schema, Mapping) else "any"
         plain = item_kind == "string" and not (_SHAPED & set(item_schema))
         phrases = self.phrases(name) if plain else []
-        if depth >= _FULL_DEPTH:
+        examples = given if isinstance(given, list) and not prefix else []
+        if examples and depth < _FULL_DEPTH:
+            count = len(examples)
+        elif depth >= _FULL_DEPTH:
             count = low
         elif item_kind in ("integer", "number"):
             count = min(max(len(self.scalars.numbers), 2), 10)
@@ -313,10 +305,16 @@ class _Filler:
             count = min(count, high)
         singular = name[:-1] if name.endswith("s") else name
         out: list[Any] = []
-        taken = _Taken() if schema.get("uniqueItems") else None
+        taken = Taken() if schema.get("uniqueItems") else None
         for index in range(count):
             if index < len(prefix):
                 value = self.value(prefix[index], singular, depth + 1)
+            elif index < len(examples):
+                example = examples[index]
+                if plain and isinstance(example, str):
+                    value = self.charge(fit_string(example, item_schema))
+                else:
+                    value = self.value(item_schema, singular, depth + 1, example)
             elif plain and index - len(prefix) < len(phrases):
                 value = self.charge(fit_string(phrases[index - len(prefix)], item_schema))
             else:
@@ -338,7 +336,7 @@ class _Filler:
             return [aspect.format(t=self.hints.topic) for aspect in ASPECTS[:3]]
         return list(self.hints.keywords[:5])
 
-    def unique_variant(self, item_schema: Any, taken: _Taken, value: Any) -> Any:
+    def unique_variant(self, item_schema: Any, taken: Taken, value: Any) -> Any:
         """Another valid item that is not in ``taken``, or ``_NO_VALUE`` when none is easy to make.
 
         Each search resumes where the previous one for the same value stopped (``taken.cursor``):
@@ -384,40 +382,3 @@ class _Filler:
                 f"the schema asks for an answer of more than {MAX_CHARS} characters of text"
             )
         return made
-
-
-class _Taken:
-    """The items of one ``uniqueItems`` array so far, with constant-time membership for scalars.
-
-    Keys keep JSON's distinctions (``true`` is not ``1``) while ``1`` and ``1.0`` stay equal, as
-    they are in JSON Schema; objects and arrays are compared one by one (they are rare in such arrays).
-    """
-
-    def __init__(self) -> None:
-        self.keys: set[tuple[str, Any]] = set()
-        self.others: list[Any] = []
-        self.cursor: dict[Any, int] = {}  # where unique_variant's last search stopped
-
-    @staticmethod
-    def _key(value: Any) -> tuple[str, Any] | None:
-        if isinstance(value, bool):
-            return ("bool", value)
-        if isinstance(value, int | float):
-            return ("number", value)
-        if isinstance(value, str):
-            return ("string", value)
-        return ("null", None) if value is None else None
-
-    def __contains__(self, value: Any) -> bool:
-        key = self._key(value)
-        return key in self.keys if key is not None else value in self.others
-
-    def __len__(self) -> int:
-        return len(self.keys) + len(self.others)
-
-    def add(self, value: Any) -> None:
-        key = self._key(value)
-        if key is not None:
-            self.keys.add(key)
-        else:
-            self.others.append(value)

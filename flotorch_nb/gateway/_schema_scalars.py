@@ -3,7 +3,10 @@
 A property's name says what it wants: ``city`` gets a place named in the prompt, ``query`` the quoted
 phrase or the prompt itself, ``summary`` the assistant's answer, ``email``/``url``/``date`` what the
 prompt contains of that shape; numbers are taken from the prompt in order when they fit the bounds.
-Anything else gets a plain, stable default. Bounds (``minimum``, ``exclusiveMaximum``, draft-04
+A value *given* by an example record (``_entities``) is used when the prompt states nothing firm for
+the field (a quoted phrase, a name, an email, a number are firm; the prompt's topic is not) and it
+fits the schema. Anything else gets a plain, stable default: plausible for its name (30 minutes, 4
+servings), never a bare 1. Bounds (``minimum``, ``exclusiveMaximum``, draft-04
 boolean exclusives, ``multipleOf``) and string limits (``minLength``, ``maxLength``, best-effort
 ``pattern``) are always honoured.
 """
@@ -21,7 +24,10 @@ __all__ = ["Scalars", "bounds", "fit_string", "int_or", "number_or", "within"]
 
 _PLACE = wordset("city location place town country destination origin region state address where")
 _PERSON = wordset("name person author user username owner assignee customer recipient who")
-_LABEL = wordset("title subject topic category keyword tag label genre kind")
+_LABEL = wordset(
+    """title subject topic category keyword tag label genre kind dish meal recipe film movie book song
+    album product"""
+)
 _TEXT = wordset("query q search question prompt text input message content sentence phrase term")
 _MATH = wordset("expression formula equation calculation")
 _PROSE = wordset(
@@ -58,6 +64,15 @@ _NAMED_NUMBERS = (
     ({"confidence", "probability"}, 0.9),
     ({"percent", "percentage"}, 50),
     ({"year"}, 2025),
+    (wordset("minutes mins minute"), 30),
+    ({"hours", "hour"}, 2),
+    ({"seconds", "second"}, 30),
+    (wordset("servings serves portions people guests"), 4),
+    ({"calories", "kcal"}, 500),
+    ({"pages"}, 300),
+    ({"population"}, 1_000_000),
+    ({"weight", "kg"}, 70),
+    ({"height", "cm"}, 170),
 )
 _STREET_RE = re.compile(
     r"\b\d+\s+(?:[A-Z][a-z]+\s+)+(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Lane|Ln|Way|Drive|Dr)\b\.?"
@@ -79,7 +94,10 @@ class Scalars:
         default = schema.get("default")
         return default if isinstance(default, bool) else not _NEGATION.search(self.hints.text)
 
-    def number(self, schema: Mapping[str, Any], name: str, *, integer: bool) -> float | int:
+    def number(
+        self, schema: Mapping[str, Any], name: str, *, integer: bool, given: Any = None
+    ) -> float | int:
+        """A prompt number that fits, else ``given`` if it fits, else the default or a plausible one."""
         low, high = bounds(schema, integer=integer)
         name_words = set(split_words(name))
         chosen: float | None = None
@@ -90,6 +108,8 @@ class Scalars:
             if within(candidate, low, high) and (not integer or candidate.is_integer()):
                 chosen = self.numbers.pop(index)
                 break
+        if chosen is None and _fits_number(given, schema, low, high, integer=integer):
+            return round(given) if integer else given  # type: ignore[no-any-return]
         if chosen is None:
             default = schema.get("default")
             if isinstance(default, int | float) and not isinstance(default, bool):
@@ -105,9 +125,12 @@ class Scalars:
             return round(chosen)
         return chosen
 
-    def string(self, schema: Mapping[str, Any], name: str) -> str:
+    def string(self, schema: Mapping[str, Any], name: str, given: str | None = None) -> str:
+        """A string for ``name``: a firm prompt fact, else ``given`` if it fits, else a weaker guess."""
         fmt = schema.get("format")
-        candidate = self.string_from_prompt(name, fmt if isinstance(fmt, str) else None)
+        candidate, firm = self.string_from_prompt(name, fmt if isinstance(fmt, str) else None)
+        if given is not None and not firm and fmt is None and _fits_pattern(given, schema):
+            candidate = given
         if candidate is None:
             examples = schema.get("examples")
             default = schema.get("default")
@@ -121,46 +144,51 @@ class Scalars:
                 candidate = self.string_default(name)
         return fit_string(candidate, schema)
 
-    def string_from_prompt(self, name: str, fmt: str | None) -> str | None:
+    def string_from_prompt(self, name: str, fmt: str | None) -> tuple[str | None, bool]:
+        """A value for ``name`` from the prompt, and whether it is firm (stated, not guessed)."""
         hints = self.hints
         name_words = set(split_words(name))
         if fmt in ("email", "idn-email") or "email" in name_words:
-            return hints.emails[0] if hints.emails else None
+            return (hints.emails[0], True) if hints.emails else (None, False)
         if fmt in ("uri", "url", "iri") or name_words & {"url", "link", "website", "homepage", "href"}:
-            return hints.urls[0] if hints.urls else None
+            return (hints.urls[0], True) if hints.urls else (None, False)
         if fmt == "date" or name_words & {"date", "day", "deadline", "due"}:
-            return hints.dates[0] if hints.dates else None
+            return (hints.dates[0], True) if hints.dates else (None, False)
         if fmt in _FORMATS:
-            return None
+            return None, False
         if name_words & {"street"}:
             street = _STREET_RE.search(hints.text)
-            return street.group(0) if street else None
+            return (street.group(0), True) if street else (None, False)
         if name_words & _PLACE:
             after = _place_after_preposition(hints.text)
             if after and after in hints.proper:
                 self.used.add(after)
-                return after
-            return self.fresh(hints.proper) or self.fresh(hints.quoted) or after
+                return after, True
+            named = self.fresh(hints.proper) or self.fresh(hints.quoted)
+            return (named, True) if named else (after, False)
         if name_words & _PERSON:
-            return self.fresh(hints.quoted) or self.fresh(hints.proper)
+            named = self.fresh(hints.quoted) or self.fresh(hints.proper)
+            return named, named is not None
         if name_words & _MATH:
             match = re.findall(r"[\d.\s()+\-*/^%]*\d[\d.\s()]*[+\-*/^%][\d.\s()+\-*/^%]*\d\)*", hints.text)
-            return max(match, key=len).strip() if match else None
+            return (max(match, key=len).strip(), True) if match else (None, False)
         if name_words & _TEXT:
-            return hints.quoted[0] if hints.quoted else " ".join(hints.text.split())[:300] or None
+            if hints.quoted:
+                return hints.quoted[0], True
+            return " ".join(hints.text.split())[:300] or None, False
         if name_words & _PROSE:
-            return first_sentence(self.answer or hints.text, 40) or None
+            return first_sentence(self.answer or hints.text, 40) or None, False
         if name_words & _LABEL:
-            return hints.quoted[0] if hints.quoted else hints.topic
+            return (hints.quoted[0], True) if hints.quoted else (hints.topic, False)
         if name_words & {"language", "lang"}:
             lowered = hints.text.lower()
-            language: str = next((lang for lang in _LANGUAGES[1:] if lang.lower() in lowered), "English")
-            return language
+            found = next((lang for lang in _LANGUAGES[1:] if lang.lower() in lowered), None)
+            return (found, True) if found else ("English", False)
         if name_words & {"sentiment", "tone", "mood"}:
             said = set(words(hints.text))
             pos, neg = len(said & _POSITIVE), len(said & _NEGATIVE)
-            return "positive" if pos > neg else "negative" if neg > pos else "neutral"
-        return None
+            return "positive" if pos > neg else "negative" if neg > pos else "neutral", False
+        return None, False
 
     def fresh(self, options: tuple[str, ...]) -> str | None:
         """The first option not used by an earlier property (so two names do not repeat)."""
@@ -188,8 +216,33 @@ class Scalars:
             return "12:00"
         if words & {"phone"}:
             return "+1-555-0100"
+        if words & {"dish", "meal", "recipe"}:
+            return "Vegetable stir-fry"
+        if words & {"role", "job", "position"}:
+            return "member"
         topic = self.hints.topic
         return topic if topic != "your request" else "example"
+
+
+def _fits_number(value: Any, schema: Mapping[str, Any], low: _Bound, high: _Bound, *, integer: bool) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    if integer and not float(value).is_integer():
+        return False
+    step = number_or(schema.get("multipleOf"))
+    if step is not None and step > 0 and not float(value / step).is_integer():
+        return False
+    return within(float(value), low, high)
+
+
+def _fits_pattern(value: str, schema: Mapping[str, Any]) -> bool:
+    pattern = schema.get("pattern")
+    if not isinstance(pattern, str):
+        return True
+    try:
+        return re.search(pattern, value) is not None
+    except re.error:
+        return False
 
 
 def int_or(value: Any, fallback: int | None) -> Any:

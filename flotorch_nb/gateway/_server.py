@@ -20,7 +20,9 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from ._app import StreamCut, create_app
+from ._app import check_seconds, create_app
+from ._asgi import StreamCut
+from ._counts import RequestCounts
 from ._faults import FaultPlan
 from ._record import RecordedRequest
 
@@ -112,10 +114,16 @@ def base_url(host: str, port: int) -> str:
 class OfflineGateway:
     """The embedded offline FloTorch gateway: ``with OfflineGateway() as gw: ... gw.url ...``.
 
-    ``api_key`` None accepts any non-empty Bearer key; otherwise only that key. ``token_delay`` is
-    the default pause between streamed chunks (a request can override it with
-    ``extra_body={"offline": {"token_delay": s}}``). ``faults`` queues injected failures;
-    ``requests`` lists what was received (secrets masked) unless ``record`` is False.
+    ``api_key`` None accepts any non-empty Bearer key; otherwise only that key. ``latency`` is the
+    wait before the first byte of every answer and ``token_delay`` the pause between streamed chunks
+    (seconds, both 0 by default, both scaled per model: see ``OFFLINE_MODELS``; a request can set its
+    own token delay with ``extra_body={"offline": {"token_delay": s}}``). The waits are asynchronous:
+    a slow answer never holds up another request. ``faults`` queues injected failures.
+
+    ``request_counts()`` says how many times each chat request arrived, by replay's request key; it
+    is always kept and costs one int per distinct request. ``requests`` (every received body and its
+    headers, secrets masked) is kept only with ``record=True``, for tests that assert what was sent:
+    the gateway ``%load_ext`` starts serves a kernel for hours and must not grow with every turn.
     """
 
     def __init__(
@@ -123,22 +131,24 @@ class OfflineGateway:
         *,
         api_key: str | None = None,
         token_delay: float = 0.0,
+        latency: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
-        record: bool = True,
+        record: bool = False,
         log_level: str = "warning",
     ) -> None:
-        if token_delay < 0:
-            raise ValueError("token_delay must be >= 0 seconds")
         self.host = host
         self.faults = FaultPlan()
-        self.requests: list[RecordedRequest] = []
+        self._counts = RequestCounts()
+        self._requests: list[RecordedRequest] | None = [] if record else None
         self.app = create_app(
             api_key=api_key,
             token_delay=token_delay,
+            latency=latency,
             faults=self.faults,
-            requests=self.requests,
+            requests=self._requests,
             record=record,
+            counts=self._counts,
         )
         self._requested_port = port
         self._port: int | None = None
@@ -149,6 +159,28 @@ class OfflineGateway:
         self._failure: BaseException | None = None
 
     @property
+    def requests(self) -> list[RecordedRequest]:
+        """What was received (method, path, headers with secrets masked, JSON body), oldest first.
+
+        Only kept by a gateway built with ``record=True``; otherwise this raises, so a test that
+        forgot to ask for it fails with this explanation instead of seeing an empty list.
+        """
+        if self._requests is None:
+            raise RuntimeError(
+                "this offline gateway keeps no request bodies; build it with OfflineGateway(record=True) "
+                "to read .requests (request_counts() is always available)"
+            )
+        return self._requests
+
+    def request_counts(self) -> dict[str, int]:
+        """How many times each chat request was received: replay's request key -> count (a copy)."""
+        return self._counts.snapshot()
+
+    def clear_request_counts(self) -> int:
+        """Forget the counts; return how many distinct requests there were."""
+        return self._counts.clear()
+
+    @property
     def token_delay(self) -> float:
         """Default pause between streamed chunks, in seconds; may be changed while serving."""
         delay: float = self.app.state.settings.token_delay
@@ -156,9 +188,17 @@ class OfflineGateway:
 
     @token_delay.setter
     def token_delay(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("token_delay must be >= 0 seconds")
-        self.app.state.settings.token_delay = float(seconds)
+        self.app.state.settings.token_delay = check_seconds("token_delay", seconds)
+
+    @property
+    def latency(self) -> float:
+        """Wait before the first byte of every answer, in seconds; may be changed while serving."""
+        latency: float = self.app.state.settings.latency
+        return latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self.app.state.settings.latency = check_seconds("latency", seconds)
 
     @property
     def port(self) -> int:

@@ -1,9 +1,13 @@
 """Pure text helpers shared by the offline models: tokens, keywords and facts pulled from a prompt.
 
 Token counting is deliberately simple and documented so that tests (and people reading a usage
-footer) can predict it: a token is a run of word characters (``\\w+``) or one punctuation character.
-``"Hello, world!"`` is 4 tokens. Streaming emits one chunk per token, each chunk carrying the
-whitespace that precedes its token, so the chunks concatenate back to the exact text.
+footer) can predict it: a token is a word (a run of ``\\w`` characters) or one punctuation character,
+``"Hello, world!"`` is 4 tokens; a word longer than 8 characters counts one more token for every 4
+characters (or part of them) after its eighth, so ``"tokenization"`` is 2. Long input therefore
+counts about 4 characters a token, as real tokenizers do: a 1,000,000-character blob is ~250,000
+tokens, not one, and budgets or rate limits tested against the offline gateway see plausible
+numbers. Streaming emits one chunk per token, each chunk carrying the whitespace that precedes its
+token, so the chunks concatenate back to the exact text.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+# A word's first token is up to 8 characters (it starts where no word character precedes it);
+# each further token of the same word is up to 4 characters.
+TOKEN_RE = re.compile(r"(?<!\w)\w{1,8}|\w{1,4}|[^\w\s]")
 # One streamed piece: leading whitespace + one token. Pieces tile the text without gaps.
-_PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
+_PIECE_RE = re.compile(r"\s*(?:(?<!\w)\w{1,8}|\w{1,4}|[^\w\s])")
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9'\-]*")
 # Numbers that stand alone: not parts of dates, times, versions or identifiers.
 _NUMBER_RE = re.compile(
@@ -51,8 +57,8 @@ _NUMBER_WORDS = {
 
 
 def count_tokens(text: str) -> int:
-    """Return the number of tokens in ``text`` (word runs + single punctuation characters)."""
-    return len(TOKEN_RE.findall(text))
+    """Return the number of tokens in ``text`` (see the module docstring for the rule)."""
+    return sum(1 for _ in TOKEN_RE.finditer(text))
 
 
 def token_pieces(text: str) -> list[str]:
@@ -138,7 +144,7 @@ def hints_from(text: str) -> Hints:
             first, _, rest = phrase.partition(" ")
             if first.lower() in STOPWORDS:  # "What Paris..." -> "Paris"
                 phrase = rest
-            if not phrase or phrase.lower() in STOPWORDS:
+            if not phrase or phrase.lower() in STOPWORDS or phrase in _NOT_NAMES:
                 continue
             # A lone capitalised word that starts a sentence ("Extract", "Summarize") is usually
             # not a name, so such words only come after the names found inside sentences.
@@ -159,6 +165,12 @@ def hints_from(text: str) -> Hints:
     )
 
 
+# Capitalised words that start instructions or name formats: never a person, place or title.
+_NOT_NAMES = wordset(
+    """List Name Return Extract Summarize Summarise Describe Explain Give Write Create Generate Translate
+    Find Show Tell Make Answer Reply Respond Classify Compare Suggest Recommend Provide Output Convert
+    JSON API HTTP HTTPS URL SQL CSV XML HTML YAML LLM AI PDF ID OK"""
+)
 _TOPIC_MARKERS = re.compile(r"\b(?:about|on|of|for|regarding|to|is|are)\s+([^\d.,!?;:\n][^.,!?;:\n]*)", re.I)
 
 
@@ -187,15 +199,19 @@ _INSTRUCTION_WORDS = wordset(
 )
 
 
-# Generic but meaningful angles on any topic; used for bullet lists and "steps"-like arrays.
+# Generic but meaningful angles on any topic; used for bullet lists and "steps"-like arrays. Each reads
+# right whether the topic is singular or plural ("unit testing", "fruits").
 ASPECTS = (
-    "What {t} is and why it matters",
-    "How {t} works in practice",
-    "Common pitfalls with {t} and how to avoid them",
+    "The basics of {t}, and why they matter",
+    "Putting {t} into practice",
+    "Common pitfalls with {t}, and how to avoid them",
     "A small first step you can take with {t}",
     "How to check that your results with {t} are right",
     "Where to learn more about {t}",
-    "When {t} is not the right tool",
+    "When to choose something other than {t}",
+    "The questions people ask most often about {t}",
+    "The history of {t}",
+    "Who gains the most from {t}",
 )
 
 

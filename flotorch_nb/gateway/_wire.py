@@ -16,6 +16,7 @@ from typing import Any
 from ._text import token_pieces
 
 __all__ = [
+    "CHAT_PATH",
     "DONE_EVENT",
     "FINGERPRINT",
     "MALFORMED_EVENT",
@@ -31,6 +32,8 @@ __all__ = [
     "stream_events",
 ]
 
+#: Where chat completions live, as on FloTorch's gateway.
+CHAT_PATH = "/api/openai/v1/chat/completions"
 FINGERPRINT = "flotorch-offline"
 _ERROR_TYPES = {
     400: "invalid_request_error",
