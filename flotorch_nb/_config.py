@@ -23,6 +23,8 @@ ENV_MAX_RETRIES = "FLOTORCH_MAX_RETRIES"
 ENV_RECORD = "FLOTORCH_RECORD"
 ENV_REPLAY = "FLOTORCH_REPLAY"
 ENV_NO_NEST_ASYNCIO = "FLOTORCH_NO_NEST_ASYNCIO"
+#: Set by a launcher (python -m flotorch_nb.lab, binder/start) to the URL of the offline gateway it started.
+ENV_OFFLINE_GATEWAY = "FLOTORCH_OFFLINE_GATEWAY"
 
 DEFAULT_ENDPOINT = "/api/openai/v1/chat/completions"
 #: Long enough for a slow model's full answer, short enough that a dead gateway never hangs a cell.

@@ -132,7 +132,7 @@ def shell(offline_env: OfflineGateway, monkeypatch: pytest.MonkeyPatch) -> Itera
 @pytest.fixture(scope="module")
 def slow_gateway() -> Iterator[OfflineGateway]:
     """A gateway that pauses 10 ms between streamed tokens, so a preview has time to update."""
-    with OfflineGateway(token_delay=0.01) as gw:
+    with OfflineGateway(token_delay=0.01, record=True) as gw:
         yield gw
 
 
@@ -674,7 +674,7 @@ def test_login_asks_with_getpass_and_the_key_is_never_shown(
 ) -> None:
     prompts: list[str] = []
     texts: list[str] = []
-    with OfflineGateway(api_key=SECRET) as gw:
+    with OfflineGateway(api_key=SECRET, record=True) as gw:
         monkeypatch.setenv("FLOTORCH_BASE_URL", gw.url)  # the environment's key is not this one
         with pytest.raises(AuthenticationError) as refused:
             shell.cell("", "hi")

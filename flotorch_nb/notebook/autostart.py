@@ -43,7 +43,7 @@ OFFLINE_API_KEY = "flotorch-offline-placeholder"
 OFFLINE_MODEL_ID = "offline/assistant"
 #: Set by a launcher that started an offline gateway outside the kernel (``python -m flotorch_nb.lab``)
 #: to that gateway's URL, so the kernel can say it is offline although it did not start it.
-ENV_OFFLINE_GATEWAY = "FLOTORCH_OFFLINE_GATEWAY"
+ENV_OFFLINE_GATEWAY = _config.ENV_OFFLINE_GATEWAY
 
 _lock = threading.Lock()
 _gateway: OfflineGateway | None = None

@@ -123,9 +123,7 @@ class Session:
     @property
     def mode(self) -> str:
         """``replay``, ``record`` or ``live``, as ``FLOTORCH_REPLAY`` / ``FLOTORCH_RECORD`` say."""
-        if os.environ.get(_config.ENV_REPLAY):
-            return "replay"
-        return "record" if os.environ.get(_config.ENV_RECORD) else "live"
+        return _config.cassette_from_env()[0] or "live"
 
     def missing(self) -> list[str]:
         """The environment variables a client still needs (empty when a client can be built)."""
