@@ -32,9 +32,12 @@ from ._errors import (
     StructuredOutputError,
 )
 from ._hooks import CallRequest, CallResult, Hooks, call_label
+from ._provenance import provenance
 from ._response import LLMResponse, ToolCall, Usage
 from ._retry import RetryPolicy
+from .compare import Comparison
 from .llm import AsyncChatStream, ChatStream, FlotorchLLM
+from .pricing import Price, PriceTable
 from .schema import convert_pydantic_to_custom_json_schema
 
 __version__ = "0.1.0"
@@ -50,6 +53,7 @@ __all__ = [
     "CallRequest",
     "CallResult",
     "ChatStream",
+    "Comparison",
     "ConfigurationError",
     "ConflictError",
     "FlotorchError",
@@ -60,6 +64,8 @@ __all__ = [
     "LLMResponse",
     "NotFoundError",
     "PermissionDeniedError",
+    "Price",
+    "PriceTable",
     "RateLimitError",
     "ReplayFileError",
     "ReplayMissError",
@@ -73,6 +79,7 @@ __all__ = [
     "__version__",
     "call_label",
     "convert_pydantic_to_custom_json_schema",
+    "provenance",
 ]
 
 
