@@ -342,14 +342,14 @@ class SpendTracker:
 
     def cost_of(self, result: CallResult) -> tuple[Decimal | None, bool]:
         """What a finished call cost, and whether that is an estimate (no gateway token count)."""
+        total = result.total_tokens
+        if result.usage is None and total == 0:
+            return Decimal(0), False  # never reached a model (refused, unreachable, 4xx/5xx): free
         price = self.prices.get(result.request.model, result.model)
         if price is None:
             return None, False
         if result.usage is not None:
             return price.cost(result.usage.input_tokens, result.usage.output_tokens), False
-        total = result.total_tokens
-        if total == 0:
-            return Decimal(0), False  # never reached a model: nothing was spent
         prompt = min(total, _prompt_tokens(result.request))
         return price.cost(prompt, total - prompt), True
 

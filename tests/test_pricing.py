@@ -202,7 +202,9 @@ def test_a_stopped_stream_is_priced_from_the_estimate_and_flagged() -> None:
     assert estimated and cost == Decimal(stopped.total_tokens)
     tracker.after_call(stopped)
     refused = CallResult(_request("unpriced"), "error", None, RuntimeError("x"), 0.1, "offline")
-    tracker.after_call(refused)
+    tracker.after_call(refused)  # never reached a model: free, even without a price
+    answered = CallResult(_request("unpriced"), "stopped", None, None, 0.1, "offline", partial_chars=8)
+    tracker.after_call(answered)  # spent tokens, but on a model without a price
     assert tracker.spent == cost and tracker.estimated and tracker.unknown_calls == 1
     tracker.reset()
     assert tracker.spent == 0 and tracker.unknown_calls == 0 and not tracker.estimated
