@@ -7,7 +7,7 @@ imports IPython, ipywidgets or traitlets: the notebook layer loads only when the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     APIConnectionError,
@@ -32,15 +32,25 @@ from ._errors import (
     StructuredOutputError,
 )
 from ._hooks import CallRequest, CallResult, Hooks, call_label
-from ._provenance import provenance
 from ._response import LLMResponse, ToolCall, Usage
 from ._retry import RetryPolicy
-from .compare import Comparison
 from .llm import AsyncChatStream, ChatStream, FlotorchLLM
-from .pricing import Price, PriceTable
 from .schema import convert_pydantic_to_custom_json_schema
 
+if TYPE_CHECKING:
+    from ._provenance import provenance
+    from .compare import Comparison
+    from .pricing import Price, PriceTable
+
 __version__ = "0.1.0"
+
+#: Public names whose modules load on first use, so ``import flotorch_nb`` stays light.
+_LAZY = {
+    "Comparison": "compare",
+    "Price": "pricing",
+    "PriceTable": "pricing",
+    "provenance": "_provenance",
+}
 
 __all__ = [
     "APIConnectionError",
@@ -81,6 +91,18 @@ __all__ = [
     "convert_pydantic_to_custom_json_schema",
     "provenance",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``Comparison``, ``Price``, ``PriceTable`` and ``provenance`` when first asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flotorch_nb' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:
