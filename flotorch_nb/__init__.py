@@ -7,7 +7,7 @@ imports IPython, ipywidgets or traitlets: the notebook layer loads only when the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     APIConnectionError,
@@ -37,7 +37,20 @@ from ._retry import RetryPolicy
 from .llm import AsyncChatStream, ChatStream, FlotorchLLM
 from .schema import convert_pydantic_to_custom_json_schema
 
+if TYPE_CHECKING:
+    from ._provenance import provenance
+    from .compare import Comparison
+    from .pricing import Price, PriceTable
+
 __version__ = "0.1.0"
+
+#: Public names whose modules load on first use, so ``import flotorch_nb`` stays light.
+_LAZY = {
+    "Comparison": "compare",
+    "Price": "pricing",
+    "PriceTable": "pricing",
+    "provenance": "_provenance",
+}
 
 __all__ = [
     "APIConnectionError",
@@ -50,6 +63,7 @@ __all__ = [
     "CallRequest",
     "CallResult",
     "ChatStream",
+    "Comparison",
     "ConfigurationError",
     "ConflictError",
     "FlotorchError",
@@ -60,6 +74,8 @@ __all__ = [
     "LLMResponse",
     "NotFoundError",
     "PermissionDeniedError",
+    "Price",
+    "PriceTable",
     "RateLimitError",
     "ReplayFileError",
     "ReplayMissError",
@@ -73,7 +89,20 @@ __all__ = [
     "__version__",
     "call_label",
     "convert_pydantic_to_custom_json_schema",
+    "provenance",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``Comparison``, ``Price``, ``PriceTable`` and ``provenance`` when first asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flotorch_nb' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:

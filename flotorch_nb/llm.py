@@ -509,6 +509,24 @@ class FlotorchLLM:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    # -- several models at once (flotorch_nb.compare) --------------------------------------------
+    def compare(
+        self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
+    ) -> Any:
+        """Send ``messages`` to every model in ``models`` at once -> ``Comparison`` (one column per
+        model; a model's failure stays in its column). See ``flotorch_nb.compare.compare``."""
+        from .compare import compare
+
+        return compare(self, messages, models, **params)
+
+    async def acompare(
+        self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
+    ) -> Any:
+        """Asynchronous ``compare``. See ``flotorch_nb.compare.acompare``."""
+        from .compare import acompare
+
+        return await acompare(self, messages, models, **params)
+
 
 #: close_when_idle()'s scheduled closes, kept referenced until done (asyncio holds tasks weakly).
 _CLOSING: set[asyncio.Task[None]] = set()

@@ -1,0 +1,232 @@
+"""Provenance records: their exact fields, a display-safe gateway, the same request hash as the replay
+files, and reading them back from notebooks saved with nbformat and executed in a real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pandas as pd
+import pytest
+
+import flotorch_nb
+from flotorch_nb import ConfigurationError, FlotorchLLM, LLMResponse
+from flotorch_nb._config import ENV_RECORD
+from flotorch_nb._hooks import CallRequest
+from flotorch_nb._provenance import (
+    FIELDS,
+    METADATA_KEY,
+    output_metadata,
+    provenance,
+    provenance_of,
+    records_in,
+    request_hash,
+    safe_gateway_url,
+)
+from flotorch_nb.gateway import OfflineGateway
+
+KEY = "offline-test-key"
+USER = [{"role": "user", "content": "Name three colours of the sea."}]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://gateway.flotorch.cloud", "https://gateway.flotorch.cloud"),
+        ("https://gw.example/flotorch/", "https://gw.example/flotorch"),
+        ("https://user:s3cret@gw.example:8443/x?api_key=s3cret#frag", "https://gw.example:8443/x"),
+        ("http://127.0.0.1:8765/?token=abc", "http://127.0.0.1:8765"),
+        ("not a url", None),
+        ("http://[::1", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_gateway_is_saved_without_credentials_query_or_fragment(
+    url: str | None, shown: str | None
+) -> None:
+    assert safe_gateway_url(url) == shown
+
+
+def answer_with_its_request(llm: FlotorchLLM, **params: Any) -> tuple[LLMResponse, CallRequest]:
+    seen: list[CallRequest] = []
+    llm.hooks.before_request.append(seen.append)
+    return llm.invoke(USER, **params), seen[-1]
+
+
+def test_a_record_has_exactly_the_documented_fields(gateway: OfflineGateway) -> None:
+    with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
+        response, request = answer_with_its_request(llm, temperature=0.2)
+    record = provenance_of(
+        response,
+        base_url="http://user:pw@" + gateway.url.removeprefix("http://") + "?key=" + KEY,
+        request_body=request.body,
+        endpoint=llm.endpoint,
+        timestamp=datetime(2025, 5, 1, 12, 0, 0, 123000, tzinfo=UTC),
+    )
+    assert tuple(record) == FIELDS
+    assert record["model"] == "offline/assistant"
+    assert record["gateway"] == gateway.url
+    assert record["request_id"] == response.request_id and record["request_id"]
+    assert record["timestamp"] == "2025-05-01T12:00:00.123Z"
+    assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (
+        response.usage.input_tokens,  # type: ignore[union-attr]
+        response.usage.output_tokens,  # type: ignore[union-attr]
+        response.usage.total_tokens,  # type: ignore[union-attr]
+    )
+    assert record["latency_ms"] == pytest.approx(response.latency_s * 1000, abs=0.001)
+    assert record["source"] == "offline"
+    assert record["flotorch_nb_version"] == flotorch_nb.__version__
+    assert re.fullmatch(r"[0-9a-f]{64}", record["request_hash"])
+    text = json.dumps(record)
+    assert KEY not in text and "pw@" not in text and "Name three colours" not in text  # no key, no prompt
+
+
+def test_the_default_timestamp_is_now_in_utc_and_unknown_tokens_are_null() -> None:
+    response = LLMResponse(content="x", metadata={})
+    record = provenance_of(response, base_url=None, request_body=None, model="asked/model")
+    moment = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - moment).total_seconds()) < 5
+    assert record["model"] == "asked/model" and record["request_hash"] is None
+    assert record["input_tokens"] is None and record["total_tokens"] is None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        provenance_of(response, base_url=None, request_body=None, timestamp=datetime(2025, 1, 1))
+
+
+def test_the_request_hash_is_the_key_of_the_replay_file_for_that_request(
+    gateway: OfflineGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_RECORD, str(tmp_path))
+    with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
+        _, request = answer_with_its_request(llm, temperature=1.0, max_tokens=50)
+    (recording,) = tmp_path.glob("*.json")
+    key = json.loads(recording.read_text())["key"]
+    assert request_hash(request.body) == key
+    # 1 and 1.0 are the same temperature for replay, so for the hash too.
+    assert request_hash({**request.body, "temperature": 1}) == key
+
+
+def notebook_with(records_by_cell: list[list[dict[str, Any]]]) -> nbformat.NotebookNode:
+    cells = []
+    for records in records_by_cell:
+        cell = nbformat.v4.new_code_cell("%%flotorch\nHello")
+        cell.outputs = [
+            nbformat.v4.new_output("stream", name="stdout", text="noise\n"),
+            nbformat.v4.new_output(
+                "display_data", data={"text/plain": "answer"}, metadata=output_metadata(records)
+            ),
+        ]
+        cells.append(cell)
+    cells.insert(1, nbformat.v4.new_markdown_cell("# not code"))
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+RECORD = {
+    "model": "offline/assistant",
+    "gateway": "http://127.0.0.1:8765",
+    "request_id": "req_1",
+    "timestamp": "2025-05-01T12:00:00.123Z",
+    "input_tokens": 7,
+    "output_tokens": 40,
+    "total_tokens": 47,
+    "latency_ms": 12.5,
+    "source": "offline",
+    "flotorch_nb_version": "0.1.0",
+    "request_hash": "ab" * 32,
+}
+
+
+def test_a_notebook_saved_with_nbformat_reads_back_one_row_per_answer(tmp_path: Path) -> None:
+    unknown = {
+        **RECORD,
+        "model": "offline/echo",
+        "input_tokens": None,
+        "output_tokens": None,
+        "total_tokens": None,
+    }
+    nb = notebook_with([[RECORD], [RECORD | {"source": "replay"}, unknown]])
+    nbformat.validate(nb)
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+
+    frame = provenance(path)
+    assert list(frame.columns) == ["cell", "cell_id", "output", *FIELDS]
+    assert frame["cell"].tolist() == [0, 2, 2] and frame["output"].tolist() == [1, 1, 1]
+    assert frame["cell_id"].tolist() == [nb.cells[0].id, nb.cells[2].id, nb.cells[2].id]
+    assert frame["source"].tolist() == ["offline", "replay", "offline"]
+    assert str(frame["total_tokens"].dtype) == "Int64" and frame["total_tokens"].isna().tolist() == [
+        False,
+        False,
+        True,
+    ]
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2025-05-01T12:00:00.123Z")
+    assert flotorch_nb.provenance is provenance
+
+
+def test_reading_back_keeps_only_known_fields_and_strips_credentials(tmp_path: Path) -> None:
+    tampered = RECORD | {"gateway": "https://u:secret@gw.example/?api_key=secret", "api_key": "secret"}
+    path = tmp_path / "tampered.ipynb"
+    nbformat.write(notebook_with([[tampered]]), path)
+    frame = provenance(path)
+    assert "api_key" not in frame.columns
+    assert frame["gateway"].tolist() == ["https://gw.example"]
+    assert "secret" not in frame.to_csv()
+
+
+def test_a_notebook_without_answers_gives_an_empty_table_and_a_non_notebook_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), path)
+    assert provenance(path).empty
+    (tmp_path / "x.ipynb").write_text("{not json")
+    with pytest.raises(ConfigurationError, match=r"x.ipynb is not a notebook: not valid JSON .*line 1"):
+        provenance(tmp_path / "x.ipynb")
+    (tmp_path / "y.ipynb").write_text("[]")
+    with pytest.raises(ConfigurationError, match="has no 'cells' list"):
+        provenance(tmp_path / "y.ipynb")
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        provenance(tmp_path / "missing.ipynb")
+    # Foreign or damaged metadata is skipped, not fatal.
+    assert (
+        list(records_in({"cells": [{"outputs": [{"metadata": {METADATA_KEY: {"provenance": "x"}}}]}]})) == []
+    )
+
+
+@pytest.mark.slow
+def test_a_comparison_run_in_a_real_kernel_is_saved_with_its_provenance(
+    gateway: OfflineGateway, tmp_path: Path
+) -> None:
+    """ipykernel displays the comparison; the metadata it returns lands in the saved file."""
+    from nbclient import NotebookClient
+
+    source = (
+        "from flotorch_nb import FlotorchLLM\n"
+        "llm = FlotorchLLM()  # model, key and gateway from FLOTORCH_*\n"
+        "llm.compare([{'role': 'user', 'content': 'Name three colours of the sea.'}],"
+        " ['offline/assistant', 'offline/echo'])"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOTORCH_")}
+    env |= {
+        "FLOTORCH_API_KEY": KEY,
+        "FLOTORCH_BASE_URL": gateway.url,
+        "FLOTORCH_MODEL_ID": "offline/assistant",
+    }
+    NotebookClient(nb, timeout=90, kernel_name="python3", startup_timeout=60).execute(
+        cwd=str(tmp_path), env=env
+    )
+    path = tmp_path / "run.ipynb"
+    nbformat.write(nb, path)
+
+    saved = json.loads(path.read_text())
+    (output,) = saved["cells"][0]["outputs"]
+    assert 'class="flotorch-compare"' in "".join(output["data"]["text/html"])
+    frame = provenance(path)
+    assert frame["model"].tolist() == ["offline/assistant", "offline/echo"]
+    assert set(frame["source"]) == {"offline"} and frame["gateway"].tolist() == [gateway.url] * 2
+    assert frame["request_hash"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert KEY not in path.read_text()
