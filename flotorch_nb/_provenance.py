@@ -86,10 +86,9 @@ def safe_gateway_url(url: str | None) -> str | None:
 def request_hash(body: Mapping[str, Any], endpoint: str = DEFAULT_ENDPOINT) -> str:
     """The canonical request hash of a chat-completion body: the key replay files and the answer
     cache use, so a saved answer can be traced to its recording."""
-    from ._request import encode_body
     from .replay import canonical_request, request_key
 
-    return request_key(canonical_request("POST", endpoint, encode_body(body)))
+    return request_key(canonical_request(body, endpoint))
 
 
 def _utc(timestamp: datetime | None) -> str:

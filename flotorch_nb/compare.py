@@ -369,7 +369,7 @@ _PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monos
 def _footer(result: ModelResult) -> str:
     if result.response is None:
         return ""
-    footer = _render.footer_html(**result.response.footer_fields(result.model))
+    footer = _render.footer_html(result.response.footer(result.model))
     cost = (
         '<div class="flotorch-cost" style="font-size:0.85em;color:#6b7280">'
         f"{_render.escape_text(format_cost(result.cost))}</div>"

@@ -13,7 +13,7 @@ from flotorch_nb import FlotorchLLM, RetryPolicy
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.charts import Chart, batch_chart, comparison_chart, ledger_chart
 from flotorch_nb.notebook.dock import dock, undock
-from flotorch_nb.notebook.ledger import LedgerRow
+from flotorch_nb.notebook.ledger import Totals
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -33,8 +33,8 @@ def check_image(chart: Chart, name: str) -> str:
 
 
 def test_the_ledger_chart_shows_tokens_and_cost_per_model_and_says_when_cost_is_unknown() -> None:
-    rows = [LedgerRow("offline/assistant", 3, 30, 120, 150), LedgerRow("offline/echo", 1, 5, 5, 10)]
-    rows.append(LedgerRow("total", 4, 35, 125, 160))
+    rows = [Totals("offline/assistant", 3, 30, 120, 150), Totals("offline/echo", 1, 5, 5, 10)]
+    rows.append(Totals("total", 4, 35, 125, 160))
     text = check_image(ledger_chart(rows, {"offline/assistant": Decimal("0.0012")}), "ledger")
     assert text == (
         "Tokens and cost per model: offline/assistant: 150 tokens, $0.0012; "
@@ -70,7 +70,7 @@ def test_charts_leave_the_users_matplotlib_state_alone() -> None:
     import matplotlib
 
     backend = matplotlib.get_backend()
-    ledger_chart([LedgerRow("m", 1, 1, 1, 2)])
+    ledger_chart([Totals("m", 1, 1, 1, 2)])
     assert matplotlib.get_backend() == backend
     import sys
 
