@@ -78,11 +78,12 @@ def redact(text: str, secret: Secret | None) -> str:
 
 
 def display_url(url: str) -> str:
-    """``url`` for showing (repr, errors, banners): a ``user:password@`` part is a credential too."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """``url`` fit to show or save (reprs, errors, banners, the provenance a notebook keeps): without
+    its ``user:password@`` part, query string and fragment, any of which may hold a key."""
+    try:
+        return _shown(urlsplit(url))
+    except ValueError:  # urlsplit refuses e.g. "http://[::1"; its text may still hold a key
+        return "(not a valid URL)"
 
 
 def _check_key(key: str) -> str:

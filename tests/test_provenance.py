@@ -16,11 +16,12 @@ import pytest
 
 import flotorch_nb
 from flotorch_nb import ConfigurationError, FlotorchLLM, LLMResponse
-from flotorch_nb._config import ENV_RECORD
+from flotorch_nb._config import ENV_RECORD, display_url
 from flotorch_nb._hooks import CallRequest
 from flotorch_nb._provenance import (
     FIELDS,
     METADATA_KEY,
+    Stamp,
     output_metadata,
     provenance,
     provenance_of,
@@ -51,6 +52,21 @@ def test_the_gateway_is_saved_without_credentials_query_or_fragment(
     url: str | None, shown: str | None
 ) -> None:
     assert safe_gateway_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://gw.example/x", "https://gw.example/x"),
+        ("https://user:s3cret@gw.example:8443/x/?api_key=s3cret#frag", "https://gw.example:8443/x/"),
+        ("http://[::1", "(not a valid URL)"),
+    ],
+)
+def test_one_rule_shows_a_url_without_credentials_query_or_fragment(url: str, shown: str) -> None:
+    """Banners, errors and reprs (``display_url``) and saved provenance strip the same parts."""
+    assert display_url(url) == shown
+    if shown.startswith("http"):
+        assert safe_gateway_url(url) == shown.rstrip("/")
 
 
 def answer_with_its_request(llm: FlotorchLLM, **params: Any) -> tuple[LLMResponse, CallRequest]:
@@ -109,6 +125,40 @@ def test_the_request_hash_is_the_key_of_the_replay_file_for_that_request(
     assert request_hash(request.body) == key
     # 1 and 1.0 are the same temperature for replay, so for the hash too.
     assert request_hash({**request.body, "temperature": 1}) == key
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stamp_dates_each_answer_and_hashes_the_request_it_answered(
+    gateway: OfflineGateway, stream: bool
+) -> None:
+    records: list[dict[str, Any]] = []
+    with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
+        stamp = Stamp.attach(llm, records.append)
+        assert Stamp.attach(llm, records.append) is stamp and llm.hooks.after_call.count(stamp) == 1
+        before = datetime.now(UTC)
+        if stream:
+            with llm.stream(USER) as chat:
+                "".join(chat)
+            response = chat.response
+            seen = gateway.requests[-1].body
+        else:
+            response, request = answer_with_its_request(llm)
+            seen = dict(request.body)
+    assert response.created_at is not None and before <= response.created_at <= datetime.now(UTC)
+    assert response.request_hash == request_hash(seen, llm.endpoint)
+    (record,) = records
+    assert record.pop("by") == "code"
+    assert record == provenance_of(response, base_url=gateway.url, endpoint=llm.endpoint)
+    assert record["request_hash"] == response.request_hash
+
+
+def test_a_stamp_keeps_no_record_of_a_call_that_failed(gateway: OfflineGateway) -> None:
+    records: list[dict[str, Any]] = []
+    with FlotorchLLM("no-such/model", KEY, gateway.url) as llm:
+        Stamp.attach(llm, records.append)
+        with pytest.raises(flotorch_nb.NotFoundError):
+            llm.invoke(USER)
+    assert records == []
 
 
 def notebook_with(records_by_cell: list[list[dict[str, Any]]]) -> nbformat.NotebookNode:
