@@ -45,6 +45,7 @@ __all__ = [
     "format_cost",
     "format_price",
     "parse_money",
+    "reset_default_prices",
     "shared_prices",
     "shown_cost",
 ]
@@ -158,6 +159,13 @@ class PriceTable:
         with self._lock:
             self._set.pop(model, None)
             self._loaded.pop(model, None)
+
+    def clear(self) -> None:
+        """Forget every price, set at run time or loaded."""
+        with self._lock:
+            self._set.clear()
+            self._loaded.clear()
+            self.source = None
 
     def replace_loaded(self, other: PriceTable) -> None:
         """Take ``other``'s file prices (a reloaded file), keeping the prices set at run time."""
@@ -292,6 +300,13 @@ def shared_prices() -> PriceTable:
     since a hook must not fail on a price file (``default_prices`` is called where an error can be
     shown: a new session client, ``%flotorch price``, a comparison)."""
     return _DEFAULT
+
+
+def reset_default_prices() -> None:
+    """Empty the process-wide table: prices set at run time and the file's (``reset()``, tests)."""
+    with _DEFAULT_LOCK:
+        _DEFAULT.clear()
+        _DEFAULT_PATH[0] = None
 
 
 def default_prices(env: Mapping[str, str] | None = None) -> PriceTable:
