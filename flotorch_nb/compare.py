@@ -340,6 +340,7 @@ def _run_on_new_loop(main: Coroutine[Any, Any, Comparison]) -> Comparison:
     version that reuses the thread's loop and never closes it. This one cancels what is left, as
     ``asyncio.run`` does (which is also when the client closes that loop's connection pools)."""
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # as asyncio.run does: code that asks for "the" loop finds this one
     try:
         return loop.run_until_complete(main)
     finally:
@@ -347,7 +348,9 @@ def _run_on_new_loop(main: Coroutine[Any, Any, Comparison]) -> Comparison:
             left = asyncio.all_tasks(loop)
             for task in left:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
+            asyncio.set_event_loop(None)
             loop.close()

@@ -9,7 +9,11 @@ the cell as they arrive (as plain text in a terminal) and end as the cell's valu
 ``LLMResponse``, in every format: one plain rich output (sanitized HTML + text, JSON for
 ``-f json``) that survives save, reopen and HTML export.
 
-Budget and usage are not this module's business: the session's client refuses a call once the
+``-m a,b,c`` (or ``--compare``) asks several models at once and shows them side by side
+(``compare_cell``). Every final answer carries its provenance in its output metadata, and its
+footer the cost while a price table is in use.
+
+Budgets and usage are not this module's business: the session's client refuses a call once a
 budget is spent and records every call (``call_label("magic")`` names the source).
 """
 
@@ -23,15 +27,16 @@ from collections import ChainMap
 from typing import Any, Literal
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from .. import _config
 from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._hooks import call_label
+from .._provenance import output_metadata, provenance_of
 from .._text import utf8_safe
-from . import answer, autostart, commands
+from . import answer, autostart, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .interpolate import interpolate
@@ -105,7 +110,11 @@ class FlotorchMagics(Magics):
 
     # -- %%flotorch ------------------------------------------------------------------------------
     @magic_arguments("%flotorch")
-    @argument("-m", "--model", help="model id for this cell (default: %%flotorch model / FLOTORCH_MODEL_ID)")
+    @argument(
+        "-m", "--model",
+        help="model id for this cell (default: %%flotorch model / FLOTORCH_MODEL_ID); a comma list "
+        "(-m a,b,c) asks every model at once and shows the answers side by side",
+    )  # fmt: skip
     @argument("-t", "--temperature", type=float, help="sampling temperature, 0 to 2")
     @argument("--max-tokens", type=int, help="upper bound on the answer's tokens")
     @argument("-s", "--system", help='system prompt (quote it: -s "You are terse.")')
@@ -123,6 +132,14 @@ class FlotorchMagics(Magics):
     )
     @argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming it")
     @argument("--no-interpolate", action="store_true", help="send {braces} exactly as written")
+    @argument(
+        "--compare", action="store_true",
+        help="side by side, one column per model of -m (implied by a comma in -m)",
+    )  # fmt: skip
+    @argument(
+        "--keep-errors", action="store_true",
+        help="with several models: a model's error stays in its column and the cell does not fail",
+    )  # fmt: skip
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     def flotorch_cell(self, line: str, cell: str) -> Any:
         """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
@@ -141,6 +158,15 @@ class FlotorchMagics(Magics):
         text (-f text), the first code block (-f code) or JSON (-f json, --schema; .parsed holds
         the parsed value or the schema instance; NaN/Infinity, which JSON cannot hold, are
         refused). -o VAR also stores it in VAR, and {Out[n]} / {VAR} quote its text later.
+
+        Compare: -m a,b,c (or --compare) sends the prompt to every model at once: one column per
+        model, streaming, then a chart of latency and tokens and the side-by-side table (answers,
+        tokens, latency, cost) as the cell's value (a Comparison; -o VAR keeps it). A model that
+        fails shows its typed error in its column; the cell then fails unless --keep-errors.
+
+        Provenance and cost: every final answer keeps model, gateway, request id, time, tokens,
+        latency, source and request hash in its output metadata (saved with the notebook); with a
+        price table (%flotorch price, FLOTORCH_PRICES) footers show the cost, or "cost unknown".
 
         Errors: option or configuration mistakes raise UsageError before anything is sent; gateway
         failures raise the typed FlotorchError so the cell fails (and CI notices), shown as one line
@@ -168,8 +194,11 @@ class FlotorchMagics(Magics):
         prompt = utf8_safe(prompt)
         system = utf8_safe(args.system) if args.system is not None else None
 
+        models = compare_cell.models_of(args.model, session.model_id, compare=args.compare)
+        if args.keep_errors and not models:
+            raise UsageError("%%flotorch: --keep-errors is for comparisons (-m a,b,c)")
         try:
-            client = session.client(args.model)
+            client = session.client(models[0] if models else args.model)
         except ConfigurationError as exc:
             raise _configuration_fix(session, exc, model_given=bool(args.model)) from None
 
@@ -183,6 +212,14 @@ class FlotorchMagics(Magics):
             params["temperature"] = args.temperature
         if args.max_tokens is not None:
             params["max_tokens"] = args.max_tokens
+        if models:
+            if schema is not None or fmt != "markdown":
+                raise UsageError("%%flotorch: a comparison shows Markdown answers; drop -f and --schema")
+            with call_label("magic"):
+                return compare_cell.cell(
+                    self.ip, client, messages, models, params, stream=not args.no_stream,
+                    keep_errors=args.keep_errors, output=args.output,
+                )  # fmt: skip
         # JSON mode for -f json so a real model answers with JSON only (the offline one honours it too).
         response_format: Any = schema
         if schema is None and fmt == "json":
@@ -204,11 +241,17 @@ class FlotorchMagics(Magics):
                     answer.one_line_traceback(exc, self.ip)
                 raise
         turn.finish(resp, spent[-1] if spent else None)
+        turn.provenance = provenance_of(
+            resp, base_url=client.base_url, endpoint=client.endpoint, model=turn.model
+        )
         self._commit(turn, system, fresh=not args.cont)
         if args.output:
             self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
         try:
-            value = answer.cell_value(self.ip, resp, fmt, streamed=not args.no_stream)
+            value = answer.cell_value(
+                self.ip, resp, fmt, streamed=not args.no_stream, footer=turn.footer,
+                metadata=output_metadata([turn.provenance]),
+            )  # fmt: skip
         except FlotorchError as exc:
             answer.one_line_traceback(exc, self.ip)
             raise
@@ -250,6 +293,7 @@ class FlotorchMagics(Magics):
     @argument("command", nargs="?", default="config", help="one of the subcommands above (default: config)")
     @argument("value", nargs="*", help="the subcommand's argument")
     @line_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
+    @no_var_expand  # IPython would read "$5" as a variable: {name} is filled in below instead
     def flotorch_line(self, line: str) -> Any:
         """Configure FloTorch for this notebook and inspect usage.
 
@@ -259,9 +303,16 @@ class FlotorchMagics(Magics):
           base_url [URL]    show / set the gateway URL (http or https)
           login             ask for the API key without echoing it; kept in memory for this
                             session only: never in the notebook, the environment or an output
-          usage             tokens used this session by every call of the session's clients, per
-                            model (stopped or failed calls, and answers without usage, estimated)
-          budget [N|off]    show / set / remove a token budget; spent => calls refused before sending
+          usage             tokens (and cost, with prices) used this session by every call of the
+                            session's clients, per model, and a chart (stopped or failed calls, and
+                            answers without usage, estimated)
+          budget [N|$N|off] show / set a token budget (N) or a money budget ($N), or remove both;
+                            calls that could pass it are refused before sending
+          price [MODEL [IN OUT|off]]
+                            list prices / show or set a model's (dollars per million input and
+                            output tokens; also a FLOTORCH_PRICES file, TOML or JSON) / remove it
+          provenance        every answer of this session: model, source, time, tokens, latency,
+                            request id and hash (what each output saves in its metadata)
           history           the %%flotorch conversation, with each answer's model and tokens
           reset             clear the conversation and the usage ledger
           export PATH.md    write the conversation as Markdown (model and token footer per answer)
@@ -269,7 +320,7 @@ class FlotorchMagics(Magics):
           replay DIR        answer from recordings in DIR, no network, no key (sets FLOTORCH_REPLAY)
           live              stop recording / replaying
         """
-        args = _parse(self.flotorch_line, line, "%flotorch")
+        args = _parse(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
         command = args.command.replace("-", "_")
         if command == "login":
             if args.value:
@@ -288,10 +339,13 @@ class FlotorchMagics(Magics):
             output = function(self.session, *args.value)
         except ConfigurationError as exc:
             raise UsageError(f"%flotorch {command}: {exc}") from None
-        if isinstance(output, str):
-            print(output)
-        else:
-            display(output, raw=True)
+        for item in output if isinstance(output, list) else [output]:
+            if isinstance(item, str):
+                print(item)
+            elif isinstance(item, dict):
+                display(item, raw=True)
+            else:
+                display(item)  # an object that displays itself (a chart)
 
     def _login(self) -> None:
         try:
