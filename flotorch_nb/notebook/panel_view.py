@@ -8,6 +8,11 @@ each file reads on its own. The CSS hooks (``add_class``) are the panel's docume
 
 Safety: in JupyterLab, event handlers inside an ``ipywidgets.HTML`` value *execute*, so every HTML
 value set here comes from ``_render`` (model Markdown sanitized, everything else escaped).
+
+Width: the same panel fills a notebook cell and JupyterLab's narrow side area (docked). Its rows wrap
+(``flex-flow: row wrap``) and no part insists on a width of its own (stock text widgets default to
+300 px plus an 80 px label), so in a narrow area the system prompt drops under the model picker and
+the buttons under the input instead of being cut off; a wide code block scrolls inside its reply.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ def _classed(widget: Any, *classes: str) -> Any:
     for name in classes:
         widget.add_class(name)
     return widget
+
+
+def _row(children: list[Any], **layout: str) -> w.HBox:
+    """A row whose children wrap onto the next line when the panel is narrow (docked)."""
+    return w.HBox(children, layout=w.Layout(flex_flow="row wrap", width="100%", min_width="0", **layout))
 
 
 def status_html(text: str) -> str:
@@ -54,13 +64,19 @@ class PanelView:
 
     def _build(self, model: str, system_prompt: str) -> None:
         self.model_picker = _classed(
-            w.Dropdown(options=[model], value=model, description="Model", layout=w.Layout(width="auto")),
+            w.Dropdown(
+                options=[model], value=model, description="Model", style={"description_width": "initial"},
+                layout=w.Layout(flex="1 1 160px", width="auto", min_width="0", max_width="100%"),
+            ),
             "flotorch-chat-model",
-        )
+        )  # fmt: skip
         self.system = _classed(
-            w.Text(value=system_prompt, placeholder="System prompt (optional)", layout=w.Layout(flex="1")),
+            w.Text(
+                value=system_prompt, placeholder="System prompt (optional)",
+                layout=w.Layout(flex="2 1 160px", width="auto", min_width="0"),
+            ),
             "flotorch-chat-system",
-        )
+        )  # fmt: skip
         # Unbounded height: stock widgets cannot keep a scrolled box pinned to its newest message, so
         # the conversation grows with the output area, which the notebook itself scrolls.
         self.transcript = _classed(w.VBox([]), "flotorch-chat-transcript")
@@ -72,7 +88,7 @@ class PanelView:
             w.Text(placeholder="Ask something — Enter to send", continuous_update=False),
             "flotorch-chat-input",
         )
-        self.input.layout = w.Layout(flex="1 1 auto", width="auto")
+        self.input.layout = w.Layout(flex="1 1 180px", width="auto", min_width="0")
         self.buttons = [
             _classed(w.Button(description=name.title(), tooltip=tip), f"flotorch-chat-{name}")
             for name, tip in [
@@ -86,16 +102,18 @@ class PanelView:
         self.send_button.button_style = "primary"
         self.stop_button.disabled = True
         for button in self.buttons:
-            button.layout.width = "80px"
+            button.layout = w.Layout(width="auto", min_width="64px", flex="0 0 auto")
+        buttons = w.HBox(self.buttons, layout=w.Layout(flex="0 0 auto", flex_flow="row wrap"))
         self.root = _classed(
             w.VBox(
                 [
-                    w.HBox([self.model_picker, self.system]),
+                    _row([self.model_picker, self.system]),
                     self.transcript,
                     self.error,
-                    w.HBox([self.status, self.totals], layout=w.Layout(justify_content="space-between")),
-                    w.HBox([self.input, *self.buttons]),
-                ]
+                    _row([self.status, self.totals], justify_content="space-between"),
+                    _row([self.input, buttons]),
+                ],
+                layout=w.Layout(width="100%", max_width="100%", min_width="0"),
             ),
             "flotorch-chat",
         )
@@ -104,7 +122,9 @@ class PanelView:
     def _add_view(self, turn: Turn) -> TurnView:
         user = _classed(w.HTML(turn.user_html()), "flotorch-chat-msg", "flotorch-chat-user")
         assistant = _classed(
-            w.HTML("", layout=w.Layout(border_left="3px solid #d1d5db", padding="0 0 0 8px")),
+            w.HTML(
+                "", layout=w.Layout(border_left="3px solid #d1d5db", padding="0 0 0 8px", overflow="auto")
+            ),
             "flotorch-chat-msg",
             "flotorch-chat-assistant",
         )
