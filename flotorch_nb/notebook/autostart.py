@@ -41,6 +41,11 @@ __all__ = [
 #: error messages are scrubbed of the key and a plain word like "offline" would be scrubbed too.
 OFFLINE_API_KEY = "flotorch-offline-placeholder"
 OFFLINE_MODEL_ID = "offline/assistant"
+#: The embedded gateway answers like a small real model: a short wait, then tokens one by one, scaled
+#: per model (``offline/concise`` quicker, ``offline/verbose`` slower), so streaming can be seen and a
+#: comparison's timings differ plausibly; short enough that a notebook still runs in seconds.
+OFFLINE_LATENCY_S = 0.05
+OFFLINE_TOKEN_DELAY_S = 0.002
 #: Set by a launcher that started an offline gateway outside the kernel (``python -m flotorch_nb.lab``)
 #: to that gateway's URL, so the kernel can say it is offline although it did not start it.
 ENV_OFFLINE_GATEWAY = _config.ENV_OFFLINE_GATEWAY
@@ -118,7 +123,9 @@ def _start() -> OfflineGateway:
     # api_key=None: any key is accepted, so a key entered later with `%flotorch login` still works
     # here. The server thread is a daemon: it ends with the kernel, and no exit hook can delay a
     # kernel shutdown by waiting for open connections.
-    return OfflineGateway(api_key=None).start()
+    return OfflineGateway(
+        api_key=None, latency=OFFLINE_LATENCY_S, token_delay=OFFLINE_TOKEN_DELAY_S
+    ).start()
 
 
 def _set_env(name: str, value: str) -> None:
