@@ -99,7 +99,8 @@ async def test_each_reply_shows_its_cost_and_the_static_copy_keeps_its_provenanc
         second = await panel.wait()
     assert first is not None and second is not None
     assert first.footer is not None and first.footer.cost is not None and first.footer.cost != "unknown"
-    assert panel.transcript.children[2].value.endswith(f" · {first.meta_text.split(' · ')[-1]}</div>")
+    cost = first.meta_text.split(" · ")[-1]
+    assert cost.startswith("$0.") and panel.transcript.children[2].value.endswith(f" · {cost}</div></div>")
     assert second.meta_text.endswith(" · cost unknown")
     update = captured.outputs[-1]
     records = update.metadata[METADATA_KEY]["provenance"]

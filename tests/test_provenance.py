@@ -280,3 +280,45 @@ def test_a_comparison_run_in_a_real_kernel_is_saved_with_its_provenance(
     assert set(frame["source"]) == {"offline"} and frame["gateway"].tolist() == [gateway.url] * 2
     assert frame["request_hash"].str.fullmatch(r"[0-9a-f]{64}").all()
     assert KEY not in path.read_text()
+
+
+@pytest.mark.slow
+def test_the_answers_of_a_notebook_run_in_a_real_kernel_are_saved_with_their_provenance(
+    tmp_path: Path,
+) -> None:
+    """A %%flotorch answer, a comparison and a chat panel's static transcript, each with the records of
+    its answers in the saved file; the kernel's own offline gateway answers (no FLOTORCH_* set)."""
+    from nbclient import NotebookClient
+
+    cells = [
+        "%load_ext flotorch_nb",
+        "%%flotorch\nWhat is a token in a language model?",
+        "%%flotorch -m offline/concise,offline/verbose --no-stream\nWhat is a token in a language model?",
+        "from flotorch_nb.widgets import ChatPanel\npanel = ChatPanel()\npanel",
+        "panel.send('Why is the sea salty?')\nawait panel.wait()",
+        "%flotorch provenance",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOTORCH_")}
+    NotebookClient(nb, timeout=90, kernel_name="python3", startup_timeout=60).execute(
+        cwd=str(tmp_path), env=env
+    )
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+
+    frame = provenance(path)
+    assert frame["cell"].tolist() == [1, 2, 2, 3]
+    assert frame["model"].tolist() == [
+        "offline/assistant",
+        "offline/concise",
+        "offline/verbose",
+        "offline/assistant",
+    ]
+    assert set(frame["source"]) == {"offline"} and frame["gateway"].str.startswith("http://127.0.0.1:").all()
+    assert frame["request_hash"].str.fullmatch(r"[0-9a-f]{64}").all() and frame["request_id"].notna().all()
+    assert (frame["timestamp"].dt.tz is not None) and frame["total_tokens"].gt(0).all()
+    # The session's own list names the same answers, and who asked.
+    listing = "".join(nb.cells[5].outputs[0]["data"]["text/plain"])
+    assert [line.split()[1] for line in listing.splitlines()[1:]] == ["magic", "magic", "magic", "chat"]
+    for digest in frame["request_hash"]:
+        assert digest[:12] in listing

@@ -109,6 +109,8 @@ def totals_line(chat: Totals, session: Session) -> str:
         line = f"{spent.calls} {'call' if spent.calls == 1 else 'calls'} · total {spent.total_tokens} tokens"
         if spent.estimated:
             line += f" ({spent.estimated} estimated)"
+        if spent.cost_text:
+            line += f" · {spent.cost_text}"
     else:
         line = "no calls yet"
     if session.budget is not None:

@@ -39,9 +39,15 @@ def _row(children: list[Any], **layout: str) -> w.HBox:
     return w.HBox(children, layout=w.Layout(flex_flow="row wrap", width="100%", min_width="0", **layout))
 
 
+def flow(html: str) -> str:
+    """``html`` (ours, or sanitized by ``_render``) with a reading line height: an ``ipywidgets.HTML``
+    sets its line height to a form field's (28 px), which double-spaces wrapped text."""
+    return f'<div style="line-height:1.45">{html}</div>'
+
+
 def status_html(text: str) -> str:
     """A status or totals line: small, grey, escaped."""
-    return f"<span style='font-size:0.9em;color:#4b5563'>{_render.escape_text(text)}</span>"
+    return flow(f"<span style='font-size:0.9em;color:#4b5563'>{_render.escape_text(text)}</span>")
 
 
 @dataclass(slots=True)
@@ -55,8 +61,8 @@ class TurnView:
 
     def render(self) -> None:
         """Draw the turn as it is now (the answer so far, rendered and sanitized; its footer)."""
-        self.assistant.value = self.turn.reply_html()
-        self.meta.value = self.turn.meta_html
+        self.assistant.value = flow(self.turn.reply_html())
+        self.meta.value = flow(self.turn.meta_html)
 
 
 class PanelView:
@@ -103,7 +109,11 @@ class PanelView:
         self.stop_button.disabled = True
         for button in self.buttons:
             button.layout = w.Layout(width="auto", min_width="64px", flex="0 0 auto")
-        buttons = w.HBox(self.buttons, layout=w.Layout(flex="0 0 auto", flex_flow="row wrap"))
+        # The buttons keep their width but wrap among themselves once the area is narrower than four.
+        buttons = w.HBox(
+            self.buttons,
+            layout=w.Layout(flex="0 1 auto", flex_flow="row wrap", max_width="100%", min_width="0"),
+        )
         self.root = _classed(
             w.VBox(
                 [
@@ -120,7 +130,7 @@ class PanelView:
         self._busy_shown = False  # the error line says "still running" (cleared once it is not)
 
     def _add_view(self, turn: Turn) -> TurnView:
-        user = _classed(w.HTML(turn.user_html()), "flotorch-chat-msg", "flotorch-chat-user")
+        user = _classed(w.HTML(flow(turn.user_html())), "flotorch-chat-msg", "flotorch-chat-user")
         assistant = _classed(
             w.HTML(
                 "", layout=w.Layout(border_left="3px solid #d1d5db", padding="0 0 0 8px", overflow="auto")
@@ -128,14 +138,18 @@ class PanelView:
             "flotorch-chat-msg",
             "flotorch-chat-assistant",
         )
-        meta = _classed(w.HTML(turn.meta_html, layout=w.Layout(margin="0 0 8px 0")), "flotorch-chat-meta")
+        meta = _classed(
+            w.HTML(flow(turn.meta_html), layout=w.Layout(margin="0 0 8px 0")), "flotorch-chat-meta"
+        )
         view = TurnView(turn, user, assistant, meta)
         self.transcript.children = (*self.transcript.children, user, assistant, meta)
         return view
 
     def _show_error(self, line: str | None, *, busy: bool = False) -> None:
         self._busy_shown = busy and line is not None
-        self.error.value = f"<span style='color:#b91c1c'>⚠ {_render.escape_text(line)}</span>" if line else ""
+        self.error.value = (
+            flow(f"<span style='color:#b91c1c'>⚠ {_render.escape_text(line)}</span>") if line else ""
+        )
         self.error.layout.display = None if line else "none"
 
     def _set_status(self, text: str) -> None:
