@@ -25,6 +25,9 @@ ENV_REPLAY = "FLOTORCH_REPLAY"
 ENV_NO_NEST_ASYNCIO = "FLOTORCH_NO_NEST_ASYNCIO"
 #: Set by a launcher (python -m flotorch_nb.lab, binder/start) to the URL of the offline gateway it started.
 ENV_OFFLINE_GATEWAY = "FLOTORCH_OFFLINE_GATEWAY"
+#: The models ``%%flotorch --compare`` asks when no ``-m`` list is given (comma-separated); ``%load_ext``
+#: sets it to the offline gateway's three text models when that gateway answers.
+ENV_COMPARE_MODELS = "FLOTORCH_COMPARE_MODELS"
 
 DEFAULT_ENDPOINT = "/api/openai/v1/chat/completions"
 #: Long enough for a slow model's full answer, short enough that a dead gateway never hangs a cell.

@@ -8,6 +8,7 @@ view really streams and the models' timings really differ.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from test_render import assert_safe_html
 from flotorch_nb import Comparison, ServerError
 from flotorch_nb._provenance import FIELDS, METADATA_KEY
 from flotorch_nb.gateway import Fault, OfflineGateway
+from flotorch_nb.notebook.magics import load_ipython_extension
 from flotorch_nb.notebook.session import get_session
 
 MODELS = "offline/concise,offline/assistant,offline/verbose"
@@ -117,7 +119,14 @@ def test_keep_errors_leaves_the_error_in_its_column_and_the_cell_succeeds(
     assert "NotFoundError" in data_of(comparison)["text/html"]
 
 
-def test_compare_takes_the_models_of_m_or_the_default_model(timed: Shell) -> None:
+def test_compare_takes_the_models_of_m_or_flotorch_compare_models_or_the_default_model(
+    timed: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # %load_ext sees an offline gateway, so it offers the offline family, quickest first.
+    load_ipython_extension(timed.ip)
+    assert os.environ["FLOTORCH_COMPARE_MODELS"] == MODELS
+    assert timed.cell("--compare --no-stream", "Say hi.").models == tuple(MODELS.split(","))
+    monkeypatch.delenv("FLOTORCH_COMPARE_MODELS")
     one = timed.cell("--compare --no-stream", "Say hi.")
     assert isinstance(one, Comparison) and one.models == ("offline/assistant",)
     two = timed.cell("--compare -m offline/echo,offline/concise --no-stream", "Say hi.")

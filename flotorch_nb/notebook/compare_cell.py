@@ -39,13 +39,16 @@ __all__ = ["LiveView", "cell", "fail", "models_of", "run"]
 
 
 def models_of(spec: str | None, default: str | None, *, compare: bool) -> tuple[str, ...]:
-    """The models a cell compares (``-m a,b,c``, or ``--compare`` with ``-m`` or the default
-    model), or ``()`` for a single answer; a ``UsageError`` for a list that is not one."""
+    """The models a cell compares (``-m a,b,c``, or ``--compare`` with ``-m`` or ``default``:
+    ``FLOTORCH_COMPARE_MODELS``, else the session's model), or ``()`` for a single answer; a
+    ``UsageError`` for a list that is not one."""
     if not (compare or (spec and "," in spec)):
         return ()
     spec = spec or default
     if not spec:
-        raise UsageError("%%flotorch --compare: name the models, e.g. -m model-a,model-b")
+        raise UsageError(
+            "%%flotorch --compare: name the models, e.g. -m model-a,model-b (or set FLOTORCH_COMPARE_MODELS)"
+        )
     try:
         return parse_models(spec)
     except InvalidRequestError as exc:

@@ -134,7 +134,8 @@ class FlotorchMagics(Magics):
     @argument("--no-interpolate", action="store_true", help="send {braces} exactly as written")
     @argument(
         "--compare", action="store_true",
-        help="side by side, one column per model of -m (implied by a comma in -m)",
+        help="side by side, one column per model of -m (implied by a comma in -m); without -m the "
+        "models of FLOTORCH_COMPARE_MODELS",
     )  # fmt: skip
     @argument(
         "--keep-errors", action="store_true",
@@ -194,7 +195,8 @@ class FlotorchMagics(Magics):
         prompt = utf8_safe(prompt)
         system = utf8_safe(args.system) if args.system is not None else None
 
-        models = compare_cell.models_of(args.model, session.model_id, compare=args.compare)
+        default = os.environ.get(_config.ENV_COMPARE_MODELS) or session.model_id
+        models = compare_cell.models_of(args.model, default, compare=args.compare)
         if args.keep_errors and not models:
             raise UsageError("%%flotorch: --keep-errors is for comparisons (-m a,b,c)")
         try:
