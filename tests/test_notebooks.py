@@ -48,6 +48,7 @@ SERIES = [
     "04_structured_output",
     "05_tool_calling",
     "06_streaming_and_async",
+    "08_compare_and_cost",
 ]
 
 #: Things that look like a real credential. Placeholders such as ``...`` or ``<your_api_key>`` pass.
@@ -304,6 +305,7 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
     "04_structured_output": [("raw JSON text", "describe-a-classic-science-fiction-film", 0)],
     "05_tool_calling": [("print(final.content)", "what-is-the-weather-like-in-paris", -1)],
     "06_streaming_and_async": [("rivers", "write-a-haiku-about-rivers", None)],
+    "08_compare_and_cost": [("What is a token", "what-is-a-token-in-a-language-model", None)],
 }
 
 #: Answers a notebook shows only in part, on purpose: (notebook, recording slug) -> (why, the part
@@ -346,6 +348,17 @@ PROMISES: dict[str, list[str]] = {
         "('get_weather', {'city': 'Tokyo'",
     ],
     "06_streaming_and_async": ["[stopped]", "8 answers in", "failed: NotFoundError"],
+    "08_compare_and_cost": [
+        "3 of 3 models answered · fastest ",
+        "3 of 4 models answered",
+        "NotFoundError: HTTP 404",
+        "Latency and tokens per model: ",
+        "cost unknown",
+        "+ 1 call of unknown cost",
+        "refused before sending: money budget",
+        "request hash",
+        "Tokens and cost per model: ",
+    ],
 }
 
 
