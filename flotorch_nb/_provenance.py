@@ -11,10 +11,15 @@ flotorch_nb, and the canonical request hash that replay and the answer cache use
      "total_tokens": 42, "latency_ms": 210.5, "source": "offline", "flotorch_nb_version": "0.1.0",
      "request_hash": "9f2c…"}
 
-Token counts are ``null`` when the gateway did not send them. The gateway is shown display-safe:
-scheme, host, port and path only (no ``user:password@``, no query string, no fragment), and a record
-never holds the key nor the messages. :func:`provenance` reads a saved notebook back into a
-``pandas.DataFrame`` (pandas is imported only then). Pure apart from reading that file.
+Token counts are ``null`` when the gateway did not send them. The gateway is shown display-safe
+(``_config.display_url``: scheme, host, port and path only; no ``user:password@``, no query string,
+no fragment), and a record never holds the key nor the messages.
+
+The time and the request hash come from :class:`Stamp`, an ``after_call`` hook (only a hook sees the
+body that was sent, whichever surface made the call) that sets ``LLMResponse.created_at`` and
+``request_hash`` and can hand each record to a sink: the notebook session's list of answers.
+:func:`provenance` reads a saved notebook back into a ``pandas.DataFrame`` (pandas is imported only
+then). Pure apart from reading that file.
 """
 
 from __future__ import annotations
