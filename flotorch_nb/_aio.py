@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import functools
-import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -124,7 +123,7 @@ class AioPool:
         self._proxy, self._proxy_auth = _env_proxy(settings.url)
         #: Replies whose body is being read. Closing the session closes their sockets but leaves a
         #: reader waiting on its buffer (aiohttp forgets the payload first), so aclose() wakes them.
-        self._reading: weakref.WeakSet[AioReply] = weakref.WeakSet()
+        self._reading: set[AioReply] = set()
 
     @property
     def is_closed(self) -> bool:
@@ -151,7 +150,7 @@ class AioPool:
                 response = await request
         except Exception as exc:
             _reraise(exc, call, closed=self.is_closed)
-        reply = AioReply(response, call)
+        reply = AioReply(response, call, self._reading)
         self._reading.add(reply)
         return reply
 
@@ -166,11 +165,12 @@ class AioPool:
 class AioReply:
     """An aiohttp response behind ``_transport.AsyncReply``."""
 
-    __slots__ = ("__weakref__", "_call", "_response", "headers", "status_code")
+    __slots__ = ("_call", "_reading", "_response", "headers", "status_code")
 
-    def __init__(self, response: aiohttp.ClientResponse, call: Call) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, call: Call, reading: set[AioReply]) -> None:
         self._response = response
         self._call = call
+        self._reading = reading  # its pool's: it leaves that set once it let go of its connection
         self.status_code = response.status
         self.headers = response.headers
 
@@ -183,6 +183,7 @@ class AioReply:
             _reraise(exc, self._call, body_started=response.content.total_bytes > 0)
         finally:
             response.release()
+            self._reading.discard(self)
 
     async def aiter_text(self) -> AsyncGenerator[str, None]:
         """The body as UTF-8 text (what SSE is) as it arrives; each read may wait ``timeout``."""
@@ -190,8 +191,10 @@ class AioReply:
         content, timeout = self._response.content, self._call.timeout
         while True:
             try:
-                async with asyncio.timeout(timeout):
-                    data = await content.readany()
+                data = content.read_nowait()  # what has arrived already needs no timer
+                if not data and not content.at_eof():
+                    async with asyncio.timeout(timeout):
+                        data = await content.readany()
             except Exception as exc:
                 _reraise(exc, self._call)
             if not data:
@@ -209,6 +212,7 @@ class AioReply:
     async def aclose(self) -> None:
         """Back to the pool if the body was read to its end, else the connection is closed."""
         self._response.release()
+        self._reading.discard(self)
 
     def abort(self, error: Exception) -> None:
         """Make a read in progress (or the next one) fail with ``error``."""

@@ -74,6 +74,7 @@ class _Watched:
         self._call = call
         self.headers = reply.headers
         self._waited = 0.0
+        self._texts: AsyncGenerator[str, None] | None = None
 
     def saw_event(self) -> None:
         self._waited = 0.0
@@ -96,7 +97,11 @@ class _Watched:
                 self._waited_for(began)
                 yield chunk
 
-    async def aiter_text(self) -> AsyncIterator[str]:
+    def aiter_text(self) -> AsyncIterator[str]:
+        self._texts = self._aiter_text()
+        return self._texts
+
+    async def _aiter_text(self) -> AsyncGenerator[str, None]:
         async with contextlib.aclosing(self._reply.aiter_text()) as chunks:
             while True:
                 began = time.perf_counter()
@@ -105,6 +110,12 @@ class _Watched:
                     return
                 self._waited_for(began)
                 yield chunk
+
+    async def aclose(self) -> None:
+        """Close what ``aiter_text`` handed out now, rather than leave an async generator for the
+        loop's finalizer (a wake-up per stream, or a warning once the loop is gone)."""
+        if self._texts is not None:
+            await self._texts.aclose()
 
 
 class ChatStream:
@@ -255,6 +266,7 @@ class AsyncChatStream:
         with link.in_flight():  # in flight until it ends, fails, is closed or cancelled
             http, started, body = await link.asend(call)
             self._http = http
+            watched = _Watched(http, call)
             try:
                 if not is_event_stream(http.headers):
                     info = response_info(http.headers, time.perf_counter() - started)
@@ -262,7 +274,6 @@ class AsyncChatStream:
                     if self._response.content:
                         yield self._response.content
                     return
-                watched = _Watched(http, call)
                 try:
                     source = httpx2.EventSource(watched)  # type: ignore[arg-type]
                     async with contextlib.aclosing(source.__aiter__()) as events:  # type: ignore[type-var]
@@ -284,6 +295,7 @@ class AsyncChatStream:
                 scrub(error, call.key)
                 raise
             finally:
+                await watched.aclose()
                 await http.aclose()
 
     async def aclose(self) -> None:
