@@ -4,7 +4,6 @@ encoded into a ``Call`` before any I/O), begun (``before_request`` hooks, the cl
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -91,9 +90,11 @@ def end(
     if request is None or not hooks.after_call:
         return
     if isinstance(outcome, BaseException):
+        from asyncio import CancelledError  # only now: `import flotorch_nb` does without asyncio
+
         response = getattr(outcome, "response", None)
         state: Outcome = "error" if isinstance(outcome, Exception) else "stopped"
-        if isinstance(outcome, asyncio.CancelledError | GeneratorExit | KeyboardInterrupt):
+        if isinstance(outcome, CancelledError | GeneratorExit | KeyboardInterrupt):
             state = "stopped"
         result = CallResult(
             request, state, response if isinstance(response, LLMResponse) else None, outcome,

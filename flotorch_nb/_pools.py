@@ -14,7 +14,6 @@ the next call simply makes a new pool.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ._config import Settings
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx2
 
     from ._transport import AsyncPool
@@ -67,6 +68,8 @@ class Pools:
         """The running loop's async pool, made now if there is none."""
         if self._injected is not None:
             return self._injected
+        import asyncio  # imported by the first async call, as everything async is
+
         loop = asyncio.get_running_loop()
         pool = self.by_loop.get(loop)
         if pool is None:
@@ -114,6 +117,8 @@ class Pools:
             if self.in_flight or not self._close_on_idle:
                 return
             self.close()
+        import asyncio
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -138,6 +143,8 @@ class Pools:
 
     async def aclose(self) -> None:
         """Close every pool we made (the sync one too), each async one on its own loop."""
+        import asyncio
+
         self.close()
         pools, self.by_loop = self.by_loop, {}
         current = asyncio.get_running_loop()

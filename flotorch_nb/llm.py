@@ -10,7 +10,6 @@ connection belongs to the loop that opened it).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -39,6 +38,8 @@ from ._transport import (
 from .schema import convert_pydantic_to_custom_json_schema, parse_structured
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx2
 
     from ._transport import AsyncPool
@@ -261,6 +262,8 @@ class FlotorchLLM:
     # -- the async shell -----------------------------------------------------------------------
     async def _asend(self, call: Call) -> tuple[AsyncReply, float, bytes]:
         """The async twin of ``_send``: same decisions, ``await asyncio.sleep`` between tries."""
+        import asyncio  # here, not at the top: `import flotorch_nb` stays without it (~half its cost)
+
         pool: AsyncPool = self._pools.for_loop()
         for attempt in range(self.retry.max_retries + 1):
             started = time.perf_counter()
