@@ -96,6 +96,8 @@ def _reraise(exc: Exception, call: Call, *, closed: bool = False, body_started: 
         error = connection_error(call, f"the answer is not valid HTTP: {exc.message}", name)
     elif isinstance(exc, aiohttp.ClientError | OSError):
         error = connection_error(call, str(exc) or name, name)
+    elif isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
+        error = connection_error(call, f"the host name cannot be looked up: {exc}", name)
     else:
         raise exc
     raise error from None

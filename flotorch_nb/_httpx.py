@@ -117,6 +117,8 @@ def transport_error(exc: BaseException, call: Call) -> FlotorchError | None:
                                 type(exc).__name__)  # fmt: skip
     if isinstance(exc, httpx2.HTTPError | httpx2.InvalidURL | httpx2.StreamError):
         return connection_error(call, str(exc) or type(exc).__name__, type(exc).__name__)
+    if isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
+        return connection_error(call, f"the host name cannot be looked up: {exc}", type(exc).__name__)
     return None
 
 

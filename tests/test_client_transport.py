@@ -213,3 +213,14 @@ def test_one_client_in_many_event_loops_at_once(gateway: OfflineGateway) -> None
     assert all(f"loop {i}" in results[i] for i in range(4))
     assert all(pool.is_closed for pool in llm._async_clients.values())  # closed as each loop ended
     llm.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
+async def test_a_host_name_the_resolver_cannot_encode_is_a_connection_error(sync: bool) -> None:
+    """``a..b`` passes URL parsing but makes getaddrinfo raise UnicodeError, which neither library
+    maps: it must still end in our tree, like any failed DNS lookup."""
+    llm = FlotorchLLM("m", KEY, "http://a..b", retry=ONCE)
+    with pytest.raises(APIConnectionError, match="host name cannot be looked up"):
+        await invoke(llm, sync)
+    await llm.aclose()
