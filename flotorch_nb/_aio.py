@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import functools
+import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -152,7 +153,7 @@ class AioPool:
                 response = await request
         except Exception as exc:
             _reraise(exc, call, closed=self.is_closed)
-        reply = AioReply(response, call, self._reading)
+        reply = AioReply(response, call, started, self._reading)
         self._reading.add(reply)
         return reply
 
@@ -167,20 +168,28 @@ class AioPool:
 class AioReply:
     """An aiohttp response behind ``_transport.AsyncReply``."""
 
-    __slots__ = ("_call", "_reading", "_response", "headers", "status_code")
+    __slots__ = ("_call", "_deadline", "_reading", "_response", "headers", "status_code")
 
-    def __init__(self, response: aiohttp.ClientResponse, call: Call, reading: set[AioReply]) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, call: Call, started: float, reading: set[AioReply]
+    ) -> None:
         self._response = response
         self._call = call
+        self._deadline = started + call.timeout
         self._reading = reading  # its pool's: it leaves that set once it let go of its connection
         self.status_code = response.status
         self.headers = response.headers
 
     async def read(self) -> bytes:
-        """The whole body, by the attempt's deadline (aiohttp's ``total`` timer covers the reads)."""
+        """The whole body, by the attempt's deadline: aiohttp's ``total`` timer covers the reads of a
+        plain call; a stream request has no such timer (its answer may last), so a JSON answer, an
+        error or a redirect body given to one is timed here."""
         response = self._response
         try:
-            return await response.read()
+            if not self._call.stream:
+                return await response.read()
+            async with asyncio.timeout(max(0.0, self._deadline - time.perf_counter())):
+                return await response.read()
         except Exception as exc:
             _reraise(exc, self._call, body_started=response.content.total_bytes > 0)
         finally:

@@ -27,6 +27,7 @@ from test_client_support import (
     completion,
     http_response,
     invoke,
+    stream,
 )
 
 from flotorch_nb import APIConnectionError, APITimeoutError, FlotorchLLM
@@ -124,9 +125,15 @@ async def test_a_broken_answer_is_a_retried_connection_error_without_the_key(
     assert "HTTP 400" not in str(caught.value)  # a parser's complaint is not the gateway's status
 
 
+async def _call(llm: FlotorchLLM, sync: bool, kind: str) -> object:
+    """``kind`` "stream": a stream request that the server answers with one JSON body."""
+    return await (invoke(llm, sync) if kind == "invoke" else stream(llm, sync))
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
-async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(sync: bool) -> None:
+@pytest.mark.parametrize("kind", ["invoke", "stream"])
+async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(sync: bool, kind: str) -> None:
     server_holder: list[RawServer] = []
 
     def trickle(conn: socket.socket, request: bytes) -> bool:
@@ -144,7 +151,7 @@ async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(sync: bool) -> N
         llm = FlotorchLLM("m", KEY, server.url, timeout=0.5, retry=ONCE)
         started = time.monotonic()
         with pytest.raises(APITimeoutError, match=r"did not finish its answer within 0\.5 s"):
-            await invoke(llm, sync)
+            await _call(llm, sync, kind)
         elapsed = time.monotonic() - started
         await llm.aclose()
     assert elapsed < 1.5
@@ -152,7 +159,8 @@ async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(sync: bool) -> N
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
-async def test_a_head_and_then_silence_is_a_timeout(sync: bool) -> None:
+@pytest.mark.parametrize("kind", ["invoke", "stream"])
+async def test_a_head_and_then_silence_is_a_timeout(sync: bool, kind: str) -> None:
     server_holder: list[RawServer] = []
 
     def silent(conn: socket.socket, request: bytes) -> bool:
@@ -166,7 +174,7 @@ async def test_a_head_and_then_silence_is_a_timeout(sync: bool) -> None:
         llm = FlotorchLLM("m", KEY, server.url, timeout=0.4, retry=ONCE)
         started = time.monotonic()
         with pytest.raises(APITimeoutError, match=r"0\.4 s"):
-            await invoke(llm, sync)
+            await _call(llm, sync, kind)
         elapsed = time.monotonic() - started
         await llm.aclose()
     assert elapsed < 1.5
