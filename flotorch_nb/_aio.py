@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _config
@@ -111,12 +112,32 @@ def _forget_headers(exc: aiohttp.ClientResponseError) -> None:
     exc.request_info = type(info)(info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url)
 
 
+#: Closes begun for pools that were dropped unclosed, referenced until done (asyncio holds tasks weakly).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_in_loop(session: aiohttp.ClientSession) -> None:
+    task = asyncio.get_running_loop().create_task(session.close())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+def _run_to_end(step: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that has nothing to wait for (else give up on it quietly)."""
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+
+
 class AioPool:
     """One event loop's aiohttp session, behind ``_transport.AsyncPool``."""
 
     def __init__(self, settings: Settings) -> None:
         import aiohttp
 
+        self._loop = asyncio.get_running_loop()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=tls()),
             # No cookies: a gateway call needs none, and a jar costs a lookup per request.
@@ -163,6 +184,18 @@ class AioPool:
         for reply in list(self._reading):
             reply.abort(aiohttp.ClientConnectionError("the connection pool was closed"))
         await self._session.close()
+
+    def __del__(self) -> None:
+        # A pool dropped unclosed (its client dropped mid-notebook, or its loop closed by hand, with
+        # no runner to cancel our loop-end task) would make aiohttp log "Unclosed client session".
+        session = getattr(self, "_session", None)
+        if session is None or session.closed:
+            return
+        with contextlib.suppress(Exception):  # at interpreter exit, anything may be gone
+            if self._loop.is_closed():
+                _run_to_end(session.close())  # on a closed loop aiohttp's close does no I/O
+            else:
+                self._loop.call_soon_threadsafe(_close_in_loop, session)
 
 
 class AioReply:

@@ -232,3 +232,43 @@ async def test_a_host_name_the_resolver_cannot_encode_is_a_connection_error(sync
     with pytest.raises(APIConnectionError, match="host name cannot be looked up"):
         await invoke(llm, sync)
     await llm.aclose()
+
+
+DROPPED = """
+import asyncio, gc, sys
+from flotorch_nb import FlotorchLLM
+URL = sys.argv[1]
+USER = [{"role": "user", "content": "hi"}]
+
+def hand_run_loops():  # closed by hand: no runner cancels our loop-end task
+    llm = FlotorchLLM("offline/echo", "k", URL)
+    for _ in range(2):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(llm.ainvoke(USER))
+        loop.close()
+    del llm, loop
+
+async def dropped_in_a_running_loop():  # a notebook cell's client, never closed
+    llm = FlotorchLLM("offline/echo", "k", URL)
+    await llm.ainvoke(USER)
+    del llm
+    gc.collect()
+    await asyncio.sleep(0.1)
+
+hand_run_loops()
+gc.collect()
+asyncio.run(dropped_in_a_running_loop())
+gc.collect()
+print("ok")
+"""
+
+
+def test_pools_nobody_closed_do_not_make_aiohttp_complain(gateway: OfflineGateway) -> None:
+    """A client dropped unclosed, or used on loops closed by hand, must not leave aiohttp to log
+    "Unclosed client session" / "Unclosed connector" (into a notebook's output)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOTORCH_")}
+    done = subprocess.run(
+        [sys.executable, "-c", DROPPED, gateway.url], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+    assert "Unclosed" not in done.stderr, done.stderr
