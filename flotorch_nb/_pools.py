@@ -73,10 +73,11 @@ class Pools:
         loop = asyncio.get_running_loop()
         pool = self.by_loop.get(loop)
         if pool is None:
-            # Pools of loops that are gone cannot be closed any more; forget them.
-            for stale in [lp for lp in self.by_loop if lp.is_closed()]:
-                del self.by_loop[stale]
-            pool = self.by_loop[loop] = self._make_async()
+            with self._lock:  # threads that each run a loop may share this client
+                # Pools of loops that are gone cannot be awaited any more; forget them.
+                for stale in [lp for lp in self.by_loop if lp.is_closed()]:
+                    del self.by_loop[stale]
+                pool = self.by_loop[loop] = self._make_async()
             close_when_loop_ends(loop, pool)
         return pool
 
@@ -161,6 +162,7 @@ _CLOSING: set[asyncio.Task[None]] = set()
 
 #: Per event loop: the idle task that closes that loop's pools at its end, and the pools to close.
 _LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], weakref.WeakSet[Any]]] = {}
+_LOOP_POOLS_LOCK = threading.Lock()
 
 
 def close_when_loop_ends(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
@@ -170,24 +172,26 @@ def close_when_loop_ends(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
     moment to close the pools opened on it. Without it the seed's ``asyncio.run(main())`` leaves its
     keep-alive sockets open on a dead loop, where they can no longer be closed.
     """
-    # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
-    for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
-        del _LOOP_POOLS[gone]
-    entry = _LOOP_POOLS.get(loop)
-    if entry is None:
-        pools: weakref.WeakSet[Any] = weakref.WeakSet()
-        task = loop.create_task(_close_at_loop_end(loop, pools))
-        # Such a hand-closed loop would also print "Task was destroyed but it is pending!" for this
-        # idle helper; asyncio's own internal helpers silence it the same way.
-        task._log_destroy_pending = False  # type: ignore[attr-defined]
-        entry = _LOOP_POOLS[loop] = (task, pools)
-    entry[1].add(pool)
+    with _LOOP_POOLS_LOCK:  # each loop runs in its own thread, and they share this registry
+        # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
+        for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
+            del _LOOP_POOLS[gone]
+        entry = _LOOP_POOLS.get(loop)
+        if entry is None:
+            pools: weakref.WeakSet[Any] = weakref.WeakSet()
+            task = loop.create_task(_close_at_loop_end(loop, pools))
+            # Such a hand-closed loop would also print "Task was destroyed but it is pending!" for
+            # this idle helper; asyncio's own internal helpers silence it the same way.
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            entry = _LOOP_POOLS[loop] = (task, pools)
+        entry[1].add(pool)
 
 
 async def _close_at_loop_end(loop: asyncio.AbstractEventLoop, pools: weakref.WeakSet[Any]) -> None:
     try:
         await loop.create_future()  # never set: only the runner's final cancellation ends this wait
     finally:
-        _LOOP_POOLS.pop(loop, None)
+        with _LOOP_POOLS_LOCK:
+            _LOOP_POOLS.pop(loop, None)
         for pool in list(pools):
             await pool.aclose()
