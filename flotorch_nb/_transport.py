@@ -154,11 +154,13 @@ def connection_error(call: Call, detail: str, kind: str) -> APIConnectionError:
 
 
 def closed_error(call: Call, during: FlotorchError | None = None) -> APIConnectionError:
-    """The client was closed (``close()``/``aclose()``) under a call: final, not worth a retry."""
+    """The pool was closed under a call (``close()``/``aclose()``, or the owner of an injected client
+    closed it): final, since a retry would only meet the closed pool."""
     seen = f" (the attempt ended with: {during})" if during is not None else ""
     return APIConnectionError(
-        f"the FlotorchLLM was closed while a call to {call.display_url} was in flight, so the call "
-        f"was not retried{seen}; later calls open a new connection pool"
+        f"the FlotorchLLM's connection pool was closed while a call to {call.display_url} was in "
+        f"flight (close()/aclose(), or by the owner of an injected client), so the call was not "
+        f"retried{seen}; later calls open a new pool"
     )
 
 
