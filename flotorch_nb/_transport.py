@@ -11,7 +11,6 @@ function: a timeout, a refused connection or a redirect reads the same whichever
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,8 +20,6 @@ from ._config import Secret, display_url, redact
 from ._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
 from ._response import OFFLINE_HEADER, ResponseInfo, parse_error
 from ._retry import parse_retry_after
-
-logger = logging.getLogger("flotorch_nb")
 
 USER_AGENT = "flotorch_nb/0.1"
 
