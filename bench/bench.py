@@ -1,6 +1,6 @@
 """Measure flotorch_nb's client against raw aiohttp and raw httpx2 on a server far faster than all three.
 
-    .venv/bin/python bench/bench.py              # the full run (about a minute and a half)
+    .venv/bin/python bench/bench.py              # the full run (about a minute)
     .venv/bin/python bench/bench.py --quick      # shorter rounds, for a smoke check
     .venv/bin/python bench/bench.py --latency 0.05
 
