@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ._transport import AsyncPool
 
-__all__ = ["Pools"]
+__all__ = ["Pools", "close_when_loop_ends", "forget_closed_loops"]
 
 
 class Pools:
@@ -165,6 +165,14 @@ _LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], weakref.W
 _LOOP_POOLS_LOCK = threading.Lock()
 
 
+def forget_closed_loops() -> None:
+    """Forget loops that were closed without cancelling their tasks (not ``asyncio.run``'s way): their
+    pools were already closed or are closed as they are dropped. Also done lazily by every new pool."""
+    with _LOOP_POOLS_LOCK:
+        for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
+            del _LOOP_POOLS[gone]
+
+
 def close_when_loop_ends(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
     """Close ``pool`` (anything with ``aclose()``) when ``asyncio.run()`` or ``anyio.run`` ends ``loop``.
 
@@ -172,10 +180,9 @@ def close_when_loop_ends(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
     moment to close the pools opened on it. Without it the seed's ``asyncio.run(main())`` leaves its
     keep-alive sockets open on a dead loop, where they can no longer be closed.
     """
+    # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
+    forget_closed_loops()
     with _LOOP_POOLS_LOCK:  # each loop runs in its own thread, and they share this registry
-        # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
-        for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
-            del _LOOP_POOLS[gone]
         entry = _LOOP_POOLS.get(loop)
         if entry is None:
             pools: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -20,7 +20,9 @@ from ._call import Begun, begin, end, prepare
 from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
 from ._hooks import Hooks
 from ._httpx import open_sync
+from ._pools import _LOOP_POOLS as _LOOP_POOLS  # the notebook session's reset() reads it
 from ._pools import Pools
+from ._pools import forget_closed_loops as forget_closed_loops
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink

@@ -250,3 +250,19 @@ def test_hand_run_loops_are_forgotten_quietly() -> None:
         assert pool.is_closed and last not in pools_module._LOOP_POOLS
     finally:
         last.close()
+
+
+def test_forget_closed_loops_drops_what_hand_closed_loops_left() -> None:
+    """The notebook session's reset() forgets such loops at once instead of at the next new pool."""
+    from flotorch_nb import _pools as pools_module
+    from flotorch_nb import llm as llm_module
+
+    assert llm_module._LOOP_POOLS is pools_module._LOOP_POOLS  # one registry, whichever name
+    loop = asyncio.new_event_loop()
+    pool = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
+    pools_module.close_when_loop_ends(loop, pool)
+    loop.run_until_complete(pool.aclose())
+    loop.close()  # by hand: the loop-end helper never ran
+    assert loop in llm_module._LOOP_POOLS
+    llm_module.forget_closed_loops()
+    assert loop not in llm_module._LOOP_POOLS
