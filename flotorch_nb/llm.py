@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import _config
 from ._call import Begun, begin, end, prepare
-from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
+from ._errors import FlotorchError, StructuredOutputError
 from ._hooks import Hooks
 from ._httpx import open_sync
-from ._pools import _LOOP_POOLS as _LOOP_POOLS  # the notebook session's reset() reads it
 from ._pools import Pools
 from ._pools import forget_closed_loops as forget_closed_loops
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
+from ._text import non_empty
 from ._transport import (
     AsyncReply,
     Call,
@@ -128,10 +128,8 @@ class FlotorchLLM:
 
     def with_model(self, model_id: str) -> FlotorchLLM:
         """The same gateway, key, options and hooks for another model (its own pools and hook lists)."""
-        if not isinstance(model_id, str) or not model_id.strip():
-            raise ConfigurationError("model_id must be a non-empty string")
         return FlotorchLLM(
-            model_id,
+            non_empty(model_id, "model_id"),
             self._settings.api_key.get_secret_value(),
             self.base_url,
             timeout=self.timeout,

@@ -257,12 +257,11 @@ def test_forget_closed_loops_drops_what_hand_closed_loops_left() -> None:
     from flotorch_nb import _pools as pools_module
     from flotorch_nb import llm as llm_module
 
-    assert llm_module._LOOP_POOLS is pools_module._LOOP_POOLS  # one registry, whichever name
     loop = asyncio.new_event_loop()
     pool = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
     pools_module.close_when_loop_ends(loop, pool)
     loop.run_until_complete(pool.aclose())
     loop.close()  # by hand: the loop-end helper never ran
-    assert loop in llm_module._LOOP_POOLS
+    assert loop in pools_module._LOOP_POOLS
     llm_module.forget_closed_loops()
-    assert loop not in llm_module._LOOP_POOLS
+    assert loop not in pools_module._LOOP_POOLS

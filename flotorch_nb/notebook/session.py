@@ -34,6 +34,7 @@ import threading
 from .. import _config
 from .._config import Secret
 from .._errors import ConfigurationError
+from .._pools import forget_closed_loops
 from .._text import non_empty
 from ..llm import FlotorchLLM
 from . import autostart
@@ -282,18 +283,9 @@ def reset() -> Session:
     session = get_session()
     session.reset()
     autostart.stop_gateway()
-    _forget_closed_loops()
+    forget_closed_loops()
     return session
 
 
 #: The former name of ``reset``.
 reset_session = reset
-
-
-def _forget_closed_loops() -> None:
-    # FlotorchLLM forgets such loops lazily, the next time it opens a pool; llm.py offers no public
-    # call for it yet, so this reaches its private table (asked for in the notebook layer's notes).
-    from .. import llm
-
-    for loop in [lp for lp in llm._LOOP_POOLS if lp.is_closed()]:
-        llm._LOOP_POOLS.pop(loop, None)
