@@ -15,10 +15,11 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
+from . import cache as _cache
 from ._errors import ConfigurationError, FlotorchError, HookError, StructuredOutputError
 from ._hooks import CallRequest, CallResult, Hooks, Outcome
 from ._request import build_body, encode_body
@@ -41,7 +42,11 @@ from ._transport import (
 from .schema import convert_pydantic_to_custom_json_schema, normalize_response_format, parse_structured
 
 if TYPE_CHECKING:
+    import os
+
     import httpx2
+
+    from .batch import BatchResult
 
 __all__ = [
     "AsyncChatStream",
@@ -60,8 +65,9 @@ class FlotorchLLM:
     ``FlotorchLLM(model_id, api_key, base_url)`` works exactly as documented; any of the three may be
     omitted and is then read from ``FLOTORCH_MODEL_ID`` / ``FLOTORCH_API_KEY`` / ``FLOTORCH_BASE_URL``.
     Keyword-only extras: ``timeout`` (seconds, per request), ``max_retries`` or a full ``retry`` policy,
-    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close), and
-    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``).
+    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close),
+    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``), and an answer
+    ``cache`` (a SQLite file path, else ``FLOTORCH_CACHE``; ``False`` for none: see ``flotorch_nb.cache``).
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class FlotorchLLM:
         http_client: httpx2.Client | None = None,
         async_http_client: httpx2.AsyncClient | None = None,
         hooks: Hooks | None = None,
+        cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
     ) -> None:
         self._settings = _config.resolve(
             model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
@@ -94,6 +101,9 @@ class FlotorchLLM:
         self.offline: bool | None = None
         #: Code run before every request and after every finished call (see ``flotorch_nb._hooks``).
         self.hooks = hooks if hooks is not None else Hooks()
+        #: Answers kept in a SQLite file (``flotorch_nb.cache``), or None: a hit sends nothing.
+        self.cache: _cache.AnswerCache | None = _cache.resolve_cache(cache)
+        self._batch_twin: FlotorchLLM | None = None
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -142,6 +152,7 @@ class FlotorchLLM:
             retry=self.retry,
             endpoint=self.endpoint,
             hooks=self.hooks.copy(),
+            cache=self.cache if self.cache is not None else False,
         )
 
     # -- the pure part of a call ---------------------------------------------------------------
@@ -317,6 +328,8 @@ class FlotorchLLM:
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+            return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
             with self._tracked_call():
@@ -326,6 +339,8 @@ class FlotorchLLM:
             self._after(begun, exc)
             raise
         self._after(begun, response)
+        if self.cache is not None:
+            self.cache.store(call, response)
         return response
 
     def stream(
@@ -339,6 +354,8 @@ class FlotorchLLM:
         """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
         ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
+        if self.cache is not None:
+            return self.cache.stream(self, call)  # the cached answer, or a stream stored at its end
         return ChatStream(self, call)
 
     # -- the async shell -----------------------------------------------------------------------
@@ -406,6 +423,8 @@ class FlotorchLLM:
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+            return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
             with self._tracked_call():
@@ -415,6 +434,8 @@ class FlotorchLLM:
             self._after(begun, exc)
             raise
         self._after(begun, response)
+        if self.cache is not None:
+            self.cache.store(call, response)
         return response
 
     def astream(
@@ -427,7 +448,87 @@ class FlotorchLLM:
     ) -> AsyncChatStream:
         """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
+        if self.cache is not None:
+            return self.cache.astream(self, call)
         return AsyncChatStream(self, call)
+
+    # -- many calls at once (flotorch_nb.batch) -------------------------------------------------
+    def batch(
+        self,
+        inputs: Iterable[Any],
+        *,
+        template: str | None = None,
+        concurrency: int = 16,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        on_error: str = "keep",
+        progress: bool = True,
+        cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
+        response_format: Any = None,
+        tools: list[dict[str, Any]] | None = None,
+        **params: Any,
+    ) -> BatchResult:
+        """Map prompts over a dataset: one answer or typed error per input, in input order.
+
+        ``inputs``: prompts, message lists, a pandas Series, or a DataFrame with ``template=`` (its
+        ``{fields}`` are columns). At most ``concurrency`` requests in flight, ``rpm``/``tpm`` held over
+        any minute, a 429 pauses the whole batch; ``on_error="raise"`` stops at the first error
+        (``BatchError``); ``cache`` (else the client's) answers what was answered before. ``params``
+        are call parameters (``temperature``, ``max_tokens``, ``model``...). Blocks until done; an
+        interrupt stops it and keeps what finished (``BatchInterrupted.result``). See ``flotorch_nb.batch``.
+        """
+        from .batch import BatchOptions, run_sync
+
+        options = BatchOptions.of(
+            template=template, concurrency=concurrency, rpm=rpm, tpm=tpm, on_error=on_error,
+            progress=progress, cache=cache, response_format=response_format, tools=tools, params=params,
+        )  # fmt: skip
+        return run_sync(self, inputs, options)
+
+    async def abatch(
+        self,
+        inputs: Iterable[Any],
+        *,
+        template: str | None = None,
+        concurrency: int = 16,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        on_error: str = "keep",
+        progress: bool = True,
+        cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
+        response_format: Any = None,
+        tools: list[dict[str, Any]] | None = None,
+        **params: Any,
+    ) -> BatchResult:
+        """``batch`` on the running event loop (same arguments); cancelling it keeps what finished."""
+        from .batch import BatchOptions, run_async
+
+        options = BatchOptions.of(
+            template=template, concurrency=concurrency, rpm=rpm, tpm=tpm, on_error=on_error,
+            progress=progress, cache=cache, response_format=response_format, tools=tools, params=params,
+        )  # fmt: skip
+        return await run_async(self, inputs, options)
+
+    def _batch_sender(self) -> FlotorchLLM:
+        """The client a batch sends with: this one's settings, pools of its own, the same ``hooks``
+        object (so hooks added later still see every item), no retries and no cache, because the batch
+        retries each item itself through its shared rate limiter and looks the cache up first."""
+        with self._lock:
+            if self._batch_twin is None:
+                from ._retry import RetryPolicy
+
+                self._batch_twin = FlotorchLLM(
+                    self.model_id,
+                    self._settings.api_key.get_secret_value(),
+                    self.base_url,
+                    timeout=self.timeout,
+                    retry=RetryPolicy(max_retries=0),
+                    endpoint=self.endpoint,
+                    async_http_client=self._user_async_client,
+                    cache=False,
+                )
+                self._batch_twin.hooks = self.hooks
+            return self._batch_twin
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -484,10 +585,15 @@ class FlotorchLLM:
             if self._client is not None and self._owns_client:
                 self._client.close()
                 self._client = None
+            twin = self._batch_twin
+        if twin is not None:
+            twin.close()
 
     async def aclose(self) -> None:
         """Close every pool this client opened (the sync one too)."""
         self.close()
+        if self._batch_twin is not None:
+            await self._batch_twin.aclose()
         clients, self._async_clients = self._async_clients, {}
         current = asyncio.get_running_loop()
         for loop, client in clients.items():
