@@ -586,14 +586,16 @@ class FlotorchLLM:
                 self._client.close()
                 self._client = None
             twin = self._batch_twin
-        if twin is not None:
-            twin.close()
+        if twin is not None:  # its pools live on the batch loop: close them there
+            from .batch import close_sender
+
+            close_sender(twin)
 
     async def aclose(self) -> None:
         """Close every pool this client opened (the sync one too)."""
-        self.close()
-        if self._batch_twin is not None:
+        if self._batch_twin is not None:  # first: its pool on this loop closes here, the others there
             await self._batch_twin.aclose()
+        self.close()
         clients, self._async_clients = self._async_clients, {}
         current = asyncio.get_running_loop()
         for loop, client in clients.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._inputs import Inputs, template_fields
 from ._limits import Grant, Limiter, RateLimiter
+from ._loop import close_sender
 from ._result import COLUMNS, BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError
 from ._runner import BatchCancelled, BatchInterrupted, BatchOptions, run_async, run_sync
 
@@ -28,6 +29,7 @@ __all__ = [
     "ItemCancelledError",
     "Limiter",
     "RateLimiter",
+    "close_sender",
     "run_async",
     "run_sync",
     "template_fields",

@@ -15,8 +15,12 @@ import atexit
 import contextlib
 import os
 import threading
+from typing import TYPE_CHECKING
 
-__all__ = ["background_loop"]
+if TYPE_CHECKING:
+    from ..llm import FlotorchLLM
+
+__all__ = ["background_loop", "close_sender", "shutdown"]
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -43,6 +47,18 @@ def background_loop() -> asyncio.AbstractEventLoop:
         ready.wait()
         _loop, _thread, _pid = loop, thread, os.getpid()
         return loop
+
+
+def close_sender(sender: FlotorchLLM, timeout: float = 5.0) -> None:
+    """Close a batch sender's pools, the one on the background loop included (from any other thread)."""
+    sender.close()
+    loop, thread = _loop, _thread
+    if loop is None or thread is None or not thread.is_alive() or _pid != os.getpid():
+        return
+    future = asyncio.run_coroutine_threadsafe(sender.aclose(), loop)
+    if threading.current_thread() is not thread:  # waiting from the loop's own thread would deadlock
+        with contextlib.suppress(Exception):
+            future.result(timeout)
 
 
 async def _cancel_all() -> None:
