@@ -60,7 +60,8 @@ def shaping(shaped: tuple[OfflineGateway, Shaped], gw: OfflineGateway) -> Shaped
 
 
 def make_llm(gw: OfflineGateway, model: str = "offline/echo", retries: int = 2, **kw: Any) -> FlotorchLLM:
-    return FlotorchLLM(model, KEY, gw.url, retry=RetryPolicy(max_retries=retries, base_delay=0, max_delay=0), **kw)
+    retry = RetryPolicy(max_retries=retries, base_delay=0, max_delay=0)
+    return FlotorchLLM(model, KEY, gw.url, retry=retry, **kw)
 
 
 async def run(llm: FlotorchLLM, sync: bool, inputs: Any, **options: Any) -> BatchResult:
@@ -102,9 +103,8 @@ async def test_each_item_holds_the_answer_to_its_own_input_in_input_order(
 @pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
 async def test_message_lists_series_and_dataframes_with_a_template(gw: OfflineGateway, sync: bool) -> None:
     async with make_llm(gw) as llm:
-        conversations = [
-            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"q{i}"}] for i in range(3)
-        ]
+        system = {"role": "system", "content": "Be brief."}
+        conversations = [[system, {"role": "user", "content": f"q{i}"}] for i in range(3)]
         result = await run(llm, sync, conversations)
         assert [i.content for i in result] == ["q0", "q1", "q2"]
 
@@ -170,7 +170,7 @@ async def test_on_error_keep_records_typed_errors_and_goes_on(gw: OfflineGateway
     assert list(frame["error_type"][:2]) == ["BadRequestError"] * 2 and "bad item" in frame["error"][0]
     assert pd.isna(frame["answer"][0]) and frame["answer"][2] == "p2"
     with pytest.raises(BatchError, match="2 of 8 items have no answer"):
-        result.responses
+        _ = result.responses
     summary = result.summary()
     assert summary["errors"] == {"BadRequestError": 2} and summary["ok"] == 6
     assert "BadRequestError: 2" in result.summary_text()

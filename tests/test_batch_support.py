@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from flotorch_nb.gateway import OfflineGateway
@@ -66,10 +66,8 @@ class Shaped:
             self.seen += 1
             number = self.seen
             self.arrivals.append(time.monotonic())
-            try:
+            with suppress(ValueError):
                 self.received[body_key(scope["path"], json.loads(raw))] += 1
-            except ValueError:
-                pass
         if self.latency:
             sleeper = asyncio.ensure_future(asyncio.sleep(self.latency))
             hangup = asyncio.ensure_future(receive())
@@ -85,10 +83,8 @@ class Shaped:
             with self._lock:
                 self.failed += 1
             payload = json.dumps({"error": {"message": f"injected {status}", "type": "test"}}).encode()
-            await send({
-                "type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", self.retry_after.encode())],
-            })  # fmt: skip
+            headers = [(b"content-type", b"application/json"), (b"retry-after", self.retry_after.encode())]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
             return
         sent = False
