@@ -527,7 +527,7 @@ class FlotorchLLM:
                     async_http_client=self._user_async_client,
                     cache=False,
                 )
-                self._batch_twin.hooks = self.hooks
+            self._batch_twin.hooks = self.hooks  # the same lists, even if they were replaced since
             return self._batch_twin
 
     # -- lifecycle -----------------------------------------------------------------------------

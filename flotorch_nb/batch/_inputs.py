@@ -11,7 +11,7 @@ shape, so a list of prompts costs nothing extra.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._errors import InvalidRequestError
@@ -53,10 +53,12 @@ class Inputs:
     that item's error, not the batch's).
     """
 
-    def __init__(self, inputs: Any, template: str | None = None) -> None:
+    def __init__(self, inputs: Any, template: str | None = None, *, system: str | None = None) -> None:
         if template is not None and not isinstance(template, str):
             raise InvalidRequestError(f"template must be a string, got {type(template).__name__}")
         self.template = template
+        #: A system prompt put before each prompt built here (not before given message lists).
+        self.system = system
         #: The pandas index of a Series/DataFrame (rows of ``to_pandas`` keep it), else None.
         self.index: Any = None
         self._columns: list[str] | None = None
@@ -114,6 +116,10 @@ class Inputs:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        """The messages of each item, in order (an ``Inputs`` may be passed to ``llm.batch`` as is)."""
+        return (self.messages(i) for i in range(len(self)))
+
     def label(self, i: int) -> Any:
         """The index label of item ``i`` (its position for a list)."""
         return self.index[i] if self.index is not None else i
@@ -125,15 +131,19 @@ class Inputs:
             if _is_messages(item):
                 raise InvalidRequestError(f"item {self.label(i)!r} is a message list; a template needs text")
             fields = item if isinstance(item, Mapping) else {ITEM: item}
-            return [{"role": "user", "content": interpolate(self.template, fields)}]
+            return self._prompt(interpolate(self.template, fields))
         if isinstance(item, str):
-            return [{"role": "user", "content": item}]
+            return self._prompt(item)
         if _is_messages(item):
             return item  # type: ignore[no-any-return]
         raise InvalidRequestError(
             f"item {self.label(i)!r} is a {type(item).__name__}; each input must be a prompt (str) or a "
             "list of message dicts (or give template= to build prompts from it)"
         )
+
+    def _prompt(self, text: str) -> list[dict[str, Any]]:
+        user = {"role": "user", "content": text}
+        return [{"role": "system", "content": self.system}, user] if self.system else [user]
 
 
 class _Rows(Sequence[Any]):

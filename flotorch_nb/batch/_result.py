@@ -36,6 +36,9 @@ __all__ = [
     "ItemCancelledError",
 ]
 
+#: Items shown under the summary when a result displays itself.
+PREVIEW_ROWS = 5
+
 #: ``to_pandas()`` columns and their dtypes (``parsed`` only when response_format is a class).
 COLUMNS: dict[str, str] = {
     "answer": "object",
@@ -244,12 +247,36 @@ class BatchResult(Sequence[BatchItem]):
         )
         return f'<div class="flotorch-batch"><b>BatchResult</b><table>{cells}</table></div>'
 
+    def _preview(self, rows: int) -> list[tuple[str, str, str]]:
+        shown: list[tuple[str, str, str]] = []
+        for item in self.items[:rows]:
+            status: str
+            if item.answer is not None:
+                text, status = " ".join(item.answer.content.split()), item.answer.source
+            else:
+                text, status = str(item.error), type(item.error).__name__
+            shown.append((str(item.label), text if len(text) <= 100 else text[:99] + "…", status))
+        return shown
+
     def __repr__(self) -> str:
         return self.summary_text()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        """Plain data for any frontend: the summary as text and HTML (survives save and export)."""
-        return {"text/plain": self.summary_text(), "text/html": self.summary_html()}
+        """Plain data for any frontend: the summary and the first rows, as text and sanitized HTML
+        (model text is escaped, never rendered), so it survives save, reopen and export."""
+        preview = self._preview(PREVIEW_ROWS)
+        text = self.summary_text()
+        if preview:
+            text += "\n\n" + "\n".join(
+                f"  [{label}] {answer}  ({status})" for label, answer, status in preview
+            )
+        rows = "".join(
+            f"<tr><td>{html.escape(label)}</td><td style='text-align:left'>{html.escape(answer)}</td>"
+            f"<td>{html.escape(status)}</td></tr>"
+            for label, answer, status in preview
+        )
+        table = f"<table><tr><th>item</th><th>answer</th><th>source / error</th></tr>{rows}</table>"
+        return {"text/plain": text, "text/html": self.summary_html() + (table if preview else "")}
 
     # -- pandas ------------------------------------------------------------------------------------
     def to_pandas(self) -> pandas.DataFrame:
