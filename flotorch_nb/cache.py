@@ -199,8 +199,7 @@ def cache_key(call: Call) -> str:
     body = {k: v for k, v in call.body.items() if k not in _TRANSPORT_ONLY}
     parts = urlsplit(call.url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return request_key(canonical_request("POST", path, content))
+    return request_key(canonical_request(body, path))
 
 
 def _call_secret(call: Call) -> Secret | None:

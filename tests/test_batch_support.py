@@ -26,7 +26,7 @@ __all__ = ["Shaped", "body_key", "shaped_gateway"]
 def body_key(path: str, body: dict[str, Any]) -> str:
     """The cache/replay key of a request body as the client sends it (stream flags left out)."""
     kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    return request_key(canonical_request("POST", path, json.dumps(kept).encode()))
+    return request_key(canonical_request(kept, path))
 
 
 class Shaped:
@@ -102,7 +102,7 @@ class Shaped:
 @contextmanager
 def shaped_gateway() -> Iterator[tuple[OfflineGateway, Shaped]]:
     """A started offline gateway whose app is wrapped in ``Shaped``."""
-    gateway = OfflineGateway()
+    gateway = OfflineGateway(record=True)
     shaped = Shaped(gateway.app)
     gateway.app = shaped  # type: ignore[assignment]  # served as it is: any ASGI app will do
     with gateway:

@@ -32,8 +32,10 @@ class MapUsageError(ValueError):
 
 @contextlib.contextmanager
 def session_accounting(session: Session, client: FlotorchLLM) -> Iterator[None]:
-    """Hooks on ``client`` for the duration of a batch: the session's budget, checked with each
-    request's estimate plus what is in flight, and its ledger, which records every answer once."""
+    """A hook on ``client`` for the duration of a batch: the session's budget checked with each
+    request's estimate plus the estimates of what is in flight, so that many requests in flight at
+    once cannot overshoot it (the session's own hook refuses only once it is spent). The ledger
+    counts each request once through the session's own hooks, which the batch sender shares."""
     lock = threading.Lock()
     reserved: dict[int, int] = {}
 
@@ -50,19 +52,17 @@ def session_accounting(session: Session, client: FlotorchLLM) -> Iterator[None]:
                     )
             reserved[id(request)] = request.estimated_tokens
 
-    def record(result: CallResult) -> None:
+    def release(result: CallResult) -> None:
         with lock:
             reserved.pop(id(result.request), None)
-        if result.response is not None:
-            session.record(result.response, "batch")
 
     client.hooks.before_request.append(check)
-    client.hooks.after_call.append(record)
+    client.hooks.after_call.append(release)
     try:
         yield
     finally:
         client.hooks.before_request.remove(check)
-        client.hooks.after_call.remove(record)
+        client.hooks.after_call.remove(release)
 
 
 def run_map(
