@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -119,10 +120,8 @@ def rpm_run(seconds: float) -> dict[str, Any]:
                 task = asyncio.ensure_future(llm.abatch(prompts(n), concurrency=16, rpm=600, progress=False))
                 await asyncio.sleep(seconds)
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
 
             asyncio.run(run())
         arrivals = sorted(stats(url)["arrivals"])
