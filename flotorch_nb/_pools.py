@@ -44,6 +44,8 @@ class Pools:
         self.client = http_client
         self._owns_client = http_client is None
         self._injected: AsyncPool | None = None
+        #: The async client the caller injected, if any (a batch's sending twin shares it).
+        self.injected_async_client = async_http_client
         if async_http_client is not None:
             from ._httpx import HttpxPool
 

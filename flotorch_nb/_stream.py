@@ -125,9 +125,11 @@ class ChatStream:
     connection when you stop early.
     """
 
-    def __init__(self, link: StreamLink, call: Call) -> None:
+    def __init__(self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None) -> None:
         self._link = link
         self._call = call
+        #: Already answered (by the answer cache): iterating yields it at once and sends nothing.
+        self._answered = answered
         self._response: LLMResponse | None = None
         self._http: Reply | None = None
         self._deltas: Generator[str, None, None] | None = None
@@ -151,6 +153,11 @@ class ChatStream:
         return self._deltas
 
     def _iterate(self) -> Generator[str, None, None]:
+        if self._answered is not None:  # a cache hit: the whole answer at once; no request, no hook
+            self._response = self._answered
+            if self._answered.content:
+                yield self._answered.content
+            return
         begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
         try:
             yield from self._deltas_of_one_request()
@@ -219,9 +226,10 @@ class AsyncChatStream:
     Cancelling the task that iterates it (the chat panel's Stop) closes the HTTP stream at once.
     """
 
-    def __init__(self, link: StreamLink, call: Call) -> None:
+    def __init__(self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None) -> None:
         self._link = link
         self._call = call
+        self._answered = answered  # as in ChatStream
         self._response: LLMResponse | None = None
         self._http: AsyncReply | None = None
         self._deltas: AsyncGenerator[str, None] | None = None
@@ -248,6 +256,11 @@ class AsyncChatStream:
         return self._deltas
 
     async def _iterate(self) -> AsyncGenerator[str, None]:
+        if self._answered is not None:  # as in ChatStream
+            self._response = self._answered
+            if self._answered.content:
+                yield self._answered.content
+            return
         begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
         try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
             async with contextlib.aclosing(self._deltas_of_one_request()) as deltas:

@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
+from . import cache as _cache
 from ._call import Begun, begin, end, prepare
 from ._errors import FlotorchError, StructuredOutputError
 from ._hooks import Hooks
 from ._httpx import open_sync
+from ._many import ManyCalls
 from ._pools import Pools
 from ._pools import forget_closed_loops as forget_closed_loops
 from ._response import LLMResponse, Source, parse_completion
@@ -41,6 +43,7 @@ from .schema import convert_pydantic_to_custom_json_schema, parse_structured
 
 if TYPE_CHECKING:
     import asyncio
+    import os
 
     import httpx2
 
@@ -57,14 +60,16 @@ __all__ = [
 logger = logging.getLogger("flotorch_nb")
 
 
-class FlotorchLLM:
+class FlotorchLLM(ManyCalls):
     """A client bound to one FloTorch model and gateway, as in the seed SDK.
 
     ``FlotorchLLM(model_id, api_key, base_url)`` works exactly as documented; any of the three may be
     omitted and is then read from ``FLOTORCH_MODEL_ID`` / ``FLOTORCH_API_KEY`` / ``FLOTORCH_BASE_URL``.
     Keyword-only extras: ``timeout`` (seconds, per request), ``max_retries`` or a full ``retry`` policy,
-    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close), and
-    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``).
+    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close),
+    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``), and an answer
+    ``cache`` (a SQLite file path, else ``FLOTORCH_CACHE``; ``False`` for none: see ``flotorch_nb.cache``).
+    Many calls at once: ``batch``/``abatch`` and ``compare``/``acompare`` (``flotorch_nb._many``).
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class FlotorchLLM:
         http_client: httpx2.Client | None = None,
         async_http_client: httpx2.AsyncClient | None = None,
         hooks: Hooks | None = None,
+        cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
     ) -> None:
         self._settings = _config.resolve(
             model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
@@ -90,6 +96,9 @@ class FlotorchLLM:
         self.offline: bool | None = None
         #: Code run before every request and after every finished call (see ``flotorch_nb._hooks``).
         self.hooks = hooks if hooks is not None else Hooks()
+        #: Answers kept in a SQLite file (``flotorch_nb.cache``), or None: a hit sends nothing.
+        self.cache: _cache.AnswerCache | None = _cache.resolve_cache(cache)
+        self._batch_twin: FlotorchLLM | None = None
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -136,6 +145,7 @@ class FlotorchLLM:
             retry=self.retry,
             endpoint=self.endpoint,
             hooks=self.hooks.copy(),
+            cache=self.cache if self.cache is not None else False,
         )
 
     # -- around the send loops (see _call) ------------------------------------------------------
@@ -154,6 +164,8 @@ class FlotorchLLM:
             except StructuredOutputError as error:
                 error.response = response
                 raise
+        if self.cache is not None:  # invoke's and a stream's answer alike; never an error
+            self.cache.store(call, response)
         if logger.isEnabledFor(logging.DEBUG):
             tokens = response.usage.total_tokens if response.usage else "unknown"
             logger.debug("%s answered in %.1f ms: %s tokens", call.model, response.latency_s * 1000, tokens)
@@ -178,6 +190,10 @@ class FlotorchLLM:
         return StreamLink(
             self._send, self._asend, self._before, self._after, self._finish, self._pools.tracked
         )
+
+    def _cached(self, call: Call) -> LLMResponse | None:
+        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing)."""
+        return self.cache.lookup(call) if self.cache is not None else None
 
     def _before(self, call: Call) -> Begun:
         return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
@@ -235,6 +251,8 @@ class FlotorchLLM:
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+            return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
             with self._pools.tracked():
@@ -257,7 +275,7 @@ class FlotorchLLM:
         """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
         ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        return ChatStream(self._stream_link(), call)
+        return ChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- the async shell -----------------------------------------------------------------------
     async def _asend(self, call: Call) -> tuple[AsyncReply, float, bytes]:
@@ -306,6 +324,8 @@ class FlotorchLLM:
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+            return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
             with self._pools.tracked():
@@ -327,7 +347,7 @@ class FlotorchLLM:
     ) -> AsyncChatStream:
         """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        return AsyncChatStream(self._stream_link(), call)
+        return AsyncChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -360,10 +380,12 @@ class FlotorchLLM:
         """Close the sync connection pool (an injected client is left to its owner). A call in flight
         on it fails with ``APIConnectionError``; the next call opens a new pool."""
         self._pools.close()
+        self._close_batch_sender()
 
     async def aclose(self) -> None:
         """Close every pool this client opened (the sync one too)."""
         await self._pools.aclose()
+        await self._aclose_batch_sender()
 
     def __enter__(self) -> FlotorchLLM:
         return self
@@ -376,24 +398,6 @@ class FlotorchLLM:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    # -- several models at once (flotorch_nb.compare) --------------------------------------------
-    def compare(
-        self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
-    ) -> Any:
-        """Send ``messages`` to every model in ``models`` at once -> ``Comparison`` (one column per
-        model; a model's failure stays in its column). See ``flotorch_nb.compare.compare``."""
-        from .compare import compare
-
-        return compare(self, messages, models, **params)
-
-    async def acompare(
-        self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
-    ) -> Any:
-        """Asynchronous ``compare``. See ``flotorch_nb.compare.acompare``."""
-        from .compare import acompare
-
-        return await acompare(self, messages, models, **params)
 
 
 def _log_redirect(status: int, target: str) -> None:
