@@ -39,6 +39,15 @@ from .schema import convert_pydantic_to_custom_json_schema
 
 if TYPE_CHECKING:
     from ._provenance import provenance
+    from .batch import (
+        BatchCancelled,
+        BatchError,
+        BatchInterrupted,
+        BatchItem,
+        BatchResult,
+        ItemCancelledError,
+    )
+    from .cache import AnswerCache, CacheError, CacheWriteWarning
     from .compare import Comparison
     from .pricing import Price, PriceTable
 
@@ -46,7 +55,16 @@ __version__ = "0.1.0"
 
 #: Public names whose modules load on first use, so ``import flotorch_nb`` stays light.
 _LAZY = {
+    "AnswerCache": "cache",
+    "BatchCancelled": "batch",
+    "BatchError": "batch",
+    "BatchInterrupted": "batch",
+    "BatchItem": "batch",
+    "BatchResult": "batch",
+    "CacheError": "cache",
+    "CacheWriteWarning": "cache",
     "Comparison": "compare",
+    "ItemCancelledError": "batch",
     "Price": "pricing",
     "PriceTable": "pricing",
     "provenance": "_provenance",
@@ -56,10 +74,18 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AnswerCache",
     "AsyncChatStream",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCancelled",
+    "BatchError",
+    "BatchInterrupted",
+    "BatchItem",
+    "BatchResult",
     "BudgetExceededError",
+    "CacheError",
+    "CacheWriteWarning",
     "CallRequest",
     "CallResult",
     "ChatStream",
@@ -71,6 +97,7 @@ __all__ = [
     "HookError",
     "Hooks",
     "InvalidRequestError",
+    "ItemCancelledError",
     "LLMResponse",
     "NotFoundError",
     "PermissionDeniedError",
@@ -94,7 +121,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Load ``Comparison``, ``Price``, ``PriceTable`` and ``provenance`` when first asked for."""
+    """Load the names in ``_LAZY`` (comparison, pricing, batch, cache) when first asked for."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'flotorch_nb' has no attribute {name!r}")

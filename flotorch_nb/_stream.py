@@ -2,74 +2,120 @@
 
 Each stream object sends its request once, on first iteration, and feeds the SSE events to the pure
 ``StreamAccumulator``; iterating again, or reading ``.response`` after a ``break``, resumes the same
-answer rather than paying for a second one. A connection that breaks mid-answer becomes a
-``StreamError`` (a stall, an ``APITimeoutError``), never a silently short answer.
+answer rather than paying for a second one. ``data: [DONE]`` ends the answer: the response is returned
+at once and the connection let go, whatever the gateway does with it afterwards. A connection that
+breaks mid-answer becomes a ``StreamError`` (a stall, an ``APITimeoutError``), never a silently short
+answer. A stream reaches its client only through a ``StreamLink``: the send loops, the hooks and the
+in-flight count, nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ._config import Secret
 from ._errors import APIConnectionError, APITimeoutError, FlotorchError, StreamError
+from ._httpx import transport_error
 from ._response import LLMResponse, parse_completion
 from ._sse import StreamAccumulator
-from ._transport import Call, is_event_stream, is_transport_error, response_info, scrub, transport_error
+from ._transport import AsyncReply, Call, Reply, is_event_stream, response_info, scrub
 
 if TYPE_CHECKING:
-    import httpx2
+    from ._call import Begun
 
-    from .llm import FlotorchLLM
-
-__all__ = ["AsyncChatStream", "ChatStream"]
+__all__ = ["AsyncChatStream", "ChatStream", "StreamLink"]
 
 
-def _stream_failure(exc: Exception, call: Call, chunks: str, key: Secret) -> FlotorchError:
-    """What a broken stream means for the caller: a timeout, or a ``StreamError`` naming the damage."""
-    error = transport_error(exc, call, key)
+@dataclass(frozen=True, slots=True)
+class StreamLink:
+    """What a stream may ask of the client that made it (``FlotorchLLM`` builds one per stream)."""
+
+    #: The send loop: retries and redirects done, a 2xx reply open (its body read if it is not SSE).
+    send: Callable[[Call], tuple[Reply, float, bytes]]
+    asend: Callable[[Call], Awaitable[tuple[AsyncReply, float, bytes]]]
+    #: ``before_request`` hooks (which may refuse the call); ``after_call`` hooks, once per call.
+    begin: Callable[[Call], Begun]
+    end: Callable[[Begun, LLMResponse | BaseException, int], None]
+    #: The finished answer's last steps (structured output, ``offline``, logging).
+    finish: Callable[[LLMResponse, Call], LLMResponse]
+    #: Counts the stream as a call in flight while it is open.
+    in_flight: Callable[[], AbstractContextManager[None]]
+
+
+def _stream_failure(exc: Exception, call: Call, chunks: str) -> FlotorchError | None:
+    """What a broken stream means for the caller: a timeout, or a ``StreamError`` naming the damage
+    (None: not a failure of the exchange but a bug, to be raised as it is)."""
+    error = transport_error(exc, call)  # ours already, or httpx2's SSE parser refusing the answer
     if isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError):
-        error = StreamError(f"the stream broke after {len(chunks)} characters of the answer: {error}")
-    error.__cause__ = exc
+        broken = StreamError(f"the stream broke after {len(chunks)} characters of the answer: {error}")
+        broken.__cause__ = error
+        return broken
     return error
 
 
 class _Watched:
-    """The HTTP response as ``EventSource`` reads it, plus a stall check between chunks.
+    """The reply as ``EventSource`` reads it (headers, request, text), plus a stall check.
 
-    httpx2's read timeout is reset by any byte, so a gateway that sends only keep-alive comments
-    (``: ping``) would keep a stream open for ever. Events are what count: when none arrived within
-    the call's timeout while bytes kept coming, the next chunk raises ``APITimeoutError``.
+    A read timeout is reset by any byte, so a gateway that sends only keep-alive comments (``: ping``)
+    would keep a stream open for ever. Events are what count: once we have waited on the gateway
+    longer than the call's timeout in all since the last event, the next chunk raises
+    ``APITimeoutError``. Only time spent waiting counts: the caller may take as long as it likes
+    between deltas (the data then waits in buffers, it is not a stall).
     """
 
-    def __init__(self, http: httpx2.Response, call: Call) -> None:
-        self._http = http
+    request = None  # EventSource attaches it to httpx2 errors; we map those ourselves
+
+    def __init__(self, reply: Reply | AsyncReply, call: Call) -> None:
+        self._reply: Any = reply  # a Reply for iter_text, an AsyncReply for aiter_text
         self._call = call
-        self.headers = http.headers
-        self.request = http.request
-        self._last_event = time.perf_counter()
+        self.headers = reply.headers
+        self._waited = 0.0
+        self._texts: AsyncGenerator[str, None] | None = None
 
     def saw_event(self) -> None:
-        self._last_event = time.perf_counter()
+        self._waited = 0.0
 
-    def _check(self) -> None:
-        if time.perf_counter() - self._last_event > self._call.timeout:
+    def _waited_for(self, began: float) -> None:
+        self._waited += time.perf_counter() - began
+        if self._waited > self._call.timeout:
             raise APITimeoutError(
                 f"{self._call.display_url} sent no stream data for {self._call.timeout:g} s (only "
                 "keep-alive bytes); pass timeout=... to allow longer"
             )
 
     def iter_text(self) -> Iterator[str]:
-        for chunk in self._http.iter_text():
-            self._check()
-            yield chunk
+        with contextlib.closing(self._reply.iter_text()) as chunks:
+            while True:
+                began = time.perf_counter()
+                chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                self._waited_for(began)
+                yield chunk
 
-    async def aiter_text(self) -> AsyncIterator[str]:
-        async for chunk in self._http.aiter_text():
-            self._check()
-            yield chunk
+    def aiter_text(self) -> AsyncIterator[str]:
+        self._texts = self._aiter_text()
+        return self._texts
+
+    async def _aiter_text(self) -> AsyncGenerator[str, None]:
+        async with contextlib.aclosing(self._reply.aiter_text()) as chunks:
+            while True:
+                began = time.perf_counter()
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
+                self._waited_for(began)
+                yield chunk
+
+    async def aclose(self) -> None:
+        """Close what ``aiter_text`` handed out now, rather than leave an async generator for the
+        loop's finalizer (a wake-up per stream, or a warning once the loop is gone)."""
+        if self._texts is not None:
+            await self._texts.aclose()
 
 
 class ChatStream:
@@ -79,11 +125,13 @@ class ChatStream:
     connection when you stop early.
     """
 
-    def __init__(self, llm: FlotorchLLM, call: Call) -> None:
-        self._llm = llm
+    def __init__(self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None) -> None:
+        self._link = link
         self._call = call
+        #: Already answered (by the answer cache): iterating yields it at once and sends nothing.
+        self._answered = answered
         self._response: LLMResponse | None = None
-        self._http: httpx2.Response | None = None
+        self._http: Reply | None = None
         self._deltas: Generator[str, None, None] | None = None
         self.accumulator = StreamAccumulator()
 
@@ -105,44 +153,53 @@ class ChatStream:
         return self._deltas
 
     def _iterate(self) -> Generator[str, None, None]:
-        begun = self._llm._before(self._call)  # may refuse the call: nothing sent yet
+        if self._answered is not None:  # a cache hit: the whole answer at once; no request, no hook
+            self._response = self._answered
+            if self._answered.content:
+                yield self._answered.content
+            return
+        begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
         try:
             yield from self._deltas_of_one_request()
         except BaseException as exc:  # GeneratorExit: closed mid-way, reported as "stopped"
-            self._llm._after(begun, exc, len(self.accumulator.text))
+            self._link.end(begun, exc, len(self.accumulator.text))
             raise
         assert self._response is not None
-        self._llm._after(begun, self._response)
+        self._link.end(begun, self._response, 0)
 
     def _deltas_of_one_request(self) -> Generator[str, None, None]:
-        import httpx2
+        import httpx2  # for EventSource: httpx-sse's parser, over our duck-typed reply
 
-        with self._llm._tracked_call():  # a stream is in flight until it ends, fails or is closed
-            http, started, body = self._llm._send(self._call)
+        link, call, accumulator = self._link, self._call, self.accumulator
+        with link.in_flight():  # a stream is in flight until it ends, fails or is closed
+            http, started, body = link.send(call)
             self._http = http
-            key = self._llm._settings.api_key
             try:
-                if not is_event_stream(http):  # a gateway that ignored stream=true: the answer is one delta
+                if not is_event_stream(http.headers):  # a gateway that ignored stream=true: one delta
                     info = response_info(http.headers, time.perf_counter() - started)
-                    self._response = self._llm._finish(parse_completion(body, info), self._call)
+                    self._response = link.finish(parse_completion(body, info), call)
                     if self._response.content:
                         yield self._response.content
                     return
-                watched = _Watched(http, self._call)
+                watched = _Watched(http, call)
                 try:
+                    # A generator left by `break` is closed as soon as it is dropped (refcounting).
                     for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
                         watched.saw_event()
-                        delta = self.accumulator.feed(event.data)
+                        delta = accumulator.feed(event.data)
                         if delta:
                             yield delta
+                        if accumulator.done:  # the answer is complete: do not wait for more
+                            break
                 except Exception as exc:
-                    if not is_transport_error(exc):
+                    error = _stream_failure(exc, call, accumulator.text)
+                    if error is None or error is exc:
                         raise
-                    raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
+                    raise error from exc
                 info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+                self._response = link.finish(accumulator.finish(info), call)
             except FlotorchError as error:
-                scrub(error, key)
+                scrub(error, call.key)
                 raise
             finally:
                 http.close()
@@ -169,11 +226,12 @@ class AsyncChatStream:
     Cancelling the task that iterates it (the chat panel's Stop) closes the HTTP stream at once.
     """
 
-    def __init__(self, llm: FlotorchLLM, call: Call) -> None:
-        self._llm = llm
+    def __init__(self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None) -> None:
+        self._link = link
         self._call = call
+        self._answered = answered  # as in ChatStream
         self._response: LLMResponse | None = None
-        self._http: httpx2.Response | None = None
+        self._http: AsyncReply | None = None
         self._deltas: AsyncGenerator[str, None] | None = None
         self.accumulator = StreamAccumulator()
 
@@ -198,48 +256,59 @@ class AsyncChatStream:
         return self._deltas
 
     async def _iterate(self) -> AsyncGenerator[str, None]:
-        begun = self._llm._before(self._call)  # may refuse the call: nothing sent yet
+        if self._answered is not None:  # as in ChatStream
+            self._response = self._answered
+            if self._answered.content:
+                yield self._answered.content
+            return
+        begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
         try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
             async with contextlib.aclosing(self._deltas_of_one_request()) as deltas:
                 async for delta in deltas:
                     yield delta
         except BaseException as exc:  # GeneratorExit (closed) and CancelledError (Stop) are "stopped"
-            self._llm._after(begun, exc, len(self.accumulator.text))
+            self._link.end(begun, exc, len(self.accumulator.text))
             raise
         assert self._response is not None
-        self._llm._after(begun, self._response)
+        self._link.end(begun, self._response, 0)
 
     async def _deltas_of_one_request(self) -> AsyncGenerator[str, None]:
         import httpx2
 
-        with self._llm._tracked_call():  # in flight until it ends, fails, is closed or cancelled
-            http, started, body = await self._llm._asend(self._call)
+        link, call, accumulator = self._link, self._call, self.accumulator
+        with link.in_flight():  # in flight until it ends, fails, is closed or cancelled
+            http, started, body = await link.asend(call)
             self._http = http
-            key = self._llm._settings.api_key
+            watched = _Watched(http, call)
             try:
-                if not is_event_stream(http):
+                if not is_event_stream(http.headers):
                     info = response_info(http.headers, time.perf_counter() - started)
-                    self._response = self._llm._finish(parse_completion(body, info), self._call)
+                    self._response = link.finish(parse_completion(body, info), call)
                     if self._response.content:
                         yield self._response.content
                     return
-                watched = _Watched(http, self._call)
                 try:
-                    async for event in httpx2.EventSource(watched):  # type: ignore[arg-type]
-                        watched.saw_event()
-                        delta = self.accumulator.feed(event.data)
-                        if delta:
-                            yield delta
+                    source = httpx2.EventSource(watched)  # type: ignore[arg-type]
+                    async with contextlib.aclosing(source.__aiter__()) as events:  # type: ignore[type-var]
+                        async for event in events:
+                            watched.saw_event()
+                            delta = accumulator.feed(event.data)
+                            if delta:
+                                yield delta
+                            if accumulator.done:  # the answer is complete: do not wait for more
+                                break
                 except Exception as exc:
-                    if not is_transport_error(exc):
+                    error = _stream_failure(exc, call, accumulator.text)
+                    if error is None or error is exc:
                         raise
-                    raise _stream_failure(exc, self._call, self.accumulator.text, key) from exc
+                    raise error from exc
                 info = response_info(http.headers, time.perf_counter() - started)
-                self._response = self._llm._finish(self.accumulator.finish(info), self._call)
+                self._response = link.finish(accumulator.finish(info), call)
             except FlotorchError as error:
-                scrub(error, key)
+                scrub(error, call.key)
                 raise
             finally:
+                await watched.aclose()
                 await http.aclose()
 
     async def aclose(self) -> None:

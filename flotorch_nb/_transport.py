@@ -1,31 +1,33 @@
-"""The boundary with httpx2: building pooled clients, and mapping what httpx2 says to our types.
+"""The transport boundary, its pure half: a prepared ``Call``, what the send loops may expect of an HTTP
+library, and what an exchange's outcome means for us.
 
-Pure functions only (no sending): both send loops in ``llm.py`` call them, so a timeout or a refused
-connection reads the same whether it happened in ``invoke``, ``ainvoke`` or a stream.
+Two libraries sit behind this boundary: httpx2 (``_httpx``: the sync pool, injected clients, the
+record/replay transports) and aiohttp (``_aio``: the default async pool). Each hands the send loops a
+*reply* (status, headers, a body to read or stream, a way to let go of the connection) and raises
+only ``FlotorchError`` subclasses for anything that went wrong on the wire, so the loops in ``llm.py``
+and the streams in ``_stream.py`` never see a library's own exceptions. Everything here is a pure
+function: a timeout, a refused connection or a redirect reads the same whichever path met it.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
 
-from . import _config
-from ._config import Secret, Settings, display_url, redact
+from ._config import Secret, display_url, redact
 from ._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
 from ._response import OFFLINE_HEADER, ResponseInfo, parse_error
 from ._retry import parse_retry_after
 
-if TYPE_CHECKING:
-    import ssl
-
-    import httpx2
-
-logger = logging.getLogger("flotorch_nb")
-
 USER_AGENT = "flotorch_nb/0.1"
+
+#: Same-origin 307/308 redirects followed per attempt before the last one is reported as an error.
+MAX_REDIRECTS = 5
+#: The only redirects that keep the method and the body by definition (RFC 9110 15.4.8, 15.4.9): a
+#: 301/302/303 would turn our POST into a GET, which no chat endpoint answers usefully.
+REDIRECT_STATUSES = frozenset({307, 308})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class Call:
     body: Mapping[str, Any] = field(repr=False)  # what hooks, replay and the cache look at
     content: bytes
     headers: Mapping[str, str] = field(repr=False)  # holds the key: a verbose traceback shows reprs
+    key: Secret = field(repr=False)  # to redact error text that may echo it back
     timeout: float
     model: str
     stream: bool
@@ -46,10 +49,49 @@ class Call:
         """The URL for messages and logs: without any ``user:password@`` part."""
         return display_url(self.url)
 
+
+class Reply(Protocol):
+    """A sync HTTP answer whose head has arrived (``_httpx.SyncReply``)."""
+
     @property
-    def httpx_timeout(self) -> httpx2.Timeout:
-        """This call's budget in httpx2's terms."""
-        return timeout_for(self.timeout)
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def read(self) -> bytes:
+        """The whole body, within the call's deadline; the connection is then released."""
+
+    def iter_text(self) -> Generator[str, None, None]:
+        """The body as text as it arrives (a stream's events)."""
+
+    @property
+    def is_closed(self) -> bool: ...
+    def close(self) -> None:
+        """Let go of the connection: back to the pool if the body was read to its end, else closed."""
+
+
+class AsyncReply(Protocol):
+    """The async twin of ``Reply`` (``_aio.AioReply``, ``_httpx.AsyncReply``)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    async def read(self) -> bytes: ...
+    def aiter_text(self) -> AsyncGenerator[str, None]: ...
+    @property
+    def is_closed(self) -> bool: ...
+    async def aclose(self) -> None: ...
+
+
+class AsyncPool(Protocol):
+    """One event loop's connection pool, whichever library keeps it."""
+
+    @property
+    def is_closed(self) -> bool: ...
+    async def open(self, call: Call, url: str, started: float) -> AsyncReply:
+        """POST ``call`` to ``url`` and return once the answer's head has arrived."""
+
+    async def aclose(self) -> None: ...
 
 
 def headers_for(key: Secret) -> dict[str, str]:
@@ -62,87 +104,37 @@ def headers_for(key: Secret) -> dict[str, str]:
     }
 
 
-def timeout_for(seconds: float) -> httpx2.Timeout:
-    """``seconds`` for each read, write and pool wait, with a shorter connect budget: a dead host fails
-    fast, a slow model does not. httpx2 times each read, so a stall fails; a gateway that keeps
-    trickling bytes is bounded only by the answer's end (streams are expected to trickle)."""
-    import httpx2
+# -- redirects ----------------------------------------------------------------------------------
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is not a number: no origin we would send a key to
+        return ("", "", None)
+    return scheme, (parts.hostname or "").lower(), port
 
-    return httpx2.Timeout(seconds, connect=min(_config.DEFAULT_CONNECT_TIMEOUT, seconds))
+
+def redirect_target(status: int, headers: Mapping[str, str], url: str, hops: int) -> str | None:
+    """Where to send the same POST again after answer ``status`` from ``url``, or None: the answer is
+    final. Only a 307/308 (method and body kept) to the same origin (scheme, host and port: the
+    Authorization header must never travel to anyone else), and at most ``MAX_REDIRECTS`` hops."""
+    if status not in REDIRECT_STATUSES or hops >= MAX_REDIRECTS:
+        return None
+    location = headers.get("location")
+    if not location:
+        return None
+    target = urljoin(url, location.strip())
+    return target if _origin(target) == _origin(url) != ("", "", None) else None
 
 
-def _limits() -> httpx2.Limits:
-    import httpx2
-
-    return httpx2.Limits(
-        max_connections=_config.POOL_MAX_CONNECTIONS,
-        max_keepalive_connections=_config.POOL_MAX_KEEPALIVE,
+# -- errors the loops build themselves ------------------------------------------------------------
+def timeout_error(call: Call, phase: str, cause: str) -> APITimeoutError:
+    """No answer in time: ``phase`` is "connect to" or "get an answer from"."""
+    return APITimeoutError(
+        f"could not {phase} {call.display_url} within {call.timeout:g} s ({cause}); "
+        "pass timeout=... to allow longer"
     )
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """One verifying TLS context shared by every pool: building one loads the CA bundle (~70 ms),
-    which would otherwise be paid by every new client and by every event loop's async pool."""
-    import httpx2
-
-    return httpx2.create_ssl_context()
-
-
-def make_client(settings: Settings) -> httpx2.Client:
-    """The pooled sync client a ``FlotorchLLM`` owns (record/replay wraps its transport)."""
-    import httpx2
-
-    transport: httpx2.BaseTransport | None = None
-    if settings.cassette_mode:
-        from . import replay
-
-        record = settings.cassette_mode == "record"
-        inner = httpx2.HTTPTransport(limits=_limits(), verify=_tls()) if record else None
-        transport = replay.wrap_transport(
-            inner, settings.cassette_mode, settings.cassette_path or "", asynchronous=False
-        )
-    return httpx2.Client(
-        limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport, verify=_tls()
-    )
-
-
-def make_async_client(settings: Settings) -> httpx2.AsyncClient:
-    """The pooled async client a ``FlotorchLLM`` owns for one event loop."""
-    import httpx2
-
-    transport: httpx2.AsyncBaseTransport | None = None
-    if settings.cassette_mode:
-        from . import replay
-
-        record = settings.cassette_mode == "record"
-        inner = httpx2.AsyncHTTPTransport(limits=_limits(), verify=_tls()) if record else None
-        transport = replay.wrap_transport(
-            inner, settings.cassette_mode, settings.cassette_path or "", asynchronous=True
-        )
-    return httpx2.AsyncClient(
-        limits=_limits(), timeout=timeout_for(settings.timeout), transport=transport, verify=_tls()
-    )
-
-
-def transport_error(exc: Exception, call: Call, key: Secret) -> FlotorchError:
-    """An httpx2 failure as ours: a timeout or a connection problem, naming the URL and the budget."""
-    import httpx2
-
-    if isinstance(exc, FlotorchError):  # raised by our own transports (replay): already precise
-        return exc
-    if isinstance(exc, httpx2.TimeoutException):
-        phase = "connect to" if isinstance(exc, httpx2.ConnectTimeout) else "get an answer from"
-        return APITimeoutError(
-            f"could not {phase} {call.display_url} within {call.timeout:g} s ({type(exc).__name__}); "
-            "pass timeout=... to allow longer"
-        )
-    if isinstance(exc, httpx2.LocalProtocolError):
-        # Its message quotes the offending header bytes, which can be the key itself.
-        detail = "the request could not be encoded as HTTP (an invalid header value?)"
-    else:
-        detail = redact(str(exc) or type(exc).__name__, key)
-    return APIConnectionError(f"could not reach {call.display_url}: {detail} ({type(exc).__name__})")
 
 
 def deadline_error(call: Call) -> APITimeoutError:
@@ -153,16 +145,25 @@ def deadline_error(call: Call) -> APITimeoutError:
     )
 
 
-def is_transport_error(exc: BaseException) -> bool:
-    """Whether an exception is one httpx2 raises for a failed exchange (not a bug of ours)."""
-    import httpx2
-
-    return isinstance(exc, httpx2.HTTPError | httpx2.InvalidURL | httpx2.StreamError)
+def connection_error(call: Call, detail: str, kind: str) -> APIConnectionError:
+    """The gateway could not be reached, or the connection broke; ``detail`` is redacted here."""
+    return APIConnectionError(f"could not reach {call.display_url}: {redact(detail, call.key)} ({kind})")
 
 
-def is_event_stream(response: httpx2.Response) -> bool:
+def closed_error(call: Call, during: FlotorchError | None = None) -> APIConnectionError:
+    """The pool was closed under a call (``close()``/``aclose()``, or the owner of an injected client
+    closed it): final, since a retry would only meet the closed pool."""
+    seen = f" (the attempt ended with: {during})" if during is not None else ""
+    return APIConnectionError(
+        f"the FlotorchLLM's connection pool was closed while a call to {call.display_url} was in "
+        f"flight (close()/aclose(), or by the owner of an injected client), so the call was not "
+        f"retried{seen}; later calls open a new pool"
+    )
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
     """Whether the gateway answered a stream request with SSE (some answer one JSON body instead)."""
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    return headers.get("content-type", "").startswith("text/event-stream")
 
 
 def _float(value: str | None) -> float | None:
@@ -172,12 +173,12 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def request_id(headers: httpx2.Headers) -> str | None:
+def request_id(headers: Mapping[str, str]) -> str | None:
     """The gateway's id for this exchange, the thing to quote when asking FloTorch about a failure."""
     return headers.get("x-request-id") or headers.get("x-flotorch-request-id")
 
 
-def response_info(headers: httpx2.Headers, latency_s: float) -> ResponseInfo:
+def response_info(headers: Mapping[str, str], latency_s: float) -> ResponseInfo:
     """Timing and the gateway's headers, for the ``LLMResponse``."""
     return ResponseInfo(
         latency_s=latency_s,
@@ -204,19 +205,21 @@ def _scrub_value(value: Any, key: Secret) -> Any:
     return value
 
 
-def status_failure(response: httpx2.Response, body: bytes, key: Secret) -> APIStatusError:
-    """A 4xx/5xx answer as the typed error, the key scrubbed from its message and its parsed body."""
-    error = parse_error(
-        response.status_code,
-        body,
-        request_id(response.headers),
-        parse_retry_after(response.headers.get("retry-after")),
-    )
-    location = response.headers.get("location")
-    if 300 <= response.status_code < 400 and location:
-        # httpx2 does not follow redirects for a POST (the body would be lost): say where it points.
-        error.args = (f"{error} — the gateway redirects to {display_url(location)}; set base_url to it",)
-    error.args = (redact(str(error), key),)
-    error.message = redact(error.message, key)
-    error.body = _scrub_value(error.body, key)
+def status_failure(
+    status: int, headers: Mapping[str, str], body: bytes, call: Call, url: str, hops: int = 0
+) -> APIStatusError:
+    """A 3xx/4xx/5xx answer as the typed error, the key scrubbed from its message and parsed body.
+
+    A redirect we did not follow (another origin, a 301/302/303, one hop too many) names its target,
+    display-safe, so a person can fix ``base_url``.
+    """
+    error = parse_error(status, body, request_id(headers), parse_retry_after(headers.get("retry-after")))
+    location = headers.get("location")
+    if 300 <= status < 400 and location:
+        target = display_url(urljoin(url, location.strip()))
+        why = f"after {hops} redirects already followed" if hops >= MAX_REDIRECTS else "set base_url to it"
+        error.args = (f"{error} — the gateway redirects to {target}; {why}",)
+    error.args = (redact(str(error), call.key),)
+    error.message = redact(error.message, call.key)
+    error.body = _scrub_value(error.body, call.key)
     return error

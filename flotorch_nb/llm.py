@@ -2,46 +2,52 @@
 
 Every decision is made by pure functions (``_request``, ``_response``, ``_sse``, ``_retry``,
 ``_transport``); this module only owns the two send loops, sync and async, written side by side so a
-reader can see they match (the streamed twins live in ``_stream``). The sync path never touches
-asyncio (``asyncio.run`` breaks inside Jupyter's running loop), and each event loop gets its own
-pooled async client, because an httpx2 connection belongs to the loop that opened it.
+reader can see they match (the streams in ``_stream`` use them through a ``StreamLink``). The sync
+path never touches asyncio (``asyncio.run`` breaks inside Jupyter's running loop). The pools live in
+``_pools``: an httpx2 client for sync calls, and per event loop an aiohttp pool for async ones (a
+connection belongs to the loop that opened it).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
 import time
-import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config
-from ._errors import ConfigurationError, FlotorchError, HookError, StructuredOutputError
-from ._hooks import CallRequest, CallResult, Hooks, Outcome
-from ._request import build_body, encode_body
+from . import cache as _cache
+from ._call import Begun, begin, end, prepare
+from ._errors import FlotorchError, StructuredOutputError
+from ._hooks import Hooks
+from ._httpx import open_sync
+from ._many import ManyCalls
+from ._pools import Pools
+from ._pools import forget_closed_loops as forget_closed_loops
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
-from ._stream import AsyncChatStream, ChatStream
+from ._stream import AsyncChatStream, ChatStream, StreamLink
+from ._text import non_empty
 from ._transport import (
+    AsyncReply,
     Call,
-    deadline_error,
-    headers_for,
+    Reply,
+    closed_error,
     is_event_stream,
-    is_transport_error,
-    make_async_client,
-    make_client,
+    redirect_target,
     response_info,
     scrub,
     status_failure,
-    transport_error,
 )
-from .schema import convert_pydantic_to_custom_json_schema, normalize_response_format, parse_structured
+from .schema import convert_pydantic_to_custom_json_schema, parse_structured
 
 if TYPE_CHECKING:
+    import asyncio
+    import os
+
     import httpx2
+
+    from ._transport import AsyncPool
 
 __all__ = [
     "AsyncChatStream",
@@ -54,14 +60,16 @@ __all__ = [
 logger = logging.getLogger("flotorch_nb")
 
 
-class FlotorchLLM:
+class FlotorchLLM(ManyCalls):
     """A client bound to one FloTorch model and gateway, as in the seed SDK.
 
     ``FlotorchLLM(model_id, api_key, base_url)`` works exactly as documented; any of the three may be
     omitted and is then read from ``FLOTORCH_MODEL_ID`` / ``FLOTORCH_API_KEY`` / ``FLOTORCH_BASE_URL``.
     Keyword-only extras: ``timeout`` (seconds, per request), ``max_retries`` or a full ``retry`` policy,
-    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close), and
-    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``).
+    ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close),
+    ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``), and an answer
+    ``cache`` (a SQLite file path, else ``FLOTORCH_CACHE``; ``False`` for none: see ``flotorch_nb.cache``).
+    Many calls at once: ``batch``/``abatch`` and ``compare``/``acompare`` (``flotorch_nb._many``).
     """
 
     def __init__(
@@ -77,23 +85,20 @@ class FlotorchLLM:
         http_client: httpx2.Client | None = None,
         async_http_client: httpx2.AsyncClient | None = None,
         hooks: Hooks | None = None,
+        cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
     ) -> None:
         self._settings = _config.resolve(
             model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
         )
         self.retry = retry if retry is not None else RetryPolicy(max_retries=self._settings.max_retries)
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._user_async_client = async_http_client
-        self._async_clients: dict[asyncio.AbstractEventLoop, httpx2.AsyncClient] = {}
-        self._lock = threading.Lock()
-        self._calls_lock = threading.Lock()
-        self._in_flight = 0
-        self._close_on_idle = False
+        self._pools = Pools(self._settings, http_client, async_http_client)
         #: Whether the last answer came from an offline gateway (None until a call has answered).
         self.offline: bool | None = None
         #: Code run before every request and after every finished call (see ``flotorch_nb._hooks``).
         self.hooks = hooks if hooks is not None else Hooks()
+        #: Answers kept in a SQLite file (``flotorch_nb.cache``), or None: a hit sends nothing.
+        self.cache: _cache.AnswerCache | None = _cache.resolve_cache(cache)
+        self._batch_twin: FlotorchLLM | None = None
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -132,53 +137,23 @@ class FlotorchLLM:
 
     def with_model(self, model_id: str) -> FlotorchLLM:
         """The same gateway, key, options and hooks for another model (its own pools and hook lists)."""
-        if not isinstance(model_id, str) or not model_id.strip():
-            raise ConfigurationError("model_id must be a non-empty string")
         return FlotorchLLM(
-            model_id,
+            non_empty(model_id, "model_id"),
             self._settings.api_key.get_secret_value(),
             self.base_url,
             timeout=self.timeout,
             retry=self.retry,
             endpoint=self.endpoint,
             hooks=self.hooks.copy(),
+            cache=self.cache if self.cache is not None else False,
         )
 
-    # -- the pure part of a call ---------------------------------------------------------------
+    # -- around the send loops (see _call) ------------------------------------------------------
     def _prepare(
-        self,
-        messages: object,
-        tools: object,
-        response_format: object,
-        extra_body: Mapping[str, Any] | None,
-        kwargs: dict[str, Any],
-        *,
-        stream: bool,
-    ) -> Call:
-        timeout = kwargs.pop("timeout", None)
-        model = kwargs.pop("model", None)
-        if model is None:  # model="" is a mistake to report, not a reason to fall back silently
-            model = self.model_id
-        wire_format, model_class = normalize_response_format(response_format)
-        body = build_body(
-            model,
-            messages,
-            tools=tools,
-            response_format=wire_format,
-            extra_body=extra_body,
-            stream=stream,
-            params=kwargs,
-        )
-        return Call(
-            url=self.url,
-            body=body,
-            content=encode_body(body),
-            headers=headers_for(self._settings.api_key),
-            timeout=_config.check_timeout(timeout, "timeout") if timeout is not None else self.timeout,
-            model=model,
-            stream=stream,
-            model_class=model_class,
-        )
+        self, messages: object, tools: object, response_format: object,
+        extra_body: Mapping[str, Any] | None, kwargs: dict[str, Any], *, stream: bool,
+    ) -> Call:  # fmt: skip
+        return prepare(self._settings, messages, tools, response_format, extra_body, kwargs, stream=stream)
 
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         self.offline = response.offline
@@ -189,12 +164,11 @@ class FlotorchLLM:
             except StructuredOutputError as error:
                 error.response = response
                 raise
-        logger.debug(
-            "%s answered in %.1f ms: %s tokens",
-            call.model,
-            response.latency_s * 1000,
-            response.usage.total_tokens if response.usage else "unknown",
-        )
+        if self.cache is not None:  # invoke's and a stream's answer alike; never an error
+            self.cache.store(call, response)
+        if logger.isEnabledFor(logging.DEBUG):
+            tokens = response.usage.total_tokens if response.usage else "unknown"
+            logger.debug("%s answered in %.1f ms: %s tokens", call.model, response.latency_s * 1000, tokens)
         return response
 
     def _source(self, response: LLMResponse | None) -> Source:
@@ -202,7 +176,7 @@ class FlotorchLLM:
             return "replay"
         return "offline" if response is not None and response.offline else "live"
 
-    def _complete(self, http: httpx2.Response, started: float, body: bytes, call: Call) -> LLMResponse:
+    def _complete(self, http: Reply | AsyncReply, started: float, body: bytes, call: Call) -> LLMResponse:
         """A whole (non-streamed) 2xx body as the finished ``LLMResponse``."""
         info = response_info(http.headers, time.perf_counter() - started)
         try:
@@ -211,91 +185,51 @@ class FlotorchLLM:
             scrub(error, self._settings.api_key)
             raise
 
-    # -- hooks ---------------------------------------------------------------------------------
-    def _before(self, call: Call) -> tuple[CallRequest | None, float]:
-        """Run the ``before_request`` hooks (which may refuse the call); start the call's clock."""
-        hooks = self.hooks
-        request = None
-        if hooks.before_request or hooks.after_call:
-            request = hooks.request(call.model, call.body, stream=call.stream)
-            hooks.run_before(request)
-        return request, time.perf_counter()
-
-    def _after(
-        self,
-        begun: tuple[CallRequest | None, float],
-        outcome: LLMResponse | BaseException,
-        partial_chars: int = 0,
-    ) -> None:
-        """Run the ``after_call`` hooks once for a finished call (answer, failure or stop).
-
-        After a failure the failure is what the caller must see: a hook that raises then is logged
-        and noted on the failure instead of replacing it.
-        """
-        request, started = begun
-        if request is None or not self.hooks.after_call:
-            return
-        if isinstance(outcome, BaseException):
-            response = getattr(outcome, "response", None)
-            state: Outcome = "error" if isinstance(outcome, Exception) else "stopped"
-            if isinstance(outcome, asyncio.CancelledError | GeneratorExit | KeyboardInterrupt):
-                state = "stopped"
-            result = CallResult(
-                request, state, response if isinstance(response, LLMResponse) else None, outcome,
-                time.perf_counter() - started, self._source(None), partial_chars,
-            )  # fmt: skip
-            try:
-                self.hooks.run_after(result)
-            except HookError as hook_error:
-                logger.warning("%s", hook_error)
-                outcome.add_note(f"also: {hook_error}")
-            return
-        self.hooks.run_after(
-            CallResult(request, "ok", outcome, None, time.perf_counter() - started, outcome.source)
+    def _stream_link(self) -> StreamLink:
+        """All a stream may use of this client (made per stream: a client holding it would be a cycle)."""
+        return StreamLink(
+            self._send, self._asend, self._before, self._after, self._finish, self._pools.tracked
         )
 
-    # -- the sync shell ------------------------------------------------------------------------
-    def _sync_client(self) -> httpx2.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(self._settings)
-            return self._client
+    def _cached(self, call: Call) -> LLMResponse | None:
+        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing)."""
+        return self.cache.lookup(call) if self.cache is not None else None
 
-    def _send(self, call: Call) -> tuple[httpx2.Response, float, bytes]:
-        """POST with retries. Returns the 2xx response, when it was sent, and its body read within
-        ``call.timeout`` (a stream is returned open, with an empty body, for ``ChatStream``)."""
-        client = self._sync_client()
+    def _before(self, call: Call) -> Begun:
+        return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
+
+    def _after(self, begun: Begun, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> None:
+        end(self.hooks, begun, outcome, self._source(None), partial_chars)
+
+    # -- the sync shell ------------------------------------------------------------------------
+    def _send(self, call: Call) -> tuple[Reply, float, bytes]:
+        """POST with retries, following same-origin 307/308 redirects. Returns the 2xx reply, when
+        its attempt began, and its body read within ``call.timeout`` (a stream's is left unread)."""
+        client = self._pools.sync()
         for attempt in range(self.retry.max_retries + 1):
             started = time.perf_counter()
-            deadline = started + call.timeout
-            logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
+            url, hops = call.url, 0
+            error: FlotorchError
             try:
-                request = client.build_request(
-                    "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
-                )
-                response = client.send(request, stream=True)
-                logger.debug(
-                    "HTTP %d in %.1f ms", response.status_code, 1000 * (time.perf_counter() - started)
-                )
-                if response.status_code < 300 and call.stream and is_event_stream(response):
-                    return response, started, b""  # left open: ChatStream reads it event by event
-                try:  # httpx2 times each read; a body that trickles in must still end by the deadline
-                    body = bytearray()
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if time.perf_counter() > deadline:
-                            raise deadline_error(call)
-                finally:
-                    response.close()
-                if response.status_code < 300:
-                    return response, started, bytes(body)
-                error: FlotorchError = status_failure(response, bytes(body), self._settings.api_key)
-            except Exception as exc:
-                if not (isinstance(exc, FlotorchError) or is_transport_error(exc)):
-                    raise
-                error = transport_error(exc, call, self._settings.api_key)
-                if error is not exc:
-                    error.__cause__ = exc
+                reply = open_sync(client, call, url, started)
+                while (target := redirect_target(reply.status_code, reply.headers, url, hops)) is not None:
+                    _log_redirect(reply.status_code, target)
+                    reply.read()  # drained, so its connection can carry the next request
+                    url, hops = target, hops + 1
+                    reply = open_sync(client, call, url, started)
+                _log_status(reply.status_code, started)
+                if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
+                    return reply, started, b""  # left open: ChatStream reads it event by event
+                body = reply.read()
+                if reply.status_code < 300:
+                    return reply, started, body
+                error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
+            except FlotorchError as exc:
+                error = exc
+            if client.is_closed:  # close() under this call: a retry would only meet a closed pool
+                raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
                 raise error
             delay = self.retry.delay_for(error, attempt)
@@ -317,9 +251,11 @@ class FlotorchLLM:
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+            return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
-            with self._tracked_call():
+            with self._pools.tracked():
                 http, started, body = self._send(call)
             response = self._complete(http, started, body, call)
         except BaseException as exc:
@@ -339,56 +275,38 @@ class FlotorchLLM:
         """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
         ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        return ChatStream(self, call)
+        return ChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- the async shell -----------------------------------------------------------------------
-    def _async_client(self) -> httpx2.AsyncClient:
-        if self._user_async_client is not None:
-            return self._user_async_client
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            # Clients of loops that are gone cannot be closed any more; forget them.
-            for stale in [lp for lp in self._async_clients if lp.is_closed()]:
-                del self._async_clients[stale]
-            client = self._async_clients[loop] = make_async_client(self._settings)
-            _close_when_loop_ends(loop, client)
-        return client
-
-    async def _asend(self, call: Call) -> tuple[httpx2.Response, float, bytes]:
+    async def _asend(self, call: Call) -> tuple[AsyncReply, float, bytes]:
         """The async twin of ``_send``: same decisions, ``await asyncio.sleep`` between tries."""
-        client = self._async_client()
+        import asyncio  # here, not at the top: `import flotorch_nb` stays without it (~half its cost)
+
+        pool: AsyncPool = self._pools.for_loop()
         for attempt in range(self.retry.max_retries + 1):
             started = time.perf_counter()
-            deadline = started + call.timeout
-            logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
+            url, hops = call.url, 0
+            error: FlotorchError
             try:
-                request = client.build_request(
-                    "POST", call.url, content=call.content, headers=call.headers, timeout=call.httpx_timeout
-                )
-                response = await client.send(request, stream=True)
-                logger.debug(
-                    "HTTP %d in %.1f ms", response.status_code, 1000 * (time.perf_counter() - started)
-                )
-                if response.status_code < 300 and call.stream and is_event_stream(response):
-                    return response, started, b""  # left open: ChatStream reads it event by event
-                try:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if time.perf_counter() > deadline:
-                            raise deadline_error(call)
-                finally:
-                    await response.aclose()
-                if response.status_code < 300:
-                    return response, started, bytes(body)
-                error: FlotorchError = status_failure(response, bytes(body), self._settings.api_key)
-            except Exception as exc:
-                if not (isinstance(exc, FlotorchError) or is_transport_error(exc)):
-                    raise
-                error = transport_error(exc, call, self._settings.api_key)
-                if error is not exc:
-                    error.__cause__ = exc
+                reply = await pool.open(call, url, started)
+                while (target := redirect_target(reply.status_code, reply.headers, url, hops)) is not None:
+                    _log_redirect(reply.status_code, target)
+                    await reply.read()
+                    url, hops = target, hops + 1
+                    reply = await pool.open(call, url, started)
+                _log_status(reply.status_code, started)
+                if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
+                    return reply, started, b""  # left open: AsyncChatStream reads it event by event
+                body = await reply.read()
+                if reply.status_code < 300:
+                    return reply, started, body
+                error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
+            except FlotorchError as exc:
+                error = exc
+            if pool.is_closed:  # aclose() under this call: a retry would only meet a closed pool
+                raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
                 raise error
             delay = self.retry.delay_for(error, attempt)
@@ -406,9 +324,11 @@ class FlotorchLLM:
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+            return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
-            with self._tracked_call():
+            with self._pools.tracked():
                 http, started, body = await self._asend(call)
             response = self._complete(http, started, body, call)
         except BaseException as exc:
@@ -427,25 +347,24 @@ class FlotorchLLM:
     ) -> AsyncChatStream:
         """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        return AsyncChatStream(self, call)
+        return AsyncChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         """Calls under way now: from the first send (retry pauses included) until the answer is read,
         or for a stream until it ends, fails, is closed or is dropped."""
-        return self._in_flight
+        return self._pools.in_flight
 
-    @contextlib.contextmanager
-    def _tracked_call(self) -> Iterator[None]:
-        with self._calls_lock:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._calls_lock:
-                self._in_flight -= 1
-            self._close_if_idle()
+    @property
+    def _client(self) -> httpx2.Client | None:
+        """The sync pool, if one is open (for tests and the notebook session)."""
+        return self._pools.client
+
+    @property
+    def _async_clients(self) -> dict[asyncio.AbstractEventLoop, AsyncPool]:
+        """The async pools we opened, by event loop."""
+        return self._pools.by_loop
 
     def close_when_idle(self) -> None:
         """Close the pools now if no call is in flight, else as soon as the last one ends.
@@ -455,47 +374,18 @@ class FlotorchLLM:
         idle again its pools are closed again. The sync pool closes on the spot; with an event loop
         running in this thread (a kernel's), the async pools are closed there too.
         """
-        with self._calls_lock:
-            self._close_on_idle = True
-        self._close_if_idle()
-
-    def _close_if_idle(self) -> None:
-        with self._calls_lock:  # no call can begin between the check and the close
-            if self._in_flight or not self._close_on_idle:
-                return
-            self.close()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # async pools are closed by the end of their own loops
-        task = loop.create_task(self._aclose_if_idle())
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
-
-    async def _aclose_if_idle(self) -> None:
-        # Checked again on the loop: a call begun since is using the pool. From here until aclose()
-        # has let go of its pools nothing awaits, so no call on this loop can slip in.
-        if not self._in_flight:
-            await self.aclose()
+        self._pools.close_when_idle()
 
     def close(self) -> None:
-        """Close the sync connection pool (an injected client is left to its owner)."""
-        with self._lock:
-            if self._client is not None and self._owns_client:
-                self._client.close()
-                self._client = None
+        """Close the sync connection pool (an injected client is left to its owner). A call in flight
+        on it fails with ``APIConnectionError``; the next call opens a new pool."""
+        self._pools.close()
+        self._close_batch_sender()
 
     async def aclose(self) -> None:
         """Close every pool this client opened (the sync one too)."""
-        self.close()
-        clients, self._async_clients = self._async_clients, {}
-        current = asyncio.get_running_loop()
-        for loop, client in clients.items():
-            if loop is current:
-                await client.aclose()
-            elif loop.is_running():  # a pool belongs to its loop: close it there, not from here
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-            # a closed loop's pool was closed by _close_at_loop_end; a stopped one cannot be reached
+        await self._pools.aclose()
+        await self._aclose_batch_sender()
 
     def __enter__(self) -> FlotorchLLM:
         return self
@@ -509,57 +399,12 @@ class FlotorchLLM:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # -- several models at once (flotorch_nb.compare) --------------------------------------------
-    def compare(
-        self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
-    ) -> Any:
-        """Send ``messages`` to every model in ``models`` at once -> ``Comparison`` (one column per
-        model; a model's failure stays in its column). See ``flotorch_nb.compare.compare``."""
-        from .compare import compare
 
-        return compare(self, messages, models, **params)
-
-    async def acompare(
-        self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
-    ) -> Any:
-        """Asynchronous ``compare``. See ``flotorch_nb.compare.acompare``."""
-        from .compare import acompare
-
-        return await acompare(self, messages, models, **params)
+def _log_redirect(status: int, target: str) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("HTTP %d: following it to %s", status, _config.display_url(target))
 
 
-#: close_when_idle()'s scheduled closes, kept referenced until done (asyncio holds tasks weakly).
-_CLOSING: set[asyncio.Task[None]] = set()
-
-#: Per event loop: the idle task that closes that loop's pools at its end, and the pools to close.
-_LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], weakref.WeakSet[Any]]] = {}
-
-
-def _close_when_loop_ends(loop: asyncio.AbstractEventLoop, client: httpx2.AsyncClient) -> None:
-    """Close ``client`` when ``asyncio.run()`` (or ``anyio.run``) ends its loop.
-
-    Those runners cancel leftover tasks before closing the loop; one idle task per loop uses that
-    moment to close the pools opened on it. Without it the seed's ``asyncio.run(main())`` leaves its
-    keep-alive sockets open on a dead loop, where they can no longer be closed.
-    """
-    # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
-    for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
-        del _LOOP_POOLS[gone]
-    entry = _LOOP_POOLS.get(loop)
-    if entry is None:
-        pools: weakref.WeakSet[Any] = weakref.WeakSet()
-        task = loop.create_task(_close_at_loop_end(loop, pools))
-        # Such a hand-closed loop would also print "Task was destroyed but it is pending!" for this
-        # idle helper; asyncio's own internal helpers silence it the same way.
-        task._log_destroy_pending = False  # type: ignore[attr-defined]
-        entry = _LOOP_POOLS[loop] = (task, pools)
-    entry[1].add(client)
-
-
-async def _close_at_loop_end(loop: asyncio.AbstractEventLoop, pools: weakref.WeakSet[Any]) -> None:
-    try:
-        await loop.create_future()  # never set: only the runner's final cancellation ends this wait
-    finally:
-        _LOOP_POOLS.pop(loop, None)
-        for client in list(pools):
-            await client.aclose()
+def _log_status(status: int, started: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("HTTP %d in %.1f ms", status, 1000 * (time.perf_counter() - started))

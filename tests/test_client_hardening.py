@@ -226,27 +226,42 @@ def test_closing_a_stream_from_another_thread_stops_its_reader(gateway: OfflineG
 def test_hand_run_loops_are_forgotten_quietly() -> None:
     """A loop closed by hand (no task cancellation) never runs the pool-closing helper: the registry
     must not keep it for ever, and closing it must not print "Task was destroyed but it is pending"."""
-    from flotorch_nb import llm as llm_module
+    from flotorch_nb import _pools as pools_module
 
     transport = httpx2.MockTransport(lambda request: httpx2.Response(200, json=completion()))
     hand_run = []
     for _ in range(3):
         loop = asyncio.new_event_loop()
         pool = httpx2.AsyncClient(transport=transport)
-        llm_module._close_when_loop_ends(loop, pool)
+        pools_module.close_when_loop_ends(loop, pool)
         loop.run_until_complete(pool.aclose())  # runs the helper task up to its wait
         loop.close()  # by hand: the helper task stays pending
         hand_run.append(loop)
     last = asyncio.new_event_loop()
     try:
         pool = httpx2.AsyncClient(transport=transport)
-        llm_module._close_when_loop_ends(last, pool)  # registering purges the closed loops
-        assert not any(loop in llm_module._LOOP_POOLS for loop in hand_run)
-        task, _ = llm_module._LOOP_POOLS[last]
+        pools_module.close_when_loop_ends(last, pool)  # registering purges the closed loops
+        assert not any(loop in pools_module._LOOP_POOLS for loop in hand_run)
+        task, _ = pools_module._LOOP_POOLS[last]
         assert task._log_destroy_pending is False  # type: ignore[attr-defined]
         last.run_until_complete(asyncio.sleep(0))  # the helper starts waiting, as in a real run
         task.cancel()  # what asyncio.run does at its end: the helper closes the pool
         last.run_until_complete(asyncio.gather(task, return_exceptions=True))
-        assert pool.is_closed and last not in llm_module._LOOP_POOLS
+        assert pool.is_closed and last not in pools_module._LOOP_POOLS
     finally:
         last.close()
+
+
+def test_forget_closed_loops_drops_what_hand_closed_loops_left() -> None:
+    """The notebook session's reset() forgets such loops at once instead of at the next new pool."""
+    from flotorch_nb import _pools as pools_module
+    from flotorch_nb import llm as llm_module
+
+    loop = asyncio.new_event_loop()
+    pool = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
+    pools_module.close_when_loop_ends(loop, pool)
+    loop.run_until_complete(pool.aclose())
+    loop.close()  # by hand: the loop-end helper never ran
+    assert loop in pools_module._LOOP_POOLS
+    llm_module.forget_closed_loops()
+    assert loop not in pools_module._LOOP_POOLS

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -151,3 +153,96 @@ async def stream(
     achat = llm.astream(messages, **kwargs)
     adeltas = [delta async for delta in achat]
     return adeltas, achat.response
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server whose answers a test writes byte for byte, for what no real server
+    would send (a stream with no terminating chunk, a redirect to elsewhere...).
+
+    ``handler(conn, request)`` runs on a thread per request with the raw request bytes (head and
+    body); it writes what it likes and returns True to keep the connection for another request.
+    Everything is bounded: ``stopped`` is set when the server stops, so a handler that "keeps the
+    connection open" waits on it rather than sleeping, and every socket closes with the server.
+    """
+
+    def __init__(self, handler: Callable[[socket.socket, bytes], bool | None]) -> None:
+        self.handler = handler
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.stopped = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL (``http://127.0.0.1:<port>``)."""
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self._thread.join(timeout=5)
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            self._requests_of(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _requests_of(self, conn: socket.socket) -> None:
+        buffer = b""
+        while not self.stopped.is_set():
+            while b"\r\n\r\n" not in buffer:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(rest) < length:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                rest += data
+            request, buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+            self.requests.append(request)
+            if not self.handler(conn, request):
+                return
+
+
+def http_response(status: int, body: bytes = b"", **headers: str) -> bytes:
+    """The bytes of an HTTP/1.1 answer with a Content-Length (header names: ``_`` becomes ``-``)."""
+    lines = [f"HTTP/1.1 {status} X", f"content-length: {len(body)}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(*pieces: bytes, end: bool = True) -> bytes:
+    """A chunked body: each piece as one chunk, then the terminating zero-length chunk if ``end``."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + (b"0\r\n\r\n" if end else b"")

@@ -174,18 +174,12 @@ def test_unload_removes_the_magics(shell: Shell) -> None:
 def test_help_documents_every_option_and_subcommand(shell: Shell) -> None:
     cell_doc = shell.ip.find_cell_magic("flotorch").__doc__
     options = "--model --temperature --max-tokens --system --format --schema --output --continue --new"
-    for option in [
-        *options.split(),
-        "--no-stream",
-        "--no-interpolate",
-        "--compare",
-        "--keep-errors",
-        "%%flotorch",
-    ]:
+    options += " --no-stream --no-interpolate --map --concurrency --compare --keep-errors"
+    for option in [*options.split(), "%%flotorch"]:
         assert option in cell_doc
     line_doc = shell.ip.find_line_magic("flotorch").__doc__
     subcommands = ["config", "model", "base_url", "login", "usage", "budget", "history", "reset"]
-    subcommands += ["export", "record", "replay", "live", "price", "provenance"]
+    subcommands += ["export", "record", "replay", "live", "cache", "price", "provenance"]
     assert sorted([*_magic_commands.COMMANDS, "login"]) == sorted(subcommands)  # none undocumented
     for sub in subcommands:
         assert f"\n  {sub}" in line_doc

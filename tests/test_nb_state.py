@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flotorch_nb import ConfigurationError, FlotorchLLM, LLMResponse, Usage, _render, llm
+from flotorch_nb import ConfigurationError, FlotorchLLM, LLMResponse, Usage, _pools, _render
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook import autostart, commands
 from flotorch_nb.notebook.conversation import Conversation
@@ -85,7 +85,7 @@ def test_reset_returns_the_whole_process_to_a_clean_state(no_gateway: None, tmp_
     loop.run_until_complete(client.ainvoke([{"role": "user", "content": "hi"}]))
     loop.run_until_complete(client.aclose())
     loop.close()
-    assert loop in llm._LOOP_POOLS
+    assert loop in _pools._LOOP_POOLS
 
     assert reset() is session
     assert autostart.gateway_url() is None
@@ -94,4 +94,4 @@ def test_reset_returns_the_whole_process_to_a_clean_state(no_gateway: None, tmp_
         None, None, 0, 0,
     )  # fmt: skip
     assert client._client is None
-    assert not [lp for lp in llm._LOOP_POOLS if lp.is_closed()]
+    assert not [lp for lp in _pools._LOOP_POOLS if lp.is_closed()]

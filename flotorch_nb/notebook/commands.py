@@ -228,6 +228,29 @@ def live(session: Session) -> Output:
     return f"live: requests go to {_config.display_url(base) if base else 'the configured gateway'}"
 
 
+def cache(session: Session, path: str | None = None) -> Output:
+    """Show, set (``PATH``, checked now) or stop (``off``) the answer cache: ``FLOTORCH_CACHE``."""
+    from ..cache import ENV_CACHE, AnswerCache, CacheError
+
+    if path is not None and path.lower() in ("off", "none"):
+        os.environ.pop(ENV_CACHE, None)
+        session.close()
+        return "answer cache off: every request goes to the gateway"
+    if path is not None:
+        target = Path(path).expanduser().resolve()
+        try:
+            found = AnswerCache(target).open()
+        except CacheError as exc:
+            raise ConfigurationError(str(exc)) from None
+        os.environ[ENV_CACHE] = str(target)
+        session.close()
+        return f"answer cache: {target} ({len(found)} answers); repeated requests are answered from it"
+    current = os.environ.get(ENV_CACHE)
+    if not current:
+        return "answer cache: off (%flotorch cache PATH turns it on)"
+    return f"answer cache: {current} (FLOTORCH_CACHE)"
+
+
 Command = tuple[Callable[..., Output], int, int, str]
 #: name -> (function, fewest words, most words, usage); ``login`` is handled by ``magics.py``.
 COMMANDS: dict[str, Command] = {
@@ -244,4 +267,5 @@ COMMANDS: dict[str, Command] = {
     "record": (record, 1, 1, "record DIR"),
     "replay": (replay, 1, 1, "replay DIR"),
     "live": (live, 0, 0, "live"),
+    "cache": (cache, 0, 1, "cache [PATH|off]"),
 }

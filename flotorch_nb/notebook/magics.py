@@ -141,6 +141,12 @@ class FlotorchMagics(Magics):
         "--keep-errors", action="store_true",
         help="with several models: a model's error stays in its column and the cell does not fail",
     )  # fmt: skip
+    @argument(
+        "--map", metavar="NAME",
+        help="run the cell as a template once per item of the list/Series/DataFrame NAME ({item}, or "
+        "column names); the cell's value is the BatchResult",
+    )  # fmt: skip
+    @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     def flotorch_cell(self, line: str, cell: str) -> Any:
         """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
@@ -177,6 +183,8 @@ class FlotorchMagics(Magics):
         """
         args = _parse(self.flotorch_cell, line, "%%flotorch")
         session = self.session
+        if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
+            return self._map(args, cell)
         if args.cont and args.new:
             raise UsageError("%%flotorch: -c/--continue and -n/--new contradict each other; use one")
         if args.max_tokens is not None and args.max_tokens <= 0:
@@ -261,6 +269,29 @@ class FlotorchMagics(Magics):
             self.ip.user_ns[args.output] = value  # the very object that is Out[n]
         return value
 
+    def _map(self, args: Any, cell: str) -> Any:
+        """``--map NAME``: the cell as a template over a dataset; the value is the BatchResult."""
+        from .mapping import MapUsageError, run_map
+
+        if args.cont or args.no_stream or args.format not in ("markdown", "json"):
+            raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
+        schema = self._schema_class(args.schema) if args.schema else None
+        params = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v}
+        response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
+        try:
+            result = run_map(
+                self.session, self.ip.user_ns, args.map, cell.strip("\n"), model=args.model,
+                system=args.system, concurrency=args.concurrency, response_format=response_format,
+                params=params,
+            )  # fmt: skip
+        except MapUsageError as exc:
+            raise UsageError(f"%%flotorch {exc}") from None
+        except ConfigurationError as exc:
+            raise _configuration_fix(self.session, exc, model_given=bool(args.model)) from None
+        if args.output:
+            self.ip.user_ns[args.output] = result
+        return result
+
     def _commit(self, turn: Turn, system: str | None, *, fresh: bool) -> None:
         """Make the turn part of the conversation: the whole of it for a fresh cell, the next for -c."""
         conversation = self.session.conversation
@@ -321,6 +352,8 @@ class FlotorchMagics(Magics):
           record DIR        record every exchange to DIR (sets FLOTORCH_RECORD)
           replay DIR        answer from recordings in DIR, no network, no key (sets FLOTORCH_REPLAY)
           live              stop recording / replaying
+          cache [PATH|off]  keep answers in the SQLite file PATH and answer repeats from it (sets
+                            FLOTORCH_CACHE); a re-run --map batch then sends only what is missing
         """
         args = _parse(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
         command = args.command.replace("-", "_")

@@ -41,6 +41,7 @@ from decimal import Decimal
 from .. import _config, pricing
 from .._config import Secret
 from .._errors import ConfigurationError
+from .._pools import forget_closed_loops
 from .._provenance import Stamp
 from .._text import non_empty
 from ..llm import FlotorchLLM
@@ -321,18 +322,9 @@ def reset() -> Session:
     session.reset()
     pricing.reset_default_prices()
     autostart.stop_gateway()
-    _forget_closed_loops()
+    forget_closed_loops()
     return session
 
 
 #: The former name of ``reset``.
 reset_session = reset
-
-
-def _forget_closed_loops() -> None:
-    # FlotorchLLM forgets such loops lazily, the next time it opens a pool; llm.py offers no public
-    # call for it yet, so this reaches its private table (asked for in the notebook layer's notes).
-    from .. import llm
-
-    for loop in [lp for lp in llm._LOOP_POOLS if lp.is_closed()]:
-        llm._LOOP_POOLS.pop(loop, None)

@@ -1,0 +1,225 @@
+"""Batch benchmark, one run: throughput against a 100 ms loopback responder, rpm, memory, Dask.
+
+    .venv/bin/python bench/bench_batch.py            # everything (about 4 minutes)
+    .venv/bin/python bench/bench_batch.py --quick    # no 2-minute rpm run, 20,000 items for memory
+
+Targets (from the issue; never loosened here): abatch of 2,000 prompts at concurrency 64 >= 0.9 of
+the ideal 640 req/s; 5,000 at 256 >= 0.75 of 2,560 req/s; rpm=600 for two minutes never more than
+600 in any 60-s window (measured at the server) and >= 95 % of it sustained; a 100,000-item batch
+grows peak RSS by <= 150 MiB; Dask with two workers vs one process, reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LATENCY = 0.1
+
+
+def start_responder(latency: float = LATENCY) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "responder.py"), "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = proc.stdout.readline().split()[1]
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stats(url: str) -> dict[str, Any]:
+    import httpx2
+
+    return httpx2.get(f"{url}/_stats", timeout=30).json()  # type: ignore[no-any-return]
+
+
+def prompts(n: int) -> list[str]:
+    return [f"prompt {i}" for i in range(n)]
+
+
+async def ours(url: str, n: int, concurrency: int) -> float:
+    from flotorch_nb import FlotorchLLM
+
+    async with FlotorchLLM("bench/model", "bench-key", url, cache=False) as llm:
+        await llm.abatch(prompts(concurrency), concurrency=concurrency, progress=False)  # warm the pool
+        started = time.perf_counter()
+        result = await llm.abatch(prompts(n), concurrency=concurrency, progress=False)
+        elapsed = time.perf_counter() - started
+    assert not result.errors, result.summary_text()
+    return n / elapsed
+
+
+async def raw_httpx(url: str, n: int, concurrency: int) -> float:
+    import httpx2
+
+    body = {"model": "bench/model", "messages": [{"role": "user", "content": "x"}]}
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx2.AsyncClient(limits=limits, timeout=60) as client:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                r = await client.post(f"{url}/api/openai/v1/chat/completions", json=body)
+                r.json()
+
+        await asyncio.gather(*(one(i) for i in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return n / (time.perf_counter() - started)
+
+
+async def raw_aiohttp(url: str, n: int, concurrency: int) -> float | None:
+    try:
+        import aiohttp
+    except ImportError:
+        return None
+    body = {"model": "bench/model", "messages": [{"role": "user", "content": "x"}]}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with semaphore, session.post(f"{url}/api/openai/v1/chat/completions", json=body) as r:
+                await r.json()
+
+        await asyncio.gather(*(one(i) for i in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return n / (time.perf_counter() - started)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def rpm_run(seconds: float) -> dict[str, Any]:
+    from flotorch_nb import FlotorchLLM
+
+    proc, url = start_responder(0.01)
+    try:
+        n = int(600 * seconds / 60) + 20
+        with FlotorchLLM("bench/model", "bench-key", url, cache=False) as llm:
+            task_started = time.monotonic()
+
+            async def run() -> None:
+                task = asyncio.ensure_future(llm.abatch(prompts(n), concurrency=16, rpm=600, progress=False))
+                await asyncio.sleep(seconds)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            asyncio.run(run())
+        arrivals = sorted(stats(url)["arrivals"])
+        arrivals = [t for t in arrivals if t >= arrivals[0]]
+        duration = time.monotonic() - task_started
+        return {
+            "sent": len(arrivals),
+            "most_in_any_60s": most_in_window(arrivals, 60.0),
+            "sustained_per_min": len(arrivals) / duration * 60,
+        }
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def memory_run(n: int) -> float:
+    """Peak RSS growth (MiB) of one batch of n items, in a fresh process."""
+    code = f"""
+import resource, sys, asyncio
+sys.path.insert(0, {str(HERE)!r})
+from flotorch_nb import FlotorchLLM
+prompts = [f"prompt {{i}}" for i in range({n})]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with FlotorchLLM("bench/model", "bench-key", sys.argv[1], cache=False) as llm:
+    result = llm.batch(prompts, concurrency=64, progress=False)
+assert len(result.ok) == {n}
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    proc, url = start_responder(0.0)
+    try:
+        out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def dask_run(n: int) -> dict[str, float]:
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from flotorch_nb import FlotorchLLM
+    from flotorch_nb.dask import local_cluster, map_dataframe
+
+    proc, url = start_responder(LATENCY)
+    os.environ.update(FLOTORCH_API_KEY="bench-key", FLOTORCH_BASE_URL=url, FLOTORCH_MODEL_ID="bench/model")
+    frame = pd.DataFrame({"q": prompts(n)})
+    try:
+        with FlotorchLLM(cache=False) as llm:
+            started = time.perf_counter()
+            llm.batch(frame, template="{q}", concurrency=64, progress=False)
+            one = n / (time.perf_counter() - started)
+        client = local_cluster(2)
+        try:
+            job = map_dataframe(dd.from_pandas(frame, npartitions=4), template="{q}", concurrency=32)
+            started = time.perf_counter()
+            job.compute()
+            two = n / (time.perf_counter() - started)
+        finally:
+            client.close()
+            client.cluster.close()
+        return {"one_process_req_s": one, "dask_two_workers_req_s": two}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    proc, url = start_responder()
+    try:
+        for n, concurrency, share in ((2000, 64, 0.9), (5000, 256, 0.75)):
+            ideal = concurrency / LATENCY
+            row = {
+                "ours": asyncio.run(ours(url, n, concurrency)),
+                "raw_httpx2": asyncio.run(raw_httpx(url, n, concurrency)),
+                "raw_aiohttp": asyncio.run(raw_aiohttp(url, n, concurrency)),
+                "ideal": ideal,
+                "target": share * ideal,
+            }
+            row["met"] = row["ours"] >= row["target"]
+            report[f"abatch {n} @ {concurrency}"] = row
+    finally:
+        proc.terminate()
+        proc.wait()
+    report["rpm=600"] = rpm_run(30 if args.quick else 120)
+    report["rpm=600"]["met"] = (
+        report["rpm=600"]["most_in_any_60s"] <= 600 and report["rpm=600"]["sustained_per_min"] >= 570
+    )
+    items = 20_000 if args.quick else 100_000
+    grown = memory_run(items)
+    report[f"memory {items} items"] = {"peak_rss_growth_mib": grown, "met": grown <= 150}
+    report["dask"] = dask_run(2000)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

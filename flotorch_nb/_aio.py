@@ -1,0 +1,263 @@
+"""The aiohttp side of the transport boundary: the pool behind ``ainvoke``/``astream`` by default.
+
+Why aiohttp for async calls: httpcore2's async pool scans every idle connection on every request
+(``has_expired`` -> ``is_socket_readable``), which with 64-256 calls in flight costs more than the
+HTTP itself; aiohttp's connector hands out a keep-alive connection without a scan and parses HTTP in
+C. openai-python offers an aiohttp-backed client for the same reason. aiohttp is imported by the first
+async call (its import builds its own TLS contexts, ~0.2 s), never by ``import flotorch_nb``.
+
+Timeouts mean what they mean on the httpx2 paths: connecting gets min(10 s, timeout), waiting for a
+free pooled connection counts towards ``timeout``; a whole answer must have arrived ``timeout``
+seconds after its attempt began (aiohttp's ``total``, which also cuts a body that trickles in); a
+stream's head must come within ``timeout``, and then each read may wait ``timeout`` for the gateway
+(time spent waiting, not the caller's time between deltas).
+
+Every aiohttp or socket error leaves this module as a ``FlotorchError``, never chained to aiohttp's
+own: its frames and its response errors carry the request's headers, so the key (see ``_reraise``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import functools
+import time
+from collections.abc import AsyncGenerator, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from . import _config
+from ._config import Settings
+from ._errors import FlotorchError
+from ._httpx import tls
+from ._transport import Call, connection_error, deadline_error, timeout_error
+
+if TYPE_CHECKING:
+    import aiohttp
+    import yarl
+
+__all__ = ["MAX_CONNECTIONS", "AioPool", "AioReply"]
+
+#: Sockets one event loop's pool may open to the gateway. Higher than the sync pool's 100
+#: (``_config.POOL_MAX_CONNECTIONS``) because an async fan-out (``asyncio.gather`` of 256 calls) is the
+#: point of ``ainvoke``, and a call waiting for a socket waits a whole answer's time; low enough to
+#: stay well inside the usual 1,024 open files of a notebook kernel.
+MAX_CONNECTIONS = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+    import aiohttp
+
+    connect = min(_config.DEFAULT_CONNECT_TIMEOUT, seconds)
+    # A stream may last far longer than ``seconds``: its reads are timed one by one instead.
+    return aiohttp.ClientTimeout(total=None if stream else seconds, connect=seconds, sock_connect=connect)
+
+
+@functools.lru_cache(maxsize=64)
+def _url(url: str) -> yarl.URL:
+    """``url`` as aiohttp takes it, parsed once. Without ``user:password@``: aiohttp would turn that
+    into Basic auth and then refuse our Authorization header (the key is what authenticates us)."""
+    import yarl
+
+    return yarl.URL(url).with_user(None)
+
+
+def _env_proxy(url: str) -> tuple[Any, Any]:
+    """The proxy ``HTTP(S)_PROXY``/``NO_PROXY`` choose for the gateway, as httpx2 (``trust_env``) does
+    for the sync pool; looked up once per pool, not per request as aiohttp's ``trust_env`` would."""
+    from aiohttp.helpers import get_env_proxy_for_url
+
+    try:
+        return get_env_proxy_for_url(_url(url))
+    except LookupError:
+        return None, None
+
+
+def _reraise(exc: Exception, call: Call, *, closed: bool = False, body_started: bool = False) -> NoReturn:
+    """Raise ``exc`` as ours; re-raise what is not a network failure (a bug must show as one).
+
+    Raised ``from None``: aiohttp's frames hold the request's headers (the key) in their locals, which
+    a verbose traceback of the chain would print; our message names aiohttp's error and its words.
+    """
+    import aiohttp
+
+    name = type(exc).__name__
+    error: FlotorchError
+    if isinstance(exc, FlotorchError):
+        raise exc
+    if isinstance(exc, aiohttp.ClientResponseError):  # its repr would show the request headers too
+        _forget_headers(exc)
+    if closed and isinstance(exc, RuntimeError):  # "Session is closed": the send loop says why
+        error = connection_error(call, "its connection pool is closed", name)
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        error = timeout_error(call, "connect to", name)
+    elif isinstance(exc, TimeoutError):
+        error = deadline_error(call) if body_started else timeout_error(call, "get an answer from", name)
+    elif isinstance(exc, aiohttp.ClientResponseError):  # not the gateway's status: aiohttp's parser
+        error = connection_error(call, f"the answer is not valid HTTP: {exc.message}", name)
+    elif isinstance(exc, aiohttp.ClientError | OSError):
+        error = connection_error(call, str(exc) or name, name)
+    elif isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
+        error = connection_error(call, f"the host name cannot be looked up: {exc}", name)
+    else:
+        raise exc
+    raise error from None
+
+
+def _forget_headers(exc: aiohttp.ClientResponseError) -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    info = exc.request_info
+    exc.request_info = type(info)(info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url)
+
+
+#: Closes begun for pools that were dropped unclosed, referenced until done (asyncio holds tasks weakly).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_in_loop(session: aiohttp.ClientSession) -> None:
+    task = asyncio.get_running_loop().create_task(session.close())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+def _run_to_end(step: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that has nothing to wait for (else give up on it quietly)."""
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+
+
+class AioPool:
+    """One event loop's aiohttp session, behind ``_transport.AsyncPool``."""
+
+    def __init__(self, settings: Settings) -> None:
+        import aiohttp
+
+        self._loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=tls()),
+            # No cookies: a gateway call needs none, and a jar costs a lookup per request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),  # each request brings its own
+        )
+        self._proxy, self._proxy_auth = _env_proxy(settings.url)
+        #: Replies whose body is being read. Closing the session closes their sockets but leaves a
+        #: reader waiting on its buffer (aiohttp forgets the payload first), so aclose() wakes them.
+        self._reading: set[AioReply] = set()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._session.closed
+
+    async def open(self, call: Call, url: str, started: float) -> AioReply:
+        """POST ``call`` to ``url``; return once the answer's head has arrived (redirects are the send
+        loop's decision, so aiohttp follows none)."""
+        try:
+            request = self._session.request(
+                "POST",
+                _url(url),
+                data=call.content,
+                headers=call.headers,
+                timeout=_timeouts(call.timeout, call.stream),
+                allow_redirects=False,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
+            )
+            if call.stream:
+                async with asyncio.timeout(call.timeout):
+                    response = await request
+            else:
+                response = await request
+        except Exception as exc:
+            _reraise(exc, call, closed=self.is_closed)
+        reply = AioReply(response, call, started, self._reading)
+        self._reading.add(reply)
+        return reply
+
+    async def aclose(self) -> None:
+        import aiohttp
+
+        for reply in list(self._reading):
+            reply.abort(aiohttp.ClientConnectionError("the connection pool was closed"))
+        await self._session.close()
+
+    def __del__(self) -> None:
+        # A pool dropped unclosed (its client dropped mid-notebook, or its loop closed by hand, with
+        # no runner to cancel our loop-end task) would make aiohttp log "Unclosed client session".
+        session = getattr(self, "_session", None)
+        if session is None or session.closed:
+            return
+        with contextlib.suppress(Exception):  # at interpreter exit, anything may be gone
+            if self._loop.is_closed():
+                _run_to_end(session.close())  # on a closed loop aiohttp's close does no I/O
+            else:
+                self._loop.call_soon_threadsafe(_close_in_loop, session)
+
+
+class AioReply:
+    """An aiohttp response behind ``_transport.AsyncReply``."""
+
+    __slots__ = ("_call", "_deadline", "_reading", "_response", "headers", "status_code")
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, call: Call, started: float, reading: set[AioReply]
+    ) -> None:
+        self._response = response
+        self._call = call
+        self._deadline = started + call.timeout
+        self._reading = reading  # its pool's: it leaves that set once it let go of its connection
+        self.status_code = response.status
+        self.headers = response.headers
+
+    async def read(self) -> bytes:
+        """The whole body, by the attempt's deadline: aiohttp's ``total`` timer covers the reads of a
+        plain call; a stream request has no such timer (its answer may last), so a JSON answer, an
+        error or a redirect body given to one is timed here."""
+        response = self._response
+        try:
+            if not self._call.stream:
+                return await response.read()
+            async with asyncio.timeout(max(0.0, self._deadline - time.perf_counter())):
+                return await response.read()
+        except Exception as exc:
+            _reraise(exc, self._call, body_started=response.content.total_bytes > 0)
+        finally:
+            response.release()
+            self._reading.discard(self)
+
+    async def aiter_text(self) -> AsyncGenerator[str, None]:
+        """The body as UTF-8 text (what SSE is) as it arrives; each read may wait ``timeout``."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        content, timeout = self._response.content, self._call.timeout
+        while True:
+            try:
+                data = content.read_nowait()  # what has arrived already needs no timer
+                if not data and not content.at_eof():
+                    async with asyncio.timeout(timeout):
+                        data = await content.readany()
+            except Exception as exc:
+                _reraise(exc, self._call)
+            if not data:
+                break
+            if text := decoder.decode(data):
+                yield text
+        if tail := decoder.decode(b"", True):
+            yield tail
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection was let go (``aclose``, or the whole body read)."""
+        return self._response.closed
+
+    async def aclose(self) -> None:
+        """Back to the pool if the body was read to its end, else the connection is closed."""
+        self._response.release()
+        self._reading.discard(self)
+
+    def abort(self, error: Exception) -> None:
+        """Make a read in progress (or the next one) fail with ``error``."""
+        self._response.content.set_exception(error)

@@ -1,0 +1,421 @@
+"""The answer cache: finished answers kept in one SQLite file, so a request asked again costs nothing.
+
+``FlotorchLLM(cache="answers.sqlite")`` (or ``FLOTORCH_CACHE``, or ``%flotorch cache PATH``, or
+``llm.batch(..., cache=PATH)``) answers a request it has answered before from the file, with
+``source="cache"``: no network, no hooks (a hit is not a call, so no budget or ledger sees it) and no
+tokens spent. That is what makes an interrupted batch resumable: run it again with the same cache and
+only the missing answers are sent.
+
+Rows are keyed by the canonical request, with the very functions replay matches on
+(``flotorch_nb.replay.canonical_request`` / ``request_key``): endpoint, model, messages, tools, schema
+and every parameter, ``1`` equal to ``1.0``; not the host, not the key. One difference, on purpose:
+``stream`` and ``stream_options`` are left out, because a cached answer is the finished answer, so a
+streamed call and an ``invoke`` of the same request share one row.
+
+Decisions:
+
+- stdlib ``sqlite3`` in WAL mode, ``synchronous=NORMAL``, one connection per process (re-opened after
+  a fork): several processes on one machine (Dask workers) read and write one file at once.
+- Only answers are stored, never errors. Each answer is committed on its own as it arrives, so an
+  interrupt or a killed process loses nothing that had been answered.
+- The file never holds the key: request bodies are not stored (the hash identifies them), and the
+  answer's text is scrubbed of the key as a last guard, as replay scrubs its files.
+- Opening checks the file (a SQLite file of ours, writable, not locked for longer than
+  ``busy_timeout``) and raises ``CacheError`` before any request is sent. A write that fails later
+  keeps the answer where it already is (returned, or in the batch result) and warns
+  (``CacheWriteWarning``); nothing is silently lost.
+
+``StoredAnswer`` is the compact form of an ``LLMResponse`` (the raw answer as JSON bytes) used both for
+rows here and for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` and the replay
+functions are imported when a cache is first opened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ._config import Secret, redact
+from ._errors import FlotorchError, StructuredOutputError
+from ._response import LLMResponse, ResponseInfo, Source, ToolCall, build_response
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ._transport import Call
+
+__all__ = [
+    "ENV_CACHE",
+    "AnswerCache",
+    "CacheError",
+    "CacheWriteWarning",
+    "StoredAnswer",
+    "cache_key",
+    "resolve_cache",
+]
+
+logger = logging.getLogger("flotorch_nb")
+
+ENV_CACHE = "FLOTORCH_CACHE"
+FORMAT = "1"
+KIND = "flotorch_nb answer cache"
+#: How long a write waits for another process's write to finish before the file counts as locked.
+DEFAULT_BUSY_TIMEOUT = 30.0
+#: Left out of the key: the finished answer is the same whether it was streamed or not.
+_TRANSPORT_ONLY = ("stream", "stream_options")
+
+
+class CacheError(FlotorchError):
+    """The answer cache file cannot be used (corrupt, not ours, locked, unwritable); nothing was sent."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"The answer cache {path} cannot be used: {problem}. Nothing was sent. Use another file, "
+            "or remove this one (it only holds answers that can be asked again)"
+        )
+        self.path = path
+        self.problem = problem
+
+
+class CacheWriteWarning(UserWarning):
+    """An answer arrived but could not be written to the cache (it is still returned / in the result)."""
+
+
+# -- the compact answer ----------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class StoredAnswer:
+    """An ``LLMResponse`` kept compactly: its text, a few typed fields, and the raw answer as JSON bytes.
+
+    ``to_response()`` rebuilds an equal ``LLMResponse`` (metadata and ``raw_response`` included) with
+    the same pure function the client uses, so nothing about an answer is lost by keeping it this way.
+    """
+
+    content: str
+    raw: bytes
+    finish_reason: str | None
+    tool_calls: tuple[tuple[str, str, str], ...]
+    latency_s: float
+    gateway_latency_ms: float | None
+    request_id: str | None
+    offline: bool
+    source: Source
+    model: str | None
+    #: (input, output, total) tokens as the gateway counted them, or None when it did not say.
+    usage: tuple[int, int, int] | None
+    parsed: Any = None
+
+    @classmethod
+    def of(cls, response: LLMResponse) -> StoredAnswer:
+        """The compact form of ``response``."""
+        raw = response.metadata.get("raw_response") or {}
+        usage = response.usage
+        return cls(
+            content=response.content,
+            raw=json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            finish_reason=response.finish_reason,
+            tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls),
+            latency_s=response.latency_s,
+            gateway_latency_ms=response.gateway_latency_ms,
+            request_id=response.request_id,
+            offline=response.offline,
+            source=response.source,
+            model=response.model,
+            usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
+            parsed=response.parsed,
+        )
+
+    def to_response(self) -> LLMResponse:
+        """A new ``LLMResponse`` equal to the one this was made from."""
+        info = ResponseInfo(self.latency_s, self.request_id, self.gateway_latency_ms, self.offline)
+        response = build_response(
+            json.loads(self.raw),
+            content=self.content,
+            tool_calls=[ToolCall(*call) for call in self.tool_calls],
+            finish_reason=self.finish_reason,
+            info=info,
+        )
+        response.source = self.source
+        response.parsed = self.parsed
+        return response
+
+    def to_json(self) -> str:
+        """The row text: everything but ``parsed`` and ``source`` (a row's answer is always a hit)."""
+        return json.dumps(
+            {
+                "content": self.content,
+                "raw": json.loads(self.raw),
+                "finish_reason": self.finish_reason,
+                "tool_calls": [list(call) for call in self.tool_calls],
+                "latency_s": self.latency_s,
+                "gateway_latency_ms": self.gateway_latency_ms,
+                "request_id": self.request_id,
+                "offline": self.offline,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, latency_s: float) -> StoredAnswer:
+        """A row read back as a cache hit (``latency_s``: how long the lookup took)."""
+        data = json.loads(text)
+        raw = data["raw"] if isinstance(data.get("raw"), Mapping) else {}
+        probe = build_response(
+            raw, content="", tool_calls=[], finish_reason=None, info=ResponseInfo(0.0)
+        )  # the pure parser reads usage and model exactly as for a live answer
+        usage = probe.usage
+        return cls(
+            content=str(data["content"]),
+            raw=json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            finish_reason=data.get("finish_reason"),
+            tool_calls=tuple((str(a), str(b), str(c)) for a, b, c in data.get("tool_calls") or ()),
+            latency_s=latency_s,
+            gateway_latency_ms=data.get("gateway_latency_ms"),
+            request_id=data.get("request_id"),
+            offline=bool(data.get("offline")),
+            source="cache",
+            model=probe.model,
+            usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
+        )
+
+
+# -- keys ------------------------------------------------------------------------------------------
+def cache_key(call: Call) -> str:
+    """The row key of a prepared call: replay's ``request_key`` of its canonical request, without
+    ``stream``/``stream_options``."""
+    from .replay import canonical_request, request_key  # httpx2 comes with it: only when caching
+
+    body = {k: v for k, v in call.body.items() if k not in _TRANSPORT_ONLY}
+    parts = urlsplit(call.url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return request_key(canonical_request(body, path))
+
+
+def _call_secret(call: Call) -> Secret | None:
+    token = str(call.headers.get("Authorization", "")).partition(" ")[2].strip()
+    return Secret(token) if token else None
+
+
+# -- the file --------------------------------------------------------------------------------------
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT NOT NULL, "
+    "created REAL NOT NULL)",
+)
+
+
+def _problem(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return "it is not a SQLite database, or it is damaged"
+    if "locked" in text or "busy" in text:
+        return "another process holds it locked (still writing?)"
+    if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
+        return f"it cannot be written ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class AnswerCache:
+    """One answer-cache file. Thread-safe; one SQLite connection per process, opened on first use."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        #: Counters for this process: lookups answered, lookups missed, answers written, writes failed.
+        self.hits = self.misses = self.writes = self.write_failures = 0
+
+    def __repr__(self) -> str:
+        return f"AnswerCache({str(self.path)!r})"
+
+    # -- opening -----------------------------------------------------------------------------------
+    def open(self) -> AnswerCache:
+        """Open and check the file now (``CacheError`` if it cannot serve); safe to call again."""
+        self._connection()
+        return self
+
+    def _connection(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                return self._conn
+            # After a fork the parent's connection must not be touched: open our own.
+            self._conn = self._connect()
+            self._pid = os.getpid()
+            return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        import sqlite3
+
+        if self.path.is_dir():
+            raise CacheError(self.path, "it is a folder; give a file name such as answers.sqlite")
+        if not self.path.parent.is_dir():
+            raise CacheError(self.path, f"the folder {self.path.parent} does not exist")
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise CacheError(self.path, _problem(exc)) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and not {"meta", "answers"} <= tables:
+                raise CacheError(self.path, "it is a SQLite database, but not a flotorch_nb answer cache")
+            # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+                if not found:
+                    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", KIND), ("format", FORMAT)])
+                elif found.get("kind") != KIND or found.get("format") != FORMAT:
+                    raise CacheError(
+                        self.path,
+                        f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
+                        f"this version reads {KIND!r} format {FORMAT}",
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except CacheError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise CacheError(self.path, _problem(exc)) from exc
+        return conn
+
+    def close(self) -> None:
+        """Close this process's connection (reopened on next use)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # -- rows --------------------------------------------------------------------------------------
+    def get(self, key: str) -> StoredAnswer | None:
+        """The stored answer for a request key, or None. A row that cannot be read is a miss (warned)."""
+        import sqlite3
+
+        started = time.perf_counter()
+        conn = self._connection()
+        try:
+            with self._lock:
+                row = conn.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+            answer = None if row is None else StoredAnswer.from_json(row[0], latency_s=0.0)
+        except (sqlite3.Error, ValueError, LookupError, TypeError) as exc:
+            logger.warning("answer cache %s: could not read a row (%s); asking the gateway", self.path, exc)
+            answer = None
+        if answer is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        answer.latency_s = time.perf_counter() - started
+        return answer
+
+    def put(self, key: str, answer: StoredAnswer, secret: Secret | None = None) -> bool:
+        """Store an answer (replacing any); False, with a ``CacheWriteWarning``, if it could not be."""
+        import sqlite3
+
+        text = redact(answer.to_json(), secret)
+        try:
+            conn = self._connection()
+            with self._lock:
+                conn.execute(
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                    (key, answer.model, text, time.time()),
+                )
+        except (sqlite3.Error, CacheError) as exc:
+            self.write_failures += 1
+            message = (
+                f"answer cache {self.path}: an answer could not be written ({exc}); it is kept in memory"
+            )
+            logger.warning("%s", message)
+            warnings.warn(message, CacheWriteWarning, stacklevel=3)
+            return False
+        self.writes += 1
+        return True
+
+    def __len__(self) -> int:
+        conn = self._connection()
+        with self._lock:
+            (count,) = conn.execute("SELECT COUNT(*) FROM answers").fetchone()
+        return int(count)
+
+    def keys(self) -> set[str]:
+        """Every request key stored (for tests and tools)."""
+        conn = self._connection()
+        with self._lock:
+            return {row[0] for row in conn.execute("SELECT key FROM answers")}
+
+    # -- what FlotorchLLM calls ----------------------------------------------------------------------
+    def lookup(self, call: Call) -> LLMResponse | None:
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None."""
+        stored = self.get(cache_key(call))
+        if stored is None:
+            return None
+        response = stored.to_response()
+        if call.model_class is not None:
+            from .schema import parse_structured
+
+            try:
+                response.parsed = parse_structured(call.model_class, response.content)
+            except StructuredOutputError:
+                return None  # stored for another class of the same schema: ask again
+        return response
+
+    def store(self, call: Call, response: LLMResponse) -> bool:
+        """Keep ``response`` as the answer to ``call`` (only answers are ever stored)."""
+        if response.source == "cache":
+            return True
+        return self.put(cache_key(call), StoredAnswer.of(response), _call_secret(call))
+
+
+# -- choosing a cache ------------------------------------------------------------------------------
+_OPEN: dict[tuple[int, Path], AnswerCache] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def resolve_cache(cache: object = None, *, env: Mapping[str, str] | None = None) -> AnswerCache | None:
+    """The cache a client or batch uses: ``cache`` (a path, an ``AnswerCache``, or False for none),
+    else ``FLOTORCH_CACHE``, else None. One ``AnswerCache`` per file and process is shared."""
+    if cache is False:
+        return None
+    if isinstance(cache, AnswerCache):
+        return cache
+    if cache is None or cache is True:
+        found = (os.environ if env is None else env).get(ENV_CACHE)
+        if not found:
+            if cache is True:
+                from ._errors import ConfigurationError
+
+                raise ConfigurationError(f"cache=True needs {ENV_CACHE}=PATH; or pass cache='answers.sqlite'")
+            return None
+        cache = found
+    if not isinstance(cache, str | os.PathLike):
+        from ._errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"cache must be a file path, an AnswerCache, or False; got {type(cache).__name__}"
+        )
+    path = Path(cache).expanduser().resolve()
+    with _OPEN_LOCK:
+        found_cache = _OPEN.get((os.getpid(), path))
+        if found_cache is None:
+            found_cache = _OPEN[(os.getpid(), path)] = AnswerCache(path)
+        return found_cache
