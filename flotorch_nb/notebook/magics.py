@@ -22,7 +22,6 @@ from __future__ import annotations
 import getpass
 import keyword
 import os
-import shlex
 from collections import ChainMap
 from typing import Any, Literal
 
@@ -41,56 +40,13 @@ from .chat import error_line
 from .conversation import Conversation, Turn
 from .interpolate import interpolate
 from .ledger import capture
+from .options import configuration_fix, parse_options
 from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 FORMATS = ("markdown", "text", "code", "json")
 _TRUE = {"1", "true", "yes", "on"}
-
-
-def split_words(line: str) -> list[str]:
-    """``line`` split into words shell-style: quotes group and are removed, and nothing else changes.
-
-    Backslashes are kept as typed (``shlex.split`` would read ``C:\\Users\\me`` as escapes and
-    give ``C:Usersme``): Windows paths and regular expressions arrive intact. A quote inside a word is
-    written with the other kind of quotes around it.
-    """
-    lexer = shlex.shlex(line, posix=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""  # a "#" in a prompt option is text
-    lexer.escape = ""
-    return list(lexer)
-
-
-def _parse(func: Any, line: str, magic: str) -> Any:
-    """Parse ``line`` with the magic's argparse parser, shell-style (see ``split_words``)."""
-    try:
-        tokens = split_words(line)
-    except ValueError as exc:  # e.g. an unbalanced quote
-        raise UsageError(f"{magic}: cannot split the options ({exc}); check the quotes") from None
-    try:
-        return func.parser.parse_args(tokens)
-    except UsageError as exc:
-        raise UsageError(f"{magic}: {exc} — see {magic}? for the options") from None
-
-
-def _configuration_fix(session: Session, exc: Exception, *, model_given: bool = False) -> UsageError:
-    """A one-line UsageError saying what configuration is missing and how to provide it."""
-    fixes = {
-        _config.ENV_MODEL_ID: "%flotorch model NAME (or -m NAME)",
-        _config.ENV_API_KEY: "%flotorch login",
-        _config.ENV_BASE_URL: "%flotorch base_url https://...",
-    }
-    missing = [name for name in session.missing() if not (model_given and name == _config.ENV_MODEL_ID)]
-    if missing:
-        how = "; ".join(fixes[name] for name in missing)
-        return UsageError(
-            f"FloTorch is not configured: {' and '.join(missing)} not set. Fix: {how} "
-            "(or set the environment variables; with none of them set, %reload_ext flotorch_nb "
-            "starts the offline gateway)"
-        )
-    return UsageError(f"FloTorch configuration error: {exc}")
 
 
 @magics_class
@@ -144,7 +100,8 @@ class FlotorchMagics(Magics):
     @argument(
         "--map", metavar="NAME",
         help="run the cell as a template once per item of the list/Series/DataFrame NAME ({item}, or "
-        "column names); the cell's value is the BatchResult",
+        "column names); the cell's value is the BatchResult (with -m a,b,c: one run per model, and "
+        "a ModelBatches: a column group per model, agreement when the answers are labels)",
     )  # fmt: skip
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
@@ -181,7 +138,7 @@ class FlotorchMagics(Magics):
         Every call is counted in %flotorch usage, a failed or interrupted one with what it cost.
         Options are split like a shell's, but backslashes stay as typed (Windows paths work).
         """
-        args = _parse(self.flotorch_cell, line, "%%flotorch")
+        args = parse_options(self.flotorch_cell, line, "%%flotorch")
         session = self.session
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
@@ -210,7 +167,7 @@ class FlotorchMagics(Magics):
         try:
             client = session.client(models[0] if models else args.model)
         except ConfigurationError as exc:
-            raise _configuration_fix(session, exc, model_given=bool(args.model)) from None
+            raise configuration_fix(session, exc, model_given=bool(args.model)) from None
 
         fmt = "json" if schema is not None else args.format
         conversation = session.conversation
@@ -271,23 +228,27 @@ class FlotorchMagics(Magics):
 
     def _map(self, args: Any, cell: str) -> Any:
         """``--map NAME``: the cell as a template over a dataset; the value is the BatchResult."""
-        from .mapping import MapUsageError, run_map
+        from .map_cell import run_mapped
+        from .mapping import MapUsageError
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
         schema = self._schema_class(args.schema) if args.schema else None
         params = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v}
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
+        default = os.environ.get(_config.ENV_COMPARE_MODELS) or self.session.model_id
+        models = compare_cell.models_of(args.model, default, compare=args.compare) or (args.model,)
         try:
-            result = run_map(
-                self.session, self.ip.user_ns, args.map, cell.strip("\n"), model=args.model,
-                system=args.system, concurrency=args.concurrency, response_format=response_format,
-                params=params,
+            result, chart = run_mapped(
+                self.session, self.ip.user_ns, args.map, cell.strip("\n"), models, system=args.system,
+                concurrency=args.concurrency, response_format=response_format, params=params,
             )  # fmt: skip
         except MapUsageError as exc:
             raise UsageError(f"%%flotorch {exc}") from None
         except ConfigurationError as exc:
-            raise _configuration_fix(self.session, exc, model_given=bool(args.model)) from None
+            raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
+        if chart is not None:
+            display(chart)  # the latency distribution and errors, above the summary
         if args.output:
             self.ip.user_ns[args.output] = result
         return result
@@ -355,7 +316,7 @@ class FlotorchMagics(Magics):
           cache [PATH|off]  keep answers in the SQLite file PATH and answer repeats from it (sets
                             FLOTORCH_CACHE); a re-run --map batch then sends only what is missing
         """
-        args = _parse(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
+        args = parse_options(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
         command = args.command.replace("-", "_")
         if command == "login":
             if args.value:
