@@ -322,3 +322,9 @@ def test_the_answers_of_a_notebook_run_in_a_real_kernel_are_saved_with_their_pro
     assert [line.split()[1] for line in listing.splitlines()[1:]] == ["magic", "magic", "magic", "chat"]
     for digest in frame["request_hash"]:
         assert digest[:12] in listing
+    # Exported to HTML, the comparison's table and chart and the chat's static copy are still there.
+    from nbconvert import HTMLExporter
+
+    exported, _ = HTMLExporter().from_filename(str(path))
+    assert exported.count('class="flotorch-compare-model"') == 2 and "data:image/png;base64," in exported
+    assert "flotorch-static-transcript" in exported and "Why is the sea salty?" in exported

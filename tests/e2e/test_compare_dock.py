@@ -189,3 +189,12 @@ def test_compare_side_by_side_docked_chat_and_saved_provenance(
     assert frame["flotorch_nb_version"].eq(flotorch_nb.__version__).all()
     cells = notebook["cells"]
     assert isinstance(cells, list) and cells[COMPARE]["outputs"][-1]["output_type"] == "execute_result"
+
+    # 6. Reopened: the comparison and its chart are plain outputs, shown again as they were.
+    open_notebook(page, lab, path.name)
+    reopened = cell(page, COMPARE).locator(".flotorch-compare:not(.flotorch-compare-live)")
+    assert reopened.locator("th.flotorch-compare-model").all_inner_texts() == MODELS
+    assert reopened.locator(".flotorch-footer").all_inner_texts() == footers
+    assert cell(page, COMPARE).locator(".jp-RenderedImage img").count() == 1
+    assert QUESTION in (cell(page, PANEL).locator(".flotorch-static-transcript").text_content() or "")
+    cell(page, COMPARE).screenshot(path=str(artifacts / "e2e-08-compare-reopened.png"))
