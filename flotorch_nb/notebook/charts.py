@@ -207,6 +207,6 @@ def models_batch_chart(latencies_ms: Mapping[str, Sequence[float]], errors: Mapp
     right.set_yticks([])
     parts = []
     for model, latency in zip(labels, values, strict=True):
-        median = f"median {statistics.median(latency):,.0f} ms" if latency else "no answers"
-        parts.append(f"{model}: {len(latency)} answers, {median}, {errors.get(model, 0)} errors")
+        middle = f"median {statistics.median(latency):,.0f} ms" if latency else "no answers"
+        parts.append(f"{model}: {len(latency)} answers, {middle}, {errors.get(model, 0)} errors")
     return _render(figure, "Latency and errors per model: " + "; ".join(parts))
