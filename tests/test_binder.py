@@ -140,13 +140,13 @@ def _banner(notebook: Path) -> str:
 def test_the_notebooks_run_on_a_fresh_binder_environment_with_no_key(
     binder_venv: Path, tmp_path: Path
 ) -> None:
-    """All six notebooks, under nbmake, in the fresh environment, served by the gateway binder/start ran.
+    """All seven notebooks, under nbmake, in the fresh environment, served by the gateway binder/start ran.
 
     nbmake's ``--overwrite`` keeps each executed copy's outputs, so every notebook's own banner can be
     read: its kernel must name the URL binder/start exported, and must not have started an embedded
     gateway of its own (that banner starts "no FLOTORCH_API_KEY/FLOTORCH_BASE_URL set").
     """
-    assert len(SERIES) == 6, SERIES
+    assert len(SERIES) == 7, SERIES
     work = tmp_path / "notebooks"
     work.mkdir()
     for name in SERIES:
