@@ -7,8 +7,9 @@ Replay: each notebook runs under nbclient with ``FLOTORCH_REPLAY`` pointing at i
 ``notebooks/recordings/<stem>/`` and no FLOTORCH_API_KEY/FLOTORCH_BASE_URL, so ``%load_ext`` must not
 start a gateway and every request must be answered from a file. Then replay is held to the files:
 
-- the recordings replay loaded (noted inside the kernel by wrapping ``Cassette.load``) are exactly
-  the files shipped for that notebook, none stale;
+- the recordings replay loaded (noted inside the kernel by wrapping ``Cassette.load``, and in every
+  Dask worker process the notebook starts by the same wrapper, installed there as a worker preload)
+  are exactly the files shipped for that notebook, none stale;
 - every recorded answer's text is in the notebook's outputs (whole, or the part ``SHOWN_IN_PART``
   names), so a notebook that silently asked something else, or showed an error inside a widget
   instead of raising, cannot pass;
@@ -48,6 +49,7 @@ SERIES = [
     "04_structured_output",
     "05_tool_calling",
     "06_streaming_and_async",
+    "07_batch",
     "08_compare_and_cost",
 ]
 
@@ -169,22 +171,64 @@ def _flotorch_test_spy():
 _flotorch_test_spy()
 del _flotorch_test_spy"""
 
-#: Runs last: the kernel's own gateway (None: none was started) and the keys replay loaded.
+#: Dask workers are processes of their own (spawned by the kernel, inheriting its environment, so
+#: FLOTORCH_REPLAY too): the spy above cannot see their loads. This module is every worker's preload
+#: (``distributed.worker.preload``, set through the kernel's environment): at worker start it wraps
+#: ``Cassette.load`` in that process the same way, appending each key replay answered to a file of
+#: its own in ``WORKER_LOADS``, for the report cell to read.
+WORKER_SPY = """\
+import os
+
+
+def dask_setup(worker):
+    import flotorch_nb.replay as replay
+
+    load = replay.Cassette.load
+    if getattr(load, "flotorch_test_spy", False):
+        return
+    log = os.path.join(os.environ["NB_REPLAY_WORKER_LOADS"], f"worker-{os.getpid()}.keys")
+
+    def noting_load(self, canonical):
+        answer = load(self, canonical)  # a miss raises: only answered requests are noted
+        with open(log, "a", encoding="utf-8") as keys:
+            keys.write(replay.request_key(canonical) + "\\n")
+        return answer
+
+    noting_load.flotorch_test_spy = True
+    replay.Cassette.load = noting_load
+"""
+WORKER_LOADS = "NB_REPLAY_WORKER_LOADS"
+
+#: Runs last: the kernel's own gateway (None: none was started), the keys replay loaded in the kernel
+#: and those it loaded in worker processes.
 REPORT_CELL = """\
 import json
+import os
+import pathlib
 import flotorch_nb.replay
 from flotorch_nb.notebook import autostart as _offline
 
-print(json.dumps({"gateway": _offline.gateway_url(), "loaded": sorted(flotorch_nb.replay.loaded_keys)}))"""
+_in_workers = {
+    key
+    for path in pathlib.Path(os.environ["NB_REPLAY_WORKER_LOADS"]).glob("*.keys")
+    for key in path.read_text(encoding="utf-8").split()
+}
+print(json.dumps({
+    "gateway": _offline.gateway_url(),
+    "loaded": sorted(flotorch_nb.replay.loaded_keys),
+    "in_workers": sorted(_in_workers),
+}))"""
 
 
 @dataclass
 class Replayed:
-    """A notebook executed in replay mode: its outputs, the kernel's own gateway, the keys replayed."""
+    """A notebook executed in replay mode: its outputs, the kernel's own gateway, the keys replayed
+    (``loaded``: in the kernel or in any worker process; ``in_workers``: those loaded in workers)."""
 
     nb: nbformat.NotebookNode
     gateway: str | None
     loaded: set[str]
+    in_workers: set[str]
 
 
 def _replay(stem: str, folder: Path, work: Path) -> Replayed:
@@ -198,11 +242,18 @@ def _replay(stem: str, folder: Path, work: Path) -> Replayed:
     env["FLOTORCH_REPLAY"] = str(folder)
     env["FLOTORCH_MODEL_ID"] = "offline/assistant"
     work.mkdir(parents=True, exist_ok=True)
+    workers = work.with_name(f"{work.name}-workers")
+    (workers / "loads").mkdir(parents=True, exist_ok=True)
+    spy = workers / "flotorch_test_worker_spy.py"
+    spy.write_text(WORKER_SPY, encoding="utf-8")
+    env[WORKER_LOADS] = str(workers / "loads")
+    env["DASK_DISTRIBUTED__WORKER__PRELOAD"] = json.dumps([str(spy)])  # dask reads it as a list
     client = NotebookClient(nb, timeout=90, kernel_name="python3", startup_timeout=60)
     client.execute(cwd=str(work), env=env)
     report = json.loads(_texts(nb.cells.pop()))
     nb.cells.pop(0)
-    return Replayed(nb, report["gateway"], set(report["loaded"]))
+    in_workers = set(report["in_workers"])
+    return Replayed(nb, report["gateway"], set(report["loaded"]) | in_workers, in_workers)
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +334,13 @@ def _recorded_content(stem: str, slug: str, *, turn: int | None = None) -> str:
     return "".join(_deltas(matches[turn if turn is not None else 0][1]))
 
 
+def _recorded_key(stem: str, slug: str) -> str:
+    """The request key of the one recording whose file name starts with ``slug``."""
+    paths = list((RECORDINGS / stem).glob(f"{slug}-*.json"))
+    assert len(paths) == 1, f"{stem}: {len(paths)} recordings named {slug!r}"
+    return str(json.loads(paths[0].read_text(encoding="utf-8"))["key"])
+
+
 def _cell_with(nb: nbformat.NotebookNode, needle: str) -> Any:
     return next(c for c in nb.cells if c.cell_type == "code" and needle in c.source)
 
@@ -305,6 +363,13 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
     "04_structured_output": [("raw JSON text", "describe-a-classic-science-fiction-film", 0)],
     "05_tool_calling": [("print(final.content)", "what-is-the-weather-like-in-paris", -1)],
     "06_streaming_and_async": [("rivers", "write-a-haiku-about-rivers", None)],
+    "07_batch": [
+        ("for item in result:", "write-a-haiku-about-autumn", None),
+        ("for word, item in zip(words, italian):", "translate-friend-into-italian", None),
+        ("finished = capped.retry_failed()", "what-is-100-8", None),
+        ("more = facts + [", "give-one-fun-fact-about-the-number-6", None),
+        ("table = out.compute()", "translate-please-into-french", None),
+    ],
     "08_compare_and_cost": [("What is a token", "what-is-a-token-in-a-language-model", None)],
 }
 
@@ -348,6 +413,17 @@ PROMISES: dict[str, list[str]] = {
         "('get_weather', {'city': 'Tokyo'",
     ],
     "06_streaming_and_async": ["[stopped]", "8 answers in", "failed: NotFoundError"],
+    "07_batch": [
+        "errors     InvalidRequestError: 1",
+        "BatchError: 1 of 3 items have no answer",
+        "errors     BudgetExceededError: 2",
+        "sent again: 2 of 5 items",
+        "requests sent: 0\nall from the cache: True",
+        "ok         4 (4 from the cache)",
+        "requests sent: 2 | from the cache: 4",
+        "4 answers in",
+        "2 workers",
+    ],
     "08_compare_and_cost": [
         "3 of 3 models answered · fastest ",
         "3 of 4 models answered",
@@ -358,6 +434,19 @@ PROMISES: dict[str, list[str]] = {
         "refused before sending: money budget",
         "request hash",
         "Tokens and cost per model: ",
+    ],
+}
+
+#: Per notebook: recordings (by slug) that its Dask cell replays in worker processes, not the kernel.
+#: Every other notebook must replay nothing in worker processes.
+IN_WORKERS: dict[str, list[str]] = {
+    "07_batch": [
+        "translate-hello-into-spanish",
+        "translate-good-morning-into-italian",
+        "translate-thank-you-into-german",
+        "translate-please-into-french",
+        "translate-goodbye-into-italian",
+        "translate-friend-into-spanish",
     ],
 }
 
@@ -474,6 +563,8 @@ def test_notebook_replays_with_no_gateway_exactly_from_its_recordings(
     for where, slug in SHOWN_IN_PART:
         if where == stem:
             assert len(list((RECORDINGS / stem).glob(f"{slug}-*.json"))) == 1, f"SHOWN_IN_PART: {slug}?"
+    in_workers = {_recorded_key(stem, slug) for slug in IN_WORKERS.get(stem, [])}
+    assert run.in_workers == in_workers, f"{stem}: replayed in Dask worker processes: {run.in_workers}"
     assert _replay_problems(stem, run, RECORDINGS / stem) == []
 
 

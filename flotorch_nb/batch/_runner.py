@@ -253,6 +253,9 @@ class _Run:
             except FlotorchError as error:
                 self.limiter.settle(grant, 0)
                 if isinstance(error, BudgetExceededError):
+                    # Refused by a before_request hook: nothing went out, so it is not a request sent.
+                    item.attempts -= 1
+                    self.stats.requests -= 1
                     self.budget_error = self.budget_error or error
                     self._fail(item, error)
                     return
