@@ -25,6 +25,9 @@ ENV_REPLAY = "FLOTORCH_REPLAY"
 ENV_NO_NEST_ASYNCIO = "FLOTORCH_NO_NEST_ASYNCIO"
 #: Set by a launcher (python -m flotorch_nb.lab, binder/start) to the URL of the offline gateway it started.
 ENV_OFFLINE_GATEWAY = "FLOTORCH_OFFLINE_GATEWAY"
+#: The models ``%%flotorch --compare`` asks when no ``-m`` list is given (comma-separated); ``%load_ext``
+#: sets it to the offline gateway's three text models when that gateway answers.
+ENV_COMPARE_MODELS = "FLOTORCH_COMPARE_MODELS"
 
 DEFAULT_ENDPOINT = "/api/openai/v1/chat/completions"
 #: Long enough for a slow model's full answer, short enough that a dead gateway never hangs a cell.
@@ -78,11 +81,12 @@ def redact(text: str, secret: Secret | None) -> str:
 
 
 def display_url(url: str) -> str:
-    """``url`` for showing (repr, errors, banners): a ``user:password@`` part is a credential too."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """``url`` fit to show or save (reprs, errors, banners, the provenance a notebook keeps): without
+    its ``user:password@`` part, query string and fragment, any of which may hold a key."""
+    try:
+        return _shown(urlsplit(url))
+    except ValueError:  # urlsplit refuses e.g. "http://[::1"; its text may still hold a key
+        return "(not a valid URL)"
 
 
 def _check_key(key: str) -> str:

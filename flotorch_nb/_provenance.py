@@ -11,21 +11,26 @@ flotorch_nb, and the canonical request hash that replay and the answer cache use
      "total_tokens": 42, "latency_ms": 210.5, "source": "offline", "flotorch_nb_version": "0.1.0",
      "request_hash": "9f2c…"}
 
-Token counts are ``null`` when the gateway did not send them. The gateway is shown display-safe:
-scheme, host, port and path only (no ``user:password@``, no query string, no fragment), and a record
-never holds the key nor the messages. :func:`provenance` reads a saved notebook back into a
-``pandas.DataFrame`` (pandas is imported only then). Pure apart from reading that file.
+Token counts are ``null`` when the gateway did not send them. The gateway is shown display-safe
+(``_config.display_url``: scheme, host, port and path only; no ``user:password@``, no query string,
+no fragment), and a record never holds the key nor the messages.
+
+The time and the request hash come from :class:`Stamp`, an ``after_call`` hook (only a hook sees the
+body that was sent, whichever surface made the call) that sets ``LLMResponse.created_at`` and
+``request_hash`` and can hand each record to a sink: the notebook session's list of answers.
+:func:`provenance` reads a saved notebook back into a ``pandas.DataFrame`` (pandas is imported only
+then). Pure apart from reading that file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ._config import DEFAULT_ENDPOINT, display_url
 from ._errors import ConfigurationError
@@ -33,11 +38,14 @@ from ._errors import ConfigurationError
 if TYPE_CHECKING:
     import pandas
 
+    from ._hooks import CallResult
     from ._response import LLMResponse
+    from .llm import FlotorchLLM
 
 __all__ = [
     "FIELDS",
     "METADATA_KEY",
+    "Stamp",
     "output_metadata",
     "provenance",
     "provenance_frame",
@@ -66,21 +74,18 @@ FIELDS = (
 
 
 def safe_gateway_url(url: str | None) -> str | None:
-    """``url`` fit to be saved in a notebook: no credentials, no query string, no fragment.
-
-    A base URL may carry a key in ``user:password@`` or ``?api_key=``; neither may reach a file that is
-    shared. What cannot be parsed as a URL is not shown at all (``None``).
-    """
+    """``url`` fit to be saved in a notebook (``_config.display_url``: no credentials, query string or
+    fragment), without a trailing ``/``; ``None`` for what is not a URL with a scheme and a host."""
     if not url:
         return None
     try:
-        parts = urlsplit(display_url(str(url)))
+        parts = urlsplit(str(url))
         parts.port  # noqa: B018 -- parsing the port is what rejects ":99999"
     except ValueError:
         return None
     if not parts.scheme or not parts.hostname:
         return None
-    return urlunsplit(parts._replace(query="", fragment="")).rstrip("/")
+    return display_url(str(url)).rstrip("/")
 
 
 def request_hash(body: Mapping[str, Any], endpoint: str = DEFAULT_ENDPOINT) -> str:
@@ -102,33 +107,83 @@ def provenance_of(
     response: LLMResponse,
     *,
     base_url: str | None,
-    request_body: Mapping[str, Any] | None,
+    request_body: Mapping[str, Any] | None = None,
     endpoint: str = DEFAULT_ENDPOINT,
     timestamp: datetime | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
     """The provenance record of one answer (see the module docstring for its fields).
 
-    ``request_body`` is the JSON body that was sent (``CallRequest.body``, seen by a
-    ``before_request`` hook); without it ``request_hash`` is ``None``. ``timestamp`` defaults to now;
-    ``model`` is the one asked for, used when the gateway named none.
+    The request hash is that of ``request_body`` (the JSON body that was sent) when given, else the
+    one :class:`Stamp` put on the response (else ``None``); the timestamp is ``timestamp``, else the
+    response's ``created_at``, else now. ``model`` is the one asked for, used when the gateway named
+    none.
     """
     from . import __version__
 
     usage = response.usage
+    if request_body is not None:
+        digest: str | None = request_hash(request_body, endpoint)
+    else:
+        digest = response.request_hash
     return {
         "model": response.model or model,
         "gateway": safe_gateway_url(base_url),
         "request_id": response.request_id,
-        "timestamp": _utc(timestamp),
+        "timestamp": _utc(timestamp or response.created_at),
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "total_tokens": usage.total_tokens if usage else None,
         "latency_ms": round(response.latency_s * 1000, 3),
         "source": response.source,
         "flotorch_nb_version": __version__,
-        "request_hash": request_hash(request_body, endpoint) if request_body is not None else None,
+        "request_hash": digest,
     }
+
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+class Stamp:
+    """An ``after_call`` hook: stamps every answer with ``created_at`` (UTC, when it arrived) and
+    ``request_hash`` (of the body that was sent), and hands the provenance record of each completed
+    answer to ``sink``, if given, with ``by`` (the ``call_label``: ``magic``, ``chat``, or ``code``).
+
+    A hook because only a hook sees the body that was sent (``CallRequest.body``), whichever surface
+    made the call; the notebook session attaches one to each of its clients (its sink is the session's
+    list of answers, ``%flotorch provenance``), and a comparison to each model's client.
+    """
+
+    def __init__(self, base_url: str | None, endpoint: str = DEFAULT_ENDPOINT, sink: Sink | None = None):
+        self.base_url = base_url
+        self.endpoint = endpoint
+        self.sink = sink
+
+    @classmethod
+    def attach(cls, llm: FlotorchLLM, sink: Sink | None = None) -> Stamp:
+        """Add a stamp to ``llm``'s hooks, unless it has one already (with this sink, or any when
+        ``sink`` is None); return the stamp in place."""
+        for hook in llm.hooks.after_call:
+            if isinstance(hook, Stamp) and (sink is None or hook.sink == sink):
+                return hook
+        stamp = cls(llm.base_url, llm.endpoint, sink)
+        llm.hooks.after_call.append(stamp)
+        return stamp
+
+    def __call__(self, result: CallResult) -> None:
+        response = result.response
+        if response is None:
+            return
+        response.created_at = datetime.now(UTC)
+        response.request_hash = request_hash(result.request.body, self.endpoint)
+        if self.sink is not None and result.outcome == "ok":
+            record = provenance_of(
+                response, base_url=self.base_url, endpoint=self.endpoint, model=result.request.model
+            )
+            self.sink(record | {"by": result.request.label or "code"})
+
+    def __repr__(self) -> str:
+        return f"Stamp({safe_gateway_url(self.base_url)!r})"
 
 
 def output_metadata(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -30,7 +30,8 @@ import html
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._text import utf8_safe
 
@@ -108,6 +109,9 @@ class Footer:
     Checked when built (a wrong type is a caller's bug, found where it was made). ``usage_known``
     False with ``total_tokens`` > 0 means the total is an estimate (a stopped stream, a gateway that
     sent no usage); with 0 it means "unknown". ``note`` is a short mark shown first (``STOPPED``).
+    ``cost`` is shown last, only while a price table is in use (``pricing.shown_cost``): dollars
+    (``$0.0012``), or ``"unknown"`` for a model without a price ("cost unknown", never a guess);
+    ``None`` shows nothing.
     """
 
     model: str
@@ -119,8 +123,11 @@ class Footer:
     gateway_latency_ms: float | None = None
     offline: bool = False
     note: str | None = None
+    cost: Decimal | Literal["unknown"] | None = None
 
     def __post_init__(self) -> None:
+        if not (self.cost is None or self.cost == "unknown" or isinstance(self.cost, Decimal)):
+            raise TypeError(f"cost must be a Decimal, 'unknown' or None, not {self.cost!r}")
         if self.note is not None and not isinstance(self.note, str):
             raise TypeError(f"note must be a str, not {type(self.note).__name__}")
         if not isinstance(self.model, str):
@@ -160,6 +167,10 @@ class Footer:
             parts.append(f"{latency} (gateway {gateway})" if gateway else latency)
         elif gateway:
             parts.append(f"gateway {gateway}")
+        if self.cost is not None:
+            from .pricing import format_cost
+
+            parts.append(format_cost(None if self.cost == "unknown" else self.cost))
         return parts
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._errors import APIStatusError, ResponseError, status_error
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ._render import Footer
 
 OFFLINE_HEADER = "x-flotorch-gateway"
@@ -89,6 +91,11 @@ class LLMResponse:
     parsed: Any = None
     #: Where the answer came from: ``live``, ``offline`` (the embedded gateway), ``replay`` or ``cache``.
     source: Source = "live"
+    #: When the answer arrived (UTC), and the canonical hash of the request that asked for it (the key
+    #: replay files and the answer cache use). Set by the ``_provenance.Stamp`` hook, which the notebook
+    #: session and comparisons attach; None on a client without it.
+    created_at: datetime | None = None
+    request_hash: str | None = None
 
     def assistant_message(self) -> dict[str, Any]:
         """The assistant turn to append to ``messages`` (tool calls included) to continue the chat."""
@@ -127,10 +134,15 @@ class LLMResponse:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """Plain data for any frontend: sanitized HTML (content as Markdown) and plain text, each with
         a footer. Rendering is imported here so that ``import flotorch_nb`` stays light."""
+        return self.mimebundle()
+
+    def mimebundle(self, footer: Footer | None = None) -> dict[str, str]:
+        """What ``_repr_mimebundle_`` shows, with another footer if given (``%%flotorch`` adds the
+        cost to it)."""
         from . import _render
         from ._text import utf8_safe
 
-        footer = self.footer()
+        footer = footer if footer is not None else self.footer()
         text = self.content
         if self.tool_calls:
             calls = "\n".join(f"→ tool call {c.name}({c.arguments})" for c in self.tool_calls)

@@ -22,24 +22,23 @@ column.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from . import _render
 from ._agreement import Agreement, agreement, normalize_label
+from ._compare_view import comparison_html, comparison_text, preview_bundle
 from ._errors import ConfigurationError, InvalidRequestError
-from ._provenance import output_metadata, provenance_of
-from .pricing import PriceTable, default_prices, format_cost
+from ._provenance import Stamp, output_metadata, provenance_of
+from .pricing import PriceTable, default_prices
 
 if TYPE_CHECKING:
     import pandas
 
-    from ._hooks import CallRequest
     from ._response import LLMResponse
     from .llm import FlotorchLLM
 
@@ -53,7 +52,7 @@ __all__ = [
     "normalize_label",
     "parse_models",
     "preview_bundle",
-]
+]  # preview_bundle: the live view (``_compare_view``), for a surface that streams a comparison
 
 DeltaCallback = Callable[[str, str], None]
 ResultCallback = Callable[["ModelResult"], None]
@@ -99,6 +98,8 @@ class Comparison:
 
     results: tuple[ModelResult, ...]
     messages: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: Whether a price table was in use: footers then show each cost ("cost unknown" without a price).
+    priced: bool = False
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -176,7 +177,10 @@ class Comparison:
         self, include: Any = None, exclude: Any = None
     ) -> tuple[dict[str, str], dict[str, Any]]:
         """Plain text and sanitized HTML, with the answers' provenance as the output's metadata."""
-        data = {"text/plain": comparison_text(self.results), "text/html": comparison_html(self.results)}
+        data = {
+            "text/plain": comparison_text(self.results, priced=self.priced),
+            "text/html": comparison_html(self.results, priced=self.priced),
+        }
         return data, output_metadata(self.provenance)
 
 
@@ -210,7 +214,7 @@ async def acompare(
     for result in results:
         if isinstance(result.error, InvalidRequestError | ConfigurationError):
             raise result.error  # the request itself is wrong, for every model alike
-    return Comparison(tuple(results), list(messages))
+    return Comparison(tuple(results), list(messages), priced=len(table) > 0)
 
 
 class _CallbackFailed(Exception):
@@ -227,18 +231,13 @@ async def _ask(
     on_result: ResultCallback | None,
 ) -> None:
     """One model's request, into ``result``: the answer and its provenance, or the error."""
-    sent: list[Mapping[str, Any]] = []
     try:
         client = llm.with_model(result.model)
     except Exception as exc:
         result.error = exc
         _call_back(on_result, result)
         return
-
-    def capture(request: CallRequest) -> None:  # last in line: runs only if no hook refused the call
-        sent.append(request.body)
-
-    client.hooks.before_request.append(capture)
+    Stamp.attach(client)  # the answer's arrival time and request hash (a session client has one)
     pieces: list[str] = []
     try:
         if on_delta is None:
@@ -252,12 +251,7 @@ async def _ask(
         result.response, result.text = response, response.content
         result.cost = prices.cost(result.model, response.usage, response.model)
         result.provenance = provenance_of(
-            response,
-            base_url=client.base_url,
-            request_body=sent[-1] if sent else None,
-            endpoint=client.endpoint,
-            timestamp=datetime.now(UTC),
-            model=result.model,
+            response, base_url=client.base_url, endpoint=client.endpoint, model=result.model
         )
     except _CallbackFailed:
         raise
@@ -316,7 +310,10 @@ def compare(
             ready.set()
             events.put(("end", ()))
 
-    worker = threading.Thread(target=work, name="flotorch-compare", daemon=True)
+    # The worker runs in a copy of this context, so what marks the caller's calls (``call_label``, a
+    # ledger's ``capture``) marks every model's call too.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(work,), name="flotorch-compare", daemon=True)
     worker.start()
     try:
         while True:
@@ -343,6 +340,7 @@ def _run_on_new_loop(main: Coroutine[Any, Any, Comparison]) -> Comparison:
     version that reuses the thread's loop and never closes it. This one cancels what is left, as
     ``asyncio.run`` does (which is also when the client closes that loop's connection pools)."""
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # as asyncio.run does: code that asks for "the" loop finds this one
     try:
         return loop.run_until_complete(main)
     finally:
@@ -350,135 +348,9 @@ def _run_on_new_loop(main: Coroutine[Any, Any, Comparison]) -> Comparison:
             left = asyncio.all_tasks(loop)
             for task in left:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
+            asyncio.set_event_loop(None)
             loop.close()
-
-
-# -- showing -----------------------------------------------------------------------------------------
-_CELL = 'style="vertical-align:top;text-align:left;padding:6px 8px;border:1px solid #e5e7eb"'
-_HEAD = 'style="text-align:left;padding:6px 8px;border:1px solid #e5e7eb;background:#f9fafb"'
-_TABLE = (
-    '<table class="flotorch-compare-table" '
-    'style="table-layout:fixed;width:100%;border-collapse:collapse;margin:0">'
-)
-_PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monospace">'
-
-
-def _footer(result: ModelResult) -> str:
-    if result.response is None:
-        return ""
-    footer = _render.footer_html(result.response.footer(result.model))
-    cost = (
-        '<div class="flotorch-cost" style="font-size:0.85em;color:#6b7280">'
-        f"{_render.escape_text(format_cost(result.cost))}</div>"
-    )
-    return footer + cost
-
-
-def _error_html(result: ModelResult) -> str:
-    error = result.error
-    assert error is not None
-    line = (
-        '<div class="flotorch-compare-error" style="color:#b91c1c">'
-        f"<strong>{_render.escape_text(type(error).__name__)}</strong>: "
-        f"{_render.escape_text(str(error))}</div>"
-    )
-    if result.text:  # what arrived before a stream broke stays readable, marked as partial
-        line += f'{_render.render_markdown(result.text)}<div style="color:#6b7280">(answer cut off)</div>'
-    return line
-
-
-def _column(result: ModelResult) -> str:
-    if result.error is not None:
-        return _error_html(result)
-    return f'<div class="flotorch-answer">{_render.render_markdown(result.text)}{_footer(result)}</div>'
-
-
-def comparison_html(results: Sequence[ModelResult]) -> str:
-    """The static side-by-side view: a table with one column per model (model text sanitized)."""
-    heads = "".join(
-        f'<th class="flotorch-compare-model" {_HEAD}>{_render.escape_text(r.model)}</th>' for r in results
-    )
-    cells = "".join(f'<td class="flotorch-compare-cell" {_CELL}>{_column(r)}</td>' for r in results)
-    return (
-        f'<div class="flotorch-compare">{_TABLE}<thead><tr>{heads}</tr></thead>'
-        f"<tbody><tr>{cells}</tr></tbody></table>{_summary_html(results)}</div>"
-    )
-
-
-def _summary_html(results: Sequence[ModelResult]) -> str:
-    line = _summary(results)
-    if not line:
-        return ""
-    return (
-        '<div class="flotorch-compare-summary" style="font-size:0.85em;color:#6b7280;margin-top:4px">'
-        f"{_render.escape_text(line)}</div>"
-    )
-
-
-def _summary(results: Sequence[ModelResult]) -> str:
-    answered = [r for r in results if r.ok and r.response is not None]
-    parts = [f"{len(answered)} of {len(results)} models answered"]
-    if len(answered) > 1:
-        fastest = min(answered, key=lambda r: r.response.latency_s if r.response else 0.0)
-        parts.append(f"fastest {fastest.model}")
-    costs = [r.cost for r in answered]
-    if answered:
-        known = [c for c in costs if c is not None]
-        total = format_cost(sum(known, Decimal(0))) if len(known) == len(costs) else None
-        parts.append(
-            f"total {total}" if total else f"total cost unknown ({costs.count(None)} without a price)"
-        )
-    return " · ".join(parts)
-
-
-def comparison_text(results: Sequence[ModelResult]) -> str:
-    """The comparison as plain text: a table of the numbers, then each answer under its model."""
-    rows = [("model", "tokens", "latency", "cost")]
-    for r in results:
-        if r.error is not None:
-            rows.append((r.model, "-", "-", f"{type(r.error).__name__}"))
-            continue
-        assert r.response is not None
-        usage = r.response.usage
-        tokens = str(usage.total_tokens) if usage else "unknown"
-        latency = f"{r.response.latency_s * 1000:.0f} ms"
-        rows.append((r.model, tokens, latency, format_cost(r.cost)))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    table = "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-    blocks = [table, _summary(results)]
-    for r in results:
-        body = f"{type(r.error).__name__}: {r.error}" if r.error is not None else r.text
-        if r.error is not None and r.text:
-            body += f"\n(answer cut off) {r.text}"
-        blocks.append(f"── {r.model}\n{body}")
-    return "\n\n".join(blocks)
-
-
-def preview_bundle(
-    models: Sequence[str], texts: Mapping[str, str], finished: Mapping[str, ModelResult]
-) -> dict[str, str]:
-    """The live view while answers stream in: finished columns as final, others as escaped text with a
-    "streaming…" line (the magic redraws it; the final display is the ``Comparison`` itself)."""
-    cells, plain = [], []
-    for model in models:
-        done = finished.get(model)
-        if done is not None:
-            cells.append(_column(done))
-            plain.append(f"── {model} (done)\n{done.text if done.ok else type(done.error).__name__}")
-            continue
-        text = texts.get(model, "")
-        status = '<div class="flotorch-footer" style="font-size:0.85em;color:#6b7280">streaming…</div>'
-        cells.append(f"{_PRE}{_render.escape_text(text)}</div>{status}")
-        plain.append(f"── {model} (streaming…)\n{text}")
-    heads = "".join(f"<th {_HEAD}>{_render.escape_text(m)}</th>" for m in models)
-    body = "".join(f'<td class="flotorch-compare-cell" {_CELL}>{c}</td>' for c in cells)
-    html = (
-        f'<div class="flotorch-compare flotorch-compare-live">{_TABLE}<thead><tr>{heads}</tr></thead>'
-        f"<tbody><tr>{body}</tr></tbody></table></div>"
-    )
-    return {"text/plain": "\n\n".join(plain), "text/html": html}

@@ -17,11 +17,8 @@ prices in dollars per million tokens::
 A malformed file is a ``ConfigurationError`` naming the file and the line: tomllib's and json's own
 position for a syntax error, and for a wrong value the line of that model's entry.
 
-The money budget is two plain hooks (see ``flotorch_nb._hooks``): ``before_request`` refuses a call, before
-anything is sent, when what was spent plus the most this call can cost exceeds the limit;
-``after_call`` adds what the call did cost. Calls in flight hold their estimate as a reservation, so
-three models compared at once cannot together overshoot the budget. Pure: no I/O except reading the
-price file, no IPython.
+What calls spent, and the money budget, are ``flotorch_nb.spending``'s. Pure: no I/O except reading
+the price file, no IPython.
 """
 
 from __future__ import annotations
@@ -29,27 +26,28 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Literal, Protocol
 
-from ._errors import BudgetExceededError, ConfigurationError
-
-if TYPE_CHECKING:
-    from ._hooks import CallRequest, CallResult, Hooks
+from ._errors import ConfigurationError
 
 __all__ = [
     "ENV_PRICES",
-    "MoneyBudget",
+    "UNKNOWN_COST",
     "Price",
     "PriceTable",
-    "SpendTracker",
+    "ShownCost",
     "default_prices",
+    "describe_costs",
     "format_cost",
     "format_price",
     "parse_money",
+    "reset_default_prices",
+    "shared_prices",
+    "shown_cost",
 ]
 
 ENV_PRICES = "FLOTORCH_PRICES"
@@ -161,6 +159,13 @@ class PriceTable:
         with self._lock:
             self._set.pop(model, None)
             self._loaded.pop(model, None)
+
+    def clear(self) -> None:
+        """Forget every price, set at run time or loaded."""
+        with self._lock:
+            self._set.clear()
+            self._loaded.clear()
+            self.source = None
 
     def replace_loaded(self, other: PriceTable) -> None:
         """Take ``other``'s file prices (a reloaded file), keeping the prices set at run time."""
@@ -290,6 +295,20 @@ _DEFAULT_PATH: list[str | None] = [None]
 _DEFAULT_LOCK = threading.Lock()
 
 
+def shared_prices() -> PriceTable:
+    """The process-wide table as it is, without looking at ``FLOTORCH_PRICES``: what a hook reads,
+    since a hook must not fail on a price file (``default_prices`` is called where an error can be
+    shown: a new session client, ``%flotorch price``, a comparison)."""
+    return _DEFAULT
+
+
+def reset_default_prices() -> None:
+    """Empty the process-wide table: prices set at run time and the file's (``reset()``, tests)."""
+    with _DEFAULT_LOCK:
+        _DEFAULT.clear()
+        _DEFAULT_PATH[0] = None
+
+
 def default_prices(env: Mapping[str, str] | None = None) -> PriceTable:
     """The process-wide table: ``FLOTORCH_PRICES``'s file (reread when the variable names another
     file) under the prices set at run time. ``%flotorch price`` and ``llm.compare`` share it."""
@@ -322,154 +341,30 @@ def format_price(price: Price | None) -> str:
     return f"${price.input_per_million:f} in / ${price.output_per_million:f} out per 1M tokens"
 
 
-# -- spending and the money budget -------------------------------------------------------------------
-class SpendTracker:
-    """Adds up what calls cost (an ``after_call`` hook): total, per model, and calls of unknown cost.
-
-    ``spent`` counts only what is known; ``unknown_calls`` says how many calls could not be priced, so
-    a total is never shown as complete when it is not. A call that was stopped or broke mid-stream has
-    no gateway count: its tokens are the hooks' estimate, priced the same way and flagged
-    ``estimated``.
-    """
-
-    def __init__(self, prices: PriceTable) -> None:
-        self.prices = prices
-        self._lock = threading.Lock()
-        self.spent = Decimal(0)
-        self.by_model: dict[str, Decimal] = {}
-        self.unknown_calls = 0
-        self.estimated = False
-
-    def cost_of(self, result: CallResult) -> tuple[Decimal | None, bool]:
-        """What a finished call cost, and whether that is an estimate (no gateway token count)."""
-        total = result.total_tokens
-        if result.usage is None and total == 0:
-            return Decimal(0), False  # never reached a model (refused, unreachable, 4xx/5xx): free
-        price = self.prices.get(result.request.model, result.model)
-        if price is None:
-            return None, False
-        if result.usage is not None:
-            return price.cost(result.usage.input_tokens, result.usage.output_tokens), False
-        prompt = min(total, _prompt_tokens(result.request))
-        return price.cost(prompt, total - prompt), True
-
-    def after_call(self, result: CallResult) -> None:
-        """The ``after_call`` hook."""
-        cost, estimated = self.cost_of(result)
-        with self._lock:
-            if cost is None:
-                self.unknown_calls += 1
-                return
-            self.spent += cost
-            self.by_model[result.model] = self.by_model.get(result.model, Decimal(0)) + cost
-            self.estimated = self.estimated or estimated
-
-    def reset(self) -> None:
-        """Start counting from zero."""
-        with self._lock:
-            self.spent = Decimal(0)
-            self.by_model.clear()
-            self.unknown_calls = 0
-            self.estimated = False
-
-    def __repr__(self) -> str:
-        return f"SpendTracker(spent={format_cost(self.spent)}, unknown_calls={self.unknown_calls})"
+#: What a footer shows as the cost (``_render.Footer.cost``): dollars, ``"unknown"`` (a model without a
+#: price), or None when no price table is in use, so notebooks that never set a price look as before.
+ShownCost = Decimal | Literal["unknown"] | None
 
 
-def _prompt_tokens(request: CallRequest) -> int:
-    cap = request.body.get("max_tokens") or request.body.get("max_completion_tokens") or 0
-    return request.estimated_tokens - (cap if isinstance(cap, int) else 0)
+def shown_cost(cost: Decimal | None, prices: PriceTable) -> ShownCost:
+    """``cost`` as a footer shows it: nothing while ``prices`` is empty, else the dollars or
+    ``"unknown"``."""
+    if not len(prices):
+        return None
+    return "unknown" if cost is None else cost
 
 
-def _cap_tokens(request: CallRequest) -> int:
-    return request.estimated_tokens - _prompt_tokens(request)
-
-
-class MoneyBudget:
-    """Refuse calls, before sending, once they could take the spend past ``limit`` dollars.
-
-    The most a call can cost is its prompt (the hooks' estimate) at the input price plus its
-    ``max_tokens`` cap at the output price; without a cap only the prompt can be foreseen, so a
-    strict budget wants ``max_tokens``. A model with no price is refused: its cost cannot be checked,
-    and letting it through would make the budget a guess. Attach with :meth:`attach`, after any other
-    hook that may refuse a call (a call refused by a later hook never reaches ``after_call``, so its
-    reservation would stay until :meth:`reset`).
-    """
-
-    def __init__(self, limit: object, prices: PriceTable, tracker: SpendTracker | None = None) -> None:
-        try:
-            self.limit = _money(limit, "a money budget")
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        self.prices = prices
-        self.tracker = tracker if tracker is not None else SpendTracker(prices)
-        self._lock = threading.Lock()
-        # Keyed by id(request); the request is kept too, so its id cannot be reused while reserved.
-        self._reserved: dict[int, tuple[CallRequest, Decimal]] = {}
-
-    @property
-    def spent(self) -> Decimal:
-        """Dollars spent by finished calls."""
-        return self.tracker.spent
-
-    @property
-    def remaining(self) -> Decimal:
-        """Dollars left, not counting calls in flight (never below zero)."""
-        return max(Decimal(0), self.limit - self.tracker.spent)
-
-    def most_a_call_costs(self, request: CallRequest) -> Decimal | None:
-        """The conservative estimate of ``request``'s cost, or None when its model has no price."""
-        price = self.prices.get(request.model)
-        if price is None:
-            return None
-        return price.cost(_prompt_tokens(request), _cap_tokens(request))
-
-    def before_request(self, request: CallRequest) -> None:
-        """The ``before_request`` hook: refuse (``BudgetExceededError``) or reserve the estimate."""
-        estimate = self.most_a_call_costs(request)
-        if estimate is None:
-            raise BudgetExceededError(
-                f"a money budget of {format_cost(self.limit)} is set, but {request.model!r} has no price, "
-                f"so what it costs cannot be checked: set one (%flotorch price {request.model} IN OUT, or "
-                f"in the {ENV_PRICES} file) or turn the money budget off; nothing was sent"
-            )
-        with self._lock:
-            committed = self.tracker.spent + sum((cost for _, cost in self._reserved.values()), Decimal(0))
-            if committed + estimate > self.limit:
-                in_flight = (
-                    f" ({format_cost(committed - self.tracker.spent)} in flight)" if self._reserved else ""
-                )
-                raise BudgetExceededError(
-                    f"money budget {format_cost(self.limit)}: {format_cost(self.tracker.spent)} spent"
-                    f"{in_flight}, and this call to {request.model} could cost up to "
-                    f"{format_cost(estimate)}; nothing was sent (raise it with %flotorch budget $N)"
-                )
-            self._reserved[id(request)] = (request, estimate)
-
-    def reset(self) -> None:
-        """Forget what was spent and reserved."""
-        self.tracker.reset()
-        with self._lock:
-            self._reserved.clear()
-
-    def after_call(self, result: CallResult) -> None:
-        """The ``after_call`` hook: count the cost and free the call's reservation."""
-        self.tracker.after_call(result)
-        with self._lock:
-            self._reserved.pop(id(result.request), None)
-
-    def attach(self, hooks: Hooks) -> MoneyBudget:
-        """Add this budget's two hooks to a client's ``hooks`` (``llm.hooks``)."""
-        hooks.before_request.append(self.before_request)
-        hooks.after_call.append(self.after_call)
-        return self
-
-    def detach(self, hooks: Hooks) -> None:
-        """Remove this budget's hooks again (``%flotorch budget off``)."""
-        while self.before_request in hooks.before_request:
-            hooks.before_request.remove(self.before_request)
-        while self.after_call in hooks.after_call:
-            hooks.after_call.remove(self.after_call)
-
-    def __repr__(self) -> str:
-        return f"MoneyBudget(limit={format_cost(self.limit)}, spent={format_cost(self.tracker.spent)})"
+def describe_costs(costs: Iterable[ShownCost]) -> str | None:
+    """The sum of some calls' costs, honestly: ``$0.012``; ``$0.012 + 2 calls of unknown cost``;
+    "cost unknown" when none is known; None when no call was priced nor unpriced (no table in use)."""
+    known = [c for c in costs if c is not None]
+    if not known:
+        return None
+    amounts = [c for c in known if isinstance(c, Decimal)]
+    unknown = len(known) - len(amounts)
+    if not amounts:
+        return UNKNOWN_COST
+    total = format_cost(sum(amounts, Decimal(0)))
+    if unknown:
+        return f"{total} + {unknown} call{'s' if unknown != 1 else ''} of unknown cost"
+    return total

@@ -24,7 +24,8 @@ def test_map_over_a_list_returns_a_batch_result_that_shows_its_summary_and_first
     result = shell.cell("--map cities -m offline/echo -o res --concurrency 2", "Tell me about {item}.\n")
     assert isinstance(result, BatchResult) and shell.ip.user_ns["res"] is result
     assert [i.content for i in result] == [f"Tell me about {c}." for c in ("Paris", "Oslo", "Lima")]
-    bundle = result._repr_mimebundle_()
+    bundle, metadata = result._repr_mimebundle_()  # the summary, and its answers' provenance
+    assert len(metadata["flotorch_nb"]["provenance"]) == 3
     assert "items      3" in bundle["text/plain"] and "Tell me about Oslo." in bundle["text/plain"]
     assert "flotorch-batch" in bundle["text/html"] and "Tell me about Lima." in bundle["text/html"]
     assert len(offline_env.requests) == 3
@@ -38,7 +39,7 @@ def test_map_over_a_dataframe_uses_its_columns_and_names_them_when_a_field_is_un
     shell.ip.user_ns["reviews"] = pd.DataFrame({"text": ["good", XSS], "stars": [5, 1]})
     result = shell.cell("--map reviews -m offline/echo", "{stars} stars: {text}")
     assert result[0].content == "5 stars: good"
-    html = result._repr_mimebundle_()["text/html"]
+    html = result._repr_mimebundle_()[0]["text/html"]
     assert "<img" not in html and "<script" not in html  # model text is escaped, never rendered
     with pytest.raises(UsageError, match=r"\{review\}.*columns: text, stars"):
         shell.cell("--map reviews", "Classify {review}")

@@ -110,3 +110,16 @@ def test_the_chat_panels_root_can_be_docked(gateway: OfflineGateway) -> None:
         (output,) = docked.outputs
         assert output["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == chat.root.model_id
         undock(docked)
+
+
+def test_the_models_batch_chart_shows_each_models_latencies_and_errors() -> None:
+    from flotorch_nb.notebook.charts import models_batch_chart
+
+    latencies = {"model-a": [100.0 + i * 3 for i in range(30)], "model-b": [400.0 + i * 9 for i in range(25)]}
+    text = check_image(
+        models_batch_chart({**latencies, "model-c": []}, {"model-b": 5, "model-c": 30}), "models"
+    )
+    assert text == (
+        "Latency and errors per model: model-a: 30 answers, median 144 ms, 0 errors; "
+        "model-b: 25 answers, median 508 ms, 5 errors; model-c: 0 answers, no answers, 30 errors"
+    )

@@ -41,7 +41,8 @@ from flotorch_nb.compare import (
 )
 from flotorch_nb.compare import compare as compare_function
 from flotorch_nb.gateway import Fault, OfflineGateway
-from flotorch_nb.pricing import MoneyBudget, PriceTable
+from flotorch_nb.pricing import PriceTable
+from flotorch_nb.spending import MoneyBudget
 
 pytestmark = pytest.mark.anyio
 

@@ -122,6 +122,7 @@ def test_jupyter_command(tmp_path: Path) -> None:
 def test_gateway_command_is_the_documented_cli() -> None:
     assert lab.gateway_command(8765, "k", python="/py") == [
         "/py", "-m", "flotorch_nb.gateway", "--host", "127.0.0.1", "--port", "8765", "--api-key", "k",
+        "--latency", "0.05", "--token-delay", "0.002",
     ]  # fmt: skip
 
 

@@ -42,7 +42,7 @@ from flotorch_nb.notebook import magics as flotorch_magics
 from flotorch_nb.notebook.session import get_session, reset
 from flotorch_nb.replay import ReplayMissError
 
-SECRET = "sk-" "live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
+SECRET = "sk-live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
 XSS = '<img src=x onerror="window.pwned=1"> **bold** <script>window.pwned=2</script>'
 
 
@@ -136,8 +136,14 @@ def slow_gateway() -> Iterator[OfflineGateway]:
         yield gw
 
 
+def data_of(value: Any) -> dict[str, Any]:
+    """What a value displays (``_repr_mimebundle_`` may return (data, metadata), as a cell's does)."""
+    bundle = value._repr_mimebundle_()
+    return bundle[0] if isinstance(bundle, tuple) else bundle
+
+
 def html_of(resp: LLMResponse) -> str:
-    return resp._repr_mimebundle_()["text/html"]
+    return data_of(resp)["text/html"]
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -168,12 +174,12 @@ def test_unload_removes_the_magics(shell: Shell) -> None:
 def test_help_documents_every_option_and_subcommand(shell: Shell) -> None:
     cell_doc = shell.ip.find_cell_magic("flotorch").__doc__
     options = "--model --temperature --max-tokens --system --format --schema --output --continue --new"
-    options += " --no-stream --no-interpolate --map --concurrency"
+    options += " --no-stream --no-interpolate --map --concurrency --compare --keep-errors"
     for option in [*options.split(), "%%flotorch"]:
         assert option in cell_doc
     line_doc = shell.ip.find_line_magic("flotorch").__doc__
     subcommands = ["config", "model", "base_url", "login", "usage", "budget", "history", "reset"]
-    subcommands += ["export", "record", "replay", "live", "cache"]
+    subcommands += ["export", "record", "replay", "live", "cache", "price", "provenance"]
     assert sorted([*_magic_commands.COMMANDS, "login"]) == sorted(subcommands)  # none undocumented
     for sub in subcommands:
         assert f"\n  {sub}" in line_doc
@@ -259,7 +265,7 @@ def test_the_answer_streams_into_one_display_then_becomes_the_cells_value(
     assert all('class="flotorch-streaming"' in u.data["text/html"] for u in updates)
     # The preview is cleared (wait=True: when the final output arrives), and nothing else is drawn:
     # the saved notebook holds one rendering, the LLMResponse as Out[n].
-    assert shell.pub.events[-2:] == [Event("clear", wait=True), Event("result", resp._repr_mimebundle_())]
+    assert shell.pub.events[-2:] == [Event("clear", wait=True), Event("result", data_of(resp))]
     html = html_of(resp)
     assert 'class="flotorch-answer"' in html and 'class="flotorch-footer"' in html
     assert "OFFLINE gateway" in html and f"total {resp.usage.total_tokens} tokens" in html
@@ -346,7 +352,7 @@ def test_in_every_format_the_cells_value_is_the_response_rendered_once(
     else:
         assert shell.pub.events == [final]
     data = final.data
-    assert data == value._repr_mimebundle_()
+    assert data == data_of(value)
     footer = f"total {value.usage.total_tokens} tokens"
     assert footer in data["text/plain"] and "OFFLINE gateway" in data["text/plain"]
     assert footer in data["text/html"] and 'class="flotorch-footer"' in data["text/html"]
@@ -374,7 +380,7 @@ def test_text_format_shows_plain_text_once(shell: Shell) -> None:
     assert value is shell.ip.user_ns["r"] and value.content == XSS
     clear = shell.pub.events.index(Event("clear", wait=True))
     assert shell.pub.events[clear + 1 :] == []  # the final rendering is the value's, not a display
-    final = value._repr_mimebundle_()
+    final = data_of(value)
     assert final["text/plain"].startswith(XSS) and "OFFLINE gateway" in final["text/plain"]
     html = final["text/html"]
     assert_safe_html(html, own_markup=True)
@@ -388,7 +394,7 @@ def test_code_format_inserts_the_first_code_block_as_the_next_cell(shell: Shell)
     shell.ip.rl_next_input = None
     assert code and "```" not in code and f"```python\n{code}\n```" in resp.content
     compile(code, "<answer>", "exec")  # it is the code, not prose
-    final = resp._repr_mimebundle_()
+    final = data_of(resp)
     assert final["text/plain"].startswith(code)
     assert '<code class="language-python">' in final["text/html"]
     assert_safe_html(final["text/html"], own_markup=True)
@@ -400,7 +406,7 @@ def test_json_format_requests_json_and_shows_it_as_application_json(
     resp = shell.cell("-f json", "List three colors as JSON")
     assert offline_env.requests[-1].body["response_format"] == {"type": "json_object"}
     assert resp.parsed == json.loads(resp.content) and isinstance(resp.parsed, dict)
-    final = resp._repr_mimebundle_()
+    final = data_of(resp)
     assert final["application/json"] == resp.parsed
     assert final["text/plain"].startswith(json.dumps(resp.parsed, indent=2))
 
@@ -419,7 +425,7 @@ def test_schema_gives_a_validated_instance(shell: Shell, offline_env: OfflineGat
     resp = shell.cell("--schema City", "Describe Paris")
     assert type(resp.parsed).__name__ == "City" and isinstance(resp.parsed.population, int)
     assert offline_env.requests[-1].body["response_format"]["type"] == "json_schema"
-    assert resp._repr_mimebundle_()["application/json"] == resp.parsed.model_dump(mode="json")
+    assert data_of(resp)["application/json"] == resp.parsed.model_dump(mode="json")
 
 
 def test_a_formatted_response_is_still_a_plain_response_to_copy_pickle_and_replace() -> None:
@@ -433,10 +439,10 @@ def test_a_formatted_response_is_still_a_plain_response_to_copy_pickle_and_repla
     shown = FormattedResponse.of(resp, answer_bundle(resp, "text"))
     assert repr(shown) == repr(resp) and str(shown) == "`x`"
     for twin in (copy.copy(shown), copy.deepcopy(shown), pickle.loads(pickle.dumps(shown))):
-        assert twin._repr_mimebundle_() == shown._repr_mimebundle_() and twin.usage == resp.usage
+        assert data_of(twin) == data_of(shown) and twin.usage == resp.usage
     # A changed copy no longer is the answer the bundle showed: it renders as an LLMResponse again.
     changed = dataclasses.replace(shown, content="other")
-    assert changed._repr_mimebundle_() == dataclasses.replace(resp, content="other")._repr_mimebundle_()
+    assert data_of(changed) == data_of(dataclasses.replace(resp, content="other"))
 
 
 @pytest.mark.parametrize("stream", ["", "--no-stream "])
@@ -530,7 +536,8 @@ def test_usage_table_numbers_are_the_sums_of_the_responses(shell: Shell) -> None
         shell.cell("-m offline/echo", "echo me"),
     ]
     shell.line("usage")
-    bundle = shell.pub.published[-1].data
+    bundle, chart = (event.data for event in shell.pub.published[-2:])  # the table, then its chart
+    assert chart["text/plain"].startswith("Tokens and cost per model: offline/assistant: ")
     rows = {line.split()[0]: line.split()[1:] for line in bundle["text/plain"].splitlines()[1:]}
     for model in ("offline/assistant", "offline/echo", "total"):
         mine = [r for r in responses if model in ("total", r.model)]
@@ -550,7 +557,7 @@ def test_the_budget_refuses_calls_before_sending_once_spent(
         shell.cell("", "One more, please")
     assert len(offline_env.requests) == sent  # refused before any I/O
     shell.line("usage")
-    assert "budget: " in shell.pub.published[-1].data["text/plain"]
+    assert "budget: " in shell.pub.published[-2].data["text/plain"]
     shell.line("budget off")
     assert isinstance(shell.cell("", "One more, please"), LLMResponse)
     for bad in ("budget lots", "budget 0", "budget -3", "budget 1 2"):
@@ -791,7 +798,8 @@ def test_in_a_real_kernel_each_answer_is_saved_once_and_the_seed_sample_runs(tmp
     assert 'class="flotorch-answer"' in colors.data["text/html"]
     nbformat.validate(nb)  # the notebook, JSON output included, saves as a valid file
     assert "SEED-OK True" in "".join(o.get("text", "") for o in outputs[5])
-    (usage,) = outputs[6]
+    usage, chart = outputs[6]  # the table, and its chart beside it
+    assert "image/png" in chart.data and chart.data["text/plain"].startswith("Tokens and cost per model")
     rows = {line.split()[0]: line.split()[1] for line in usage.data["text/plain"].splitlines()[1:]}
     # The magics' four answers; the seed sample's own FlotorchLLM is not a session surface.
     assert rows == {"offline/assistant": "3", "offline/echo": "1", "total": "4"}

@@ -165,7 +165,7 @@ def test_a_schema_answer_with_nan_is_refused_too(shell: Shell) -> None:  # noqa:
 
 def test_json_shown_is_the_parsed_value_and_saves_as_json(shell: Shell) -> None:  # noqa: F811
     value = shell.cell("-f json -m offline/echo", '{"score": 1.5, "tags": ["a"], "none": null}')
-    data = value._repr_mimebundle_()["application/json"]
+    data = value._repr_mimebundle_()[0]["application/json"]
     assert data == value.parsed == {"score": 1.5, "tags": ["a"], "none": None}
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     assert not any(isinstance(v, float) and not math.isfinite(v) for v in data.values())
@@ -184,7 +184,7 @@ def test_a_lone_surrogate_in_a_prompt_is_shown_listed_and_exported(
     shell.line("history")
     for event in shell.pub.events:  # every display (preview, history) and the cell's value
         json.dumps(event.data, ensure_ascii=False).encode("utf-8")
-    for text in value._repr_mimebundle_().values():
+    for text in value._repr_mimebundle_()[0].values():
         text.encode("utf-8")
     target = tmp_path / "chat.md"
     shell.line(f"export {target}")

@@ -50,6 +50,7 @@ SERIES = [
     "05_tool_calling",
     "06_streaming_and_async",
     "07_batch",
+    "08_compare_and_cost",
 ]
 
 #: Things that look like a real credential. Placeholders such as ``...`` or ``<your_api_key>`` pass.
@@ -369,6 +370,7 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
         ("more = facts + [", "give-one-fun-fact-about-the-number-6", None),
         ("table = out.compute()", "translate-please-into-french", None),
     ],
+    "08_compare_and_cost": [("What is a token", "what-is-a-token-in-a-language-model", None)],
 }
 
 #: Answers a notebook shows only in part, on purpose: (notebook, recording slug) -> (why, the part
@@ -421,6 +423,17 @@ PROMISES: dict[str, list[str]] = {
         "requests sent: 2 | from the cache: 4",
         "4 answers in",
         "2 workers",
+    ],
+    "08_compare_and_cost": [
+        "3 of 3 models answered · fastest ",
+        "3 of 4 models answered",
+        "NotFoundError: HTTP 404",
+        "Latency and tokens per model: ",
+        "cost unknown",
+        "+ 1 call of unknown cost",
+        "refused before sending: money budget",
+        "request hash",
+        "Tokens and cost per model: ",
     ],
 }
 

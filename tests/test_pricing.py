@@ -17,15 +17,14 @@ from flotorch_nb._response import Usage
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.pricing import (
     ENV_PRICES,
-    MoneyBudget,
     Price,
     PriceTable,
-    SpendTracker,
     default_prices,
     format_cost,
     format_price,
     parse_money,
 )
+from flotorch_nb.spending import MoneyBudget, SpendTracker
 
 pytestmark = pytest.mark.anyio
 

@@ -16,11 +16,12 @@ import pytest
 
 import flotorch_nb
 from flotorch_nb import ConfigurationError, FlotorchLLM, LLMResponse
-from flotorch_nb._config import ENV_RECORD
+from flotorch_nb._config import ENV_RECORD, display_url
 from flotorch_nb._hooks import CallRequest
 from flotorch_nb._provenance import (
     FIELDS,
     METADATA_KEY,
+    Stamp,
     output_metadata,
     provenance,
     provenance_of,
@@ -51,6 +52,21 @@ def test_the_gateway_is_saved_without_credentials_query_or_fragment(
     url: str | None, shown: str | None
 ) -> None:
     assert safe_gateway_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://gw.example/x", "https://gw.example/x"),
+        ("https://user:s3cret@gw.example:8443/x/?api_key=s3cret#frag", "https://gw.example:8443/x/"),
+        ("http://[::1", "(not a valid URL)"),
+    ],
+)
+def test_one_rule_shows_a_url_without_credentials_query_or_fragment(url: str, shown: str) -> None:
+    """Banners, errors and reprs (``display_url``) and saved provenance strip the same parts."""
+    assert display_url(url) == shown
+    if shown.startswith("http"):
+        assert safe_gateway_url(url) == shown.rstrip("/")
 
 
 def answer_with_its_request(llm: FlotorchLLM, **params: Any) -> tuple[LLMResponse, CallRequest]:
@@ -109,6 +125,40 @@ def test_the_request_hash_is_the_key_of_the_replay_file_for_that_request(
     assert request_hash(request.body) == key
     # 1 and 1.0 are the same temperature for replay, so for the hash too.
     assert request_hash({**request.body, "temperature": 1}) == key
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stamp_dates_each_answer_and_hashes_the_request_it_answered(
+    gateway: OfflineGateway, stream: bool
+) -> None:
+    records: list[dict[str, Any]] = []
+    with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
+        stamp = Stamp.attach(llm, records.append)
+        assert Stamp.attach(llm, records.append) is stamp and llm.hooks.after_call.count(stamp) == 1
+        before = datetime.now(UTC)
+        if stream:
+            with llm.stream(USER) as chat:
+                "".join(chat)
+            response = chat.response
+            seen = gateway.requests[-1].body
+        else:
+            response, request = answer_with_its_request(llm)
+            seen = dict(request.body)
+    assert response.created_at is not None and before <= response.created_at <= datetime.now(UTC)
+    assert response.request_hash == request_hash(seen, llm.endpoint)
+    (record,) = records
+    assert record.pop("by") == "code"
+    assert record == provenance_of(response, base_url=gateway.url, endpoint=llm.endpoint)
+    assert record["request_hash"] == response.request_hash
+
+
+def test_a_stamp_keeps_no_record_of_a_call_that_failed(gateway: OfflineGateway) -> None:
+    records: list[dict[str, Any]] = []
+    with FlotorchLLM("no-such/model", KEY, gateway.url) as llm:
+        Stamp.attach(llm, records.append)
+        with pytest.raises(flotorch_nb.NotFoundError):
+            llm.invoke(USER)
+    assert records == []
 
 
 def notebook_with(records_by_cell: list[list[dict[str, Any]]]) -> nbformat.NotebookNode:
@@ -230,3 +280,51 @@ def test_a_comparison_run_in_a_real_kernel_is_saved_with_its_provenance(
     assert set(frame["source"]) == {"offline"} and frame["gateway"].tolist() == [gateway.url] * 2
     assert frame["request_hash"].str.fullmatch(r"[0-9a-f]{64}").all()
     assert KEY not in path.read_text()
+
+
+@pytest.mark.slow
+def test_the_answers_of_a_notebook_run_in_a_real_kernel_are_saved_with_their_provenance(
+    tmp_path: Path,
+) -> None:
+    """A %%flotorch answer, a comparison and a chat panel's static transcript, each with the records of
+    its answers in the saved file; the kernel's own offline gateway answers (no FLOTORCH_* set)."""
+    from nbclient import NotebookClient
+
+    cells = [
+        "%load_ext flotorch_nb",
+        "%%flotorch\nWhat is a token in a language model?",
+        "%%flotorch -m offline/concise,offline/verbose --no-stream\nWhat is a token in a language model?",
+        "from flotorch_nb.widgets import ChatPanel\npanel = ChatPanel()\npanel",
+        "panel.send('Why is the sea salty?')\nawait panel.wait()",
+        "%flotorch provenance",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOTORCH_")}
+    NotebookClient(nb, timeout=90, kernel_name="python3", startup_timeout=60).execute(
+        cwd=str(tmp_path), env=env
+    )
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+
+    frame = provenance(path)
+    assert frame["cell"].tolist() == [1, 2, 2, 3]
+    assert frame["model"].tolist() == [
+        "offline/assistant",
+        "offline/concise",
+        "offline/verbose",
+        "offline/assistant",
+    ]
+    assert set(frame["source"]) == {"offline"} and frame["gateway"].str.startswith("http://127.0.0.1:").all()
+    assert frame["request_hash"].str.fullmatch(r"[0-9a-f]{64}").all() and frame["request_id"].notna().all()
+    assert (frame["timestamp"].dt.tz is not None) and frame["total_tokens"].gt(0).all()
+    # The session's own list names the same answers, and who asked.
+    listing = "".join(nb.cells[5].outputs[0]["data"]["text/plain"])
+    assert [line.split()[1] for line in listing.splitlines()[1:]] == ["magic", "magic", "magic", "chat"]
+    for digest in frame["request_hash"]:
+        assert digest[:12] in listing
+    # Exported to HTML, the comparison's table and chart and the chat's static copy are still there.
+    from nbconvert import HTMLExporter
+
+    exported, _ = HTMLExporter().from_filename(str(path))
+    assert exported.count('class="flotorch-compare-model"') == 2 and "data:image/png;base64," in exported
+    assert "flotorch-static-transcript" in exported and "Why is the sea salty?" in exported

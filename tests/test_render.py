@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
 
@@ -337,6 +338,30 @@ def test_footer_usage_unknown_and_estimated() -> None:
     # A stopped reply's cost is an estimate: shown as one, never as the gateway's count.
     estimated = footer_text(footer(input_tokens=0, output_tokens=0, total_tokens=57, usage_known=False))
     assert "about 57 tokens (estimated)" in estimated and "in 0" not in estimated
+
+
+@pytest.mark.parametrize(
+    ("cost", "shown"),
+    [
+        (None, ""),
+        ("unknown", " · cost unknown"),
+        (Decimal("0.00123"), " · $0.0012"),
+        (Decimal(0), " · $0.00"),
+    ],
+)
+def test_footer_shows_the_cost_last_only_while_a_price_table_is_in_use(cost: Any, shown: str) -> None:
+    value = footer(cost=cost)
+    assert (
+        footer_text(value)
+        == "offline/assistant · in 12 · out 34 · total 46 tokens · 210 ms (gateway 3 ms)" + shown
+    )
+    assert footer_html(value).endswith(f"{shown}</div>")
+
+
+@pytest.mark.parametrize("cost", [0.0012, "0.0012", "free", 1])
+def test_a_footer_cost_is_a_decimal_unknown_or_none(cost: Any) -> None:
+    with pytest.raises(TypeError, match="cost must be"):
+        footer(cost=cost)
 
 
 def test_footer_without_latency() -> None:

@@ -24,7 +24,7 @@ from flotorch_nb.notebook import autostart as _offline
 from flotorch_nb.notebook.ledger import Ledger, LedgerEntry
 from flotorch_nb.notebook.session import Session, get_session, reset
 
-SECRET = "sk-" "session-SECRET-0123456789"  # split: see test_client_support.KEY
+SECRET = "sk-session-SECRET-0123456789"  # split: see test_client_support.KEY
 
 
 @pytest.fixture
@@ -398,13 +398,19 @@ def test_ensure_gateway_starts_one_offline_gateway_and_points_the_environment_at
     assert url == _offline.gateway_url() and url.startswith("http://127.0.0.1:")
     assert os.environ["FLOTORCH_API_KEY"] == _offline.OFFLINE_API_KEY
     assert os.environ["FLOTORCH_MODEL_ID"] == "offline/assistant"
+    assert os.environ["FLOTORCH_COMPARE_MODELS"] == "offline/concise,offline/assistant,offline/verbose"
     assert _offline.ensure_gateway() == banner  # idempotent: the same gateway
     with FlotorchLLM() as llm:  # a plain client finds it through the environment
         resp = llm.invoke([{"role": "user", "content": "hi"}])
     assert resp.offline and resp.model == "offline/assistant"
     _offline.stop_gateway()
     assert _offline.gateway_url() is None
-    assert not {"FLOTORCH_BASE_URL", "FLOTORCH_API_KEY", "FLOTORCH_MODEL_ID"} & set(os.environ)
+    assert not {
+        "FLOTORCH_BASE_URL",
+        "FLOTORCH_API_KEY",
+        "FLOTORCH_MODEL_ID",
+        "FLOTORCH_COMPARE_MODELS",
+    } & set(os.environ)
 
 
 def test_ensure_gateway_keeps_a_chosen_model_and_stop_leaves_user_changes(
@@ -431,6 +437,7 @@ def test_a_configured_gateway_is_named_without_its_key(
         == "flotorch_nb: using FloTorch gateway at https://gateway.example.com (model openai/gpt-4o-mini)"
     )
     assert _offline.gateway_url() is None  # nothing started
+    assert "FLOTORCH_COMPARE_MODELS" not in os.environ  # a real gateway's models are the user's choice
     monkeypatch.delenv("FLOTORCH_BASE_URL")
     assert "FLOTORCH_BASE_URL is not" in _offline.ensure_gateway()
     monkeypatch.delenv("FLOTORCH_API_KEY")
@@ -445,3 +452,5 @@ def test_replay_needs_no_gateway(no_gateway: None, monkeypatch: pytest.MonkeyPat
     assert banner.startswith(f"flotorch_nb: replaying recorded answers from {tmp_path}")
     assert _offline.gateway_url() is None and "FLOTORCH_BASE_URL" not in os.environ
     assert os.environ["FLOTORCH_MODEL_ID"] == "offline/assistant"
+    # Recordings of offline models replay the offline family's comparisons.
+    assert os.environ["FLOTORCH_COMPARE_MODELS"] == "offline/concise,offline/assistant,offline/verbose"

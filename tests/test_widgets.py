@@ -25,6 +25,7 @@ from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.gateway._faults import Fault
 from flotorch_nb.notebook.chat import EnterToSend, error_line, export_path
 from flotorch_nb.notebook.pacing import Throttle
+from flotorch_nb.notebook.panel_view import flow
 from flotorch_nb.notebook.session import get_session, reset
 from flotorch_nb.notebook.widgets import ENTER_GRACE_S, ChatBusyError, ChatPanel
 
@@ -187,7 +188,7 @@ async def test_send_button_streams_a_reply_with_intermediate_renders(
     # Updated while streaming (throttled), then once more at the end: more than one distinct value.
     partial = [v for v in seen[:-1] if v and v != seen[-1]]
     assert len(partial) >= 2, seen
-    assert assistant.value == render_markdown(turn.reply)
+    assert assistant.value == flow(render_markdown(turn.reply))
     assert panel.stop_button.disabled is True
     assert panel.send_button.disabled is False
 
@@ -317,7 +318,7 @@ async def test_stop_cancels_a_slow_stream_and_keeps_the_partial_reply(
     assert 10 < len(turn.reply) < len(long_text)
     assert long_text.startswith(turn.reply.strip())
     assert "STOPPED" in text_of(panel.transcript.children[2].value)
-    assert panel.transcript.children[1].value == render_markdown(turn.reply)
+    assert panel.transcript.children[1].value == flow(render_markdown(turn.reply))
     assert "Stopped" in text_of(panel.status.value)
     assert streams and streams[0]._http is not None and streams[0]._http.is_closed
     # The stopped turn is not history for the next question.

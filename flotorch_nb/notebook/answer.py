@@ -4,8 +4,9 @@
   far, redrawn as ``pacing.Pacer`` allows, so a long answer costs close to linear time in its length;
   it is cleared (``wait=True``) when the cell's value arrives. In terminal IPython, which can only
   print text, the pieces are printed as they come, with no preview, status line or control codes.
-- The cell's value (``cell_value``): the ``LLMResponse``, or a ``FormattedResponse`` showing it in
-  the cell's ``-f`` format; it is the cell's one final output.
+- The cell's value (``cell_value``): a ``FormattedResponse``, the ``LLMResponse`` shown in the cell's
+  ``-f`` format with the turn's footer (cost included while prices are in use) and the answer's
+  provenance in the output metadata; it is the cell's one final output.
 - Failure (``one_line_traceback``): the typed error still fails the cell (nbclient and nbmake see
   it), shown by IPython as one line instead of frames of library code.
 
@@ -86,21 +87,22 @@ def _stream_preview(chat: Any, turn: Turn, fmt: str) -> Any:
         raise
 
 
-def cell_value(shell: Any, resp: Any, fmt: str, *, streamed: bool) -> Any:
-    """Clear the preview and return the cell's value: the LLMResponse, which IPython then shows as
-    the cell's one final rendering (its execute_result), in the cell's format."""
+def cell_value(
+    shell: Any, resp: Any, fmt: str, *, streamed: bool, footer: Any = None, metadata: Any = None
+) -> views.FormattedResponse:
+    """Clear the preview and return the cell's value: the LLMResponse as a ``FormattedResponse``,
+    which IPython then shows as the cell's one final rendering (its execute_result), in the cell's
+    format, with ``footer`` (the turn's) and ``metadata`` (the answer's provenance)."""
     if streamed and not is_terminal(shell):
         # wait=True: the preview disappears only when the final output arrives, so no flicker.
         clear_output(wait=True)  # type: ignore[no-untyped-call]
-    if fmt == "markdown":
-        return resp  # the LLMResponse renders itself (sanitized HTML + footer)
-    if fmt == "text":
-        bundle = views.answer_bundle(resp, "text")
+    if fmt in ("markdown", "text"):
+        bundle = views.answer_bundle(resp, fmt, footer=footer)
     elif fmt == "code":
         code = views.extract_code(resp.content) or ""
         if code:
             shell.set_next_input(code, replace=False)  # a new cell below, not a replacement
-        bundle = views.answer_bundle(resp, "code", code=code)
+        bundle = views.answer_bundle(resp, "code", code=code, footer=footer)
     else:
         try:
             if resp.parsed is not None:  # --schema: the client validated it
@@ -108,11 +110,11 @@ def cell_value(shell: Any, resp: Any, fmt: str, *, streamed: bool) -> Any:
             else:
                 value = resp.parsed = views.parse_json_answer(resp.content)
         except Exception:
-            shown = views.answer_bundle(resp, "text")  # show what came back
-            display(shown, raw=True)  # type: ignore[no-untyped-call]
+            shown = views.answer_bundle(resp, "text", footer=footer)  # show what came back
+            display(shown, raw=True, metadata=metadata)  # type: ignore[no-untyped-call]
             raise
-        bundle = views.json_bundle(value, resp)
-    return views.FormattedResponse.of(resp, bundle)
+        bundle = views.json_bundle(value, resp, footer)
+    return views.FormattedResponse.of(resp, bundle, metadata)
 
 
 def one_line_traceback(exc: BaseException, shell: Any) -> None:

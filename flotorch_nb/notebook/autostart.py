@@ -6,6 +6,11 @@ loopback port (one per process, kept for the life of the kernel) and points the 
 environment at it, so ``%%flotorch``, the chat panel and a plain ``FlotorchLLM()`` all work on a
 laptop, in CI or on Binder with no account. The key it sets is a non-secret placeholder.
 
+Whenever the offline gateway answers (started here, by a launcher, or replayed from recordings of
+offline models) it also sets ``FLOTORCH_COMPARE_MODELS`` to the offline family, fastest to slowest,
+so ``%%flotorch --compare`` and notebook code that reads the variable compare three models that
+differ as real ones do, without naming offline models (a notebook must run unchanged on FloTorch).
+
 It returns one line saying which gateway is in use, so nobody mistakes the deterministic offline
 models for a real LLM, and never any part of a key. ``is_offline`` is the one rule for "does this
 configuration talk to an offline gateway?", shared by that banner and ``%flotorch config``; it also
@@ -41,6 +46,13 @@ __all__ = [
 #: error messages are scrubbed of the key and a plain word like "offline" would be scrubbed too.
 OFFLINE_API_KEY = "flotorch-offline-placeholder"
 OFFLINE_MODEL_ID = "offline/assistant"
+#: What ``%%flotorch --compare`` compares on the offline gateway (``FLOTORCH_COMPARE_MODELS``).
+OFFLINE_COMPARE_MODELS = "offline/concise,offline/assistant,offline/verbose"
+#: The embedded gateway answers like a small real model: a short wait, then tokens one by one, scaled
+#: per model (``offline/concise`` quicker, ``offline/verbose`` slower), so streaming can be seen and a
+#: comparison's timings differ plausibly; short enough that a notebook still runs in seconds.
+OFFLINE_LATENCY_S = 0.05
+OFFLINE_TOKEN_DELAY_S = 0.002
 #: Set by a launcher that started an offline gateway outside the kernel (``python -m flotorch_nb.lab``)
 #: to that gateway's URL, so the kernel can say it is offline although it did not start it.
 ENV_OFFLINE_GATEWAY = _config.ENV_OFFLINE_GATEWAY
@@ -82,6 +94,8 @@ def ensure_gateway() -> str:
         if replay:
             if not env.get(_config.ENV_MODEL_ID):
                 _set_env(_config.ENV_MODEL_ID, OFFLINE_MODEL_ID)
+            if env[_config.ENV_MODEL_ID].startswith(OFFLINE_MODEL_PREFIX):  # recorded offline
+                _offer_compare_models()
             return (
                 f"flotorch_nb: replaying recorded answers from {replay} (FLOTORCH_REPLAY: no network, "
                 f"no key; model {env[_config.ENV_MODEL_ID]})"
@@ -89,6 +103,8 @@ def ensure_gateway() -> str:
         if _gateway is not None and env.get(_config.ENV_BASE_URL) == _gateway.url:
             return _offline_banner(_gateway.url)
         if env.get(_config.ENV_API_KEY) or env.get(_config.ENV_BASE_URL):
+            if is_offline(env.get(_config.ENV_BASE_URL), env.get(_config.ENV_MODEL_ID)):
+                _offer_compare_models()  # a launcher's offline gateway
             return _configured_banner()
         gateway = _start()
         _gateway = gateway
@@ -96,6 +112,7 @@ def ensure_gateway() -> str:
         _set_env(_config.ENV_API_KEY, OFFLINE_API_KEY)
         if not env.get(_config.ENV_MODEL_ID):
             _set_env(_config.ENV_MODEL_ID, OFFLINE_MODEL_ID)
+        _offer_compare_models()
         return _offline_banner(gateway.url)
 
 
@@ -118,7 +135,14 @@ def _start() -> OfflineGateway:
     # api_key=None: any key is accepted, so a key entered later with `%flotorch login` still works
     # here. The server thread is a daemon: it ends with the kernel, and no exit hook can delay a
     # kernel shutdown by waiting for open connections.
-    return OfflineGateway(api_key=None).start()
+    return OfflineGateway(
+        api_key=None, latency=OFFLINE_LATENCY_S, token_delay=OFFLINE_TOKEN_DELAY_S
+    ).start()
+
+
+def _offer_compare_models() -> None:
+    if not os.environ.get(_config.ENV_COMPARE_MODELS):
+        _set_env(_config.ENV_COMPARE_MODELS, OFFLINE_COMPARE_MODELS)
 
 
 def _set_env(name: str, value: str) -> None:

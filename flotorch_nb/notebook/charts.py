@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from ..compare import Comparison
 
-__all__ = ["Chart", "batch_chart", "comparison_chart", "ledger_chart"]
+__all__ = ["Chart", "batch_chart", "comparison_chart", "ledger_chart", "models_batch_chart"]
 
 _BLUE, _ORANGE, _RED, _GREY = "#2563eb", "#d97706", "#b91c1c", "#6b7280"
 _DPI = 100
@@ -183,3 +183,30 @@ def batch_chart(latencies_ms: Sequence[float], errors: Mapping[str, int] | None 
         alt += f", latency median {statistics.median(values):,.0f} ms, max {max(values):,.0f} ms"
     alt += "; errors: " + (", ".join(f"{n} {errors[n]}" for n in errors) if errors else "none")
     return _render(figure, alt)
+
+
+def models_batch_chart(latencies_ms: Mapping[str, Sequence[float]], errors: Mapping[str, int]) -> Chart:
+    """Several models over the same items: each model's latency distribution (a dot per answer, a bar
+    at the median), and how many items each could not answer."""
+    labels = list(latencies_ms)
+    values = [[float(v) for v in latencies_ms[m] if v is not None and math.isfinite(v)] for m in labels]
+    figure, (left, right) = _figure(2, 0.7 + 0.4 * max(1, len(labels)))
+    # One row of dots per model (each an answer) and a bar at its median: plain scatter and lines,
+    # which every matplotlib version draws the same way (boxplot's orientation argument changed).
+    for y, latency in enumerate(values):
+        if latency:
+            jitter = [((i * 7919) % 11 - 5) * 0.02 for i in range(len(latency))]  # deterministic spread
+            left.scatter(latency, [y + j for j in jitter], s=9, color=_BLUE, alpha=0.6, linewidths=0)
+            median = statistics.median(latency)
+            left.plot([median, median], [y - 0.3, y + 0.3], color="black", linewidth=1.5)
+    left.set_yticks(list(range(len(labels))), [_short(label) for label in labels])
+    left.set_ylim(len(labels) - 0.5, -0.5)  # first model on top, as in the tables
+    left.set_title("latency per answer (ms)", fontsize=9, loc="left")
+    counts = [float(errors.get(m, 0)) for m in labels]
+    _bars(right, labels, counts, [str(int(c)) for c in counts], "errors", _RED)
+    right.set_yticks([])
+    parts = []
+    for model, latency in zip(labels, values, strict=True):
+        middle = f"median {statistics.median(latency):,.0f} ms" if latency else "no answers"
+        parts.append(f"{model}: {len(latency)} answers, {middle}, {errors.get(model, 0)} errors")
+    return _render(figure, "Latency and errors per model: " + "; ".join(parts))

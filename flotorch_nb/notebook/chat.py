@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._hooks import call_label
+from .._provenance import provenance_of
 from .ledger import LedgerEntry, Totals, capture
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ async def run_turn(
 
     The turn ends ``done``, ``stopped`` (the task was cancelled: Stop) or ``error`` (the exception is
     re-raised), its footer saying what the call cost as the ledger recorded it (an estimate for a
-    stopped reply). Cancelling closes the HTTP stream: ``async with`` the stream.
+    stopped reply), an answered turn with its provenance. Cancelling closes the HTTP stream:
+    ``async with`` the stream.
     """
     with call_label("chat"), capture() as spent:
         try:
@@ -86,6 +88,9 @@ async def run_turn(
             turn.end("error", error_line(exc), _last(spent))
             raise
     turn.finish(response, _last(spent))
+    turn.provenance = provenance_of(
+        response, base_url=client.base_url, endpoint=client.endpoint, model=turn.model
+    )
     return response
 
 
@@ -104,6 +109,8 @@ def totals_line(chat: Totals, session: Session) -> str:
         line = f"{spent.calls} {'call' if spent.calls == 1 else 'calls'} · total {spent.total_tokens} tokens"
         if spent.estimated:
             line += f" ({spent.estimated} estimated)"
+        if spent.cost_text:
+            line += f" · {spent.cost_text}"
     else:
         line = "no calls yet"
     if session.budget is not None:

@@ -1,9 +1,10 @@
 """The ``%flotorch`` subcommands as plain functions of the session, free of IPython.
 
 Each takes the ``Session`` and the subcommand's words and returns what to show: a line of text
-(printed) or a MIME bundle (displayed). A bad argument raises ``ConfigurationError`` with the
-reason; ``magics.py`` turns that into a ``UsageError`` and does the printing, so these functions
-are easy to test and ``magics.py`` stays about IPython. ``login`` lives in ``magics.py`` because
+(printed), a MIME bundle (displayed), an object that displays itself (a chart), or a list of those.
+A bad argument raises ``ConfigurationError`` with the reason; ``magics.py`` turns that into a
+``UsageError`` and does the printing, so these functions are easy to test and ``magics.py`` stays
+about IPython. ``login`` lives in ``magics.py`` because
 asking for input is the notebook's business.
 
 The key is never part of anything returned here: only where it comes from.
@@ -14,16 +15,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .. import _config
 from .._errors import ConfigurationError
+from ..pricing import format_cost, format_price, parse_money
 from . import autostart
 from .session import Session
 
 __all__ = ["COMMANDS", "Command", "Output"]
 
-#: A line to print, or a MIME bundle to display.
-Output = str | dict[str, str]
+#: A line to print, a MIME bundle to display, an object that displays itself, or several of those.
+Output = str | dict[str, str] | Any
 
 
 def config(session: Session) -> Output:
@@ -39,14 +42,16 @@ def config(session: Session) -> Output:
         mode = f"replay from {os.environ.get(_config.ENV_REPLAY)} (no network)"
     elif session.mode == "record":
         mode += f", recording to {os.environ.get(_config.ENV_RECORD)}"
-    budget = "none" if session.budget is None else f"{session.budget} tokens ({session.spent_tokens} used)"
     size = f"{len(session.conversation)} turns, {len(session.ledger)} calls, {session.spent_tokens} tokens"
+    prices = session.ledger.prices
+    priced = f"{len(prices)} models" + (f" from {prices.source}" if prices.source else "")
     rows = [
         ("model", session.model_id or "not set — %flotorch model NAME"),
         ("base URL", _config.display_url(base) if base else "not set — %flotorch base_url URL"),
         ("API key", key),
         ("mode", mode),
-        ("budget", budget),
+        ("budget", _budgets(session)),
+        ("prices", priced if len(prices) else "none — %flotorch price MODEL IN OUT, or FLOTORCH_PRICES"),
         ("session", size),
     ]
     return "\n".join(f"{name:<9} {value}" for name, value in rows)
@@ -67,34 +72,94 @@ def base_url(session: Session, url: str | None = None) -> Output:
     return f"base URL: {_config.display_url(base) if base else 'not set'}"
 
 
+def _budgets(session: Session) -> str:
+    tokens = "none" if session.budget is None else f"{session.budget} tokens ({session.spent_tokens} used)"
+    money = session.money_budget
+    if money is None:
+        return tokens if session.budget is not None else "none"
+    dollars = f"{format_cost(money.limit)} ({format_cost(session.spent_money)} spent)"
+    return dollars if session.budget is None else f"{tokens}; {dollars}"
+
+
 def usage(session: Session) -> Output:
-    """The ledger table, with the budget line when a budget is set."""
+    """The ledger table (tokens, and cost while prices are in use), the budget lines, and a chart."""
     bundle = session.ledger._repr_mimebundle_()
-    if session.budget is None:
+    lines = []
+    if session.budget is not None:
+        lines.append(f"budget: {session.spent_tokens} of {session.budget} tokens used")
+    if session.money_budget is not None:
+        spent, limit = format_cost(session.spent_money), format_cost(session.money_budget.limit)
+        lines.append(f"money budget: {spent} of {limit} spent")
+    if lines:
+        bundle = {
+            "text/plain": "\n".join([bundle["text/plain"], *lines]),
+            "text/html": bundle["text/html"]
+            + "".join(f'<div class="flotorch-budget">{line}</div>' for line in lines),
+        }
+    if not len(session.ledger):
         return bundle
-    line = f"budget: {session.spent_tokens} of {session.budget} tokens used"
-    return {
-        "text/plain": f"{bundle['text/plain']}\n{line}",
-        "text/html": f'{bundle["text/html"]}<div class="flotorch-budget">{line}</div>',
-    }
+    return [bundle, *_chart(session)]
+
+
+def _chart(session: Session) -> list[Any]:
+    """The ledger's chart beside its table, when matplotlib is installed (the table says it all)."""
+    try:
+        from .charts import ledger_chart
+
+        return [ledger_chart(session.ledger.rows(), session.ledger.costs())]
+    except ImportError:
+        return []
 
 
 def budget(session: Session, value: str | None = None) -> Output:
-    """Show, set (``N``) or remove (``off``) the token budget."""
+    """Show, set (``N`` tokens, ``$N`` dollars) or remove (``off``: both) the budgets."""
     if value is not None:
         if value.lower() in ("off", "none"):
             session.set_budget(None)
+            session.set_money_budget(None)
+        elif value.startswith("$"):
+            session.set_money_budget(parse_money(value))
         else:
             try:
                 session.set_budget(int(value.replace(",", "").replace("_", "")))
             except (ValueError, ConfigurationError):
                 raise ConfigurationError(
-                    f"expected a whole number of tokens > 0 or 'off', got {value!r}"
+                    f"expected a whole number of tokens > 0, an amount such as $5, or 'off', got {value!r}"
                 ) from None
     used = session.spent_tokens
-    if session.budget is None:
-        return f"token budget: none ({used} tokens used so far)"
-    return f"token budget: {session.budget} tokens ({used} used so far)"
+    line = f"token budget: none ({used} tokens used so far)"
+    if session.budget is not None:
+        line = f"token budget: {session.budget} tokens ({used} used so far)"
+    money = session.money_budget
+    if money is not None:
+        spent = format_cost(session.spent_money)
+        line += f"; money budget: {format_cost(money.limit)} ({spent} spent so far)"
+    return line
+
+
+def price(session: Session, model: str | None = None, *values: str) -> Output:
+    """List the prices, show one model's, set it (``MODEL IN OUT``, dollars per 1M tokens) or remove
+    it (``MODEL off``)."""
+    table = session.prices()
+    if model is None:
+        rows = [f"{name}: {format_price(p)}" for name, p in table.items()]
+        source = f" (file {table.source} and %flotorch price)" if table.source else ""
+        if not rows:
+            return "no prices set: %flotorch price MODEL IN OUT, or a FLOTORCH_PRICES file"
+        return "\n".join([f"prices in dollars per 1M tokens{source}:", *rows])
+    if values == ("off",):
+        table.remove(model)
+        return f"{model}: no price (its cost shows as unknown)"
+    if len(values) == 1:
+        raise ConfigurationError("give both prices, input and output: %flotorch price MODEL IN OUT")
+    if values:
+        table.set(model, *values)
+    return f"{model}: {format_price(table.get(model))}"
+
+
+def provenance(session: Session) -> Output:
+    """Every answer of this session with its provenance, as a table."""
+    return session.answers._repr_mimebundle_()
 
 
 def history(session: Session) -> Output:
@@ -193,7 +258,9 @@ COMMANDS: dict[str, Command] = {
     "model": (model, 0, 1, "model [NAME]"),
     "base_url": (base_url, 0, 1, "base_url [URL]"),
     "usage": (usage, 0, 0, "usage"),
-    "budget": (budget, 0, 1, "budget [N|off]"),
+    "budget": (budget, 0, 1, "budget [N|$N|off]"),
+    "price": (price, 0, 3, "price [MODEL [IN OUT|off]]"),
+    "provenance": (provenance, 0, 0, "provenance"),
     "history": (history, 0, 0, "history"),
     "reset": (reset, 0, 0, "reset"),
     "export": (export, 1, 1, "export PATH.md"),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _render
+from .._provenance import output_metadata
 from .._text import utf8_safe
 from .ledger import LedgerEntry, Totals
 
@@ -43,6 +44,8 @@ class Turn:
     response: LLMResponse | None = None
     #: Set when the turn ends: the answer's footer, or for a stopped/failed turn what it cost.
     footer: _render.Footer | None = None
+    #: The answer's provenance record (``_provenance.provenance_of``), set by the surface that asked.
+    provenance: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
     # Deltas are appended, joined only when read: ``reply += delta`` on an attribute copies the whole
     # reply for every delta, which is quadratic in the answer's length.
@@ -68,13 +71,15 @@ class Turn:
 
     def finish(self, response: LLMResponse, spent: LedgerEntry | None = None) -> None:
         """Record a completed answer: its full text and footer (with the ledger's estimate when the
-        gateway sent no usage, so the footer shows what the budget counted)."""
+        gateway sent no usage, and its cost, so the footer shows what the budgets counted)."""
         self.reply = response.content
         self.response = response
         self.status = "done"
         footer = response.footer(default_model=self.model)
-        if spent is not None and not footer.usage_known:
-            footer = replace(footer, total_tokens=spent.total_tokens)
+        if spent is not None:
+            footer = replace(footer, cost=spent.cost)
+            if not footer.usage_known:
+                footer = replace(footer, total_tokens=spent.total_tokens)
         self.footer = footer
 
     def end(
@@ -216,6 +221,14 @@ class Conversation:
     def transcript_bundle(self) -> dict[str, str]:
         """The static copy as a display mimebundle (HTML + plain text)."""
         return {"text/plain": self.transcript_text(), "text/html": self.transcript_html()}
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """The provenance records of the answered turns, oldest first."""
+        return [turn.provenance for turn in self.turns if turn.provenance is not None]
+
+    def transcript_metadata(self) -> dict[str, Any]:
+        """The static copy's output metadata: the answers' provenance, saved with the notebook."""
+        return output_metadata(self.provenance())
 
     def to_markdown(
         self, *, title: str = "FloTorch chat", system_prompt: str | None = None, totals: bool = True

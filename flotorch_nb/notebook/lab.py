@@ -64,18 +64,15 @@ def offline_env(env: Mapping[str, str], url: str, api_key: str) -> dict[str, str
 
 
 def gateway_command(port: int, api_key: str, python: str = sys.executable) -> list[str]:
-    """How the offline gateway child is started (the same CLI a person would type)."""
+    """How the offline gateway child is started (the same CLI a person would type), timed like the
+    gateway ``%load_ext`` starts (``autostart.OFFLINE_LATENCY_S``)."""
+    from .autostart import OFFLINE_LATENCY_S, OFFLINE_TOKEN_DELAY_S
+
     return [
-        python,
-        "-m",
-        "flotorch_nb.gateway",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--api-key",
-        api_key,
-    ]
+        python, "-m", "flotorch_nb.gateway", "--host", "127.0.0.1", "--port", str(port),
+        "--api-key", api_key,
+        "--latency", str(OFFLINE_LATENCY_S), "--token-delay", str(OFFLINE_TOKEN_DELAY_S),
+    ]  # fmt: skip
 
 
 def jupyter_command(

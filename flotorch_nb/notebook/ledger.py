@@ -13,6 +13,13 @@ A call that was stopped or failed after it was sent spent tokens too, and a gate
 never a lie by omission. A call that never reached a model (refused, unreachable, a 4xx) cost
 nothing and is not recorded.
 
+Money: each recorded call is priced as it finishes, at the prices then in force (``pricing``'s
+process-wide table, like a bill: a price set later does not reprice earlier calls), through a
+``spending.SpendTracker`` the ledger feeds. ``%flotorch budget $5`` is a ``spending.MoneyBudget`` that
+reads that tracker and runs inside the ledger's own two hooks, right after the token budget, so every
+session client is checked for both before sending. Costs show only while a price table is in use
+(``pricing.shown_cost``), and a model without a price shows "cost unknown", never a guess.
+
 ``Totals`` is the one usage sum of the notebook layer: a ledger row per model, the ledger's total,
 and a chat panel's own totals are all ``Totals``.
 
@@ -27,12 +34,15 @@ import contextvars
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _render
 from .._errors import BudgetExceededError, ConfigurationError
 from .._response import OFFLINE_MODEL_PREFIX
 from .._text import utf8_safe
+from ..pricing import PriceTable, ShownCost, describe_costs, format_cost, shared_prices, shown_cost
+from ..spending import MoneyBudget, SpendTracker
 
 if TYPE_CHECKING:
     from .._hooks import CallRequest, CallResult
@@ -74,9 +84,12 @@ class LedgerEntry:
     latency_s: float
     offline: bool
     outcome: str = "ok"
+    #: What it cost as a footer shows it (``pricing.ShownCost``): dollars, "unknown", or None when no
+    #: price table was in use.
+    cost: ShownCost = None
 
     @classmethod
-    def of(cls, result: CallResult) -> LedgerEntry:
+    def of(cls, result: CallResult, cost: ShownCost = None) -> LedgerEntry:
         """The entry for a finished call, as the client's ``after_call`` hook reports it."""
         usage, response = result.usage, result.response
         model = result.model or "unknown model"
@@ -92,13 +105,14 @@ class LedgerEntry:
             # A failed or stopped call has no answer to say so; the offline models' names do.
             offline=offline or model.startswith(OFFLINE_MODEL_PREFIX),
             outcome=result.outcome,
+            cost=cost,
         )
 
     def footer(self, note: str | None = None) -> _render.Footer:
         """The footer line for this call (a stopped reply shows its estimate this way)."""
         return _render.Footer(
             self.model, self.input_tokens, self.output_tokens, self.total_tokens, self.usage_known,
-            self.latency_s, None, self.offline, note,
+            self.latency_s, None, self.offline, note, self.cost,
         )  # fmt: skip
 
 
@@ -113,6 +127,8 @@ class Spent(Protocol):
     def total_tokens(self) -> int: ...
     @property
     def usage_known(self) -> bool: ...
+    @property
+    def cost(self) -> ShownCost: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +143,14 @@ class Totals:
     total_tokens: int = 0
     #: Calls whose tokens the gateway did not report (stopped, failed mid-way, no ``usage``).
     estimated: int = 0
+    #: Dollars of the priced calls; how many calls were priced, and how many had no price.
+    cost: Decimal = Decimal(0)
+    priced: int = 0
+    unpriced: int = 0
 
     def add(self, entry: Spent) -> Totals:
         """New totals with one more call counted in."""
+        cost = entry.cost
         return Totals(
             self.model,
             self.calls + 1,
@@ -137,7 +158,16 @@ class Totals:
             self.output_tokens + entry.output_tokens,
             self.total_tokens + entry.total_tokens,
             self.estimated + (not entry.usage_known),
+            self.cost + cost if isinstance(cost, Decimal) else self.cost,
+            self.priced + isinstance(cost, Decimal),
+            self.unpriced + (cost == "unknown"),
         )
+
+    @property
+    def cost_text(self) -> str | None:
+        """``$0.012``, ``$0.012 + 1 call of unknown cost``, "cost unknown", or None when none of the
+        calls was made while a price table was in use."""
+        return describe_costs([self.cost] * bool(self.priced) + ["unknown"] * self.unpriced)
 
     def describe(self, one: str = "call", many: str = "calls") -> str:
         """``3 calls · in 36 · out 102 · total 138 tokens`` (``one``/``many`` name what was counted)."""
@@ -149,6 +179,8 @@ class Totals:
         )
         if self.estimated:
             line += f" ({self.estimated} estimated)"
+        if self.cost_text:
+            line += f" · {self.cost_text}"
         return line
 
     @property
@@ -157,7 +189,7 @@ class Totals:
         return self.describe()
 
 
-_COLUMNS = ("model", "calls", "input tokens", "output tokens", "total tokens", "estimated")
+_COLUMNS = ("model", "calls", "input tokens", "output tokens", "total tokens", "estimated", "cost")
 
 
 class Ledger:
@@ -167,10 +199,15 @@ class Ledger:
     user's client may be used from any thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prices: PriceTable | None = None) -> None:
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
         self._budget: int | None = None
+        #: The prices calls are charged at (the process-wide table unless given).
+        self.prices = prices if prices is not None else shared_prices()
+        #: Dollars spent by the recorded calls (fed by ``after_call``; the money budget reads it).
+        self.spend = SpendTracker(self.prices)
+        self._money: MoneyBudget | None = None
 
     # -- hooks -------------------------------------------------------------------------------------
     def attach(self, llm: FlotorchLLM) -> FlotorchLLM:
@@ -182,14 +219,25 @@ class Ledger:
         return llm
 
     def before_request(self, request: CallRequest) -> None:
-        """The ``before_request`` hook: refuse the call if the budget is spent."""
+        """The ``before_request`` hook: refuse the call if the token budget is spent, or if the money
+        budget cannot afford what it may cost (which it then reserves)."""
         self.check_budget()
+        money = self._money
+        if money is not None:
+            money.before_request(request)
 
     def after_call(self, result: CallResult) -> None:
-        """The ``after_call`` hook: record the call, unless it never reached a model."""
-        if result.outcome != "ok" and not result.total_tokens:
-            return
-        self.record(LedgerEntry.of(result))
+        """The ``after_call`` hook: price and record the call, unless it never reached a model; then
+        free its money reservation (after counting it, so the budget never sees it as free)."""
+        try:
+            if result.outcome == "ok" or result.total_tokens:
+                cost, estimated = self.spend.cost_of(result)
+                self.spend.add(result.model, cost, estimated)
+                self.record(LedgerEntry.of(result, shown_cost(cost, self.prices)))
+        finally:
+            money = self._money
+            if money is not None:
+                money.after_call(result)
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
         """Count one call (also in every ``capture()`` block it was made in)."""
@@ -212,6 +260,21 @@ class Ledger:
             raise ConfigurationError(f"the token budget must be a whole number > 0 (or None), got {tokens!r}")
         self._budget = tokens
 
+    @property
+    def money_budget(self) -> MoneyBudget | None:
+        """The money budget (``%flotorch budget $5``), or None."""
+        return self._money
+
+    def set_money_budget(self, limit: object | None) -> None:
+        """Refuse calls that could take the money spent past ``limit`` dollars (``"$5"``, ``5``,
+        ``Decimal``); None removes the limit. ``ConfigurationError`` for an amount that is not one."""
+        self._money = None if limit is None else MoneyBudget(limit, self.prices, tracker=self.spend)
+
+    @property
+    def spent_money(self) -> Decimal:
+        """Dollars spent by the calls recorded so far (those with a price)."""
+        return self.spend.spent
+
     def check_budget(self) -> None:
         """Raise ``BudgetExceededError`` if the budget is spent (the hook calls this before sending)."""
         budget, spent = self._budget, self.spent_tokens
@@ -228,6 +291,7 @@ class Ledger:
         with self._lock:
             count = len(self._entries)
             self._entries.clear()
+            self.spend.reset()
             return count
 
     @property
@@ -264,13 +328,22 @@ class Ledger:
         """The per-model rows as plain dicts (for pandas, JSON or a test), totals not included."""
         return [asdict(row) for row in self.rows()]
 
+    def costs(self) -> dict[str, Decimal | None]:
+        """Per model, the dollars its calls cost, or None when some had no price (for a chart)."""
+        return {r.model: r.cost if r.priced and not r.unpriced else None for r in self.rows()}
+
+    def _columns(self) -> tuple[str, ...]:
+        # The cost column only once some call was made while a price table was in use.
+        return _COLUMNS if self.totals.cost_text else _COLUMNS[:-1]
+
     def _table(self) -> list[tuple[str, ...]]:
         rows = self.rows()
         if len(rows) != 1:  # with a single model the total row would only repeat it
             rows.append(self.totals)
+        width = len(self._columns())
         return [
             (r.model, str(r.calls), str(r.input_tokens), str(r.output_tokens), str(r.total_tokens),
-             str(r.estimated))
+             str(r.estimated), r.cost_text or "")[:width]
             for r in rows
         ]  # fmt: skip
 
@@ -278,8 +351,8 @@ class Ledger:
         """A fixed-width table: model left-aligned, numbers right-aligned."""
         if not len(self):
             return "no calls recorded yet"
-        table = [_COLUMNS, *self._table()]
-        widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
+        table = [self._columns(), *self._table()]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         lines = [
             "  ".join(
                 cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -293,7 +366,7 @@ class Ledger:
         """The table as HTML; every cell escaped (model ids come from the gateway)."""
         if not len(self):
             return '<div class="flotorch-usage">no calls recorded yet</div>'
-        head = "".join(f"<th>{_render.escape_text(c)}</th>" for c in _COLUMNS)
+        head = "".join(f"<th>{_render.escape_text(c)}</th>" for c in self._columns())
         body = "".join(
             "<tr>" + "".join(f"<td>{_render.escape_text(cell)}</td>" for cell in row) + "</tr>"
             for row in self._table()
@@ -305,7 +378,9 @@ class Ledger:
 
     def __repr__(self) -> str:
         totals = self.totals
-        return f"Ledger(calls={totals.calls}, total_tokens={totals.total_tokens}, budget={self._budget!r})"
+        money = f", money_budget={format_cost(self._money.limit)}" if self._money is not None else ""
+        tokens = f"calls={totals.calls}, total_tokens={totals.total_tokens}"
+        return f"Ledger({tokens}, budget={self._budget!r}{money})"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """Plain data (HTML + text), so the core never imports IPython."""

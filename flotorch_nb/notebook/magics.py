@@ -9,7 +9,11 @@ the cell as they arrive (as plain text in a terminal) and end as the cell's valu
 ``LLMResponse``, in every format: one plain rich output (sanitized HTML + text, JSON for
 ``-f json``) that survives save, reopen and HTML export.
 
-Budget and usage are not this module's business: the session's client refuses a call once the
+``-m a,b,c`` (or ``--compare``) asks several models at once and shows them side by side
+(``compare_cell``). Every final answer carries its provenance in its output metadata, and its
+footer the cost while a price table is in use.
+
+Budgets and usage are not this module's business: the session's client refuses a call once a
 budget is spent and records every call (``call_label("magic")`` names the source).
 """
 
@@ -18,74 +22,31 @@ from __future__ import annotations
 import getpass
 import keyword
 import os
-import shlex
 from collections import ChainMap
 from typing import Any, Literal
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from .. import _config
 from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._hooks import call_label
+from .._provenance import output_metadata, provenance_of
 from .._text import utf8_safe
-from . import answer, autostart, commands
+from . import answer, autostart, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .interpolate import interpolate
 from .ledger import capture
+from .options import configuration_fix, parse_options
 from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 FORMATS = ("markdown", "text", "code", "json")
 _TRUE = {"1", "true", "yes", "on"}
-
-
-def split_words(line: str) -> list[str]:
-    """``line`` split into words shell-style: quotes group and are removed, and nothing else changes.
-
-    Backslashes are kept as typed (``shlex.split`` would read ``C:\\Users\\me`` as escapes and
-    give ``C:Usersme``): Windows paths and regular expressions arrive intact. A quote inside a word is
-    written with the other kind of quotes around it.
-    """
-    lexer = shlex.shlex(line, posix=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""  # a "#" in a prompt option is text
-    lexer.escape = ""
-    return list(lexer)
-
-
-def _parse(func: Any, line: str, magic: str) -> Any:
-    """Parse ``line`` with the magic's argparse parser, shell-style (see ``split_words``)."""
-    try:
-        tokens = split_words(line)
-    except ValueError as exc:  # e.g. an unbalanced quote
-        raise UsageError(f"{magic}: cannot split the options ({exc}); check the quotes") from None
-    try:
-        return func.parser.parse_args(tokens)
-    except UsageError as exc:
-        raise UsageError(f"{magic}: {exc} — see {magic}? for the options") from None
-
-
-def _configuration_fix(session: Session, exc: Exception, *, model_given: bool = False) -> UsageError:
-    """A one-line UsageError saying what configuration is missing and how to provide it."""
-    fixes = {
-        _config.ENV_MODEL_ID: "%flotorch model NAME (or -m NAME)",
-        _config.ENV_API_KEY: "%flotorch login",
-        _config.ENV_BASE_URL: "%flotorch base_url https://...",
-    }
-    missing = [name for name in session.missing() if not (model_given and name == _config.ENV_MODEL_ID)]
-    if missing:
-        how = "; ".join(fixes[name] for name in missing)
-        return UsageError(
-            f"FloTorch is not configured: {' and '.join(missing)} not set. Fix: {how} "
-            "(or set the environment variables; with none of them set, %reload_ext flotorch_nb "
-            "starts the offline gateway)"
-        )
-    return UsageError(f"FloTorch configuration error: {exc}")
 
 
 @magics_class
@@ -105,7 +66,11 @@ class FlotorchMagics(Magics):
 
     # -- %%flotorch ------------------------------------------------------------------------------
     @magic_arguments("%flotorch")
-    @argument("-m", "--model", help="model id for this cell (default: %%flotorch model / FLOTORCH_MODEL_ID)")
+    @argument(
+        "-m", "--model",
+        help="model id for this cell (default: %%flotorch model / FLOTORCH_MODEL_ID); a comma list "
+        "(-m a,b,c) asks every model at once and shows the answers side by side",
+    )  # fmt: skip
     @argument("-t", "--temperature", type=float, help="sampling temperature, 0 to 2")
     @argument("--max-tokens", type=int, help="upper bound on the answer's tokens")
     @argument("-s", "--system", help='system prompt (quote it: -s "You are terse.")')
@@ -124,9 +89,19 @@ class FlotorchMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming it")
     @argument("--no-interpolate", action="store_true", help="send {braces} exactly as written")
     @argument(
+        "--compare", action="store_true",
+        help="side by side, one column per model of -m (implied by a comma in -m); without -m the "
+        "models of FLOTORCH_COMPARE_MODELS",
+    )  # fmt: skip
+    @argument(
+        "--keep-errors", action="store_true",
+        help="with several models: a model's error stays in its column and the cell does not fail",
+    )  # fmt: skip
+    @argument(
         "--map", metavar="NAME",
         help="run the cell as a template once per item of the list/Series/DataFrame NAME ({item}, or "
-        "column names); the cell's value is the BatchResult",
+        "column names); the cell's value is the BatchResult (with -m a,b,c: one run per model, and "
+        "a ModelBatches: a column group per model, agreement when the answers are labels)",
     )  # fmt: skip
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
@@ -148,13 +123,22 @@ class FlotorchMagics(Magics):
         the parsed value or the schema instance; NaN/Infinity, which JSON cannot hold, are
         refused). -o VAR also stores it in VAR, and {Out[n]} / {VAR} quote its text later.
 
+        Compare: -m a,b,c (or --compare) sends the prompt to every model at once: one column per
+        model, streaming, then a chart of latency and tokens and the side-by-side table (answers,
+        tokens, latency, cost) as the cell's value (a Comparison; -o VAR keeps it). A model that
+        fails shows its typed error in its column; the cell then fails unless --keep-errors.
+
+        Provenance and cost: every final answer keeps model, gateway, request id, time, tokens,
+        latency, source and request hash in its output metadata (saved with the notebook); with a
+        price table (%flotorch price, FLOTORCH_PRICES) footers show the cost, or "cost unknown".
+
         Errors: option or configuration mistakes raise UsageError before anything is sent; gateway
         failures raise the typed FlotorchError so the cell fails (and CI notices), shown as one line
         (%xmode Verbose shows the traceback); a spent %flotorch budget raises BudgetExceededError.
         Every call is counted in %flotorch usage, a failed or interrupted one with what it cost.
         Options are split like a shell's, but backslashes stay as typed (Windows paths work).
         """
-        args = _parse(self.flotorch_cell, line, "%%flotorch")
+        args = parse_options(self.flotorch_cell, line, "%%flotorch")
         session = self.session
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
@@ -176,10 +160,14 @@ class FlotorchMagics(Magics):
         prompt = utf8_safe(prompt)
         system = utf8_safe(args.system) if args.system is not None else None
 
+        default = os.environ.get(_config.ENV_COMPARE_MODELS) or session.model_id
+        models = compare_cell.models_of(args.model, default, compare=args.compare)
+        if args.keep_errors and not models:
+            raise UsageError("%%flotorch: --keep-errors is for comparisons (-m a,b,c)")
         try:
-            client = session.client(args.model)
+            client = session.client(models[0] if models else args.model)
         except ConfigurationError as exc:
-            raise _configuration_fix(session, exc, model_given=bool(args.model)) from None
+            raise configuration_fix(session, exc, model_given=bool(args.model)) from None
 
         fmt = "json" if schema is not None else args.format
         conversation = session.conversation
@@ -191,6 +179,14 @@ class FlotorchMagics(Magics):
             params["temperature"] = args.temperature
         if args.max_tokens is not None:
             params["max_tokens"] = args.max_tokens
+        if models:
+            if schema is not None or fmt != "markdown":
+                raise UsageError("%%flotorch: a comparison shows Markdown answers; drop -f and --schema")
+            with call_label("magic"):
+                return compare_cell.cell(
+                    self.ip, client, messages, models, params, stream=not args.no_stream,
+                    keep_errors=args.keep_errors, output=args.output,
+                )  # fmt: skip
         # JSON mode for -f json so a real model answers with JSON only (the offline one honours it too).
         response_format: Any = schema
         if schema is None and fmt == "json":
@@ -212,11 +208,17 @@ class FlotorchMagics(Magics):
                     answer.one_line_traceback(exc, self.ip)
                 raise
         turn.finish(resp, spent[-1] if spent else None)
+        turn.provenance = provenance_of(
+            resp, base_url=client.base_url, endpoint=client.endpoint, model=turn.model
+        )
         self._commit(turn, system, fresh=not args.cont)
         if args.output:
             self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
         try:
-            value = answer.cell_value(self.ip, resp, fmt, streamed=not args.no_stream)
+            value = answer.cell_value(
+                self.ip, resp, fmt, streamed=not args.no_stream, footer=turn.footer,
+                metadata=output_metadata([turn.provenance]),
+            )  # fmt: skip
         except FlotorchError as exc:
             answer.one_line_traceback(exc, self.ip)
             raise
@@ -226,23 +228,27 @@ class FlotorchMagics(Magics):
 
     def _map(self, args: Any, cell: str) -> Any:
         """``--map NAME``: the cell as a template over a dataset; the value is the BatchResult."""
-        from .mapping import MapUsageError, run_map
+        from .map_cell import run_mapped
+        from .mapping import MapUsageError
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
         schema = self._schema_class(args.schema) if args.schema else None
         params = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v}
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
+        default = os.environ.get(_config.ENV_COMPARE_MODELS) or self.session.model_id
+        models = compare_cell.models_of(args.model, default, compare=args.compare) or (args.model,)
         try:
-            result = run_map(
-                self.session, self.ip.user_ns, args.map, cell.strip("\n"), model=args.model,
-                system=args.system, concurrency=args.concurrency, response_format=response_format,
-                params=params,
+            result, chart = run_mapped(
+                self.session, self.ip.user_ns, args.map, cell.strip("\n"), models, system=args.system,
+                concurrency=args.concurrency, response_format=response_format, params=params,
             )  # fmt: skip
         except MapUsageError as exc:
             raise UsageError(f"%%flotorch {exc}") from None
         except ConfigurationError as exc:
-            raise _configuration_fix(self.session, exc, model_given=bool(args.model)) from None
+            raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
+        if chart is not None:
+            display(chart)  # the latency distribution and errors, above the summary
         if args.output:
             self.ip.user_ns[args.output] = result
         return result
@@ -281,6 +287,7 @@ class FlotorchMagics(Magics):
     @argument("command", nargs="?", default="config", help="one of the subcommands above (default: config)")
     @argument("value", nargs="*", help="the subcommand's argument")
     @line_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
+    @no_var_expand  # IPython would read "$5" as a variable: {name} is filled in below instead
     def flotorch_line(self, line: str) -> Any:
         """Configure FloTorch for this notebook and inspect usage.
 
@@ -290,9 +297,16 @@ class FlotorchMagics(Magics):
           base_url [URL]    show / set the gateway URL (http or https)
           login             ask for the API key without echoing it; kept in memory for this
                             session only: never in the notebook, the environment or an output
-          usage             tokens used this session by every call of the session's clients, per
-                            model (stopped or failed calls, and answers without usage, estimated)
-          budget [N|off]    show / set / remove a token budget; spent => calls refused before sending
+          usage             tokens (and cost, with prices) used this session by every call of the
+                            session's clients, per model, and a chart (stopped or failed calls, and
+                            answers without usage, estimated)
+          budget [N|$N|off] show / set a token budget (N) or a money budget ($N), or remove both;
+                            calls that could pass it are refused before sending
+          price [MODEL [IN OUT|off]]
+                            list prices / show or set a model's (dollars per million input and
+                            output tokens; also a FLOTORCH_PRICES file, TOML or JSON) / remove it
+          provenance        every answer of this session: model, source, time, tokens, latency,
+                            request id and hash (what each output saves in its metadata)
           history           the %%flotorch conversation, with each answer's model and tokens
           reset             clear the conversation and the usage ledger
           export PATH.md    write the conversation as Markdown (model and token footer per answer)
@@ -302,7 +316,7 @@ class FlotorchMagics(Magics):
           cache [PATH|off]  keep answers in the SQLite file PATH and answer repeats from it (sets
                             FLOTORCH_CACHE); a re-run --map batch then sends only what is missing
         """
-        args = _parse(self.flotorch_line, line, "%flotorch")
+        args = parse_options(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
         command = args.command.replace("-", "_")
         if command == "login":
             if args.value:
@@ -321,10 +335,13 @@ class FlotorchMagics(Magics):
             output = function(self.session, *args.value)
         except ConfigurationError as exc:
             raise UsageError(f"%flotorch {command}: {exc}") from None
-        if isinstance(output, str):
-            print(output)
-        else:
-            display(output, raw=True)
+        for item in output if isinstance(output, list) else [output]:
+            if isinstance(item, str):
+                print(item)
+            elif isinstance(item, dict):
+                display(item, raw=True)
+            else:
+                display(item)  # an object that displays itself (a chart)
 
     def _login(self) -> None:
         try:

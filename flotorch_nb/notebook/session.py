@@ -11,9 +11,15 @@ One process-wide ``Session`` (``get_session()``) holds
   stream or an ``ainvoke`` still running on it finishes normally, and its pools are closed the
   moment its last call ends (at once if it is idle): ``FlotorchLLM.close_when_idle``;
 - the ``%%flotorch`` conversation, a ``Conversation`` like each chat panel's;
-- the usage ledger and its token budget, attached as hooks to every client the session builds (and
-  to a client given to a ``ChatPanel``), so every call made with them is checked *before* any
-  network I/O and counted once, whichever surface or user code makes it.
+- the usage ledger with its token and money budgets, attached as hooks to every client the session
+  builds (and to a client given to a ``ChatPanel``), so every call made with them is checked *before*
+  any network I/O and counted (and priced) once, whichever surface or user code makes it;
+- the answers of the session with their provenance (``answers``, ``%flotorch provenance``), kept by a
+  ``_provenance.Stamp`` hook on the same clients.
+
+Prices are ``pricing``'s process-wide table; ``FLOTORCH_PRICES`` is (re)read whenever a client is
+asked for, so a malformed price file is a ``ConfigurationError`` naming its line there, before
+anything is sent, rather than inside a hook.
 
 Record/replay is deliberately not a session override: it is the ``FLOTORCH_RECORD`` /
 ``FLOTORCH_REPLAY`` environment (``%flotorch record DIR`` sets exactly that, through ``setenv``, so
@@ -30,14 +36,18 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from decimal import Decimal
 
-from .. import _config
+from .. import _config, pricing
 from .._config import Secret
 from .._errors import ConfigurationError
 from .._pools import forget_closed_loops
+from .._provenance import Stamp
 from .._text import non_empty
 from ..llm import FlotorchLLM
+from ..spending import MoneyBudget
 from . import autostart
+from .answers import AnswerLog
 from .conversation import Conversation
 from .ledger import Ledger
 
@@ -72,8 +82,10 @@ class Session:
         self._fingerprint: tuple[str | None, ...] | None = None
         #: The ``%%flotorch`` conversation.
         self.conversation = Conversation()
-        #: Usage of every call made with a session client, and the token budget.
+        #: Usage of every call made with a session client, and the token and money budgets.
         self.ledger = Ledger()
+        #: Every answer of the session's clients, with its provenance (``%flotorch provenance``).
+        self.answers = AnswerLog()
         # FLOTORCH_* variables this session set (record/replay/live): their values before, and after.
         self._env_before: dict[str, str | None] = {}
         self._env_set: dict[str, str | None] = {}
@@ -148,8 +160,9 @@ class Session:
 
         When the configuration changed since the client was built, the old clients are retired (see
         the module docstring) and a new one is built. Raises ``ConfigurationError`` (before any I/O)
-        when the model, key or URL is missing.
+        when the model, key or URL is missing, or the ``FLOTORCH_PRICES`` file is malformed.
         """
+        self.prices()
         with self._lock:
             fingerprint = self._current_fingerprint()
             if fingerprint != self._fingerprint:
@@ -164,11 +177,19 @@ class Session:
             return client
 
     def watch(self, llm: FlotorchLLM) -> FlotorchLLM:
-        """Check every call of ``llm`` against the budget and count it in the ledger (idempotent).
+        """Check every call of ``llm`` against the budgets, count it in the ledger and keep its
+        answer's provenance (idempotent).
 
         Done to every client the session builds; the chat panel does it to a client it is given.
         """
-        return self.ledger.attach(llm)
+        self.ledger.attach(llm)
+        Stamp.attach(llm, self.answers.add)
+        return llm
+
+    def prices(self) -> pricing.PriceTable:
+        """The price table, ``FLOTORCH_PRICES``'s file reread if the variable changed (a malformed
+        file: ``ConfigurationError`` naming the line)."""
+        return pricing.default_prices()
 
     def _retire_clients(self) -> None:
         clients, self._clients = self._clients, {}
@@ -204,6 +225,20 @@ class Session:
         """Raise ``BudgetExceededError`` if the budget is spent (what every session client checks)."""
         self.ledger.check_budget()
 
+    @property
+    def money_budget(self) -> MoneyBudget | None:
+        """The money budget, or None."""
+        return self.ledger.money_budget
+
+    def set_money_budget(self, limit: object | None) -> None:
+        """Refuse calls that could take the session's spend past ``limit`` dollars (None: no limit)."""
+        self.ledger.set_money_budget(limit)
+
+    @property
+    def spent_money(self) -> Decimal:
+        """Dollars spent by the priced calls recorded so far."""
+        return self.ledger.spent_money
+
     # -- environment ------------------------------------------------------------------------------
     def setenv(self, name: str, value: str | None) -> None:
         """Set (or with None remove) an environment variable, remembering it so ``reset`` undoes it."""
@@ -234,13 +269,15 @@ class Session:
 
     def reset(self) -> None:
         """Everything this session holds back to new: clients closed (once idle), overrides, the
-        conversation, the ledger, the budget, and the environment variables it set."""
+        conversation, the ledger, both budgets, the answers, and the environment variables it set."""
         with self._lock:
             self.close()
             self.clear_overrides()
             self.conversation = Conversation()
             self.ledger.clear()
             self.ledger.set_budget(None)
+            self.ledger.set_money_budget(None)
+            self.answers.clear()
             self._restore_env()
 
     def __repr__(self) -> str:
@@ -275,13 +312,15 @@ def get_session() -> Session:
 def reset() -> Session:
     """Return the notebook layer of this process to a clean state, and the (same) session.
 
-    The session's clients, overrides, conversation, ledger, budget and the environment variables it
-    set; the offline gateway ``%load_ext`` started (and the variables it set); the client module's
-    record of pools on event loops that were closed without cancelling their tasks. The session
-    object itself stays, so the hooks it attached to clients someone still holds stay live.
+    The session's clients, overrides, conversation, ledger, budgets, answers and the environment
+    variables it set; the prices of ``%flotorch price`` and ``FLOTORCH_PRICES``; the offline gateway
+    ``%load_ext`` started (and the variables it set); the client module's record of pools on event
+    loops that were closed without cancelling their tasks. The session object itself stays, so the
+    hooks it attached to clients someone still holds stay live.
     """
     session = get_session()
     session.reset()
+    pricing.reset_default_prices()
     autostart.stop_gateway()
     forget_closed_loops()
     return session

@@ -45,32 +45,48 @@ _PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monos
 class FormattedResponse(LLMResponse):
     """An ``LLMResponse`` that displays itself the way ``%%flotorch -f FORMAT`` showed it.
 
-    ``-f text``, ``-f code``, ``-f json`` and ``--schema`` end the cell with one of these as its value
-    (``Out[n]``, ``_``, ``-o VAR``), so the cell's ``execute_result`` *is* its one final rendering, a
-    plain bundle that survives save, reopen and export. Apart from that bundle it is the response the
-    gateway gave: every field (``metadata``, ``usage``, ``parsed``...) is the original's, ``str()`` is
-    the content (what ``{Out[n]}`` quotes), and a ``dataclasses.replace`` copy, whose bundle would
-    describe another answer, displays as a plain ``LLMResponse`` again.
+    Every ``%%flotorch`` cell ends with one of these as its value (``Out[n]``, ``_``, ``-o VAR``), so
+    the cell's ``execute_result`` *is* its one final rendering: a plain bundle that survives save,
+    reopen and export, whose footer has the cost while prices are in use, and whose output metadata
+    holds the answer's provenance (so the saved ``.ipynb`` says where the answer came from). Apart
+    from that bundle it is the response the gateway gave: every field (``metadata``, ``usage``,
+    ``parsed``...) is the original's, ``str()`` is the content (what ``{Out[n]}`` quotes), and a
+    ``dataclasses.replace`` copy, whose bundle would describe another answer, displays as a plain
+    ``LLMResponse`` again.
     """
 
-    __slots__ = ("_bundle",)
+    __slots__ = ("_bundle", "_metadata")
     _bundle: dict[str, Any]
+    _metadata: dict[str, Any]
 
     @classmethod
-    def of(cls, resp: LLMResponse, bundle: Mapping[str, Any]) -> FormattedResponse:
-        """A copy of ``resp`` (fields shared, as ``copy.copy`` would) that displays as ``bundle``."""
+    def of(
+        cls, resp: LLMResponse, bundle: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+    ) -> FormattedResponse:
+        """A copy of ``resp`` (fields shared, as ``copy.copy`` would) that displays as ``bundle``,
+        with ``metadata`` as its output's metadata."""
         new = object.__new__(cls)
         for f in fields(LLMResponse):  # every field, also any that ``__init__`` would not take
             object.__setattr__(new, f.name, getattr(resp, f.name))
         new._bundle = dict(bundle)
+        new._metadata = dict(metadata or {})
         return new
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """The bundle the magic built for this answer (sanitized HTML, plain text, JSON if any)."""
+    @property
+    def bundle(self) -> dict[str, Any]:
+        """What this answer displays (sanitized HTML, plain text, JSON if any)."""
         bundle = getattr(self, "_bundle", None)
-        if bundle is None:
-            return LLMResponse._repr_mimebundle_(self, include, exclude)
-        return dict(bundle)
+        return self.mimebundle() if bundle is None else dict(bundle)
+
+    # IPython takes (data, metadata) from _repr_mimebundle_ as readily as data alone; the metadata
+    # is how the provenance reaches the saved notebook, so the return type widens on purpose.
+    def _repr_mimebundle_(  # type: ignore[override]
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The bundle the magic built for this answer, and its provenance as the output's metadata."""
+        if getattr(self, "_bundle", None) is None:  # a dataclasses.replace copy: another answer
+            return self.mimebundle(), {}
+        return dict(self._bundle), dict(self._metadata)
 
 
 def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict[str, str]:
@@ -89,9 +105,14 @@ def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict
     }
 
 
-def answer_bundle(resp: LLMResponse, fmt: str, *, code: str | None = None) -> dict[str, str]:
-    """The final answer for ``text`` (preformatted, never parsed) or ``code`` (one fenced block)."""
-    footer = resp.footer()
+def answer_bundle(
+    resp: LLMResponse, fmt: str, *, code: str | None = None, footer: _render.Footer | None = None
+) -> dict[str, str]:
+    """The final answer for ``markdown`` (rendered, sanitized), ``text`` (preformatted, never parsed)
+    or ``code`` (one fenced block), with ``footer`` (default: the response's own)."""
+    footer = footer if footer is not None else resp.footer()
+    if fmt == "markdown":
+        return resp.mimebundle(footer)
     footer_html, footer_text = _render.footer_html(footer), _render.footer_text(footer)
     if fmt == "code":
         assert code is not None
@@ -103,10 +124,10 @@ def answer_bundle(resp: LLMResponse, fmt: str, *, code: str | None = None) -> di
     return {"text/plain": utf8_safe(f"{resp.content}\n\n{footer_text}"), "text/html": html}
 
 
-def json_bundle(value: Any, resp: LLMResponse) -> dict[str, Any]:
+def json_bundle(value: Any, resp: LLMResponse, footer: _render.Footer | None = None) -> dict[str, Any]:
     """A JSON value (``standard_json``'s) as ``application/json`` (JupyterLab's tree view) plus the
     pretty text and footer."""
-    footer = resp.footer()
+    footer = footer if footer is not None else resp.footer()
     pretty = json.dumps(value, indent=2, ensure_ascii=False)
     html = (
         f'<div class="flotorch-answer">{_PRE}{_render.escape_text(pretty)}</div>'

@@ -16,8 +16,12 @@ too), so every reply is checked against ``%flotorch budget`` before it is sent a
 Static transcript: widget views need live widget state, which JupyterLab does not save by default; a
 saved or exported notebook would show "Error displaying widget" instead of the conversation. So when
 displayed, the panel also displays a collapsed ``<details>`` copy of the transcript (sanitized HTML plus
-``text/plain``) under a display id, and updates it after every turn: the notebook file always holds the
-conversation as plain outputs that any viewer can show.
+``text/plain``, each answer's provenance in the output's metadata) under a display id, and updates it
+after every turn: the notebook file always holds the conversation as plain outputs any viewer shows.
+
+Docking (``panel.dock()``, ``ChatPanel(dock=True)``) shows the same live panel in JupyterLab's side
+area through jupyterlab-sidecar (``dock.dock``), so it stays in view while the notebook scrolls; the
+cell then shows only a line saying so and the static copy.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ if TYPE_CHECKING:
 __all__ = ["ChatBusyError", "ChatPanel"]
 
 RENDER_INTERVAL_S = 0.05
+#: What a cell shows in place of a docked panel (the static transcript copy still follows it).
+DOCKED_NOTE = {
+    "text/plain": "FloTorch chat: docked in JupyterLab's side area",
+    "text/html": '<div class="flotorch-chat-docked" style="font-size:0.9em;color:#4b5563">'
+    "FloTorch chat: docked in JupyterLab's side area →</div>",
+}
 ENTER_GRACE_S = 0.3  # see chat.EnterToSend
 
 
@@ -68,6 +78,7 @@ class ChatPanel(PanelView):
         system_prompt: str | None = None,
         stream: bool = True,
         params: Mapping[str, Any] | None = None,
+        dock: bool = False,
     ) -> None:
         if llm is not None and not (hasattr(llm, "astream") and hasattr(llm, "ainvoke")):
             raise TypeError(f"llm must be a FlotorchLLM, not {type(llm).__name__}")
@@ -92,6 +103,9 @@ class ChatPanel(PanelView):
         self._show_totals()
         self._wire()
         self.models = [default, *(models or ())]  # validated by the setter
+        self._sidecar: Any = None
+        if dock:
+            self.dock()
 
     def _wire(self) -> None:
         self.input.on_msg(self._guard(self._on_input_msg))
@@ -112,14 +126,47 @@ class ChatPanel(PanelView):
         return guarded
 
     def _ipython_display_(self) -> None:
-        """Show the live panel, then the static transcript copy that outlives widget state."""
+        """Show the live panel (or, docked, a line saying where it is), then the static transcript
+        copy that outlives widget state, with the answers' provenance in its metadata."""
         from IPython.display import display
 
         self._show_totals()
-        display(self.root)
-        handle = display(self.conversation.transcript_bundle(), raw=True, display_id=True)
+        if self.docked:
+            display(DOCKED_NOTE, raw=True)
+        else:
+            display(self.root)
+        handle = display(
+            self.conversation.transcript_bundle(),
+            raw=True,
+            metadata=self.conversation.transcript_metadata(),
+            display_id=True,
+        )
         if handle is not None:
             self._handles.append(handle)
+
+    # -- docking ---------------------------------------------------------------------------------
+    @property
+    def docked(self) -> bool:
+        """Whether the panel is open in JupyterLab's side area."""
+        return self._sidecar is not None
+
+    def dock(self, title: str = "FloTorch chat", *, anchor: str = "right") -> None:
+        """Open the panel in JupyterLab's side area (jupyterlab-sidecar), where it stays in view while
+        the notebook scrolls; it keeps working as in a cell. Docking again moves it (``anchor``: see
+        ``dock.ANCHORS``). Needs JupyterLab; elsewhere the side panel is simply not shown."""
+        from .dock import dock
+
+        sidecar = dock(self.root, title, anchor=anchor)  # checks the anchor before anything moves
+        self.undock()
+        self._sidecar = sidecar
+
+    def undock(self) -> None:
+        """Close the side panel (the panel itself lives on: display it again in a cell)."""
+        if self._sidecar is not None:
+            from .dock import undock
+
+            sidecar, self._sidecar = self._sidecar, None
+            undock(sidecar)
 
     def __repr__(self) -> str:
         return f"ChatPanel(model={self.model!r}, turns={len(self.conversation.turns)}, stream={self._stream})"
@@ -333,8 +380,9 @@ class ChatPanel(PanelView):
         if not self._handles:
             return
         bundle = self.conversation.transcript_bundle()
+        metadata = self.conversation.transcript_metadata()
         for handle in self._handles:
-            handle.update(bundle, raw=True)
+            handle.update(bundle, raw=True, metadata=metadata)
 
 
 def _current_task() -> asyncio.Task[Any] | None:

@@ -1,0 +1,58 @@
+"""How the magics read their options, and what they say when configuration is missing (IPython only for
+``UsageError``): kept apart so ``magics.py`` stays about what a cell does."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from .. import _config
+from .session import Session
+
+__all__ = ["configuration_fix", "parse_options", "split_words"]
+
+
+def split_words(line: str) -> list[str]:
+    """``line`` split into words shell-style: quotes group and are removed, and nothing else changes.
+
+    Backslashes are kept as typed (``shlex.split`` would read ``C:\\Users\\me`` as escapes and
+    give ``C:Usersme``): Windows paths and regular expressions arrive intact. A quote inside a word is
+    written with the other kind of quotes around it.
+    """
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # a "#" in a prompt option is text
+    lexer.escape = ""
+    return list(lexer)
+
+
+def parse_options(func: Any, line: str, magic: str) -> Any:
+    """Parse ``line`` with the magic's argparse parser, shell-style (see ``split_words``)."""
+    try:
+        tokens = split_words(line)
+    except ValueError as exc:  # e.g. an unbalanced quote
+        raise UsageError(f"{magic}: cannot split the options ({exc}); check the quotes") from None
+    try:
+        return func.parser.parse_args(tokens)
+    except UsageError as exc:
+        raise UsageError(f"{magic}: {exc} — see {magic}? for the options") from None
+
+
+def configuration_fix(session: Session, exc: Exception, *, model_given: bool = False) -> UsageError:
+    """A one-line UsageError saying what configuration is missing and how to provide it."""
+    fixes = {
+        _config.ENV_MODEL_ID: "%flotorch model NAME (or -m NAME)",
+        _config.ENV_API_KEY: "%flotorch login",
+        _config.ENV_BASE_URL: "%flotorch base_url https://...",
+    }
+    missing = [name for name in session.missing() if not (model_given and name == _config.ENV_MODEL_ID)]
+    if missing:
+        how = "; ".join(fixes[name] for name in missing)
+        return UsageError(
+            f"FloTorch is not configured: {' and '.join(missing)} not set. Fix: {how} "
+            "(or set the environment variables; with none of them set, %reload_ext flotorch_nb "
+            "starts the offline gateway)"
+        )
+    return UsageError(f"FloTorch configuration error: {exc}")
