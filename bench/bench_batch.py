@@ -1,7 +1,10 @@
 """Batch benchmark, one run: throughput against a 100 ms loopback responder, rpm, memory, Dask.
 
-    .venv/bin/python bench/bench_batch.py            # everything (about 4 minutes)
-    .venv/bin/python bench/bench_batch.py --quick    # no 2-minute rpm run, 20,000 items for memory
+    .venv/bin/python bench/bench_batch.py            # everything (about 5 minutes)
+    .venv/bin/python bench/bench_batch.py --quick    # 30-s rpm run, 20,000 items for memory
+
+The responder is ``bench/server.py``, the same one ``bench.py`` uses (its own process, uvloop when
+installed, ``--arrivals`` to log when each request arrived).
 
 Targets (from the issue; never loosened here): abatch of 2,000 prompts at concurrency 64 >= 0.9 of
 the ideal 640 req/s; 5,000 at 256 >= 0.75 of 2,560 req/s; rpm=600 for two minutes never more than
@@ -19,22 +22,16 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from bench import start_server, stop
+
 LATENCY = 0.1
 
 
-def start_responder(latency: float = LATENCY) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "responder.py"), "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    port = proc.stdout.readline().split()[1]
-    return proc, f"http://127.0.0.1:{port}"
+def start_responder(latency: float = LATENCY, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """``bench/server.py`` answering after ``latency`` seconds."""
+    return start_server(latency, *options)
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -47,16 +44,17 @@ def prompts(n: int) -> list[str]:
     return [f"prompt {i}" for i in range(n)]
 
 
-async def ours(url: str, n: int, concurrency: int) -> float:
+async def ours(url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """``abatch`` of ``n`` prompts: items per second, and this process's CPU seconds per item."""
     from flotorch_nb import FlotorchLLM
 
     async with FlotorchLLM("bench/model", "bench-key", url, cache=False) as llm:
         await llm.abatch(prompts(concurrency), concurrency=concurrency, progress=False)  # warm the pool
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = await llm.abatch(prompts(n), concurrency=concurrency, progress=False)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert not result.errors, result.summary_text()
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
 async def raw_httpx(url: str, n: int, concurrency: int) -> float:
@@ -110,7 +108,7 @@ def most_in_window(times: list[float], window: float) -> int:
 def rpm_run(seconds: float) -> dict[str, Any]:
     from flotorch_nb import FlotorchLLM
 
-    proc, url = start_responder(0.01)
+    proc, url = start_responder(0.01, "--arrivals")
     try:
         n = int(600 * seconds / 60) + 20
         with FlotorchLLM("bench/model", "bench-key", url, cache=False) as llm:
@@ -133,15 +131,13 @@ def rpm_run(seconds: float) -> dict[str, Any]:
             "sustained_per_min": len(arrivals) / duration * 60,
         }
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
 def memory_run(n: int) -> float:
     """Peak RSS growth (MiB) of one batch of n items, in a fresh process."""
     code = f"""
-import resource, sys, asyncio
-sys.path.insert(0, {str(HERE)!r})
+import resource, sys
 from flotorch_nb import FlotorchLLM
 prompts = [f"prompt {{i}}" for i in range({n})]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -155,8 +151,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
         out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
 def dask_run(n: int) -> dict[str, float]:
@@ -185,21 +180,23 @@ def dask_run(n: int) -> dict[str, float]:
             client.cluster.close()
         return {"one_process_req_s": one, "dask_two_workers_req_s": two}
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     report: dict[str, Any] = {}
     proc, url = start_responder()
     try:
         for n, concurrency, share in ((2000, 64, 0.9), (5000, 256, 0.75)):
             ideal = concurrency / LATENCY
+            rate, cpu = asyncio.run(ours(url, n, concurrency))
             row = {
-                "ours": asyncio.run(ours(url, n, concurrency)),
+                "ours": rate,
+                "ours_cpu_us_per_item": cpu * 1e6,
                 "raw_httpx2": asyncio.run(raw_httpx(url, n, concurrency)),
                 "raw_aiohttp": asyncio.run(raw_aiohttp(url, n, concurrency)),
                 "ideal": ideal,
@@ -208,17 +205,28 @@ def main() -> None:
             row["met"] = row["ours"] >= row["target"]
             report[f"abatch {n} @ {concurrency}"] = row
     finally:
-        proc.terminate()
-        proc.wait()
-    report["rpm=600"] = rpm_run(30 if args.quick else 120)
-    report["rpm=600"]["met"] = (
-        report["rpm=600"]["most_in_any_60s"] <= 600 and report["rpm=600"]["sustained_per_min"] >= 570
-    )
+        stop(proc)
+    seconds = 30 if args.quick else 120
+    report[f"rpm=600 for {seconds} s"] = rpm = rpm_run(seconds)
+    rpm["met"] = rpm["most_in_any_60s"] <= 600 and rpm["sustained_per_min"] >= 570
     items = 20_000 if args.quick else 100_000
     grown = memory_run(items)
     report[f"memory {items} items"] = {"peak_rss_growth_mib": grown, "met": grown <= 150}
-    report["dask"] = dask_run(2000)
-    print(json.dumps(report, indent=2))
+    report["dask 2000 items"] = dask_run(2000)
+    load_after = os.getloadavg()
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; load average (1/5/15 min) before "
+        f"{'/'.join(f'{x:.2f}' for x in load_before)}, after {'/'.join(f'{x:.2f}' for x in load_after)}"
+    )
+    print(json.dumps(_rounded(report), indent=2))
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 1)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 if __name__ == "__main__":

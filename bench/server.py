@@ -1,6 +1,6 @@
 """The benchmark's server: a bare HTTP/1.1 responder, so that what ``bench.py`` measures is the client.
 
-    python bench/server.py [--latency 0.1] [--no-uvloop]
+    python bench/server.py [--latency 0.1] [--arrivals] [--no-uvloop]
 
 It prints ``PORT <n>`` once it listens on 127.0.0.1 and then answers every POST with a canned
 chat completion (or, for a body with ``"stream": true``, a canned SSE stream with usage and
@@ -9,8 +9,10 @@ and no framework: one ``find`` for the end of the head, one for Content-Length, 
 pre-built bytes. ``--latency S`` delays each answer by S seconds with ``call_later`` (the loop never
 blocks, so 256 requests in flight all wait the same S). ``GET /_stats`` answers
 ``{"requests": n, "connections": c, "cpu_s": s}`` (requests answered, connections accepted, CPU
-seconds this process used), from which the
-benchmark computes the server's capacity. uvloop is used when it is installed.
+seconds this process used), from which the benchmark computes the server's capacity; with
+``--arrivals`` also ``"arrivals"``, the ``time.monotonic()`` of every request's arrival, so that
+``bench_batch.py`` can check a rate limit where it matters, at the server. uvloop is used when it is
+installed. Both benchmarks use this one responder.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Responder(asyncio.Protocol):
 
     answered = 0  # class-wide: all connections of the process
     connections = 0
+    #: Arrival times of the requests answered, when ``--arrivals`` asked for them (else None).
+    arrivals: list[float] | None = None
 
     def __init__(self, latency: float) -> None:
         self.latency = latency
@@ -99,14 +103,18 @@ class Responder(asyncio.Protocol):
     def answer(self, data: bytes, start: int, body: int, stop: int) -> None:
         """Answer the request in ``data[start:stop]`` (its body starts at ``body``)."""
         if data.startswith(b"GET /_stats", start):
-            stats = {
+            stats: dict[str, object] = {
                 "requests": Responder.answered,
                 "connections": Responder.connections,
                 "cpu_s": time.process_time(),
             }
+            if Responder.arrivals is not None:
+                stats["arrivals"] = Responder.arrivals
             self.send(_answer(json.dumps(stats).encode(), b"application/json"), 0.0)
             return
         Responder.answered += 1
+        if Responder.arrivals is not None:
+            Responder.arrivals.append(time.monotonic())
         streamed = data.find(b'"stream":', body, stop) >= 0  # only stream requests carry it
         self.send(STREAM if streamed else PLAIN, self.latency)
 
@@ -139,9 +147,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument(
+        "--arrivals", action="store_true", help="log each request's arrival time (GET /_stats shows them)"
+    )
+    parser.add_argument(
         "--no-uvloop", action="store_true", help="the stdlib event loop even if uvloop is here"
     )
     args = parser.parse_args()
+    if args.arrivals:
+        Responder.arrivals = []
     runner = asyncio.run
     if not args.no_uvloop:
         try:

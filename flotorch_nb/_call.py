@@ -37,11 +37,16 @@ def prepare(
     stream: bool,
 ) -> Call:
     """Validate and encode a call (``kwargs`` may carry ``model`` and ``timeout`` for this call)."""
-    timeout = kwargs.pop("timeout", None)
-    model = kwargs.pop("model", None)
+    if kwargs:
+        timeout = kwargs.pop("timeout", None)
+        model = kwargs.pop("model", None)
+    else:  # the common call: no parameters at all
+        timeout = model = None
     if model is None:  # model="" is a mistake to report, not a reason to fall back silently
         model = settings.model_id
-    wire_format, model_class = normalize_response_format(response_format)
+    wire_format, model_class = (
+        normalize_response_format(response_format) if response_format is not None else (None, None)
+    )
     body = build_body(
         model,
         messages,

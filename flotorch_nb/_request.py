@@ -25,6 +25,13 @@ _NUMERIC_PARAMS: dict[str, tuple[float, float]] = {
 _INT_PARAMS = ("max_tokens", "max_completion_tokens", "n", "seed")
 #: Parameters the client manages itself: passing them through kwargs would break parsing.
 _RESERVED = frozenset({"model", "messages", "stream", "stream_options"})
+#: Roles whose message needs nothing but a string ``content`` (a tool result also needs its id).
+_PLAIN_ROLES = ROLES - {"tool"}
+
+#: One encoder for every call: ``json.dumps`` with any non-default argument builds a new
+#: ``JSONEncoder`` per call, which cost more than encoding a short body. It holds no state between
+#: calls, so threads and event loops share it safely.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def _check_content(index: int, role: str, message: Mapping[str, Any]) -> None:
@@ -45,6 +52,22 @@ def _check_content(index: int, role: str, message: Mapping[str, Any]) -> None:
 
 def validate_messages(messages: object) -> list[dict[str, Any]]:
     """Check ``messages`` is a non-empty list of well-formed chat messages; return plain dicts."""
+    if type(messages) is list:
+        # The common shape, checked with exact types (no ABC checks): plain dicts with a known role
+        # other than "tool" and a string content. Anything else takes the full path below, which
+        # gives the same result or says what is wrong.
+        plain: list[dict[str, Any]] = []
+        for message in messages:
+            if (
+                type(message) is not dict
+                or type(message.get("content")) is not str
+                or message.get("role") not in _PLAIN_ROLES
+            ):
+                break
+            plain.append(message.copy())
+        else:
+            if plain:
+                return plain
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidRequestError(
             "messages must be a list of {'role': ..., 'content': ...} dicts, "
@@ -69,6 +92,8 @@ def validate_messages(messages: object) -> list[dict[str, Any]]:
 
 
 def _check_params(params: Mapping[str, Any]) -> None:
+    if not params:  # most calls pass no parameters
+        return
     reserved = _RESERVED.intersection(params)
     if reserved:
         raise InvalidRequestError(
@@ -117,7 +142,7 @@ def build_body(
     """Validate a call and build its JSON body; raise ``InvalidRequestError`` on anything malformed."""
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequestError("model must be a non-empty string")
-    params = dict(params or {})
+    params = dict(params) if params else {}
     _check_params(params)
     body: dict[str, Any] = {"model": model, "messages": validate_messages(messages)}
     if tools is not None:
@@ -129,8 +154,9 @@ def build_body(
     if extra_body is not None and not isinstance(extra_body, Mapping):
         raise InvalidRequestError(f"extra_body must be a dict, got {type(extra_body).__name__}")
     # The seed's FloTorch extension field: always sent (as the released SDK does), never spread.
-    body["extra_body"] = dict(extra_body or {})
-    body.update({k: v for k, v in params.items() if v is not None})
+    body["extra_body"] = dict(extra_body) if extra_body else {}
+    if params:
+        body.update({k: v for k, v in params.items() if v is not None})
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -140,6 +166,6 @@ def build_body(
 def encode_body(body: Mapping[str, Any]) -> bytes:
     """The body as JSON bytes, encoded once; a non-serialisable value is the caller's mistake."""
     try:
-        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+        return _ENCODER.encode(body).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the request is not JSON-serialisable: {exc}") from None

@@ -155,11 +155,13 @@ class LLMResponse:
 
 def _count(value: object) -> int | None:
     # bool is an int subclass: `true` is not a token count, and neither is a negative number.
+    if type(value) is int:  # what JSON gives: no subclass checks needed
+        return value if value >= 0 else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _usage(raw: object) -> Usage | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict) and not isinstance(raw, Mapping):  # dict first: no ABC check
         return None
     prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
     if prompt is None or completion is None:
@@ -169,6 +171,8 @@ def _usage(raw: object) -> Usage | None:
 
 
 def _text(content: object) -> str:
+    if type(content) is str:
+        return content
     if content is None:
         return ""
     if isinstance(content, str):
@@ -206,10 +210,20 @@ def build_response(
     info: ResponseInfo,
 ) -> LLMResponse:
     """Assemble an ``LLMResponse`` (shared by the whole-body and the streaming paths)."""
+    return _assemble(dict(raw), content, tool_calls, finish_reason, info)
+
+
+def _assemble(
+    raw: dict[str, Any], content: str, tool_calls: list[ToolCall], finish_reason: object, info: ResponseInfo
+) -> LLMResponse:
+    """``build_response`` for a ``raw`` the response may keep as its ``raw_response`` (not copied)."""
     usage = _usage(raw.get("usage"))
     finish_reason = finish_reason if isinstance(finish_reason, str) else None
-    model = raw.get("model") if isinstance(raw.get("model"), str) else None
+    model = raw.get("model")
+    if not isinstance(model, str):
+        model = None
     offline = info.offline_header or bool(model and model.startswith(OFFLINE_MODEL_PREFIX))
+    response_id = raw.get("id")
     metadata: dict[str, Any] = {
         "inputTokens": usage.input_tokens if usage else 0,
         "outputTokens": usage.output_tokens if usage else 0,
@@ -221,7 +235,7 @@ def build_response(
         "gatewayLatencyMs": info.gateway_latency_ms,
         "requestId": info.request_id,
         "offline": offline,
-        "raw_response": dict(raw),
+        "raw_response": raw,
     }
     return LLMResponse(
         content=content,
@@ -229,7 +243,7 @@ def build_response(
         tool_calls=tool_calls,
         finish_reason=finish_reason,
         model=model,
-        id=raw.get("id") if isinstance(raw.get("id"), str) else None,
+        id=response_id if isinstance(response_id, str) else None,
         usage=usage,
         latency_s=info.latency_s,
         gateway_latency_ms=info.gateway_latency_ms,
@@ -241,13 +255,14 @@ def build_response(
 def parse_completion(body: bytes, info: ResponseInfo) -> LLMResponse:
     """Turn a 2xx body into an ``LLMResponse``, or a ``ResponseError`` that says what was wrong."""
     try:
-        raw = json.loads(body)
+        raw = _loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ResponseError(
             f"the gateway answered 2xx with a body that is not JSON: {excerpt(body)!r}"
             + (f" (request id {info.request_id})" if info.request_id else "")
         ) from None
-    if not isinstance(raw, Mapping):
+    # JSON objects parse to dicts (never another Mapping), so exact dict checks suffice here.
+    if not isinstance(raw, dict):
         raise ResponseError(f"the gateway's answer is JSON but not an object: {excerpt(body)!r}")
     if "error" in raw and "choices" not in raw:
         raise ResponseError(f"the gateway answered 2xx with an error: {error_message(raw)}")
@@ -257,16 +272,40 @@ def parse_completion(body: bytes, info: ResponseInfo) -> LLMResponse:
     if not choices:
         raise ResponseError("the gateway's answer has an empty 'choices' list (no completion)")
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice, Mapping) else None
-    if not isinstance(message, Mapping):
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
         raise ResponseError("the gateway's answer has no 'message' in choices[0]")
-    return build_response(
+    tool_calls = message.get("tool_calls")
+    return _assemble(  # ``raw`` is ours alone: the response keeps it without a copy
         raw,
-        content=_text(message.get("content")),
-        tool_calls=_tool_calls(message.get("tool_calls")),
-        finish_reason=choice.get("finish_reason"),
-        info=info,
+        _text(message.get("content")),
+        _tool_calls(tool_calls) if tool_calls else [],
+        choice.get("finish_reason"),
+        info,
     )
+
+
+#: ``json.loads``' own decoder, called directly for the usual body (see ``_loads``).
+_DECODER = json.JSONDecoder()
+
+
+def _loads(body: bytes) -> Any:
+    """``json.loads(body)``, faster for what a gateway sends: UTF-8 that starts with ``{``.
+
+    That skips ``json.loads``' encoding detection and whitespace scans. Anything the fast path does
+    not fully accept (other encodings, surrounding whitespace, bad JSON) goes to ``json.loads``
+    itself, so the result and the errors are exactly its.
+    """
+    if body[:1] == b"{":
+        try:
+            text = body.decode()
+            raw, end = _DECODER.raw_decode(text)
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            pass
+        else:
+            if end == len(text):
+                return raw
+    return json.loads(body)
 
 
 def excerpt(body: bytes | str, limit: int = 200) -> str:

@@ -113,3 +113,22 @@ async def test_a_batch_estimates_prompt_plus_max_tokens_and_reconciles_with_usag
     assert limiter.estimates == [10 + 4 + 50, 100 + 4 + 50]
     assert sorted(limiter.settled) == sorted(i.answer.usage[2] for i in result)  # type: ignore[union-attr,index]
     assert most_in_any_window(shaping.arrivals, WINDOW) <= 600
+
+
+@pytest.mark.anyio
+async def test_grants_stay_first_come_first_served() -> None:
+    # A request that may go at once is granted without the lock, but never ahead of one already
+    # waiting: here a small request that would fit the window waits behind a large one that does not.
+    limiter = RateLimiter(tpm=100, window=WINDOW)
+    await limiter.acquire(60)
+    order: list[str] = []
+
+    async def take(name: str, tokens: int) -> None:
+        await limiter.acquire(tokens)
+        order.append(name)
+
+    large = asyncio.create_task(take("large", 60))
+    await asyncio.sleep(0.01)
+    small = asyncio.create_task(take("small", 10))
+    await asyncio.gather(large, small)
+    assert order == ["large", "small"]

@@ -91,6 +91,8 @@ class RateLimiter:
     _paused_until: float = field(default=0.0, repr=False)
     _lock: asyncio.Lock | None = field(default=None, repr=False)
     _ids: int = field(default=0, repr=False)
+    #: Requests holding or waiting for ``_lock`` (none: a request that may go needs no lock).
+    _queued: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.rpm = check_limit(self.rpm, "rpm")
@@ -111,6 +113,8 @@ class RateLimiter:
 
     def _wait_for(self, tokens: int, now: float) -> float:
         """Seconds until a request of ``tokens`` may go (0: now)."""
+        if self.rpm is None and self.tpm is None:  # only a 429's pause can hold a request back
+            return self._paused_until - now
         waits = [self._paused_until - now]
         if self.rpm is not None:
             waits.append(self._next_at - now)
@@ -134,28 +138,43 @@ class RateLimiter:
                 f"this request may use up to {tokens} tokens (prompt + max_tokens), more than tpm="
                 f"{self.tpm:g} allows in a minute; lower max_tokens or raise tpm"
             )
+        if not self._queued:
+            # Nobody holds or waits for the lock: if the request may go now, grant it on the spot.
+            # Exactly what taking a free lock would do (that never yields), minus the lock's cost.
+            now = self._now()
+            self._forget_before(now)
+            if self._wait_for(tokens, now) <= 0:
+                return self._grant(tokens, now)
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:  # one waiter at a time keeps grants in arrival order
-            while True:
-                now = self._now()
-                self._forget_before(now)
-                wait = self._wait_for(tokens, now)
-                if wait <= 0:
-                    break
-                await asyncio.sleep(wait)
-            if self.rpm is not None:
-                interval = self.window / self.rpm
-                # A virtual schedule: a timer that fires a little late does not push every later grant
-                # back (the next is due one interval after this one was *due*); after idle time it
-                # restarts from now. The log above is what guarantees the limit.
-                self._next_at = max(self._next_at + interval, now + interval / 2)
-            self._ids += 1
-            grant = Grant(now, tokens, self._ids)
-            if self.active:
-                self._log.append(grant)
-                self._tokens_in_window += tokens
-            return grant
+        self._queued += 1
+        try:
+            async with self._lock:  # one waiter at a time keeps grants in arrival order
+                while True:
+                    now = self._now()
+                    self._forget_before(now)
+                    wait = self._wait_for(tokens, now)
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(wait)
+                return self._grant(tokens, now)
+        finally:
+            self._queued -= 1
+
+    def _grant(self, tokens: int, now: float) -> Grant:
+        """Count a request let through at ``now``."""
+        if self.rpm is not None:
+            interval = self.window / self.rpm
+            # A virtual schedule: a timer that fires a little late does not push every later grant
+            # back (the next is due one interval after this one was *due*); after idle time it
+            # restarts from now. The log above is what guarantees the limit.
+            self._next_at = max(self._next_at + interval, now + interval / 2)
+        self._ids += 1
+        grant = Grant(now, tokens, self._ids)
+        if self.rpm is not None or self.tpm is not None:
+            self._log.append(grant)
+            self._tokens_in_window += tokens
+        return grant
 
     def settle(self, grant: Grant, tokens: int) -> None:
         """Replace the grant's estimate with what it used, if it is still in the window."""

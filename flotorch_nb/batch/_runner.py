@@ -180,8 +180,11 @@ class _Run:
                 item.error = ItemCancelledError(f"not answered: {why}")
 
     async def _worker(self, queue: Iterator[int]) -> None:
-        for position in queue:  # one shared iterator: each worker takes the next position
-            await self._item(self.items[position])
+        # The label is set once per worker, not per item: the worker is a task of its own, so the
+        # context variable it sets is seen by its calls only, and goes with the task.
+        with call_label("batch"):
+            for position in queue:  # one shared iterator: each worker takes the next position
+                await self._item(self.items[position])
 
     # -- one item ----------------------------------------------------------------------------------
     def _finish(self, item: BatchItem, answer: StoredAnswer | None, error: FlotorchError | None) -> None:
@@ -246,10 +249,9 @@ class _Run:
             item.attempts += 1
             self.stats.requests += 1
             try:
-                with call_label("batch"):
-                    response = await self.sender.ainvoke(
-                        messages, options.tools, options.response_format, self.extra_body, **self.params
-                    )
+                response = await self.sender.ainvoke(
+                    messages, options.tools, options.response_format, self.extra_body, **self.params
+                )
             except FlotorchError as error:
                 self.limiter.settle(grant, 0)
                 if isinstance(error, BudgetExceededError):
