@@ -33,6 +33,15 @@ def test_map_over_a_list_returns_a_batch_result_that_shows_its_summary_and_first
     assert len(get_session().ledger) == 3
 
 
+def test_map_sends_a_temperature_of_zero_and_the_token_cap_it_is_given(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["words"] = ["one", "two"]
+    shell.cell("--map words -m offline/echo -t 0 --max-tokens 20", "Say {item}.\n")
+    assert [r["body"]["temperature"] for r in offline_env.requests] == [0, 0]
+    assert [r["body"]["max_tokens"] for r in offline_env.requests] == [20, 20]
+
+
 def test_map_over_a_dataframe_uses_its_columns_and_names_them_when_a_field_is_unknown(
     shell: Shell, offline_env: OfflineGateway
 ) -> None:

@@ -174,11 +174,7 @@ class FlotorchMagics(Magics):
         if args.cont and system is None:
             system = conversation.system
         messages = (conversation if args.cont else Conversation()).messages(prompt, system)
-        params: dict[str, Any] = {}
-        if args.temperature is not None:
-            params["temperature"] = args.temperature
-        if args.max_tokens is not None:
-            params["max_tokens"] = args.max_tokens
+        params = _call_params(args)
         if models:
             if schema is not None or fmt != "markdown":
                 raise UsageError("%%flotorch: a comparison shows Markdown answers; drop -f and --schema")
@@ -234,7 +230,7 @@ class FlotorchMagics(Magics):
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
         schema = self._schema_class(args.schema) if args.schema else None
-        params = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v}
+        params = _call_params(args)
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
         default = os.environ.get(_config.ENV_COMPARE_MODELS) or self.session.model_id
         models = compare_cell.models_of(args.model, default, compare=args.compare) or (args.model,)
@@ -374,6 +370,12 @@ def _apply_nest_asyncio() -> str | None:
             "use `await ...` in cells instead of asyncio.run()"
         )
     return None
+
+
+def _call_params(args: Any) -> dict[str, Any]:
+    """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
+    given = (("temperature", args.temperature), ("max_tokens", args.max_tokens))
+    return {name: value for name, value in given if value is not None}
 
 
 def load_ipython_extension(ipython: Any) -> None:
