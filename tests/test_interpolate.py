@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from flotorch_nb import LLMResponse
-from flotorch_nb.notebook.interpolate import interpolate, references
+from flotorch_nb._interpolate import interpolate, references
 
 NS = {
     "topic": "asyncio",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._errors import InvalidRequestError
-from ..notebook.interpolate import interpolate, references
+from .._interpolate import interpolate, references
 
 __all__ = ["Inputs", "template_fields"]
 

@@ -33,12 +33,12 @@ from IPython.display import display
 from .. import _config
 from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._hooks import call_label
+from .._interpolate import interpolate
 from .._provenance import output_metadata, provenance_of
 from .._text import utf8_safe
 from . import answer, autostart, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
-from .interpolate import interpolate
 from .ledger import capture
 from .options import configuration_fix, parse_options
 from .session import Session, get_session

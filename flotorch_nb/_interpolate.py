@@ -1,4 +1,5 @@
-"""Fill ``{name}`` references in a ``%%flotorch`` prompt from the user's namespace.
+"""Fill ``{name}`` references in a prompt: a ``%%flotorch`` cell from the user's namespace, a batch
+template (``llm.batch(df, template=...)``) from a row. One brace rule for both, so it lives in the core.
 
 A prompt is prose that very often quotes code, so this is deliberately *not* ``str.format``:
 ``str.format`` raises on a lone ``{``, treats ``{a:b}`` as a format spec and ``{}`` as a positional
