@@ -74,6 +74,11 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 _TRANSPORT_ONLY = ("stream", "stream_options")
 
 
+#: One encoder for every stored answer (json.dumps with options builds a new one per call). ASCII
+#: escapes keep any text writable, a lone surrogate from a badly encoded file name included.
+_RAW = json.JSONEncoder(separators=(",", ":"))
+
+
 class CacheError(FlotorchError):
     """The answer cache file cannot be used (corrupt, not ours, locked, unwritable); nothing was sent."""
 
@@ -120,7 +125,7 @@ class StoredAnswer:
         usage = response.usage
         return cls(
             content=response.content,
-            raw=json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            raw=_RAW.encode(raw).encode("ascii"),
             finish_reason=response.finish_reason,
             tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls),
             latency_s=response.latency_s,
@@ -160,8 +165,7 @@ class StoredAnswer:
                 "request_id": self.request_id,
                 "offline": self.offline,
             },
-            ensure_ascii=False,
-            separators=(",", ":"),
+            separators=(",", ":"),  # ASCII escapes: any text that came in stays writable
         )
 
     @classmethod
@@ -175,7 +179,7 @@ class StoredAnswer:
         usage = probe.usage
         return cls(
             content=str(data["content"]),
-            raw=json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            raw=_RAW.encode(raw).encode("ascii"),
             finish_reason=data.get("finish_reason"),
             tool_calls=tuple((str(a), str(b), str(c)) for a, b, c in data.get("tool_calls") or ()),
             latency_s=latency_s,

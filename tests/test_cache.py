@@ -232,3 +232,16 @@ async def test_an_interrupted_cached_batch_loses_no_finished_answer(
     stored = AnswerCache(path)
     assert len(stored) == len(partial.ok) > 0
     stored.close()
+
+
+@pytest.mark.anyio
+async def test_an_answer_holding_a_lone_surrogate_is_stored_and_read_back(
+    gateway: OfflineGateway, tmp_path: Path
+) -> None:
+    ask = [{"role": "user", "content": "file \udcff.txt"}]  # as os.listdir gives a badly encoded name
+    async with make_llm(gateway, model="offline/echo", cache=tmp_path / "s.sqlite") as llm:
+        first = await llm.ainvoke(ask)
+        again = await llm.ainvoke(ask)
+    assert first.content == "file \udcff.txt" and first.source != "cache"
+    assert again.source == "cache" and again.content == first.content
+    assert sent(gateway) == 1
