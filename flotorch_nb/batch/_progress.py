@@ -11,6 +11,7 @@ tqdm is imported only when a bar is shown.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,10 @@ class Progress:
             total=self.total, unit="item", desc="flotorch batch", mininterval=MININTERVAL_S,
             dynamic_ncols=True, leave=True, smoothing=0.1,
         )  # fmt: skip
-        self._notebook = type(self._bar).__module__.startswith("tqdm.notebook")
+        # tqdm.auto's class is defined in tqdm.auto (a subclass of the notebook one when a widget is
+        # possible), so ask isinstance, not the class's module.
+        notebook = sys.modules.get("tqdm.notebook")
+        self._notebook = notebook is not None and isinstance(self._bar, notebook.tqdm)
         if self._notebook:
             self._bar.leave = False  # the widget goes at the end; a static line replaces it
 
