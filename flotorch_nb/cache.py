@@ -25,28 +25,27 @@ Decisions:
   keeps the answer where it already is (returned, or in the batch result) and warns
   (``CacheWriteWarning``); nothing is silently lost.
 
-``StoredAnswer`` is the compact form of an ``LLMResponse`` (the raw answer as JSON bytes) used both for
-rows here and for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` and the replay
+``StoredAnswer`` (``_stored``) is the compact form of an ``LLMResponse`` used both for rows here and
+for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` and the replay
 functions are imported when a cache is first opened.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._config import Secret, redact
 from ._errors import FlotorchError, StructuredOutputError
-from ._response import LLMResponse, ResponseInfo, Source, ToolCall, build_response
+from ._response import LLMResponse
+from ._stored import StoredAnswer
 
 if TYPE_CHECKING:
     import sqlite3
@@ -74,11 +73,6 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 _TRANSPORT_ONLY = ("stream", "stream_options")
 
 
-#: One encoder for every stored answer (json.dumps with options builds a new one per call). ASCII
-#: escapes keep any text writable, a lone surrogate from a badly encoded file name included.
-_RAW = json.JSONEncoder(separators=(",", ":"))
-
-
 class CacheError(FlotorchError):
     """The answer cache file cannot be used (corrupt, not ours, locked, unwritable); nothing was sent."""
 
@@ -96,103 +90,6 @@ class CacheWriteWarning(UserWarning):
 
 
 # -- the compact answer ----------------------------------------------------------------------------
-@dataclass(slots=True, eq=False)
-class StoredAnswer:
-    """An ``LLMResponse`` kept compactly: its text, a few typed fields, and the raw answer as JSON bytes.
-
-    ``to_response()`` rebuilds an equal ``LLMResponse`` (metadata and ``raw_response`` included) with
-    the same pure function the client uses, so nothing about an answer is lost by keeping it this way.
-    """
-
-    content: str
-    raw: bytes
-    finish_reason: str | None
-    tool_calls: tuple[tuple[str, str, str], ...]
-    latency_s: float
-    gateway_latency_ms: float | None
-    request_id: str | None
-    offline: bool
-    source: Source
-    model: str | None
-    #: (input, output, total) tokens as the gateway counted them, or None when it did not say.
-    usage: tuple[int, int, int] | None
-    parsed: Any = None
-
-    @classmethod
-    def of(cls, response: LLMResponse) -> StoredAnswer:
-        """The compact form of ``response``."""
-        raw = response.metadata.get("raw_response") or {}
-        usage = response.usage
-        return cls(
-            content=response.content,
-            raw=_RAW.encode(raw).encode("ascii"),
-            finish_reason=response.finish_reason,
-            tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls),
-            latency_s=response.latency_s,
-            gateway_latency_ms=response.gateway_latency_ms,
-            request_id=response.request_id,
-            offline=response.offline,
-            source=response.source,
-            model=response.model,
-            usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
-            parsed=response.parsed,
-        )
-
-    def to_response(self) -> LLMResponse:
-        """A new ``LLMResponse`` equal to the one this was made from."""
-        info = ResponseInfo(self.latency_s, self.request_id, self.gateway_latency_ms, self.offline)
-        response = build_response(
-            json.loads(self.raw),
-            content=self.content,
-            tool_calls=[ToolCall(*call) for call in self.tool_calls],
-            finish_reason=self.finish_reason,
-            info=info,
-        )
-        response.source = self.source
-        response.parsed = self.parsed
-        return response
-
-    def to_json(self) -> str:
-        """The row text: everything but ``parsed`` and ``source`` (a row's answer is always a hit)."""
-        return json.dumps(
-            {
-                "content": self.content,
-                "raw": json.loads(self.raw),
-                "finish_reason": self.finish_reason,
-                "tool_calls": [list(call) for call in self.tool_calls],
-                "latency_s": self.latency_s,
-                "gateway_latency_ms": self.gateway_latency_ms,
-                "request_id": self.request_id,
-                "offline": self.offline,
-            },
-            separators=(",", ":"),  # ASCII escapes: any text that came in stays writable
-        )
-
-    @classmethod
-    def from_json(cls, text: str, *, latency_s: float) -> StoredAnswer:
-        """A row read back as a cache hit (``latency_s``: how long the lookup took)."""
-        data = json.loads(text)
-        raw = data["raw"] if isinstance(data.get("raw"), Mapping) else {}
-        probe = build_response(
-            raw, content="", tool_calls=[], finish_reason=None, info=ResponseInfo(0.0)
-        )  # the pure parser reads usage and model exactly as for a live answer
-        usage = probe.usage
-        return cls(
-            content=str(data["content"]),
-            raw=_RAW.encode(raw).encode("ascii"),
-            finish_reason=data.get("finish_reason"),
-            tool_calls=tuple((str(a), str(b), str(c)) for a, b, c in data.get("tool_calls") or ()),
-            latency_s=latency_s,
-            gateway_latency_ms=data.get("gateway_latency_ms"),
-            request_id=data.get("request_id"),
-            offline=bool(data.get("offline")),
-            source="cache",
-            model=probe.model,
-            usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
-        )
-
-
-# -- keys ------------------------------------------------------------------------------------------
 def cache_key(call: Call) -> str:
     """The row key of a prepared call: replay's ``request_key`` of its canonical request, without
     ``stream``/``stream_options``."""

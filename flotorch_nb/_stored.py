@@ -1,0 +1,121 @@
+"""``StoredAnswer``: an ``LLMResponse`` as the answer cache keeps it, compact and rebuilt on demand.
+
+A batch keeps one per item and the cache one per row, so this form matters at 100,000 items: the raw
+answer as ASCII JSON bytes (any text that came in stays writable) plus the few typed fields a
+response needs; ``to_response()`` rebuilds an equal ``LLMResponse`` with the same pure parser a live
+answer goes through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._response import LLMResponse, ResponseInfo, Source, ToolCall, build_response
+
+__all__ = ["StoredAnswer"]
+
+#: One encoder for every stored answer (json.dumps with options builds a new one per call). ASCII
+#: escapes keep any text writable, a lone surrogate from a badly encoded file name included.
+_RAW = json.JSONEncoder(separators=(",", ":"))
+
+
+@dataclass(slots=True, eq=False)
+class StoredAnswer:
+    """An ``LLMResponse`` kept compactly: its text, a few typed fields, and the raw answer as JSON bytes.
+
+    ``to_response()`` rebuilds an equal ``LLMResponse`` (metadata and ``raw_response`` included) with
+    the same pure function the client uses, so nothing about an answer is lost by keeping it this way.
+    """
+
+    content: str
+    raw: bytes
+    finish_reason: str | None
+    tool_calls: tuple[tuple[str, str, str], ...]
+    latency_s: float
+    gateway_latency_ms: float | None
+    request_id: str | None
+    offline: bool
+    source: Source
+    model: str | None
+    #: (input, output, total) tokens as the gateway counted them, or None when it did not say.
+    usage: tuple[int, int, int] | None
+    parsed: Any = None
+
+    @classmethod
+    def of(cls, response: LLMResponse) -> StoredAnswer:
+        """The compact form of ``response``."""
+        raw = response.metadata.get("raw_response") or {}
+        usage = response.usage
+        return cls(
+            content=response.content,
+            raw=_RAW.encode(raw).encode("ascii"),
+            finish_reason=response.finish_reason,
+            tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls),
+            latency_s=response.latency_s,
+            gateway_latency_ms=response.gateway_latency_ms,
+            request_id=response.request_id,
+            offline=response.offline,
+            source=response.source,
+            model=response.model,
+            usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
+            parsed=response.parsed,
+        )
+
+    def to_response(self) -> LLMResponse:
+        """A new ``LLMResponse`` equal to the one this was made from."""
+        info = ResponseInfo(self.latency_s, self.request_id, self.gateway_latency_ms, self.offline)
+        response = build_response(
+            json.loads(self.raw),
+            content=self.content,
+            tool_calls=[ToolCall(*call) for call in self.tool_calls],
+            finish_reason=self.finish_reason,
+            info=info,
+        )
+        response.source = self.source
+        response.parsed = self.parsed
+        return response
+
+    def to_json(self) -> str:
+        """The row text: everything but ``parsed`` and ``source`` (a row's answer is always a hit)."""
+        return json.dumps(
+            {
+                "content": self.content,
+                "raw": json.loads(self.raw),
+                "finish_reason": self.finish_reason,
+                "tool_calls": [list(call) for call in self.tool_calls],
+                "latency_s": self.latency_s,
+                "gateway_latency_ms": self.gateway_latency_ms,
+                "request_id": self.request_id,
+                "offline": self.offline,
+            },
+            separators=(",", ":"),  # ASCII escapes: any text that came in stays writable
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, latency_s: float) -> StoredAnswer:
+        """A row read back as a cache hit (``latency_s``: how long the lookup took)."""
+        data = json.loads(text)
+        raw = data["raw"] if isinstance(data.get("raw"), Mapping) else {}
+        probe = build_response(
+            raw, content="", tool_calls=[], finish_reason=None, info=ResponseInfo(0.0)
+        )  # the pure parser reads usage and model exactly as for a live answer
+        usage = probe.usage
+        return cls(
+            content=str(data["content"]),
+            raw=_RAW.encode(raw).encode("ascii"),
+            finish_reason=data.get("finish_reason"),
+            tool_calls=tuple((str(a), str(b), str(c)) for a, b, c in data.get("tool_calls") or ()),
+            latency_s=latency_s,
+            gateway_latency_ms=data.get("gateway_latency_ms"),
+            request_id=data.get("request_id"),
+            offline=bool(data.get("offline")),
+            source="cache",
+            model=probe.model,
+            usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
+        )
+
+
+# -- keys ------------------------------------------------------------------------------------------
