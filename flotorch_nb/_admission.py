@@ -1,0 +1,221 @@
+"""Admission: what every attempt passes before it goes out, and settles after it.
+
+A *gate* holds one limit that concurrent calls share: a token or money budget, a rate limit. Before
+each attempt the send loop asks every gate to admit it with its worst case (``CallRequest``: the
+prompt estimate with tools and schema, plus the output cap). A gate answers with
+
+- a ``Ticket``: admitted, and its worst case is reserved until the ticket is settled;
+- a number of seconds: not now, ask again then (a rate window that is full);
+- ``UNTIL_SETTLED``: not while other calls hold reservations; ask again when one settles;
+- or it raises a ``FlotorchError`` (``BudgetExceededError``): the call cannot fit even with nothing
+  in flight, so it is refused before anything is sent.
+
+After the attempt the loop settles every ticket with what the attempt really spent (``Spent``: the
+response's usage, or the error; ``None`` when the attempt never left). Settling wakes every call
+waiting for ``UNTIL_SETTLED``, in any thread or event loop. Gates are asked in order; when a later
+one says "not now", the tickets already taken are handed back (settled with ``None``) before
+waiting, so a waiting call never holds one limit while it waits for another.
+
+Where gates come from: ``client.hooks.gates`` (the client's own, copied by ``copy()``), and
+``gated(*gates)`` around a block of calls (a batch's rate limiter, for its items alone: a context
+variable, so it follows the tasks created inside the block). Pure apart from the waiting, which the
+two shells do their own way (``admit`` / ``aadmit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._hooks import CallRequest
+    from ._response import LLMResponse
+
+__all__ = [
+    "UNTIL_SETTLED",
+    "Admitted",
+    "Gate",
+    "Spent",
+    "Ticket",
+    "aadmit",
+    "admit",
+    "gated",
+    "gates_of",
+    "settle",
+]
+
+#: A gate's answer meaning "not while calls in flight hold the limit": wait for one to settle.
+UNTIL_SETTLED = math.inf
+#: The longest a waiting call sleeps before asking again anyway (a settle in a process we cannot
+#: hear, a clock that moved): waiting is driven by settles, this is only a backstop.
+RECHECK_S = 1.0
+
+
+class Ticket:
+    """What one gate reserved for one attempt; opaque to everyone but that gate."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What an attempt really spent, for ``Gate.settle``: its answer, or why it has none."""
+
+    request: CallRequest
+    response: LLMResponse | None = None
+    error: BaseException | None = None
+    #: Tokens spent: the gateway's count, else an estimate (0: the attempt reached no model).
+    tokens: int = 0
+    #: Whether ``tokens`` is the gateway's count.
+    known: bool = False
+
+
+class Gate(Protocol):
+    """One shared limit (see the module docstring)."""
+
+    def admit(self, request: CallRequest) -> Ticket | float:
+        """A ticket (admitted and reserved), seconds to wait, or ``UNTIL_SETTLED``; raises to refuse."""
+        ...
+
+    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        """The attempt ended having spent ``spent`` (None: it was never sent). Must not raise."""
+        ...
+
+
+_SCOPED: contextvars.ContextVar[tuple[Gate, ...]] = contextvars.ContextVar("flotorch_gates", default=())
+
+
+@contextlib.contextmanager
+def gated(*gates: Gate) -> Iterator[None]:
+    """Every attempt made inside this block (and in tasks it starts) also passes ``gates``."""
+    token = _SCOPED.set(_SCOPED.get() + gates)
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
+
+
+def gates_of(client_gates: Sequence[Gate]) -> tuple[Gate, ...]:
+    """The gates an attempt passes now: the client's, then those of the enclosing ``gated`` blocks."""
+    scoped = _SCOPED.get()
+    if not scoped:
+        return tuple(client_gates)
+    return (*client_gates, *scoped)
+
+
+#: What ``admit``/``aadmit`` hand back: the tickets taken, gate by gate, for ``settle``.
+Admitted = tuple[tuple[Gate, Ticket], ...]
+
+
+class _Settles:
+    """A counter that goes up at every settle, with a way to wait for it from threads and loops."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.version = 0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def bump(self) -> None:
+        with self._cond:
+            self.version += 1
+            self._cond.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nobody to wake
+                loop.call_soon_threadsafe(_wake, future)
+
+    def wait(self, seen: int, timeout: float) -> None:
+        with self._cond:
+            if self.version == seen:
+                self._cond.wait(timeout)
+
+    async def await_(self, seen: int, timeout: float) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self.version != seen:
+                return
+            self._waiters.append((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._cond, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_SETTLES = _Settles()
+
+
+def _try(gates: Sequence[Gate], request: CallRequest) -> tuple[Admitted, float]:
+    """Ask every gate; all tickets and no wait, or no tickets and how long to wait."""
+    taken: list[tuple[Gate, Ticket]] = []
+    try:
+        for gate in gates:
+            answer = gate.admit(request)
+            if isinstance(answer, Ticket):
+                taken.append((gate, answer))
+                continue
+            settle(tuple(taken), None)
+            return (), max(0.001, float(answer))  # 0 would read as admitted
+    except BaseException:
+        settle(tuple(taken), None)
+        raise
+    return tuple(taken), 0.0
+
+
+def admit(gates: Sequence[Gate], request: CallRequest) -> Admitted:
+    """Block until every gate admits ``request``; the tickets, for ``settle``."""
+    if not gates:
+        return ()
+    while True:
+        seen = _SETTLES.version
+        taken, wait = _try(gates, request)
+        if wait == 0.0:
+            return taken
+        if wait == UNTIL_SETTLED:
+            _SETTLES.wait(seen, RECHECK_S)
+        else:
+            time.sleep(min(wait, RECHECK_S))
+
+
+async def aadmit(gates: Sequence[Gate], request: CallRequest) -> Admitted:
+    """``admit`` on the running event loop (waiting never blocks the loop)."""
+    if not gates:
+        return ()
+    import asyncio
+
+    while True:
+        seen = _SETTLES.version
+        taken, wait = _try(gates, request)
+        if wait == 0.0:
+            return taken
+        if wait == UNTIL_SETTLED:
+            await _SETTLES.await_(seen, RECHECK_S)
+        else:
+            await asyncio.sleep(min(wait, RECHECK_S))
+
+
+def settle(admitted: Admitted, spent: Spent | None) -> None:
+    """Settle every ticket of one attempt (``None``: it was never sent) and wake the waiting calls."""
+    if not admitted:
+        return
+    for gate, ticket in admitted:
+        gate.settle(ticket, spent)
+    _SETTLES.bump()
