@@ -31,8 +31,8 @@ import aiohttp
 import httpx2
 
 from flotorch_nb import FlotorchLLM
-from flotorch_nb._aio import MAX_CONNECTIONS
 from flotorch_nb._config import POOL_MAX_CONNECTIONS, POOL_MAX_KEEPALIVE
+from flotorch_nb._transport._aio import MAX_CONNECTIONS
 
 KEY = "bench-key"
 MODEL = "bench/model"
@@ -251,8 +251,11 @@ def import_ms(url: str, runs: int) -> tuple[float, float]:
     for _ in range(runs):
         out = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", "import flotorch_nb"],
-            capture_output=True, text=True, env=env, check=True,
-        ).stderr  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stderr
         line = next(ln for ln in out.splitlines() if ln.rstrip().endswith("| flotorch_nb"))
         imports.append(int(line.split("|")[1]) / 1000)
         done = subprocess.run(
@@ -293,15 +296,42 @@ def main() -> None:
             rate, cpu = asyncio.run(throughput(url, conc, seconds, rounds, old=True))
             fastest = max(fastest, *rate.values())
             ours, aio, old = rate["ours"], rate["aiohttp"], rate["ours on httpx2"]
-            rows.append(row(f"async @{conc} in flight vs raw aiohttp", f"{ours:.0f}/s", f"{aio:.0f}/s",
-                            ours / aio, ">= 0.60", ours / aio >= 0.6))  # fmt: skip
-            rows.append(row(f"async @{conc} vs ours on httpx2 (before)", "", f"{old:.0f}/s",
-                            ours / old, ">= 2.00", ours / old >= 2))  # fmt: skip
-            rows.append(row(f"  raw httpx2 @{conc}", "", f"{rate['httpx2']:.0f}/s", rate["httpx2"] / aio,
-                            "of raw aiohttp"))  # fmt: skip
-            cpu_lines.append(f"client CPU per request @{conc}: " + ", ".join(
-                f"{name} {cpu[name] * 1e6:.0f} us" for name in ("ours", "aiohttp", "httpx2", "ours on httpx2")
-            ))  # fmt: skip
+            rows.append(
+                row(
+                    f"async @{conc} in flight vs raw aiohttp",
+                    f"{ours:.0f}/s",
+                    f"{aio:.0f}/s",
+                    ours / aio,
+                    ">= 0.60",
+                    ours / aio >= 0.6,
+                )
+            )
+            rows.append(
+                row(
+                    f"async @{conc} vs ours on httpx2 (before)",
+                    "",
+                    f"{old:.0f}/s",
+                    ours / old,
+                    ">= 2.00",
+                    ours / old >= 2,
+                )
+            )
+            rows.append(
+                row(
+                    f"  raw httpx2 @{conc}",
+                    "",
+                    f"{rate['httpx2']:.0f}/s",
+                    rate["httpx2"] / aio,
+                    "of raw aiohttp",
+                )
+            )
+            cpu_lines.append(
+                f"client CPU per request @{conc}: "
+                + ", ".join(
+                    f"{name} {cpu[name] * 1e6:.0f} us"
+                    for name in ("ours", "aiohttp", "httpx2", "ours on httpx2")
+                )
+            )
             cheapest = min(cheapest, *cpu.values())
         ideal = 256 / args.latency
         slow_seconds = max(2 * seconds, 10 * args.latency)
@@ -314,14 +344,33 @@ def main() -> None:
                 row(label, f"{rate[name]:.0f}/s", f"ideal {ideal:.0f}/s", rate[name] / ideal, target, met)
             )
         ours_s, raw_s = per_call(url, n)
-        rows.append(row("sync per-call median vs raw httpx2", ms(ours_s), ms(raw_s), ours_s / raw_s,
-                        "<= 1.20", ours_s / raw_s <= 1.2))  # fmt: skip
+        rows.append(
+            row(
+                "sync per-call median vs raw httpx2",
+                ms(ours_s),
+                ms(raw_s),
+                ours_s / raw_s,
+                "<= 1.20",
+                ours_s / raw_s <= 1.2,
+            )
+        )
         ours_s, raw_s = first_chunk_sync(url, n // 3)
-        rows.append(row("first streamed chunk, sync vs httpx2", ms(ours_s), ms(raw_s), ours_s / raw_s,
-                        "<= 1.30", ours_s / raw_s <= 1.3))  # fmt: skip
+        rows.append(
+            row(
+                "first streamed chunk, sync vs httpx2",
+                ms(ours_s),
+                ms(raw_s),
+                ours_s / raw_s,
+                "<= 1.30",
+                ours_s / raw_s <= 1.3,
+            )
+        )
         ours_s, raw_s = asyncio.run(first_chunk_async(url, n // 3))
-        rows.append(row("first streamed chunk, async vs aiohttp", ms(ours_s), ms(raw_s), ours_s / raw_s,
-                        "(no target)"))  # fmt: skip
+        rows.append(
+            row(
+                "first streamed chunk, async vs aiohttp", ms(ours_s), ms(raw_s), ours_s / raw_s, "(no target)"
+            )
+        )
         imp, first = import_ms(url, runs)
         rows.append(row("import flotorch_nb", f"{imp:.1f} ms", "", None, "<= 150 ms", imp <= 150))
         rows.append(row("import + first ainvoke (loads aiohttp)", f"{first:.0f} ms", ""))

@@ -42,22 +42,36 @@ COMPLETION = {
 
 def _answer(body: bytes, content_type: bytes) -> bytes:
     return (
-        b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type + b"\r\ncontent-length: "
-        + str(len(body)).encode() + b"\r\nx-request-id: req-bench\r\n\r\n" + body
-    )  # fmt: skip
+        b"HTTP/1.1 200 OK\r\ncontent-type: "
+        + content_type
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\nx-request-id: req-bench\r\n\r\n"
+        + body
+    )
 
 
 def _stream_answer() -> bytes:
     def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": "bench/model",
-                "choices": [choice]}  # fmt: skip
+        return {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "model": "bench/model",
+            "choices": [choice],
+        }
 
     events = [chunk({"role": "assistant"})]
     events += [chunk({"content": "pong "}) for _ in range(20)]
     events.append(chunk({}, "stop"))
-    events.append({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "choices": [],
-                   "usage": COMPLETION["usage"]})  # fmt: skip
+    events.append(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": COMPLETION["usage"],
+        }
+    )
     datas = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
     body = b"".join(b"%x\r\n%s\r\n" % (len(d), d) for d in datas) + b"0\r\n\r\n"
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"

@@ -102,9 +102,14 @@ def end(
         if isinstance(outcome, CancelledError | GeneratorExit | KeyboardInterrupt):
             state = "stopped"
         result = CallResult(
-            request, state, response if isinstance(response, LLMResponse) else None, outcome,
-            time.perf_counter() - started, failed_source, partial_chars,
-        )  # fmt: skip
+            request,
+            state,
+            response if isinstance(response, LLMResponse) else None,
+            outcome,
+            time.perf_counter() - started,
+            failed_source,
+            partial_chars,
+        )
         try:
             hooks.run_after(result)
         except HookError as hook_error:

@@ -56,9 +56,17 @@ class ManyCalls:
         from .batch import BatchOptions, run_sync
 
         options = BatchOptions.of(
-            template=template, concurrency=concurrency, rpm=rpm, tpm=tpm, on_error=on_error,
-            progress=progress, cache=cache, response_format=response_format, tools=tools, params=params,
-        )  # fmt: skip
+            template=template,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            on_error=on_error,
+            progress=progress,
+            cache=cache,
+            response_format=response_format,
+            tools=tools,
+            params=params,
+        )
         return run_sync(self._self(), inputs, options)
 
     async def abatch(
@@ -80,9 +88,17 @@ class ManyCalls:
         from .batch import BatchOptions, run_async
 
         options = BatchOptions.of(
-            template=template, concurrency=concurrency, rpm=rpm, tpm=tpm, on_error=on_error,
-            progress=progress, cache=cache, response_format=response_format, tools=tools, params=params,
-        )  # fmt: skip
+            template=template,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            on_error=on_error,
+            progress=progress,
+            cache=cache,
+            response_format=response_format,
+            tools=tools,
+            params=params,
+        )
         return await run_async(self._self(), inputs, options)
 
     def compare(

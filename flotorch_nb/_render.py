@@ -45,10 +45,34 @@ __all__ = ["Footer", "answer_html", "escape_text", "footer_html", "footer_text",
 # The tags markdown-it (commonmark + tables + strikethrough) can produce; nothing else survives.
 _ALLOWED_TAGS = frozenset(
     {
-        "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
-        "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+        "a",
+        "blockquote",
+        "br",
+        "code",
+        "del",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "s",
+        "strong",
+        "table",
+        "tbody",
+        "td",
+        "th",
+        "thead",
+        "tr",
+        "ul",
     }
-)  # fmt: skip
+)
 _ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "code": {"class"}}
 # Table alignment arrives as ``style="text-align:..."``; styles are banned, so it is carried by the
 # old ``align`` attribute instead, restricted to its three values.

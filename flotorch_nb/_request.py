@@ -45,8 +45,7 @@ def _check_content(index: int, role: str, message: Mapping[str, Any]) -> None:
     if isinstance(content, list) and all(isinstance(p, Mapping) and "type" in p for p in content):
         return
     raise InvalidRequestError(
-        f"messages[{index}].content must be a string or a list of content parts, "
-        f"got {type(content).__name__}"
+        f"messages[{index}].content must be a string or a list of content parts, got {type(content).__name__}"
     )
 
 
@@ -70,8 +69,7 @@ def validate_messages(messages: object) -> list[dict[str, Any]]:
                 return plain
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidRequestError(
-            "messages must be a list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}"
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
         )
     if not messages:
         raise InvalidRequestError("messages is empty: send at least one {'role': 'user', 'content': ...}")

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import APIConnectionError, APITimeoutError, FlotorchError, StreamError
-from ._httpx import transport_error
 from ._response import LLMResponse, parse_completion
 from ._sse import StreamAccumulator
 from ._transport import AsyncReply, Call, Reply, is_event_stream, response_info, scrub
+from ._transport._httpx import transport_error
 
 if TYPE_CHECKING:
     from ._call import Begun

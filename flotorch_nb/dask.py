@@ -95,9 +95,13 @@ def worker_client(config: ClientConfig) -> FlotorchLLM:
         client = _CLIENTS.get((os.getpid(), config))
         if client is None:
             client = FlotorchLLM(
-                config.model_id, None, config.base_url, endpoint=config.endpoint, timeout=config.timeout,
+                config.model_id,
+                None,
+                config.base_url,
+                endpoint=config.endpoint,
+                timeout=config.timeout,
                 max_retries=config.max_retries,
-            )  # fmt: skip
+            )
             _CLIENTS[(os.getpid(), config)] = client
             built += 1
         return client
@@ -237,9 +241,13 @@ def _empty_columns(job: _Job, index: Any) -> pandas.DataFrame:
 
 
 def _job(
-    template: str | None, model: str | None, base_url: str | None, rpm: float | None, tpm: float | None,
+    template: str | None,
+    model: str | None,
+    base_url: str | None,
+    rpm: float | None,
+    tpm: float | None,
     options: dict[str, Any],
-) -> _Job:  # fmt: skip
+) -> _Job:
     from . import _config
 
     env = os.environ

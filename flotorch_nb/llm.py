@@ -20,10 +20,7 @@ from . import cache as _cache
 from ._call import Begun, begin, end, prepare
 from ._errors import FlotorchError, StructuredOutputError
 from ._hooks import Hooks
-from ._httpx import open_sync
 from ._many import ManyCalls
-from ._pools import Pools
-from ._pools import forget_closed_loops as forget_closed_loops
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
@@ -39,6 +36,9 @@ from ._transport import (
     scrub,
     status_failure,
 )
+from ._transport._httpx import open_sync
+from ._transport._pools import Pools
+from ._transport._pools import forget_closed_loops as forget_closed_loops
 from .schema import convert_pydantic_to_custom_json_schema, parse_structured
 
 if TYPE_CHECKING:
@@ -150,9 +150,15 @@ class FlotorchLLM(ManyCalls):
 
     # -- around the send loops (see _call) ------------------------------------------------------
     def _prepare(
-        self, messages: object, tools: object, response_format: object,
-        extra_body: Mapping[str, Any] | None, kwargs: dict[str, Any], *, stream: bool,
-    ) -> Call:  # fmt: skip
+        self,
+        messages: object,
+        tools: object,
+        response_format: object,
+        extra_body: Mapping[str, Any] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> Call:
         return prepare(self._settings, messages, tools, response_format, extra_body, kwargs, stream=stream)
 
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:

@@ -46,9 +46,14 @@ class Progress:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(
-            total=self.total, unit="item", desc="flotorch batch", mininterval=MININTERVAL_S,
-            dynamic_ncols=True, leave=True, smoothing=0.1,
-        )  # fmt: skip
+            total=self.total,
+            unit="item",
+            desc="flotorch batch",
+            mininterval=MININTERVAL_S,
+            dynamic_ncols=True,
+            leave=True,
+            smoothing=0.1,
+        )
         # tqdm.auto's class is defined in tqdm.auto (a subclass of the notebook one when a widget is
         # possible), so ask isinstance, not the class's module.
         notebook = sys.modules.get("tqdm.notebook")

@@ -318,10 +318,18 @@ def row_values(item: BatchItem) -> dict[str, Any]:
     answer, error = item.answer, item.error
     if answer is None:
         return {
-            "answer": None, "input_tokens": None, "output_tokens": None, "total_tokens": None,
-            "latency_ms": math.nan, "model": None, "finish_reason": None, "request_id": None,
-            "source": None, "error_type": type(error).__name__, "error": str(error),
-        }  # fmt: skip
+            "answer": None,
+            "input_tokens": None,
+            "output_tokens": None,
+            "total_tokens": None,
+            "latency_ms": math.nan,
+            "model": None,
+            "finish_reason": None,
+            "request_id": None,
+            "source": None,
+            "error_type": type(error).__name__,
+            "error": str(error),
+        }
     usage = answer.usage
     return {
         "answer": answer.content,

@@ -163,8 +163,9 @@ class _Run:
                 self._fill_unfinished(f"the batch stopped at another item's error: {exc.error}")
                 raise BatchError(
                     f"batch stopped at the first error (on_error='raise'): {exc.error}",
-                    result=self.result(), error=exc.error,
-                ) from exc.error  # fmt: skip
+                    result=self.result(),
+                    error=exc.error,
+                ) from exc.error
             self.stats.interrupted = True
             self._fill_unfinished("the batch was interrupted before this item's answer arrived")
             if isinstance(exc, asyncio.CancelledError):
@@ -220,9 +221,13 @@ class _Run:
             key = secret = None
             if self.cache is not None:
                 call = self.sender._prepare(
-                    messages, options.tools, options.response_format, self.extra_body, dict(self.params),
+                    messages,
+                    options.tools,
+                    options.response_format,
+                    self.extra_body,
+                    dict(self.params),
                     stream=False,
-                )  # fmt: skip
+                )
                 key = cache_key(call)
                 stored = self._from_cache(key)
                 if stored is not None:
@@ -285,9 +290,12 @@ class _Run:
 
 # -- entry points ----------------------------------------------------------------------------------
 def _prepare_run(
-    llm: FlotorchLLM, inputs: Any, options: BatchOptions, positions: Sequence[int] | None = None,
+    llm: FlotorchLLM,
+    inputs: Any,
+    options: BatchOptions,
+    positions: Sequence[int] | None = None,
     items: list[BatchItem] | None = None,
-) -> _Run:  # fmt: skip
+) -> _Run:
     """Everything checked before any I/O: inputs and template, options, parameters, the cache file."""
     if not isinstance(inputs, Inputs):
         inputs = Inputs(inputs, options.template)

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ._asgi import JSON, Stamp, StreamCut, cut_json, http_error, pause_unless_gone, send_events
+from ._asgi import JSON, MarkResponses, StreamCut, cut_json, http_error, pause_unless_gone, send_events
 from ._counts import RequestCounts, key_of
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
@@ -112,7 +112,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Stamp)],
+        middleware=[Middleware(MarkResponses)],
         exception_handlers={HTTPException: http_error},
     )
     app.state.faults = handlers.faults

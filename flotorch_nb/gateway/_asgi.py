@@ -1,6 +1,6 @@
 """ASGI plumbing of the offline gateway: the stamping middleware and the responses it sends.
 
-- ``Stamp`` gives every response a request id and the offline marker, turns a bug into a JSON 500
+- ``MarkResponses`` gives every response a request id and the offline marker, turns a bug into a JSON 500
   (logged as a bug, with its traceback), and treats a client that hung up before its request was
   read as what it is: a quiet DEBUG line, not a bug.
 - ``JSON`` renders any text the gateway was sent (a lone surrogate from a badly encoded file name
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._wire import CHAT_PATH, error_body, error_type
 
-__all__ = ["JSON", "Stamp", "StreamCut", "cut_json", "http_error", "pause_unless_gone", "send_events"]
+__all__ = ["JSON", "MarkResponses", "StreamCut", "cut_json", "http_error", "pause_unless_gone", "send_events"]
 
 logger = logging.getLogger("flotorch_nb.gateway")
 
@@ -45,7 +45,7 @@ class JSON(JSONResponse):
             return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-class Stamp:
+class MarkResponses:
     """Raw ASGI middleware: request id + offline marker on every response, JSON 500s for bugs.
 
     A plain ASGI wrapper (not BaseHTTPMiddleware) so streaming stays unbuffered and cheap.

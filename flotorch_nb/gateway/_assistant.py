@@ -28,8 +28,27 @@ from ._validate import Message, Tool
 __all__ = ["answer", "json_answer", "tool_followup"]
 
 _GREETINGS = frozenset({"hi", "hello", "hey", "greetings", "howdy", "hiya", "yo", "morning", "evening"})
-_QUESTION_WORDS = frozenset({"what", "why", "how", "when", "where", "who", "which", "can", "could",
-                             "is", "are", "does", "do", "should", "would", "will", "explain"})  # fmt: skip
+_QUESTION_WORDS = frozenset(
+    {
+        "what",
+        "why",
+        "how",
+        "when",
+        "where",
+        "who",
+        "which",
+        "can",
+        "could",
+        "is",
+        "are",
+        "does",
+        "do",
+        "should",
+        "would",
+        "will",
+        "explain",
+    }
+)
 _CODE_WORDS = frozenset({"code", "function", "script", "snippet", "implement", "program"})
 _MAKE_WORDS = frozenset({"write", "create", "make", "give", "show", "generate", "build"})
 _NAME_RE = re.compile(r"\b(?:my name is|i am|i'm|call me)\s+([A-Z][a-zA-Z\-]+)", re.IGNORECASE)
@@ -41,8 +60,9 @@ _IDENTITY = re.compile(
     re.IGNORECASE,
 )
 _EXAMPLE_WORDS = frozenset({"example", "examples", "instance"})
-_AUXILIARIES = frozenset({"do", "does", "did", "is", "are", "was", "were", "can", "should", "would", "has",
-                          "have", "will"})  # fmt: skip
+_AUXILIARIES = frozenset(
+    {"do", "does", "did", "is", "are", "was", "were", "can", "should", "would", "has", "have", "will"}
+)
 _GLOSSARY = "(Offline answer from the gateway's small built-in glossary, not a model.)"
 
 
@@ -162,7 +182,7 @@ def _compose(last: str, earlier: list[Message], model: str) -> str:
 
 
 def _wants_list(said: list[str], lowered: str) -> bool:
-    """"List three ...", "Give me a list of ...", tips/steps/ideas, or "Name the planets" (a known list)."""
+    """ "List three ...", "Give me a list of ...", tips/steps/ideas, or "Name the planets" (a known list)."""
     if _LIST_WORDS & set(said) or said[0] == "list" or re.search(r"\blist (?:of|some|the)\b", lowered):
         return True
     return said[0] in ("name", "enumerate") and list_for(said) is not None
@@ -182,7 +202,7 @@ def _greeting(lowered: str) -> str:
 
 
 def _example(said: list[str], earlier: list[Message]) -> str | None:
-    """"Can you give me an example?": an example of what the conversation was about, if it is known."""
+    """ "Can you give me an example?": an example of what the conversation was about, if it is known."""
     if not _EXAMPLE_WORDS & set(said) or len(said) > 12:
         return None
     for message in reversed(earlier):
@@ -287,8 +307,10 @@ def _explanation(last: str, lead: str) -> str:
         asked = " ".join(clause.group(1).split())
         first = asked.split()[0].lower()
         # "why do APIs use X" is a question; "why streaming helps users" is a clause.
-        why = f"Why {asked}? To see the reasons, {look}" if first in _AUXILIARIES else (
-            f"To see why {asked}, {look}"
+        why = (
+            f"Why {asked}? To see the reasons, {look}"
+            if first in _AUXILIARIES
+            else (f"To see why {asked}, {look}")
         )
     what = re.search(r"\bwhat (?:is|are) (?:an? |the )?([^?.!,;]+)", last, re.IGNORECASE)
     subject = " ".join(what.group(1).split()) if what else topic

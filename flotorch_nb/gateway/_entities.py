@@ -23,19 +23,45 @@ __all__ = ["MISSING", "entity_for", "field"]
 MISSING: Any = object()  # "the record has no such field"
 
 _ALIASES = {
-    "film": "title", "movie": "title", "book": "title", "name": "title", "headline": "title",
-    "recipe": "dish", "meal": "dish",
-    "runtime": "minutes", "duration": "minutes", "mins": "minutes", "time": "minutes",
-    "genre": "genres", "categories": "genres", "category": "genres", "tags": "genres",
-    "actors": "cast", "stars": "rating", "score": "rating", "crew": "people",
-    "released": "year", "published": "year", "writer": "author", "serves": "servings",
-    "portions": "servings", "method": "steps", "instructions": "steps",
-}  # fmt: skip
+    "film": "title",
+    "movie": "title",
+    "book": "title",
+    "name": "title",
+    "headline": "title",
+    "recipe": "dish",
+    "meal": "dish",
+    "runtime": "minutes",
+    "duration": "minutes",
+    "mins": "minutes",
+    "time": "minutes",
+    "genre": "genres",
+    "categories": "genres",
+    "category": "genres",
+    "tags": "genres",
+    "actors": "cast",
+    "stars": "rating",
+    "score": "rating",
+    "crew": "people",
+    "released": "year",
+    "published": "year",
+    "writer": "author",
+    "serves": "servings",
+    "portions": "servings",
+    "method": "steps",
+    "instructions": "steps",
+}
 
 _CASABLANCA = {
-    "title": "Casablanca", "year": 1942, "genres": ["drama", "romance"], "director": "Michael Curtiz",
-    "cast": ["Humphrey Bogart", "Ingrid Bergman", "Paul Henreid"], "rating": 9, "minutes": 102,
-    "budget": 0.95, "country": "United States", "language": "English",
+    "title": "Casablanca",
+    "year": 1942,
+    "genres": ["drama", "romance"],
+    "director": "Michael Curtiz",
+    "cast": ["Humphrey Bogart", "Ingrid Bergman", "Paul Henreid"],
+    "rating": 9,
+    "minutes": 102,
+    "budget": 0.95,
+    "country": "United States",
+    "language": "English",
     "people": [
         {"name": "Michael Curtiz", "role": "director"},
         {"name": "Humphrey Bogart", "role": "Rick Blaine (lead actor)"},
@@ -43,11 +69,18 @@ _CASABLANCA = {
     ],
     "summary": "In wartime Morocco, a cynical nightclub owner must choose between his old love and "
     "helping her husband escape the Nazis.",
-}  # fmt: skip
+}
 _SPACE_ODYSSEY = {
-    "title": "2001: A Space Odyssey", "year": 1968, "genres": ["science fiction", "adventure"],
-    "director": "Stanley Kubrick", "cast": ["Keir Dullea", "Gary Lockwood"], "rating": 9,
-    "minutes": 149, "budget": 10.5, "country": "United Kingdom", "language": "English",
+    "title": "2001: A Space Odyssey",
+    "year": 1968,
+    "genres": ["science fiction", "adventure"],
+    "director": "Stanley Kubrick",
+    "cast": ["Keir Dullea", "Gary Lockwood"],
+    "rating": 9,
+    "minutes": 149,
+    "budget": 10.5,
+    "country": "United Kingdom",
+    "language": "English",
     "people": [
         {"name": "Stanley Kubrick", "role": "director"},
         {"name": "Keir Dullea", "role": "Dr. David Bowman (lead actor)"},
@@ -55,10 +88,14 @@ _SPACE_ODYSSEY = {
     ],
     "summary": "A mysterious black monolith guides human evolution, and a mission to Jupiter goes wrong "
     "when the ship's computer, HAL 9000, turns against its crew.",
-}  # fmt: skip
+}
 _PASTA = {
-    "title": "Spaghetti aglio e olio", "dish": "Spaghetti aglio e olio", "minutes": 20, "servings": 2,
-    "cuisine": "Italian", "difficulty": "easy",
+    "title": "Spaghetti aglio e olio",
+    "dish": "Spaghetti aglio e olio",
+    "minutes": 20,
+    "servings": 2,
+    "cuisine": "Italian",
+    "difficulty": "easy",
     "ingredients": ["spaghetti", "garlic", "olive oil", "chili flakes", "parsley", "salt"],
     "steps": [
         "Cook the spaghetti in salted water.",
@@ -66,10 +103,14 @@ _PASTA = {
         "Toss the drained pasta in the oil with parsley and a splash of pasta water.",
     ],
     "summary": "Spaghetti tossed with garlic, chili and olive oil: ready in 20 minutes.",
-}  # fmt: skip
+}
 _STIR_FRY = {
-    "title": "Vegetable stir-fry", "dish": "Vegetable stir-fry", "minutes": 25, "servings": 2,
-    "cuisine": "Chinese", "difficulty": "easy",
+    "title": "Vegetable stir-fry",
+    "dish": "Vegetable stir-fry",
+    "minutes": 25,
+    "servings": 2,
+    "cuisine": "Chinese",
+    "difficulty": "easy",
     "ingredients": ["mixed vegetables", "garlic", "ginger", "soy sauce", "rice", "vegetable oil"],
     "steps": [
         "Cook the rice.",
@@ -77,31 +118,51 @@ _STIR_FRY = {
         "Season with soy sauce and serve over the rice.",
     ],
     "summary": "Crisp vegetables stir-fried with garlic, ginger and soy sauce, served over rice.",
-}  # fmt: skip
+}
 _BOOK = {
-    "title": "Pride and Prejudice", "author": "Jane Austen", "year": 1813, "genres": ["romance", "satire"],
-    "pages": 432, "rating": 9, "language": "English",
+    "title": "Pride and Prejudice",
+    "author": "Jane Austen",
+    "year": 1813,
+    "genres": ["romance", "satire"],
+    "pages": 432,
+    "rating": 9,
+    "language": "English",
     "summary": "Elizabeth Bennet and the proud Mr Darcy misjudge each other before finding love.",
-}  # fmt: skip
+}
 _CITY = {
-    "title": "Tokyo", "city": "Tokyo", "country": "Japan", "population": 37_400_000, "continent": "Asia",
-    "language": "Japanese", "summary": "Tokyo is the capital of Japan and the largest metropolitan area in "
-    "the world.",
-}  # fmt: skip
+    "title": "Tokyo",
+    "city": "Tokyo",
+    "country": "Japan",
+    "population": 37_400_000,
+    "continent": "Asia",
+    "language": "Japanese",
+    "summary": "Tokyo is the capital of Japan and the largest metropolitan area in the world.",
+}
 
 #: (word sets, any of which must all appear in the prompt; the record), most specific first.
 _ENTITIES: tuple[tuple[tuple[frozenset[str], ...], Mapping[str, Any]], ...] = tuple(
     (tuple(frozenset(need.split()) for need in needs), record)
     for needs, record in (
-        (("science-fiction film", "science-fiction movie", "sci-fi film", "sci-fi movie",
-          "science fiction film", "science fiction movie", "space film", "space movie"), _SPACE_ODYSSEY),
+        (
+            (
+                "science-fiction film",
+                "science-fiction movie",
+                "sci-fi film",
+                "sci-fi movie",
+                "science fiction film",
+                "science fiction movie",
+                "space film",
+                "space movie",
+            ),
+            _SPACE_ODYSSEY,
+        ),
         (("film", "movie", "films", "movies"), _CASABLANCA),
         (("pasta", "spaghetti", "noodles"), _PASTA),
         (("dish", "recipe", "meal", "dinner", "lunch", "cook", "cooking"), _STIR_FRY),
         (("book", "novel", "books", "novels"), _BOOK),
         (("city", "cities"), _CITY),
     )
-)  # fmt: skip
+)
 
 
 def entity_for(words: Iterable[str]) -> Mapping[str, Any] | None:

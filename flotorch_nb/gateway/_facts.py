@@ -59,12 +59,17 @@ FACTS: tuple[Fact, ...] = (
     ),
     Fact(
         _needs(
-            "temperature answer", "temperature answers", "temperature model", "temperature models",
-            "temperature sampling", "temperature llm", "temperature parameter",
+            "temperature answer",
+            "temperature answers",
+            "temperature model",
+            "temperature models",
+            "temperature sampling",
+            "temperature llm",
+            "temperature parameter",
         ),
         "A low temperature makes a model choose its most likely words, so answers are focused and "
         "repeatable; a high temperature lets it sample more freely, for more varied answers.",
-        'For example, asked three times for a name for a cat, a model at temperature 0 may say '
+        "For example, asked three times for a name for a cat, a model at temperature 0 may say "
         '"Whiskers" every time, while at temperature 1.2 it may say "Whiskers", "Pixel" and "Captain Fluff".',
     ),
     Fact(
@@ -85,8 +90,14 @@ FACTS: tuple[Fact, ...] = (
     ),
     Fact(
         _needs(
-            "streaming users", "streaming user", "streaming answer", "streaming answers",
-            "streaming model", "streaming llm", "streaming response", "streaming helps",
+            "streaming users",
+            "streaming user",
+            "streaming answer",
+            "streaming answers",
+            "streaming model",
+            "streaming llm",
+            "streaming response",
+            "streaming helps",
         ),
         "Streaming shows an answer word by word while the model writes it, so people start reading "
         "after a fraction of a second instead of waiting for the whole reply. It makes slow answers "

@@ -108,8 +108,19 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "times": (int,),
     "model": (str,),
 }
-_OPTIONAL = frozenset({"status", "message", "retry_after", "body", "cut_after", "end_without_done",
-                       "malformed_after", "inband_error", "model"})  # fmt: skip
+_OPTIONAL = frozenset(
+    {
+        "status",
+        "message",
+        "retry_after",
+        "body",
+        "cut_after",
+        "end_without_done",
+        "malformed_after",
+        "inband_error",
+        "model",
+    }
+)
 
 
 def _check(name: str, value: Any) -> None:

@@ -84,9 +84,8 @@ def bullets(prompt: str) -> str:
     n = count or _DEFAULT_ITEMS
     topic = topic_of(prompt)
     lines = "\n".join(f"- {aspect.format(t=topic)}" for aspect in ASPECTS[:n])
-    return (
-        f"Here is an outline of {topic} in {number_word(n)} points:\n\n{lines}\n\n"
-        + _GENERAL_NOTE.format(what="points")
+    return f"Here is an outline of {topic} in {number_word(n)} points:\n\n{lines}\n\n" + _GENERAL_NOTE.format(
+        what="points"
     )
 
 

@@ -110,9 +110,11 @@ def _filled(schema: Any, hints: Hints, answer: str, param: str) -> Any:
         return fill_schema(schema, hints, answer=answer)
     except SchemaTooLargeError as exc:
         raise GatewayError(
-            400, f"Invalid '{param}': {exc}, more than the offline gateway makes in one answer.",
-            param=param, code="schema_too_large",
-        ) from exc  # fmt: skip
+            400,
+            f"Invalid '{param}': {exc}, more than the offline gateway makes in one answer.",
+            param=param,
+            code="schema_too_large",
+        ) from exc
 
 
 def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:

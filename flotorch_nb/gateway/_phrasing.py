@@ -17,21 +17,80 @@ _LIST_LINE = re.compile(r"^(?:[-*] |\d+\. )")
 _BRIEF = re.compile(r"\b(?:one (?:line|sentence)|single sentence|brief|briefly|concise|terse|short)\b")
 
 _PHRASEBOOK = {
-    "french": {"hello": "bonjour", "world": "monde", "thank you": "merci", "goodbye": "au revoir",
-               "good morning": "bonjour", "yes": "oui", "no": "non", "cat": "chat", "dog": "chien",
-               "friend": "ami", "please": "s'il vous plaît", "love": "amour", "water": "eau"},
-    "spanish": {"hello": "hola", "world": "mundo", "thank you": "gracias", "goodbye": "adiós",
-                "good morning": "buenos días", "yes": "sí", "no": "no", "cat": "gato", "dog": "perro",
-                "friend": "amigo", "please": "por favor", "love": "amor", "water": "agua"},
-    "german": {"hello": "hallo", "world": "Welt", "thank you": "danke", "goodbye": "auf Wiedersehen",
-               "good morning": "guten Morgen", "yes": "ja", "no": "nein", "cat": "Katze", "dog": "Hund",
-               "friend": "Freund", "please": "bitte", "love": "Liebe", "water": "Wasser"},
-    "italian": {"hello": "ciao", "world": "mondo", "thank you": "grazie", "goodbye": "arrivederci",
-                "good morning": "buongiorno", "yes": "sì", "no": "no", "cat": "gatto", "dog": "cane",
-                "friend": "amico", "please": "per favore", "love": "amore", "water": "acqua"},
-}  # fmt: skip
-_PIRATE = {"hello": "ahoy", "hi": "ahoy", "you": "ye", "your": "yer", "my": "me", "is": "be",
-           "are": "be", "friend": "matey", "yes": "aye", "the": "th'"}  # fmt: skip
+    "french": {
+        "hello": "bonjour",
+        "world": "monde",
+        "thank you": "merci",
+        "goodbye": "au revoir",
+        "good morning": "bonjour",
+        "yes": "oui",
+        "no": "non",
+        "cat": "chat",
+        "dog": "chien",
+        "friend": "ami",
+        "please": "s'il vous plaît",
+        "love": "amour",
+        "water": "eau",
+    },
+    "spanish": {
+        "hello": "hola",
+        "world": "mundo",
+        "thank you": "gracias",
+        "goodbye": "adiós",
+        "good morning": "buenos días",
+        "yes": "sí",
+        "no": "no",
+        "cat": "gato",
+        "dog": "perro",
+        "friend": "amigo",
+        "please": "por favor",
+        "love": "amor",
+        "water": "agua",
+    },
+    "german": {
+        "hello": "hallo",
+        "world": "Welt",
+        "thank you": "danke",
+        "goodbye": "auf Wiedersehen",
+        "good morning": "guten Morgen",
+        "yes": "ja",
+        "no": "nein",
+        "cat": "Katze",
+        "dog": "Hund",
+        "friend": "Freund",
+        "please": "bitte",
+        "love": "Liebe",
+        "water": "Wasser",
+    },
+    "italian": {
+        "hello": "ciao",
+        "world": "mondo",
+        "thank you": "grazie",
+        "goodbye": "arrivederci",
+        "good morning": "buongiorno",
+        "yes": "sì",
+        "no": "no",
+        "cat": "gatto",
+        "dog": "cane",
+        "friend": "amico",
+        "please": "per favore",
+        "love": "amore",
+        "water": "acqua",
+    },
+}
+_PIRATE = {
+    "hello": "ahoy",
+    "hi": "ahoy",
+    "you": "ye",
+    "your": "yer",
+    "my": "me",
+    "is": "be",
+    "are": "be",
+    "friend": "matey",
+    "yes": "aye",
+    "the": "th'",
+}
+
 
 def translation(last: str) -> str:
     """The phrasebook translation of the quoted (or trailing) text, into the language the prompt names."""
@@ -51,7 +110,6 @@ def translation(last: str) -> str:
         f"{language.capitalize()}: «{translated}» — translated with the offline gateway's small phrasebook; "
         "words it does not know are left as they are."
     )
-
 
 
 def styled(reply: str, system: str) -> str:

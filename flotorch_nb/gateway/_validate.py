@@ -87,8 +87,9 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise _bad(
             f"You must provide a model parameter (a string); available: {', '.join(models)}.",
-            "model", "missing_required_parameter",
-        )  # fmt: skip
+            "model",
+            "missing_required_parameter",
+        )
     messages = _parse_messages(body.get("messages"))
     tools = _parse_tools(body.get("tools"))
     tool_choice = _parse_tool_choice(body.get("tool_choice"), tools)
@@ -115,8 +116,9 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
         raise GatewayError(
             404,
             f"The model '{model}' does not exist on the offline gateway; available: {', '.join(models)}",
-            param="model", code="model_not_found",
-        )  # fmt: skip
+            param="model",
+            code="model_not_found",
+        )
     prompt_tokens = sum(_message_tokens(m) for m in messages)
     if tools:
         prompt_tokens += count_tokens(json.dumps(body.get("tools")))

@@ -51,9 +51,14 @@ class GatewayError(Exception):
     """A request the gateway refuses; carries the HTTP status and the OpenAI-style error fields."""
 
     def __init__(
-        self, status: int, message: str, *, type: str | None = None, param: str | None = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
         code: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -160,9 +165,11 @@ def stream_events(
     if plan.tool_calls:
         for index, call in enumerate(plan.tool_calls):
             opening = {
-                "index": index, "id": call.id, "type": "function",
+                "index": index,
+                "id": call.id,
+                "type": "function",
                 "function": {"name": call.name, "arguments": ""},
-            }  # fmt: skip
+            }
             if index == 0:
                 events.append(
                     choice(json.dumps({"role": "assistant", "content": None, "tool_calls": [opening]}))

@@ -135,9 +135,7 @@ def _start() -> OfflineGateway:
     # api_key=None: any key is accepted, so a key entered later with `%flotorch login` still works
     # here. The server thread is a daemon: it ends with the kernel, and no exit hook can delay a
     # kernel shutdown by waiting for open connections.
-    return OfflineGateway(
-        api_key=None, latency=OFFLINE_LATENCY_S, token_delay=OFFLINE_TOKEN_DELAY_S
-    ).start()
+    return OfflineGateway(api_key=None, latency=OFFLINE_LATENCY_S, token_delay=OFFLINE_TOKEN_DELAY_S).start()
 
 
 def _offer_compare_models() -> None:

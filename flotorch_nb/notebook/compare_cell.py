@@ -24,11 +24,10 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.display import clear_output, display
 
-from .._compare_view import preview_bundle
 from .._errors import FlotorchError, InvalidRequestError
-from ..compare import compare, parse_models
+from ..compare import compare, parse_models, preview_bundle
 from ..pricing import shared_prices
-from .answer import PREVIEW_INTERVAL_S, is_terminal, one_line_traceback
+from .answer_cell import PREVIEW_INTERVAL_S, is_terminal, one_line_traceback
 from .pacing import Pacer
 
 if TYPE_CHECKING:

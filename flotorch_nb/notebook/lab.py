@@ -69,10 +69,20 @@ def gateway_command(port: int, api_key: str, python: str = sys.executable) -> li
     from .autostart import OFFLINE_LATENCY_S, OFFLINE_TOKEN_DELAY_S
 
     return [
-        python, "-m", "flotorch_nb.gateway", "--host", "127.0.0.1", "--port", str(port),
-        "--api-key", api_key,
-        "--latency", str(OFFLINE_LATENCY_S), "--token-delay", str(OFFLINE_TOKEN_DELAY_S),
-    ]  # fmt: skip
+        python,
+        "-m",
+        "flotorch_nb.gateway",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--latency",
+        str(OFFLINE_LATENCY_S),
+        "--token-delay",
+        str(OFFLINE_TOKEN_DELAY_S),
+    ]
 
 
 def jupyter_command(

@@ -111,9 +111,17 @@ class LedgerEntry:
     def footer(self, note: str | None = None) -> _render.Footer:
         """The footer line for this call (a stopped reply shows its estimate this way)."""
         return _render.Footer(
-            self.model, self.input_tokens, self.output_tokens, self.total_tokens, self.usage_known,
-            self.latency_s, None, self.offline, note, self.cost,
-        )  # fmt: skip
+            self.model,
+            self.input_tokens,
+            self.output_tokens,
+            self.total_tokens,
+            self.usage_known,
+            self.latency_s,
+            None,
+            self.offline,
+            note,
+            self.cost,
+        )
 
 
 class Spent(Protocol):
@@ -342,10 +350,17 @@ class Ledger:
             rows.append(self.totals)
         width = len(self._columns())
         return [
-            (r.model, str(r.calls), str(r.input_tokens), str(r.output_tokens), str(r.total_tokens),
-             str(r.estimated), r.cost_text or "")[:width]
+            (
+                r.model,
+                str(r.calls),
+                str(r.input_tokens),
+                str(r.output_tokens),
+                str(r.total_tokens),
+                str(r.estimated),
+                r.cost_text or "",
+            )[:width]
             for r in rows
-        ]  # fmt: skip
+        ]
 
     def as_text(self) -> str:
         """A fixed-width table: model left-aligned, numbers right-aligned."""

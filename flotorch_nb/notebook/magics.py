@@ -36,7 +36,7 @@ from .._hooks import call_label
 from .._interpolate import interpolate
 from .._provenance import output_metadata, provenance_of
 from .._text import utf8_safe
-from . import answer, autostart, commands, compare_cell
+from . import answer_cell, autostart, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .ledger import capture
@@ -67,19 +67,23 @@ class FlotorchMagics(Magics):
     # -- %%flotorch ------------------------------------------------------------------------------
     @magic_arguments("%flotorch")
     @argument(
-        "-m", "--model",
+        "-m",
+        "--model",
         help="model id for this cell (default: %%flotorch model / FLOTORCH_MODEL_ID); a comma list "
         "(-m a,b,c) asks every model at once and shows the answers side by side",
-    )  # fmt: skip
+    )
     @argument("-t", "--temperature", type=float, help="sampling temperature, 0 to 2")
     @argument("--max-tokens", type=int, help="upper bound on the answer's tokens")
     @argument("-s", "--system", help='system prompt (quote it: -s "You are terse.")')
     @argument(
-        "-f", "--format", choices=FORMATS, default="markdown",
+        "-f",
+        "--format",
+        choices=FORMATS,
+        default="markdown",
         help="how the answer is shown: markdown (default, rendered), text (plain, unrendered), code "
         "(first code block, also inserted as a new cell below), json (parsed; JSON mode requested); "
         "the cell's value is the LLMResponse in every format",
-    )  # fmt: skip
+    )
     @argument("--schema", metavar="NAME", help="pydantic BaseModel class in the notebook: structured output")
     @argument("-o", "--output", metavar="VAR", help="also store the LLMResponse in variable VAR")
     @argument("-c", "--continue", dest="cont", action="store_true", help="send the conversation so far first")
@@ -89,20 +93,23 @@ class FlotorchMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming it")
     @argument("--no-interpolate", action="store_true", help="send {braces} exactly as written")
     @argument(
-        "--compare", action="store_true",
+        "--compare",
+        action="store_true",
         help="side by side, one column per model of -m (implied by a comma in -m); without -m the "
         "models of FLOTORCH_COMPARE_MODELS",
-    )  # fmt: skip
+    )
     @argument(
-        "--keep-errors", action="store_true",
+        "--keep-errors",
+        action="store_true",
         help="with several models: a model's error stays in its column and the cell does not fail",
-    )  # fmt: skip
+    )
     @argument(
-        "--map", metavar="NAME",
+        "--map",
+        metavar="NAME",
         help="run the cell as a template once per item of the list/Series/DataFrame NAME ({item}, or "
         "column names); the cell's value is the BatchResult (with -m a,b,c: one run per model, and "
         "a ModelBatches: a column group per model, agreement when the answers are labels)",
-    )  # fmt: skip
+    )
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     def flotorch_cell(self, line: str, cell: str) -> Any:
@@ -180,9 +187,15 @@ class FlotorchMagics(Magics):
                 raise UsageError("%%flotorch: a comparison shows Markdown answers; drop -f and --schema")
             with call_label("magic"):
                 return compare_cell.cell(
-                    self.ip, client, messages, models, params, stream=not args.no_stream,
-                    keep_errors=args.keep_errors, output=args.output,
-                )  # fmt: skip
+                    self.ip,
+                    client,
+                    messages,
+                    models,
+                    params,
+                    stream=not args.no_stream,
+                    keep_errors=args.keep_errors,
+                    output=args.output,
+                )
         # JSON mode for -f json so a real model answers with JSON only (the offline one honours it too).
         response_format: Any = schema
         if schema is None and fmt == "json":
@@ -191,7 +204,7 @@ class FlotorchMagics(Magics):
         turn = Turn(prompt, model=args.model or client.model_id)
         with call_label("magic"), capture() as spent:
             try:
-                resp = answer.ask(
+                resp = answer_cell.ask(
                     self.ip, client, turn, messages, response_format, params, fmt, stream=not args.no_stream
                 )
             except InvalidRequestError as exc:  # refused before any I/O: an option mistake
@@ -201,7 +214,7 @@ class FlotorchMagics(Magics):
                 turn.end(ended, error_line(exc), spent[-1] if spent else None)
                 self._commit(turn, system, fresh=not args.cont)
                 if isinstance(exc, FlotorchError):
-                    answer.one_line_traceback(exc, self.ip)
+                    answer_cell.one_line_traceback(exc, self.ip)
                 raise
         turn.finish(resp, spent[-1] if spent else None)
         turn.provenance = provenance_of(
@@ -211,12 +224,16 @@ class FlotorchMagics(Magics):
         if args.output:
             self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
         try:
-            value = answer.cell_value(
-                self.ip, resp, fmt, streamed=not args.no_stream, footer=turn.footer,
+            value = answer_cell.cell_value(
+                self.ip,
+                resp,
+                fmt,
+                streamed=not args.no_stream,
+                footer=turn.footer,
                 metadata=output_metadata([turn.provenance]),
-            )  # fmt: skip
+            )
         except FlotorchError as exc:
-            answer.one_line_traceback(exc, self.ip)
+            answer_cell.one_line_traceback(exc, self.ip)
             raise
         if args.output:
             self.ip.user_ns[args.output] = value  # the very object that is Out[n]
@@ -236,9 +253,16 @@ class FlotorchMagics(Magics):
         models = compare_cell.models_of(args.model, default, compare=args.compare) or (args.model,)
         try:
             result, chart = run_mapped(
-                self.session, self.ip.user_ns, args.map, cell.strip("\n"), models, system=args.system,
-                concurrency=args.concurrency, response_format=response_format, params=params,
-            )  # fmt: skip
+                self.session,
+                self.ip.user_ns,
+                args.map,
+                cell.strip("\n"),
+                models,
+                system=args.system,
+                concurrency=args.concurrency,
+                response_format=response_format,
+                params=params,
+            )
         except MapUsageError as exc:
             raise UsageError(f"%%flotorch {exc}") from None
         except ConfigurationError as exc:

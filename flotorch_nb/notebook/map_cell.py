@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .._agreement import Agreement, agreement, looks_like_labels
 from .._provenance import METADATA_KEY, output_metadata, provenance_of
 from .._text import utf8_safe
 from ..batch import BatchItem, BatchResult
+from ..compare import Agreement, agreement, looks_like_labels
 from ..pricing import PriceTable, ShownCost, describe_costs, shown_cost
 from .charts import Chart, batch_chart, models_batch_chart
 from .mapping import run_map

@@ -71,18 +71,22 @@ class PanelView:
     def _build(self, model: str, system_prompt: str) -> None:
         self.model_picker = _classed(
             w.Dropdown(
-                options=[model], value=model, description="Model", style={"description_width": "initial"},
+                options=[model],
+                value=model,
+                description="Model",
+                style={"description_width": "initial"},
                 layout=w.Layout(flex="1 1 160px", width="auto", min_width="0", max_width="100%"),
             ),
             "flotorch-chat-model",
-        )  # fmt: skip
+        )
         self.system = _classed(
             w.Text(
-                value=system_prompt, placeholder="System prompt (optional)",
+                value=system_prompt,
+                placeholder="System prompt (optional)",
                 layout=w.Layout(flex="2 1 160px", width="auto", min_width="0"),
             ),
             "flotorch-chat-system",
-        )  # fmt: skip
+        )
         # Unbounded height: stock widgets cannot keep a scrolled box pinned to its newest message, so
         # the conversation grows with the output area, which the notebook itself scrolls.
         self.transcript = _classed(w.VBox([]), "flotorch-chat-transcript")

@@ -41,13 +41,13 @@ from decimal import Decimal
 from .. import _config, pricing
 from .._config import Secret
 from .._errors import ConfigurationError
-from .._pools import forget_closed_loops
 from .._provenance import Stamp
 from .._text import non_empty
+from .._transport._pools import forget_closed_loops
 from ..llm import FlotorchLLM
 from ..spending import MoneyBudget
 from . import autostart
-from .answers import AnswerLog
+from .answer_log import AnswerLog
 from .conversation import Conversation
 from .ledger import Ledger
 

@@ -148,9 +148,7 @@ class Cassette:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def save(
-        self, canonical: Mapping[str, Any], entry: Mapping[str, Any], secrets: Sequence[Secret]
-    ) -> Path:
+    def save(self, canonical: Mapping[str, Any], entry: Mapping[str, Any], secrets: Sequence[Secret]) -> Path:
         """Write (or replace) the file for this request; atomic, so a crash never leaves half a file.
 
         ``secrets`` are scrubbed from every string of the request and the response, and from the

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import _render
-from ._text import utf8_safe
-from .pricing import describe_costs, format_cost
+from .. import _render
+from .._text import utf8_safe
+from ..pricing import describe_costs, format_cost
 
 if TYPE_CHECKING:
-    from .compare import ModelResult
-    from .pricing import ShownCost
+    from ..pricing import ShownCost
+    from ._compare import ModelResult
 
 __all__ = ["comparison_html", "comparison_text", "preview_bundle"]
 

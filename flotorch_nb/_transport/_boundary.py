@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from ._config import Secret, display_url, redact
-from ._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
-from ._response import OFFLINE_HEADER, ResponseInfo, parse_error
-from ._retry import parse_retry_after
+from .._config import Secret, display_url, redact
+from .._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
+from .._response import OFFLINE_HEADER, ResponseInfo, parse_error
+from .._retry import parse_retry_after
 
 USER_AGENT = "flotorch_nb/0.1"
 

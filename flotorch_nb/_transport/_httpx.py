@@ -13,10 +13,10 @@ import time
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, NoReturn
 
-from . import _config
-from ._config import Settings
-from ._errors import FlotorchError
-from ._transport import Call, connection_error, deadline_error, timeout_error
+from .. import _config
+from .._config import Settings
+from .._errors import FlotorchError
+from ._boundary import Call, connection_error, deadline_error, timeout_error
 
 if TYPE_CHECKING:
     import ssl
@@ -70,7 +70,7 @@ def make_client(settings: Settings) -> httpx2.Client:
 
     transport: httpx2.BaseTransport | None = None
     if settings.cassette_mode:
-        from . import replay
+        from .. import replay
 
         record = settings.cassette_mode == "record"
         inner = httpx2.HTTPTransport(limits=_limits(), verify=tls()) if record else None
@@ -89,7 +89,7 @@ def make_async_client(settings: Settings) -> httpx2.AsyncClient:
 
     transport: httpx2.AsyncBaseTransport | None = None
     if settings.cassette_mode:
-        from . import replay
+        from .. import replay
 
         record = settings.cassette_mode == "record"
         inner = httpx2.AsyncHTTPTransport(limits=_limits(), verify=tls()) if record else None
@@ -113,8 +113,9 @@ def transport_error(exc: BaseException, call: Call) -> FlotorchError | None:
         return timeout_error(call, phase, type(exc).__name__)
     if isinstance(exc, httpx2.LocalProtocolError):
         # Its message quotes the offending header bytes, which can be the key itself.
-        return connection_error(call, "the request could not be encoded as HTTP (an invalid header value?)",
-                                type(exc).__name__)  # fmt: skip
+        return connection_error(
+            call, "the request could not be encoded as HTTP (an invalid header value?)", type(exc).__name__
+        )
     if isinstance(exc, httpx2.HTTPError | httpx2.InvalidURL | httpx2.StreamError):
         return connection_error(call, str(exc) or type(exc).__name__, type(exc).__name__)
     if isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no

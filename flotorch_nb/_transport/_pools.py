@@ -18,14 +18,14 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ._config import Settings
+from .._config import Settings
 
 if TYPE_CHECKING:
     import asyncio
 
     import httpx2
 
-    from ._transport import AsyncPool
+    from ._boundary import AsyncPool
 
 __all__ = ["Pools", "close_when_loop_ends", "forget_closed_loops"]
 

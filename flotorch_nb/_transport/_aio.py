@@ -26,11 +26,11 @@ import time
 from collections.abc import AsyncGenerator, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import _config
-from ._config import Settings
-from ._errors import FlotorchError
+from .. import _config
+from .._config import Settings
+from .._errors import FlotorchError
+from ._boundary import Call, connection_error, deadline_error, timeout_error
 from ._httpx import tls
-from ._transport import Call, connection_error, deadline_error, timeout_error
 
 if TYPE_CHECKING:
     import aiohttp

@@ -1,23 +1,4 @@
-"""Send one prompt to several models at once and set the answers side by side.
-
-``compare(llm, messages, ["a", "b", "c"])`` (also ``llm.compare`` / ``await llm.acompare``) runs one
-request per model concurrently (``asyncio`` tasks over ``llm.with_model(m)``, so every model's call
-passes the client's hooks: budget, ledger, rate limits) and returns a :class:`Comparison`: one
-:class:`ModelResult` per model, in the order asked, holding the answer or the typed error of that
-model alone — a model that fails never stops the others. A comparison displays itself as a static,
-sanitized side-by-side table (one column per model, footers with tokens, latency and cost, errors in
-their own column) with plain text beside it and the answers' provenance in the output metadata, so it
-survives save, reopen and HTML export.
-
-``on_delta(model, text)`` streams: each model's answer is then read as a stream and every piece of
-text is handed over as it arrives (for a live view); ``on_result(result)`` is called as each model
-finishes. The sync ``compare`` runs the same coroutine on a private event loop in a worker thread and
-calls both callbacks on the caller's thread, so a notebook cell can update its display from them.
-
-Interrupting (Ctrl-C, a cancelled task) cancels the requests in flight; a mistake in the request
-itself (``InvalidRequestError``: the same for every model) is raised rather than shown in every
-column.
-"""
+"""Running a comparison and what it returns: ``Comparison`` / ``ModelResult`` (see the package)."""
 
 from __future__ import annotations
 
@@ -30,17 +11,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._errors import ConfigurationError, InvalidRequestError
+from .._provenance import Stamp, output_metadata, provenance_of
+from ..pricing import PriceTable, default_prices
 from ._agreement import Agreement, agreement, normalize_label
-from ._compare_view import comparison_html, comparison_text, preview_bundle
-from ._errors import ConfigurationError, InvalidRequestError
-from ._provenance import Stamp, output_metadata, provenance_of
-from .pricing import PriceTable, default_prices
+from ._view import comparison_html, comparison_text, preview_bundle
 
 if TYPE_CHECKING:
     import pandas
 
-    from ._response import LLMResponse
-    from .llm import FlotorchLLM
+    from .._response import LLMResponse
+    from ..llm import FlotorchLLM
 
 __all__ = [
     "Agreement",
@@ -52,7 +33,7 @@ __all__ = [
     "normalize_label",
     "parse_models",
     "preview_bundle",
-]  # preview_bundle: the live view (``_compare_view``), for a surface that streams a comparison
+]  # preview_bundle: the live view (``_view``), for a surface that streams a comparison
 
 DeltaCallback = Callable[[str, str], None]
 ResultCallback = Callable[["ModelResult"], None]

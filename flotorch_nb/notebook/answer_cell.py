@@ -39,9 +39,16 @@ def is_terminal(shell: Any) -> bool:
 
 
 def ask(
-    shell: Any, client: Any, turn: Turn, messages: list[dict[str, Any]], response_format: Any,
-    params: dict[str, Any], fmt: str, *, stream: bool,
-) -> Any:  # fmt: skip
+    shell: Any,
+    client: Any,
+    turn: Turn,
+    messages: list[dict[str, Any]],
+    response_format: Any,
+    params: dict[str, Any],
+    fmt: str,
+    *,
+    stream: bool,
+) -> Any:
     """The answer to ``messages``: streamed into the cell (``turn`` grows with it), or in one piece."""
     if not stream:
         return client.invoke(messages, response_format=response_format, **params)

@@ -73,9 +73,18 @@ class AnswerLog:
             latency = f"{r['latency_ms']:.0f} ms" if isinstance(r.get("latency_ms"), int | float) else ""
             digest = str(r.get("request_hash") or "")[:12]
             rows.append(
-                (str(number), str(r.get("by") or ""), str(r.get("model") or ""), str(r.get("source") or ""),
-                 str(r.get("timestamp") or ""), tokens, latency, str(r.get("request_id") or ""), digest)
-            )  # fmt: skip
+                (
+                    str(number),
+                    str(r.get("by") or ""),
+                    str(r.get("model") or ""),
+                    str(r.get("source") or ""),
+                    str(r.get("timestamp") or ""),
+                    tokens,
+                    latency,
+                    str(r.get("request_id") or ""),
+                    digest,
+                )
+            )
         return rows
 
     def as_text(self) -> str:
