@@ -217,10 +217,18 @@ def start_gateway(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [
-        sys.executable, "-m", "flotorch_nb.gateway",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--token-delay", str(token_delay), "--api-key", api_key,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "flotorch_nb.gateway",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--token-delay",
+        str(token_delay),
+        "--api-key",
+        api_key,
+    ]
     service = Service("gateway", argv, env=_env(), cwd=REPO_ROOT, log_path=log_path)
 
     def answering() -> bool:
@@ -294,17 +302,24 @@ def start_lab(*, sandbox: Path, kernel_env: dict[str, str], log_path: Path, time
     token = os.urandom(16).hex()
     port = free_port()
     argv = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-        f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-        f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={sandbox / 'workspaces'}",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={sandbox / 'workspaces'}",
         # window.jupyterapp lets the test run commands (run-all) without driving menus.
         "--LabApp.expose_app_in_browser=True",
         # Only our kernelspec (the venv ships a stock python3 one), so no kernel picker can appear.
         "--KernelSpecManager.ensure_native_kernel=False",
         f"--KernelSpecManager.allowed_kernelspecs={KERNEL_NAME}",
         f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}",
-    ]  # fmt: skip
+    ]
     if os.geteuid() == 0:
         argv.append("--allow-root")
     env = _env(
@@ -368,10 +383,16 @@ def check_lab_setup(lab: Lab) -> None:
 def write_notebook(path: Path, sources: list[str]) -> Path:
     """Write an nbformat 4 notebook of code cells, bound to ``KERNEL_NAME``, without outputs."""
     cells: list[dict[str, Any]] = [
-        {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {}, "outputs": [],
-         "source": source}
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": f"cell-{i}",
+            "metadata": {},
+            "outputs": [],
+            "source": source,
+        }
         for i, source in enumerate(sources)
-    ]  # fmt: skip
+    ]
     _write_json(
         path,
         {

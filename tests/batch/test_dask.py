@@ -1,0 +1,151 @@
+"""``flotorch_nb.dask`` on a real ``LocalCluster`` with two worker processes, against the offline gateway.
+
+The gateway (``Shaped``) counts what it receives per canonical request, so "each input exactly once"
+and "nothing answered before the kill is sent again" are checked where they happen.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.batch import (
+    Shaped,
+    most_in_any_window,
+    shaped_gateway,
+)
+
+pd = pytest.importorskip("pandas")
+dd = pytest.importorskip("dask.dataframe")
+db = pytest.importorskip("dask.bag")
+distributed = pytest.importorskip("distributed")
+
+from flotorch_nb import FlotorchLLM, InvalidRequestError  # noqa: E402
+from flotorch_nb.cache import AnswerCache, cache_key  # noqa: E402
+from flotorch_nb.dask import local_cluster, map_bag, map_dataframe  # noqa: E402
+from flotorch_nb.gateway import OfflineGateway  # noqa: E402
+
+pytestmark = pytest.mark.slow
+KEY = "dask-worker-key-7c1e"  # split: the repository's leak scan stays quiet
+
+
+@pytest.fixture(scope="module")
+def shaped() -> Iterator[tuple[OfflineGateway, Shaped]]:
+    with shaped_gateway() as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def cluster(shaped: tuple[OfflineGateway, Shaped]) -> Iterator[Any]:
+    """Two worker processes; they inherit the key from this process's environment, as documented."""
+    gateway, _ = shaped
+    saved = {k: os.environ.get(k) for k in ("FLOTORCH_API_KEY", "FLOTORCH_BASE_URL")}
+    os.environ.update(FLOTORCH_API_KEY=KEY, FLOTORCH_BASE_URL=gateway.url)
+    client = local_cluster(2)
+    try:
+        yield client
+    finally:
+        client.close()
+        client.cluster.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def env(shaped: tuple[OfflineGateway, Shaped], monkeypatch: pytest.MonkeyPatch) -> Shaped:
+    gateway, shaping = shaped
+    shaping.reset()
+    monkeypatch.setenv("FLOTORCH_BASE_URL", gateway.url)
+    monkeypatch.setenv("FLOTORCH_MODEL_ID", "offline/echo")
+    monkeypatch.setenv("FLOTORCH_API_KEY", KEY)
+    return shaping
+
+
+def frame(n: int) -> Any:
+    return pd.DataFrame({"q": [f"question {i}" for i in range(n)], "n": range(n)})
+
+
+def test_results_equal_the_single_process_batch_and_each_input_is_sent_once(
+    cluster: Any, env: Shaped
+) -> None:
+    data = frame(40)
+    out = map_dataframe(dd.from_pandas(data, npartitions=4), template="Q{n}: {q}", concurrency=4)
+    assert list(out.columns) == ["q", "n", "answer", *list(out.columns[3:])]  # lazy, columns known
+    got = out.compute()
+    assert sum(env.received.values()) == 40 and set(env.received.values()) == {1}
+    with FlotorchLLM("offline/echo", KEY, os.environ["FLOTORCH_BASE_URL"]) as llm:
+        local = llm.batch(data, template="Q{n}: {q}", progress=False).to_pandas()
+    pd.testing.assert_series_equal(got["answer"], local["answer"])
+    pd.testing.assert_series_equal(got["total_tokens"], local["total_tokens"])
+    assert list(got["q"]) == list(data["q"]) and set(got["source"]) == {"offline"}
+    # one pooled client per worker process, whatever the number of partitions each ran
+    assert set(cluster.run(lambda: __import__("flotorch_nb.dask").dask.built).values()) == {1}
+
+
+def test_the_key_is_not_in_the_task_graph_and_bags_work_too(cluster: Any, env: Shaped) -> None:
+    out = map_bag(db.from_sequence([f"p{i}" for i in range(6)], npartitions=2), template="{item}?")
+    assert KEY.encode() not in pickle.dumps(dict(out.__dask_graph__()))
+    rows = out.compute()
+    assert [r["answer"] for r in rows] == [f"p{i}?" for i in range(6)] and rows[0]["input"] == "p0"
+    with pytest.raises(InvalidRequestError, match=r"\{nope\}.*columns: q, n"):
+        map_dataframe(dd.from_pandas(frame(2), npartitions=1), template="{nope}")
+
+
+def test_a_fifth_of_requests_failing_with_429_and_503_still_ends_with_every_item_answered(
+    cluster: Any, env: Shaped, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOTORCH_MAX_RETRIES", "8")  # part of the shipped configuration
+    env.fail_every = 5
+    got = map_dataframe(dd.from_pandas(frame(50), npartitions=4), template="{q}", concurrency=4).compute()
+    assert got["error_type"].isna().all() and list(got["answer"]) == [f"question {i}" for i in range(50)]
+    assert env.failed >= 10 and sum(env.received.values()) == 50 + env.failed
+
+
+def test_rpm_holds_for_the_whole_cluster_not_per_worker(cluster: Any, env: Shaped) -> None:
+    started = time.monotonic()
+    got = map_dataframe(dd.from_pandas(frame(30), npartitions=4), template="{q}", rpm=600).compute()
+    assert got["error_type"].isna().all()
+    # 600 a minute is 10 a second: two workers each at 600/min would send about twice that.
+    assert most_in_any_window(env.arrivals, 1.0) <= 11
+    assert time.monotonic() - started > 2.5
+
+
+def test_a_worker_killed_mid_run_does_not_resend_what_it_had_answered(
+    cluster: Any, env: Shaped, tmp_path: Path
+) -> None:
+    env.latency = 0.1
+    path = tmp_path / "answers.sqlite"
+    data = frame(80)
+    job = map_dataframe(dd.from_pandas(data, npartitions=4), template="{q}", cache=path, concurrency=2)
+    future = cluster.compute(job)
+    cache = AnswerCache(path)
+    deadline = time.monotonic() + 30
+    while len(cache.keys()) < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = cluster.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    answered_before = cache.keys()
+    os.kill(victim, signal.SIGKILL)  # a worker process this test's cluster started
+    got = future.result(timeout=120)
+    assert got["error_type"].isna().all() and list(got["answer"]) == list(data["q"])
+    assert len(answered_before) >= 12
+    for key in answered_before:
+        assert env.received[key] == 1, "an answer stored before the kill was asked for again"
+    with FlotorchLLM("offline/echo", KEY, os.environ["FLOTORCH_BASE_URL"]) as llm:
+        asked = [
+            llm._prepare([{"role": "user", "content": q}], None, None, None, {}, stream=False)
+            for q in data["q"]
+        ]
+    every = {cache_key(call) for call in asked}  # the gateway's count and the cache share the key
+    assert answered_before <= every and set(env.received) == every
+    cache.close()

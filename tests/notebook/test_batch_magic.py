@@ -1,0 +1,90 @@
+"""``%%flotorch --map`` and ``%flotorch cache`` through IPython's ``InteractiveShell``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+
+from flotorch_nb import BatchResult, BudgetExceededError
+from flotorch_nb.cache import ENV_CACHE
+from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.notebook.session import get_session
+from tests.support.shell import XSS, Shell
+
+
+def test_map_over_a_list_returns_a_batch_result_that_shows_its_summary_and_first_rows(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["cities"] = ["Paris", "Oslo", "Lima"]
+    result = shell.cell("--map cities -m offline/echo -o res --concurrency 2", "Tell me about {item}.\n")
+    assert isinstance(result, BatchResult) and shell.ip.user_ns["res"] is result
+    assert [i.content for i in result] == [f"Tell me about {c}." for c in ("Paris", "Oslo", "Lima")]
+    bundle, metadata = result._repr_mimebundle_()  # the summary, and its answers' provenance
+    assert len(metadata["flotorch_nb"]["provenance"]) == 3
+    assert "items      3" in bundle["text/plain"] and "Tell me about Oslo." in bundle["text/plain"]
+    assert "flotorch-batch" in bundle["text/html"] and "Tell me about Lima." in bundle["text/html"]
+    assert len(offline_env.requests) == 3
+    # every request counted once in the session's ledger
+    assert len(get_session().ledger) == 3
+
+
+def test_map_sends_a_temperature_of_zero_and_the_token_cap_it_is_given(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["words"] = ["one", "two"]
+    shell.cell("--map words -m offline/echo -t 0 --max-tokens 20", "Say {item}.\n")
+    assert [r["body"]["temperature"] for r in offline_env.requests] == [0, 0]
+    assert [r["body"]["max_tokens"] for r in offline_env.requests] == [20, 20]
+
+
+def test_map_over_a_dataframe_uses_its_columns_and_names_them_when_a_field_is_unknown(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["reviews"] = pd.DataFrame({"text": ["good", XSS], "stars": [5, 1]})
+    result = shell.cell("--map reviews -m offline/echo", "{stars} stars: {text}")
+    assert result[0].content == "5 stars: good"
+    html = result._repr_mimebundle_()[0]["text/html"]
+    assert "<img" not in html and "<script" not in html  # model text is escaped, never rendered
+    with pytest.raises(UsageError, match=r"\{review\}.*columns: text, stars"):
+        shell.cell("--map reviews", "Classify {review}")
+    with pytest.raises(UsageError, match="no such variable"):
+        shell.cell("--map nothing_here", "{item}")
+    assert len(offline_env.requests) == 2
+
+
+def test_map_stops_sending_when_the_session_budget_would_be_exceeded(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["words"] = [f"word {i}" for i in range(10)]
+    first = shell.cell("--map words -m offline/echo --concurrency 1", "{item}")
+    per_call = first[0].answer.usage[2]  # type: ignore[union-attr,index]
+    get_session().reset()
+    get_session().set_budget(per_call * 3 + per_call // 2)
+    sent = len(offline_env.requests)
+    result = shell.cell("--map words -m offline/echo --concurrency 1", "{item}")
+    assert len(offline_env.requests) - sent == 3
+    assert [i.ok for i in result] == [True] * 3 + [False] * 7
+    assert all(isinstance(i.error, BudgetExceededError) for i in result.errors)
+    assert get_session().spent_tokens <= get_session().budget  # type: ignore[operator]
+
+
+def test_the_cache_command_sets_checks_and_turns_off_the_answer_cache(
+    shell: Shell, offline_env: OfflineGateway, tmp_path: Path
+) -> None:
+    target = tmp_path / "answers.sqlite"
+    shell.line(f"cache {target}")
+    shell.ip.user_ns["qs"] = ["one", "two"]
+    shell.cell("--map qs -m offline/echo", "{item}")
+    sent = len(offline_env.requests)
+    again = shell.cell("--map qs -m offline/echo", "{item}")
+    assert [i.source for i in again] == ["cache", "cache"] and len(offline_env.requests) == sent
+    assert shell.cell("-m offline/echo --no-stream", "one").source == "cache"  # %%flotorch uses it too
+    (tmp_path / "bad.sqlite").write_bytes(b"not a database" * 50)
+    with pytest.raises(UsageError, match="cannot be used"):
+        shell.line(f"cache {tmp_path / 'bad.sqlite'}")
+    shell.line("cache off")
+    assert ENV_CACHE not in os.environ

@@ -1,0 +1,1 @@
+"""Helpers the test folders share: clients and gateways, shells, widgets, HTML checks, notebooks."""
