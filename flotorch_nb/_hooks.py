@@ -38,6 +38,7 @@ from ._errors import FlotorchError, HookError
 from ._response import Source
 
 if TYPE_CHECKING:
+    from ._admission import Gate
     from ._response import LLMResponse, Usage
 
 __all__ = [
@@ -162,10 +163,12 @@ class Hooks:
 
     before_request: list[BeforeHook] = field(default_factory=list)
     after_call: list[AfterHook] = field(default_factory=list)
+    #: Limits every attempt passes before it is sent and settles after (``flotorch_nb._admission``).
+    gates: list[Gate] = field(default_factory=list)
 
     def copy(self) -> Hooks:
         """New lists holding the same hooks (``with_model`` clients start with their parent's)."""
-        return Hooks(list(self.before_request), list(self.after_call))
+        return Hooks(list(self.before_request), list(self.after_call), list(self.gates))
 
     def request(self, model: str, body: Mapping[str, Any], *, stream: bool) -> CallRequest:
         """The ``CallRequest`` for a prepared call (the label comes from ``call_label``)."""
