@@ -3,7 +3,11 @@
 ``OfflineGateway`` serves deterministic local models so notebooks and tests run offline:
 ``offline/assistant`` (answers from the prompt, calls tools, fills JSON schemas), ``offline/echo``
 (repeats the last user message), ``offline/concise`` (short answers, faster) and ``offline/verbose``
-(longer answers, slower per token); see ``_models``. Every answer says it is offline: the
+(longer answers, slower per token); see ``_models``. ``offline/scripted`` answers exactly what the
+last user message scripts, as ``{"script": {...}}`` with any of ``content`` / ``chunks``,
+``tool_calls``, ``finish_reason``, ``usage``, ``delay``, ``token_delay``, ``error`` (status, message)
+and ``cut_after`` (see ``_scripted``): tests that pin the protocol use it instead of the assistant's
+prose, which may change. Every answer says it is offline: the
 ``x-flotorch-gateway: offline`` header and a model name starting with ``offline/``. ``latency`` and
 ``token_delay`` model a real model's response time; ``Fault`` injects failures for client tests;
 ``request_counts()`` says how often each request arrived (by replay's request key).
@@ -13,7 +17,8 @@ Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) 
 answers what, and how fast) -> ``_wire`` (answer out); text answers from ``_assistant`` with its
 knowledge (``_facts``, ``_numbers``, ``_lists``, ``_snippets``) and voice (``_phrasing``, ``_styles``);
 structured answers from ``_json_mode`` and ``_schema_fill`` (``_schema_scalars``, ``_entities``,
-``_schema_limits``); ``_text`` (tokens, prompt facts), ``_faults``, ``_record``, ``_counts``.
+``_schema_limits``); ``_scripted`` (the scripted model); ``_text`` (tokens, prompt facts),
+``_faults``, ``_record``, ``_counts``.
 """
 
 from __future__ import annotations

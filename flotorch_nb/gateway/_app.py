@@ -19,6 +19,7 @@ stored in a response, a log line or a recorded request.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hmac
 import json
@@ -39,6 +40,7 @@ from ._counts import RequestCounts, key_of
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
 from ._record import RecordedRequest, redacted
+from ._scripted import SCRIPTED_MODEL, parse_script
 from ._validate import ChatRequest, parse_request
 from ._wire import (
     CHAT_PATH,
@@ -193,7 +195,7 @@ class _Handlers:
         if denied is not None:
             return denied
         try:
-            chat, plan = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
+            chat, plan, scripted = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
         except GatewayError as exc:
             return _error_response(exc)
         except ValueError as exc:  # JSON syntax or encoding
@@ -203,7 +205,7 @@ class _Handlers:
         timing = profile(chat.model)
         if self.latency > 0 and timing.latency_factor > 0:
             await pause_unless_gone(request, self.latency * timing.latency_factor)
-        fault = self.faults.take(chat.model) if self.faults else None
+        fault = (self.faults.take(chat.model) if self.faults else None) or scripted
         if fault is not None:
             return await self._faulty(request, chat, plan, fault)
         return self._answer(request, chat, plan, None)
@@ -312,10 +314,16 @@ class _Handlers:
         )
 
 
-def _plan(raw: bytes) -> tuple[ChatRequest, Plan]:
-    """Validate and answer a raw body; ValueError for bad JSON, GatewayError for a bad request."""
+def _plan(raw: bytes) -> tuple[ChatRequest, Plan, Fault | None]:
+    """Validate and answer a raw body; ValueError for bad JSON, GatewayError for a bad request.
+
+    The fault is what an ``offline/scripted`` script asks to go wrong (delay, error, cut), else None.
+    """
     chat = parse_request(json.loads(raw), OFFLINE_MODELS)
-    return chat, plan_completion(chat)
+    if chat.model == SCRIPTED_MODEL:
+        script = parse_script(chat)
+        return dataclasses.replace(chat, token_delay=script.token_delay), script.plan, script.fault
+    return chat, plan_completion(chat), None
 
 
 # The models are deterministic, so a body seen before (a benchmark's loop, a retried request) reuses

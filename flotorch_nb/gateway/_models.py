@@ -11,6 +11,8 @@
   block; see ``_styles``): fewer tokens, and half the gateway's latency and token delay.
 - ``offline/verbose`` is the assistant plus context and caveats: more tokens, 1.5x the latency and
   twice the token delay, like a larger, slower model.
+- ``offline/scripted`` answers exactly what its last user message scripts (content, tool calls,
+  usage, delays, an error, a cut stream; see ``_scripted``), so tests pin the protocol, not prose.
 
 Timing factors scale the gateway's ``latency`` (before the first byte) and ``token_delay`` (between
 streamed chunks); both default to 0, so tests and benchmarks get instant answers from every model,
@@ -31,6 +33,7 @@ from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
 from ._schema_fill import SchemaTooLargeError, fill_schema
+from ._scripted import SCRIPTED_MODEL, parse_script
 from ._styles import concise, verbose
 from ._text import STOPWORDS, Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
@@ -60,6 +63,8 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile(ECHO_MODEL, "repeats the last user message verbatim"),
         ModelProfile(CONCISE_MODEL, "short answers; half the latency and token delay", 0.5, 0.5),
         ModelProfile(VERBOSE_MODEL, "longer answers; 1.5x the latency, twice the token delay", 1.5, 2.0),
+        # The script alone decides its timing (see _scripted): the gateway's delays do not apply.
+        ModelProfile(SCRIPTED_MODEL, "answers what the user message scripts (tests pin the protocol)", 0, 0),
     )
 }
 OFFLINE_MODELS: tuple[str, ...] = tuple(PROFILES)
@@ -75,6 +80,8 @@ def plan_completion(request: ChatRequest) -> Plan:
 
     Raises ``GatewayError`` (400) when a schema asks for a larger answer than the offline models make.
     """
+    if request.model == SCRIPTED_MODEL:
+        return parse_script(request).plan
     last_user = _last_user_text(request.messages)
     if request.model == ECHO_MODEL:
         return _text_plan(request, last_user)
