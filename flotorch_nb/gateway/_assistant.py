@@ -307,11 +307,8 @@ def _explanation(last: str, lead: str) -> str:
         asked = " ".join(clause.group(1).split())
         first = asked.split()[0].lower()
         # "why do APIs use X" is a question; "why streaming helps users" is a clause.
-        why = (
-            f"Why {asked}? To see the reasons, {look}"
-            if first in _AUXILIARIES
-            else (f"To see why {asked}, {look}")
-        )
+        # Never open with the question itself: a reply cut to its first sentence must still answer.
+        why = f"To answer “why {asked}”, {look}" if first in _AUXILIARIES else f"To see why {asked}, {look}"
     what = re.search(r"\bwhat (?:is|are) (?:an? |the )?([^?.!,;]+)", last, re.IGNORECASE)
     subject = " ".join(what.group(1).split()) if what else topic
     openings = {

@@ -51,6 +51,13 @@ FACTS: tuple[Fact, ...] = (
         "For example, a litre of sea water holds about 35 grams of salt, roughly seven teaspoons.",
     ),
     Fact(
+        _needs("sky blue"),
+        "The sky is blue because air scatters blue sunlight far more than red (Rayleigh scattering), "
+        "so blue light reaches us from all directions.",
+        "For example, at sunset the light crosses far more air, the blue is scattered away before it "
+        "reaches you, and the sky near the sun turns orange and red.",
+    ),
+    Fact(
         _needs("token", "tokens"),
         "Tokens are the small pieces of text (words or parts of words) a language model reads and "
         "writes; usage and cost are counted in them.",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ._text import first_sentence, hints_from
+from ._text import first_statement, hints_from
 
 __all__ = ["styled", "translation"]
 
@@ -120,7 +120,7 @@ def styled(reply: str, system: str) -> str:
         if items:  # a list stays a list: its introduction and first three items, on one line
             reply = " ".join([lines[0].strip(), *items[:3]])
         else:
-            reply = first_sentence(reply.split("\n\n")[0].replace("\n", " / "), 30)
+            reply = first_statement(reply.split("\n\n")[0].replace("\n", " / "), 30)
         if "offline" not in reply.lower():
             reply += " (offline answer)"
     if "pirate" in system:

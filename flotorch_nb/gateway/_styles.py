@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ._text import first_sentence
+from ._text import first_statement
 
 __all__ = ["concise", "verbose"]
 
@@ -30,7 +30,7 @@ def concise(reply: str) -> str:
         return "\n".join(items[:_MAX_ITEMS])
     if "\n" in reply.strip() and len(lines) <= 4:  # a poem: its lines are the answer
         return reply.strip()
-    return first_sentence(reply.split("\n\n")[0], 25)
+    return first_statement(reply.split("\n\n")[0], 25)
 
 
 def verbose(reply: str) -> str:

@@ -232,3 +232,17 @@ def first_sentence(text: str, max_words: int = 25) -> str:
     if len(parts) > max_words:
         return " ".join(parts[:max_words]).rstrip(",;:") + "…"
     return sentence
+
+
+def first_statement(text: str, max_words: int = 25) -> str:
+    """The first sentence that is not a question (else the last one), shortened like ``first_sentence``.
+
+    A reply that opens by repeating the question ("Why is the sky blue? Because ...") is shortened to
+    its answer, never to the question.
+    """
+    rest = " ".join(text.split())
+    while True:
+        sentence = first_sentence(rest, max_words)
+        rest = rest[len(sentence) :].strip()
+        if not sentence.endswith("?") or not rest:
+            return sentence
