@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
+from ._data import word_list
 from ._schema_fill import SchemaTooLargeError, fill_schema
 from ._scripted import SCRIPTED_MODEL, parse_script
 from ._styles import concise, verbose
-from ._text import STOPWORDS, Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
+from ._text import Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
 from ._wire import GatewayError, Plan, ToolCallPlan
 
@@ -133,11 +134,12 @@ def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:
     if tool_choice.startswith("function:"):
         name = tool_choice.removeprefix("function:")
         return next(tool for tool in tools if tool.name == name)
-    said = {stem(w) for w in words(prompt) if w not in STOPWORDS}
+    stop = word_list("stopwords")
+    said = {stem(w) for w in words(prompt) if w not in stop}
 
     def score(tool: Tool) -> int:
-        name = {stem(w) for w in split_words(tool.name) if w not in STOPWORDS}
-        described = {stem(w) for w in words(tool.description) if w not in STOPWORDS}
+        name = {stem(w) for w in split_words(tool.name) if w not in stop}
+        described = {stem(w) for w in words(tool.description) if w not in stop}
         props = tool.parameters.get("properties")
         params = {stem(w) for p in props for w in split_words(p)} if isinstance(props, dict) else set()
         return 3 * len(name & said) + len(described & said) + len(params & said)

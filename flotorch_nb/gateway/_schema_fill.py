@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._data import phrases, word_list
 from ._entities import MISSING, entity_for, field
 from ._schema_limits import (
     MAX_CHARS,
@@ -39,7 +40,7 @@ from ._schema_limits import (
     oversized_keyword,
 )
 from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
-from ._text import ASPECTS, Hints, split_words, words, wordset
+from ._text import Hints, split_words, words
 
 __all__ = [
     "MAX_CHARS",
@@ -55,10 +56,6 @@ _MAX_DEPTH = 24  # hard stop for pathological recursive schemas
 _FULL_DEPTH = 4  # below this depth, optional properties are filled too; deeper, only required ones
 
 _SHAPED = frozenset({"enum", "const", "format", "pattern", "anyOf", "oneOf", "minLength"})
-_SENTENCE_LISTS = wordset(
-    """steps step instructions tips ideas points suggestions recommendations pros cons benefits reasons
-    sentences questions examples bullets highlights takeaways"""
-)
 
 
 def fill_schema(schema: Any, hints: Hints, *, answer: str = "") -> Any:
@@ -332,8 +329,8 @@ class _Filler:
 
     def phrases(self, name: str) -> list[str]:
         """Items for a plain string array: sentences for "steps"/"tips", prompt keywords otherwise."""
-        if set(split_words(name)) & _SENTENCE_LISTS:
-            return [aspect.format(t=self.hints.topic) for aspect in ASPECTS[:3]]
+        if set(split_words(name)) & word_list("sentence_lists"):
+            return [aspect.format(t=self.hints.topic) for aspect in phrases()["lists"]["aspects"][:3]]
         return list(self.hints.keywords[:5])
 
     def unique_variant(self, item_schema: Any, taken: Taken, value: Any) -> Any:

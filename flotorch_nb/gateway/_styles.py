@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from ._data import phrases
 from ._text import first_statement
 
 __all__ = ["concise", "verbose"]
@@ -39,14 +40,5 @@ def verbose(reply: str) -> str:
     The addition is the same for every prompt on purpose: put into a template, a prompt's words too
     often read wrongly ("questions about make tea"), and the reply already carries the prompt.
     """
-    return (
-        f"{reply}\n\n"
-        "To put that in context: a question like this rarely has a single answer, so it helps to say "
-        "what you need the answer for and what you already know.\n\n"
-        "A few things worth keeping in mind:\n\n"
-        "- Start from the simplest version and add detail only where it helps.\n"
-        "- Check the claims that matter against a source you trust.\n"
-        "- Ask a follow-up question if any part is unclear.\n\n"
-        "(offline/verbose: the offline assistant's answer with deterministic extra detail, "
-        "slower per token to resemble a larger model.)"
-    )
+    addition: str = phrases()["styles"]["verbose"]
+    return reply + addition
