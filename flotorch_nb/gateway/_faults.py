@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 from typing import Any
 
 from ._wire import DONE_EVENT, MALFORMED_EVENT, inband_error_event
@@ -63,7 +63,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         for field in fields(self):
-            _check(field.name, getattr(self, field.name))
+            _check(field, getattr(self, field.name))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:
@@ -91,42 +91,15 @@ class Fault:
         return self.model is None or self.model == model
 
 
-_KINDS: dict[str, tuple[type, ...]] = {
-    "status": (int,),
-    "message": (str,),
-    "html": (bool,),
-    "retry_after": (str,),
-    "delay": (float, int),
-    "garbage": (bool,),
-    "body": (dict,),
-    "omit_usage": (bool,),
-    "null_usage": (bool,),
-    "cut_after": (int,),
-    "end_without_done": (int,),
-    "malformed_after": (int,),
-    "inband_error": (str,),
-    "times": (int,),
-    "model": (str,),
-}
-_OPTIONAL = frozenset(
-    {
-        "status",
-        "message",
-        "retry_after",
-        "body",
-        "cut_after",
-        "end_without_done",
-        "malformed_after",
-        "inband_error",
-        "model",
-    }
-)
+# A field's accepted types, by its annotation ("int | None" -> int); a float field takes an int too.
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "str": (str,), "bool": (bool,), "float": (float, int)}
 
 
-def _check(name: str, value: Any) -> None:
-    if value is None and name in _OPTIONAL:
+def _check(field: Field[Any], value: Any) -> None:
+    name = field.name
+    if value is None and field.default is None:  # optional fields default to None
         return
-    kinds = _KINDS[name]
+    kinds = _TYPES.get(str(field.type).split("|")[0].split("[")[0].strip(), (dict,))
     if not _is_kind(value, kinds):
         expected = " or ".join(k.__name__ for k in kinds)
         raise ValueError(f"fault field {name!r} must be {expected}, not {value!r}")

@@ -157,6 +157,8 @@ class Scalars:
         return None
 
     def string_default(self, name: str) -> str:
+        """A plausible value for a property by the words of its name (``string_defaults`` in
+        ``data/words.toml``: the first entry sharing a word wins), else the prompt's topic."""
         words = set(split_words(name))
         if words & word_list("place"):
             return "Springfield"
@@ -164,20 +166,10 @@ class Scalars:
             return "Alex"
         if "id" in words or "uuid" in words:
             return f"{name or 'item'}-1"
-        if words & {"currency"}:
-            return "USD"
-        if words & {"unit", "units"}:
-            return "metric"
-        if words & {"color", "colour"}:
-            return "blue"
-        if words & {"time"}:
-            return "12:00"
-        if words & {"phone"}:
-            return "+1-555-0100"
-        if words & {"dish", "meal", "recipe"}:
-            return "Vegetable stir-fry"
-        if words & {"role", "job", "position"}:
-            return "member"
+        defaults = load("words")["string_defaults"]
+        found = next((d["value"] for d in defaults if set(d["words"].split()) & words), None)
+        if isinstance(found, str):
+            return found
         topic = self.hints.topic
         return topic if topic != "your request" else "example"
 
