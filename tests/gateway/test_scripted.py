@@ -175,39 +175,43 @@ def test_the_gateways_own_delays_do_not_apply() -> None:
     assert deltas(response) == ["a", "b"]
 
 
+C = "messages[0].content"
+S = C + ".script"
+
+
 @pytest.mark.parametrize(
     ("content", "param", "words"),
     [
-        ("not json", "messages[0].content", "JSON object with one key 'script'"),
-        ('{"script": 1}', "messages[0].content", "JSON object with one key 'script'"),
-        ('{"script": {}, "more": 1}', "messages[0].content", "one key 'script'"),
-        ('{"script": {"contnet": "x"}}', "messages[0].content.script.contnet", "unknown script field(s)"),
-        ('{"script": {"content": 3}}', "messages[0].content.script.content", "'content' must be a string"),
-        ('{"script": {"chunks": "ab"}}', "messages[0].content.script.chunks", "list of strings"),
-        ('{"script": {"content": "x", "chunks": ["y"]}}', "messages[0].content.script.chunks", "disagree"),
-        ('{"script": {"tool_calls": [{}]}}', "messages[0].content.script.tool_calls[0]", "'name'"),
+        ("not json", C, "JSON object with one key 'script'"),
+        ('{"script": 1}', C, "JSON object with one key 'script'"),
+        ('{"script": {}, "more": 1}', C, "one key 'script'"),
+        ('{"script": {"contnet": "x"}}', S + ".contnet", "unknown script field(s)"),
+        ('{"script": {"content": 3}}', S + ".content", "'content' must be a string"),
+        ('{"script": {"chunks": "ab"}}', S + ".chunks", "list of strings"),
+        ('{"script": {"content": "x", "chunks": ["y"]}}', S + ".chunks", "disagree"),
+        ('{"script": {"tool_calls": [{}]}}', S + ".tool_calls[0]", "'name'"),
         (
             '{"script": {"tool_calls": [{"name": "f", "arguments": 1}]}}',
-            "messages[0].content.script.tool_calls[0].arguments",
+            S + ".tool_calls[0].arguments",
             "object or a string",
         ),
-        ('{"script": {"finish_reason": "done"}}', "messages[0].content.script.finish_reason", "one of"),
-        ('{"script": {"usage": 5}}', "messages[0].content.script.usage", "'usage' must be"),
+        ('{"script": {"finish_reason": "done"}}', S + ".finish_reason", "one of"),
+        ('{"script": {"usage": 5}}', S + ".usage", "'usage' must be"),
         (
             '{"script": {"usage": {"prompt_tokens": -1}}}',
-            "messages[0].content.script.usage.prompt_tokens",
+            S + ".usage.prompt_tokens",
             "integer >= 0",
         ),
-        ('{"script": {"usage": {"total": 1}}}', "messages[0].content.script.usage", "unknown usage field"),
-        ('{"script": {"delay": 99}}', "messages[0].content.script.delay", "between 0 and 60"),
-        ('{"script": {"token_delay": true}}', "messages[0].content.script.token_delay", "between 0 and 5"),
-        ('{"script": {"error": {"status": 200}}}', "messages[0].content.script.error", "400 to 599"),
+        ('{"script": {"usage": {"total": 1}}}', S + ".usage", "unknown usage field"),
+        ('{"script": {"delay": 99}}', S + ".delay", "between 0 and 60"),
+        ('{"script": {"token_delay": true}}', S + ".token_delay", "between 0 and 5"),
+        ('{"script": {"error": {"status": 200}}}', S + ".error", "400 to 599"),
         (
             '{"script": {"error": {"status": 500, "message": 1}}}',
-            "messages[0].content.script.error.message",
+            S + ".error.message",
             "",
         ),
-        ('{"script": {"cut_after": -1}}', "messages[0].content.script.cut_after", ">= 0"),
+        ('{"script": {"cut_after": -1}}', S + ".cut_after", ">= 0"),
     ],
 )
 def test_an_invalid_script_is_a_400_naming_what_is_wrong(
