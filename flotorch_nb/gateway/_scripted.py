@@ -16,12 +16,12 @@ last user message of a request for ``offline/scripted`` is a JSON object with on
         "cut_after": 3                      # break the connection after 3 SSE chunks (non-streamed: mid-JSON)
     }}
 
-Every field is optional. ``arguments`` is an object (sent as its JSON text) or a string sent as is,
-so a test can script invalid JSON. Usage fields left out are counted as usual (the prompt's tokens,
-the answer's tokens). ``max_tokens`` and ``stop`` do not touch a scripted answer: script
-``finish_reason: "length"`` to pin a cut one. The gateway's ``latency`` and ``token_delay`` do not
-apply either: the script alone decides the timing. A script that is not valid is a 400 whose message
-and ``param`` name the field (``code: invalid_script``).
+Every field is optional. ``arguments`` is an object (sent as its JSON text) or a string sent as is, so a
+test can script invalid JSON. Usage fields left out are counted as usual (the prompt's tokens, the
+answer's tokens). ``max_tokens``, ``stop``, ``tools`` and ``response_format`` do not shape a scripted
+answer: script ``finish_reason: "length"`` to pin a cut one, or JSON ``content``. The gateway's
+``latency`` and ``token_delay`` do not apply either: the script alone decides the timing. A script that
+is not valid is a 400 whose message and ``param`` name the field (``code: invalid_script``).
 
 The effects that are not an answer (delay, error, cut, null usage) become a :class:`Fault`, so they
 behave exactly like injected faults.
