@@ -43,6 +43,9 @@ class StoredAnswer:
     #: (input, output, total) tokens as the gateway counted them, or None when it did not say.
     usage: tuple[int, int, int] | None
     parsed: Any = None
+    #: The answer's provenance record (``LLMResponse.provenance``); not written to a cache row, whose
+    #: hits are stamped afresh.
+    provenance: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, response: LLMResponse) -> StoredAnswer:
@@ -62,6 +65,7 @@ class StoredAnswer:
             model=response.model,
             usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
             parsed=response.parsed,
+            provenance=response.provenance,
         )
 
     def to_response(self) -> LLMResponse:
@@ -76,10 +80,12 @@ class StoredAnswer:
         )
         response.source = self.source
         response.parsed = self.parsed
+        response.provenance = self.provenance
         return response
 
     def to_json(self) -> str:
-        """The row text: everything but ``parsed`` and ``source`` (a row's answer is always a hit)."""
+        """The row text: everything but ``parsed``, ``source`` (a row's answer is always a hit) and
+        ``provenance`` (a hit gets its own)."""
         return json.dumps(
             {
                 "content": self.content,

@@ -2,9 +2,10 @@
 
 ``flotorch_nb.batch`` owns running many calls at once on one ``FlotorchLLM``: the inputs and their
 template (``_inputs``), the shared rate limiter (``_limits``), the engine of bounded workers
-(``_runner``) on the process's background loop (``flotorch_nb._bridge``), the progress bar (``_progress``) and the
-``BatchResult`` (``_result``). The answer cache it resumes from is ``flotorch_nb.cache``; Dask runs it
-per partition (``flotorch_nb.dask``). Importing this package imports neither pandas nor tqdm.
+(``_runner``, run from sync code on the process's one background loop, ``flotorch_nb._bridge``), the
+progress bar (``_progress``) and the ``BatchResult`` (``_result``). The answer cache it resumes from is
+``flotorch_nb.cache``; Dask runs it per partition (``flotorch_nb.dask``). Importing this package imports
+neither pandas nor tqdm.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from .._errors import (
     StructuredOutputError,
 )
 from .._hooks import call_label, estimate_tokens
+from .._provenance import stamp
 from ..cache import AnswerCache, StoredAnswer, cache_key, resolve_cache
 from ..schema import normalize_response_format
 from ._inputs import Inputs
@@ -230,6 +231,8 @@ class _Run:
                 key = cache_key(call)
                 stored = self._from_cache(key)
                 if stored is not None:
+                    # A hit's record, made as the client makes one (until items ride its ainvoke).
+                    stored.provenance = stamp(stored.to_response(), call, self.sender._settings)
                     self.stats.cache_hits += 1
                     self._finish(item, stored, None)
                     return
@@ -346,7 +349,9 @@ def _run_sync(run: _Run) -> BatchResult:
     progress.start()
     status = "interrupted"
     try:
-        result = _bridge.run(run.run(), tick=progress.render, every=TICK_S, interrupted=lambda _: _interrupted(run))
+        result = _bridge.run(
+            run.run(), tick=progress.render, every=TICK_S, interrupted=lambda _: _interrupted(run)
+        )
         status = "done"
         return result
     finally:
