@@ -11,9 +11,10 @@
   agree (``_agreement``); its chart shows each model's latency distribution and errors.
 
 Provenance: every answered item carries its record on its ``StoredAnswer`` (made where its call
-finished, a cache hit's too: ``source="cache"``); this cell puts those in its output. At most ``MAX_RECORDS`` records go into one output, so a huge
-batch does not bloat the notebook (``provenance_omitted`` counts the rest). Model text is escaped,
-never rendered. No IPython import: ``magics.py`` displays what this returns.
+finished, a cache hit's too: ``source="cache"``); this cell puts those in its output. At most
+``MAX_RECORDS`` records go into one output, so a huge batch does not bloat the notebook
+(``provenance_omitted`` counts the rest). Model text is escaped, never rendered. No IPython import:
+``magics.py`` displays what this returns.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def test_a_stamp_is_dated_in_utc_and_unknown_tokens_are_null() -> None:
     response = LLMResponse(content="x", metadata={})
     record = stamp(response, call, llm._settings, at=datetime(2025, 5, 1, 12, 0, 0, 123456, tzinfo=UTC))
     assert response.provenance is record and record["timestamp"] == "2025-05-01T12:00:00.123Z"
-    assert record["model"] == "asked/model" and record["input_tokens"] is None and record["total_tokens"] is None
+    assert record["model"] == "asked/model"
+    assert record["input_tokens"] is None and record["total_tokens"] is None
     with pytest.raises(ValueError, match="timezone-aware"):
         stamp(response, call, llm._settings, at=datetime(2025, 1, 1))
 
