@@ -147,7 +147,9 @@ class _Job:
             except concurrent.futures.TimeoutError:
                 continue
             except BaseException as exc:
-                return exc
+                if not self.future.done():
+                    raise  # a second Ctrl-C while waiting: the caller insists, stop waiting
+                return exc  # what the cancelled task ended with (say BatchCancelled and its result)
 
 
 def run(
