@@ -150,10 +150,11 @@ class ManyCalls:
 
     def _close_batch_sender(self) -> None:
         twin = self._batch_twin
-        if twin is not None:  # its pools live on the batch loop: close them there
-            from .batch import close_sender
+        if twin is not None:  # its pools live on the bridge's loop: close them there
+            from . import _bridge
 
-            close_sender(twin)
+            twin.close()
+            _bridge.aclose_on_loop(twin)
 
     async def _aclose_batch_sender(self) -> None:
         if self._batch_twin is not None:  # its pool on this loop closes here, the others there

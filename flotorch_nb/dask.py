@@ -9,7 +9,7 @@ What crosses the wire is configuration, never a secret or a live client (clients
 - The task graph holds ``ClientConfig`` (model, base URL, endpoint, timeout, retries) and the batch
   options, not the API key. Each worker process reads ``FLOTORCH_API_KEY`` from its own environment
   and builds **one** pooled ``FlotorchLLM`` per configuration, reused by all its partitions (on the
-  process's batch loop, so connections are reused too). To give workers the key: start them with the
+  process's one loop, _bridge, so connections are reused too). To give workers the key: start them with the
   variable set (``FLOTORCH_API_KEY=... dask worker tcp://scheduler:8786``, or your cluster manager's
   environment settings); ``LocalCluster`` workers inherit it from the process that starts them. A
   ``distributed.diagnostics.plugin.Environ({"FLOTORCH_API_KEY": ...})`` nanny plugin also works,

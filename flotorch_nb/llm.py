@@ -21,6 +21,7 @@ from ._call import Begun, begin, end, prepare
 from ._errors import FlotorchError, StructuredOutputError
 from ._hooks import Hooks
 from ._many import ManyCalls
+from ._provenance import stamp
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
@@ -164,6 +165,7 @@ class FlotorchLLM(ManyCalls):
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         self.offline = response.offline
         response.source = self._source(response)
+        stamp(response, call, self._settings)  # provenance travels on the answer
         if call.model_class is not None:
             try:
                 response.parsed = parse_structured(call.model_class, response.content)
@@ -198,8 +200,12 @@ class FlotorchLLM(ManyCalls):
         )
 
     def _cached(self, call: Call) -> LLMResponse | None:
-        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing)."""
-        return self.cache.lookup(call) if self.cache is not None else None
+        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing), with
+        its provenance (``source="cache"``, dated now, the request's hash)."""
+        hit = self.cache.lookup(call) if self.cache is not None else None
+        if hit is not None:
+            stamp(hit, call, self._settings)
+        return hit
 
     def _before(self, call: Call) -> Begun:
         return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
@@ -257,7 +263,7 @@ class FlotorchLLM(ManyCalls):
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+        if self.cache is not None and (hit := self._cached(call)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
@@ -330,7 +336,7 @@ class FlotorchLLM(ManyCalls):
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+        if self.cache is not None and (hit := self._cached(call)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:

@@ -34,7 +34,7 @@ from .. import _config
 from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._hooks import call_label
 from .._interpolate import interpolate
-from .._provenance import output_metadata, provenance_of
+from .._provenance import output_metadata
 from .._text import utf8_safe
 from . import answer_cell, autostart, commands, compare_cell
 from .chat import error_line
@@ -217,9 +217,7 @@ class FlotorchMagics(Magics):
                     answer_cell.one_line_traceback(exc, self.ip)
                 raise
         turn.finish(resp, spent[-1] if spent else None)
-        turn.provenance = provenance_of(
-            resp, base_url=client.base_url, endpoint=client.endpoint, model=turn.model
-        )
+        turn.provenance = resp.provenance
         self._commit(turn, system, fresh=not args.cont)
         if args.output:
             self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
@@ -230,7 +228,7 @@ class FlotorchMagics(Magics):
                 fmt,
                 streamed=not args.no_stream,
                 footer=turn.footer,
-                metadata=output_metadata([turn.provenance]),
+                metadata=output_metadata([turn.provenance] if turn.provenance else []),
             )
         except FlotorchError as exc:
             answer_cell.one_line_traceback(exc, self.ip)

@@ -28,7 +28,10 @@ from flotorch_nb import (
 from flotorch_nb._config import ENV_RECORD, ENV_REPLAY
 from flotorch_nb._hooks import CallRequest
 from flotorch_nb._provenance import FIELDS, METADATA_KEY
+from flotorch_nb.batch import ItemCancelledError
 from flotorch_nb.compare import (
+    ComparisonCancelled,
+    ComparisonInterrupted,
     ModelResult,
     acompare,
     agreement,
@@ -56,7 +59,7 @@ def client(gateway: OfflineGateway) -> FlotorchLLM:
 
 
 async def run(llm: FlotorchLLM, sync: bool, *args: Any, **kwargs: Any) -> Comparison:
-    """One test body for both paths (the sync twin runs its own loop in a worker thread)."""
+    """One test body for both paths (the sync twin blocks on the bridge's background loop)."""
     if sync:
         return llm.compare(*args, **kwargs)  # type: ignore[no-any-return]
     return await llm.acompare(*args, **kwargs)  # type: ignore[no-any-return]
@@ -233,6 +236,36 @@ def test_interrupting_a_blocking_comparison_cancels_the_requests_in_flight(gatew
         compare_function(llm, USER, MODELS, on_delta=interrupt_on_first_delta)
     assert time.monotonic() - started < 10  # the 20 s answer was not waited for
     assert not [t for t in threading.enumerate() if t.name == "flotorch-compare"]
+
+
+def test_an_interrupt_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
+    """Ctrl-C once one model has answered: the slow one is cancelled, the answer is kept."""
+    gateway.faults.add(Fault(delay=20, model="offline/echo"))
+    started = time.monotonic()
+
+    def ctrl_c_after_the_first_answer(result: ModelResult) -> None:
+        raise KeyboardInterrupt
+
+    with client(gateway) as llm, pytest.raises(ComparisonInterrupted) as caught:
+        compare_function(llm, USER, MODELS, on_result=ctrl_c_after_the_first_answer)
+    assert time.monotonic() - started < 10 and isinstance(caught.value, KeyboardInterrupt)
+    kept = caught.value.result
+    assert kept.models == tuple(MODELS) and kept["offline/assistant"].ok
+    assert kept["offline/assistant"].provenance == kept["offline/assistant"].response.provenance  # type: ignore[union-attr]
+    assert isinstance(kept["offline/echo"].error, ItemCancelledError)
+
+
+async def test_a_cancelled_acompare_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
+    gateway.faults.add(Fault(delay=20, model="offline/echo"))
+    answered = asyncio.Event()
+    with client(gateway) as llm:
+        task = asyncio.create_task(acompare(llm, USER, MODELS, on_result=lambda r: answered.set()))
+        await asyncio.wait_for(answered.wait(), 10)
+        task.cancel()
+        with pytest.raises(ComparisonCancelled) as caught:
+            await task
+    kept = caught.value.result
+    assert kept["offline/assistant"].ok and isinstance(kept["offline/echo"].error, ItemCancelledError)
 
 
 async def test_cancelling_the_task_cancels_every_model(gateway: OfflineGateway) -> None:

@@ -150,6 +150,10 @@ def test_every_answer_keeps_its_provenance_in_its_output_and_in_the_session(
         assert record["request_id"] == value.request_id and record["request_hash"] == value.request_hash
         assert len(record["request_hash"]) == 64
     records = get_session().answers.records
+    # One record per answer, made once: the cell's output, the answer and the session's log agree.
+    for value, logged in zip((streamed, quiet), records, strict=False):
+        (saved,) = value._repr_mimebundle_()[1][METADATA_KEY]["provenance"]
+        assert saved == value.provenance == {k: v for k, v in logged.items() if k != "by"}
     assert [(r["by"], r["request_id"]) for r in records] == [
         ("magic", streamed.request_id),
         ("magic", quiet.request_id),
