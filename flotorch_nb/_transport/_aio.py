@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import functools
+import sys
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import _config
@@ -112,52 +112,60 @@ def _forget_headers(exc: aiohttp.ClientResponseError) -> None:
     exc.request_info = type(info)(info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url)
 
 
-#: Closes begun for pools that were dropped unclosed, referenced until done (asyncio holds tasks weakly).
-_CLOSING: set[asyncio.Task[None]] = set()
+async def _warm_up() -> None:
+    """Import aiohttp and build the TLS context in a worker thread, once per process: together they
+    take ~0.3 s, which on the loop would freeze every other task of a kernel (the chat panel) and
+    make asyncio's debug mode report the first call as a slow callback."""
+    if "aiohttp" not in sys.modules or tls.cache_info().currsize == 0:
+        await asyncio.to_thread(_imports)
 
 
-def _close_in_loop(session: aiohttp.ClientSession) -> None:
-    task = asyncio.get_running_loop().create_task(session.close())
-    _CLOSING.add(task)
-    task.add_done_callback(_CLOSING.discard)
+def _imports() -> None:
+    import aiohttp  # noqa: F401
 
-
-def _run_to_end(step: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine that has nothing to wait for (else give up on it quietly)."""
-    try:
-        step.send(None)
-    except StopIteration:
-        return
-    step.close()
+    tls()
 
 
 class AioPool:
     """One event loop's aiohttp session, behind ``_transport.AsyncPool``."""
 
     def __init__(self, settings: Settings) -> None:
-        import aiohttp
-
-        self._loop = asyncio.get_running_loop()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=tls()),
-            # No cookies: a gateway call needs none, and a jar costs a lookup per request.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None),  # each request brings its own
-        )
-        self._proxy, self._proxy_auth = _env_proxy(settings.url)
+        self._url = settings.url
+        #: Made by the first call (after ``_warm_up``); None again never: a closed pool stays closed.
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._proxy: Any = None
+        self._proxy_auth: Any = None
         #: Replies whose body is being read. Closing the session closes their sockets but leaves a
         #: reader waiting on its buffer (aiohttp forgets the payload first), so aclose() wakes them.
         self._reading: set[AioReply] = set()
 
     @property
     def is_closed(self) -> bool:
-        return self._session.closed
+        return self._closed or (self._session is not None and self._session.closed)
+
+    async def _start(self) -> aiohttp.ClientSession:
+        await _warm_up()
+        if self._session is None:  # another call may have made it while we waited
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=tls()),
+                # No cookies: a gateway call needs none, and a jar costs a lookup per request.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),  # each request brings its own
+            )
+            self._proxy, self._proxy_auth = _env_proxy(self._url)
+        return self._session
 
     async def open(self, call: Call, url: str, started: float) -> AioReply:
         """POST ``call`` to ``url``; return once the answer's head has arrived (redirects are the send
         loop's decision, so aiohttp follows none)."""
         try:
-            request = self._session.request(
+            if self._closed:
+                raise RuntimeError("Session is closed")
+            session = self._session or await self._start()
+            request = session.request(
                 "POST",
                 _url(url),
                 data=call.content,
@@ -179,23 +187,16 @@ class AioPool:
         return reply
 
     async def aclose(self) -> None:
+        """Close the session and its sockets (waiting until they are closed); safe to call again."""
+        self._closed = True
+        session = self._session
+        if session is None:
+            return
         import aiohttp
 
         for reply in list(self._reading):
             reply.abort(aiohttp.ClientConnectionError("the connection pool was closed"))
-        await self._session.close()
-
-    def __del__(self) -> None:
-        # A pool dropped unclosed (its client dropped mid-notebook, or its loop closed by hand, with
-        # no runner to cancel our loop-end task) would make aiohttp log "Unclosed client session".
-        session = getattr(self, "_session", None)
-        if session is None or session.closed:
-            return
-        with contextlib.suppress(Exception):  # at interpreter exit, anything may be gone
-            if self._loop.is_closed():
-                _run_to_end(session.close())  # on a closed loop aiohttp's close does no I/O
-            else:
-                self._loop.call_soon_threadsafe(_close_in_loop, session)
+        await session.close()
 
 
 class AioReply:

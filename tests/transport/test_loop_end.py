@@ -1,0 +1,124 @@
+"""Issue 18: when an event loop a client used ends, its pool there is closed quietly.
+
+Each pattern runs as a script in its own interpreter with ``-X dev -W error::ResourceWarning`` (asyncio's
+debug mode, every warning shown, a ResourceWarning an error): what aiohttp prints for a session or a
+connector dropped unclosed ("Unclosed client session", "Unclosed connector"), what asyncio prints for a
+transport or a socket left open, or for a task destroyed pending, would land on stderr, which must stay
+empty. Each script then counts its own TCP sockets to the gateway's port: none may be left.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from flotorch_nb.gateway import OfflineGateway
+from tests.support.scripts import SOCKETS, run_script
+
+HEAD = """
+import asyncio, gc, sys
+from flotorch_nb import FlotorchLLM
+URL = sys.argv[1]
+USER = [{"role": "user", "content": "A haiku about the sea."}]
+
+def wait_for_no_sockets():
+    # Sockets closed on another thread's loop close a moment later: wait up to 5 s.
+    import time
+    for _ in range(500):
+        if not gateway_sockets(URL):
+            break
+        time.sleep(0.01)
+    return gateway_sockets(URL)
+"""
+
+#: Each ends by printing how many sockets to the gateway are still open (from the script's last line).
+PATTERNS = {
+    # The seed's own sample, as written: a client at module level, asyncio.run(main()).
+    "seed": """
+        llm = FlotorchLLM(model_id="offline/echo", api_key="k", base_url=URL)
+        async def main():
+            r = await llm.ainvoke(USER)
+            print(r.content)
+        asyncio.run(main())
+        print("open", gateway_sockets(URL))
+    """,
+    "client_inside_main_never_closed": """
+        async def main():
+            llm = FlotorchLLM(model_id="offline/echo", api_key="k", base_url=URL)
+            print((await llm.ainvoke(USER)).content)
+        asyncio.run(main())
+        print("open", gateway_sockets(URL))
+    """,
+    "asyncio_run_of_ainvoke": """
+        print(asyncio.run(FlotorchLLM("offline/echo", "k", URL).ainvoke(USER)).content)
+        print("open", gateway_sockets(URL))
+    """,
+    # Closed by its owner without cancelling anything: no runner gives our loop-end task its turn.
+    "loop_closed_by_hand": """
+        llm = FlotorchLLM("offline/echo", "k", URL)
+        loop = asyncio.new_event_loop()
+        print(loop.run_until_complete(llm.ainvoke(USER)).content)
+        print(loop.run_until_complete(llm.ainvoke(USER)).content)
+        loop.close()
+        print("open", gateway_sockets(URL))
+    """,
+    # A kernel's loop under nest_asyncio: the seed's asyncio.run(main()) runs on it and does not end
+    # it; the kernel then shuts down and closes its loop.
+    "nest_asyncio_kernel_loop": """
+        import nest_asyncio2
+        kernel = asyncio.new_event_loop()
+        asyncio.set_event_loop(kernel)
+        nest_asyncio2.apply(kernel)
+        llm = FlotorchLLM("offline/echo", "k", URL)
+        async def main():
+            print((await llm.ainvoke(USER)).content)
+        async def cell():
+            asyncio.run(main())
+        kernel.run_until_complete(cell())
+        kernel.close()
+        print("open", gateway_sockets(URL))
+    """,
+    # Dropped on a live loop: released there and then, not at the loop's end.
+    "client_dropped_on_a_live_loop": """
+        async def main():
+            llm = FlotorchLLM("offline/echo", "k", URL)
+            print((await llm.ainvoke(USER)).content)
+            assert gateway_sockets(URL) == 1  # the keep-alive connection
+            del llm
+            gc.collect()
+            for _ in range(500):
+                if not gateway_sockets(URL):
+                    break
+                await asyncio.sleep(0.01)
+            print("open", gateway_sockets(URL))
+        asyncio.run(main())
+    """,
+    # A batch runs on the process's background loop, which lives on for the next batch: its pool is
+    # released when the client is dropped (and at exit otherwise).
+    "batch_from_sync_code": """
+        llm = FlotorchLLM("offline/echo", "k", URL)
+        print([item.content for item in llm.batch(["a", "b", "c"], concurrency=3, progress=False)])
+        del llm
+        gc.collect()
+        print("open", wait_for_no_sockets())
+    """,
+    "compare_from_sync_code": """
+        llm = FlotorchLLM("offline/echo", "k", URL)
+        print(llm.compare(USER, models=["offline/echo", "offline/concise"]).errors)
+        del llm
+        gc.collect()
+        print("open", wait_for_no_sockets())
+    """,
+}
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_a_loop_that_ends_leaves_no_output_and_no_socket(gateway: OfflineGateway, pattern: str) -> None:
+    script = HEAD + SOCKETS + textwrap.dedent(PATTERNS[pattern])
+    done = run_script(script, gateway.url, flags=("-X", "dev", "-W", "error::ResourceWarning"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "open 0", done.stdout
+    assert "A haiku about the sea." in done.stdout or pattern.endswith("sync_code")
