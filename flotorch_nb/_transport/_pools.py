@@ -251,9 +251,11 @@ async def _close_at_loop_end(loop: asyncio.AbstractEventLoop) -> None:
 
     try:
         await loop.create_future()  # never set: only the loop's end (a cancellation) ends this wait
-    finally:
+    except BaseException as end:
         with _LOOP_POOLS_LOCK:
             _, pools = _LOOP_POOLS.pop(loop, (None, set()))
+        if isinstance(end, GeneratorExit):  # dropped pending, its loop closed behind our back:
+            raise  # nothing can be awaited any more
         for pool in list(pools):
             with contextlib.suppress(Exception):  # one pool failing to close must not keep the others
                 await pool.aclose()
@@ -261,6 +263,7 @@ async def _close_at_loop_end(loop: asyncio.AbstractEventLoop) -> None:
         closing = [task for task in _CLOSING if task.get_loop() is loop and task is not me]
         if closing:
             await asyncio.wait(closing)
+        raise
 
 
 def _end(loop: asyncio.AbstractEventLoop) -> None:

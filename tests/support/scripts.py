@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Prepended to scripts that count their sockets: ``gateway_sockets(url)`` is how many TCP sockets this
 #: process holds open to the gateway's port (from /proc: no psutil needed), whatever their state.
-SOCKETS = '''
+SOCKETS = """
 import os as _os
 
 def gateway_sockets(url):
@@ -40,7 +40,7 @@ def gateway_sockets(url):
                 if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
                     found += 1
     return found
-'''
+"""
 
 
 def run_script(
