@@ -13,7 +13,7 @@ stream's head must come within ``timeout``, and then each read may wait ``timeou
 (time spent waiting, not the caller's time between deltas).
 
 Every aiohttp or socket error leaves this module as a ``FlotorchError``, never chained to aiohttp's
-own: its frames and its response errors carry the request's headers, so the key (see ``_reraise``).
+own: its frames and its response errors carry the request's headers, so the key (see ``_translate``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import functools
 import sys
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._config import Settings
 from .._errors import FlotorchError
-from ._boundary import Call, connection_error, deadline_error, timeout_error
+from ._boundary import Call, connection_error, cut_error, deadline_error, timeout_error
 from ._httpx import tls
 
 if TYPE_CHECKING:
@@ -74,35 +74,38 @@ def _env_proxy(url: str) -> tuple[Any, Any]:
         return None, None
 
 
-def _reraise(exc: Exception, call: Call, *, closed: bool = False, body_started: bool = False) -> NoReturn:
-    """Raise ``exc`` as ours; re-raise what is not a network failure (a bug must show as one).
+def _translate(
+    exc: Exception, call: Call, *, closed: bool = False, body_started: bool = False, reading: bool = False
+) -> FlotorchError | None:
+    """``exc`` as ours, or None for what is not a network failure (a bug must show as one).
 
-    Raised ``from None``: aiohttp's frames hold the request's headers (the key) in their locals, which
-    a verbose traceback of the chain would print; our message names aiohttp's error and its words.
+    Callers raise the result outside their ``except`` block, so that aiohttp's exception is neither
+    its cause nor its context: aiohttp's frames hold the request's headers (the key) in their locals,
+    which a verbose traceback of the chain would print; our message names aiohttp's error instead.
+    ``reading``: the answer's head had arrived, so a connection that ends now cut the answer short.
     """
     import aiohttp
 
     name = type(exc).__name__
-    error: FlotorchError
     if isinstance(exc, FlotorchError):
-        raise exc
+        return exc
     if isinstance(exc, aiohttp.ClientResponseError):  # its repr would show the request headers too
         _forget_headers(exc)
     if closed and isinstance(exc, RuntimeError):  # "Session is closed": the send loop says why
-        error = connection_error(call, "its connection pool is closed", name)
-    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
-        error = timeout_error(call, "connect to", name)
-    elif isinstance(exc, TimeoutError):
-        error = deadline_error(call) if body_started else timeout_error(call, "get an answer from", name)
-    elif isinstance(exc, aiohttp.ClientResponseError):  # not the gateway's status: aiohttp's parser
-        error = connection_error(call, f"the answer is not valid HTTP: {exc.message}", name)
-    elif isinstance(exc, aiohttp.ClientError | OSError):
-        error = connection_error(call, str(exc) or name, name)
-    elif isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
-        error = connection_error(call, f"the host name cannot be looked up: {exc}", name)
-    else:
-        raise exc
-    raise error from None
+        return connection_error(call, "its connection pool is closed", name)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return timeout_error(call, "connect to", name)
+    if isinstance(exc, TimeoutError):
+        return deadline_error(call) if body_started else timeout_error(call, "get an answer from", name)
+    if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | OSError):
+        return cut_error(call, name)
+    if isinstance(exc, aiohttp.ClientResponseError):  # not the gateway's status: aiohttp's parser
+        return connection_error(call, f"the answer is not valid HTTP: {exc.message}", name)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return connection_error(call, str(exc) or name, name)
+    if isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
+        return connection_error(call, f"the host name cannot be looked up: {exc}", name)
+    return None
 
 
 def _forget_headers(exc: aiohttp.ClientResponseError) -> None:
@@ -181,10 +184,14 @@ class AioPool:
             else:
                 response = await request
         except Exception as exc:
-            _reraise(exc, call, closed=self.is_closed)
-        reply = AioReply(response, call, started, self._reading)
-        self._reading.add(reply)
-        return reply
+            failure = _translate(exc, call, closed=self.is_closed)
+            if failure is None:
+                raise
+        else:
+            reply = AioReply(response, call, started, self._reading)
+            self._reading.add(reply)
+            return reply
+        raise failure  # outside the except block: see _translate
 
     async def aclose(self) -> None:
         """Close the session and its sockets (waiting until they are closed); safe to call again."""
@@ -225,15 +232,19 @@ class AioReply:
             async with asyncio.timeout(max(0.0, self._deadline - time.perf_counter())):
                 return await response.read()
         except Exception as exc:
-            _reraise(exc, self._call, body_started=response.content.total_bytes > 0)
+            failure = _translate(exc, self._call, body_started=response.content.total_bytes > 0, reading=True)
+            if failure is None:
+                raise
         finally:
             response.release()
             self._reading.discard(self)
+        raise failure  # outside the except block: see _translate
 
     async def aiter_text(self) -> AsyncGenerator[str, None]:
         """The body as UTF-8 text (what SSE is) as it arrives; each read may wait ``timeout``."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         content, timeout = self._response.content, self._call.timeout
+        failure: FlotorchError | None = None
         while True:
             try:
                 data = content.read_nowait()  # what has arrived already needs no timer
@@ -241,11 +252,16 @@ class AioReply:
                     async with asyncio.timeout(timeout):
                         data = await content.readany()
             except Exception as exc:
-                _reraise(exc, self._call)
+                failure = _translate(exc, self._call, reading=True)
+                if failure is None:
+                    raise
+                break
             if not data:
                 break
             if text := decoder.decode(data):
                 yield text
+        if failure is not None:
+            raise failure  # outside the except block: see _translate
         if tail := decoder.decode(b"", True):
             yield tail
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from .. import _config
 from .._config import Settings
 from .._errors import FlotorchError
-from ._boundary import Call, connection_error, deadline_error, timeout_error
+from ._boundary import Call, connection_error, cut_error, deadline_error, timeout_error
 
 if TYPE_CHECKING:
     import ssl
@@ -132,6 +132,16 @@ def _reraise(exc: Exception, call: Call, closed: bool) -> NoReturn:
     raise error from exc
 
 
+def _cut(exc: Exception, call: Call) -> FlotorchError | None:
+    """The answer cut short (the connection closed or broke after its head had arrived), or None.
+    Raised outside the ``except`` block and chained to nothing: httpx2's exceptions carry the request."""
+    import httpx2
+
+    if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError):
+        return cut_error(call, type(exc).__name__)
+    return None
+
+
 def open_sync(client: httpx2.Client, call: Call, url: str, started: float) -> SyncReply:
     """POST ``call`` to ``url``; return once the answer's head has arrived, its body unread."""
     try:
@@ -165,15 +175,23 @@ class SyncReply:
                     raise deadline_error(self._call)
             return bytes(body)
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _cut(exc, self._call)
+            if failure is None:
+                _reraise(exc, self._call, False)
         finally:
             self._response.close()
+        raise failure
 
     def iter_text(self) -> Generator[str, None, None]:
         try:
             yield from self._response.iter_text()
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _cut(exc, self._call)
+            if failure is None:
+                _reraise(exc, self._call, False)
+        else:
+            return
+        raise failure
 
     @property
     def is_closed(self) -> bool:
@@ -204,16 +222,24 @@ class AsyncReply:
                     raise deadline_error(self._call)
             return bytes(body)
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _cut(exc, self._call)
+            if failure is None:
+                _reraise(exc, self._call, False)
         finally:
             await self._response.aclose()
+        raise failure
 
     async def aiter_text(self) -> AsyncGenerator[str, None]:
         try:
             async for text in self._response.aiter_text():
                 yield text
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _cut(exc, self._call)
+            if failure is None:
+                _reraise(exc, self._call, False)
+        else:
+            return
+        raise failure
 
     @property
     def is_closed(self) -> bool:

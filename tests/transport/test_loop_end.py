@@ -9,6 +9,7 @@ empty. Each script then counts its own TCP sockets to the gateway's port: none m
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -86,7 +87,7 @@ PATTERNS = {
             print((await llm.ainvoke(USER)).content)
             assert gateway_sockets(URL) == 1  # the keep-alive connection
             del llm
-            gc.collect()
+            await asyncio.to_thread(gc.collect)  # off the loop: a long step would be reported as slow
             for _ in range(500):
                 if not gateway_sockets(URL):
                     break
@@ -113,12 +114,21 @@ PATTERNS = {
 }
 
 
+def _without_slow_step_notices(stderr: str) -> str:
+    """stderr without asyncio debug mode's "Executing <Task ...> took 0.123 seconds" lines: they say a
+    step of the loop took over 0.1 s, which on a loaded test machine any step may, and are no leak.
+    (The first async call, which used to import aiohttp on the loop for ~0.3 s, imports it in a
+    thread now; nothing else here comes near 0.1 s on an idle machine.)"""
+    notice = re.compile(r"Executing <.*> took \d+\.\d+ seconds")
+    return "".join(line for line in stderr.splitlines(keepends=True) if not notice.fullmatch(line.strip()))
+
+
 @pytest.mark.parametrize("pattern", list(PATTERNS))
 def test_a_loop_that_ends_leaves_no_output_and_no_socket(gateway: OfflineGateway, pattern: str) -> None:
     script = HEAD + SOCKETS + textwrap.dedent(PATTERNS[pattern])
     done = run_script(script, gateway.url, flags=("-X", "dev", "-W", "error::ResourceWarning"))
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    assert _without_slow_step_notices(done.stderr) == ""
     lines = done.stdout.splitlines()
     assert lines[-1] == "open 0", done.stdout
     assert "A haiku about the sea." in done.stdout or pattern.endswith("sync_code")
