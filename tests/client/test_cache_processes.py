@@ -108,7 +108,7 @@ def test_a_dask_job_with_a_fresh_cache_on_two_workers(
     data = pd.DataFrame({"q": [f"question {i}" for i in range(24)] + ["the same question"] * 8})
     monkeypatch.setenv("FLOTORCH_API_KEY", "dask-cache-key-1b9e")  # the workers inherit it, as documented
     monkeypatch.setenv("FLOTORCH_BASE_URL", gateway.url)
-    client = local_cluster(2)
+    client = local_cluster(2, dashboard_address=":0")  # a free port: 8787 may be taken by another run
     try:
         job = map_dataframe(
             dd.from_pandas(data, npartitions=8),
