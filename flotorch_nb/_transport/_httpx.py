@@ -132,14 +132,15 @@ def _reraise(exc: Exception, call: Call, closed: bool) -> NoReturn:
     raise error from exc
 
 
-def _cut(exc: Exception, call: Call) -> FlotorchError | None:
-    """The answer cut short (the connection closed or broke after its head had arrived), or None.
-    Raised outside the ``except`` block and chained to nothing: httpx2's exceptions carry the request."""
+def _body_failure(exc: Exception, call: Call) -> FlotorchError:
+    """A failure while reading an answer's body: cut short (the connection closed or broke after the
+    head had arrived) is returned, to be raised outside the ``except`` block and chained to nothing
+    (httpx2's exceptions carry the request); anything else is raised here as ``_reraise`` does."""
     import httpx2
 
     if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError):
         return cut_error(call, type(exc).__name__)
-    return None
+    _reraise(exc, call, False)
 
 
 def open_sync(client: httpx2.Client, call: Call, url: str, started: float) -> SyncReply:
@@ -175,9 +176,7 @@ class SyncReply:
                     raise deadline_error(self._call)
             return bytes(body)
         except Exception as exc:
-            failure = _cut(exc, self._call)
-            if failure is None:
-                _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
         finally:
             self._response.close()
         raise failure
@@ -186,9 +185,7 @@ class SyncReply:
         try:
             yield from self._response.iter_text()
         except Exception as exc:
-            failure = _cut(exc, self._call)
-            if failure is None:
-                _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
         else:
             return
         raise failure
@@ -222,9 +219,7 @@ class AsyncReply:
                     raise deadline_error(self._call)
             return bytes(body)
         except Exception as exc:
-            failure = _cut(exc, self._call)
-            if failure is None:
-                _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
         finally:
             await self._response.aclose()
         raise failure
@@ -234,9 +229,7 @@ class AsyncReply:
             async for text in self._response.aiter_text():
                 yield text
         except Exception as exc:
-            failure = _cut(exc, self._call)
-            if failure is None:
-                _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
         else:
             return
         raise failure

@@ -25,6 +25,20 @@ atexit.register(lambda: print("at exit", gateway_sockets(URL)))
 from flotorch_nb import FlotorchLLM
 USER = [{"role": "user", "content": "A haiku about the sea."}]
 
+def kernel_runs_the_seeds_sample():
+    # A kernel's loop under nest_asyncio; a cell runs the seed's asyncio.run(main()) on it.
+    import nest_asyncio2
+    global kernel, llm  # the kernel's namespace keeps them
+    kernel = asyncio.new_event_loop()
+    asyncio.set_event_loop(kernel)
+    nest_asyncio2.apply(kernel)
+    llm = FlotorchLLM("offline/echo", "k", URL)
+    async def main():
+        print((await llm.ainvoke(USER)).content)
+    async def cell():
+        asyncio.run(main())
+    kernel.run_until_complete(cell())
+
 def wait_for_no_sockets():
     # Sockets closed on another thread's loop close a moment later: wait up to 5 s.
     import time
@@ -70,16 +84,7 @@ PATTERNS = {
     # A kernel's loop under nest_asyncio: the seed's asyncio.run(main()) runs on it and does not end
     # it; the kernel then shuts down and closes its loop.
     "nest_asyncio_kernel_loop": """
-        import nest_asyncio2
-        kernel = asyncio.new_event_loop()
-        asyncio.set_event_loop(kernel)
-        nest_asyncio2.apply(kernel)
-        llm = FlotorchLLM("offline/echo", "k", URL)
-        async def main():
-            print((await llm.ainvoke(USER)).content)
-        async def cell():
-            asyncio.run(main())
-        kernel.run_until_complete(cell())
+        kernel_runs_the_seeds_sample()
         kernel.close()
         print("open", gateway_sockets(URL))
     """,
@@ -103,16 +108,7 @@ PATTERNS = {
     # The kernel shuts down without closing its loop: the pool is closed at exit, before the
     # interpreter tears down what aiohttp would need to warn (or we to close).
     "nest_asyncio_kernel_loop_left_open": """
-        import nest_asyncio2
-        kernel = asyncio.new_event_loop()
-        asyncio.set_event_loop(kernel)
-        nest_asyncio2.apply(kernel)
-        llm = FlotorchLLM("offline/echo", "k", URL)
-        async def main():
-            print((await llm.ainvoke(USER)).content)
-        async def cell():
-            asyncio.run(main())
-        kernel.run_until_complete(cell())
+        kernel_runs_the_seeds_sample()
         print("open", gateway_sockets(URL), "(the kernel's loop still runs its pool)")
     """,
     "batch_from_sync_code": """
