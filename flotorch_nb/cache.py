@@ -21,7 +21,10 @@ Decisions:
 - The file never holds the key: request bodies are not stored (the hash identifies them), and the
   answer's text is scrubbed of the key as a last guard, as replay scrubs its files.
 - Opening checks the file (a SQLite file of ours, writable, not locked for longer than
-  ``busy_timeout``) and raises ``CacheError`` before any request is sent. A write that fails later
+  ``busy_timeout``) and raises ``CacheError`` before any request is sent. Any number of processes
+  may open, and so create, one new file at the same moment (every worker of a Dask job with
+  ``cache=``): each step of setting it up waits for the others within ``busy_timeout``, so a lock
+  that is only transient is never an error. A write that fails later
   keeps the answer where it already is (returned, or in the batch result) and warns
   (``CacheWriteWarning``); nothing is silently lost.
 
