@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -308,8 +309,16 @@ def test_an_interrupt_of_batch_returns_the_partial_result_and_a_rerun_with_the_c
     shaping.latency = 0.15
     prompts = [f"p{i}" for i in range(30)]
     cache = tmp_path / "answers.sqlite"
+    def interrupt_after_three_answers() -> None:
+        # A worker sends its next request only after its last item finished, so 6 arrivals at
+        # concurrency 3 mean at least 3 answers are in (a clock would depend on the machine's load).
+        deadline = time.monotonic() + 30
+        while shaping.seen < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
     with make_llm(gw) as llm:
-        timer = threading.Timer(0.5, _thread.interrupt_main)
+        timer = threading.Thread(target=interrupt_after_three_answers)
         timer.start()
         with pytest.raises(BatchInterrupted) as caught:
             llm.batch(prompts, concurrency=3, cache=cache, progress=False)
