@@ -232,8 +232,9 @@ def cache(session: Session, path: str | None = None) -> Output:
     """Show, set (``PATH``, checked now) or stop (``off``) the answer cache: ``FLOTORCH_CACHE``."""
     from ..cache import ENV_CACHE, AnswerCache, CacheError
 
+    # Through the session, as record/replay do, so that reset() turns the cache off again.
     if path is not None and path.lower() in ("off", "none"):
-        os.environ.pop(ENV_CACHE, None)
+        session.setenv(ENV_CACHE, None)
         session.close()
         return "answer cache off: every request goes to the gateway"
     if path is not None:
@@ -242,7 +243,7 @@ def cache(session: Session, path: str | None = None) -> Output:
             found = AnswerCache(target).open()
         except CacheError as exc:
             raise ConfigurationError(str(exc)) from None
-        os.environ[ENV_CACHE] = str(target)
+        session.setenv(ENV_CACHE, str(target))
         session.close()
         return f"answer cache: {target} ({len(found)} answers); repeated requests are answered from it"
     current = os.environ.get(ENV_CACHE)

@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from flotorch_nb import BatchResult, BudgetExceededError
 from flotorch_nb.cache import ENV_CACHE
 from flotorch_nb.gateway import OfflineGateway
-from flotorch_nb.notebook.session import get_session
+from flotorch_nb.notebook.session import get_session, reset
 from tests.support.shell import XSS, Shell
 
 
@@ -88,3 +88,17 @@ def test_the_cache_command_sets_checks_and_turns_off_the_answer_cache(
         shell.line(f"cache {tmp_path / 'bad.sqlite'}")
     shell.line("cache off")
     assert ENV_CACHE not in os.environ
+
+
+def test_reset_turns_off_the_cache_the_cache_command_turned_on(
+    shell: Shell, offline_env: OfflineGateway, tmp_path: Path
+) -> None:
+    messages = [{"role": "user", "content": "remember me"}]
+    shell.line(f"cache {tmp_path / 'answers.sqlite'}")
+    get_session().client().invoke(messages)
+    assert get_session().client().invoke(messages).source == "cache"
+    reset()
+    assert ENV_CACHE not in os.environ
+    sent = len(offline_env.requests)
+    assert get_session().client().invoke(messages).source != "cache"  # a new client: no cache
+    assert len(offline_env.requests) == sent + 1
