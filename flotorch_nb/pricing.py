@@ -53,6 +53,9 @@ __all__ = [
 ENV_PRICES = "FLOTORCH_PRICES"
 UNKNOWN_COST = "cost unknown"
 _MILLION = Decimal(1_000_000)
+#: The largest amount accepted anywhere (a budget, a price): far above any real one, and small enough
+#: that every amount is shown to the cent (``Decimal``'s 28 digits; ``$1e30`` could not be).
+MAX_DOLLARS = Decimal(1_000_000_000)
 _FIELDS = ("input_per_million", "output_per_million")
 
 
@@ -99,6 +102,8 @@ def _money(value: object, what: str) -> Decimal:
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
         shown = value if isinstance(value, Decimal) else repr(value)  # "-2", not "Decimal('-2')"
         raise ValueError(f"{what} must be a number of dollars >= 0, got {shown}")
+    if value > MAX_DOLLARS:
+        raise ValueError(f"{what} must be at most ${MAX_DOLLARS:,}, got {value}")
     return value
 
 
@@ -328,7 +333,7 @@ def format_cost(cost: Decimal | None) -> str:
     if cost == 0:
         return "$0.00"
     if cost >= 1:
-        return f"${cost.quantize(Decimal('0.01')):,}"
+        return f"${cost:,.2f}"  # formatting rounds without the context's 28-digit limit
     # Below a dollar: two significant digits (a call often costs a fraction of a cent), at least cents.
     exponent = min(-2, cost.adjusted() - 1)
     return f"${cost.quantize(Decimal(1).scaleb(exponent)):f}"

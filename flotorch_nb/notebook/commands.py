@@ -134,6 +134,9 @@ def budget(session: Session, value: str | None = None) -> Output:
     if money is not None:
         spent = format_cost(session.spent_money)
         line += f"; money budget: {format_cost(money.limit)} ({spent} spent so far)"
+    elif value is not None or len(session.prices()):
+        # Both budgets named whenever one may have just changed ("off" removes both) or money counts.
+        line += "; money budget: none"
     return line
 
 

@@ -1,0 +1,38 @@
+"""What the magics say when a user gets something wrong or a limit stops them: typed, clear, and the
+same words for the same cause (issue 13, findings 10, 12 and 18)."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.notebook.session import get_session
+from tests.support.shell import Shell
+
+
+def test_an_absurd_money_budget_is_refused_and_the_budget_left_as_it_was(shell: Shell) -> None:
+    shell.line("budget $5")
+    with pytest.raises(UsageError, match=r"budget: .*at most \$1,000,000,000"):
+        shell.line("budget $1e30")
+    assert get_session().money_budget is not None and str(get_session().money_budget.limit) == "5"
+    shell.line("budget")  # showing the budget still works
+
+
+def test_budget_off_confirms_that_both_budgets_are_off(shell: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.line("budget 500")
+    shell.line("budget $0.0001")
+    capsys.readouterr()
+    shell.line("budget off")
+    said = capsys.readouterr().out
+    assert "token budget: none" in said and "money budget: none" in said
+    assert get_session().budget is None and get_session().money_budget is None
+
+
+def test_map_refuses_an_output_name_that_is_not_a_variable_before_sending(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["xs"] = ["a", "b"]
+    with pytest.raises(UsageError, match="-o needs a Python variable name, got '1bad'"):
+        shell.cell("--map xs -o 1bad", "say {item}")
+    assert "1bad" not in shell.ip.user_ns and offline_env.requests == []
