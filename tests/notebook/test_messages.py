@@ -4,9 +4,10 @@ same words for the same cause (issue 13, findings 10, 12 and 18)."""
 from __future__ import annotations
 
 import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.error import UsageError
 
-from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.session import get_session
 from tests.support.shell import Shell
 
@@ -36,3 +37,18 @@ def test_map_refuses_an_output_name_that_is_not_a_variable_before_sending(
     with pytest.raises(UsageError, match="-o needs a Python variable name, got '1bad'"):
         shell.cell("--map xs -o 1bad", "say {item}")
     assert "1bad" not in shell.ip.user_ns and offline_env.requests == []
+
+
+def test_with_a_text_only_publisher_and_a_captured_stdout_the_cell_writes_plain_text(
+    shell: Shell, offline_env: OfflineGateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What terminal IPython has under capture_output()/%%capture, its stdout a pipe or a log file.
+    monkeypatch.setattr(shell.ip, "display_pub", CapturingDisplayPublisher(shell=shell.ip))
+    capsys.readouterr()
+    value = shell.cell("", "Why is the sky blue?")
+    shell.cell("-m offline/assistant,offline/echo", "Why is the sky blue?")
+    offline_env.faults.add(Fault(status=503, message="upstream is down"))
+    shell.run("%%flotorch\nWhy is the sky blue?")
+    out = capsys.readouterr().out
+    assert value.content in out and "ServerError: " in out  # streamed as text, the error in one line
+    assert "\x1b" not in out  # no ESC[2K\r from clear_output, no colour codes
