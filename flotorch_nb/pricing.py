@@ -17,6 +17,13 @@ prices in dollars per million tokens::
 A malformed file is a ``ConfigurationError`` naming the file and the line: tomllib's and json's own
 position for a syntax error, and for a wrong value the line of that model's entry.
 
+One rule for showing money, in footers, comparisons, batches and ``%flotorch usage`` alike
+(:func:`shown_cost`): dollars are shown only for a cost priced from the gateway's own token counts.
+A call the gateway sent no ``usage`` for (or a stream stopped mid-way) has only an estimate of its
+tokens (about 4 characters a token); its cost is shown as "cost unknown", as for a model without a
+price, never as an unmarked figure that looks billed. Budgets still count those estimates (a stopped
+reply is never free), and say so where they show what was spent.
+
 What calls spent, and the money budget, are ``flotorch_nb.spending``'s. Pure: no I/O except reading
 the price file, no IPython.
 """
@@ -351,12 +358,13 @@ def format_price(price: Price | None) -> str:
 ShownCost = Decimal | Literal["unknown"] | None
 
 
-def shown_cost(cost: Decimal | None, prices: PriceTable) -> ShownCost:
-    """``cost`` as a footer shows it: nothing while ``prices`` is empty, else the dollars or
-    ``"unknown"``."""
+def shown_cost(cost: Decimal | None, prices: PriceTable, *, estimated: bool = False) -> ShownCost:
+    """``cost`` as every display shows it (the module's rule): nothing while ``prices`` is empty,
+    ``"unknown"`` without a price or when ``estimated`` (priced from a token estimate, not the
+    gateway's counts), else the dollars."""
     if not len(prices):
         return None
-    return "unknown" if cost is None else cost
+    return "unknown" if cost is None or estimated else cost
 
 
 def describe_costs(costs: Iterable[ShownCost]) -> str | None:

@@ -110,18 +110,23 @@ def _bars(
 
 
 def ledger_chart(rows: Iterable[_TokenRow], costs: Mapping[str, Decimal | None] | None = None) -> Chart:
-    """Tokens and cost per model (the ledger's rows; a ``"total"`` row is left out). A model whose
-    cost is unknown gets the words "cost unknown", never a bar of zero."""
+    """Tokens per model (the ledger's rows; a ``"total"`` row is left out), and cost per model when
+    ``costs`` is given: None means no prices are in use, and then no cost is shown at all. A model
+    whose cost is unknown gets the words "cost unknown", never a bar of zero."""
     models = [r for r in rows if r.model != "total"]
     labels = [r.model for r in models]
     tokens = [float(r.total_tokens) for r in models]
-    costs = costs or {}
+    figure, axes = _figure(1 if costs is None else 2, 0.6 + 0.35 * max(1, len(labels)))
+    _bars(axes[0], labels, tokens, [f"{t:,.0f}" for t in tokens], "tokens per model", _BLUE)
+    if costs is None:
+        return _render(
+            figure,
+            "Tokens per model: " + "; ".join(f"{m}: {t:,.0f}" for m, t in zip(labels, tokens, strict=True)),
+        )
     money = [costs.get(label) for label in labels]
-    figure, (left, right) = _figure(2, 0.6 + 0.35 * max(1, len(labels)))
-    _bars(left, labels, tokens, [f"{t:,.0f}" for t in tokens], "tokens per model", _BLUE)
     dollars = [float(c) if c is not None else None for c in money]
-    _bars(right, labels, dollars, [format_cost(c) for c in money], "cost per model", _ORANGE)
-    right.set_yticks([])
+    _bars(axes[1], labels, dollars, [format_cost(c) for c in money], "cost per model", _ORANGE)
+    axes[1].set_yticks([])
     alt = "Tokens and cost per model: " + "; ".join(
         f"{m}: {t:,.0f} tokens, {format_cost(c)}" for m, t, c in zip(labels, tokens, money, strict=True)
     )

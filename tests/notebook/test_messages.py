@@ -20,7 +20,9 @@ def test_an_absurd_money_budget_is_refused_and_the_budget_left_as_it_was(shell: 
     shell.line("budget")  # showing the budget still works
 
 
-def test_budget_off_confirms_that_both_budgets_are_off(shell: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+def test_budget_off_confirms_that_both_budgets_are_off(
+    shell: Shell, capsys: pytest.CaptureFixture[str]
+) -> None:
     shell.line("budget 500")
     shell.line("budget $0.0001")
     capsys.readouterr()
@@ -40,7 +42,10 @@ def test_map_refuses_an_output_name_that_is_not_a_variable_before_sending(
 
 
 def test_with_a_text_only_publisher_and_a_captured_stdout_the_cell_writes_plain_text(
-    shell: Shell, offline_env: OfflineGateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    shell: Shell,
+    offline_env: OfflineGateway,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # What terminal IPython has under capture_output()/%%capture, its stdout a pipe or a log file.
     monkeypatch.setattr(shell.ip, "display_pub", CapturingDisplayPublisher(shell=shell.ip))
