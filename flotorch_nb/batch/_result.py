@@ -198,6 +198,8 @@ class BatchResult(Sequence[BatchItem]):
             "items": len(self.items),
             "ok": len(answered),
             "errors": dict(Counter(type(i.error).__name__ for i in self.items if i.answer is None)),
+            # Failed before any request (a spent budget, a bad template, a batch stopped first).
+            "not_sent": sum(1 for i in self.items if i.answer is None and not i.attempts),
             "tokens": tokens,
             "usage_unknown": sum(1 for a in sent if a.usage is None),
             "cache_hits": sum(1 for a in answered if a.source == "cache"),
@@ -214,6 +216,8 @@ class BatchResult(Sequence[BatchItem]):
     def _summary_rows(self) -> list[tuple[str, str]]:
         s = self.summary()
         errors = ", ".join(f"{k}: {n}" for k, n in sorted(s["errors"].items())) or "none"
+        if s["not_sent"]:
+            errors += f" ({s['not_sent']:,} never sent)"
         latency = "—"
         if s["p50_latency_ms"] is not None:
             latency = f"p50 {s['p50_latency_ms']:.0f} ms, p95 {s['p95_latency_ms']:.0f} ms"

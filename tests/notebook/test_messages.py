@@ -7,9 +7,10 @@ import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.error import UsageError
 
+from flotorch_nb.batch._progress import Progress
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.session import get_session
-from tests.support.shell import Shell
+from tests.support.shell import Shell, data_of
 
 
 def test_an_absurd_money_budget_is_refused_and_the_budget_left_as_it_was(shell: Shell) -> None:
@@ -57,3 +58,25 @@ def test_with_a_text_only_publisher_and_a_captured_stdout_the_cell_writes_plain_
     out = capsys.readouterr().out
     assert value.content in out and "ServerError: " in out  # streamed as text, the error in one line
     assert "\x1b" not in out  # no ESC[2K\r from clear_output, no colour codes
+
+
+def test_items_refused_by_the_same_budget_read_alike_and_are_counted_as_never_sent(
+    shell: Shell, offline_env: OfflineGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.line("budget 100")
+    shell.ip.user_ns["xs"] = list(range(6))
+    result = shell.cell("--map xs --concurrency 1", "say {item} " * 3)
+    refused = [item for item in result if not item.ok]
+    assert len(refused) >= 2 and all(item.attempts == 0 for item in refused)
+    assert len({str(item.error) for item in refused}) == 1  # one cause, one wording
+    assert not str(refused[-1].error).startswith("not sent: ")
+    assert f"({len(refused)} never sent)" in data_of(result)["text/plain"]
+    bar = capsys.readouterr().err  # the progress bar: sent errors apart from items never sent
+    assert f"errors=0, not sent={len(refused)}" in bar
+
+
+def test_the_progress_line_counts_sent_and_unsent_items_apart() -> None:
+    progress = Progress(total=5, show=False)
+    for sent in (True, True, True, False, False):
+        progress.item_done(error=not sent, tokens=10 if sent else 0, cached=False, sent=sent)
+    assert progress.postfix() == "errors=0, not sent=2, tokens=30"
