@@ -274,7 +274,7 @@ class _Run:
                     self.stats.rate_limited += 1
                     self.limiter.pause(self.policy.delay_for(error, attempt))
                 if not self.policy.should_retry(error, attempt):
-                    self._fail(item, error)
+                    self._fail(item, self.policy.gave_up(error, attempt))
                     return
                 self.stats.retries += 1
                 await asyncio.sleep(self.policy.delay_for(error, attempt))
