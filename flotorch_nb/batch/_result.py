@@ -284,8 +284,14 @@ class BatchResult(Sequence[BatchItem]):
 
     # -- pandas ------------------------------------------------------------------------------------
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per input (the input's index kept) with the answer, tokens, latency, source, error."""
+        """One row per input (the input's index kept) with the answer, tokens, latency, source, error.
+
+        A plain ``DataFrame`` with every column; in a notebook it is shown as a compact table that fits
+        the output (``_frame``: answers left-aligned and wrapped, the rarely needed columns named
+        under it)."""
         import pandas as pd
+
+        from ._frame import mark, show_in_ipython
 
         with_parsed = self._options is not None and self._options.model_class is not None
         columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
@@ -301,7 +307,9 @@ class BatchResult(Sequence[BatchItem]):
             data[name] = pd.Series(columns[name], dtype=dtype, index=index)
             if name == "answer" and with_parsed:
                 data["parsed"] = pd.Series(parsed, dtype="object", index=index)
-        return pd.DataFrame(data, index=index)
+        frame = mark(pd.DataFrame(data, index=index))
+        show_in_ipython()
+        return frame
 
     # -- running again -----------------------------------------------------------------------------
     def retry_failed(self) -> BatchResult:
