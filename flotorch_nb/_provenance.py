@@ -261,8 +261,8 @@ def _check_numbers(record: Mapping[str, Any], path: Path) -> None:
         if value is None:
             continue
         whole = name != "latency_ms"
-        kinds: tuple[type, ...] = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        if isinstance(value, bool) or not number or value < 0:
             what = "a whole number of tokens" if whole else "a number of milliseconds"
             raise ConfigurationError(
                 f"notebook {path}, cell {record.get('cell')}, output {record.get('output')}: the "

@@ -142,7 +142,7 @@ def show_in_ipython() -> None:
             return frame_html(frame)
         if before is not None:
             return before(frame)  # type: ignore[no-any-return]
-        return frame._repr_html_()  # type: ignore[no-any-return,operator]
+        return frame._repr_html_()  # type: ignore[no-any-return]
 
     formatter.for_type(pd.DataFrame, printer)
     _REGISTERED.add(id(shell))
