@@ -254,8 +254,8 @@ def test_hand_run_loops_are_forgotten_quietly() -> None:
 
 def test_forget_closed_loops_drops_what_hand_closed_loops_left() -> None:
     """The notebook session's reset() forgets such loops at once instead of at the next new pool."""
-    from flotorch_nb._transport import _pools as pools_module
     from flotorch_nb import llm as llm_module
+    from flotorch_nb._transport import _pools as pools_module
 
     loop = asyncio.new_event_loop()
     pool = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
