@@ -93,7 +93,10 @@ def _check_key(key: str) -> str:
     """A key that can travel in an HTTP header. Never echoes the key: its error would be printed."""
     key = key.strip()
     if not key:
-        raise ConfigurationError("api_key must be a non-empty string")
+        raise ConfigurationError(
+            f"the API key is empty: pass api_key=... or set {ENV_API_KEY} to your FloTorch key "
+            "(in a notebook, %flotorch login asks for it)"
+        )
     if any(not "!" <= ch <= "~" for ch in key):
         raise ConfigurationError(
             "api_key contains a character that cannot be sent in an HTTP header (a space, a control "
@@ -129,12 +132,18 @@ def _from_env(value: str | None, name: str, env: Mapping[str, str]) -> str | Non
     return found if found else None
 
 
-def check_base_url(base_url: str) -> str:
+def check_base_url(base_url: str, endpoint: str = DEFAULT_ENDPOINT) -> str:
     """An http(s) URL with a host, without the trailing slash (so paths never get a double ``//``).
 
     A query string or fragment is refused: the endpoint would be appended after it, and whatever it
     holds (often a key: ``?api_key=...``) would travel into reprs, logs and errors. Messages show the
     URL without its query, fragment or ``user:password@`` part, for the same reason.
+
+    A URL that already ends with the start of ``endpoint`` (``http://host/api/openai/v1``, pasted from
+    an OpenAI-style example) is refused too, naming the URL to use: the client appends the endpoint
+    itself, so every request would go to ``/api/openai/v1/api/openai/v1/...`` and come back as a
+    puzzling 404. Refused rather than silently trimmed, because a gateway may really be mounted under
+    such a path with another ``endpoint``; the fix is one edit the message spells out.
     """
     text = base_url.strip()
     try:
@@ -155,7 +164,27 @@ def check_base_url(base_url: str) -> str:
             f"base_url must not have a query string or fragment (the part from '?' or '#' on, not shown "
             f"here since it may hold a key); use only scheme://host[:port][/path], e.g. {shown!r}"
         )
-    return text.rstrip("/")
+    text = text.rstrip("/")
+    doubled = _endpoint_overlap(parts.path.rstrip("/"), endpoint)
+    if doubled:
+        fixed = _shown(parts._replace(path=parts.path.rstrip("/").removesuffix(doubled)))
+        raise ConfigurationError(
+            f"base_url {shown.rstrip('/')!r} already ends with {doubled!r}, which the client adds "
+            f"itself (it sends to base_url + {endpoint!r}); set base_url / {ENV_BASE_URL} to "
+            f"{fixed.rstrip('/')!r}"
+        )
+    return text
+
+
+def _endpoint_overlap(path: str, endpoint: str) -> str | None:
+    """The longest start of ``endpoint``, two path segments or more (``/api/openai``), that ``path``
+    ends with; None when there is none (``/gateway`` is a prefix, not a pasted endpoint)."""
+    segments = [s for s in endpoint.split("/") if s]
+    for count in range(len(segments), 1, -1):
+        start = "/" + "/".join(segments[:count])
+        if path == start or path.endswith(start):
+            return start
+    return None
 
 
 def _shown(parts: SplitResult) -> str:
@@ -275,12 +304,13 @@ def resolve(
     if max_retries is None:
         max_retries = _retries_from_env(env)
     retries = check_max_retries(max_retries if max_retries is not None else DEFAULT_MAX_RETRIES)
+    checked_endpoint = _check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT)
 
     return Settings(
         model_id=model.strip(),
         api_key=Secret(_check_key(key)),
-        base_url=check_base_url(url),
-        endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
+        base_url=check_base_url(url, checked_endpoint),
+        endpoint=checked_endpoint,
         timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),
         max_retries=retries,
         cassette_mode=cassette_mode,

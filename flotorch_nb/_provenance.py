@@ -191,7 +191,27 @@ def provenance(path: str | os.PathLike[str]) -> pandas.DataFrame:
         ) from None
     if not isinstance(notebook, Mapping) or not isinstance(notebook.get("cells"), list):
         raise ConfigurationError(f"{path} is not a notebook: it has no 'cells' list")
-    return provenance_frame(list(records_in(notebook)))
+    records = list(records_in(notebook))
+    for record in records:
+        _check_numbers(record, path)
+    return provenance_frame(records)
+
+
+def _check_numbers(record: Mapping[str, Any], path: Path) -> None:
+    """A record edited by hand (or by another tool) may hold ``"12"`` where a count belongs: name the
+    cell and the field, rather than let pandas fail on the column with no idea where it came from."""
+    for name in ("input_tokens", "output_tokens", "total_tokens", "latency_ms"):
+        value = record.get(name)
+        if value is None:
+            continue
+        whole = name != "latency_ms"
+        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        if isinstance(value, bool) or not number or value < 0:
+            what = "a whole number of tokens" if whole else "a number of milliseconds"
+            raise ConfigurationError(
+                f"notebook {path}, cell {record.get('cell')}, output {record.get('output')}: the "
+                f"provenance field {name} must be {what} or null, got {value!r:.40}"
+            )
 
 
 def _pandas() -> Any:

@@ -243,7 +243,7 @@ class FlotorchLLM(ManyCalls):
             if client.is_closed:  # close() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
-                raise error
+                raise self.retry.gave_up(error, attempt)
             delay = self.retry.delay_for(error, attempt)
             logger.info("retrying %s in %.2f s after: %s", call.model, delay, error)
             time.sleep(delay)
@@ -320,7 +320,7 @@ class FlotorchLLM(ManyCalls):
             if pool.is_closed:  # aclose() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
-                raise error
+                raise self.retry.gave_up(error, attempt)
             delay = self.retry.delay_for(error, attempt)
             logger.info("retrying %s in %.2f s after: %s", call.model, delay, error)
             await asyncio.sleep(delay)

@@ -198,6 +198,8 @@ class BatchResult(Sequence[BatchItem]):
             "items": len(self.items),
             "ok": len(answered),
             "errors": dict(Counter(type(i.error).__name__ for i in self.items if i.answer is None)),
+            # Failed before any request (a spent budget, a bad template, a batch stopped first).
+            "not_sent": sum(1 for i in self.items if i.answer is None and not i.attempts),
             "tokens": tokens,
             "usage_unknown": sum(1 for a in sent if a.usage is None),
             "cache_hits": sum(1 for a in answered if a.source == "cache"),
@@ -214,6 +216,8 @@ class BatchResult(Sequence[BatchItem]):
     def _summary_rows(self) -> list[tuple[str, str]]:
         s = self.summary()
         errors = ", ".join(f"{k}: {n}" for k, n in sorted(s["errors"].items())) or "none"
+        if s["not_sent"]:
+            errors += f" ({s['not_sent']:,} never sent)"
         latency = "—"
         if s["p50_latency_ms"] is not None:
             latency = f"p50 {s['p50_latency_ms']:.0f} ms, p95 {s['p95_latency_ms']:.0f} ms"
@@ -280,8 +284,14 @@ class BatchResult(Sequence[BatchItem]):
 
     # -- pandas ------------------------------------------------------------------------------------
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per input (the input's index kept) with the answer, tokens, latency, source, error."""
+        """One row per input (the input's index kept) with the answer, tokens, latency, source, error.
+
+        A plain ``DataFrame`` with every column; in a notebook it is shown as a compact table that fits
+        the output (``_frame``: answers left-aligned and wrapped, the rarely needed columns named
+        under it)."""
         import pandas as pd
+
+        from ._frame import mark, show_in_ipython
 
         with_parsed = self._options is not None and self._options.model_class is not None
         columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
@@ -297,7 +307,9 @@ class BatchResult(Sequence[BatchItem]):
             data[name] = pd.Series(columns[name], dtype=dtype, index=index)
             if name == "answer" and with_parsed:
                 data["parsed"] = pd.Series(parsed, dtype="object", index=index)
-        return pd.DataFrame(data, index=index)
+        frame = mark(pd.DataFrame(data, index=index))
+        show_in_ipython()
+        return frame
 
     # -- running again -----------------------------------------------------------------------------
     def retry_failed(self) -> BatchResult:

@@ -194,7 +194,10 @@ class _Run:
         item.answer, item.error = answer, error
         tokens = answer.usage[2] if answer is not None and answer.usage and answer.source != "cache" else 0
         self.progress.item_done(
-            error=error is not None, tokens=tokens, cached=answer is not None and answer.source == "cache"
+            error=error is not None,
+            tokens=tokens,
+            cached=answer is not None and answer.source == "cache",
+            sent=item.attempts > 0,
         )
 
     def _fail(self, item: BatchItem, error: FlotorchError) -> None:
@@ -243,7 +246,7 @@ class _Run:
             self._fail(item, error)
             return
         if self.budget_error is not None:
-            self._fail(item, BudgetExceededError(f"not sent: {self.budget_error}"))
+            self._fail(item, BudgetExceededError(str(self.budget_error)))  # the same words for the same cause
             return
         estimate = estimate_tokens({**self.params, "messages": messages})
         attempt = 0
@@ -273,7 +276,7 @@ class _Run:
                     self.stats.rate_limited += 1
                     self.limiter.pause(self.policy.delay_for(error, attempt))
                 if not self.policy.should_retry(error, attempt):
-                    self._fail(item, error)
+                    self._fail(item, self.policy.gave_up(error, attempt))
                     return
                 self.stats.retries += 1
                 await asyncio.sleep(self.policy.delay_for(error, attempt))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,11 @@ ResultCallback = Callable[["ModelResult"], None]
 
 def parse_models(models: str | Sequence[str]) -> tuple[str, ...]:
     """``"a,b, c"`` or ``["a", "b", "c"]`` -> ``("a", "b", "c")``; at least one, none twice."""
+    if not isinstance(models, Iterable) or isinstance(models, Mapping):  # None, 123: say what is wanted
+        raise InvalidRequestError(
+            "compare needs models: a list of model names or a comma-separated string, e.g. "
+            f"models=['a', 'b'] or models='a,b'; got {models!r:.80}"
+        )
     names = models.split(",") if isinstance(models, str) else list(models)
     if any(not isinstance(name, str) for name in names):
         raise InvalidRequestError(f"models must be model names (strings), got {models!r}")
@@ -151,8 +156,9 @@ class Comparison:
         return frame
 
     def __repr__(self) -> str:
-        states = ", ".join(f"{r.model}: {'ok' if r.ok else type(r.error).__name__}" for r in self.results)
-        return f"Comparison({states})"
+        """The side-by-side table as text (the notebook's ``text/plain``): what ``print(cmp)`` shows
+        in plain Python, as ``BatchResult`` prints its summary."""
+        return comparison_text(self.results, priced=self.priced)
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None

@@ -147,14 +147,14 @@ class FlotorchMagics(Magics):
         """
         args = parse_options(self.flotorch_cell, line, "%%flotorch")
         session = self.session
+        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
+            raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
             raise UsageError("%%flotorch: -c/--continue and -n/--new contradict each other; use one")
         if args.max_tokens is not None and args.max_tokens <= 0:
             raise UsageError(f"%%flotorch: --max-tokens must be a whole number > 0, got {args.max_tokens}")
-        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
-            raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         schema = self._schema_class(args.schema) if args.schema else None
         if schema is not None and args.format not in ("markdown", "json"):
             raise UsageError(

@@ -373,3 +373,10 @@ def test_the_answers_of_a_notebook_run_in_a_real_kernel_are_saved_with_their_pro
     exported, _ = HTMLExporter().from_filename(str(path))
     assert exported.count('class="flotorch-compare-model"') == 2 and "data:image/png;base64," in exported
     assert "flotorch-static-transcript" in exported and "Why is the sea salty?" in exported
+
+
+def test_a_count_written_as_text_is_a_configuration_error_naming_the_cell_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "edited.ipynb"
+    nbformat.write(notebook_with([[RECORD], [RECORD | {"input_tokens": "12"}]]), path)
+    with pytest.raises(ConfigurationError, match=r"edited.ipynb, cell 2, output 1: .*input_tokens .*'12'"):
+        provenance(path)

@@ -173,6 +173,11 @@ async def test_mistakes_in_the_request_itself_are_raised_not_shown_per_model(gat
             await llm.acompare(USER, " , ")
         with pytest.raises(InvalidRequestError, match="not model="):
             await llm.acompare(USER, MODELS, model="x")
+        for wrong in (None, 123):
+            with pytest.raises(InvalidRequestError, match=rf"a list of model names .*got {wrong}"):
+                await llm.acompare(USER, wrong)  # type: ignore[arg-type]
+            with pytest.raises(InvalidRequestError, match="a list of model names"):
+                llm.compare(USER, models=wrong)  # type: ignore[arg-type]
     assert gateway.requests == []
     assert parse_models("a, b,c") == ("a", "b", "c") and parse_models(("a",)) == ("a",)
 
@@ -301,7 +306,9 @@ async def test_ipython_puts_the_provenance_into_the_output_metadata(gateway: Off
     assert set(data) == {"text/plain", "text/html"}
     assert [p["model"] for p in metadata[METADATA_KEY]["provenance"]] == MODELS
     json.dumps(metadata)  # plain JSON: it is saved in the .ipynb as it is
-    assert repr(comparison) == "Comparison(offline/assistant: ok, offline/echo: ok)"
+    assert repr(comparison) == str(comparison) == data["text/plain"]  # the table in plain Python too
+    assert repr(comparison).splitlines()[0].split() == ["model", "tokens", "latency"]
+    assert f"── offline/echo\n{comparison['offline/echo'].text}" in repr(comparison)
 
 
 def test_the_live_view_shows_finished_columns_final_and_others_streaming() -> None:

@@ -66,6 +66,14 @@ def test_the_series_is_complete_and_nothing_else_is_numbered() -> None:
     assert sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")) == SERIES
 
 
+@pytest.mark.parametrize("stem", SERIES[:-1])
+def test_each_notebook_but_the_last_ends_by_naming_the_next(stem: str) -> None:
+    nb = nbformat.read(_path(stem), as_version=4)
+    last = [cell.source for cell in nb.cells if cell.cell_type == "markdown"][-1]
+    following = SERIES[SERIES.index(stem) + 1]
+    assert f"Next: **`{following}.ipynb`**" in last and "end of the series" not in last
+
+
 def test_the_key_pattern_catches_keys_and_spares_placeholders() -> None:
     assert _key_like('api_key="abc123"') and _key_like("Authorization: Bearer abcdefgh1234")
     assert _key_like("sk-proj-abcdefghijklmnop") and _key_like("%env FLOTORCH_API_KEY=abcdef12")
@@ -376,7 +384,7 @@ PROMISES: dict[str, list[str]] = {
     ],
     "03_chat_panel": [
         "done\n",
-        "finished turn: None",
+        "wait() after a stop returns: None",
         "status of the last turn: stopped",
         "offline/assistant -> ",
     ],
