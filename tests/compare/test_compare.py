@@ -261,7 +261,9 @@ def test_an_interrupt_keeps_the_columns_that_finished(gateway: OfflineGateway) -
 
 
 async def test_a_cancelled_acompare_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
-    gateway.faults.add(Fault(delay=20, model="offline/echo"))
+    # Three uses: a request of an earlier test still reaching the shared gateway must not take the
+    # only delay and let echo answer at once (then the comparison ends before the cancel).
+    gateway.faults.add(Fault(delay=20, model="offline/echo", times=3))
     answered = asyncio.Event()
     with client(gateway) as llm:
         task = asyncio.create_task(acompare(llm, USER, MODELS, on_result=lambda r: answered.set()))
