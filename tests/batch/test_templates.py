@@ -7,43 +7,19 @@ ones, and none of them holds an unfilled ``{field}`` or the words ``nan`` / ``No
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from flotorch_nb import BatchResult, FlotorchLLM, InvalidRequestError
+from flotorch_nb import BatchResult, InvalidRequestError
 from flotorch_nb.gateway import OfflineGateway
-from tests.support.batch import Shaped, make_llm, shaped_gateway
+from tests.support.batch import make_llm
+from tests.support.batch import run_batch as run
 
 SYNC = [True, False]
 SYNC_IDS = ["batch", "abatch"]
-
-
-@pytest.fixture(scope="module")
-def shaped() -> Iterator[tuple[OfflineGateway, Shaped]]:
-    with shaped_gateway() as pair:
-        yield pair
-
-
-@pytest.fixture
-def gw(shaped: tuple[OfflineGateway, Shaped]) -> Iterator[OfflineGateway]:
-    gateway, shaping = shaped
-    shaping.reset()
-    gateway.requests.clear()
-    yield gateway
-    gateway.requests.clear()
-
-
-async def run(llm: FlotorchLLM, sync: bool, inputs: Any, **options: Any) -> BatchResult:
-    options.setdefault("progress", False)
-    if sync:
-        return await asyncio.to_thread(llm.batch, inputs, **options)
-    return await llm.abatch(inputs, **options)
 
 
 def sent(gw: OfflineGateway) -> list[str]:
