@@ -161,8 +161,8 @@ class BatchResult(Sequence[BatchItem]):
         state = dict(self.__dict__)
         state["_llm"] = None
         options = state.get("_options")
-        if options is not None and options.limiter is not None:
-            state["_options"] = dataclasses.replace(options, limiter=None)
+        if getattr(options, "limiter", None) is not None:
+            state["_options"] = dataclasses.replace(options, limiter=None)  # type: ignore[type-var]
         return state
 
     # -- the sequence ------------------------------------------------------------------------------

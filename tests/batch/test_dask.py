@@ -181,7 +181,9 @@ def test_on_error_raise_reaches_the_caller_as_the_typed_batch_error(
     gateway = shaped[0]
     gateway.requests.clear()
     data = pd.DataFrame({"q": ["fine", None, "also fine"]})
-    job = map_dataframe(dd.from_pandas(data, npartitions=1), template="{q}", on_error="raise", concurrency=1)
+    job = map_dataframe(
+        dd.from_pandas(data, npartitions=1), template="{q}", on_error="raise", concurrency=1, rpm=6000
+    )  # the cluster limiter (it holds the worker) stays behind too
     with pytest.raises(BatchError) as caught:
         job.compute()
     assert type(caught.value) is BatchError and isinstance(caught.value.error, InvalidRequestError)
