@@ -9,6 +9,7 @@ is ever dropped or a silent ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections import Counter
@@ -64,6 +65,7 @@ class BatchError(FlotorchError):
     """A batch stopped at an item's error (``on_error="raise"``), or ``.responses`` met a failed item.
 
     ``.result`` is the ``BatchResult`` with every answer that had finished; ``.error`` the error.
+    Pickles (a Dask worker's error reaches the caller typed) without the client: see ``BatchResult``.
     """
 
     def __init__(self, message: str, *, result: BatchResult, error: BaseException | None = None) -> None:
@@ -147,6 +149,21 @@ class BatchResult(Sequence[BatchItem]):
     _llm: FlotorchLLM | None = field(default=None, repr=False)
     _inputs: Inputs | None = field(default=None, repr=False)
     _options: BatchOptions | None = field(default=None, repr=False)
+
+    # -- pickling ----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the client (its key refuses pickling, and a client must never travel) and a
+        limiter shared with the run that made it (a Dask worker's may hold the worker itself).
+
+        A result that crossed a process boundary keeps its answers, errors, stats and ``to_pandas()``;
+        ``retry_failed()`` on it says it cannot be re-run.
+        """
+        state = dict(self.__dict__)
+        state["_llm"] = None
+        options = state.get("_options")
+        if getattr(options, "limiter", None) is not None:
+            state["_options"] = dataclasses.replace(options, limiter=None)  # type: ignore[type-var]
+        return state
 
     # -- the sequence ------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -20,7 +19,6 @@ from pydantic import BaseModel
 from flotorch_nb import (
     BadRequestError,
     BatchError,
-    BatchResult,
     BudgetExceededError,
     CallResult,
     FlotorchLLM,
@@ -31,39 +29,12 @@ from flotorch_nb import (
 )
 from flotorch_nb.batch import BatchCancelled, BatchInterrupted
 from flotorch_nb.gateway import Fault, OfflineGateway
-from tests.support.batch import Shaped, make_llm, shaped_gateway
+from tests.support.batch import Shaped, make_llm
+from tests.support.batch import run_batch as run
 
 KEY = "batch-test-key"
 SYNC = [True, False]
 SYNC_IDS = ["batch", "abatch"]
-
-
-@pytest.fixture(scope="module")
-def shaped() -> Iterator[tuple[OfflineGateway, Shaped]]:
-    with shaped_gateway() as pair:
-        yield pair
-
-
-@pytest.fixture
-def gw(shaped: tuple[OfflineGateway, Shaped]) -> Iterator[OfflineGateway]:
-    gateway, shaping = shaped
-    shaping.reset()
-    yield gateway
-    shaping.reset()
-    gateway.faults.clear()
-    gateway.requests.clear()
-
-
-@pytest.fixture
-def shaping(shaped: tuple[OfflineGateway, Shaped], gw: OfflineGateway) -> Shaped:
-    return shaped[1]
-
-
-async def run(llm: FlotorchLLM, sync: bool, inputs: Any, **options: Any) -> BatchResult:
-    options.setdefault("progress", False)
-    if sync:
-        return await asyncio.to_thread(llm.batch, inputs, **options)
-    return await llm.abatch(inputs, **options)
 
 
 def test_batch_and_abatch_have_the_same_signature() -> None:
