@@ -111,6 +111,18 @@ def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _setting(name: str, doc: str) -> Any:
+    """A property for one of the app's delays: read live, checked when set (it may change while serving)."""
+
+    def get(self: OfflineGateway) -> float:
+        return float(getattr(self.app.state.settings, name))
+
+    def set_(self: OfflineGateway, seconds: float) -> None:
+        setattr(self.app.state.settings, name, check_seconds(name, seconds))
+
+    return property(get, set_, doc=f"{doc} May be changed while serving.")
+
+
 class OfflineGateway:
     """The embedded offline FloTorch gateway: ``with OfflineGateway() as gw: ... gw.url ...``.
 
@@ -180,25 +192,8 @@ class OfflineGateway:
         """Forget the counts; return how many distinct requests there were."""
         return self._counts.clear()
 
-    @property
-    def token_delay(self) -> float:
-        """Default pause between streamed chunks, in seconds; may be changed while serving."""
-        delay: float = self.app.state.settings.token_delay
-        return delay
-
-    @token_delay.setter
-    def token_delay(self, seconds: float) -> None:
-        self.app.state.settings.token_delay = check_seconds("token_delay", seconds)
-
-    @property
-    def latency(self) -> float:
-        """Wait before the first byte of every answer, in seconds; may be changed while serving."""
-        latency: float = self.app.state.settings.latency
-        return latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        self.app.state.settings.latency = check_seconds("latency", seconds)
+    token_delay = _setting("token_delay", "Default pause between streamed chunks, in seconds.")
+    latency = _setting("latency", "Wait before the first byte of every answer, in seconds.")
 
     @property
     def port(self) -> int:
