@@ -15,7 +15,7 @@ prose, which may change. Every answer says it is offline: the
 Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
 (``_server``) and CLI (``__main__``). The core: ``_validate`` (request in) -> ``_models`` (which model
 answers what, and how fast) -> ``_wire`` (answer out); text answers from ``_assistant`` with its
-knowledge (``_facts``, ``_numbers``, ``_lists``, ``_entities``) and voice (``_phrasing``,
+knowledge (``_data``, ``_numbers``, ``_lists``) and voice (``_phrasing``,
 ``_styles``); structured answers from ``_json_mode`` and ``_schema_fill`` (with its size
 limits) and ``_schema_scalars``; ``_scripted`` (the scripted model); ``_text`` (tokens, prompt facts),
 ``_faults``, ``_record``, ``_counts``. What the assistant knows and how it words things (facts,

@@ -10,7 +10,7 @@ common shapes are tried); ``if``/``then``, ``not`` and remote ``$ref`` are ignor
 Values come from the prompt where a property's name says what it wants: a ``city`` gets a capitalised
 place from the prompt, a ``query`` gets the quoted phrase or the prompt, numbers are taken in order,
 an enum value mentioned in the prompt wins. When the prompt names a kind of thing the gateway has an
-example record of (a film, a dish: ``_entities``), fields the prompt does not settle come from that
+example record of (a film, a dish: ``_data.entity_for``), fields the prompt does not settle come from that
 record, each checked against its schema first. Everything else gets a plain, stable default.
 
 The gateway plans on its event loop, so a fill must stay small whatever the schema asks (see
@@ -28,8 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._data import phrases, word_list
-from ._entities import MISSING, entity_for, field
+from ._data import MISSING, entity_for, field, phrases, word_list
 from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
 from ._text import Hints, split_words, words
 

@@ -3,7 +3,7 @@
 A property's name says what it wants: ``city`` gets a place named in the prompt, ``query`` the quoted
 phrase or the prompt itself, ``summary`` the assistant's answer, ``email``/``url``/``date`` what the
 prompt contains of that shape; numbers are taken from the prompt in order when they fit the bounds.
-A value *given* by an example record (``_entities``) is used when the prompt states nothing firm for
+A value *given* by an example record (``_data.entity_for``) is used when the prompt states nothing firm for
 the field (a quoted phrase, a name, an email, a number are firm; the prompt's topic is not) and it
 fits the schema. Anything else gets a plain, stable default: plausible for its name (30 minutes, 4
 servings), never a bare 1. Bounds (``minimum``, ``exclusiveMaximum``, draft-04
