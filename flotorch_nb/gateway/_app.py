@@ -36,10 +36,9 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ._asgi import JSON, MarkResponses, StreamCut, cut_json, http_error, pause_unless_gone, send_events
-from ._counts import RequestCounts, key_of
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
-from ._record import RecordedRequest, redacted
+from ._record import RecordedRequest, RequestCounts, key_of, redacted
 from ._scripted import SCRIPTED_MODEL, parse_script
 from ._validate import ChatRequest, parse_request
 from ._wire import (

@@ -22,9 +22,8 @@ from starlette.applications import Starlette
 
 from ._app import check_seconds, create_app
 from ._asgi import StreamCut
-from ._counts import RequestCounts
 from ._faults import FaultPlan
-from ._record import RecordedRequest
+from ._record import RecordedRequest, RequestCounts
 
 __all__ = ["OfflineGateway", "bind_socket", "make_server", "quiet_deliberate_cuts"]
 
