@@ -42,30 +42,22 @@ class _Server(uvicorn.Server):
         return None
 
 
-class _DropDeliberateCuts(logging.Filter):
-    """Hide uvicorn's traceback for connections the fault injector cuts on purpose; keep real errors."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not _is_cut(exc)
-
-
 def _is_cut(exc: BaseException | None) -> bool:
-    if isinstance(exc, StreamCut):
-        return True
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_cut(inner) for inner in exc.exceptions)
-    return False
+    return isinstance(exc, StreamCut)
 
 
-_CUT_FILTER = _DropDeliberateCuts()
+def _not_a_deliberate_cut(record: logging.LogRecord) -> bool:
+    """A log filter: hide uvicorn's traceback for connections the fault injector cuts on purpose."""
+    return not _is_cut(record.exc_info[1] if record.exc_info else None)
 
 
 def quiet_deliberate_cuts() -> None:
     """Install (once) the filter that keeps injected stream cuts out of uvicorn's error log."""
     uvicorn_errors = logging.getLogger("uvicorn.error")
-    if _CUT_FILTER not in uvicorn_errors.filters:
-        uvicorn_errors.addFilter(_CUT_FILTER)
+    if _not_a_deliberate_cut not in uvicorn_errors.filters:
+        uvicorn_errors.addFilter(_not_a_deliberate_cut)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
