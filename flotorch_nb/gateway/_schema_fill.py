@@ -189,17 +189,16 @@ class _Filler:
         return node if isinstance(node, Mapping) else {}
 
     def value(self, schema: Any, name: str, depth: int, given: Any = MISSING) -> Any:
-        """A value for ``schema``; ``given`` (from an example record) is used where it fits."""
+        """A value for ``schema``; ``given`` (from an example record) is used where it fits.
+
+        Every value counts against ``MAX_VALUES`` and every leaf against the text budget.
+        """
         self.made += 1
         if self.made > MAX_VALUES:
             raise SchemaTooLargeError(
                 f"the schema asks for an answer of more than {MAX_VALUES} values (nested or recursive "
                 "arrays multiply their minItems)"
             )
-        return self.make(schema, name, depth, given)
-
-    def make(self, schema: Any, name: str, depth: int, given: Any = MISSING) -> Any:
-        """The value for one (sub)schema; every leaf is charged against the text budget."""
         schema = self.resolve(schema)
         if schema is False or depth > _MAX_DEPTH:
             return None
