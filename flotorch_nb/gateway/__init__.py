@@ -15,12 +15,12 @@ prose, which may change. Every answer says it is offline: the
 Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
 (``_server``) and CLI (``__main__``). The core: ``_validate`` (request in) -> ``_models`` (which model
 answers what, and how fast) -> ``_wire`` (answer out); text answers from ``_assistant`` with its
-knowledge (``_facts``, ``_numbers``, ``_lists``, ``_entities``) and voice (``_phrasing``,
-``_styles``); structured answers from ``_json_mode`` and ``_schema_fill`` (``_schema_scalars``,
-``_schema_limits``); ``_scripted`` (the scripted model); ``_text`` (tokens, prompt facts),
-``_faults``, ``_record``, ``_counts``. What the assistant knows and how it words things (facts,
-lists, snippets, example records, templates, phrasebook, word lists) is data in ``data/*.toml``,
-read on first use by ``_data``.
+knowledge (``_data``, ``_numbers``, ``_lists``) and voice (``_phrasing``); structured answers from
+``_json_mode`` and ``_schema_fill`` (with its size limits; scalars in ``_schema_scalars``);
+``_scripted`` (the scripted model); ``_text`` (tokens, prompt facts), ``_faults``, ``_record``
+(what was received, and how often). What the assistant knows and how it words things (facts, lists,
+snippets, example records, templates, phrasebook, word lists) is data in ``data/*.toml``, read on
+first use by ``_data``.
 """
 
 from __future__ import annotations

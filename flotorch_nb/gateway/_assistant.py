@@ -3,7 +3,7 @@
 There is no language model here. The assistant recognises what kind of answer a message asks for
 (greeting, summary, haiku, list/steps, code, translation, arithmetic, a fact about a number, what it
 is, a follow-up example, question, tool result follow-up, memory of the conversation) and answers
-from its small knowledge (``_facts``, ``_numbers``, ``_lists``) or fills a template with the prompt's
+from its small knowledge (``_data``, ``_numbers``, ``_lists``) or fills a template with the prompt's
 own words, so notebooks show answers that read sensibly and that tests can predict. A system prompt
 can make it talk like a pirate or answer in one sentence (``_phrasing``). Answers built from a
 template say that they come from the offline model. The templates and word lists are data
@@ -17,8 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._data import knowledge, phrase, phrases, word_list
-from ._facts import fact_for, find_fact, list_for
+from ._data import fact_for, knowledge, list_for, lookup, phrase, phrases, word_list
 from ._json_mode import json_object
 from ._lists import bullets
 from ._numbers import arithmetic, number_fact
@@ -130,10 +129,10 @@ def _compose(last: str, earlier: list[Message], model: str) -> str:
         return _greeting(lowered)
     if said[0] in ("thanks", "thank") and len(said) <= 6:
         return phrase("thanks")
-    fact = find_fact(said)
+    fact = lookup("facts", said)
     if fact:
         shown = {"example", "record", "show", "instance"} & set(said)
-        return f"{fact.text} {phrase('glossary')}" + (f"\n\n{fact.example}" if shown else "")
+        return f"{fact['text']} {phrase('glossary')}" + (f"\n\n{fact['example']}" if shown else "")
     example = _example(said, earlier)
     if example:
         return example
@@ -162,9 +161,9 @@ def _example(said: list[str], earlier: list[Message]) -> str | None:
     if not word_list("example_words") & set(said) or len(said) > 12:
         return None
     for message in reversed(earlier):
-        fact = find_fact(words(message.text))
+        fact = lookup("facts", words(message.text))
         if fact:
-            return phrase("glossary_example", example=fact.example)
+            return phrase("glossary_example", example=fact["example"])
     return None
 
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._data import word_list
-from ._facts import list_for
+from ._data import list_for, word_list
 from ._schema_scalars import Scalars
 from ._text import hints_from, split_words, words
 

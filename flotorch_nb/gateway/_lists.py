@@ -1,7 +1,7 @@
 """Pure: list and step answers of ``offline/assistant``, phrased the way a person would write them.
 
 "List three steps to make tea" must read "Here are three steps to make tea:" followed by steps that
-make tea, not "3 steps for make tea". Known lists and everyday procedures come from ``_facts``;
+make tea, not "3 steps for make tea". Known lists and everyday procedures come from ``_data``;
 anything else gets a general outline or general steps (templates in ``data/phrases.toml``), said to
 be general. The task after "to" is a
 verb phrase ("to *make tea*") and fills verb templates; any other subject fills noun templates, so
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 
-from ._data import phrases
-from ._facts import list_for, procedure_for
+from ._data import list_for, phrases, procedure_for
 from ._text import NUMBER_WORDS, hints_from, topic_of, words
 
 __all__ = ["NUMBER_WORDS", "bullets", "number_word", "wants_steps"]

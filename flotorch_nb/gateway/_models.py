@@ -8,7 +8,7 @@
 - ``offline/echo`` repeats the last user message verbatim, which lets tests send arbitrary payloads
   (markup, XSS strings, long text) back through the whole client.
 - ``offline/concise`` is the assistant cut to its core (one sentence, three list items, the code
-  block; see ``_styles``): fewer tokens, and half the gateway's latency and token delay.
+  block; see ``_phrasing``): fewer tokens, and half the gateway's latency and token delay.
 - ``offline/verbose`` is the assistant plus context and caveats: more tokens, 1.5x the latency and
   twice the token delay, like a larger, slower model.
 - ``offline/scripted`` answers exactly what its last user message scripts (content, tool calls,
@@ -33,9 +33,9 @@ from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
 from ._data import word_list
+from ._phrasing import concise, verbose
 from ._schema_fill import SchemaTooLargeError, fill_schema
 from ._scripted import SCRIPTED_MODEL, parse_script
-from ._styles import concise, verbose
 from ._text import Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
 from ._wire import GatewayError, Plan, ToolCallPlan

@@ -1,9 +1,15 @@
-"""Pure: how ``offline/assistant`` words things: its phrasebook, and the voice a system prompt asks for.
+"""Pure: how the offline models word things: the phrasebook, the voice a system prompt asks for, and
+how ``offline/concise`` and ``offline/verbose`` reshape the assistant's answer.
 
 A system prompt can ask for brevity ("answer in one sentence", "keep answers short"): the reply is cut
 to its first sentence, or to a list's first three items, and still says it is an offline answer. It
 can ask for a pirate: prose is rewritten word by word, code blocks are left runnable. The phrasebook
 and the pirate's words are in ``data/phrases.toml``.
+
+Model comparison needs models that differ the way real ones do, deterministically: ``concise`` says
+the essential in a line or two, ``verbose`` adds context and caveats. Both start from
+``offline/assistant``'s answer, so they stay about the prompt; structured answers (tool calls, JSON)
+are not reshaped, since they must validate, only the prose they are built from.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import re
 from ._data import phrase, phrases
 from ._text import first_statement, hints_from
 
-__all__ = ["styled", "translation"]
+__all__ = ["concise", "styled", "translation", "verbose"]
 
 _LIST_LINE = re.compile(r"^(?:[-*] |\d+\. )")
+_CODE = re.compile(r"```[\s\S]*?```")
 _BRIEF = re.compile(r"\b(?:one (?:line|sentence)|single sentence|brief|briefly|concise|terse|short)\b")
 
 
@@ -67,3 +74,27 @@ def _pirate(text: str) -> str:
     # Only prose is rewritten; code blocks (odd parts) stay runnable.
     parts = [re.sub(r"[A-Za-z]+", swap, p) if i % 2 == 0 else p for i, p in enumerate(parts)]
     return "Arr! " + "```".join(parts)
+
+
+def concise(reply: str) -> str:
+    """The core of ``reply``: its code block, its first three list items, or its first sentence."""
+    code = _CODE.search(reply)
+    if code:
+        return code.group(0)
+    lines = reply.splitlines()
+    items = [line for line in lines if _LIST_LINE.match(line)]
+    if items:
+        return "\n".join(items[:3])
+    if "\n" in reply.strip() and len(lines) <= 4:  # a poem: its lines are the answer
+        return reply.strip()
+    return first_statement(reply.split("\n\n")[0], 25)
+
+
+def verbose(reply: str) -> str:
+    """``reply``, then a paragraph of context and a short list of things to keep in mind.
+
+    The addition is the same for every prompt on purpose: put into a template, a prompt's words too
+    often read wrongly ("questions about make tea"), and the reply already carries the prompt.
+    """
+    addition: str = phrases()["styles"]["verbose"]
+    return reply + addition

@@ -3,7 +3,7 @@
 A property's name says what it wants: ``city`` gets a place named in the prompt, ``query`` the quoted
 phrase or the prompt itself, ``summary`` the assistant's answer, ``email``/``url``/``date`` what the
 prompt contains of that shape; numbers are taken from the prompt in order when they fit the bounds.
-A value *given* by an example record (``_entities``) is used when the prompt states nothing firm for
+A value *given* by an example record (``_data.entity_for``) is used when the prompt states nothing firm for
 the field (a quoted phrase, a name, an email, a number are firm; the prompt's topic is not) and it
 fits the schema. Anything else gets a plain, stable default: plausible for its name (30 minutes, 4
 servings), never a bare 1. Bounds (``minimum``, ``exclusiveMaximum``, draft-04
@@ -199,14 +199,6 @@ def int_or(value: Any, fallback: int | None) -> Any:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else fallback
 
 
-def _ceil(value: float) -> float:
-    return float(math.ceil(value))
-
-
-def _floor(value: float) -> float:
-    return float(math.floor(value))
-
-
 # A bound is (value, exclusive); None means unbounded on that side.
 _Bound = tuple[float, bool] | None
 
@@ -229,9 +221,9 @@ def bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[_Bound, _Bound]
         if bound is not None and integer:  # integers: make the bound inclusive and whole
             edge, excl = bound
             if is_lower:
-                bound = (_floor(edge) + 1 if excl else _ceil(edge), False)
+                bound = (math.floor(edge) + 1.0 if excl else float(math.ceil(edge)), False)
             else:
-                bound = (_ceil(edge) - 1 if excl else _floor(edge), False)
+                bound = (math.ceil(edge) - 1.0 if excl else float(math.floor(edge)), False)
         sides.append(bound)
     return sides[0], sides[1]
 
@@ -263,10 +255,10 @@ def _inside(value: float, low: _Bound, high: _Bound) -> float:
 
 
 def _multiple(value: float, step: float, low: _Bound, high: _Bound) -> float:
-    up = _ceil(value / step) * step
+    up = math.ceil(value / step) * step
     if within(up, low, high):
         return up
-    down = _floor(value / step) * step
+    down = math.floor(value / step) * step
     return down if within(down, low, high) else value
 
 
