@@ -242,7 +242,7 @@ async def test_work_is_fed_as_capacity_frees_up_not_one_task_per_item(gw: Offlin
     def count(request: Any) -> None:
         running = asyncio.all_tasks()
         tasks.append(len(running))
-        workers.append(sum(1 for t in running if t.get_coro().__qualname__ == "_Run._worker"))  # type: ignore[union-attr]
+        workers.append(sum(getattr(t.get_coro(), "__qualname__", "") == "_Run._worker" for t in running))
 
     async with make_llm(gw) as llm:
         await llm.ainvoke([{"role": "user", "content": "warm up"}])
@@ -283,6 +283,7 @@ def test_an_interrupt_of_batch_returns_the_partial_result_and_a_rerun_with_the_c
     shaping.latency = 0.15
     prompts = [f"p{i}" for i in range(30)]
     cache = tmp_path / "answers.sqlite"
+
     def interrupt_after_three_answers() -> None:
         # A worker sends its next request only after its last item finished, so 6 arrivals at
         # concurrency 3 mean at least 3 answers are in (a clock would depend on the machine's load).

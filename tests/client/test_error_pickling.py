@@ -19,7 +19,7 @@ import pickle
 import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -123,7 +123,7 @@ def pickled(obj: Any) -> list[bytes]:
     """``obj`` pickled with the reducers installed in this process, and without any for exceptions."""
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer)
-    pickler.dispatch_table = {  # type: ignore[misc]
+    pickler.dispatch_table = {
         k: v
         for k, v in copyreg.dispatch_table.items()
         if not (isinstance(k, type) and issubclass(k, BaseException))
@@ -156,7 +156,8 @@ def check(error: FlotorchError, copy: Any) -> None:
     assert set(vars(copy)) == set(vars(error))
     for name, value in vars(error).items():
         if name == "result":  # the client stays behind; the rest of the result comes along
-            assert same(copy.result, value) and copy.result._llm is None
+            kept = cast(Any, copy).result
+            assert same(kept, value) and kept._llm is None
         else:
             assert same(getattr(copy, name), value), name
     for name in ("status_code", "request_id", "retry_after", "message"):

@@ -61,8 +61,8 @@ def client(gateway: OfflineGateway) -> FlotorchLLM:
 async def run(llm: FlotorchLLM, sync: bool, *args: Any, **kwargs: Any) -> Comparison:
     """One test body for both paths (the sync twin blocks on the bridge's background loop)."""
     if sync:
-        return llm.compare(*args, **kwargs)  # type: ignore[no-any-return]
-    return await llm.acompare(*args, **kwargs)  # type: ignore[no-any-return]
+        return llm.compare(*args, **kwargs)
+    return await llm.acompare(*args, **kwargs)
 
 
 # -- answers side by side ----------------------------------------------------------------------------

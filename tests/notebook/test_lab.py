@@ -338,7 +338,12 @@ def test_jupyterlab_gets_the_news_toast_turned_off_by_a_setting_it_knows(
     from jupyterlab_server.settings_utils import _get_overrides
 
     seen: list[dict[str, str]] = []
-    monkeypatch.setattr(lab, "_run", lambda command, env: seen.append(dict(env)) or 0)
+
+    def run(command: list[str], env: dict[str, str]) -> int:
+        seen.append(dict(env))
+        return 0
+
+    monkeypatch.setattr(lab, "_run", run)
     lab._run_jupyter(["jupyter"], {"JUPYTER_CONFIG_PATH": str(tmp_path / "theirs")})
     (env,) = seen
     ours, theirs = env["JUPYTER_CONFIG_PATH"].split(os.pathsep)
