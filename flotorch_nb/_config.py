@@ -93,7 +93,10 @@ def _check_key(key: str) -> str:
     """A key that can travel in an HTTP header. Never echoes the key: its error would be printed."""
     key = key.strip()
     if not key:
-        raise ConfigurationError("api_key must be a non-empty string")
+        raise ConfigurationError(
+            f"the API key is empty: pass api_key=... or set {ENV_API_KEY} to your FloTorch key "
+            "(in a notebook, %flotorch login asks for it)"
+        )
     if any(not "!" <= ch <= "~" for ch in key):
         raise ConfigurationError(
             "api_key contains a character that cannot be sent in an HTTP header (a space, a control "
@@ -129,12 +132,18 @@ def _from_env(value: str | None, name: str, env: Mapping[str, str]) -> str | Non
     return found if found else None
 
 
-def check_base_url(base_url: str) -> str:
+def check_base_url(base_url: str, endpoint: str = DEFAULT_ENDPOINT) -> str:
     """An http(s) URL with a host, without the trailing slash (so paths never get a double ``//``).
 
     A query string or fragment is refused: the endpoint would be appended after it, and whatever it
     holds (often a key: ``?api_key=...``) would travel into reprs, logs and errors. Messages show the
     URL without its query, fragment or ``user:password@`` part, for the same reason.
+
+    A URL that already ends with the start of ``endpoint`` (``http://host/api/openai/v1``, pasted from
+    an OpenAI-style example) is refused too, naming the URL to use: the client appends the endpoint
+    itself, so every request would go to ``/api/openai/v1/api/openai/v1/...`` and come back as a
+    puzzling 404. Refused rather than silently trimmed, because a gateway may really be mounted under
+    such a path with another ``endpoint``; the fix is one edit the message spells out.
     """
     text = base_url.strip()
     try:
@@ -155,7 +164,27 @@ def check_base_url(base_url: str) -> str:
             f"base_url must not have a query string or fragment (the part from '?' or '#' on, not shown "
             f"here since it may hold a key); use only scheme://host[:port][/path], e.g. {shown!r}"
         )
-    return text.rstrip("/")
+    text = text.rstrip("/")
+    doubled = _endpoint_overlap(parts.path.rstrip("/"), endpoint)
+    if doubled:
+        fixed = _shown(parts._replace(path=parts.path.rstrip("/").removesuffix(doubled)))
+        raise ConfigurationError(
+            f"base_url {shown.rstrip('/')!r} already ends with {doubled!r}, which the client adds "
+            f"itself (it sends to base_url + {endpoint!r}); set base_url / {ENV_BASE_URL} to "
+            f"{fixed.rstrip('/')!r}"
+        )
+    return text
+
+
+def _endpoint_overlap(path: str, endpoint: str) -> str | None:
+    """The longest start of ``endpoint``, two path segments or more (``/api/openai``), that ``path``
+    ends with; None when there is none (``/gateway`` is a prefix, not a pasted endpoint)."""
+    segments = [s for s in endpoint.split("/") if s]
+    for count in range(len(segments), 1, -1):
+        start = "/" + "/".join(segments[:count])
+        if path == start or path.endswith(start):
+            return start
+    return None
 
 
 def _shown(parts: SplitResult) -> str:
@@ -237,10 +266,10 @@ def _checked_key(key: object) -> Secret:
     return Secret(_check_key(key))
 
 
-def _checked_url(url: object) -> str:
+def _checked_url(url: object, endpoint: str) -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
-    return check_base_url(url)
+    return check_base_url(url, endpoint)
 
 
 def resolve(
@@ -281,19 +310,22 @@ def resolve(
             f"or set {envs} in the environment"
         )
     assert model is not None and key is not None and url is not None
-    model, secret, url = _checked_model(model), _checked_key(key), _checked_url(url)
+    model, secret = _checked_model(model), _checked_key(key)
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
 
     if timeout is None:
         timeout = _timeout_from_env(env)
     if max_retries is None:
         max_retries = _retries_from_env(env)
     retries = check_max_retries(max_retries if max_retries is not None else DEFAULT_MAX_RETRIES)
+    checked_endpoint = _check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT)
 
     return Settings(
         model_id=model,
         api_key=secret,
-        base_url=url,
-        endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
+        base_url=_checked_url(url, checked_endpoint),
+        endpoint=checked_endpoint,
         timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),
         max_retries=retries,
         cassette_mode=cassette_mode,
@@ -320,10 +352,11 @@ def derive(
         changes["model_id"] = _checked_model(model_id)
     if api_key is not None:
         changes["api_key"] = _checked_key(api_key)
-    if base_url is not None:
-        changes["base_url"] = _checked_url(base_url)
     if endpoint is not None:
         changes["endpoint"] = _check_endpoint(endpoint)
+    if base_url is not None or endpoint is not None:  # a base URL is checked against its endpoint
+        url = base_url if base_url is not None else settings.base_url
+        changes["base_url"] = _checked_url(url, str(changes.get("endpoint", settings.endpoint)))
     if timeout is not None:
         changes["timeout"] = check_timeout(timeout)
     if max_retries is not None:

@@ -26,6 +26,10 @@ escapes the public API, so ``except FlotorchError`` is always enough::
 
 Messages always name what a person needs to act: the HTTP status, the gateway's own message and the
 request id. They never contain the API key (see ``redact``).
+
+Every error survives ``pickle`` with its type, message and attributes, whatever its ``__init__``
+takes: Dask and multiprocessing carry a worker's exception to the caller that way, and a class that
+cannot be rebuilt arrives as a bare ``Exception`` with only its text.
 """
 
 from __future__ import annotations
@@ -63,6 +67,18 @@ __all__ = [
 
 class FlotorchError(Exception):
     """Base class of every error raised by flotorch_nb."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls ``type(self)(*self.args)``, which fails for every subclass with
+        # keyword-only or extra arguments (HookError, APIStatusError, CacheError...). Rebuild without
+        # running ``__init__`` instead: the args (the message) and the attributes are restored as they
+        # were, so a subclass added later pickles without writing anything.
+        return (_rebuild, (type(self), self.args), self.__dict__ or None)
+
+
+def _rebuild(cls: type[FlotorchError], args: tuple[Any, ...]) -> FlotorchError:
+    """An error of ``cls`` with ``args`` and no ``__init__`` run (``pickle`` then sets its attributes)."""
+    return cls.__new__(cls, *args)
 
 
 class ConfigurationError(FlotorchError, ValueError):

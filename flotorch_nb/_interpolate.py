@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["interpolate", "references"]
+__all__ = ["MISSING", "interpolate", "references", "resolve"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _INDEX = r"""\[(?:-?[0-9]+|'[^'\]\\]*'|"[^"\]\\]*")\]"""
@@ -35,7 +35,8 @@ _REF = rf"{_NAME}(?:\.{_NAME}|{_INDEX})*"
 _PATTERN = re.compile(rf"\{{\{{(?P<escaped>{_REF})\}}\}}|\{{(?P<ref>{_REF})\}}")
 _STEP = re.compile(rf"\.(?P<attr>{_NAME})|\[(?P<index>[^\]]*)\]")
 
-_MISSING = object()
+#: What ``resolve`` returns for a reference that has no value in the namespace.
+MISSING = object()
 
 
 def references(text: str) -> list[str]:
@@ -54,13 +55,14 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
         escaped = match.group("escaped")
         if escaped is not None:
             return "{" + escaped + "}"
-        value = _resolve(match.group("ref"), namespace)
-        return match.group(0) if value is _MISSING else _to_text(value)
+        value = resolve(match.group("ref"), namespace)
+        return match.group(0) if value is MISSING else _to_text(value)
 
     return _PATTERN.sub(substitute, text)
 
 
-def _resolve(ref: str, namespace: Mapping[str, Any]) -> Any:
+def resolve(ref: str, namespace: Mapping[str, Any]) -> Any:
+    """The value of one reference expression (as ``references`` returns it), or ``MISSING``."""
     head = re.match(_NAME, ref)
     assert head is not None  # guaranteed by _PATTERN
     try:
@@ -71,7 +73,7 @@ def _resolve(ref: str, namespace: Mapping[str, Any]) -> Any:
     # A user's property or __getitem__ can raise anything; an unresolved reference is not an
     # error (the text may simply be code), so it stays as written.
     except Exception:
-        return _MISSING
+        return MISSING
     return value
 
 

@@ -103,7 +103,7 @@ class ManyCalls:
         model; a model's failure stays in its column). See ``flotorch_nb.compare.compare``."""
         from .compare import compare
 
-        return compare(cast(Any, self), messages, models, **params)  # compare/ names FlotorchLLM yet
+        return compare(cast("Client", self), messages, models, **params)
 
     async def acompare(
         self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
@@ -111,4 +111,4 @@ class ManyCalls:
         """Asynchronous ``compare``. See ``flotorch_nb.compare.acompare``."""
         from .compare import acompare
 
-        return await acompare(cast(Any, self), messages, models, **params)
+        return await acompare(cast("Client", self), messages, models, **params)

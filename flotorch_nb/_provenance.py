@@ -15,9 +15,10 @@ Token counts are ``null`` when the gateway did not send them. The gateway is sho
 (``_config.display_url``: scheme, host, port and path only; no ``user:password@``, no query string,
 no fragment), and a record never holds the key nor the messages.
 
-The time and the request hash come from :class:`Stamp`, an ``after_call`` hook (only a hook sees the
-body that was sent, whichever surface made the call) that sets ``LLMResponse.created_at`` and
-``request_hash`` and can hand each record to a sink: the notebook session's list of answers.
+The record travels on the answer: :func:`stamp` sets ``LLMResponse.provenance`` where the call
+finishes (the client's ``_finish``, and its answer-cache hits), the one place a record is made. Every
+surface (a comparison, ``%%flotorch``, the chat panel, a ``--map`` cell, the session's answer log)
+reads ``response.provenance``; a batch item keeps it on its ``StoredAnswer``.
 :func:`provenance` reads a saved notebook back into a ``pandas.DataFrame`` (pandas is imported only
 then). Pure apart from reading that file.
 """
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,21 +40,20 @@ from ._errors import ConfigurationError
 if TYPE_CHECKING:
     import pandas
 
-    from ._hooks import CallResult
+    from ._config import Settings
     from ._response import LLMResponse
-    from .llm import FlotorchLLM
+    from ._transport import Call
 
 __all__ = [
     "FIELDS",
     "METADATA_KEY",
-    "Stamp",
     "output_metadata",
     "provenance",
     "provenance_frame",
-    "provenance_of",
     "records_in",
     "request_hash",
     "safe_gateway_url",
+    "stamp",
 ]
 
 #: The key of flotorch_nb's entry in an output's metadata: ``{"flotorch_nb": {"provenance": [...]}}``.
@@ -88,102 +89,45 @@ def safe_gateway_url(url: str | None) -> str | None:
     return display_url(str(url)).rstrip("/")
 
 
-def request_hash(body: Mapping[str, Any], endpoint: str = DEFAULT_ENDPOINT) -> str:
-    """The canonical request hash of a chat-completion body: the key replay files and the answer
-    cache use, so a saved answer can be traced to its recording."""
-    from .replay import canonical_request, request_key
+def request_hash(body: bytes | Mapping[str, Any], endpoint: str = DEFAULT_ENDPOINT) -> str:
+    """The canonical request hash of a chat-completion body (the JSON sent, or its dict): the key
+    replay files use, so a saved answer can be traced to its recording."""
+    from .replay._match import canonical_request, request_key
 
     return request_key(canonical_request(body, endpoint))
 
 
-def _utc(timestamp: datetime | None) -> str:
-    moment = timestamp if timestamp is not None else datetime.now(UTC)
+def _utc(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware (UTC), not a naive datetime")
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def provenance_of(
-    response: LLMResponse,
-    *,
-    base_url: str | None,
-    request_body: Mapping[str, Any] | None = None,
-    endpoint: str = DEFAULT_ENDPOINT,
-    timestamp: datetime | None = None,
-    model: str | None = None,
+def stamp(
+    response: LLMResponse, call: Call, settings: Settings, *, at: datetime | None = None
 ) -> dict[str, Any]:
-    """The provenance record of one answer (see the module docstring for its fields).
-
-    The request hash is that of ``request_body`` (the JSON body that was sent) when given, else the
-    one :class:`Stamp` put on the response (else ``None``); the timestamp is ``timestamp``, else the
-    response's ``created_at``, else now. ``model`` is the one asked for, used when the gateway named
-    none.
-    """
+    """Set ``response.provenance``: the record of this answer to ``call`` (see the module docstring),
+    dated ``at`` (default: now, when the answer arrived or the cache answered). The one place a
+    record is made; return it."""
     from . import __version__
 
     usage = response.usage
-    if request_body is not None:
-        digest: str | None = request_hash(request_body, endpoint)
-    else:
-        digest = response.request_hash
-    return {
-        "model": response.model or model,
-        "gateway": safe_gateway_url(base_url),
+    gateway = safe_gateway_url(settings.base_url)
+    record = {
+        "model": response.model or call.model,
+        "gateway": sys.intern(gateway) if gateway else None,  # one string for a batch's 100,000 records
         "request_id": response.request_id,
-        "timestamp": _utc(timestamp or response.created_at),
+        "timestamp": _utc(at if at is not None else datetime.now(UTC)),
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "total_tokens": usage.total_tokens if usage else None,
         "latency_ms": round(response.latency_s * 1000, 3),
         "source": response.source,
         "flotorch_nb_version": __version__,
-        "request_hash": digest,
+        "request_hash": request_hash(call.content, settings.endpoint),
     }
-
-
-Sink = Callable[[dict[str, Any]], None]
-
-
-class Stamp:
-    """An ``after_call`` hook: stamps every answer with ``created_at`` (UTC, when it arrived) and
-    ``request_hash`` (of the body that was sent), and hands the provenance record of each completed
-    answer to ``sink``, if given, with ``by`` (the ``call_label``: ``magic``, ``chat``, or ``code``).
-
-    A hook because only a hook sees the body that was sent (``CallRequest.body``), whichever surface
-    made the call; the notebook session attaches one to each of its clients (its sink is the session's
-    list of answers, ``%flotorch provenance``), and a comparison to each model's client.
-    """
-
-    def __init__(self, base_url: str | None, endpoint: str = DEFAULT_ENDPOINT, sink: Sink | None = None):
-        self.base_url = base_url
-        self.endpoint = endpoint
-        self.sink = sink
-
-    @classmethod
-    def attach(cls, llm: FlotorchLLM, sink: Sink | None = None) -> Stamp:
-        """Add a stamp to ``llm``'s hooks, unless it has one already (with this sink, or any when
-        ``sink`` is None); return the stamp in place."""
-        for hook in llm.hooks.after_call:
-            if isinstance(hook, Stamp) and (sink is None or hook.sink == sink):
-                return hook
-        stamp = cls(llm.base_url, llm.endpoint, sink)
-        llm.hooks.after_call.append(stamp)
-        return stamp
-
-    def __call__(self, result: CallResult) -> None:
-        response = result.response
-        if response is None:
-            return
-        response.created_at = datetime.now(UTC)
-        response.request_hash = request_hash(result.request.body, self.endpoint)
-        if self.sink is not None and result.outcome == "ok":
-            record = provenance_of(
-                response, base_url=self.base_url, endpoint=self.endpoint, model=result.request.model
-            )
-            self.sink(record | {"by": result.request.label or "code"})
-
-    def __repr__(self) -> str:
-        return f"Stamp({safe_gateway_url(self.base_url)!r})"
+    response.provenance = record
+    return record
 
 
 def output_metadata(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -247,7 +191,27 @@ def provenance(path: str | os.PathLike[str]) -> pandas.DataFrame:
         ) from None
     if not isinstance(notebook, Mapping) or not isinstance(notebook.get("cells"), list):
         raise ConfigurationError(f"{path} is not a notebook: it has no 'cells' list")
-    return provenance_frame(list(records_in(notebook)))
+    records = list(records_in(notebook))
+    for record in records:
+        _check_numbers(record, path)
+    return provenance_frame(records)
+
+
+def _check_numbers(record: Mapping[str, Any], path: Path) -> None:
+    """A record edited by hand (or by another tool) may hold ``"12"`` where a count belongs: name the
+    cell and the field, rather than let pandas fail on the column with no idea where it came from."""
+    for name in ("input_tokens", "output_tokens", "total_tokens", "latency_ms"):
+        value = record.get(name)
+        if value is None:
+            continue
+        whole = name != "latency_ms"
+        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        if isinstance(value, bool) or not number or value < 0:
+            what = "a whole number of tokens" if whole else "a number of milliseconds"
+            raise ConfigurationError(
+                f"notebook {path}, cell {record.get('cell')}, output {record.get('output')}: the "
+                f"provenance field {name} must be {what} or null, got {value!r:.40}"
+            )
 
 
 def _pandas() -> Any:

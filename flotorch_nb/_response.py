@@ -91,11 +91,24 @@ class LLMResponse:
     parsed: Any = None
     #: Where the answer came from: ``live``, ``offline`` (the embedded gateway), ``replay`` or ``cache``.
     source: Source = "live"
-    #: When the answer arrived (UTC), and the canonical hash of the request that asked for it (the key
-    #: replay files and the answer cache use). Set by the ``_provenance.Stamp`` hook, which the notebook
-    #: session and comparisons attach; None on a client without it.
-    created_at: datetime | None = None
-    request_hash: str | None = None
+    #: Where this answer came from, as the plain record a notebook saves (``_provenance``: model,
+    #: gateway, request id, timestamp, tokens, latency, source, version, request hash). Set where the
+    #: call finishes, cache hits included; surfaces read it rather than build their own.
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the answer arrived (UTC, to the millisecond), from its provenance record."""
+        from datetime import datetime
+
+        stamp = self.provenance.get("timestamp") if self.provenance else None
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if isinstance(stamp, str) else None
+
+    @property
+    def request_hash(self) -> str | None:
+        """The canonical hash of the request that asked for this answer (the key replay files use)."""
+        digest = self.provenance.get("request_hash") if self.provenance else None
+        return digest if isinstance(digest, str) else None
 
     def assistant_message(self) -> dict[str, Any]:
         """The assistant turn to append to ``messages`` (tool calls included) to continue the chat."""

@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from ._errors import APIConnectionError, APIStatusError, ConfigurationError, FlotorchError
+from ._errors import APIConnectionError, APIStatusError, APITimeoutError, ConfigurationError, FlotorchError
 
 #: Statuses that say "try again": timeout, conflict, rate limit, and any server error.
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -78,6 +78,26 @@ class RetryPolicy:
                 return False
             return is_retryable_status(error.status_code)
         return isinstance(error, APIConnectionError)
+
+    def gave_up(self, error: FlotorchError, attempt: int) -> FlotorchError:
+        """``error`` as raised when ``should_retry`` said no on try number ``attempt`` (0-based): a
+        gateway that could not be reached says how often it was tried and what to check, since the
+        bare "connection refused" gives a notebook user nothing to act on. Rewritten from the
+        original text each time, so the loop that gave up last (a batch's, around its sender's) says
+        the count; other errors are returned untouched."""
+        if not isinstance(error, APIConnectionError) or not error.args:
+            return error
+        original = getattr(error, "_flotorch_original", None)
+        if original is None:
+            original = str(error.args[0])
+            error._flotorch_original = original  # type: ignore[attr-defined]
+        tries = attempt + 1
+        tried = "once" if tries == 1 else f"{tries} times"
+        note = f"tried {tried} (max_retries={self.max_retries})"
+        if not isinstance(error, APITimeoutError):  # a timeout reached the gateway, or its address
+            note += "; check that the gateway is running and that FLOTORCH_BASE_URL (or base_url=) is right"
+        error.args = (f"{original}; {note}", *error.args[1:])
+        return error
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to sleep before retry number ``attempt + 1``."""

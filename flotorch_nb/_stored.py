@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._provenance import FIELDS
 from ._response import LLMResponse, ResponseInfo, Source, ToolCall, build_response
 
 __all__ = ["StoredAnswer"]
@@ -43,6 +44,18 @@ class StoredAnswer:
     #: (input, output, total) tokens as the gateway counted them, or None when it did not say.
     usage: tuple[int, int, int] | None
     parsed: Any = None
+    #: The answer's provenance record as its values in ``_provenance.FIELDS`` order: a tuple is a
+    #: quarter of the dict at 100,000 items. Not written to a cache row, whose hits are stamped afresh.
+    record: tuple[Any, ...] | None = None
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """The answer's provenance record (``LLMResponse.provenance``), or None."""
+        return None if self.record is None else dict(zip(FIELDS, self.record, strict=True))
+
+    @provenance.setter
+    def provenance(self, record: dict[str, Any] | None) -> None:
+        self.record = None if record is None else tuple(record.get(name) for name in FIELDS)
 
     @classmethod
     def of(cls, response: LLMResponse) -> StoredAnswer:
@@ -62,6 +75,7 @@ class StoredAnswer:
             model=response.model,
             usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
             parsed=response.parsed,
+            record=None if response.provenance is None else tuple(response.provenance.get(f) for f in FIELDS),
         )
 
     def to_response(self) -> LLMResponse:
@@ -76,10 +90,12 @@ class StoredAnswer:
         )
         response.source = self.source
         response.parsed = self.parsed
+        response.provenance = self.provenance
         return response
 
     def to_json(self) -> str:
-        """The row text: everything but ``parsed`` and ``source`` (a row's answer is always a hit)."""
+        """The row text: everything but ``parsed``, ``source`` (a row's answer is always a hit) and
+        ``provenance`` (a hit gets its own)."""
         return json.dumps(
             {
                 "content": self.content,

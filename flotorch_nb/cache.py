@@ -21,7 +21,10 @@ Decisions:
 - The file never holds the key: request bodies are not stored (the hash identifies them), and the
   answer's text is scrubbed of the key as a last guard, as replay scrubs its files.
 - Opening checks the file (a SQLite file of ours, writable, not locked for longer than
-  ``busy_timeout``) and raises ``CacheError`` before any request is sent. A write that fails later
+  ``busy_timeout``) and raises ``CacheError`` before any request is sent. Any number of processes
+  may open, and so create, one new file at the same moment (every worker of a Dask job with
+  ``cache=``): each step of setting it up waits for the others within ``busy_timeout``, so a lock
+  that is only transient is never an error. A write that fails later
   keeps the answer where it already is (returned, or in the batch result) and warns
   (``CacheWriteWarning``); nothing is silently lost.
 
@@ -76,11 +79,11 @@ _TRANSPORT_ONLY = ("stream", "stream_options")
 class CacheError(FlotorchError):
     """The answer cache file cannot be used (corrupt, not ours, locked, unwritable); nothing was sent."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(
-            f"The answer cache {path} cannot be used: {problem}. Nothing was sent. Use another file, "
-            "or remove this one (it only holds answers that can be asked again)"
+    def __init__(self, path: Path, problem: str, advice: str | None = None) -> None:
+        advice = (
+            advice or "Use another file, or remove this one (it only holds answers that can be asked again)"
         )
+        super().__init__(f"The answer cache {path} cannot be used: {problem}. Nothing was sent. {advice}")
         self.path = path
         self.problem = problem
 
@@ -114,15 +117,57 @@ _SCHEMA = (
 )
 
 
+def _is_lock(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 def _problem(exc: BaseException) -> str:
     text = str(exc).lower()
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return "it is not a SQLite database, or it is damaged"
-    if "locked" in text or "busy" in text:
-        return "another process holds it locked (still writing?)"
     if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
         return f"it cannot be written ({exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _locked(path: Path, busy_timeout: float) -> CacheError:
+    # Never "remove it": the process holding the lock is using the file, and its answers are in it.
+    return CacheError(
+        path,
+        f"another process has held it locked for more than {busy_timeout:g} s (a long write, or a "
+        "process stopped in the middle of one)",
+        "Wait for that process to finish and try again, or use another file; keep this one, it is in use",
+    )
+
+
+def _set_up(conn: sqlite3.Connection, path: Path) -> None:
+    """WAL mode, then check or create the schema. Every step may be repeated: a run cut short by
+    another process's lock leaves nothing half done (the schema is written in one transaction)."""
+    conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
+    conn.execute("PRAGMA synchronous=NORMAL")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and not {"meta", "answers"} <= tables:
+        raise CacheError(path, "it is a SQLite database, but not a flotorch_nb answer cache")
+    # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        if not found:
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", KIND), ("format", FORMAT)])
+        elif found.get("kind") != KIND or found.get("format") != FORMAT:
+            raise CacheError(
+                path,
+                f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
+                f"this version reads {KIND!r} format {FORMAT}",
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class AnswerCache:
@@ -167,39 +212,46 @@ class AnswerCache:
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
+            if _is_lock(exc):
+                raise _locked(self.path, self.busy_timeout) from exc
             raise CacheError(self.path, _problem(exc)) from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and not {"meta", "answers"} <= tables:
-                raise CacheError(self.path, "it is a SQLite database, but not a flotorch_nb answer cache")
-            # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-                if not found:
-                    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", KIND), ("format", FORMAT)])
-                elif found.get("kind") != KIND or found.get("format") != FORMAT:
-                    raise CacheError(
-                        self.path,
-                        f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
-                        f"this version reads {KIND!r} format {FORMAT}",
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            self._set_up_within_busy_timeout(conn)
         except CacheError:
             conn.close()
             raise
         except sqlite3.Error as exc:
             conn.close()
+            if _is_lock(exc):
+                raise _locked(self.path, self.busy_timeout) from exc
             raise CacheError(self.path, _problem(exc)) from exc
         return conn
+
+    def _set_up_within_busy_timeout(self, conn: sqlite3.Connection) -> None:
+        """``_set_up``, again and again while another process holds the file, for up to ``busy_timeout``.
+
+        Most steps wait for a lock by themselves (SQLite's busy handler), but switching the journal
+        mode does not: while another process writes the new file's schema, it fails at once with
+        "database is locked". Several processes opening one new file together (the workers of a Dask
+        job with ``cache=``) do exactly that, so a transient lock is waited out here with backoff.
+        """
+        import sqlite3
+
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            # The steps that do wait by themselves wait only for what is left of the budget.
+            left = max(0.0, deadline - time.monotonic())
+            conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+            try:
+                _set_up(conn, self.path)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_lock(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use)."""
@@ -266,14 +318,11 @@ class AnswerCache:
 
     # -- what FlotorchLLM calls ----------------------------------------------------------------------
     def lookup(self, call: Call) -> LLMResponse | None:
-        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``, ``request_hash``
-        set to its row's key), or None."""
-        key = cache_key(call)
-        stored = self.get(key)
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None."""
+        stored = self.get(cache_key(call))
         if stored is None:
             return None
         response = stored.to_response()
-        response.request_hash = key  # a hit names its row: the request's canonical hash
         if call.model_class is not None:
             from .schema import parse_structured
 

@@ -3,13 +3,17 @@
 ``map_dataframe(ddf, template=..., model=...)`` returns a lazy Dask DataFrame with the
 ``BatchResult.to_pandas()`` columns appended (answer, tokens, latency, source, error_type, error...);
 ``map_bag(bag, ...)`` a Bag of one dict per prompt. Each partition is one ``llm.batch`` run.
+A result column never replaces a column of the data: a DataFrame that already has ``answer`` (or
+``model``, ``error``...) is refused before any work, and ``prefix="llm_"`` names the result columns
+``llm_answer``, ``llm_model``... instead. The configuration is checked as ``FlotorchLLM()`` checks it,
+in the caller, before any work (``ConfigurationError``), not on each worker.
 
 What crosses the wire is configuration, never a secret or a live client (clients do not pickle):
 
 - The task graph holds ``ClientConfig`` (model, base URL, endpoint, timeout, retries) and the batch
   options, not the API key. Each worker process reads ``FLOTORCH_API_KEY`` from its own environment
   and builds **one** pooled ``FlotorchLLM`` per configuration, reused by all its partitions (on the
-  process's batch loop, so connections are reused too). To give workers the key: start them with the
+  process's one loop, _bridge, so connections are reused too). To give workers the key: start them with the
   variable set (``FLOTORCH_API_KEY=... dask worker tcp://scheduler:8786``, or your cluster manager's
   environment settings); ``LocalCluster`` workers inherit it from the process that starts them. A
   ``distributed.diagnostics.plugin.Environ({"FLOTORCH_API_KEY": ...})`` nanny plugin also works,
@@ -19,7 +23,9 @@ What crosses the wire is configuration, never a secret or a live client (clients
   rate. A 429 pauses every worker of the job.
 - ``cache=PATH`` is the answer cache (SQLite WAL): workers on one machine share the file, so a
   partition re-run after a worker died sends only what had not been answered.
-- Per-item errors are kept as rows (``error_type``, ``error``), as in a local batch.
+- Per-item errors are kept as rows (``error_type``, ``error``), as in a local batch. With
+  ``on_error="raise"``, ``.compute()`` raises the typed ``BatchError`` (every ``FlotorchError``
+  pickles; the worker's client stays behind).
 
 ``local_cluster()`` starts the embedded default, ``distributed.LocalCluster(processes=True)``, and a
 client for it; code that outgrows one machine passes a real scheduler's address to
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._admission import Asked, Spent, Ticket
+from ._errors import ConfigurationError
 from .batch import COLUMNS, BatchOptions, Grant, Inputs, RateLimiter, run_sync, template_fields
 from .batch._inputs import ITEM
 from .batch._limits import PauseFor, check_limit, pause_after
@@ -228,12 +235,12 @@ def _run(job: _Job, inputs: Any) -> Any:
     return run_sync(llm, inputs, options)
 
 
-def _dataframe_partition(frame: pandas.DataFrame, job: _Job) -> pandas.DataFrame:
+def _dataframe_partition(frame: pandas.DataFrame, job: _Job, prefix: str = "") -> pandas.DataFrame:
     import pandas as pd
 
     if len(frame) == 0:
-        return pd.concat([frame, _empty_columns(job, frame.index)], axis=1)
-    return pd.concat([frame, _run(job, frame).to_pandas()], axis=1)
+        return pd.concat([frame, _empty_columns(job, frame.index, prefix)], axis=1)
+    return pd.concat([frame, _run(job, frame).to_pandas().add_prefix(prefix)], axis=1)
 
 
 def _bag_partition(prompts: Any, job: _Job) -> list[dict[str, Any]]:
@@ -251,7 +258,7 @@ def _bag_partition(prompts: Any, job: _Job) -> list[dict[str, Any]]:
     return rows
 
 
-def _empty_columns(job: _Job, index: Any) -> pandas.DataFrame:
+def _empty_columns(job: _Job, index: Any, prefix: str = "") -> pandas.DataFrame:
     import pandas as pd
 
     columns = dict(COLUMNS)
@@ -261,7 +268,24 @@ def _empty_columns(job: _Job, index: Any) -> pandas.DataFrame:
             "parsed": "object",
             **{k: v for k, v in COLUMNS.items() if k != "answer"},
         }
-    return pd.DataFrame({name: pd.Series(dtype=dtype, index=index) for name, dtype in columns.items()})
+    return pd.DataFrame(
+        {prefix + name: pd.Series(dtype=dtype, index=index) for name, dtype in columns.items()}
+    )
+
+
+def _check_columns(data: Any, added: Any, prefix: str) -> None:
+    """Refuse result columns that would land on the data's own: two ``answer`` columns mix them."""
+    taken = set(data)
+    clashes = [str(name) for name in added if name in taken]
+    if clashes:
+        suggested = "flotorch_" if prefix == "llm_" else "llm_"
+        raise ConfigurationError(
+            f"the DataFrame already has the column{'s' if len(clashes) > 1 else ''} "
+            f"{', '.join(map(repr, clashes))}, which the results would overwrite; pass a prefix for the "
+            f"result columns, e.g. map_dataframe(..., prefix={suggested!r}) gives "
+            f"{', '.join(repr(suggested + name.removeprefix(prefix)) for name in clashes)}, "
+            "or rename those columns"
+        )
 
 
 def _job(
@@ -273,19 +297,38 @@ def _job(
     options: dict[str, Any],
 ) -> _Job:
     from . import _config
+    from ._call import prepare
 
     env = os.environ
-    retries, timeout = env.get(_config.ENV_MAX_RETRIES), env.get(_config.ENV_TIMEOUT)
+    # Checked here exactly as FlotorchLLM() checks it, so a mistake is one ConfigurationError now, not
+    # a bare ValueError from every partition. The key is the workers' own: this process may not have it.
+    settings = _config.resolve(model, env.get(_config.ENV_API_KEY) or _WORKERS_KEY, base_url, env=env)
     config = ClientConfig(  # the caller's configuration travels; workers only add their key
         model_id=model or env.get(_config.ENV_MODEL_ID),
         base_url=base_url or env.get(_config.ENV_BASE_URL),
-        timeout=float(timeout) if timeout else None,
-        max_retries=int(retries) if retries else None,
+        timeout=_config._timeout_from_env(env),
+        max_retries=_config._retries_from_env(env),
     )
     rpm, tpm = check_limit(rpm, "rpm"), check_limit(tpm, "tpm")
     limiter = f"flotorch-{uuid.uuid4().hex}" if rpm or tpm else None
     BatchOptions.of(**options)  # refuse bad options now, not on a worker
+    params = dict(options["params"])
+    extra_body = params.pop("extra_body", None)
+    probe = [{"role": "user", "content": "probe"}]  # parameters, tools and schema: the same for every row
+    prepare(
+        settings,
+        probe,
+        options.get("tools"),
+        options.get("response_format"),
+        extra_body,
+        params,
+        stream=False,
+    )
     return _Job(config, template, options, limiter, rpm, tpm)
+
+
+#: Stands for the workers' key while the caller's configuration is checked (never sent anywhere).
+_WORKERS_KEY = "read-from-each-workers-environment"
 
 
 def map_dataframe(
@@ -296,6 +339,7 @@ def map_dataframe(
     base_url: str | None = None,
     rpm: float | None = None,
     tpm: float | None = None,
+    prefix: str = "",
     **options: Any,
 ) -> dask.dataframe.DataFrame:
     """A lazy Dask DataFrame: ``ddf`` with the batch result columns appended, one batch per partition.
@@ -303,13 +347,19 @@ def map_dataframe(
     ``template`` uses ``ddf``'s columns as fields (an unknown one is refused now, naming them);
     ``options`` are ``llm.batch``'s (``concurrency`` per partition, ``cache``, ``on_error``,
     ``response_format``, ``tools``, call parameters). ``rpm``/``tpm`` hold for the whole cluster.
+    ``prefix`` starts every result column's name (``prefix="llm_"``: ``llm_answer``, ``llm_error``...);
+    a result column that ``ddf`` already has is a ``ConfigurationError`` before any work.
     """
     import pandas as pd
 
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"prefix must be a string such as 'llm_', got {type(prefix).__name__}")
     Inputs(pd.DataFrame(columns=list(ddf.columns)), template)  # check the fields before any work
     job = _job(template, model, base_url, rpm, tpm, _plain(options))
-    meta = pd.concat([ddf._meta, _empty_columns(job, ddf._meta.index)], axis=1)
-    return ddf.map_partitions(_dataframe_partition, job, meta=meta)
+    added = _empty_columns(job, ddf._meta.index, prefix)
+    _check_columns(ddf.columns, added.columns, prefix)
+    meta = pd.concat([ddf._meta, added], axis=1)
+    return ddf.map_partitions(_dataframe_partition, job, prefix, meta=meta)
 
 
 def map_bag(
@@ -333,11 +383,14 @@ def map_bag(
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    from .cache import resolve_cache
+
     options = dict(options)
     options.pop("progress", None)  # no bars on workers
     cache = options.get("cache")
     if cache is not None and cache is not False:
-        options["cache"] = os.fspath(os.path.abspath(os.fspath(cache)))  # a path, not an open file
+        found = resolve_cache(cache)  # ConfigurationError for what FlotorchLLM(cache=...) refuses
+        options["cache"] = os.fspath(found.path) if found is not None else False  # a path, not a file
     params = {k: options.pop(k) for k in list(options) if k not in _BATCH_OPTIONS}
     return {**options, "params": params}
 
@@ -351,6 +404,7 @@ def local_cluster(n_workers: int = 2, **kwargs: Any) -> Any:
     from distributed import Client, LocalCluster
 
     kwargs.setdefault("threads_per_worker", 1)
-    kwargs.setdefault("dashboard_address", None)
+    # Loopback and a free port: never 0.0.0.0, and never the fixed 8787 another cluster may hold.
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0")
     cluster = LocalCluster(n_workers=n_workers, processes=True, **kwargs)
     return Client(cluster)

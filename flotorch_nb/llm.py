@@ -23,6 +23,7 @@ from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_at
 from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
 from ._hooks import CallRequest, Hooks
 from ._many import ManyCalls
+from ._provenance import stamp
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
@@ -221,6 +222,7 @@ class FlotorchLLM(ManyCalls):
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         self.offline = response.offline
         response.source = self._source(response)
+        stamp(response, call, self._settings)  # provenance travels on the answer
         if call.model_class is not None:
             try:
                 response.parsed = parse_structured(call.model_class, response.content)
@@ -255,8 +257,12 @@ class FlotorchLLM(ManyCalls):
         )
 
     def _cached(self, call: Call) -> LLMResponse | None:
-        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing)."""
-        return self.cache.lookup(call) if self.cache is not None else None
+        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing), with
+        its provenance (``source="cache"``, dated now, the request's hash)."""
+        hit = self.cache.lookup(call) if self.cache is not None else None
+        if hit is not None:
+            stamp(hit, call, self._settings)
+        return hit
 
     def _before(self, call: Call) -> Begun:
         return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
@@ -302,7 +308,7 @@ class FlotorchLLM(ManyCalls):
             if client.is_closed:  # close() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
-                raise error
+                raise self.retry.gave_up(error, attempt)
             delay = self.retry.delay_for(error, attempt)
             logger.info("retrying %s in %.2f s after: %s", call.model, delay, error)
             time.sleep(delay)
@@ -322,7 +328,7 @@ class FlotorchLLM(ManyCalls):
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+        if self.cache is not None and (hit := self._cached(call)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:
@@ -392,7 +398,7 @@ class FlotorchLLM(ManyCalls):
             if pool.is_closed:  # aclose() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
-                raise error
+                raise self.retry.gave_up(error, attempt)
             delay = self.retry.delay_for(error, attempt)
             logger.info("retrying %s in %.2f s after: %s", call.model, delay, error)
             await asyncio.sleep(delay)
@@ -408,7 +414,7 @@ class FlotorchLLM(ManyCalls):
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if self.cache is not None and (hit := self.cache.lookup(call)) is not None:
+        if self.cache is not None and (hit := self._cached(call)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
         begun = self._before(call)
         try:

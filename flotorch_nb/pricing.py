@@ -17,6 +17,13 @@ prices in dollars per million tokens::
 A malformed file is a ``ConfigurationError`` naming the file and the line: tomllib's and json's own
 position for a syntax error, and for a wrong value the line of that model's entry.
 
+One rule for showing money, in footers, comparisons, batches and ``%flotorch usage`` alike
+(:func:`shown_cost`): dollars are shown only for a cost priced from the gateway's own token counts.
+A call the gateway sent no ``usage`` for (or a stream stopped mid-way) has only an estimate of its
+tokens (about 4 characters a token); its cost is shown as "cost unknown", as for a model without a
+price, never as an unmarked figure that looks billed. Budgets still count those estimates (a stopped
+reply is never free), and say so where they show what was spent.
+
 What calls spent, and the money budget, are ``flotorch_nb.spending``'s. Pure: no I/O except reading
 the price file, no IPython.
 """
@@ -53,6 +60,9 @@ __all__ = [
 ENV_PRICES = "FLOTORCH_PRICES"
 UNKNOWN_COST = "cost unknown"
 _MILLION = Decimal(1_000_000)
+#: The largest amount accepted anywhere (a budget, a price): far above any real one, and small enough
+#: that every amount is shown to the cent (``Decimal``'s 28 digits; ``$1e30`` could not be).
+MAX_DOLLARS = Decimal(1_000_000_000)
 _FIELDS = ("input_per_million", "output_per_million")
 
 
@@ -99,6 +109,8 @@ def _money(value: object, what: str) -> Decimal:
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
         shown = value if isinstance(value, Decimal) else repr(value)  # "-2", not "Decimal('-2')"
         raise ValueError(f"{what} must be a number of dollars >= 0, got {shown}")
+    if value > MAX_DOLLARS:
+        raise ValueError(f"{what} must be at most ${MAX_DOLLARS:,}, got {value}")
     return value
 
 
@@ -328,7 +340,7 @@ def format_cost(cost: Decimal | None) -> str:
     if cost == 0:
         return "$0.00"
     if cost >= 1:
-        return f"${cost.quantize(Decimal('0.01')):,}"
+        return f"${cost:,.2f}"  # formatting rounds without the context's 28-digit limit
     # Below a dollar: two significant digits (a call often costs a fraction of a cent), at least cents.
     exponent = min(-2, cost.adjusted() - 1)
     return f"${cost.quantize(Decimal(1).scaleb(exponent)):f}"
@@ -346,12 +358,13 @@ def format_price(price: Price | None) -> str:
 ShownCost = Decimal | Literal["unknown"] | None
 
 
-def shown_cost(cost: Decimal | None, prices: PriceTable) -> ShownCost:
-    """``cost`` as a footer shows it: nothing while ``prices`` is empty, else the dollars or
-    ``"unknown"``."""
+def shown_cost(cost: Decimal | None, prices: PriceTable, *, estimated: bool = False) -> ShownCost:
+    """``cost`` as every display shows it (the module's rule): nothing while ``prices`` is empty,
+    ``"unknown"`` without a price or when ``estimated`` (priced from a token estimate, not the
+    gateway's counts), else the dollars."""
     if not len(prices):
         return None
-    return "unknown" if cost is None else cost
+    return "unknown" if cost is None or estimated else cost
 
 
 def describe_costs(costs: Iterable[ShownCost]) -> str | None:

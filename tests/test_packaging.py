@@ -38,7 +38,7 @@ def test_the_flotorch_gateway_console_script_serves_and_stops() -> None:
             proc.stdout.close()
 
 
-@pytest.mark.parametrize("module", ["flotorch_nb", "flotorch_nb.llm"])
+@pytest.mark.parametrize("module", ["flotorch_nb", "flotorch_nb.llm", "flotorch_nb.replay"])
 def test_importing_the_client_loads_no_notebook_or_heavy_stack(module: str) -> None:
     code = (
         f"import sys, {module}; "

@@ -13,23 +13,23 @@ stream's head must come within ``timeout``, and then each read may wait ``timeou
 (time spent waiting, not the caller's time between deltas).
 
 Every aiohttp or socket error leaves this module as a ``FlotorchError``, never chained to aiohttp's
-own: its frames and its response errors carry the request's headers, so the key (see ``_reraise``).
+own: its frames and its response errors carry the request's headers, so the key (see ``_translate``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import functools
+import sys
 import time
-from collections.abc import AsyncGenerator, Coroutine
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._config import Settings
 from .._errors import FlotorchError
-from ._boundary import Call, connection_error, deadline_error, timeout_error
+from ._boundary import Call, connection_error, cut_error, deadline_error, timeout_error
 from ._httpx import tls
 
 if TYPE_CHECKING:
@@ -74,35 +74,38 @@ def _env_proxy(url: str) -> tuple[Any, Any]:
         return None, None
 
 
-def _reraise(exc: Exception, call: Call, *, closed: bool = False, body_started: bool = False) -> NoReturn:
-    """Raise ``exc`` as ours; re-raise what is not a network failure (a bug must show as one).
+def _translate(
+    exc: Exception, call: Call, *, closed: bool = False, body_started: bool = False, reading: bool = False
+) -> FlotorchError | None:
+    """``exc`` as ours, or None for what is not a network failure (a bug must show as one).
 
-    Raised ``from None``: aiohttp's frames hold the request's headers (the key) in their locals, which
-    a verbose traceback of the chain would print; our message names aiohttp's error and its words.
+    Callers raise the result outside their ``except`` block, so that aiohttp's exception is neither
+    its cause nor its context: aiohttp's frames hold the request's headers (the key) in their locals,
+    which a verbose traceback of the chain would print; our message names aiohttp's error instead.
+    ``reading``: the answer's head had arrived, so a connection that ends now cut the answer short.
     """
     import aiohttp
 
     name = type(exc).__name__
-    error: FlotorchError
     if isinstance(exc, FlotorchError):
-        raise exc
+        return exc
     if isinstance(exc, aiohttp.ClientResponseError):  # its repr would show the request headers too
         _forget_headers(exc)
     if closed and isinstance(exc, RuntimeError):  # "Session is closed": the send loop says why
-        error = connection_error(call, "its connection pool is closed", name)
-    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
-        error = timeout_error(call, "connect to", name)
-    elif isinstance(exc, TimeoutError):
-        error = deadline_error(call) if body_started else timeout_error(call, "get an answer from", name)
-    elif isinstance(exc, aiohttp.ClientResponseError):  # not the gateway's status: aiohttp's parser
-        error = connection_error(call, f"the answer is not valid HTTP: {exc.message}", name)
-    elif isinstance(exc, aiohttp.ClientError | OSError):
-        error = connection_error(call, str(exc) or name, name)
-    elif isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
-        error = connection_error(call, f"the host name cannot be looked up: {exc}", name)
-    else:
-        raise exc
-    raise error from None
+        return connection_error(call, "its connection pool is closed", name)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return timeout_error(call, "connect to", name)
+    if isinstance(exc, TimeoutError):
+        return deadline_error(call) if body_started else timeout_error(call, "get an answer from", name)
+    if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | OSError):
+        return cut_error(call, name)
+    if isinstance(exc, aiohttp.ClientResponseError):  # not the gateway's status: aiohttp's parser
+        return connection_error(call, f"the answer is not valid HTTP: {exc.message}", name)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return connection_error(call, str(exc) or name, name)
+    if isinstance(exc, UnicodeError):  # a host name the resolver cannot encode ("a..b"): DNS says no
+        return connection_error(call, f"the host name cannot be looked up: {exc}", name)
+    return None
 
 
 def _forget_headers(exc: aiohttp.ClientResponseError) -> None:
@@ -112,52 +115,60 @@ def _forget_headers(exc: aiohttp.ClientResponseError) -> None:
     exc.request_info = type(info)(info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url)
 
 
-#: Closes begun for pools that were dropped unclosed, referenced until done (asyncio holds tasks weakly).
-_CLOSING: set[asyncio.Task[None]] = set()
+async def _warm_up() -> None:
+    """Import aiohttp and build the TLS context in a worker thread, once per process: together they
+    take ~0.3 s, which on the loop would freeze every other task of a kernel (the chat panel) and
+    make asyncio's debug mode report the first call as a slow callback."""
+    if "aiohttp" not in sys.modules or tls.cache_info().currsize == 0:
+        await asyncio.to_thread(_imports)
 
 
-def _close_in_loop(session: aiohttp.ClientSession) -> None:
-    task = asyncio.get_running_loop().create_task(session.close())
-    _CLOSING.add(task)
-    task.add_done_callback(_CLOSING.discard)
+def _imports() -> None:
+    import aiohttp  # noqa: F401
 
-
-def _run_to_end(step: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine that has nothing to wait for (else give up on it quietly)."""
-    try:
-        step.send(None)
-    except StopIteration:
-        return
-    step.close()
+    tls()
 
 
 class AioPool:
     """One event loop's aiohttp session, behind ``_transport.AsyncPool``."""
 
     def __init__(self, settings: Settings) -> None:
-        import aiohttp
-
-        self._loop = asyncio.get_running_loop()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=tls()),
-            # No cookies: a gateway call needs none, and a jar costs a lookup per request.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None),  # each request brings its own
-        )
-        self._proxy, self._proxy_auth = _env_proxy(settings.url)
+        self._url = settings.url
+        #: Made by the first call (after ``_warm_up``); None again never: a closed pool stays closed.
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._proxy: Any = None
+        self._proxy_auth: Any = None
         #: Replies whose body is being read. Closing the session closes their sockets but leaves a
         #: reader waiting on its buffer (aiohttp forgets the payload first), so aclose() wakes them.
         self._reading: set[AioReply] = set()
 
     @property
     def is_closed(self) -> bool:
-        return self._session.closed
+        return self._closed or (self._session is not None and self._session.closed)
+
+    async def _start(self) -> aiohttp.ClientSession:
+        await _warm_up()
+        if self._session is None:  # another call may have made it while we waited
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=tls()),
+                # No cookies: a gateway call needs none, and a jar costs a lookup per request.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),  # each request brings its own
+            )
+            self._proxy, self._proxy_auth = _env_proxy(self._url)
+        return self._session
 
     async def open(self, call: Call, url: str, started: float) -> AioReply:
         """POST ``call`` to ``url``; return once the answer's head has arrived (redirects are the send
         loop's decision, so aiohttp follows none)."""
         try:
-            request = self._session.request(
+            if self._closed:
+                raise RuntimeError("Session is closed")
+            session = self._session or await self._start()
+            request = session.request(
                 "POST",
                 _url(url),
                 data=call.content,
@@ -173,29 +184,26 @@ class AioPool:
             else:
                 response = await request
         except Exception as exc:
-            _reraise(exc, call, closed=self.is_closed)
-        reply = AioReply(response, call, started, self._reading)
-        self._reading.add(reply)
-        return reply
+            failure = _translate(exc, call, closed=self.is_closed)
+            if failure is None:
+                raise
+        else:
+            reply = AioReply(response, call, started, self._reading)
+            self._reading.add(reply)
+            return reply
+        raise failure  # outside the except block: see _translate
 
     async def aclose(self) -> None:
+        """Close the session and its sockets (waiting until they are closed); safe to call again."""
+        self._closed = True
+        session = self._session
+        if session is None:
+            return
         import aiohttp
 
         for reply in list(self._reading):
             reply.abort(aiohttp.ClientConnectionError("the connection pool was closed"))
-        await self._session.close()
-
-    def __del__(self) -> None:
-        # A pool dropped unclosed (its client dropped mid-notebook, or its loop closed by hand, with
-        # no runner to cancel our loop-end task) would make aiohttp log "Unclosed client session".
-        session = getattr(self, "_session", None)
-        if session is None or session.closed:
-            return
-        with contextlib.suppress(Exception):  # at interpreter exit, anything may be gone
-            if self._loop.is_closed():
-                _run_to_end(session.close())  # on a closed loop aiohttp's close does no I/O
-            else:
-                self._loop.call_soon_threadsafe(_close_in_loop, session)
+        await session.close()
 
 
 class AioReply:
@@ -224,15 +232,19 @@ class AioReply:
             async with asyncio.timeout(max(0.0, self._deadline - time.perf_counter())):
                 return await response.read()
         except Exception as exc:
-            _reraise(exc, self._call, body_started=response.content.total_bytes > 0)
+            failure = _translate(exc, self._call, body_started=response.content.total_bytes > 0, reading=True)
+            if failure is None:
+                raise
         finally:
             response.release()
             self._reading.discard(self)
+        raise failure  # outside the except block: see _translate
 
     async def aiter_text(self) -> AsyncGenerator[str, None]:
         """The body as UTF-8 text (what SSE is) as it arrives; each read may wait ``timeout``."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         content, timeout = self._response.content, self._call.timeout
+        failure: FlotorchError | None = None
         while True:
             try:
                 data = content.read_nowait()  # what has arrived already needs no timer
@@ -240,11 +252,16 @@ class AioReply:
                     async with asyncio.timeout(timeout):
                         data = await content.readany()
             except Exception as exc:
-                _reraise(exc, self._call)
+                failure = _translate(exc, self._call, reading=True)
+                if failure is None:
+                    raise
+                break
             if not data:
                 break
             if text := decoder.decode(data):
                 yield text
+        if failure is not None:
+            raise failure  # outside the except block: see _translate
         if tail := decoder.decode(b"", True):
             yield tail
 

@@ -150,6 +150,17 @@ def connection_error(call: Call, detail: str, kind: str) -> APIConnectionError:
     return APIConnectionError(f"could not reach {call.display_url}: {redact(detail, call.key)} ({kind})")
 
 
+def cut_error(call: Call, kind: str) -> APIConnectionError:
+    """The gateway answered, but the connection closed before its answer was complete (a restart, a
+    proxy's idle timeout, a dropped network): the head had arrived, so this is no "could not reach".
+    Worded by us: the libraries' own text ("Response payload is not completed: <TransferEncodingError
+    ...>") says nothing to a reader, and their exceptions are never chained (aiohttp's carry the key)."""
+    return APIConnectionError(
+        f"the answer from {call.display_url} was cut off: the connection closed before the answer was "
+        f"complete ({kind})"
+    )
+
+
 def closed_error(call: Call, during: FlotorchError | None = None) -> APIConnectionError:
     """The pool was closed under a call (``close()``/``aclose()``, or the owner of an injected client
     closed it): final, since a retry would only meet the closed pool."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from .. import _config
 from .._config import Settings
 from .._errors import FlotorchError
-from ._boundary import Call, connection_error, deadline_error, timeout_error
+from ._boundary import Call, connection_error, cut_error, deadline_error, timeout_error
 
 if TYPE_CHECKING:
     import ssl
@@ -132,6 +132,17 @@ def _reraise(exc: Exception, call: Call, closed: bool) -> NoReturn:
     raise error from exc
 
 
+def _body_failure(exc: Exception, call: Call) -> FlotorchError:
+    """A failure while reading an answer's body: cut short (the connection closed or broke after the
+    head had arrived) is returned, to be raised outside the ``except`` block and chained to nothing
+    (httpx2's exceptions carry the request); anything else is raised here as ``_reraise`` does."""
+    import httpx2
+
+    if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError):
+        return cut_error(call, type(exc).__name__)
+    _reraise(exc, call, False)
+
+
 def open_sync(client: httpx2.Client, call: Call, url: str, started: float) -> SyncReply:
     """POST ``call`` to ``url``; return once the answer's head has arrived, its body unread."""
     try:
@@ -165,15 +176,19 @@ class SyncReply:
                     raise deadline_error(self._call)
             return bytes(body)
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
         finally:
             self._response.close()
+        raise failure
 
     def iter_text(self) -> Generator[str, None, None]:
         try:
             yield from self._response.iter_text()
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
+        else:
+            return
+        raise failure
 
     @property
     def is_closed(self) -> bool:
@@ -204,16 +219,20 @@ class AsyncReply:
                     raise deadline_error(self._call)
             return bytes(body)
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
         finally:
             await self._response.aclose()
+        raise failure
 
     async def aiter_text(self) -> AsyncGenerator[str, None]:
         try:
             async for text in self._response.aiter_text():
                 yield text
         except Exception as exc:
-            _reraise(exc, self._call, False)
+            failure = _body_failure(exc, self._call)
+        else:
+            return
+        raise failure
 
     @property
     def is_closed(self) -> bool:

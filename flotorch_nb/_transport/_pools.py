@@ -5,8 +5,10 @@
   (``_aio``) for live calls; httpx2 in record/replay modes, whose cassette transports are httpx2's;
   or the ``async_http_client`` the caller injected, for every loop.
 - The count of calls in flight, so that ``close_when_idle`` closes the pools only once they are done.
-- Closing each async pool on its own loop, at the latest when ``asyncio.run`` (or ``anyio.run``) ends
-  that loop, so the seed's ``asyncio.run(main())`` leaves no socket open on a dead loop.
+- Closing each async pool on its own loop, at the latest when that loop ends (``asyncio.run`` or
+  ``anyio.run`` returning, ``loop.close()`` by its owner, the interpreter exiting) and as soon as its
+  client is dropped, so the seed's ``asyncio.run(main())`` leaves no socket open on a dead loop and
+  aiohttp has nothing to warn about.
 
 A pool closed under a call in flight makes that call fail (the send loops say so and do not retry);
 the next call simply makes a new pool.
@@ -14,6 +16,9 @@ the next call simply makes a new pool.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
 
     from ._boundary import AsyncPool
 
-__all__ = ["Pools", "close_when_loop_ends", "forget_closed_loops"]
+__all__ = ["Pools", "close_when_loop_ends", "forget_closed_loops", "release", "release_soon"]
 
 
 class Pools:
@@ -56,6 +61,9 @@ class Pools:
         self._calls_lock = threading.Lock()
         self.in_flight = 0
         self._close_on_idle = False
+        # A client dropped with pools open: each is closed on its own loop (or at that loop's end).
+        # Not at exit: the loops' own ends, or _close_at_exit, see to that with the interpreter whole.
+        weakref.finalize(self, _release_all, self.by_loop).atexit = False
 
     def sync(self) -> httpx2.Client:
         """The sync client, made now if there is none."""
@@ -149,58 +157,152 @@ class Pools:
         import asyncio
 
         self.close()
-        pools, self.by_loop = self.by_loop, {}
+        pools = dict(self.by_loop)
+        self.by_loop.clear()  # in place: the finalizer holds this very dict
         current = asyncio.get_running_loop()
         for loop, pool in pools.items():
             if loop is current:
-                await pool.aclose()
+                await release(loop, pool)
             elif loop.is_running():  # a pool belongs to its loop: close it there, not from here
-                asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
-            # a closed loop's pool was closed by _close_at_loop_end; a stopped one cannot be reached
+                asyncio.run_coroutine_threadsafe(release(loop, pool), loop)
+            # a closed loop's pool was closed at its end; a stopped one will be, when it ends
 
 
-#: close_when_idle()'s scheduled closes, kept referenced until done (asyncio holds tasks weakly).
+#: Closes begun outside the caller's await (close_when_idle, dropped clients), referenced until done
+#: (asyncio holds tasks weakly) and awaited by their loop's end so none is cut off half-way.
 _CLOSING: set[asyncio.Task[None]] = set()
 
-#: Per event loop: the idle task that closes that loop's pools at its end, and the pools to close.
-_LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], weakref.WeakSet[Any]]] = {}
+#: Per event loop: the idle task that closes that loop's pools at its end, and the pools still open on
+#: it. Held strongly: a pool whose client was dropped is still closed when its loop ends.
+_LOOP_POOLS: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], set[Any]]] = {}
 _LOOP_POOLS_LOCK = threading.Lock()
+#: Loops whose ``close`` we wrapped (once each).
+_HOOKED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _release_all(by_loop: dict[asyncio.AbstractEventLoop, Any]) -> None:
+    pools = list(by_loop.items())
+    by_loop.clear()
+    for loop, pool in pools:
+        release_soon(loop, pool)
 
 
 def forget_closed_loops() -> None:
-    """Forget loops that were closed without cancelling their tasks (not ``asyncio.run``'s way): their
-    pools were already closed or are closed as they are dropped. Also done lazily by every new pool."""
+    """Forget loops that were closed without us noticing (a loop whose ``close`` could not be wrapped):
+    nothing can be awaited on them any more. Also done lazily by every new pool."""
     with _LOOP_POOLS_LOCK:
         for gone in [lp for lp in _LOOP_POOLS if lp.is_closed()]:
             del _LOOP_POOLS[gone]
 
 
 def close_when_loop_ends(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
-    """Close ``pool`` (anything with ``aclose()``) when ``asyncio.run()`` or ``anyio.run`` ends ``loop``.
+    """Close ``pool`` (anything with ``aclose()``) on ``loop`` before that loop ends, however it ends.
 
-    Those runners cancel leftover tasks before closing the loop; one idle task per loop uses that
-    moment to close the pools opened on it. Without it the seed's ``asyncio.run(main())`` leaves its
-    keep-alive sockets open on a dead loop, where they can no longer be closed.
+    - ``asyncio.run()`` / ``anyio.run`` cancel leftover tasks before closing the loop: one idle task
+      per loop uses that moment to close the pools opened on it.
+    - A loop closed by its owner (``loop.close()`` without cancelling anything): its ``close`` is
+      wrapped so that the same task is cancelled and run to its end first.
+    - A loop left open at interpreter exit (a kernel shut down without closing its loop): ``atexit``.
+
+    Without this the sockets of a pool stay open on a dead loop, where nothing can close them any
+    more, and aiohttp prints "Unclosed client session" / "Unclosed connector" at exit.
     """
-    # A loop closed by hand (without cancelling its tasks) never ran our task's cleanup: forget it.
     forget_closed_loops()
     with _LOOP_POOLS_LOCK:  # each loop runs in its own thread, and they share this registry
         entry = _LOOP_POOLS.get(loop)
         if entry is None:
-            pools: weakref.WeakSet[Any] = weakref.WeakSet()
-            task = loop.create_task(_close_at_loop_end(loop, pools))
-            # Such a hand-closed loop would also print "Task was destroyed but it is pending!" for
-            # this idle helper; asyncio's own internal helpers silence it the same way.
+            task = loop.create_task(_close_at_loop_end(loop))
+            # A loop that is only dropped, never closed, would print "Task was destroyed but it is
+            # pending!" for this idle helper; asyncio's own internal helpers silence it the same way.
             task._log_destroy_pending = False  # type: ignore[attr-defined]
-            entry = _LOOP_POOLS[loop] = (task, pools)
+            entry = _LOOP_POOLS[loop] = (task, set())
+            _hook_close(loop)
         entry[1].add(pool)
 
 
-async def _close_at_loop_end(loop: asyncio.AbstractEventLoop, pools: weakref.WeakSet[Any]) -> None:
+async def release(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
+    """Close ``pool`` (on ``loop``, the running one) and stop tracking it for the loop's end."""
     try:
-        await loop.create_future()  # never set: only the runner's final cancellation ends this wait
+        await pool.aclose()
     finally:
         with _LOOP_POOLS_LOCK:
-            _LOOP_POOLS.pop(loop, None)
+            entry = _LOOP_POOLS.get(loop)
+            if entry is not None:
+                entry[1].discard(pool)
+
+
+def release_soon(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
+    """Close ``pool`` on its own ``loop`` from anywhere (a finalizer, another thread): a task on that
+    loop, awaited by the loop's end if it has not finished by then. On a closed loop there is nothing
+    to do: its end closed the pool."""
+
+    def start() -> None:
+        task = loop.create_task(release(loop, pool))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed meanwhile, by another thread
+            loop.call_soon_threadsafe(start)
+
+
+async def _close_at_loop_end(loop: asyncio.AbstractEventLoop) -> None:
+    import asyncio
+
+    try:
+        await loop.create_future()  # never set: only the loop's end (a cancellation) ends this wait
+    except BaseException as end:
+        with _LOOP_POOLS_LOCK:
+            _, pools = _LOOP_POOLS.pop(loop, (None, set()))
+        if isinstance(end, GeneratorExit):  # dropped pending, its loop closed behind our back:
+            raise  # nothing can be awaited any more
         for pool in list(pools):
-            await pool.aclose()
+            with contextlib.suppress(Exception):  # one pool failing to close must not keep the others
+                await pool.aclose()
+        me = asyncio.current_task()
+        closing = [task for task in _CLOSING if task.get_loop() is loop and task is not me]
+        if closing:
+            await asyncio.wait(closing)
+        raise
+
+
+def _end(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the loop-end task of a loop that is neither running nor closed (its owner is closing it)."""
+    with _LOOP_POOLS_LOCK:
+        entry = _LOOP_POOLS.get(loop)
+    if entry is None or loop.is_running() or loop.is_closed():
+        return
+    import asyncio
+
+    task = entry[0]
+    task.cancel()
+    with contextlib.suppress(BaseException):  # closing must go on whatever a pool did
+        loop.run_until_complete(asyncio.wait([task]))
+
+
+def _hook_close(loop: asyncio.AbstractEventLoop) -> None:
+    """Wrap ``loop.close`` (on this loop object only) so that our pools are closed just before."""
+    if loop in _HOOKED:
+        return
+    original = loop.close
+
+    @functools.wraps(original)
+    def close() -> None:
+        _end(loop)
+        original()
+
+    try:
+        loop.close = close  # type: ignore[method-assign]
+    except AttributeError:  # a loop type without an instance __dict__ (uvloop): atexit still closes
+        return
+    _HOOKED.add(loop)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Loops still open at exit (a kernel that stopped its loop without closing it): close our pools on
+    # them now, while the interpreter is whole, rather than leave the sockets to garbage collection.
+    with _LOOP_POOLS_LOCK:
+        loops = list(_LOOP_POOLS)
+    for loop in loops:
+        _end(loop)

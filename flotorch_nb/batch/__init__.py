@@ -2,16 +2,16 @@
 
 ``flotorch_nb.batch`` owns running many calls at once on one ``FlotorchLLM``: the inputs and their
 template (``_inputs``), the shared rate limiter (``_limits``), the engine of bounded workers
-(``_runner``) on a per-process background loop (``_loop``), the progress bar (``_progress``) and the
-``BatchResult`` (``_result``). The answer cache it resumes from is ``flotorch_nb.cache``; Dask runs it
-per partition (``flotorch_nb.dask``). Importing this package imports neither pandas nor tqdm.
+(``_runner``, run from sync code on the process's one background loop, ``flotorch_nb._bridge``), the
+progress bar (``_progress``) and the ``BatchResult`` (``_result``). The answer cache it resumes from is
+``flotorch_nb.cache``; Dask runs it per partition (``flotorch_nb.dask``). Importing this package imports
+neither pandas nor tqdm.
 """
 
 from __future__ import annotations
 
 from ._inputs import Inputs, template_fields
 from ._limits import Grant, Limiter, RateLimiter
-from ._loop import close_sender
 from ._result import COLUMNS, BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError
 from ._runner import BatchCancelled, BatchInterrupted, BatchOptions, run_async, run_sync
 
@@ -29,7 +29,6 @@ __all__ = [
     "ItemCancelledError",
     "Limiter",
     "RateLimiter",
-    "close_sender",
     "run_async",
     "run_sync",
     "template_fields",

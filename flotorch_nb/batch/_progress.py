@@ -32,6 +32,7 @@ class Progress:
     show: bool = True
     done: int = 0
     errors: int = 0
+    not_sent: int = 0
     tokens: int = 0
     cached: int = 0
     _bar: Any = field(default=None, repr=False)
@@ -61,16 +62,22 @@ class Progress:
         if self._notebook:
             self._bar.leave = False  # the widget goes at the end; a static line replaces it
 
-    def item_done(self, *, error: bool, tokens: int, cached: bool) -> None:
-        """Count one finished item (called from the runner's loop)."""
+    def item_done(self, *, error: bool, tokens: int, cached: bool, sent: bool = True) -> None:
+        """Count one finished item (called from the runner's loop). ``sent`` False: an error before
+        any request (a spent budget, a bad template), counted apart from the gateway's errors."""
         self.done += 1
-        self.errors += error
+        self.errors += error and sent
+        self.not_sent += error and not sent
         self.tokens += tokens
         self.cached += cached
 
     def postfix(self) -> str:
-        """``errors=…, tokens=…[, cached=…]``."""
-        text = f"errors={self.errors}, tokens={self.tokens:,}"
+        """``errors=…[, not sent=…], tokens=…[, cached=…]``: errors of requests that were sent, and
+        apart from them the items that never were, so "errors=2" never hides two unsent items."""
+        text = f"errors={self.errors}"
+        if self.not_sent:
+            text += f", not sent={self.not_sent}"
+        text += f", tokens={self.tokens:,}"
         return text + (f", cached={self.cached}" if self.cached else "")
 
     def render(self) -> None:
@@ -93,7 +100,8 @@ class Progress:
         with self._lock:
             bar.set_postfix_str(self.postfix(), refresh=False)
             bar.update(self.done - bar.n)
-            line = f"flotorch batch {status}: {self.done}/{self.total} items, {self.postfix()}"
+            sent = f" ({self.done - self.not_sent} sent, {self.not_sent} not sent)" if self.not_sent else ""
+            line = f"flotorch batch {status}: {self.done}/{self.total} items{sent}, {self.postfix()}"
             elapsed = bar.format_dict.get("elapsed") or 0.0
             bar.close()
         if self._notebook:

@@ -9,6 +9,7 @@ is ever dropped or a silent ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections import Counter
@@ -64,6 +65,7 @@ class BatchError(FlotorchError):
     """A batch stopped at an item's error (``on_error="raise"``), or ``.responses`` met a failed item.
 
     ``.result`` is the ``BatchResult`` with every answer that had finished; ``.error`` the error.
+    Pickles (a Dask worker's error reaches the caller typed) without the client: see ``BatchResult``.
     """
 
     def __init__(self, message: str, *, result: BatchResult, error: BaseException | None = None) -> None:
@@ -148,6 +150,21 @@ class BatchResult(Sequence[BatchItem]):
     _inputs: Inputs | None = field(default=None, repr=False)
     _options: BatchOptions | None = field(default=None, repr=False)
 
+    # -- pickling ----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the client (its key refuses pickling, and a client must never travel) and a
+        limiter shared with the run that made it (a Dask worker's may hold the worker itself).
+
+        A result that crossed a process boundary keeps its answers, errors, stats and ``to_pandas()``;
+        ``retry_failed()`` on it says it cannot be re-run.
+        """
+        state = dict(self.__dict__)
+        state["_llm"] = None
+        options = state.get("_options")
+        if getattr(options, "limiter", None) is not None:
+            state["_options"] = dataclasses.replace(options, limiter=None)  # type: ignore[type-var]
+        return state
+
     # -- the sequence ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.items)
@@ -198,6 +215,8 @@ class BatchResult(Sequence[BatchItem]):
             "items": len(self.items),
             "ok": len(answered),
             "errors": dict(Counter(type(i.error).__name__ for i in self.items if i.answer is None)),
+            # Failed before any request (a spent budget, a bad template, a batch stopped first).
+            "not_sent": sum(1 for i in self.items if i.answer is None and not i.attempts),
             "tokens": tokens,
             "usage_unknown": sum(1 for a in sent if a.usage is None),
             "cache_hits": sum(1 for a in answered if a.source == "cache"),
@@ -214,6 +233,8 @@ class BatchResult(Sequence[BatchItem]):
     def _summary_rows(self) -> list[tuple[str, str]]:
         s = self.summary()
         errors = ", ".join(f"{k}: {n}" for k, n in sorted(s["errors"].items())) or "none"
+        if s["not_sent"]:
+            errors += f" ({s['not_sent']:,} never sent)"
         latency = "—"
         if s["p50_latency_ms"] is not None:
             latency = f"p50 {s['p50_latency_ms']:.0f} ms, p95 {s['p95_latency_ms']:.0f} ms"
@@ -280,8 +301,14 @@ class BatchResult(Sequence[BatchItem]):
 
     # -- pandas ------------------------------------------------------------------------------------
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per input (the input's index kept) with the answer, tokens, latency, source, error."""
+        """One row per input (the input's index kept) with the answer, tokens, latency, source, error.
+
+        A plain ``DataFrame`` with every column; in a notebook it is shown as a compact table that fits
+        the output (``_frame``: answers left-aligned and wrapped, the rarely needed columns named
+        under it)."""
         import pandas as pd
+
+        from ._frame import mark, show_in_ipython
 
         with_parsed = self._options is not None and self._options.model_class is not None
         columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
@@ -297,7 +324,9 @@ class BatchResult(Sequence[BatchItem]):
             data[name] = pd.Series(columns[name], dtype=dtype, index=index)
             if name == "answer" and with_parsed:
                 data["parsed"] = pd.Series(parsed, dtype="object", index=index)
-        return pd.DataFrame(data, index=index)
+        frame = mark(pd.DataFrame(data, index=index))
+        show_in_ipython()
+        return frame
 
     # -- running again -----------------------------------------------------------------------------
     def retry_failed(self) -> BatchResult:

@@ -18,13 +18,13 @@ result. Every finished answer is in that result, and in the cache when one is se
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from .. import _bridge
 from .._admission import Asked, AsyncGate, Gate, Spent, Ticket, gated
 from .._errors import (
     APIStatusError,
@@ -38,7 +38,6 @@ from ..cache import AnswerCache, StoredAnswer, resolve_cache
 from ..schema import normalize_response_format
 from ._inputs import Inputs
 from ._limits import Limiter, RateLimiter, check_limit, pause_after
-from ._loop import background_loop
 from ._progress import TICK_S, Progress
 from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError
 
@@ -255,7 +254,7 @@ class _Run:
             self.stats.retries += item.attempts - 1
         cached = answer is not None and answer.source == "cache"
         tokens = answer.usage[2] if answer is not None and answer.usage and not cached else 0
-        self.progress.item_done(error=error is not None, tokens=tokens, cached=cached)
+        self.progress.item_done(error=error is not None, tokens=tokens, cached=cached, sent=item.attempts > 0)
 
     def _fail(self, item: BatchItem, error: FlotorchError) -> None:
         self._finish(item, None, error)
@@ -270,7 +269,7 @@ class _Run:
             self._fail(item, error)
             return
         if self.budget_error is not None:
-            self._fail(item, BudgetExceededError(f"not sent: {self.budget_error}"))
+            self._fail(item, BudgetExceededError(str(self.budget_error)))  # the same words for the same cause
             return
         try:
             response = await sender.ainvoke(
@@ -339,50 +338,25 @@ async def _run_async(run: _Run) -> BatchResult:
 
 
 def _run_sync(run: _Run) -> BatchResult:
-    """Run on the background loop; this thread draws the progress bar and takes the interrupt."""
-    loop = background_loop()
-    done: concurrent.futures.Future[BatchResult] = concurrent.futures.Future()
-    tasks: list[asyncio.Task[BatchResult]] = []
-
-    def start() -> None:
-        task = loop.create_task(run.run())
-        tasks.append(task)
-        task.add_done_callback(lambda t: _copy_outcome(t, done))
-
-    loop.call_soon_threadsafe(start)
+    """Run on the bridge's loop; this thread draws the progress bar and takes the interrupt, which
+    cancels the run (closing the requests in flight) and raises with everything that had finished."""
     progress = run.progress
     progress.start()
     status = "interrupted"
     try:
-        try:
-            while True:
-                try:
-                    result = done.result(timeout=TICK_S)
-                except concurrent.futures.TimeoutError:
-                    progress.render()
-                    continue
-                status = "done"
-                return result
-        except KeyboardInterrupt:
-            # Callbacks run in order, so start() has run: cancel the run on its loop (closing the
-            # requests in flight), wait for that, and hand back everything that had finished.
-            loop.call_soon_threadsafe(lambda: tasks[0].cancel())
-            with contextlib.suppress(asyncio.CancelledError):
-                done.result()
-            run.stats.interrupted = True
-            run._fill_unfinished("the batch was interrupted before this item's answer arrived")
-            raise BatchInterrupted(run.result()) from None
+        result = _bridge.run(
+            run.run(), tick=progress.render, every=TICK_S, interrupted=lambda _: _interrupted(run)
+        )
+        status = "done"
+        return result
     finally:
         progress.close(status)
 
 
-def _copy_outcome(task: asyncio.Task[BatchResult], done: concurrent.futures.Future[BatchResult]) -> None:
-    if task.cancelled():
-        done.set_exception(asyncio.CancelledError())
-    elif (error := task.exception()) is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(task.result())
+def _interrupted(run: _Run) -> BatchInterrupted:
+    run.stats.interrupted = True
+    run._fill_unfinished("the batch was interrupted before this item's answer arrived")
+    return BatchInterrupted(run.result())
 
 
 async def run_async(llm: Client, inputs: Any, options: BatchOptions) -> BatchResult:

@@ -11,23 +11,35 @@ survives save, reopen and HTML export.
 
 ``on_delta(model, text)`` streams: each model's answer is then read as a stream and every piece of
 text is handed over as it arrives (for a live view); ``on_result(result)`` is called as each model
-finishes. The sync ``compare`` runs the same coroutine on a private event loop in a worker thread and
+finishes. Each column is the client's own ``ainvoke``/``astream`` on ``llm.with_model(m)``. The sync
+``compare`` runs the same coroutine on the process's one background loop (``flotorch_nb._bridge``) and
 calls both callbacks on the caller's thread, so a notebook cell can update its display from them.
 
-Interrupting (Ctrl-C, a cancelled task) cancels the requests in flight; a mistake in the request
-itself (``InvalidRequestError``: the same for every model) is raised rather than shown in every
-column.
+Interrupting cancels the requests in flight and keeps the columns that finished: Ctrl-C during
+``compare`` raises ``ComparisonInterrupted``, a cancelled ``acompare`` task ``ComparisonCancelled``,
+each with ``.result``. A mistake in the request itself (``InvalidRequestError``: the same for every
+model) is raised once rather than shown in every column.
 """
 
 from __future__ import annotations
 
 from ._agreement import Agreement, agreement, looks_like_labels, normalize_label
-from ._compare import Comparison, ModelResult, acompare, compare, parse_models
+from ._compare import (
+    Comparison,
+    ComparisonCancelled,
+    ComparisonInterrupted,
+    ModelResult,
+    acompare,
+    compare,
+    parse_models,
+)
 from ._view import comparison_html, comparison_text, preview_bundle
 
 __all__ = [
     "Agreement",
     "Comparison",
+    "ComparisonCancelled",
+    "ComparisonInterrupted",
     "ModelResult",
     "acompare",
     "agreement",

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import queue
-import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .. import _bridge
 from .._errors import ConfigurationError, InvalidRequestError
-from .._provenance import Stamp, output_metadata, provenance_of
+from .._provenance import output_metadata
 from ..pricing import PriceTable, default_prices
 from ._agreement import Agreement, agreement, normalize_label
 from ._view import comparison_html, comparison_text, preview_bundle
@@ -20,12 +18,14 @@ from ._view import comparison_html, comparison_text, preview_bundle
 if TYPE_CHECKING:
     import pandas
 
+    from .._client import Client
     from .._response import LLMResponse
-    from ..llm import FlotorchLLM
 
 __all__ = [
     "Agreement",
     "Comparison",
+    "ComparisonCancelled",
+    "ComparisonInterrupted",
     "ModelResult",
     "acompare",
     "agreement",
@@ -41,6 +41,11 @@ ResultCallback = Callable[["ModelResult"], None]
 
 def parse_models(models: str | Sequence[str]) -> tuple[str, ...]:
     """``"a,b, c"`` or ``["a", "b", "c"]`` -> ``("a", "b", "c")``; at least one, none twice."""
+    if not isinstance(models, Iterable) or isinstance(models, Mapping):  # None, 123: say what is wanted
+        raise InvalidRequestError(
+            "compare needs models: a list of model names or a comma-separated string, e.g. "
+            f"models=['a', 'b'] or models='a,b'; got {models!r:.80}"
+        )
     names = models.split(",") if isinstance(models, str) else list(models)
     if any(not isinstance(name, str) for name in names):
         raise InvalidRequestError(f"models must be model names (strings), got {models!r}")
@@ -151,8 +156,9 @@ class Comparison:
         return frame
 
     def __repr__(self) -> str:
-        states = ", ".join(f"{r.model}: {'ok' if r.ok else type(r.error).__name__}" for r in self.results)
-        return f"Comparison({states})"
+        """The side-by-side table as text (the notebook's ``text/plain``): what ``print(cmp)`` shows
+        in plain Python, as ``BatchResult`` prints its summary."""
+        return comparison_text(self.results, priced=self.priced)
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
@@ -166,8 +172,30 @@ class Comparison:
 
 
 # -- running -----------------------------------------------------------------------------------------
+class ComparisonCancelled(asyncio.CancelledError):
+    """``acompare()``'s task was cancelled; ``.result`` holds the columns that had finished."""
+
+    def __init__(self, result: Comparison) -> None:
+        answered = sum(r.ok for r in result.results)
+        super().__init__(
+            f"comparison cancelled: {answered} of {len(result.results)} models answered (see .result)"
+        )
+        self.result = result
+
+
+class ComparisonInterrupted(KeyboardInterrupt):
+    """``compare()`` was interrupted (Ctrl-C, a kernel interrupt); ``.result`` holds what finished."""
+
+    def __init__(self, result: Comparison) -> None:
+        answered = sum(r.ok for r in result.results)
+        super().__init__(
+            f"comparison interrupted: {answered} of {len(result.results)} models answered (see .result)"
+        )
+        self.result = result
+
+
 async def acompare(
-    llm: FlotorchLLM,
+    llm: Client,
     messages: list[dict[str, Any]],
     models: str | Sequence[str],
     *,
@@ -176,7 +204,7 @@ async def acompare(
     on_result: ResultCallback | None = None,
     **params: Any,
 ) -> Comparison:
-    """Ask every model at once; see the module docstring. ``params`` go to every call (temperature,
+    """Ask every model at once; see the package docstring. ``params`` go to every call (temperature,
     max_tokens, tools, response_format, timeout...)."""
     names = parse_models(models)
     if "model" in params:
@@ -187,6 +215,15 @@ async def acompare(
         async with asyncio.TaskGroup() as group:
             for result in results:
                 group.create_task(_ask(llm, messages, params, result, table, on_delta, on_result))
+    except asyncio.CancelledError:
+        # The group has cancelled and awaited every model's call (their connections are closed):
+        # hand back the columns that finished, the others marked as not answered.
+        from ..batch import ItemCancelledError
+
+        for result in results:
+            if result.response is None and result.error is None:
+                result.error = ItemCancelledError("not answered: the comparison was stopped first")
+        raise ComparisonCancelled(Comparison(tuple(results), list(messages), priced=len(table) > 0)) from None
     except BaseExceptionGroup as group:  # a callback broke (the caller's display): not a model's failure
         failed = [e.__cause__ for e in group.exceptions if isinstance(e, _CallbackFailed)]
         if failed and failed[0] is not None:
@@ -203,7 +240,7 @@ class _CallbackFailed(Exception):
 
 
 async def _ask(
-    llm: FlotorchLLM,
+    llm: Client,
     messages: list[dict[str, Any]],
     params: Mapping[str, Any],
     result: ModelResult,
@@ -211,14 +248,14 @@ async def _ask(
     on_delta: DeltaCallback | None,
     on_result: ResultCallback | None,
 ) -> None:
-    """One model's request, into ``result``: the answer and its provenance, or the error."""
+    """One model's column: the client's own ``ainvoke``/``astream`` on ``llm.with_model`` (its hooks,
+    retries and cache), into ``result``: the answer with its provenance, or the error."""
     try:
         client = llm.with_model(result.model)
     except Exception as exc:
         result.error = exc
         _call_back(on_result, result)
         return
-    Stamp.attach(client)  # the answer's arrival time and request hash (a session client has one)
     pieces: list[str] = []
     try:
         if on_delta is None:
@@ -231,9 +268,7 @@ async def _ask(
                 response = stream.response
         result.response, result.text = response, response.content
         result.cost = prices.cost(result.model, response.usage, response.model)
-        result.provenance = provenance_of(
-            response, base_url=client.base_url, endpoint=client.endpoint, model=result.model
-        )
+        result.provenance = response.provenance
     except _CallbackFailed:
         raise
     except Exception as exc:
@@ -254,7 +289,7 @@ def _call_back(callback: Callable[..., None] | None, *args: Any) -> None:
 
 
 def compare(
-    llm: FlotorchLLM,
+    llm: Client,
     messages: list[dict[str, Any]],
     models: str | Sequence[str],
     *,
@@ -263,75 +298,28 @@ def compare(
     on_result: ResultCallback | None = None,
     **params: Any,
 ) -> Comparison:
-    """The blocking twin of :func:`acompare`: works in a plain script and inside a notebook cell
-    (whose event loop is already running), with the callbacks called on this thread."""
-    events: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
-    state: dict[str, Any] = {}
-    ready = threading.Event()
+    """The blocking twin of :func:`acompare`, on the process's one bridge (``_bridge.run``): works in a
+    plain script and inside a notebook cell (whose event loop is already running), with the callbacks
+    called on this thread. Ctrl-C cancels every model in flight and raises ``ComparisonInterrupted``
+    holding the columns that had finished."""
 
-    async def run() -> Comparison:
-        state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        ready.set()
-        return await acompare(
+    def main(caller: _bridge.Caller) -> Coroutine[Any, Any, Comparison]:
+        return acompare(
             llm,
             messages,
             models,
             prices=prices,
-            on_delta=(lambda *a: events.put(("delta", a))) if on_delta else None,
-            on_result=(lambda *a: events.put(("result", a))) if on_result else None,
+            on_delta=caller.wrap(on_delta),
+            on_result=caller.wrap(on_result),
             **params,
         )
 
-    def work() -> None:
-        try:
-            state["value"] = _run_on_new_loop(run())
-        except BaseException as exc:  # handed to the caller's thread, which raises it
-            state["error"] = exc
-        finally:
-            ready.set()
-            events.put(("end", ()))
-
-    # The worker runs in a copy of this context, so what marks the caller's calls (``call_label``, a
-    # ledger's ``capture``) marks every model's call too.
-    context = contextvars.copy_context()
-    worker = threading.Thread(target=context.run, args=(work,), name="flotorch-compare", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, args = events.get()
-            if kind == "end":
-                break
-            (on_delta if kind == "delta" else on_result)(*args)  # type: ignore[misc]
-    except BaseException:  # Ctrl-C or a callback that raised: cancel what is in flight, then raise
-        ready.wait()
-        loop, task = state.get("loop"), state.get("task")
-        if loop is not None and task is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(task.cancel)
-        worker.join()
-        raise
-    worker.join()
-    if "error" in state:
-        raise state["error"]
-    comparison: Comparison = state["value"]
-    return comparison
+    return _bridge.run(main, interrupted=_interrupted)
 
 
-def _run_on_new_loop(main: Coroutine[Any, Any, Comparison]) -> Comparison:
-    """``asyncio.run`` by hand: nest-asyncio (applied in notebooks) replaces ``asyncio.run`` with a
-    version that reuses the thread's loop and never closes it. This one cancels what is left, as
-    ``asyncio.run`` does (which is also when the client closes that loop's connection pools)."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)  # as asyncio.run does: code that asks for "the" loop finds this one
-    try:
-        return loop.run_until_complete(main)
-    finally:
-        try:
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-            if left:
-                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+def _interrupted(outcome: object) -> BaseException:
+    if isinstance(outcome, ComparisonCancelled):
+        return ComparisonInterrupted(outcome.result)
+    if isinstance(outcome, Comparison):  # it had finished as the interrupt came
+        return ComparisonInterrupted(outcome)
+    return KeyboardInterrupt()

@@ -24,6 +24,13 @@ BANNER = (
 )
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("must be a finite number of seconds >= 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flotorch-gateway",
@@ -33,20 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=8765, help="port to bind; 0 picks a free one (default: 8765)"
     )
-    parser.add_argument(
-        "--token-delay",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="seconds between streamed chunks (default: 0)",
-    )
-    parser.add_argument(
-        "--latency",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="seconds to wait before the first byte of every answer, like a real model (default: 0)",
-    )
+    for option, what in (
+        ("--token-delay", "seconds between streamed chunks"),
+        ("--latency", "seconds to wait before the first byte of every answer, like a real model"),
+    ):
+        parser.add_argument(option, type=_seconds, default=0.0, metavar="S", help=f"{what} (default: 0)")
     parser.add_argument(
         "--api-key", default=None, metavar="K", help="accept only this Bearer key (default: any)"
     )
@@ -62,9 +60,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
-    for option, value in (("--token-delay", args.token_delay), ("--latency", args.latency)):
-        if not math.isfinite(value) or value < 0:
-            _parser().error(f"{option} must be a finite number of seconds >= 0")
     app = create_app(api_key=args.api_key, token_delay=args.token_delay, latency=args.latency)
     try:
         sock = bind_socket(args.host, args.port)

@@ -19,12 +19,13 @@ stored in a response, a log line or a recorded request.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hmac
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,10 +36,10 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ._asgi import JSON, MarkResponses, StreamCut, cut_json, http_error, pause_unless_gone, send_events
-from ._counts import RequestCounts, key_of
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
-from ._record import RecordedRequest, redacted
+from ._record import RecordedRequest, RequestCounts, key_of, redacted
+from ._scripted import SCRIPTED_MODEL, parse_script
 from ._validate import ChatRequest, parse_request
 from ._wire import (
     CHAT_PATH,
@@ -91,34 +92,49 @@ def create_app(
     (tests that assert what was sent): a long-running gateway must not grow with every chat turn.
     ``counts`` (how many times each request arrived) are always kept; they are a dict of ints.
     """
-    handlers = _Handlers(
-        api_key=api_key,
+    h = _Handlers(
+        api_key=api_key.encode() if api_key is not None else None,
         token_delay=check_seconds("token_delay", token_delay),
         latency=check_seconds("latency", latency),
         faults=faults if faults is not None else FaultPlan(),
         requests=(requests if requests is not None else []) if record else None,
         counts=counts if counts is not None else RequestCounts(),
     )
+    index = {
+        "gateway": "offline",
+        "description": "FloTorch OFFLINE gateway: deterministic local models, no real LLM.",
+        "chat_completions": CHAT_PATH,
+        "models": list(OFFLINE_MODELS),
+    }
+
+    def counted() -> dict[str, Any]:
+        counts = h.counts.snapshot()
+        return {"counts": counts, "total": sum(counts.values())}
+
     routes = [
-        Route(CHAT_PATH, handlers.chat, methods=["POST"]),
-        Route(MODELS_PATH, handlers.models, methods=["GET"]),
-        Route(FAULTS_PATH, handlers.add_faults, methods=["POST"]),
-        Route(FAULTS_PATH, handlers.clear_faults, methods=["DELETE"]),
-        Route(FAULTS_PATH, handlers.list_faults, methods=["GET"]),
-        Route(COUNTS_PATH, handlers.list_counts, methods=["GET"]),
-        Route(COUNTS_PATH, handlers.clear_counts, methods=["DELETE"]),
-        Route("/health", handlers.health, methods=["GET"]),
-        Route("/", handlers.index, methods=["GET"]),
+        Route(CHAT_PATH, h.chat, methods=["POST"]),
+        Route(FAULTS_PATH, h.add_faults, methods=["POST"]),  # a JSON list of faults, or one fault
+        Route(MODELS_PATH, h.plain(lambda: models_body(OFFLINE_MODELS))),
+        Route(FAULTS_PATH, h.plain(lambda: {"cleared": h.faults.clear()}), methods=["DELETE"]),
+        Route(
+            FAULTS_PATH,
+            h.plain(lambda: {"object": "list", "data": [f.to_dict() for f in h.faults.pending()]}),
+        ),
+        Route(COUNTS_PATH, h.plain(counted, record=False)),  # chat requests received, by request key
+        Route(COUNTS_PATH, h.plain(lambda: {"cleared": h.counts.clear()}, record=False), methods=["DELETE"]),
+        Route("/health", h.plain(lambda: {"status": "ok", "gateway": "offline"}, auth=False, record=False)),
+        # what this server is, for a person who opens it in a browser
+        Route("/", h.plain(lambda: index, auth=False, record=False)),
     ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(MarkResponses)],
         exception_handlers={HTTPException: http_error},
     )
-    app.state.faults = handlers.faults
-    app.state.requests = handlers.requests
-    app.state.counts = handlers.counts
-    app.state.settings = handlers  # .token_delay and .latency can be changed while serving
+    app.state.faults = h.faults
+    app.state.requests = h.requests
+    app.state.counts = h.counts
+    app.state.settings = h  # .token_delay and .latency can be changed while serving
     return app
 
 
@@ -127,25 +143,16 @@ def _latency(request: Request) -> dict[str, str]:
     return {"x-gateway-total-latency": f"{(time.perf_counter() - started) * 1000:.3f}"}
 
 
+@dataclasses.dataclass(eq=False)
 class _Handlers:
     """The route handlers and the state they share (key, delays, faults, request log and counts)."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        token_delay: float,
-        latency: float,
-        faults: FaultPlan,
-        requests: list[RecordedRequest] | None,
-        counts: RequestCounts,
-    ) -> None:
-        self._api_key = api_key.encode() if api_key is not None else None
-        self.token_delay = token_delay
-        self.latency = latency
-        self.faults = faults
-        self.requests = requests
-        self.counts = counts
+    api_key: bytes | None = dataclasses.field(repr=False)  # never in a repr
+    token_delay: float
+    latency: float
+    faults: FaultPlan
+    requests: list[RecordedRequest] | None
+    counts: RequestCounts
 
     # -- shared steps ----------------------------------------------------------------------------
     def _auth_error(self, request: Request) -> Response | None:
@@ -158,7 +165,7 @@ class _Handlers:
         if scheme.lower() != "bearer" or not token:
             message = "Malformed Authorization header: expected 'Bearer <your FloTorch API key>'."
             return _error(401, message, code="invalid_api_key")
-        if self._api_key is not None and not hmac.compare_digest(token.encode(), self._api_key):
+        if self.api_key is not None and not hmac.compare_digest(token.encode(), self.api_key):
             message = (
                 "Incorrect API key provided (not shown). Use the key this offline gateway was started with."
             )
@@ -193,7 +200,7 @@ class _Handlers:
         if denied is not None:
             return denied
         try:
-            chat, plan = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
+            chat, plan, scripted = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
         except GatewayError as exc:
             return _error_response(exc)
         except ValueError as exc:  # JSON syntax or encoding
@@ -203,7 +210,7 @@ class _Handlers:
         timing = profile(chat.model)
         if self.latency > 0 and timing.latency_factor > 0:
             await pause_unless_gone(request, self.latency * timing.latency_factor)
-        fault = self.faults.take(chat.model) if self.faults else None
+        fault = (self.faults.take(chat.model) if self.faults else None) or scripted
         if fault is not None:
             return await self._faulty(request, chat, plan, fault)
         return self._answer(request, chat, plan, None)
@@ -250,10 +257,17 @@ class _Handlers:
             return JSON(fault.body, headers={**headers, **_latency(request)})
         return self._answer(request, chat, plan, fault)
 
-    async def models(self, request: Request) -> Response:
-        """GET /api/openai/v1/models."""
-        self._record(request, None)
-        return self._auth_error(request) or JSON(models_body(OFFLINE_MODELS))
+    def plain(
+        self, answer: Callable[[], Any], *, auth: bool = True, record: bool = True
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint that answers ``answer()`` as JSON (after the key check, when ``auth``)."""
+
+        async def endpoint(request: Request) -> Response:
+            if record:
+                self._record(request, None)
+            return (self._auth_error(request) if auth else None) or JSON(answer())
+
+        return endpoint
 
     async def add_faults(self, request: Request) -> Response:
         """POST /_offline/faults with a JSON list of faults (or one fault object)."""
@@ -273,49 +287,17 @@ class _Handlers:
         self.faults.add(*faults)
         return JSON({"added": len(faults), "pending": len(self.faults)})
 
-    async def clear_faults(self, request: Request) -> Response:
-        """DELETE /_offline/faults."""
-        self._record(request, None)
-        return self._auth_error(request) or JSON({"cleared": self.faults.clear()})
 
-    async def list_faults(self, request: Request) -> Response:
-        """GET /_offline/faults: the pending faults, next to apply first."""
-        self._record(request, None)
-        denied = self._auth_error(request)
-        return denied or JSON({"object": "list", "data": [f.to_dict() for f in self.faults.pending()]})
+def _plan(raw: bytes) -> tuple[ChatRequest, Plan, Fault | None]:
+    """Validate and answer a raw body; ValueError for bad JSON, GatewayError for a bad request.
 
-    async def list_counts(self, request: Request) -> Response:
-        """GET /_offline/requests/counts: chat requests received, by replay's request key."""
-        denied = self._auth_error(request)
-        if denied is not None:
-            return denied
-        counts = self.counts.snapshot()
-        return JSON({"counts": counts, "total": sum(counts.values())})
-
-    async def clear_counts(self, request: Request) -> Response:
-        """DELETE /_offline/requests/counts."""
-        return self._auth_error(request) or JSON({"cleared": self.counts.clear()})
-
-    async def health(self, request: Request) -> Response:
-        """GET /health."""
-        return JSON({"status": "ok", "gateway": "offline"})
-
-    async def index(self, request: Request) -> Response:
-        """GET /: say what this server is, for a person who opens it in a browser."""
-        return JSON(
-            {
-                "gateway": "offline",
-                "description": "FloTorch OFFLINE gateway: deterministic local models, no real LLM.",
-                "chat_completions": CHAT_PATH,
-                "models": list(OFFLINE_MODELS),
-            }
-        )
-
-
-def _plan(raw: bytes) -> tuple[ChatRequest, Plan]:
-    """Validate and answer a raw body; ValueError for bad JSON, GatewayError for a bad request."""
+    The fault is what an ``offline/scripted`` script asks to go wrong (delay, error, cut), else None.
+    """
     chat = parse_request(json.loads(raw), OFFLINE_MODELS)
-    return chat, plan_completion(chat)
+    if chat.model == SCRIPTED_MODEL:
+        script = parse_script(chat)
+        return dataclasses.replace(chat, token_delay=script.token_delay), script.plan, script.fault
+    return chat, plan_completion(chat), None
 
 
 # The models are deterministic, so a body seen before (a benchmark's loop, a retried request) reuses

@@ -3,10 +3,11 @@
 There is no language model here. The assistant recognises what kind of answer a message asks for
 (greeting, summary, haiku, list/steps, code, translation, arithmetic, a fact about a number, what it
 is, a follow-up example, question, tool result follow-up, memory of the conversation) and answers
-from its small knowledge (``_facts``, ``_numbers``, ``_lists``) or fills a template with the prompt's
+from its small knowledge (``_data``, ``_numbers``, ``_lists``) or fills a template with the prompt's
 own words, so notebooks show answers that read sensibly and that tests can predict. A system prompt
 can make it talk like a pirate or answer in one sentence (``_phrasing``). Answers built from a
-template say that they come from the offline model.
+template say that they come from the offline model. The templates and word lists are data
+(``data/phrases.toml``, ``data/words.toml``); this module decides which one a message gets.
 """
 
 from __future__ import annotations
@@ -16,54 +17,23 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._facts import fact_for, find_fact, list_for
+from ._data import fact_for, knowledge, list_for, lookup, phrase, phrases, word_list
 from ._json_mode import json_object
 from ._lists import bullets
 from ._numbers import arithmetic, number_fact
 from ._phrasing import styled, translation
-from ._snippets import SNIPPETS, generic_snippet
 from ._text import first_sentence, keywords, topic_of, words
 from ._validate import Message, Tool
 
 __all__ = ["answer", "json_answer", "tool_followup"]
 
-_GREETINGS = frozenset({"hi", "hello", "hey", "greetings", "howdy", "hiya", "yo", "morning", "evening"})
-_QUESTION_WORDS = frozenset(
-    {
-        "what",
-        "why",
-        "how",
-        "when",
-        "where",
-        "who",
-        "which",
-        "can",
-        "could",
-        "is",
-        "are",
-        "does",
-        "do",
-        "should",
-        "would",
-        "will",
-        "explain",
-    }
-)
-_CODE_WORDS = frozenset({"code", "function", "script", "snippet", "implement", "program"})
-_MAKE_WORDS = frozenset({"write", "create", "make", "give", "show", "generate", "build"})
 _NAME_RE = re.compile(r"\b(?:my name is|i am|i'm|call me)\s+([A-Z][a-zA-Z\-]+)", re.IGNORECASE)
-_LIST_WORDS = frozenset({"steps", "step", "bullet", "bullets", "checklist", "tips", "ideas"})
 _MATH_ASK = re.compile(r"\b(?:what(?:'s| is)|calculate|compute|evaluate|solve|how much is)\b", re.IGNORECASE)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _IDENTITY = re.compile(
     r"\b(?:which|what) (?:model|llm|ai)\b|\bwho (?:made|built|created|trained|are) you\b|\bwhat are you\b",
     re.IGNORECASE,
 )
-_EXAMPLE_WORDS = frozenset({"example", "examples", "instance"})
-_AUXILIARIES = frozenset(
-    {"do", "does", "did", "is", "are", "was", "were", "can", "should", "would", "has", "have", "will"}
-)
-_GLOSSARY = "(Offline answer from the gateway's small built-in glossary, not a model.)"
 
 
 def answer(messages: Sequence[Message], model: str = "offline/assistant") -> str:
@@ -97,10 +67,7 @@ def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
         parts.append(f"`{name}` returned {_describe_result(result.text)}")
     joined = "; ".join(parts) if parts else "the tool returned nothing"
     system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
-    reply = (
-        f"Based on the tool results, here is the answer to “{request}”: {joined}. "
-        "(Offline model: I report the tool output as-is.)"
-    )
+    reply = phrase("tool_followup", request=request, results=joined)
     return styled(reply, system)
 
 
@@ -138,24 +105,19 @@ def _compose(last: str, earlier: list[Message], model: str) -> str:
     lowered = last.lower()
     said = words(last)
     if not said:
-        return (
-            "I received an empty message. Ask me something and I will answer — offline and deterministically."
-        )
+        return phrase("empty")
     memory = _memory(lowered, earlier)
     if memory:
         return memory
     if _IDENTITY.search(last):
-        return (
-            f"I am {model}, a deterministic offline model built into the flotorch_nb gateway by its "
-            "developers: no language model and no network, just the same answer to the same question."
-        )
+        return phrase("identity", model=model)
     if "haiku" in said:
         return _haiku(last)
     if any(w in said for w in ("summarize", "summarise", "summary", "tldr", "tl")):
         return _summary(last, earlier)
     if "translate" in said or "translation" in said:
         return translation(last)
-    if _CODE_WORDS & set(said) or ("python" in said and _MAKE_WORDS & set(said)):
+    if word_list("code_words") & set(said) or ("python" in said and word_list("make_words") & set(said)):
         return _code(last)
     computed = arithmetic(last) if _MATH_ASK.search(last) and not _DATE.search(last) else None
     computed = computed or (number_fact(last) if {"fact", "facts", "trivia"} & set(said) else None)
@@ -163,52 +125,45 @@ def _compose(last: str, earlier: list[Message], model: str) -> str:
         return computed
     if _wants_list(said, lowered):
         return bullets(last)
-    if said[0] in _GREETINGS and len(said) <= 6:
+    if said[0] in word_list("greetings") and len(said) <= 6:
         return _greeting(lowered)
     if said[0] in ("thanks", "thank") and len(said) <= 6:
-        return "You're welcome! Ask me anything else; I'm the FloTorch offline assistant, here all day."
-    fact = find_fact(said)
+        return phrase("thanks")
+    fact = lookup("facts", said)
     if fact:
         shown = {"example", "record", "show", "instance"} & set(said)
-        return f"{fact.text} {_GLOSSARY}" + (f"\n\n{fact.example}" if shown else "")
+        return f"{fact['text']} {phrase('glossary')}" + (f"\n\n{fact['example']}" if shown else "")
     example = _example(said, earlier)
     if example:
         return example
-    if said[0] in _QUESTION_WORDS or last.rstrip().endswith("?"):
+    if said[0] in word_list("question_words") or last.rstrip().endswith("?"):
         # "Explain in a few sentences why ..." asks "why": the first question word leads.
-        lead = next((w for w in said[:8] if w in _QUESTION_WORDS and w != "explain"), said[0])
+        lead = next((w for w in said[:8] if w in word_list("question_words") and w != "explain"), said[0])
         return _explanation(last, lead)
     return _fallback(last, earlier)
 
 
 def _wants_list(said: list[str], lowered: str) -> bool:
     """ "List three ...", "Give me a list of ...", tips/steps/ideas, or "Name the planets" (a known list)."""
-    if _LIST_WORDS & set(said) or said[0] == "list" or re.search(r"\blist (?:of|some|the)\b", lowered):
+    if word_list("list_words") & set(said) or said[0] == "list":
+        return True
+    if re.search(r"\blist (?:of|some|the)\b", lowered):
         return True
     return said[0] in ("name", "enumerate") and list_for(said) is not None
 
 
 def _greeting(lowered: str) -> str:
-    if re.search(r"\bhow are (?:you|ya)\b", lowered):
-        return (
-            "Hello, I'm doing well, thank you for asking! I'm the FloTorch offline assistant, a "
-            "deterministic stand-in for a real model: ask me to summarize, list steps, write a haiku or "
-            "some Python."
-        )
-    return (
-        "Hello! I'm the FloTorch offline assistant, a deterministic stand-in for a real model. "
-        "Ask me to summarize, list steps, write a haiku or some Python, and I'll do my best."
-    )
+    return phrase("greeting_how_are_you" if re.search(r"\bhow are (?:you|ya)\b", lowered) else "greeting")
 
 
 def _example(said: list[str], earlier: list[Message]) -> str | None:
     """ "Can you give me an example?": an example of what the conversation was about, if it is known."""
-    if not _EXAMPLE_WORDS & set(said) or len(said) > 12:
+    if not word_list("example_words") & set(said) or len(said) > 12:
         return None
     for message in reversed(earlier):
-        fact = find_fact(words(message.text))
+        fact = lookup("facts", words(message.text))
         if fact:
-            return f"{fact.example} (Offline example from the gateway's small built-in glossary.)"
+            return phrase("glossary_example", example=fact["example"])
     return None
 
 
@@ -217,24 +172,19 @@ def _memory(lowered: str, earlier: list[Message]) -> str | None:
         for message in reversed(earlier):
             match = _NAME_RE.search(message.text) if message.role == "user" else None
             if match:
-                return (
-                    f"Your name is {match.group(1).capitalize()} — you told me earlier in this conversation."
-                )
-        return "You haven't told me your name in this conversation yet."
+                return phrase("name_recalled", name=match.group(1).capitalize())
+        return phrase("name_unknown")
     turns = sum(1 for m in earlier if m.role == "user")
     if re.search(r"\bhow many (?:messages|turns|questions)\b", lowered):
         plural = "s" if turns != 1 else ""
-        return f"Before this message you sent me {turns} message{plural} in this conversation."
+        return phrase("turns", turns=turns, plural=plural)
     if re.search(r"\b(?:again|before|earlier|previous|repeat)\b", lowered):
         previous = next((m.text for m in reversed(earlier) if m.role == "assistant" and m.text.strip()), None)
         if previous:
-            return f"As I said before: {first_sentence(previous, 40)}"
+            return phrase("repeat", previous=first_sentence(previous, 40))
     match = _NAME_RE.search(lowered)
     if match and match.group(1) not in ("a", "an", "the", "not", "so", "very", "here"):
-        return (
-            f"Nice to meet you, {match.group(1).capitalize()}! I'm the FloTorch offline assistant; "
-            "I'll remember your name for this conversation."
-        )
+        return phrase("name_learned", name=match.group(1).capitalize())
     return None
 
 
@@ -253,7 +203,7 @@ def _haiku(last: str) -> str:
     line_one = f"{lead} {topic}".strip() if lead else topic.capitalize()
     if lead:
         line_one = line_one[0].upper() + line_one[1:]
-    return f"{line_one}\nan offline mind hums softly\nno network needed"
+    return f"{line_one}\n{phrase('haiku_tail')}"
 
 
 def _summary(last: str, earlier: list[Message]) -> str:
@@ -268,83 +218,55 @@ def _summary(last: str, earlier: list[Message]) -> str:
         source = " ".join(m.text for m in earlier if m.role in ("user", "assistant"))
     fact = fact_for(words(last))
     if not source.strip() and fact:
-        return f"{fact} (Offline answer from the gateway's small built-in glossary, not a model.)"
+        return f"{fact} {phrase('glossary')}"
     if not source.strip():
-        return (
-            f"Offline summary: you asked me to summarize “{first_sentence(last, 20)}”, "
-            "but there is no longer text to work from yet."
-        )
-    points = keywords(source, limit=4)
-    return f"Offline summary: {first_sentence(source, 25)} Key points: {', '.join(points) or 'none found'}."
+        return phrase("summary_empty", request=first_sentence(last, 20))
+    points = ", ".join(keywords(source, limit=4)) or "none found"
+    return phrase("summary", first=first_sentence(source, 25), points=points)
 
 
 def _code(last: str) -> str:
     lowered = last.lower()
-    found = next(((n, src) for keys, n, src in SNIPPETS if any(k in lowered for k in keys)), None)
+    snippets = knowledge()["snippets"]
+    found = next((s for s in snippets if any(t in lowered for t in s["triggers"])), None)
     if found:
-        name, source = found
+        name, source = found["name"], found["source"]
     else:
         topic = topic_of(last, limit=3)
         stem = "_".join(w for w in topic.split() if w.isidentifier())[:40] or "topic"
         name = f"describe_{stem}"
-        source = generic_snippet(name, topic)
-    return (
-        "Here is a small, runnable Python example (from the offline gateway):\n\n"
-        f"```python\n{source}\n```\n\nCall `{name}` with your own input to try it."
-    )
+        source = phrases()["snippets"]["generic"].format(name=name, topic=topic)
+    return phrase("code", source=source, name=name)
 
 
 def _explanation(last: str, lead: str) -> str:
     fact = fact_for(words(last))
     if fact:
-        return f"{fact} (Offline answer from the gateway's small built-in glossary, not a model.)"
+        return f"{fact} {phrase('glossary')}"
+    said = phrases()["explanations"]
     topic = topic_of(last)
     key = ", ".join(keywords(last, limit=4)) or topic
-    look = "look at what causes it, what it changes, and what the alternatives would be."
+    look = said["look"]
     clause = re.search(r"\bwhy\s+([^?.!]+)", last, re.IGNORECASE)
-    why = f"To understand the reasons behind {topic}, {look}"
-    if clause:
-        asked = " ".join(clause.group(1).split())
-        first = asked.split()[0].lower()
-        # "why do APIs use X" is a question; "why streaming helps users" is a clause.
-        why = (
-            f"Why {asked}? To see the reasons, {look}"
-            if first in _AUXILIARIES
-            else (f"To see why {asked}, {look}")
-        )
     what = re.search(r"\bwhat (?:is|are) (?:an? |the )?([^?.!,;]+)", last, re.IGNORECASE)
     subject = " ".join(what.group(1).split()) if what else topic
-    openings = {
-        "why": why,
-        "how": f"To approach “{topic}”, start from the goal, break it into small steps, "
-        "and check each step before moving on.",
-        "when": f"The right moment for {topic} is usually when the simple approach stops being enough "
-        "and the benefit clearly outweighs the cost.",
-        "where": f"You will usually find {topic} where the problem it solves actually shows up; start there.",
-        "who": f"The people most involved with {topic} are the ones who build, run or depend on it.",
-    }
-    opening = openings.get(
-        lead,
-        f"In short, {subject} is best understood by looking at what it does, why it exists and how it is "
-        "used.",
-    )
-    return (
-        f"{opening} I am the FloTorch offline model, so this is a general explanation built from the key "
-        f"words of your question ({key}) rather than researched facts."
-    )
+    if lead == "why" and clause:
+        asked = " ".join(clause.group(1).split())
+        # "why do APIs use X" is a question, "why streaming helps users" a clause; neither opens the
+        # reply, so a reply cut to its first sentence still answers (finding 13).
+        kind = "why_question" if asked.split()[0].lower() in word_list("auxiliaries") else "why_clause"
+        opening = said[kind].format(asked=asked, look=look)
+    else:
+        template = said[lead] if lead in ("why", "how", "when", "where", "who") else said["other"]
+        opening = template.format(topic=topic, subject=subject, look=look)
+    return f"{opening} {phrase('explanation_tail', keys=key)}"
 
 
 def _fallback(last: str, earlier: list[Message]) -> str:
     key = keywords(last, limit=5)
     turns = sum(1 for m in earlier if m.role == "user")
-    follow = f" This is message {turns + 1} of our conversation." if turns else ""
+    follow = phrase("follow", n=turns + 1) if turns else ""
     if not key:
-        return (
-            f"I read “{first_sentence(last, 20)}”. I'm the FloTorch offline assistant, "
-            f"so I can only reflect it back to you.{follow}"
-        )
-    return (
-        f"You wrote about {', '.join(key[:-1]) + ' and ' + key[-1] if len(key) > 1 else key[0]}. "
-        f"I'm the FloTorch offline assistant: I answer deterministically from your words, without a real "
-        f"language model, so treat this as a placeholder reply.{follow}"
-    )
+        return phrase("fallback_unknown", said=first_sentence(last, 20), follow=follow)
+    keys = ", ".join(key[:-1]) + " and " + key[-1] if len(key) > 1 else key[0]
+    return phrase("fallback", keys=keys, follow=follow)

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, fields
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from ._wire import DONE_EVENT, MALFORMED_EVENT, inband_error_event
 
 __all__ = ["Fault", "FaultPlan", "stream_script"]
 
 
-@dataclass(frozen=True, slots=True)
+_Chunks = Annotated[int, Field(ge=0)] | None
+
+
+# Strict: ``True`` is not a status code nor a chunk count, ``"1"`` is not a number of seconds.
+@dataclass(frozen=True, config=ConfigDict(strict=True))
 class Fault:
     """One injected misbehaviour; fields combine (``delay`` then the first effect that applies).
 
@@ -42,28 +49,25 @@ class Fault:
       non-streaming request gets a 200 whose body is that error object).
 
     ``times`` is how many matching requests the fault applies to; ``model`` restricts it to requests
-    for that model. Chunk counts include the first (role) chunk.
+    for that model. Chunk counts include the first (role) chunk. A field of the wrong type or out of
+    range is a ``ValueError`` (pydantic's ``ValidationError``) naming the field.
     """
 
-    status: int | None = None
+    status: Annotated[int, Field(ge=100, le=599)] | None = None
     message: str | None = None
     html: bool = False
     retry_after: str | None = None
-    delay: float = 0.0
+    delay: Annotated[float, Field(ge=0, le=600)] = 0.0
     garbage: bool = False
     body: dict[str, Any] | None = None
     omit_usage: bool = False
     null_usage: bool = False
-    cut_after: int | None = None
-    end_without_done: int | None = None
-    malformed_after: int | None = None
+    cut_after: _Chunks = None
+    end_without_done: _Chunks = None
+    malformed_after: _Chunks = None
     inband_error: str | None = None
-    times: int = 1
+    times: Annotated[int, Field(ge=1)] = 1
     model: str | None = None
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            _check(field.name, getattr(self, field.name))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:
@@ -77,9 +81,11 @@ class Fault:
         values = dict(data)
         if isinstance(values.get("retry_after"), int | float) and not isinstance(values["retry_after"], bool):
             values["retry_after"] = _number_text(values["retry_after"])
-        if isinstance(values.get("delay"), int) and not isinstance(values["delay"], bool):
-            values["delay"] = float(values["delay"])
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as exc:  # one line per field, without pydantic's links
+            said = (f"fault field {e['loc'][0]!r}: {e['msg']}, not {e['input']!r}" for e in exc.errors())
+            raise ValueError("; ".join(said)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of this fault, without fields left at their defaults."""
@@ -89,62 +95,6 @@ class Fault:
     def matches(self, model: str) -> bool:
         """Whether this fault applies to a request for ``model``."""
         return self.model is None or self.model == model
-
-
-_KINDS: dict[str, tuple[type, ...]] = {
-    "status": (int,),
-    "message": (str,),
-    "html": (bool,),
-    "retry_after": (str,),
-    "delay": (float, int),
-    "garbage": (bool,),
-    "body": (dict,),
-    "omit_usage": (bool,),
-    "null_usage": (bool,),
-    "cut_after": (int,),
-    "end_without_done": (int,),
-    "malformed_after": (int,),
-    "inband_error": (str,),
-    "times": (int,),
-    "model": (str,),
-}
-_OPTIONAL = frozenset(
-    {
-        "status",
-        "message",
-        "retry_after",
-        "body",
-        "cut_after",
-        "end_without_done",
-        "malformed_after",
-        "inband_error",
-        "model",
-    }
-)
-
-
-def _check(name: str, value: Any) -> None:
-    if value is None and name in _OPTIONAL:
-        return
-    kinds = _KINDS[name]
-    if not _is_kind(value, kinds):
-        expected = " or ".join(k.__name__ for k in kinds)
-        raise ValueError(f"fault field {name!r} must be {expected}, not {value!r}")
-    if name == "status" and not 100 <= value <= 599:
-        raise ValueError(f"fault status must be an HTTP status code (100-599), not {value}")
-    if name == "times" and value < 1:
-        raise ValueError("fault 'times' must be at least 1")
-    if name == "delay" and not 0 <= value <= 600:
-        raise ValueError("fault 'delay' must be between 0 and 600 seconds")
-    if name in ("cut_after", "end_without_done", "malformed_after") and value < 0:
-        raise ValueError(f"fault {name!r} must be >= 0")
-
-
-def _is_kind(value: Any, kinds: tuple[type, ...]) -> bool:
-    # bool is an int subclass, so True must not pass as a status code or a chunk count.
-    if isinstance(value, bool):
-        return bool in kinds
-    return isinstance(value, kinds)
 
 
 def _number_text(value: float) -> str:

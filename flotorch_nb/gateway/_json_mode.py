@@ -8,8 +8,9 @@ describe it:
   unquoted lists after "keys"/"fields" ("with keys name, age and city"); without any, a "list N
   things" request becomes ``{"things": [...]}``, and anything else ``{"answer": "..."}``;
 - a value described as a list (or counted, or a plural key) is an array: a known list when the words
-  name one (``_facts.LISTS``), else numbered placeholders; numbers, booleans and strings come from
-  the prompt the way schema fields do (``_schema_scalars``), the answer text filling prose.
+  name one (``lists`` in ``data/knowledge.toml``), else numbered placeholders; numbers, booleans and
+  strings come from the prompt the way schema fields do (``_schema_scalars``), the answer text
+  filling prose.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._facts import list_for
+from ._data import list_for, word_list
 from ._schema_scalars import Scalars
-from ._text import STOPWORDS, hints_from, split_words, words, wordset
+from ._text import hints_from, split_words, words
 
 __all__ = ["json_object", "named_keys"]
 
@@ -32,9 +33,6 @@ _UNQUOTED_KEYS = re.compile(
     re.IGNORECASE,
 )
 _LISTED = re.compile(r"\b(?:list|name|give(?:\s+me)?)\s+(?:the\s+)?(?:(\w+)\s+)?([a-z]+s)\b", re.IGNORECASE)
-_LIST_WORDS = wordset("list lists listing array arrays several items each all")
-_NUMBER_WORDS = wordset("number count total how many amount age year price quantity")
-_BOOL_WORDS = wordset("whether true false boolean yes flag")
 _MAX_ITEMS = 10
 _DEFAULT_ITEMS = 3
 
@@ -61,7 +59,7 @@ def named_keys(prompt: str) -> list[tuple[str, str]]:
     if not keys:  # "with keys name, age and city": what follows is data, not a description
         for match in _UNQUOTED_KEYS.finditer(prompt):
             for name in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", match.group(1)):
-                if name and name.lower() not in STOPWORDS and name not in dict(keys):
+                if name and name.lower() not in word_list("stopwords") and name not in dict(keys):
                     keys.append((name, ""))
     return keys
 
@@ -69,7 +67,7 @@ def named_keys(prompt: str) -> list[tuple[str, str]]:
 def _listed(prompt: str) -> tuple[str, str] | None:
     """``("colors", "three colors")`` for "List three colors as JSON"."""
     match = _LISTED.search(prompt)
-    if not match or match.group(2).lower() in STOPWORDS:
+    if not match or match.group(2).lower() in word_list("stopwords"):
         return None
     return match.group(2).lower(), match.group(0)
 
@@ -93,12 +91,12 @@ def _value(key: str, description: str, scalars: Scalars) -> Any:
     said = described | set(split_words(key))
     count = _count(description)
     known = list_for(said)
-    if said & _BOOL_WORDS:
+    if said & word_list("json_bool"):
         return scalars.boolean({})
-    if said & _NUMBER_WORDS and not (known or described & _LIST_WORDS):
+    if said & word_list("json_number") and not (known or described & word_list("json_list")):
         return scalars.number({}, key, integer=True)
     plural_key = key.lower().endswith("s") and not key.lower().endswith("ss") and len(key) > 3
-    if known or described & _LIST_WORDS or (count is not None and count > 1) or plural_key:
+    if known or described & word_list("json_list") or (count is not None and count > 1) or plural_key:
         if known:
             return list(known[1][: count or len(known[1])])
         singular = _singular(key)

@@ -1,8 +1,9 @@
 """Pure: list and step answers of ``offline/assistant``, phrased the way a person would write them.
 
 "List three steps to make tea" must read "Here are three steps to make tea:" followed by steps that
-make tea, not "3 steps for make tea". Known lists and everyday procedures come from ``_facts``;
-anything else gets a general outline or general steps, said to be general. The task after "to" is a
+make tea, not "3 steps for make tea". Known lists and everyday procedures come from ``_data``;
+anything else gets a general outline or general steps (templates in ``data/phrases.toml``), said to
+be general. The task after "to" is a
 verb phrase ("to *make tea*") and fills verb templates; any other subject fills noun templates, so
 every sentence stays grammatical.
 """
@@ -11,35 +12,15 @@ from __future__ import annotations
 
 import re
 
-from ._facts import list_for, procedure_for
-from ._text import ASPECTS, hints_from, topic_of, words
+from ._data import list_for, phrases, procedure_for
+from ._text import NUMBER_WORDS, hints_from, topic_of, words
 
 __all__ = ["NUMBER_WORDS", "bullets", "number_word", "wants_steps"]
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _MAX_ITEMS = 10
 _DEFAULT_ITEMS = 4
 _TASK = re.compile(r"\b(?:steps?|instructions|how)\b.*?\bto\s+([a-z][^.?!\n:;()]*)", re.IGNORECASE)
 _SUBJECT = re.compile(r"\b(?:steps?|instructions|checklist)\s+(?:for|of|on)\s+([^.?!\n:;()]+)", re.IGNORECASE)
-_VERB_STEPS = (
-    "Decide what a good result looks like before you {t}.",
-    "Gather what you need to {t}.",
-    "Try the simplest way to {t} first.",
-    "Check the result, and fix what is off.",
-    "Note what worked, so that you can {t} faster next time.",
-    "Automate the parts you repeat.",
-    "Ask someone experienced for feedback.",
-)
-_NOUN_STEPS = (
-    "Decide what a good outcome for {t} looks like.",
-    "Gather what you need for {t}.",
-    "Start with the smallest version that works.",
-    "Check the result against your goal, and fix what is off.",
-    "Automate the parts you will repeat.",
-    "Write down what you learned.",
-    "Share the result and ask for feedback.",
-)
-_GENERAL_NOTE = "(General {what} from the offline model; a real model would tailor them.)"
 
 
 def number_word(n: int) -> str:
@@ -83,10 +64,10 @@ def bullets(prompt: str) -> str:
         return intro + "\n\n" + "\n".join(f"- {item}" for item in items[:n])
     n = count or _DEFAULT_ITEMS
     topic = topic_of(prompt)
-    lines = "\n".join(f"- {aspect.format(t=topic)}" for aspect in ASPECTS[:n])
-    return f"Here is an outline of {topic} in {number_word(n)} points:\n\n{lines}\n\n" + _GENERAL_NOTE.format(
-        what="points"
-    )
+    templates = phrases()["lists"]
+    lines = "\n".join(f"- {aspect.format(t=topic)}" for aspect in templates["aspects"][:n])
+    note = templates["general_note"].format(what="points")
+    return f"Here is an outline of {topic} in {number_word(n)} points:\n\n{lines}\n\n{note}"
 
 
 def _steps(prompt: str, said: list[str], count: int | None) -> str:
@@ -99,12 +80,13 @@ def _steps(prompt: str, said: list[str], count: int | None) -> str:
     task_match = _TASK.search(prompt)
     if task_match:
         task = " ".join(task_match.group(1).split())
-        templates, intro = _VERB_STEPS, f"to {task}"
+        templates, intro = phrases()["lists"]["verb_steps"], f"to {task}"
     else:
         subject = _SUBJECT.search(prompt)
         task = " ".join(subject.group(1).split()) if subject else topic_of(prompt)
-        templates, intro = _NOUN_STEPS, f"for {task}"
+        templates, intro = phrases()["lists"]["noun_steps"], f"for {task}"
     n = min(count or _DEFAULT_ITEMS, len(templates))
     plural = "step" if n == 1 else "steps"
     body = _numbered([template.format(t=task) for template in templates[:n]])
-    return f"Here are {number_word(n)} {plural} {intro}:\n\n{body}\n\n" + _GENERAL_NOTE.format(what="steps")
+    note = phrases()["lists"]["general_note"].format(what="steps")
+    return f"Here are {number_word(n)} {plural} {intro}:\n\n{body}\n\n{note}"

@@ -8,9 +8,11 @@
 - ``offline/echo`` repeats the last user message verbatim, which lets tests send arbitrary payloads
   (markup, XSS strings, long text) back through the whole client.
 - ``offline/concise`` is the assistant cut to its core (one sentence, three list items, the code
-  block; see ``_styles``): fewer tokens, and half the gateway's latency and token delay.
+  block; see ``_phrasing``): fewer tokens, and half the gateway's latency and token delay.
 - ``offline/verbose`` is the assistant plus context and caveats: more tokens, 1.5x the latency and
   twice the token delay, like a larger, slower model.
+- ``offline/scripted`` answers exactly what its last user message scripts (content, tool calls,
+  usage, delays, an error, a cut stream; see ``_scripted``), so tests pin the protocol, not prose.
 
 Timing factors scale the gateway's ``latency`` (before the first byte) and ``token_delay`` (between
 streamed chunks); both default to 0, so tests and benchmarks get instant answers from every model,
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
+from ._data import word_list
+from ._phrasing import concise, verbose
 from ._schema_fill import SchemaTooLargeError, fill_schema
-from ._styles import concise, verbose
-from ._text import STOPWORDS, Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
+from ._scripted import SCRIPTED_MODEL, parse_script
+from ._text import Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
 from ._wire import GatewayError, Plan, ToolCallPlan
 
@@ -60,6 +64,8 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile(ECHO_MODEL, "repeats the last user message verbatim"),
         ModelProfile(CONCISE_MODEL, "short answers; half the latency and token delay", 0.5, 0.5),
         ModelProfile(VERBOSE_MODEL, "longer answers; 1.5x the latency, twice the token delay", 1.5, 2.0),
+        # The script alone decides its timing (see _scripted): the gateway's delays do not apply.
+        ModelProfile(SCRIPTED_MODEL, "answers what the user message scripts (tests pin the protocol)", 0, 0),
     )
 }
 OFFLINE_MODELS: tuple[str, ...] = tuple(PROFILES)
@@ -75,6 +81,8 @@ def plan_completion(request: ChatRequest) -> Plan:
 
     Raises ``GatewayError`` (400) when a schema asks for a larger answer than the offline models make.
     """
+    if request.model == SCRIPTED_MODEL:
+        return parse_script(request).plan
     last_user = _last_user_text(request.messages)
     if request.model == ECHO_MODEL:
         return _text_plan(request, last_user)
@@ -126,11 +134,12 @@ def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:
     if tool_choice.startswith("function:"):
         name = tool_choice.removeprefix("function:")
         return next(tool for tool in tools if tool.name == name)
-    said = {stem(w) for w in words(prompt) if w not in STOPWORDS}
+    stop = word_list("stopwords")
+    said = {stem(w) for w in words(prompt) if w not in stop}
 
     def score(tool: Tool) -> int:
-        name = {stem(w) for w in split_words(tool.name) if w not in STOPWORDS}
-        described = {stem(w) for w in words(tool.description) if w not in STOPWORDS}
+        name = {stem(w) for w in split_words(tool.name) if w not in stop}
+        described = {stem(w) for w in words(tool.description) if w not in stop}
         props = tool.parameters.get("properties")
         params = {stem(w) for p in props for w in split_words(p)} if isinstance(props, dict) else set()
         return 3 * len(name & said) + len(described & said) + len(params & said)

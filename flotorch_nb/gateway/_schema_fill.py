@@ -10,11 +10,11 @@ common shapes are tried); ``if``/``then``, ``not`` and remote ``$ref`` are ignor
 Values come from the prompt where a property's name says what it wants: a ``city`` gets a capitalised
 place from the prompt, a ``query`` gets the quoted phrase or the prompt, numbers are taken in order,
 an enum value mentioned in the prompt wins. When the prompt names a kind of thing the gateway has an
-example record of (a film, a dish: ``_entities``), fields the prompt does not settle come from that
+example record of (a film, a dish: ``_data.entity_for``), fields the prompt does not settle come from that
 record, each checked against its schema first. Everything else gets a plain, stable default.
 
 The gateway plans on its event loop, so a fill must stay small whatever the schema asks (see
-``_schema_limits``): an oversized keyword is refused up front, and a fill that grows past the limits
+``MAX_SIZE`` and below): an oversized keyword is refused up front, and a fill that grows past the limits
 stops with ``SchemaTooLargeError``. Both become a 400 in OpenAI's error shape. The bounds keep the
 worst fill to a fraction of a second (about 0.2 s measured), so planning stays on the event loop: a
 thread per request would cost every benchmark request a hand-off, and a runaway thread could not be
@@ -28,18 +28,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._entities import MISSING, entity_for, field
-from ._schema_limits import (
-    MAX_CHARS,
-    MAX_SIZE,
-    MAX_STEPS,
-    MAX_VALUES,
-    SchemaTooLargeError,
-    Taken,
-    oversized_keyword,
-)
+from ._data import MISSING, entity_for, field, phrases, word_list
 from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
-from ._text import ASPECTS, Hints, split_words, words, wordset
+from ._text import Hints, split_words, words
 
 __all__ = [
     "MAX_CHARS",
@@ -51,14 +42,20 @@ __all__ = [
     "oversized_keyword",
 ]
 
+#: The largest ``minItems`` / ``minLength`` / ``minProperties`` / ``minContains`` a schema may ask for.
+MAX_SIZE = 1000
+#: The most values (objects, arrays, scalars) one fill may make: 10x a maximal flat array.
+MAX_VALUES = 10 * MAX_SIZE
+#: The most characters of text one fill may make: room for a maximal flat array of maximal strings.
+MAX_CHARS = 2 * MAX_SIZE * MAX_SIZE
+#: The most schema work one fill may do: $ref/allOf merges (by what they copy), anyOf/enum scans.
+MAX_STEPS = 200_000
+_SIZE_KEYWORDS = ("minItems", "minLength", "minProperties", "minContains")
+
 _MAX_DEPTH = 24  # hard stop for pathological recursive schemas
 _FULL_DEPTH = 4  # below this depth, optional properties are filled too; deeper, only required ones
 
 _SHAPED = frozenset({"enum", "const", "format", "pattern", "anyOf", "oneOf", "minLength"})
-_SENTENCE_LISTS = wordset(
-    """steps step instructions tips ideas points suggestions recommendations pros cons benefits reasons
-    sentences questions examples bullets highlights takeaways"""
-)
 
 
 def fill_schema(schema: Any, hints: Hints, *, answer: str = "") -> Any:
@@ -70,6 +67,37 @@ def fill_schema(schema: Any, hints: Hints, *, answer: str = "") -> Any:
     filler = _Filler(schema, hints, answer)
     record = entity_for(words(hints.text))
     return filler.value(schema, "", 0, record if record is not None else MISSING)
+
+
+class SchemaTooLargeError(Exception):
+    """The schema asks for an answer larger than the offline gateway makes (see the module docstring)."""
+
+
+def oversized_keyword(schema: Any) -> tuple[str, float] | None:
+    """The first size keyword above ``MAX_SIZE`` in ``schema`` (its JSON pointer and value), if any.
+
+    Walks every nested object and list (not only where a keyword is meaningful: cheap, and safe for
+    anything a ``$ref`` may point at), without recursion, so a deep schema cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, pointer = stack.pop()
+        if isinstance(node, Mapping):
+            for keyword in _SIZE_KEYWORDS:
+                size = node.get(keyword)
+                if isinstance(size, int | float) and not isinstance(size, bool) and size > MAX_SIZE:
+                    return f"{pointer}/{keyword}", size
+            stack.extend((child, f"{pointer}/{key}") for key, child in node.items())
+        elif isinstance(node, list):
+            stack.extend((child, f"{pointer}/{index}") for index, child in enumerate(node))
+    return None
+
+
+def _unique_key(value: Any) -> Any:
+    """What ``uniqueItems`` compares: JSON's distinctions (``true`` is not ``1``), ``1`` equal to ``1.0``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return json.dumps(value, sort_keys=True)
 
 
 def _is_null(schema: Any) -> bool:
@@ -161,17 +189,16 @@ class _Filler:
         return node if isinstance(node, Mapping) else {}
 
     def value(self, schema: Any, name: str, depth: int, given: Any = MISSING) -> Any:
-        """A value for ``schema``; ``given`` (from an example record) is used where it fits."""
+        """A value for ``schema``; ``given`` (from an example record) is used where it fits.
+
+        Every value counts against ``MAX_VALUES`` and every leaf against the text budget.
+        """
         self.made += 1
         if self.made > MAX_VALUES:
             raise SchemaTooLargeError(
                 f"the schema asks for an answer of more than {MAX_VALUES} values (nested or recursive "
                 "arrays multiply their minItems)"
             )
-        return self.make(schema, name, depth, given)
-
-    def make(self, schema: Any, name: str, depth: int, given: Any = MISSING) -> Any:
-        """The value for one (sub)schema; every leaf is charged against the text budget."""
         schema = self.resolve(schema)
         if schema is False or depth > _MAX_DEPTH:
             return None
@@ -305,7 +332,9 @@ class _Filler:
             count = min(count, high)
         singular = name[:-1] if name.endswith("s") else name
         out: list[Any] = []
-        taken = Taken() if schema.get("uniqueItems") else None
+        # uniqueItems: the keys of the items so far, and where each variant search stopped
+        taken: set[Any] | None = set() if schema.get("uniqueItems") else None
+        cursor: dict[Any, int] = {}
         for index in range(count):
             if index < len(prefix):
                 value = self.value(prefix[index], singular, depth + 1)
@@ -320,54 +349,54 @@ class _Filler:
             else:
                 value = self.value(item_schema, singular, depth + 1)
             if taken is not None:
-                if value in taken:
+                if _unique_key(value) in taken:
                     if isinstance(value, str):
                         self.chars -= len(value)  # replaced: only the variant is in the answer
-                    value = self.unique_variant(item_schema, taken, value)
+                    value = self.unique_variant(item_schema, taken, cursor, value)
                     if value is _NO_VALUE:
                         break
-                taken.add(value)
+                taken.add(_unique_key(value))
             out.append(value)
         return out
 
     def phrases(self, name: str) -> list[str]:
         """Items for a plain string array: sentences for "steps"/"tips", prompt keywords otherwise."""
-        if set(split_words(name)) & _SENTENCE_LISTS:
-            return [aspect.format(t=self.hints.topic) for aspect in ASPECTS[:3]]
+        if set(split_words(name)) & word_list("sentence_lists"):
+            return [aspect.format(t=self.hints.topic) for aspect in phrases()["lists"]["aspects"][:3]]
         return list(self.hints.keywords[:5])
 
-    def unique_variant(self, item_schema: Any, taken: Taken, value: Any) -> Any:
+    def unique_variant(self, item_schema: Any, taken: set[Any], cursor: dict[Any, int], value: Any) -> Any:
         """Another valid item that is not in ``taken``, or ``_NO_VALUE`` when none is easy to make.
 
-        Each search resumes where the previous one for the same value stopped (``taken.cursor``):
+        Each search resumes where the previous one for the same value stopped (``cursor``):
         items only accumulate, so what was taken stays taken, and a long array costs linear time.
         """
         if isinstance(item_schema, Mapping) and isinstance(item_schema.get("enum"), list):
             options = item_schema["enum"]
-            for index in range(taken.cursor.get("enum", 0), len(options)):
-                if options[index] not in taken:
-                    taken.cursor["enum"] = index + 1
+            for index in range(cursor.get("enum", 0), len(options)):
+                if _unique_key(options[index]) not in taken:
+                    cursor["enum"] = index + 1
                     return self.charge(options[index])
-            taken.cursor["enum"] = len(options)
+            cursor["enum"] = len(options)
             return _NO_VALUE
         if isinstance(value, bool):
-            return _NO_VALUE if (not value) in taken else not value
+            return _NO_VALUE if _unique_key(not value) in taken else not value
         if isinstance(value, str):
-            index = taken.cursor.get(("s", value), 2)
-            while f"{value} {index}" in taken:
+            index = cursor.get(("s", value), 2)
+            while _unique_key(f"{value} {index}") in taken:
                 index += 1
-            taken.cursor[("s", value)] = index + 1
+            cursor[("s", value)] = index + 1
             return self.charge(f"{value} {index}")
         if isinstance(value, int | float) and isinstance(item_schema, Mapping):
             low, high = bounds(item_schema, integer=isinstance(value, int))
             unit = number_or(item_schema.get("multipleOf"))
             unit = unit if unit is not None and unit > 0 else 1.0
-            for step in range(taken.cursor.get(("n", value), 1), len(taken) + 2):
+            for step in range(cursor.get(("n", value), 1), len(taken) + 2):
                 for candidate in (value + step * unit, value - step * unit):
-                    if candidate not in taken and within(candidate, low, high):
-                        taken.cursor[("n", value)] = step
+                    if _unique_key(candidate) not in taken and within(candidate, low, high):
+                        cursor[("n", value)] = step
                         return round(candidate) if isinstance(value, int) else candidate
-            taken.cursor[("n", value)] = len(taken) + 2
+            cursor[("n", value)] = len(taken) + 2
         return _NO_VALUE
 
     # -- the size budget -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A property's name says what it wants: ``city`` gets a place named in the prompt, ``query`` the quoted
 phrase or the prompt itself, ``summary`` the assistant's answer, ``email``/``url``/``date`` what the
 prompt contains of that shape; numbers are taken from the prompt in order when they fit the bounds.
-A value *given* by an example record (``_entities``) is used when the prompt states nothing firm for
+A value *given* by an example record (``_data.entity_for``) is used when the prompt states nothing firm for
 the field (a quoted phrase, a name, an email, a number are firm; the prompt's topic is not) and it
 fits the schema. Anything else gets a plain, stable default: plausible for its name (30 minutes, 4
 servings), never a bare 1. Bounds (``minimum``, ``exclusiveMaximum``, draft-04
@@ -18,66 +18,23 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._text import Hints, first_sentence, split_words, words, wordset
+from ._data import load, word_list
+from ._text import Hints, first_sentence, split_words, words
 
 __all__ = ["Scalars", "bounds", "fit_string", "int_or", "number_or", "within"]
 
-_PLACE = wordset("city location place town country destination origin region state address where")
-_PERSON = wordset("name person author user username owner assignee customer recipient who")
-_LABEL = wordset(
-    """title subject topic category keyword tag label genre kind dish meal recipe film movie book song
-    album product"""
-)
-_TEXT = wordset("query q search question prompt text input message content sentence phrase term")
-_MATH = wordset("expression formula equation calculation")
-_PROSE = wordset(
-    """answer summary description explanation reason reasoning response result output comment notes
-    details body justification rationale"""
-)
 _LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Japanese", "Chinese")
-_POSITIVE = wordset("good great love excellent happy amazing wonderful best like enjoy nice")
-_NEGATIVE = wordset("bad terrible hate awful sad worst poor angry broken disappointing")
 _NEGATION = re.compile(r"\b(?:no|not|never|without|don't|disable|false)\b", re.IGNORECASE)
-_FORMATS = {
-    "date": "2025-01-01",
-    "date-time": "2025-01-01T12:00:00Z",
-    "time": "12:00:00Z",
-    "email": "user@example.com",
-    "idn-email": "user@example.com",
-    "uri": "https://example.com",
-    "url": "https://example.com",
-    "iri": "https://example.com",
-    "uri-reference": "https://example.com",
-    "uuid": "00000000-0000-4000-8000-000000000000",
-    "ipv4": "127.0.0.1",
-    "ipv6": "::1",
-    "hostname": "example.com",
-    "duration": "P1D",
-}
-_NAMED_NUMBERS = (
-    (wordset("count n num number limit k max results quantity size amount days"), 3),
-    ({"age"}, 30),
-    ({"rating", "stars", "score"}, 4),
-    ({"temperature", "temp"}, 21),
-    ({"price", "cost"}, 10),
-    ({"page"}, 1),
-    ({"confidence", "probability"}, 0.9),
-    ({"percent", "percentage"}, 50),
-    ({"year"}, 2025),
-    (wordset("minutes mins minute"), 30),
-    ({"hours", "hour"}, 2),
-    ({"seconds", "second"}, 30),
-    (wordset("servings serves portions people guests"), 4),
-    ({"calories", "kcal"}, 500),
-    ({"pages"}, 300),
-    ({"population"}, 1_000_000),
-    ({"weight", "kg"}, 70),
-    ({"height", "cm"}, 170),
-)
 _STREET_RE = re.compile(
     r"\b\d+\s+(?:[A-Z][a-z]+\s+)+(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Lane|Ln|Way|Drive|Dr)\b\.?"
 )
 _PATTERN_TRIES = ("12345", "ABC", "abc", "A", "a", "1", "0", "a1", "A1", "AB-1234", "example", "2025-01-01")
+
+
+def _formats() -> dict[str, str]:
+    """Values for a string property with a JSON Schema ``format`` (``data/words.toml``)."""
+    formats: dict[str, str] = load("words")["formats"]
+    return formats
 
 
 class Scalars:
@@ -115,7 +72,8 @@ class Scalars:
             if isinstance(default, int | float) and not isinstance(default, bool):
                 chosen = float(default)
             else:
-                chosen = next((float(v) for words, v in _NAMED_NUMBERS if words & name_words), 1.0)
+                named = load("words")["named_numbers"]
+                chosen = next((float(n["value"]) for n in named if set(n["words"].split()) & name_words), 1.0)
         if not within(chosen, low, high):
             chosen = _inside(chosen, low, high)
         step = schema.get("multipleOf")
@@ -138,8 +96,8 @@ class Scalars:
                 candidate = examples[0]
             elif isinstance(default, str):
                 candidate = default
-            elif isinstance(fmt, str) and fmt in _FORMATS:
-                candidate = _FORMATS[fmt]
+            elif isinstance(fmt, str) and fmt in _formats():
+                candidate = _formats()[fmt]
             else:
                 candidate = self.string_default(name)
         return fit_string(candidate, schema)
@@ -154,31 +112,31 @@ class Scalars:
             return (hints.urls[0], True) if hints.urls else (None, False)
         if fmt == "date" or name_words & {"date", "day", "deadline", "due"}:
             return (hints.dates[0], True) if hints.dates else (None, False)
-        if fmt in _FORMATS:
+        if fmt in _formats():
             return None, False
         if name_words & {"street"}:
             street = _STREET_RE.search(hints.text)
             return (street.group(0), True) if street else (None, False)
-        if name_words & _PLACE:
+        if name_words & word_list("place"):
             after = _place_after_preposition(hints.text)
             if after and after in hints.proper:
                 self.used.add(after)
                 return after, True
             named = self.fresh(hints.proper) or self.fresh(hints.quoted)
             return (named, True) if named else (after, False)
-        if name_words & _PERSON:
+        if name_words & word_list("person"):
             named = self.fresh(hints.quoted) or self.fresh(hints.proper)
             return named, named is not None
-        if name_words & _MATH:
+        if name_words & word_list("math"):
             match = re.findall(r"[\d.\s()+\-*/^%]*\d[\d.\s()]*[+\-*/^%][\d.\s()+\-*/^%]*\d\)*", hints.text)
             return (max(match, key=len).strip(), True) if match else (None, False)
-        if name_words & _TEXT:
+        if name_words & word_list("text"):
             if hints.quoted:
                 return hints.quoted[0], True
             return " ".join(hints.text.split())[:300] or None, False
-        if name_words & _PROSE:
+        if name_words & word_list("prose"):
             return first_sentence(self.answer or hints.text, 40) or None, False
-        if name_words & _LABEL:
+        if name_words & word_list("label"):
             return (hints.quoted[0], True) if hints.quoted else (hints.topic, False)
         if name_words & {"language", "lang"}:
             lowered = hints.text.lower()
@@ -186,7 +144,7 @@ class Scalars:
             return (found, True) if found else ("English", False)
         if name_words & {"sentiment", "tone", "mood"}:
             said = set(words(hints.text))
-            pos, neg = len(said & _POSITIVE), len(said & _NEGATIVE)
+            pos, neg = len(said & word_list("positive")), len(said & word_list("negative"))
             return "positive" if pos > neg else "negative" if neg > pos else "neutral", False
         return None, False
 
@@ -199,27 +157,19 @@ class Scalars:
         return None
 
     def string_default(self, name: str) -> str:
+        """A plausible value for a property by the words of its name (``string_defaults`` in
+        ``data/words.toml``: the first entry sharing a word wins), else the prompt's topic."""
         words = set(split_words(name))
-        if words & _PLACE:
+        if words & word_list("place"):
             return "Springfield"
-        if words & _PERSON:
+        if words & word_list("person"):
             return "Alex"
         if "id" in words or "uuid" in words:
             return f"{name or 'item'}-1"
-        if words & {"currency"}:
-            return "USD"
-        if words & {"unit", "units"}:
-            return "metric"
-        if words & {"color", "colour"}:
-            return "blue"
-        if words & {"time"}:
-            return "12:00"
-        if words & {"phone"}:
-            return "+1-555-0100"
-        if words & {"dish", "meal", "recipe"}:
-            return "Vegetable stir-fry"
-        if words & {"role", "job", "position"}:
-            return "member"
+        defaults = load("words")["string_defaults"]
+        found = next((d["value"] for d in defaults if set(d["words"].split()) & words), None)
+        if isinstance(found, str):
+            return found
         topic = self.hints.topic
         return topic if topic != "your request" else "example"
 
@@ -249,14 +199,6 @@ def int_or(value: Any, fallback: int | None) -> Any:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else fallback
 
 
-def _ceil(value: float) -> float:
-    return float(math.ceil(value))
-
-
-def _floor(value: float) -> float:
-    return float(math.floor(value))
-
-
 # A bound is (value, exclusive); None means unbounded on that side.
 _Bound = tuple[float, bool] | None
 
@@ -279,9 +221,9 @@ def bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[_Bound, _Bound]
         if bound is not None and integer:  # integers: make the bound inclusive and whole
             edge, excl = bound
             if is_lower:
-                bound = (_floor(edge) + 1 if excl else _ceil(edge), False)
+                bound = (math.floor(edge) + 1.0 if excl else float(math.ceil(edge)), False)
             else:
-                bound = (_ceil(edge) - 1 if excl else _floor(edge), False)
+                bound = (math.ceil(edge) - 1.0 if excl else float(math.floor(edge)), False)
         sides.append(bound)
     return sides[0], sides[1]
 
@@ -313,10 +255,10 @@ def _inside(value: float, low: _Bound, high: _Bound) -> float:
 
 
 def _multiple(value: float, step: float, low: _Bound, high: _Bound) -> float:
-    up = _ceil(value / step) * step
+    up = math.ceil(value / step) * step
     if within(up, low, high):
         return up
-    down = _floor(value / step) * step
+    down = math.floor(value / step) * step
     return down if within(down, low, high) else value
 
 

@@ -22,9 +22,8 @@ from starlette.applications import Starlette
 
 from ._app import check_seconds, create_app
 from ._asgi import StreamCut
-from ._counts import RequestCounts
 from ._faults import FaultPlan
-from ._record import RecordedRequest
+from ._record import RecordedRequest, RequestCounts
 
 __all__ = ["OfflineGateway", "bind_socket", "make_server", "quiet_deliberate_cuts"]
 
@@ -43,30 +42,22 @@ class _Server(uvicorn.Server):
         return None
 
 
-class _DropDeliberateCuts(logging.Filter):
-    """Hide uvicorn's traceback for connections the fault injector cuts on purpose; keep real errors."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not _is_cut(exc)
-
-
 def _is_cut(exc: BaseException | None) -> bool:
-    if isinstance(exc, StreamCut):
-        return True
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_cut(inner) for inner in exc.exceptions)
-    return False
+    return isinstance(exc, StreamCut)
 
 
-_CUT_FILTER = _DropDeliberateCuts()
+def _not_a_deliberate_cut(record: logging.LogRecord) -> bool:
+    """A log filter: hide uvicorn's traceback for connections the fault injector cuts on purpose."""
+    return not _is_cut(record.exc_info[1] if record.exc_info else None)
 
 
 def quiet_deliberate_cuts() -> None:
     """Install (once) the filter that keeps injected stream cuts out of uvicorn's error log."""
     uvicorn_errors = logging.getLogger("uvicorn.error")
-    if _CUT_FILTER not in uvicorn_errors.filters:
-        uvicorn_errors.addFilter(_CUT_FILTER)
+    if _not_a_deliberate_cut not in uvicorn_errors.filters:
+        uvicorn_errors.addFilter(_not_a_deliberate_cut)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -109,6 +100,18 @@ def make_server(
 def base_url(host: str, port: int) -> str:
     """``http://host:port`` (IPv6 hosts in brackets), no trailing slash."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _setting(name: str, doc: str) -> Any:
+    """A property for one of the app's delays: read live, checked when set (it may change while serving)."""
+
+    def get(self: OfflineGateway) -> float:
+        return float(getattr(self.app.state.settings, name))
+
+    def set_(self: OfflineGateway, seconds: float) -> None:
+        setattr(self.app.state.settings, name, check_seconds(name, seconds))
+
+    return property(get, set_, doc=f"{doc} May be changed while serving.")
 
 
 class OfflineGateway:
@@ -180,25 +183,8 @@ class OfflineGateway:
         """Forget the counts; return how many distinct requests there were."""
         return self._counts.clear()
 
-    @property
-    def token_delay(self) -> float:
-        """Default pause between streamed chunks, in seconds; may be changed while serving."""
-        delay: float = self.app.state.settings.token_delay
-        return delay
-
-    @token_delay.setter
-    def token_delay(self, seconds: float) -> None:
-        self.app.state.settings.token_delay = check_seconds("token_delay", seconds)
-
-    @property
-    def latency(self) -> float:
-        """Wait before the first byte of every answer, in seconds; may be changed while serving."""
-        latency: float = self.app.state.settings.latency
-        return latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        self.app.state.settings.latency = check_seconds("latency", seconds)
+    token_delay = _setting("token_delay", "Default pause between streamed chunks, in seconds.")
+    latency = _setting("latency", "Wait before the first byte of every answer, in seconds.")
 
     @property
     def port(self) -> int:

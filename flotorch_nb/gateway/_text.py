@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._data import word_list
+
 # A word's first token is up to 8 characters (it starts where no word character precedes it);
 # each further token of the same word is up to 4 characters.
 TOKEN_RE = re.compile(r"(?<!\w)\w{1,8}|\w{1,4}|[^\w\s]")
@@ -33,35 +35,9 @@ _DATE_RE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _PROPER_RE = re.compile(r"\b[A-Z][a-zA-Z]+(?:[ -][A-Z][a-zA-Z]+)*")
 
 
-def wordset(text: str) -> frozenset[str]:
-    """A frozenset of the whitespace-separated words in ``text`` (keeps long word tables readable)."""
-    return frozenset(text.split())
-
-
-# Small on purpose: enough to find the words that carry a prompt's meaning.
-STOPWORDS = wordset(
-    """a about above after again all also am an and any are as at be because been before being
-    below between both but by can could did do does doing don't down during each few for from further
-    had has have having he her here hers him his how i i'm if in into is it it's its itself just let
-    let's me more most my no nor not now of off on once only or other our ours out over own please
-    same she should so some such than that that's the their theirs them then there these they this
-    those through to too under until up very was we were what what's when where which while who whom
-    why will with would you your yours yourself tell give show write make explain describe using use
-    get find want need like know think me? hi hello hey thanks thank"""
-)
-
-_NUMBER_WORDS = {
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-}
+#: Numbers as words, ``NUMBER_WORDS[3] == "three"`` (lists say "three steps", prompts say "three").
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_NUMBER_WORDS = {word: n for n, word in enumerate(NUMBER_WORDS) if n}
 
 
 def count_tokens(text: str) -> int:
@@ -108,8 +84,9 @@ def stem(word: str) -> str:
 def keywords(text: str, limit: int = 8) -> list[str]:
     """Distinct content words of ``text`` in order of first appearance (stop words removed)."""
     seen: dict[str, None] = {}
+    stop = word_list("stopwords")
     for word in words(text):
-        if len(word) > 1 and word not in STOPWORDS and word not in seen:
+        if len(word) > 1 and word not in stop and word not in seen:
             seen[word] = None
             if len(seen) >= limit:
                 break
@@ -146,13 +123,14 @@ def hints_from(text: str) -> Hints:
     quoted = tuple(next(g for g in m.groups() if g) for m in _QUOTED_RE.finditer(text))
     leading: list[str] = []
     inner: list[str] = []
+    stop, not_names = word_list("stopwords"), word_list("not_names")
     for sentence in re.split(r"(?<=[.!?:;])\s+|\n+", text):
         for match in _PROPER_RE.finditer(sentence):
             phrase = match.group(0)
             first, _, rest = phrase.partition(" ")
-            if first.lower() in STOPWORDS:  # "What Paris..." -> "Paris"
+            if first.lower() in stop:  # "What Paris..." -> "Paris"
                 phrase = rest
-            if not phrase or phrase.lower() in STOPWORDS or phrase in _NOT_NAMES:
+            if not phrase or phrase.lower() in stop or phrase in not_names:
                 continue
             # A lone capitalised word that starts a sentence ("Extract", "Summarize") is usually
             # not a name, so such words only come after the names found inside sentences.
@@ -173,12 +151,6 @@ def hints_from(text: str) -> Hints:
     )
 
 
-# Capitalised words that start instructions or name formats: never a person, place or title.
-_NOT_NAMES = wordset(
-    """List Name Return Extract Summarize Summarise Describe Explain Give Write Create Generate Translate
-    Find Show Tell Make Answer Reply Respond Classify Compare Suggest Recommend Provide Output Convert
-    JSON API HTTP HTTPS URL SQL CSV XML HTML YAML LLM AI PDF ID OK"""
-)
 _TOPIC_MARKERS = re.compile(r"\b(?:about|on|of|for|regarding|to|is|are)\s+([^\d.,!?;:\n][^.,!?;:\n]*)", re.I)
 
 
@@ -192,35 +164,14 @@ def topic_of(text: str, limit: int = 5) -> str:
     match = _TOPIC_MARKERS.search(line)
     if match:
         phrase = [w for w in re.findall(r"[\w'\-]+", match.group(1))][:limit]
-        while phrase and phrase[-1].lower() in STOPWORDS:
+        stop = word_list("stopwords")
+        while phrase and phrase[-1].lower() in stop:
             phrase.pop()
-        if any(w.lower() not in STOPWORDS for w in phrase):
+        if any(w.lower() not in stop for w in phrase):
             return " ".join(phrase)
-    found = [w for w in keywords(text, limit=limit + 4) if w not in _INSTRUCTION_WORDS][:limit]
+    instructions = word_list("instruction_words")
+    found = [w for w in keywords(text, limit=limit + 4) if w not in instructions][:limit]
     return " ".join(found) if found else "your request"
-
-
-_INSTRUCTION_WORDS = wordset(
-    """summarize summarise summary haiku poem list steps step bullet bullets code python function
-    translate translation short brief sentence sentences paragraph answer question quick simple
-    example examples briefly one two three four five"""
-)
-
-
-# Generic but meaningful angles on any topic; used for bullet lists and "steps"-like arrays. Each reads
-# right whether the topic is singular or plural ("unit testing", "fruits").
-ASPECTS = (
-    "The basics of {t}, and why they matter",
-    "Putting {t} into practice",
-    "Common pitfalls with {t}, and how to avoid them",
-    "A small first step you can take with {t}",
-    "How to check that your results with {t} are right",
-    "Where to learn more about {t}",
-    "When to choose something other than {t}",
-    "The questions people ask most often about {t}",
-    "The history of {t}",
-    "Who gains the most from {t}",
-)
 
 
 def first_sentence(text: str, max_words: int = 25) -> str:
@@ -232,3 +183,17 @@ def first_sentence(text: str, max_words: int = 25) -> str:
     if len(parts) > max_words:
         return " ".join(parts[:max_words]).rstrip(",;:") + "…"
     return sentence
+
+
+def first_statement(text: str, max_words: int = 25) -> str:
+    """The first sentence that is not a question (else the last one), shortened like ``first_sentence``.
+
+    A reply that opens by repeating the question ("Why is the sky blue? Because ...") is shortened to
+    its answer, never to the question.
+    """
+    rest = " ".join(text.split())
+    while True:
+        sentence = first_sentence(rest, max_words)
+        rest = rest[len(sentence) :].strip()
+        if not sentence.endswith("?") or not rest:
+            return sentence

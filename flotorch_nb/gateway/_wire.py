@@ -112,6 +112,8 @@ class Plan:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    #: A stream's exact content deltas (``offline/scripted``); None: one delta per token of ``content``.
+    pieces: tuple[str, ...] | None = None
 
     def usage(self) -> dict[str, int]:
         """OpenAI's usage object; total is the sum of prompt and completion tokens."""
@@ -181,7 +183,8 @@ def stream_events(
                 events.append(choice(json.dumps(fragment)))
     else:
         events.append(choice('{"role":"assistant","content":""}'))
-        for piece in token_pieces(plan.content or ""):
+        pieces = plan.pieces if plan.pieces is not None else token_pieces(plan.content or "")
+        for piece in pieces:
             events.append(choice(f'{{"content":{json.dumps(piece)}}}'))
     events.append(choice("{}", json.dumps(plan.finish_reason)))
     if include_usage and usage != "omit":

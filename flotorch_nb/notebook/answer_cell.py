@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from IPython.core.displaypub import DisplayPublisher
+from IPython.core.displaypub import CapturingDisplayPublisher, DisplayPublisher
 from IPython.display import clear_output, display
 
 from .._text import utf8_safe
@@ -34,8 +34,19 @@ PREVIEW_INTERVAL_S = 0.05
 
 
 def is_terminal(shell: Any) -> bool:
-    """True in terminal IPython, whose display publisher only prints text (no rich frontend)."""
-    return type(shell.display_pub) is DisplayPublisher
+    """True where output can only be text: terminal IPython (also while ``capture_output`` or
+    ``%%capture`` swaps its publisher), or any shell with IPython's stock publishers. Their
+    ``clear_output`` writes ``ESC[2K\\r`` to stdout, which a captured, piped or logged output keeps
+    as garbage, so only a rich frontend (ipykernel's publisher, or a test's) gets previews cleared."""
+    if type(shell.display_pub) in (DisplayPublisher, CapturingDisplayPublisher):
+        return True
+    return any(cls.__name__ == "TerminalInteractiveShell" for cls in type(shell).__mro__)
+
+
+def _plain_text(shell: Any) -> bool:
+    """Whether escape codes would end up as text: a terminal whose stdout is not a TTY."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return is_terminal(shell) and not (callable(isatty) and isatty())
 
 
 def ask(
@@ -134,6 +145,8 @@ def one_line_traceback(exc: BaseException, shell: Any) -> None:
         if getattr(tb, "mode", None) == "Verbose":
             return list(tb.structured_traceback(type(exc), exc, exc.__traceback__))
         name, _, message = error_line(exc).partition(": ")
+        if _plain_text(shell):
+            return [f"{name}: {utf8_safe(message)}"]
         return [f"\x1b[0;31m{name}\x1b[0m: {utf8_safe(message)}"]
 
     exc._render_traceback_ = render  # type: ignore[attr-defined]

@@ -1,10 +1,11 @@
 """The answers of this notebook session, with their provenance: what ``%flotorch provenance`` lists.
 
-Every client the session builds or watches carries a ``_provenance.Stamp`` hook whose sink is
-``AnswerLog.add``, so each completed answer — ``%%flotorch``, a comparison, the chat panel, the user's
-own ``get_session().client().invoke(...)`` — adds one record here, with ``by`` saying which surface
-asked. The records are the ones saved in the notebook's output metadata (the same fields), so this
-list and ``flotorch_nb.provenance("x.ipynb")`` read alike.
+Every client the session builds or watches carries ``AnswerLog.after_call`` as a hook, which keeps the
+provenance record each completed answer carries (``LLMResponse.provenance``), so each one —
+``%%flotorch``, a comparison, the chat panel, a batch item, the user's own
+``get_session().client().invoke(...)`` — adds one record here, with ``by`` saying which surface asked.
+The records are the ones saved in the notebook's output metadata (the same fields), so this list and
+``flotorch_nb.provenance("x.ipynb")`` read alike.
 
 The table is escaped HTML plus text: model ids and request ids come from the gateway. Pure: no IPython.
 """
@@ -22,6 +23,8 @@ from .._text import utf8_safe
 if TYPE_CHECKING:
     import pandas
 
+    from .._hooks import CallResult
+
 __all__ = ["AnswerLog"]
 
 #: What the table shows of each record (all fields stay in ``records`` and ``to_pandas()``).
@@ -36,9 +39,16 @@ class AnswerLog:
         self._records: list[dict[str, Any]] = []
 
     def add(self, record: Mapping[str, Any]) -> None:
-        """Keep one answer's record (the ``Stamp`` hook's sink)."""
+        """Keep one answer's record."""
         with self._lock:
             self._records.append(dict(record))
+
+    def after_call(self, result: CallResult) -> None:
+        """An ``after_call`` hook: keep the record an answered call's response carries, with ``by``
+        (the ``call_label``: ``magic``, ``chat``, ``batch`` or ``code``)."""
+        response = result.response
+        if result.outcome == "ok" and response is not None and response.provenance is not None:
+            self.add(response.provenance | {"by": result.request.label or "code"})
 
     @property
     def records(self) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ __all__ = ["Chart", "batch_chart", "comparison_chart", "ledger_chart", "models_b
 
 _BLUE, _ORANGE, _RED, _GREY = "#2563eb", "#d97706", "#b91c1c", "#6b7280"
 _DPI = 100
+#: The fewest bar slots of the "errors by type" panel: a single error type is one bar, not a red block.
+_MIN_SLOTS = 5
 
 
 class _TokenRow(Protocol):
@@ -92,13 +94,16 @@ def _bars(
     title: str,
     color: str,
     missing_color: str = _GREY,
+    slots: int = 0,
 ) -> None:
     """Horizontal bars, one per label, each with its number written at its end (so the axis itself
-    needs no ticks); a ``None`` value draws no bar, only its text (``cost unknown``, an error)."""
+    needs no ticks); a ``None`` value draws no bar, only its text (``cost unknown``, an error).
+    ``slots``: room for at least that many bars, so one bar in a tall panel stays a bar instead of
+    filling it as a block."""
     positions = list(range(len(labels)))
     ax.barh(positions, [v if v is not None else 0 for v in values], color=color, height=0.6)
     ax.set_yticks(positions, [_short(label) for label in labels])
-    ax.invert_yaxis()  # first model on top, as in the tables
+    ax.set_ylim(max(len(labels), slots) - 0.5, -0.5)  # first model on top, as in the tables
     ax.set_title(title, fontsize=9, loc="left")
     top = max((v for v in values if v is not None), default=0) or 1
     ax.set_xlim(0, top * 1.35)
@@ -110,18 +115,23 @@ def _bars(
 
 
 def ledger_chart(rows: Iterable[_TokenRow], costs: Mapping[str, Decimal | None] | None = None) -> Chart:
-    """Tokens and cost per model (the ledger's rows; a ``"total"`` row is left out). A model whose
-    cost is unknown gets the words "cost unknown", never a bar of zero."""
+    """Tokens per model (the ledger's rows; a ``"total"`` row is left out), and cost per model when
+    ``costs`` is given: None means no prices are in use, and then no cost is shown at all. A model
+    whose cost is unknown gets the words "cost unknown", never a bar of zero."""
     models = [r for r in rows if r.model != "total"]
     labels = [r.model for r in models]
     tokens = [float(r.total_tokens) for r in models]
-    costs = costs or {}
+    figure, axes = _figure(1 if costs is None else 2, 0.6 + 0.35 * max(1, len(labels)))
+    _bars(axes[0], labels, tokens, [f"{t:,.0f}" for t in tokens], "tokens per model", _BLUE)
+    if costs is None:
+        return _render(
+            figure,
+            "Tokens per model: " + "; ".join(f"{m}: {t:,.0f}" for m, t in zip(labels, tokens, strict=True)),
+        )
     money = [costs.get(label) for label in labels]
-    figure, (left, right) = _figure(2, 0.6 + 0.35 * max(1, len(labels)))
-    _bars(left, labels, tokens, [f"{t:,.0f}" for t in tokens], "tokens per model", _BLUE)
     dollars = [float(c) if c is not None else None for c in money]
-    _bars(right, labels, dollars, [format_cost(c) for c in money], "cost per model", _ORANGE)
-    right.set_yticks([])
+    _bars(axes[1], labels, dollars, [format_cost(c) for c in money], "cost per model", _ORANGE)
+    axes[1].set_yticks([])
     alt = "Tokens and cost per model: " + "; ".join(
         f"{m}: {t:,.0f} tokens, {format_cost(c)}" for m, t, c in zip(labels, tokens, money, strict=True)
     )
@@ -162,22 +172,32 @@ def comparison_chart(comparison: Comparison) -> Chart:
     return _render(figure, alt)
 
 
+def _latency_histogram(ax: Axes, values: Sequence[float]) -> None:
+    """How many answers took how long; the count axis has whole numbers only (there is no half an
+    answer, which matplotlib's ticks would show for small batches)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if values:
+        ax.hist(values, bins=min(30, max(5, len(values) // 3)), color=_BLUE, edgecolor="white")
+    else:
+        ax.text(0.5, 0.5, "no answers", ha="center", va="center", color=_GREY, transform=ax.transAxes)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"latency of {len(values)} answers (ms)", fontsize=9, loc="left")
+    ax.set_ylabel("answers", fontsize=8)
+
+
 def batch_chart(latencies_ms: Sequence[float], errors: Mapping[str, int] | None = None) -> Chart:
     """A batch at a glance: the distribution of latencies, and errors by type (when there are any)."""
     values = [float(v) for v in latencies_ms if v is not None and math.isfinite(v)]
     errors = {k: v for k, v in (errors or {}).items() if v}
     figure, axes = _figure(2 if errors else 1, 2.4)
-    ax = axes[0]
-    if values:
-        ax.hist(values, bins=min(30, max(5, len(values) // 3)), color=_BLUE, edgecolor="white")
-    else:
-        ax.text(0.5, 0.5, "no answers", ha="center", va="center", color=_GREY, transform=ax.transAxes)
-    ax.set_title(f"latency of {len(values)} answers (ms)", fontsize=9, loc="left")
-    ax.set_ylabel("answers", fontsize=8)
+    _latency_histogram(axes[0], values)
     if errors:
         names = sorted(errors, key=lambda k: -errors[k])
         counts = [float(errors[n]) for n in names]
-        _bars(axes[1], names, counts, [str(errors[n]) for n in names], "errors by type", _RED)
+        _bars(
+            axes[1], names, counts, [str(errors[n]) for n in names], "errors by type", _RED, slots=_MIN_SLOTS
+        )
     alt = f"{len(values)} answers"
     if values:
         alt += f", latency median {statistics.median(values):,.0f} ms, max {max(values):,.0f} ms"

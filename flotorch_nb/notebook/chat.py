@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._hooks import call_label
-from .._provenance import provenance_of
 from .ledger import LedgerEntry, Totals, capture
 
 if TYPE_CHECKING:
@@ -88,9 +87,7 @@ async def run_turn(
             turn.end("error", error_line(exc), _last(spent))
             raise
     turn.finish(response, _last(spent))
-    turn.provenance = provenance_of(
-        response, base_url=client.base_url, endpoint=client.endpoint, model=turn.model
-    )
+    turn.provenance = response.provenance
     return response
 
 

@@ -77,8 +77,14 @@ def _budgets(session: Session) -> str:
     money = session.money_budget
     if money is None:
         return tokens if session.budget is not None else "none"
-    dollars = f"{format_cost(money.limit)} ({format_cost(session.spent_money)} spent)"
+    dollars = f"{format_cost(money.limit)} ({format_cost(session.spent_money)} spent{_estimates(session)})"
     return dollars if session.budget is None else f"{tokens}; {dollars}"
+
+
+def _estimates(session: Session) -> str:
+    """Said after what the money budget counts as spent when that includes the estimates of calls
+    without usage, which the tables show as "cost unknown" (``pricing``'s rule)."""
+    return ", estimates included" if session.ledger.spend.estimated else ""
 
 
 def usage(session: Session) -> Output:
@@ -89,7 +95,7 @@ def usage(session: Session) -> Output:
         lines.append(f"budget: {session.spent_tokens} of {session.budget} tokens used")
     if session.money_budget is not None:
         spent, limit = format_cost(session.spent_money), format_cost(session.money_budget.limit)
-        lines.append(f"money budget: {spent} of {limit} spent")
+        lines.append(f"money budget: {spent} of {limit} spent{_estimates(session)}")
     if lines:
         bundle = {
             "text/plain": "\n".join([bundle["text/plain"], *lines]),
@@ -103,10 +109,13 @@ def usage(session: Session) -> Output:
 
 def _chart(session: Session) -> list[Any]:
     """The ledger's chart beside its table, when matplotlib is installed (the table says it all)."""
+    ledger = session.ledger
+    # No prices, no costs shown (not even a panel of "cost unknown"): the table has no cost column.
+    costs = ledger.costs() if ledger.totals.cost_text else None
     try:
         from .charts import ledger_chart
 
-        return [ledger_chart(session.ledger.rows(), session.ledger.costs())]
+        return [ledger_chart(ledger.rows(), costs)]
     except ImportError:
         return []
 
@@ -133,7 +142,10 @@ def budget(session: Session, value: str | None = None) -> Output:
     money = session.money_budget
     if money is not None:
         spent = format_cost(session.spent_money)
-        line += f"; money budget: {format_cost(money.limit)} ({spent} spent so far)"
+        line += f"; money budget: {format_cost(money.limit)} ({spent} spent so far{_estimates(session)})"
+    elif value is not None or len(session.prices()):
+        # Both budgets named whenever one may have just changed ("off" removes both) or money counts.
+        line += "; money budget: none"
     return line
 
 
@@ -232,8 +244,9 @@ def cache(session: Session, path: str | None = None) -> Output:
     """Show, set (``PATH``, checked now) or stop (``off``) the answer cache: ``FLOTORCH_CACHE``."""
     from ..cache import ENV_CACHE, AnswerCache, CacheError
 
+    # Through the session, as record/replay do, so that reset() turns the cache off again.
     if path is not None and path.lower() in ("off", "none"):
-        os.environ.pop(ENV_CACHE, None)
+        session.setenv(ENV_CACHE, None)
         session.close()
         return "answer cache off: every request goes to the gateway"
     if path is not None:
@@ -242,7 +255,7 @@ def cache(session: Session, path: str | None = None) -> Output:
             found = AnswerCache(target).open()
         except CacheError as exc:
             raise ConfigurationError(str(exc)) from None
-        os.environ[ENV_CACHE] = str(target)
+        session.setenv(ENV_CACHE, str(target))
         session.close()
         return f"answer cache: {target} ({len(found)} answers); repeated requests are answered from it"
     current = os.environ.get(ENV_CACHE)

@@ -1,7 +1,7 @@
 """One ``%%flotorch -m a,b,c`` cell: the same prompt to every model at once, answers side by side.
 
 ``compare.compare`` runs the requests (one task per model, each through the session client's hooks:
-budgets, ledger, provenance stamp); this module is what the cell shows while it runs and after:
+budgets, ledger, the session's answer log); this module is what the cell shows while it runs and after:
 
 - while answers stream in, one live view (``_compare_view.preview_bundle``): a column per model with
   its text so far, a finished model's column drawn final at once; redrawn as ``pacing.Pacer``

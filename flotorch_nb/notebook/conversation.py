@@ -44,7 +44,7 @@ class Turn:
     response: LLMResponse | None = None
     #: Set when the turn ends: the answer's footer, or for a stopped/failed turn what it cost.
     footer: _render.Footer | None = None
-    #: The answer's provenance record (``_provenance.provenance_of``), set by the surface that asked.
+    #: The answer's provenance record (``LLMResponse.provenance``), set by the surface that asked.
     provenance: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
     # Deltas are appended, joined only when read: ``reply += delta`` on an attribute copies the whole

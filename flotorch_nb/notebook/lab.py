@@ -8,6 +8,14 @@ kernel it starts, and the gateway is stopped when JupyterLab exits, whether it w
 Ctrl-C, or the launcher got SIGTERM/SIGHUP. On Linux the gateway is also told to die with its parent,
 so even a SIGKILLed launcher leaves nothing behind.
 
+JupyterLab's "Would you like to get notified about official Jupyter news?" toast (the
+``@jupyterlab/apputils-extension:announcements`` plugin, asked while the ``fetchNews`` setting of
+``@jupyterlab/apputils-extension:notification`` is "none") would cover the corner of every notebook
+on a first start, so the launcher gives that setting the default "false" (and no update check): a
+``labconfig/default_setting_overrides.json`` in a folder of its own, put first on
+``JUPYTER_CONFIG_PATH`` for JupyterLab only. It is a default, not a lock: a person who turns news on
+in Settings keeps it, and nothing in the user's own Jupyter configuration is written.
+
 The decisions are pure functions (``decide_mode``, ``jupyter_command``, ``offline_env``) so they are
 tested without starting anything.
 """
@@ -15,6 +23,7 @@ tested without starting anything.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -30,7 +39,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
-__all__ = ["decide_mode", "gateway_command", "jupyter_command", "main", "offline_env", "offline_gateway"]
+__all__ = [
+    "NEWS_OFF",
+    "decide_mode",
+    "gateway_command",
+    "jupyter_command",
+    "main",
+    "offline_env",
+    "offline_gateway",
+    "quiet_lab_env",
+]
 
 Mode = Literal["live", "replay", "offline"]
 OFFLINE_MODEL = "offline/assistant"
@@ -38,6 +56,22 @@ OFFLINE_MODEL = "offline/assistant"
 HEALTH_TIMEOUT_S = 30.0
 #: How long JupyterLab and the gateway get to shut down cleanly before they are killed.
 STOP_TIMEOUT_S = 15.0
+
+
+#: Setting defaults JupyterLab gets from the launcher: no news toast, no update check (see above).
+NEWS_OFF = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def quiet_lab_env(env: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """``env`` for JupyterLab with ``NEWS_OFF`` as setting defaults, written under ``folder``."""
+    labconfig = folder / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    (labconfig / "default_setting_overrides.json").write_text(json.dumps(NEWS_OFF), encoding="utf-8")
+    child = dict(env)
+    child["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        p for p in (str(folder), env.get("JUPYTER_CONFIG_PATH")) if p
+    )
+    return child
 
 
 def decide_mode(env: Mapping[str, str]) -> Mode:
@@ -179,6 +213,11 @@ def offline_gateway(api_key: str) -> Iterator[str]:
 
 def _run_jupyter(command: list[str], env: Mapping[str, str]) -> int:
     """Run JupyterLab to completion; SIGTERM/SIGHUP to us are passed on, Ctrl-C is JupyterLab's to handle."""
+    with tempfile.TemporaryDirectory(prefix="flotorch-lab-") as folder:
+        return _run(command, quiet_lab_env(env, Path(folder)))
+
+
+def _run(command: list[str], env: Mapping[str, str]) -> int:
     jupyter = subprocess.Popen(command, env=dict(env))
 
     def forward(signum: int, frame: FrameType | None) -> None:

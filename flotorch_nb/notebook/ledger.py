@@ -241,7 +241,7 @@ class Ledger:
             if result.outcome == "ok" or result.total_tokens:
                 cost, estimated = self.spend.cost_of(result)
                 self.spend.add(result.model, cost, estimated)
-                self.record(LedgerEntry.of(result, shown_cost(cost, self.prices)))
+                self.record(LedgerEntry.of(result, shown_cost(cost, self.prices, estimated=estimated)))
         finally:
             money = self._money
             if money is not None:

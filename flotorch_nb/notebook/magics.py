@@ -34,7 +34,7 @@ from .. import _config
 from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._hooks import call_label
 from .._interpolate import interpolate
-from .._provenance import output_metadata, provenance_of
+from .._provenance import output_metadata
 from .._text import utf8_safe
 from . import answer_cell, autostart, commands, compare_cell
 from .chat import error_line
@@ -147,14 +147,14 @@ class FlotorchMagics(Magics):
         """
         args = parse_options(self.flotorch_cell, line, "%%flotorch")
         session = self.session
+        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
+            raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
             raise UsageError("%%flotorch: -c/--continue and -n/--new contradict each other; use one")
         if args.max_tokens is not None and args.max_tokens <= 0:
             raise UsageError(f"%%flotorch: --max-tokens must be a whole number > 0, got {args.max_tokens}")
-        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
-            raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         schema = self._schema_class(args.schema) if args.schema else None
         if schema is not None and args.format not in ("markdown", "json"):
             raise UsageError(
@@ -217,9 +217,7 @@ class FlotorchMagics(Magics):
                     answer_cell.one_line_traceback(exc, self.ip)
                 raise
         turn.finish(resp, spent[-1] if spent else None)
-        turn.provenance = provenance_of(
-            resp, base_url=client.base_url, endpoint=client.endpoint, model=turn.model
-        )
+        turn.provenance = resp.provenance
         self._commit(turn, system, fresh=not args.cont)
         if args.output:
             self.ip.user_ns[args.output] = resp  # kept even if -f json finds no JSON below
@@ -230,7 +228,7 @@ class FlotorchMagics(Magics):
                 fmt,
                 streamed=not args.no_stream,
                 footer=turn.footer,
-                metadata=output_metadata([turn.provenance]),
+                metadata=output_metadata([turn.provenance] if turn.provenance else []),
             )
         except FlotorchError as exc:
             answer_cell.one_line_traceback(exc, self.ip)

@@ -10,12 +10,11 @@
   line per model and, when the answers are labels (``positive``/``negative``...), how often the models
   agree (``_agreement``); its chart shows each model's latency distribution and errors.
 
-Provenance: every request of a batch runs the session client's hooks, so its ``Stamp`` adds a record
-to the session's answers (``by="batch"``); this cell's records are matched to its items by request id.
-An item answered from the answer cache ran no hook: its record is made here from the stored answer
-(``source="cache"``, no request hash). At most ``MAX_RECORDS`` records go into one output, so a huge
-batch does not bloat the notebook (``provenance_omitted`` counts the rest). Model text is escaped,
-never rendered. No IPython import: ``magics.py`` displays what this returns.
+Provenance: every answered item carries its record on its ``StoredAnswer`` (made where its call
+finished, a cache hit's too: ``source="cache"``); this cell puts those in its output. At most
+``MAX_RECORDS`` records go into one output, so a huge batch does not bloat the notebook
+(``provenance_omitted`` counts the rest). Model text is escaped, never rendered. No IPython import:
+``magics.py`` displays what this returns.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .._provenance import METADATA_KEY, output_metadata, provenance_of
+from .._provenance import METADATA_KEY, output_metadata
 from .._text import utf8_safe
 from ..batch import BatchItem, BatchResult
 from ..compare import Agreement, agreement, looks_like_labels
@@ -38,7 +37,6 @@ from .mapping import run_map
 if TYPE_CHECKING:
     import pandas
 
-    from ..llm import FlotorchLLM
     from .session import Session
 
 __all__ = ["MAX_RECORDS", "ModelBatches", "ShownBatch", "run_mapped"]
@@ -66,29 +64,20 @@ def batch_cost(result: BatchResult, model: str, prices: PriceTable) -> str | Non
     return describe_costs(_item_cost(item, model, prices) for item in result.items)
 
 
-def _records(
-    results: Mapping[str, BatchResult], stamped: Sequence[Mapping[str, Any]], client: FlotorchLLM
-) -> tuple[list[dict[str, Any]], int]:
-    """The provenance of every answered item, models in order, items in input order; and how many
-    records were left out past ``MAX_RECORDS``."""
-    by_id = {r.get("request_id"): r for r in stamped if r.get("by") == "batch" and r.get("request_id")}
+def _records(results: Mapping[str, BatchResult]) -> tuple[list[dict[str, Any]], int]:
+    """The provenance every answered item carries (on its ``StoredAnswer``), models in order, items in
+    input order; and how many records were left out past ``MAX_RECORDS``."""
     records: list[dict[str, Any]] = []
     answered = 0
-    for model, result in results.items():
+    for result in results.values():
         for item in result.items:
             answer = item.answer
-            if answer is None:
+            if answer is None or answer.provenance is None:
                 continue
             answered += 1
             if len(records) >= MAX_RECORDS:
                 continue
-            record = by_id.get(answer.request_id) if answer.source != "cache" else None
-            if record is None:  # an answer from the cache: no hook ran, no request was sent
-                response = answer.to_response()
-                record = provenance_of(
-                    response, base_url=client.base_url, endpoint=client.endpoint, model=model
-                )
-            records.append({k: v for k, v in record.items() if k != "by"})
+            records.append(answer.provenance)
     return records, answered - len(records)
 
 
@@ -260,11 +249,8 @@ def run_mapped(
     """Run the ``--map`` cell over ``models`` (one, or several in turn); the cell's value and its chart
     (None without matplotlib). ``options`` go to ``mapping.run_map``."""
     prices = session.prices()
-    start = len(session.answers)
     results = {model: run_map(session, namespace, name, template, model=model, **options) for model in models}
-    stamped = session.answers.records[start:]
-    client = session.client(models[0])
-    records, omitted = _records(results, stamped, client)
+    records, omitted = _records(results)
     costs = {m: batch_cost(r, m, prices) for m, r in results.items()}
     value: ShownBatch | ModelBatches
     if len(models) == 1:

@@ -14,8 +14,8 @@ One process-wide ``Session`` (``get_session()``) holds
 - the usage ledger with its token and money budgets, attached as hooks to every client the session
   builds (and to a client given to a ``ChatPanel``), so every call made with them is checked *before*
   any network I/O and counted (and priced) once, whichever surface or user code makes it;
-- the answers of the session with their provenance (``answers``, ``%flotorch provenance``), kept by a
-  ``_provenance.Stamp`` hook on the same clients.
+- the answers of the session with their provenance (``answers``, ``%flotorch provenance``), kept by
+  ``AnswerLog.after_call``, a hook on the same clients that reads each answer's ``provenance``.
 
 Prices are ``pricing``'s process-wide table; ``FLOTORCH_PRICES`` is (re)read whenever a client is
 asked for, so a malformed price file is a ``ConfigurationError`` naming its line there, before
@@ -41,7 +41,6 @@ from decimal import Decimal
 from .. import _config, pricing
 from .._config import Secret
 from .._errors import ConfigurationError
-from .._provenance import Stamp
 from .._text import non_empty
 from .._transport._pools import forget_closed_loops
 from ..llm import FlotorchLLM
@@ -183,7 +182,8 @@ class Session:
         Done to every client the session builds; the chat panel does it to a client it is given.
         """
         self.ledger.attach(llm)
-        Stamp.attach(llm, self.answers.add)
+        if self.answers.after_call not in llm.hooks.after_call:
+            llm.hooks.after_call.append(self.answers.after_call)
         return llm
 
     def prices(self) -> pricing.PriceTable:

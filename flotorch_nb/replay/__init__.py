@@ -29,18 +29,49 @@ client's own rule (``_config.redact``).
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .._errors import ReplayFileError, ReplayMissError
-from ._cassette import FORMAT, Cassette, cassette_name
 from ._match import KNOWN_ENDPOINTS, canonical_request, endpoint_path, request_key
-from ._notebooks import main, record_notebooks
-from ._transports import (
-    RECORDED_HEADERS,
-    AsyncRecordTransport,
-    RecordTransport,
-    RecordWarning,
-    ReplayTransport,
-    wrap_transport,
-)
+
+if TYPE_CHECKING:
+    from ._cassette import FORMAT, Cassette, cassette_name
+    from ._notebooks import main, record_notebooks
+    from ._transports import (
+        RECORDED_HEADERS,
+        AsyncRecordTransport,
+        RecordTransport,
+        RecordWarning,
+        ReplayTransport,
+        wrap_transport,
+    )
+
+# The files and transports import httpx2; every answer's provenance needs only ``_match`` (its request
+# hash), so the rest is imported on first use and ``import flotorch_nb.replay`` stays cheap.
+_LAZY = {
+    "FORMAT": "_cassette",
+    "Cassette": "_cassette",
+    "cassette_name": "_cassette",
+    "main": "_notebooks",
+    "record_notebooks": "_notebooks",
+    "RECORDED_HEADERS": "_transports",
+    "AsyncRecordTransport": "_transports",
+    "RecordTransport": "_transports",
+    "RecordWarning": "_transports",
+    "ReplayTransport": "_transports",
+    "wrap_transport": "_transports",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMAT",

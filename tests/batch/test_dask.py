@@ -27,7 +27,7 @@ dd = pytest.importorskip("dask.dataframe")
 db = pytest.importorskip("dask.bag")
 distributed = pytest.importorskip("distributed")
 
-from flotorch_nb import FlotorchLLM, InvalidRequestError  # noqa: E402
+from flotorch_nb import BatchError, ConfigurationError, FlotorchLLM, InvalidRequestError  # noqa: E402
 from flotorch_nb.cache import AnswerCache, cache_key  # noqa: E402
 from flotorch_nb.dask import local_cluster, map_bag, map_dataframe  # noqa: E402
 from flotorch_nb.gateway import OfflineGateway  # noqa: E402
@@ -149,3 +149,78 @@ def test_a_worker_killed_mid_run_does_not_resend_what_it_had_answered(
     every = {cache_key(call) for call in asked}  # the gateway's count and the cache share the key
     assert answered_before <= every and set(env.received) == every
     cache.close()
+
+
+def test_a_result_column_the_data_already_has_is_refused_and_prefix_keeps_both(
+    cluster: Any, env: Shaped
+) -> None:
+    data = frame(6).assign(answer=[f"mine {i}" for i in range(6)], model="my model")
+    ddf = dd.from_pandas(data, npartitions=2)
+    with pytest.raises(ConfigurationError, match=r"'answer', 'model'.*prefix='llm_'.*'llm_answer'"):
+        map_dataframe(ddf, template="{q}")
+    with pytest.raises(ConfigurationError, match=r"'error'"):
+        map_dataframe(dd.from_pandas(frame(2).assign(error=1), npartitions=1), template="{q}")
+    with pytest.raises(ConfigurationError, match=r"'llm_source'.*prefix='flotorch_'"):
+        map_dataframe(
+            dd.from_pandas(frame(2).assign(llm_source=1), npartitions=1), template="{q}", prefix="llm_"
+        )
+    assert sum(env.received.values()) == 0
+
+    out = map_dataframe(ddf, template="{q}", prefix="llm_")
+    got = out.compute()
+    assert list(got.columns) == list(out.columns)  # the lazy frame's columns are the computed ones
+    assert list(got.columns[:4]) == ["q", "n", "answer", "model"] and "llm_answer" in got.columns
+    assert list(got["answer"]) == list(data["answer"]) and set(got["model"]) == {"my model"}
+    assert list(got["llm_answer"]) == list(data["q"]) and set(got["llm_model"]) == {"offline/echo"}
+    assert got["llm_error"].isna().all() and len(got.columns) == len(set(got.columns))
+
+
+def test_on_error_raise_reaches_the_caller_as_the_typed_batch_error(
+    cluster: Any, env: Shaped, shaped: tuple[OfflineGateway, Shaped]
+) -> None:
+    gateway = shaped[0]
+    gateway.requests.clear()
+    data = pd.DataFrame({"q": ["fine", None, "also fine"]})
+    job = map_dataframe(
+        dd.from_pandas(data, npartitions=1), template="{q}", on_error="raise", concurrency=1, rpm=6000
+    )  # the cluster limiter (it holds the worker) stays behind too
+    with pytest.raises(BatchError) as caught:
+        job.compute()
+    assert type(caught.value) is BatchError and isinstance(caught.value.error, InvalidRequestError)
+    assert "{q}" in str(caught.value.error) and "row 1" in str(caught.value.error)
+    assert caught.value.result[0].content == "fine" and caught.value.result._llm is None
+    assert [r.body["messages"][-1]["content"] for r in gateway.requests] == ["fine"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "options", "match"),
+    [
+        ("FLOTORCH_MAX_RETRIES", "1.7", {}, "FLOTORCH_MAX_RETRIES must be a whole number"),
+        ("FLOTORCH_TIMEOUT", "abc", {}, "FLOTORCH_TIMEOUT must be a positive"),
+        ("FLOTORCH_BASE_URL", "ftp://gateway", {}, "base_url must be an http"),
+        (None, None, {"cache": 123}, "cache must be a file path"),
+        (None, None, {"temperature": "hot"}, "temperature"),
+        (None, None, {"prefix": 1}, "prefix must be a string"),
+    ],
+)
+def test_configuration_is_checked_as_flotorch_llm_does_before_any_work(
+    env: Shaped,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str | None,
+    value: str | None,
+    options: dict[str, Any],
+    match: str,
+) -> None:
+    if variable is not None:
+        monkeypatch.setenv(variable, value or "")
+    expected = InvalidRequestError if "temperature" in options else ConfigurationError
+    with pytest.raises(expected, match=match) as caught:
+        map_dataframe(dd.from_pandas(frame(2), npartitions=1), template="{q}", **options)
+    assert type(caught.value) is expected
+    if "prefix" not in options:
+        with pytest.raises(expected, match=match):
+            map_bag(db.from_sequence(["a"]), template="{item}", **options)
+    if variable is not None:
+        with pytest.raises(ConfigurationError, match=match):
+            FlotorchLLM()  # the same words as the client itself
+    assert sum(env.received.values()) == 0

@@ -3,6 +3,8 @@ options; and what every request carries (URL, headers, body)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 import pytest
 
@@ -42,7 +44,7 @@ def test_each_omitted_argument_comes_from_the_environment_read_at_construction(
 ) -> None:
     values = {"model_id": "env/model", "api_key": KEY, "base_url": "http://env.test"}
     env = {"model_id": "FLOTORCH_MODEL_ID", "api_key": "FLOTORCH_API_KEY", "base_url": "FLOTORCH_BASE_URL"}
-    given = {k: v for k, v in values.items() if k != missing}
+    given: dict[str, Any] = {k: v for k, v in values.items() if k != missing}
     # The variable is set only now, after flotorch_nb was imported: it must still be seen.
     monkeypatch.setenv(env[missing], values[missing])
     llm = FlotorchLLM(**given)
@@ -82,7 +84,7 @@ def test_the_environment_is_read_per_client(monkeypatch: pytest.MonkeyPatch) -> 
         ({"api_key": KEY, "base_url": MOCK_URL}, ["model_id=", "FLOTORCH_MODEL_ID"]),
     ],
 )
-def test_missing_configuration_names_both_ways_to_fix_it(given: dict[str, str], named: list[str]) -> None:
+def test_missing_configuration_names_both_ways_to_fix_it(given: dict[str, Any], named: list[str]) -> None:
     with pytest.raises(ConfigurationError) as info:
         FlotorchLLM(**given)
     for word in named:

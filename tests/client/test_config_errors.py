@@ -108,3 +108,30 @@ def test_the_rule_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("FLOTORCH_RECORD", "rec")
     monkeypatch.setenv("FLOTORCH_REPLAY", "rep")
     assert cassette_from_env() == ("replay", "rep")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://gateway.test/api/openai/v1",
+        "http://gateway.test/api/openai/v1/",
+        "http://gateway.test/api/openai/v1/chat/completions",
+        "http://gateway.test/api/openai",
+    ],
+)
+def test_a_base_url_with_the_endpoint_pasted_in_is_refused_naming_the_url_to_use(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"already ends with '/api/openai.*'http://gateway.test'$"):
+        FlotorchLLM("m", KEY, url)
+    with pytest.raises(ConfigurationError, match="FLOTORCH_BASE_URL"):
+        resolve("m", KEY, None, env={"FLOTORCH_BASE_URL": url})
+    # A gateway mounted under a prefix, or with an endpoint of its own, is left alone.
+    assert FlotorchLLM("m", KEY, url, endpoint="/v2/generate").base_url == url.rstrip("/")
+    assert check_base_url("http://gateway.test/api") == "http://gateway.test/api"
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_key_names_the_variable_to_set(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="FLOTORCH_API_KEY"):
+        FlotorchLLM("m", key, URL)
+    with pytest.raises(ConfigurationError, match="FLOTORCH_API_KEY"):
+        resolve("m", None, URL, env={"FLOTORCH_API_KEY": key})

@@ -386,9 +386,38 @@ async def test_a_cut_non_streaming_answer_is_a_connection_error_and_is_retried(
 ) -> None:
     gateway.faults.add(Fault(cut_after=1, times=3))
     async with live_llm(gateway.url) as llm:
-        with pytest.raises(APIConnectionError, match="could not reach"):
+        with pytest.raises(APIConnectionError, match="was cut off: the connection closed before"):
             await invoke(llm, sync)
         assert len(gateway.requests) == 3
         gateway.faults.add(Fault(cut_after=1))
         assert (await invoke(llm, sync)).content  # one cut, then the retry succeeds
     assert len(gateway.requests) == 5
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:  # bound then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
+async def test_an_unreachable_gateway_says_how_often_it_was_tried_and_what_to_check(sync: bool) -> None:
+    async with live_llm(_closed_port_url()) as llm:  # NO_WAIT: 2 retries, no sleeping
+        with pytest.raises(APIConnectionError) as caught:
+            await invoke(llm, sync)
+    message = str(caught.value)
+    assert message.startswith("could not reach http://127.0.0.1:")
+    assert "tried 3 times (max_retries=2)" in message
+    assert "gateway is running" in message and "FLOTORCH_BASE_URL" in message
+
+
+def test_a_batch_item_says_how_often_the_batch_tried_it() -> None:
+    llm = flotorch_nb.FlotorchLLM("m", "k-123456", _closed_port_url(), retry=flotorch_nb.RetryPolicy(1, 0, 0))
+    with llm:
+        result = llm.batch(["hello"], progress=False)
+    assert "tried 2 times (max_retries=1)" in str(result[0].error)  # the batch's count, not its sender's
+    assert str(result[0].error).count("tried") == 1

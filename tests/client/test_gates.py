@@ -18,8 +18,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from flotorch_nb import BudgetExceededError, CallRequest, FlotorchLLM, ServerError
-from flotorch_nb._admission import UNTIL_SETTLED, Spent, Ticket, gated
+from flotorch_nb import BudgetExceededError, FlotorchLLM, ServerError
+from flotorch_nb._admission import UNTIL_SETTLED, Asked, Spent, Ticket, gated
 from tests.support.client import (
     SYNC,
     SYNC_IDS,
@@ -41,11 +41,11 @@ class Counting:
     """A gate that admits everything and records what it is asked and told."""
 
     def __init__(self) -> None:
-        self.admits: list[CallRequest] = []
+        self.admits: list[Asked] = []
         self.settles: list[Spent | None] = []
         self._lock = threading.Lock()
 
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         with self._lock:
             self.admits.append(request)
         return Ticket()
@@ -123,7 +123,7 @@ class Later:
     def __init__(self, wait: float) -> None:
         self.wait, self.asked, self.settled = wait, 0, 0
 
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         self.asked += 1
         return self.wait if self.asked == 1 else Ticket()
 
@@ -159,7 +159,7 @@ class OneAtATime:
         self.waited = 0
         self._lock = threading.Lock()
 
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         with self._lock:
             if self.out:
                 self.waited += 1
@@ -226,7 +226,7 @@ def test_until_settled_wakes_a_call_waiting_in_another_thread() -> None:
 
 
 class Refusing:
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         raise BudgetExceededError("the budget is spent")
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:

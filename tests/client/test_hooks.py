@@ -84,6 +84,7 @@ async def test_every_path_runs_each_hook_once_with_what_was_sent_and_received(
     assert result.request is request
     assert result.outcome == "ok" and result.error is None
     assert result.response is response
+    assert response is not None and response.usage is not None
     assert result.usage == response.usage and result.usage_known
     assert result.total_tokens == response.usage.total_tokens > 0
     assert result.model == response.model == "offline/assistant"

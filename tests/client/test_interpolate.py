@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import ChainMap
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from flotorch_nb import LLMResponse
 from flotorch_nb._interpolate import interpolate, references
 
-NS = {
+NS: dict[str, Any] = {
     "topic": "asyncio",
     "n": 3,
     "cfg": SimpleNamespace(model="offline/echo", inner=SimpleNamespace(depth=2)),

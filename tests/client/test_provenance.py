@@ -3,6 +3,7 @@ files, and reading them back from notebooks saved with nbformat and executed in 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,13 +22,12 @@ from flotorch_nb._hooks import CallRequest
 from flotorch_nb._provenance import (
     FIELDS,
     METADATA_KEY,
-    Stamp,
     output_metadata,
     provenance,
-    provenance_of,
     records_in,
     request_hash,
     safe_gateway_url,
+    stamp,
 )
 from flotorch_nb.gateway import OfflineGateway
 
@@ -76,20 +76,16 @@ def answer_with_its_request(llm: FlotorchLLM, **params: Any) -> tuple[LLMRespons
 
 
 def test_a_record_has_exactly_the_documented_fields(gateway: OfflineGateway) -> None:
-    with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
+    before = datetime.now(UTC).replace(microsecond=0)
+    with FlotorchLLM("offline/assistant", KEY, gateway.url + "/") as llm:
         response, request = answer_with_its_request(llm, temperature=0.2)
-    record = provenance_of(
-        response,
-        base_url="http://user:pw@" + gateway.url.removeprefix("http://") + "?key=" + KEY,
-        request_body=request.body,
-        endpoint=llm.endpoint,
-        timestamp=datetime(2025, 5, 1, 12, 0, 0, 123000, tzinfo=UTC),
-    )
-    assert tuple(record) == FIELDS
+    record = response.provenance
+    assert record is not None and tuple(record) == FIELDS
     assert record["model"] == "offline/assistant"
     assert record["gateway"] == gateway.url
     assert record["request_id"] == response.request_id and record["request_id"]
-    assert record["timestamp"] == "2025-05-01T12:00:00.123Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["timestamp"])
+    assert response.created_at is not None and before <= response.created_at <= datetime.now(UTC)
     assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (
         response.usage.input_tokens,  # type: ignore[union-attr]
         response.usage.output_tokens,  # type: ignore[union-attr]
@@ -98,20 +94,21 @@ def test_a_record_has_exactly_the_documented_fields(gateway: OfflineGateway) -> 
     assert record["latency_ms"] == pytest.approx(response.latency_s * 1000, abs=0.001)
     assert record["source"] == "offline"
     assert record["flotorch_nb_version"] == flotorch_nb.__version__
-    assert re.fullmatch(r"[0-9a-f]{64}", record["request_hash"])
+    assert record["request_hash"] == response.request_hash == request_hash(request.body, llm.endpoint)
     text = json.dumps(record)
-    assert KEY not in text and "pw@" not in text and "Name three colours" not in text  # no key, no prompt
+    assert KEY not in text and "Name three colours" not in text  # no key, no prompt
 
 
-def test_the_default_timestamp_is_now_in_utc_and_unknown_tokens_are_null() -> None:
+def test_a_stamp_is_dated_in_utc_and_unknown_tokens_are_null() -> None:
+    llm = FlotorchLLM("asked/model", KEY, "http://127.0.0.1:9")
+    call = llm._prepare(USER, None, None, None, {}, stream=False)
     response = LLMResponse(content="x", metadata={})
-    record = provenance_of(response, base_url=None, request_body=None, model="asked/model")
-    moment = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
-    assert abs((datetime.now(UTC) - moment).total_seconds()) < 5
-    assert record["model"] == "asked/model" and record["request_hash"] is None
+    record = stamp(response, call, llm._settings, at=datetime(2025, 5, 1, 12, 0, 0, 123456, tzinfo=UTC))
+    assert response.provenance is record and record["timestamp"] == "2025-05-01T12:00:00.123Z"
+    assert record["model"] == "asked/model"
     assert record["input_tokens"] is None and record["total_tokens"] is None
     with pytest.raises(ValueError, match="timezone-aware"):
-        provenance_of(response, base_url=None, request_body=None, timestamp=datetime(2025, 1, 1))
+        stamp(response, call, llm._settings, at=datetime(2025, 1, 1))
 
 
 def test_the_request_hash_is_the_key_of_the_replay_file_for_that_request(
@@ -119,46 +116,94 @@ def test_the_request_hash_is_the_key_of_the_replay_file_for_that_request(
 ) -> None:
     monkeypatch.setenv(ENV_RECORD, str(tmp_path))
     with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
-        _, request = answer_with_its_request(llm, temperature=1.0, max_tokens=50)
+        response, request = answer_with_its_request(llm, temperature=1.0, max_tokens=50)
     (recording,) = tmp_path.glob("*.json")
     key = json.loads(recording.read_text())["key"]
-    assert request_hash(request.body) == key
+    assert response.request_hash == request_hash(request.body) == key
     # 1 and 1.0 are the same temperature for replay, so for the hash too.
     assert request_hash({**request.body, "temperature": 1}) == key
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_stamp_dates_each_answer_and_hashes_the_request_it_answered(
-    gateway: OfflineGateway, stream: bool
-) -> None:
-    records: list[dict[str, Any]] = []
+# -- every path carries the same record -------------------------------------------------------------
+async def _every_path(gateway: OfflineGateway, cache: Path) -> dict[str, tuple[LLMResponse, dict[str, Any]]]:
+    """One answer per path, each with the request body it answered (as the gateway, or the cache for a
+    hit, saw it): invoke, ainvoke, stream, astream, cache hits of both, batch items, a comparison."""
+    from flotorch_nb.compare import acompare
+
+    asked = [{"role": "user", "content": "every path"}]
+    out: dict[str, tuple[LLMResponse, dict[str, Any]]] = {}
+    async with FlotorchLLM("offline/echo", KEY, gateway.url, cache=cache) as llm:
+        out["invoke"] = (await asyncio.to_thread(llm.invoke, asked), gateway.requests[-1].body)
+        with llm.stream(asked, temperature=0.5) as chat:
+            "".join(chat)
+        out["stream"] = (chat.response, gateway.requests[-1].body)
+        out["ainvoke"] = (await llm.ainvoke(asked, max_tokens=20), gateway.requests[-1].body)
+        async with llm.astream(asked, max_tokens=21) as achat:
+            async for _ in achat:
+                pass
+        out["astream"] = (achat.response, gateway.requests[-1].body)
+        hit = await llm.ainvoke(asked)
+        out["cache hit"] = (hit, out["invoke"][1])
+        with llm.stream(asked, temperature=0.5) as again:
+            "".join(again)
+        out["streamed cache hit"] = (again.response, out["stream"][1])
+        result = await llm.abatch(["b1"], progress=False, cache=False)
+        out["batch item"] = (result[0].answer.to_response(), gateway.requests[-1].body)  # type: ignore[union-attr]
+        cached = await llm.abatch(["every path"], progress=False)
+        out["batch cache hit"] = (cached[0].answer.to_response(), out["invoke"][1])  # type: ignore[union-attr]
+        comparison = await acompare(llm, [{"role": "user", "content": "column"}], ["offline/echo"])
+        (column,) = comparison.results
+        out["comparison column"] = (column.response, gateway.requests[-1].body)  # type: ignore[assignment]
+        assert column.provenance is column.response.provenance  # type: ignore[union-attr]
+    return out
+
+
+@pytest.mark.anyio
+async def test_every_path_carries_its_record_on_the_response(gateway: OfflineGateway, tmp_path: Path) -> None:
+    gateway.requests.clear()
+    answers = await _every_path(gateway, tmp_path / "answers.sqlite")
+    assert answers["cache hit"][0].source == answers["streamed cache hit"][0].source == "cache"
+    assert answers["batch cache hit"][0].source == "cache"
+    for path, (response, body) in answers.items():
+        record = response.provenance
+        assert record is not None and tuple(record) == FIELDS, path
+        assert record["request_hash"] == request_hash(body), path  # the request it answered
+        assert record["source"] == response.source and record["gateway"] == gateway.url, path
+        assert record["model"] == "offline/echo" and re.fullmatch(r"[0-9a-f]{64}", record["request_hash"])
+    # A hit is the answer to the same request, so it carries the same hash, dated when it was served.
+    assert answers["cache hit"][0].request_hash == answers["invoke"][0].request_hash
+    assert answers["cache hit"][0].provenance != answers["invoke"][0].provenance
+
+
+def test_the_session_log_keeps_the_record_of_an_answer_and_none_of_a_failure(gateway: OfflineGateway) -> None:
+    from flotorch_nb.notebook.answer_log import AnswerLog
+
+    log = AnswerLog()
     with FlotorchLLM("offline/assistant", KEY, gateway.url) as llm:
-        stamp = Stamp.attach(llm, records.append)
-        assert Stamp.attach(llm, records.append) is stamp and llm.hooks.after_call.count(stamp) == 1
-        before = datetime.now(UTC)
-        if stream:
-            with llm.stream(USER) as chat:
-                "".join(chat)
-            response = chat.response
-            seen = gateway.requests[-1].body
-        else:
-            response, request = answer_with_its_request(llm)
-            seen = dict(request.body)
-    assert response.created_at is not None and before <= response.created_at <= datetime.now(UTC)
-    assert response.request_hash == request_hash(seen, llm.endpoint)
-    (record,) = records
-    assert record.pop("by") == "code"
-    assert record == provenance_of(response, base_url=gateway.url, endpoint=llm.endpoint)
-    assert record["request_hash"] == response.request_hash
-
-
-def test_a_stamp_keeps_no_record_of_a_call_that_failed(gateway: OfflineGateway) -> None:
-    records: list[dict[str, Any]] = []
-    with FlotorchLLM("no-such/model", KEY, gateway.url) as llm:
-        Stamp.attach(llm, records.append)
+        llm.hooks.after_call.append(log.after_call)
+        response = llm.invoke(USER)
         with pytest.raises(flotorch_nb.NotFoundError):
-            llm.invoke(USER)
-    assert records == []
+            llm.invoke(USER, model="no-such/model")
+    (record,) = log.records
+    assert record.pop("by") == "code" and record == response.provenance
+
+
+def test_no_surface_builds_a_record_of_its_own() -> None:
+    """The record is made in one place (``_provenance.stamp``), called where a call finishes; every
+    other module reads ``response.provenance``. A module that fills a record's fields itself, or
+    hashes a request for one, is rebuilding it."""
+    package = Path(flotorch_nb.__file__).parent
+    allowed_stamp = {"llm.py", "batch/_runner.py"}  # the finish of a call, and batch's own cache hits
+    for path in package.rglob("*.py"):
+        name = path.relative_to(package).as_posix()
+        if name == "_provenance.py" or name.startswith("gateway/"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "flotorch_nb_version" not in text, name
+        assert "provenance_of" not in text and "Stamp" not in text, name
+        assert not re.search(r"(?<!def )\brequest_hash\(", text), name
+        if re.search(r"\bstamp\(", text):
+            assert name in allowed_stamp, name
 
 
 def notebook_with(records_by_cell: list[list[dict[str, Any]]]) -> nbformat.NotebookNode:
@@ -328,3 +373,10 @@ def test_the_answers_of_a_notebook_run_in_a_real_kernel_are_saved_with_their_pro
     exported, _ = HTMLExporter().from_filename(str(path))
     assert exported.count('class="flotorch-compare-model"') == 2 and "data:image/png;base64," in exported
     assert "flotorch-static-transcript" in exported and "Why is the sea salty?" in exported
+
+
+def test_a_count_written_as_text_is_a_configuration_error_naming_the_cell_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "edited.ipynb"
+    nbformat.write(notebook_with([[RECORD], [RECORD | {"input_tokens": "12"}]]), path)
+    with pytest.raises(ConfigurationError, match=r"edited.ipynb, cell 2, output 1: .*input_tokens .*'12'"):
+        provenance(path)

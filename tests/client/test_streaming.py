@@ -105,7 +105,8 @@ async def test_stream_assembles_text_tool_calls_and_usage(sync: bool) -> None:
         chunk(finish_reason="tool_calls"),
         USAGE_CHUNK,
     )
-    handler = Recorder(sse_response(body, **{"x-request-id": "req-s1"}))
+    headers = {"x-request-id": "req-s1"}
+    handler = Recorder(sse_response(body, 200, **headers))
     async with mock_llm(handler) as llm:
         deltas, response = await stream(llm, sync)
     assert deltas == ["Hel", "lo"]

@@ -25,7 +25,12 @@ class City(BaseModel):
     landmarks: list[str]
 
 
-PARIS = {"name": "Paris", "country": "France", "population": 2_100_000, "landmarks": ["Louvre"]}
+PARIS: dict[str, Any] = {
+    "name": "Paris",
+    "country": "France",
+    "population": 2_100_000,
+    "landmarks": ["Louvre"],
+}
 PROMPT = [{"role": "user", "content": "Describe Paris as JSON."}]
 
 

@@ -11,7 +11,7 @@ import pytest
 from flotorch_nb.gateway import OfflineGateway
 from tests.support.client import SYNC, SYNC_IDS, invoke, live_llm, stream
 
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",

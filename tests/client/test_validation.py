@@ -177,8 +177,8 @@ async def test_a_refused_stream_sends_nothing_either(sync: bool) -> None:
     [
         (("", KEY, MOCK_URL), "model_id must be a non-empty string"),
         (("  ", KEY, MOCK_URL), "model_id must be a non-empty string"),
-        (("m", "", MOCK_URL), "api_key must be a non-empty string"),
-        (("m", "   ", MOCK_URL), "api_key must be a non-empty string"),
+        (("m", "", MOCK_URL), "the API key is empty: .*FLOTORCH_API_KEY"),
+        (("m", "   ", MOCK_URL), "the API key is empty: .*FLOTORCH_API_KEY"),
         (("m", KEY, "gateway.flotorch.cloud"), "base_url must be an http"),
         (("m", KEY, "ftp://gateway.flotorch.cloud"), "base_url must be an http"),
         (("m", KEY, "http://"), "base_url must be an http"),

@@ -28,7 +28,10 @@ from flotorch_nb import (
 from flotorch_nb._config import ENV_RECORD, ENV_REPLAY
 from flotorch_nb._hooks import CallRequest
 from flotorch_nb._provenance import FIELDS, METADATA_KEY
+from flotorch_nb.batch import ItemCancelledError
 from flotorch_nb.compare import (
+    ComparisonCancelled,
+    ComparisonInterrupted,
     ModelResult,
     acompare,
     agreement,
@@ -56,10 +59,10 @@ def client(gateway: OfflineGateway) -> FlotorchLLM:
 
 
 async def run(llm: FlotorchLLM, sync: bool, *args: Any, **kwargs: Any) -> Comparison:
-    """One test body for both paths (the sync twin runs its own loop in a worker thread)."""
+    """One test body for both paths (the sync twin blocks on the bridge's background loop)."""
     if sync:
-        return llm.compare(*args, **kwargs)  # type: ignore[no-any-return]
-    return await llm.acompare(*args, **kwargs)  # type: ignore[no-any-return]
+        return llm.compare(*args, **kwargs)
+    return await llm.acompare(*args, **kwargs)
 
 
 # -- answers side by side ----------------------------------------------------------------------------
@@ -170,6 +173,11 @@ async def test_mistakes_in_the_request_itself_are_raised_not_shown_per_model(gat
             await llm.acompare(USER, " , ")
         with pytest.raises(InvalidRequestError, match="not model="):
             await llm.acompare(USER, MODELS, model="x")
+        for wrong in (None, 123):
+            with pytest.raises(InvalidRequestError, match=rf"a list of model names .*got {wrong}"):
+                await llm.acompare(USER, wrong)  # type: ignore[arg-type]
+            with pytest.raises(InvalidRequestError, match="a list of model names"):
+                llm.compare(USER, models=wrong)  # type: ignore[arg-type]
     assert gateway.requests == []
     assert parse_models("a, b,c") == ("a", "b", "c") and parse_models(("a",)) == ("a",)
 
@@ -235,6 +243,38 @@ def test_interrupting_a_blocking_comparison_cancels_the_requests_in_flight(gatew
     assert not [t for t in threading.enumerate() if t.name == "flotorch-compare"]
 
 
+def test_an_interrupt_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
+    """Ctrl-C once one model has answered: the slow one is cancelled, the answer is kept."""
+    gateway.faults.add(Fault(delay=20, model="offline/echo"))
+    started = time.monotonic()
+
+    def ctrl_c_after_the_first_answer(result: ModelResult) -> None:
+        raise KeyboardInterrupt
+
+    with client(gateway) as llm, pytest.raises(ComparisonInterrupted) as caught:
+        compare_function(llm, USER, MODELS, on_result=ctrl_c_after_the_first_answer)
+    assert time.monotonic() - started < 10 and isinstance(caught.value, KeyboardInterrupt)
+    kept = caught.value.result
+    assert kept.models == tuple(MODELS) and kept["offline/assistant"].ok
+    assert kept["offline/assistant"].provenance == kept["offline/assistant"].response.provenance  # type: ignore[union-attr]
+    assert isinstance(kept["offline/echo"].error, ItemCancelledError)
+
+
+async def test_a_cancelled_acompare_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
+    # Three uses: a request of an earlier test still reaching the shared gateway must not take the
+    # only delay and let echo answer at once (then the comparison ends before the cancel).
+    gateway.faults.add(Fault(delay=20, model="offline/echo", times=3))
+    answered = asyncio.Event()
+    with client(gateway) as llm:
+        task = asyncio.create_task(acompare(llm, USER, MODELS, on_result=lambda r: answered.set()))
+        await asyncio.wait_for(answered.wait(), 10)
+        task.cancel()
+        with pytest.raises(ComparisonCancelled) as caught:
+            await task
+    kept = caught.value.result
+    assert kept["offline/assistant"].ok and isinstance(kept["offline/echo"].error, ItemCancelledError)
+
+
 async def test_cancelling_the_task_cancels_every_model(gateway: OfflineGateway) -> None:
     gateway.faults.add(Fault(delay=20, times=2))
     with client(gateway) as llm:
@@ -268,7 +308,9 @@ async def test_ipython_puts_the_provenance_into_the_output_metadata(gateway: Off
     assert set(data) == {"text/plain", "text/html"}
     assert [p["model"] for p in metadata[METADATA_KEY]["provenance"]] == MODELS
     json.dumps(metadata)  # plain JSON: it is saved in the .ipynb as it is
-    assert repr(comparison) == "Comparison(offline/assistant: ok, offline/echo: ok)"
+    assert repr(comparison) == str(comparison) == data["text/plain"]  # the table in plain Python too
+    assert repr(comparison).splitlines()[0].split() == ["model", "tokens", "latency"]
+    assert f"── offline/echo\n{comparison['offline/echo'].text}" in repr(comparison)
 
 
 def test_the_live_view_shows_finished_columns_final_and_others_streaming() -> None:

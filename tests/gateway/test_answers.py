@@ -238,3 +238,22 @@ def test_a_pirate_greeting_in_one_sentence_is_a_whole_sentence(client: httpx2.Cl
     ]
     text = ask(client, messages)
     assert text.startswith("Arr! Ahoy, I'm doing well, thank ye for asking!")
+
+
+@pytest.mark.parametrize("model", ["offline/assistant", "offline/concise"])
+@pytest.mark.parametrize("question", ["Why is the sky blue?", "Why do cats purr?"])
+def test_a_short_answer_answers_instead_of_repeating_the_question(
+    client: httpx2.Client, model: str, question: str
+) -> None:
+    """Finding 13: notebook 03's panel ("Keep answers short") answered "Why is the sky blue? (offline
+    answer)": the shortening kept the first sentence, which was the question."""
+    messages = [
+        {"role": "system", "content": "Keep answers short."},
+        {"role": "user", "content": question},
+    ]
+    body = {"model": model, "messages": messages}
+    content = client.post(CHAT, json=body).json()["choices"][0]["message"]["content"]
+    assert not content.lower().startswith(question.rstrip("?").lower()), content
+    assert len(content.split()) >= 10, content
+    if "sky" in question:
+        assert "scatter" in content, "a question with a known answer gets it"

@@ -199,7 +199,7 @@ def test_unknown_model_is_404_listing_the_offline_models(client: httpx2.Client) 
     message = assert_openai_error(response, 404, "not_found_error")
     assert message == (
         "The model 'gpt-4o' does not exist on the offline gateway; available: "
-        "offline/assistant, offline/echo, offline/concise, offline/verbose"
+        "offline/assistant, offline/echo, offline/concise, offline/verbose, offline/scripted"
     )
 
 
@@ -249,7 +249,13 @@ def test_models_lists_the_offline_models(client: httpx2.Client) -> None:
     listing = response.json()
     assert listing["object"] == "list"
     assert [m["id"] for m in listing["data"]] == list(OFFLINE_MODELS)
-    assert list(OFFLINE_MODELS) == ["offline/assistant", "offline/echo", "offline/concise", "offline/verbose"]
+    assert list(OFFLINE_MODELS) == [
+        "offline/assistant",
+        "offline/echo",
+        "offline/concise",
+        "offline/verbose",
+        "offline/scripted",
+    ]
 
 
 # -- non-streaming answers -------------------------------------------------------------------------

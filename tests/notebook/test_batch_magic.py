@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from IPython.core.error import UsageError
 from flotorch_nb import BatchResult, BudgetExceededError
 from flotorch_nb.cache import ENV_CACHE
 from flotorch_nb.gateway import OfflineGateway
-from flotorch_nb.notebook.session import get_session
+from flotorch_nb.notebook.session import get_session, reset
 from tests.support.shell import XSS, Shell
 
 
@@ -23,7 +25,7 @@ def test_map_over_a_list_returns_a_batch_result_that_shows_its_summary_and_first
     result = shell.cell("--map cities -m offline/echo -o res --concurrency 2", "Tell me about {item}.\n")
     assert isinstance(result, BatchResult) and shell.ip.user_ns["res"] is result
     assert [i.content for i in result] == [f"Tell me about {c}." for c in ("Paris", "Oslo", "Lima")]
-    bundle, metadata = result._repr_mimebundle_()  # the summary, and its answers' provenance
+    bundle, metadata = cast(Any, result)._repr_mimebundle_()  # the summary, and its answers' provenance
     assert len(metadata["flotorch_nb"]["provenance"]) == 3
     assert "items      3" in bundle["text/plain"] and "Tell me about Oslo." in bundle["text/plain"]
     assert "flotorch-batch" in bundle["text/html"] and "Tell me about Lima." in bundle["text/html"]
@@ -61,7 +63,7 @@ def test_map_stops_sending_when_the_session_budget_would_be_exceeded(
 ) -> None:
     shell.ip.user_ns["words"] = [f"word {i}" for i in range(10)]
     first = shell.cell("--map words -m offline/echo --concurrency 1", "{item}")
-    per_call = first[0].answer.usage[2]  # type: ignore[union-attr,index]
+    per_call = first[0].answer.usage[2]
     get_session().reset()
     get_session().set_budget(per_call * 3 + per_call // 2)
     sent = len(offline_env.requests)
@@ -88,3 +90,52 @@ def test_the_cache_command_sets_checks_and_turns_off_the_answer_cache(
         shell.line(f"cache {tmp_path / 'bad.sqlite'}")
     shell.line("cache off")
     assert ENV_CACHE not in os.environ
+
+
+def test_reset_turns_off_the_cache_the_cache_command_turned_on(
+    shell: Shell, offline_env: OfflineGateway, tmp_path: Path
+) -> None:
+    messages = [{"role": "user", "content": "remember me"}]
+    shell.line(f"cache {tmp_path / 'answers.sqlite'}")
+    get_session().client().invoke(messages)
+    assert get_session().client().invoke(messages).source == "cache"
+    reset()
+    assert ENV_CACHE not in os.environ
+    sent = len(offline_env.requests)
+    assert get_session().client().invoke(messages).source != "cache"  # a new client: no cache
+    assert len(offline_env.requests) == sent + 1
+
+
+def test_a_batch_frame_stays_a_plain_dataframe_and_shows_as_a_table_that_fits_the_output(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    prompts = ["first line\nsecond line", XSS]
+    result = get_session().client("offline/echo").batch(prompts, progress=False)
+    frame = result.to_pandas()
+    assert type(frame) is pd.DataFrame and "input_tokens" in frame.columns  # users' code sees every column
+    html = formatter(shell).format(frame)[0]["text/html"]
+    head = html.split("</thead>")[0]
+    shown = re.findall(r"<th [^>]*>([^<]*)</th>", head)
+    assert shown == ["", "answer", "total_tokens", "latency_ms", "request_id", "source"]
+    assert "also in the DataFrame: input_tokens, output_tokens, model, finish_reason" in html
+    assert frame["request_id"].iloc[0] in html  # visible, not cut off at the right edge
+    assert "white-space:pre-wrap" in html and "text-align:right" not in html
+    assert "first line\nsecond line" in html and "\\n" not in html  # a line break, not a literal \n
+    assert "<img" not in html and "<script" not in html  # model text escaped
+    plain = formatter(shell).format(pd.DataFrame({"x": [1]}))[0]["text/html"]
+    assert 'class="dataframe"' in plain  # any other frame keeps pandas' own table
+    assert (
+        'class="dataframe"'
+        in formatter(shell).format(frame[["answer"]].copy().pipe(_unmarked))[0]["text/html"]
+    )
+
+
+def _unmarked(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.attrs.clear()
+    return frame
+
+
+def formatter(shell: Shell) -> Any:
+    """The shell's display formatter (always set on a live shell)."""
+    assert shell.ip.display_formatter is not None
+    return shell.ip.display_formatter

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from IPython.core.displaypub import DisplayPublisher
@@ -184,7 +185,7 @@ def test_a_lone_surrogate_in_a_prompt_is_shown_listed_and_exported(
     shell.line("history")
     for event in shell.pub.events:  # every display (preview, history) and the cell's value
         json.dumps(event.data, ensure_ascii=False).encode("utf-8")
-    for text in value._repr_mimebundle_()[0].values():
+    for text in cast(Any, value)._repr_mimebundle_()[0].values():
         text.encode("utf-8")
     target = tmp_path / "chat.md"
     shell.line(f"export {target}")

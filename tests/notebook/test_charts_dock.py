@@ -123,3 +123,29 @@ def test_the_models_batch_chart_shows_each_models_latencies_and_errors() -> None
         "Latency and errors per model: model-a: 30 answers, median 144 ms, 0 errors; "
         "model-b: 25 answers, median 508 ms, 5 errors; model-c: 0 answers, no answers, 30 errors"
     )
+
+
+def _share_of_red(chart: Chart) -> float:
+    import io
+
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(io.BytesIO(chart.png))[:, :, :3]
+    red = (abs(pixels[:, :, 0] - 0xB9 / 255) < 0.05) & (pixels[:, :, 1] < 0.2) & (pixels[:, :, 2] < 0.2)
+    return float(red.mean())
+
+
+def test_a_single_error_type_is_one_bar_not_a_red_block() -> None:
+    chart = batch_chart([120.0, 130.0, 150.0], {"BudgetExceededError": 2})
+    check_image(chart, "batch-one-error")
+    assert 0 < _share_of_red(chart) < 0.04  # a bar among room for five, beside the histogram
+
+
+def test_the_latency_histogram_counts_in_whole_answers() -> None:
+    from flotorch_nb.notebook import charts
+
+    figure, (ax,) = charts._figure(1, 2.4)
+    charts._latency_histogram(ax, [101.0, 180.0, 260.0])  # one answer per bin: matplotlib would say 0.2
+    figure.canvas.draw()
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 from IPython.core.error import UsageError
@@ -35,7 +36,7 @@ def timed_gateway() -> Iterator[OfflineGateway]:
 
 
 @pytest.fixture
-def timed(shell: Shell, timed_gateway: OfflineGateway, monkeypatch: pytest.MonkeyPatch) -> Shell:
+def timed(shell: Shell, timed_gateway: OfflineGateway, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shell]:
     monkeypatch.setenv("FLOTORCH_BASE_URL", timed_gateway.url)
     yield shell
     timed_gateway.faults.clear()
@@ -70,7 +71,7 @@ def test_three_models_stream_side_by_side_then_end_as_a_chart_and_the_comparison
     assert_safe_html(own_markup_removed(html), own_markup=True)
     # The answers and timings differ as a real family of models' would.
     answers = comparison.responses
-    tokens = {m: r.usage.output_tokens for m, r in answers.items()}  # type: ignore[union-attr]
+    tokens = {m: r.usage.output_tokens for m, r in answers.items()}
     assert tokens["offline/concise"] < tokens["offline/assistant"] < tokens["offline/verbose"]
     latency = {m: r.latency_s for m, r in answers.items()}
     assert latency["offline/concise"] < latency["offline/verbose"]
@@ -102,7 +103,7 @@ def test_a_failing_model_shows_its_error_in_its_column_and_fails_the_cell(
     result = timed.run(f"%%flotorch -m {MODELS} -o cmp\nName a colour.")
     error = result.error_in_exec
     assert isinstance(error, ServerError) and "overloaded" in str(error)
-    assert error._render_traceback_()[0].startswith("\x1b[0;31mServerError\x1b[0m: ")  # one line
+    assert cast(Any, error)._render_traceback_()[0].startswith("\x1b[0;31mServerError\x1b[0m: ")  # one line
     assert any("offline/assistant failed" in note for note in error.__notes__)
     # The others finished, and the whole comparison was shown before the cell failed.
     comparison = timed.ip.user_ns["cmp"]

@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 
 from flotorch_nb import BudgetExceededError, Comparison
 from flotorch_nb._provenance import FIELDS, METADATA_KEY
-from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.session import get_session
 from flotorch_nb.pricing import format_cost
 from tests.support.shell import Shell, data_of
@@ -38,7 +38,8 @@ def test_without_prices_nothing_about_cost_is_shown(shell: Shell) -> None:
     resp = shell.cell("--no-stream", "Name a colour.")
     assert "$" not in footer_text(resp) and "cost" not in footer_text(resp)
     shell.line("usage")
-    assert "cost" not in shell.pub.published[-2].data["text/plain"]
+    table, chart = (e.data["text/plain"] for e in shell.pub.published[-2:])
+    assert "cost" not in table and "cost" not in chart  # no "cost per model" panel either
 
 
 def test_a_price_shows_the_cost_in_the_footer_the_usage_table_and_the_chart(
@@ -150,6 +151,10 @@ def test_every_answer_keeps_its_provenance_in_its_output_and_in_the_session(
         assert record["request_id"] == value.request_id and record["request_hash"] == value.request_hash
         assert len(record["request_hash"]) == 64
     records = get_session().answers.records
+    # One record per answer, made once: the cell's output, the answer and the session's log agree.
+    for value, logged in zip((streamed, quiet), records, strict=False):
+        (saved,) = value._repr_mimebundle_()[1][METADATA_KEY]["provenance"]
+        assert saved == value.provenance == {k: v for k, v in logged.items() if k != "by"}
     assert [(r["by"], r["request_id"]) for r in records] == [
         ("magic", streamed.request_id),
         ("magic", quiet.request_id),
@@ -163,3 +168,24 @@ def test_every_answer_keeps_its_provenance_in_its_output_and_in_the_session(
     assert f'title="{streamed.request_hash}"' in table["text/html"]
     shell.line("reset")
     assert len(get_session().answers) == 3  # the outputs still exist: their records stay listed
+
+
+def test_a_cost_priced_from_an_estimate_shows_as_unknown_in_footers_comparisons_and_usage(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    """pricing's one rule: no usage from the gateway, no dollar figure that looks billed."""
+    shell.line("price offline/assistant 150 600")
+    shell.line("price offline/concise 150 600")
+    shell.line("budget $5")
+    offline_env.faults.add(Fault(omit_usage=True, times=4))
+    streamed = shell.cell("", "Name a colour.")
+    whole = shell.cell("--no-stream", "Name a colour.")
+    compared = shell.cell("-m offline/assistant,offline/concise", "Name a colour.")
+    for value in (streamed, whole):
+        assert footer_text(value).endswith(" · cost unknown") and "$" not in footer_text(value)
+    assert "estimated" in footer_text(whole)  # the tokens say they are an estimate
+    assert compared["offline/assistant"].cost is None and "cost unknown" in data_of(compared)["text/plain"]
+    shell.line("usage")
+    table = shell.pub.published[-2].data["text/plain"]
+    assert table.splitlines()[1].endswith("cost unknown") and "$" not in table.splitlines()[1]
+    assert "spent, estimates included" in table  # the money budget counts the estimates, and says so

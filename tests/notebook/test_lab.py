@@ -328,3 +328,35 @@ def test_a_killed_launcher_takes_its_gateway_along(tmp_path: Path) -> None:
         launcher.wait(10)
         _, alive = psutil.wait_procs([gateway], timeout=20)
         assert not alive
+
+
+def test_jupyterlab_gets_the_news_toast_turned_off_by_a_setting_it_knows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    import jupyterlab
+    from jupyterlab_server.settings_utils import _get_overrides
+
+    seen: list[dict[str, str]] = []
+
+    def run(command: list[str], env: dict[str, str]) -> int:
+        seen.append(dict(env))
+        return 0
+
+    monkeypatch.setattr(lab, "_run", run)
+    lab._run_jupyter(["jupyter"], {"JUPYTER_CONFIG_PATH": str(tmp_path / "theirs")})
+    (env,) = seen
+    ours, theirs = env["JUPYTER_CONFIG_PATH"].split(os.pathsep)
+    assert theirs == str(tmp_path / "theirs") and not Path(ours).exists()  # removed once JupyterLab ends
+
+    # What JupyterLab's settings handler reads with that environment.
+    quiet = lab.quiet_lab_env({}, tmp_path / "config")
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", quiet["JUPYTER_CONFIG_PATH"])
+    overrides, error = _get_overrides(str(tmp_path / "no-app-settings"))
+    assert not error
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    # ...and the installed JupyterLab has that setting, with "false" as one of its values.
+    schemas = Path(jupyterlab.__file__).parents[4] / "share/jupyter/lab/schemas/@jupyterlab"
+    schema = json.loads((schemas / "apputils-extension/notification.json").read_text(encoding="utf-8"))
+    assert {"const": "false", "title": "Never"} in schema["properties"]["fetchNews"]["oneOf"]
+    assert schema["properties"]["checkForUpdates"]["type"] == "boolean"

@@ -439,7 +439,7 @@ def test_usage_table_numbers_are_the_sums_of_the_responses(shell: Shell) -> None
     ]
     shell.line("usage")
     bundle, chart = (event.data for event in shell.pub.published[-2:])  # the table, then its chart
-    assert chart["text/plain"].startswith("Tokens and cost per model: offline/assistant: ")
+    assert chart["text/plain"].startswith("Tokens per model: offline/assistant: ")
     rows = {line.split()[0]: line.split()[1:] for line in bundle["text/plain"].splitlines()[1:]}
     for model in ("offline/assistant", "offline/echo", "total"):
         mine = [r for r in responses if model in ("total", r.model)]
@@ -701,7 +701,9 @@ def test_in_a_real_kernel_each_answer_is_saved_once_and_the_seed_sample_runs(tmp
     nbformat.validate(nb)  # the notebook, JSON output included, saves as a valid file
     assert "SEED-OK True" in "".join(o.get("text", "") for o in outputs[5])
     usage, chart = outputs[6]  # the table, and its chart beside it
-    assert "image/png" in chart.data and chart.data["text/plain"].startswith("Tokens and cost per model")
+    assert "image/png" in chart.data and chart.data["text/plain"].startswith(
+        "Tokens per model"
+    )  # no prices: no cost
     rows = {line.split()[0]: line.split()[1] for line in usage.data["text/plain"].splitlines()[1:]}
     # The magics' four answers; the seed sample's own FlotorchLLM is not a session surface.
     assert rows == {"offline/assistant": "3", "offline/echo": "1", "total": "4"}

@@ -23,7 +23,7 @@ CITIES = ["Paris", "Oslo", "Lima"]
 def metadata_of(value: Any) -> dict[str, Any]:
     bundle = value._repr_mimebundle_()
     assert isinstance(bundle, tuple), "a batch summary carries its provenance as output metadata"
-    return bundle[1][METADATA_KEY]  # type: ignore[no-any-return]
+    return bundle[1][METADATA_KEY]
 
 
 def labelled(content: str, model: str) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def test_answers_from_the_cache_have_records_too_and_a_huge_batch_keeps_a_bounde
     again = shell.cell("--map cities -m offline/echo", "{item}")
     records = metadata_of(again)["provenance"]
     assert [r["source"] for r in records] == ["cache"] * 3  # nothing sent: no hook ran
-    assert [r["request_id"] for r in records] == [i.answer.request_id for i in again]  # type: ignore[union-attr]
+    assert [r["request_id"] for r in records] == [i.answer.request_id for i in again]
     monkeypatch.setattr(map_cell, "MAX_RECORDS", 2)
     capped = shell.cell("--map cities -m offline/echo,offline/concise", "{item}")
     found = metadata_of(capped)

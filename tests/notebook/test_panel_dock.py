@@ -3,7 +3,8 @@ transcript, and a layout that fits a narrow side area. Against the offline gatew
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import ipywidgets as w
 import pytest
@@ -37,7 +38,7 @@ def displayed(panel: ChatPanel) -> list[object]:
 
 
 async def test_dock_opens_the_live_panel_in_a_sidecar_and_the_cell_says_so(
-    make_panel,
+    make_panel: Callable[..., Any],
 ) -> None:
     from sidecar import Sidecar
 
@@ -66,11 +67,11 @@ async def test_dock_opens_the_live_panel_in_a_sidecar_and_the_cell_says_so(
     assert "application/vnd.jupyter.widget-view+json" in live.data  # type: ignore[attr-defined]
 
 
-async def test_the_panel_fits_a_narrow_side_area(make_panel) -> None:
+async def test_the_panel_fits_a_narrow_side_area(make_panel: Callable[..., Any]) -> None:
     """No widget insists on a width of its own, and each row wraps instead of overflowing."""
     panel = make_panel()
     for widget in all_widgets(panel.root):
-        layout = getattr(widget, "layout", None)
+        layout: Any = getattr(widget, "layout", None)
         if isinstance(widget, w.Box) and widget is not panel.root and widget is not panel.transcript:
             assert layout.flex_flow == "row wrap", widget
         if isinstance(widget, w.Text | w.Dropdown):
@@ -80,7 +81,7 @@ async def test_the_panel_fits_a_narrow_side_area(make_panel) -> None:
 
 
 async def test_each_reply_shows_its_cost_and_the_static_copy_keeps_its_provenance(
-    make_panel,
+    make_panel: Callable[..., Any],
     gateway: OfflineGateway,
 ) -> None:
     from flotorch_nb.pricing import default_prices
@@ -106,7 +107,7 @@ async def test_each_reply_shows_its_cost_and_the_static_copy_keeps_its_provenanc
     records = update.metadata[METADATA_KEY]["provenance"]
     assert [r["model"] for r in records] == ["offline/assistant", "offline/echo"]
     assert all(tuple(r) == FIELDS for r in records)
-    assert records[0]["request_id"] == first.response.request_id  # type: ignore[union-attr]
+    assert records[0]["request_id"] == first.response.request_id
     assert records[0]["gateway"] == gateway.url and records[0]["request_hash"]
     # The same answers are in the session's list, as the chat's.
     assert [r["by"] for r in get_session().answers.records] == ["chat", "chat"]

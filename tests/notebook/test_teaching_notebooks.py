@@ -13,12 +13,17 @@ start a gateway and every request must be answered from a file. Then replay is h
 - every recorded answer's text is in the notebook's outputs (whole, or the part ``SHOWN_IN_PART``
   names), so a notebook that silently asked something else, or showed an error inside a widget
   instead of raising, cannot pass;
-- the shipped files are what the notebook asks and the embedded gateway answers today: the notebook is
-  recorded again into a temporary folder and both are compared without ids and timings, so an answer
-  edited by hand, or a recording left behind by a changed notebook, fails.
+- every shipped file is well formed (``_format_problems``): the fields replay reads, a ``key`` that is
+  the request key of the request it stores and names the file, only the headers a recording keeps,
+  an answer in OpenAI's shape, written the way the recorder writes.
 
-The last tests edit one answer and add one stale file in a copy of a folder, and check that these
-checks name exactly those files. Regenerate the recordings with
+Recordings are fixtures, not a mirror of the embedded gateway's wording: nothing here compares them
+with what the gateway answers today, so rewording ``offline/assistant`` rewrites no recording. What
+ties a file to its notebook is its request key: replay answers a request only from the file whose key
+is that request's (a changed prompt or parameter misses), and a file no request loads is stale.
+
+The last tests edit one answer, one request and add one stale file in a copy of a folder, and check
+that these checks treat exactly those files as they should. Regenerate the recordings with
 ``python -m flotorch_nb.replay record-notebooks``.
 """
 
@@ -59,6 +64,14 @@ def _key_like(text: str) -> list[str]:
 
 def test_the_series_is_complete_and_nothing_else_is_numbered() -> None:
     assert sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")) == SERIES
+
+
+@pytest.mark.parametrize("stem", SERIES[:-1])
+def test_each_notebook_but_the_last_ends_by_naming_the_next(stem: str) -> None:
+    nb = nbformat.read(_path(stem), as_version=4)
+    last = [cell.source for cell in nb.cells if cell.cell_type == "markdown"][-1]
+    following = SERIES[SERIES.index(stem) + 1]
+    assert f"Next: **`{following}.ipynb`**" in last and "end of the series" not in last
 
 
 def test_the_key_pattern_catches_keys_and_spares_placeholders() -> None:
@@ -256,24 +269,6 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Replay
     return run
 
 
-@pytest.fixture(scope="module")
-def recorded_today(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Each notebook recorded again, as ``record-notebooks`` does, against the embedded gateway."""
-    from flotorch_nb.replay import record_notebooks
-
-    out = tmp_path_factory.mktemp("recorded-today")
-
-    def record(stem: str) -> Path:
-        if not (out / stem).is_dir():
-            with pytest.MonkeyPatch.context() as mp:  # no live gateway, key or replay from outside
-                for name in [k for k in os.environ if k.startswith("FLOTORCH_")]:
-                    mp.delenv(name)
-                record_notebooks([_path(stem)], out)
-        return out / stem
-
-    return record
-
-
 def _texts(cell: Any) -> str:
     """What a cell showed: streams, text/* outputs (HTML unescaped) and errors, in order."""
     parts = []
@@ -389,7 +384,7 @@ PROMISES: dict[str, list[str]] = {
     ],
     "03_chat_panel": [
         "done\n",
-        "finished turn: None",
+        "wait() after a stop returns: None",
         "status of the last turn: stopped",
         "offline/assistant -> ",
     ],
@@ -493,36 +488,75 @@ def _replay_problems(stem: str, run: Replayed, folder: Path) -> list[str]:
     return problems
 
 
-#: What differs between two answers to the same request even from a deterministic gateway.
-VOLATILE_HEADERS = ("x-request-id", "x-gateway-total-latency")
-VOLATILE_FIELDS = ("id", "created")
+def _format_problems(folder: Path) -> list[str]:
+    """Where the files in ``folder`` are not well-formed recordings; each problem starts with a file name.
+
+    Structure only, never wording: what replay reads (``Cassette.load`` judges the response), a key
+    that is the request key of the stored request (so a request edited by hand, or a key copied from
+    another file, is named) and names the file, the recorder's own layout.
+    """
+    from flotorch_nb.replay import (
+        FORMAT,
+        RECORDED_HEADERS,
+        Cassette,
+        ReplayFileError,
+        ReplayMissError,
+        cassette_name,
+        request_key,
+    )
+
+    problems = []
+    for name, record in _records(folder):
+        text = (folder / name).read_text(encoding="utf-8")
+        if text != json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n":
+            problems.append(f"{name}: not written as the recorder writes (indent 2, sorted keys)")
+        if set(record) != {"format", "key", "request", "response"} or record["format"] != FORMAT:
+            problems.append(f"{name}: fields {sorted(record)}, format {record.get('format')!r}")
+            continue
+        request, response = record["request"], record["response"]
+        body = request.get("body") if isinstance(request, dict) else None
+        if set(request) != {"method", "path", "body"} or not isinstance(body, dict):
+            problems.append(f"{name}: the request must be method, path and a JSON body")
+            continue
+        if request["method"] != "POST" or request["path"] != "/api/openai/v1/chat/completions":
+            problems.append(f"{name}: not a chat completion: {request['method']} {request['path']}")
+        if not isinstance(body.get("model"), str) or not body.get("messages"):
+            problems.append(f"{name}: the request body has no model or no messages")
+        key = request_key(request)
+        if record["key"] != key:
+            problems.append(f"{name}: its key is not the request key of the request it stores")
+            continue
+        if name != cassette_name(request, key):
+            problems.append(f"{name}: named {cassette_name(request, key)} by the recorder")
+        try:
+            Cassette(folder).load(request)  # what replay itself reads for this request
+        except (ReplayFileError, ReplayMissError) as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if not set(response.get("headers", {})) <= set(RECORDED_HEADERS):
+            problems.append(f"{name}: headers a recording does not keep: {sorted(response['headers'])}")
+        problems += [f"{name}: {p}" for p in _answer_shape(response, bool(body.get("stream")))]
+    return problems
 
 
-def _meaning(record: dict[str, Any]) -> dict[str, Any]:
-    """A recording without request ids, timestamps and latencies: what two runs must agree on."""
-
-    def steady(body: Any) -> Any:
-        return {k: v for k, v in body.items() if k not in VOLATILE_FIELDS} if isinstance(body, dict) else body
-
-    response = dict(record["response"])
-    response["headers"] = {k: v for k, v in response.get("headers", {}).items() if k not in VOLATILE_HEADERS}
-    if "json" in response:
-        response["json"] = steady(response["json"])
-    if "events" in response:
-        response["events"] = [e if e == "[DONE]" else steady(json.loads(e)) for e in response["events"]]
-    return {"request": record["request"], "response": response}
-
-
-def _differences(shipped: Path, today: Path) -> list[str]:
-    """Where the shipped recordings differ from a fresh recording; each problem starts with a file name."""
-    ours = {record["key"]: (name, record) for name, record in _records(shipped)}
-    fresh = {record["key"]: (name, record) for name, record in _records(today)}
-    problems = [f"{ours[k][0]}: not asked by the notebook today (stale)" for k in ours.keys() - fresh.keys()]
-    problems += [f"{fresh[k][0]}: asked by the notebook but not shipped" for k in fresh.keys() - ours.keys()]
-    for key in ours.keys() & fresh.keys():
-        if _meaning(ours[key][1]) != _meaning(fresh[key][1]):
-            problems.append(f"{ours[key][0]}: differs from what the embedded gateway answers today")
-    return sorted(problems)
+def _answer_shape(response: dict[str, Any], stream: bool) -> list[str]:
+    """What is wrong with a recorded answer's shape (OpenAI's chat completion, error or stream)."""
+    if response["status"] >= 400:
+        error = (response.get("json") or {}).get("error")
+        return (
+            [] if isinstance(error, dict) and isinstance(error.get("message"), str) else ["no error message"]
+        )
+    if not stream:
+        choices = (response.get("json") or {}).get("choices")
+        ok = isinstance(choices, list) and choices and all("message" in c for c in choices)
+        return [] if ok else ["a JSON answer without choices[].message"]
+    events = response.get("events") or []
+    if events[-1:] != ["[DONE]"]:
+        return ["a stream that does not end with [DONE]"]
+    chunks = [json.loads(e) for e in events[:-1]]
+    if not chunks or any(c.get("object") != "chat.completion.chunk" for c in chunks):
+        return ["a stream whose events are not chat.completion.chunk objects"]
+    return []
 
 
 @pytest.mark.slow
@@ -555,13 +589,9 @@ def test_notebook_replays_with_no_gateway_exactly_from_its_recordings(
     assert _replay_problems(stem, run, RECORDINGS / stem) == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stem", SERIES)
-def test_recordings_are_what_the_notebook_asks_and_the_embedded_gateway_answers_today(
-    stem: str, recorded_today: Callable[[str], Path]
-) -> None:
-    differences = _differences(RECORDINGS / stem, recorded_today(stem))
-    assert differences == [], f"{stem}: run python -m flotorch_nb.replay record-notebooks {stem}"
+def test_recordings_are_well_formed_fixtures(stem: str) -> None:
+    assert _format_problems(RECORDINGS / stem) == [], f"{stem}: see notebooks/recordings/README.md"
 
 
 # -- the checks above bite ---------------------------------------------------------------------------
@@ -618,38 +648,49 @@ def _add_stale_recording(folder: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", ["02_magics", "03_chat_panel"])
-def test_the_checks_name_an_answer_edited_by_hand(
-    stem: str,
-    tmp_path: Path,
-    replayed: Callable[[str], Replayed],
-    recorded_today: Callable[[str], Path],
+def test_an_answer_edited_by_hand_is_a_fixture_that_replays_as_written(
+    stem: str, tmp_path: Path, replayed: Callable[[str], Replayed]
 ) -> None:
+    """Recordings are fixtures: an answer may be reworded by hand (or by the gateway) without touching
+    any test; replay shows the new words, and every check still passes."""
     copy = _copy_of(stem, tmp_path)
     edited = _edit_one_answer(stem, copy)
     # What the shipped files made the notebook show is not what the edited file says: (b) names it.
     problems = _replay_problems(stem, replayed(stem), copy)
     assert [p.split(":")[0] for p in problems] == [edited], problems
-    # The auditor's experiment: replay the edited copy. Replay reproduces the file faithfully (the
-    # edit is on screen and the replay checks pass); comparing with today's answers names the file.
     run = _replay(stem, copy, tmp_path / "work")
     assert "EDITED " in _outputs(run.nb)
     assert _replay_problems(stem, run, copy) == []
-    assert _differences(copy, recorded_today(stem)) == [
-        f"{edited}: differs from what the embedded gateway answers today"
-    ]
+    assert _format_problems(copy) == []
+
+
+def test_a_request_edited_without_its_key_is_named(tmp_path: Path) -> None:
+    """The key ties a file to the request the notebook makes: a request changed by hand under the old
+    key (which replay would still serve for the old request) is not a well-formed recording."""
+    copy = _copy_of("03_chat_panel", tmp_path)
+    name, record = _records(copy)[0]
+    record["request"]["body"]["temperature"] = 1.5
+    _write(copy / name, record)
+    assert _format_problems(copy) == [f"{name}: its key is not the request key of the request it stores"]
+
+
+def test_a_damaged_recording_is_named(tmp_path: Path) -> None:
+    copy = _copy_of("01_quickstart", tmp_path)
+    name, record = _records(copy)[0]
+    del record["response"]["status"]
+    _write(copy / name, record)
+    problems = _format_problems(copy)
+    assert len(problems) == 1 and problems[0].startswith(f"{name}: ") and "status" in problems[0]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", ["02_magics", "03_chat_panel"])
 def test_the_checks_name_a_stale_recording(
-    stem: str,
-    tmp_path: Path,
-    replayed: Callable[[str], Replayed],
-    recorded_today: Callable[[str], Path],
+    stem: str, tmp_path: Path, replayed: Callable[[str], Replayed]
 ) -> None:
     copy = _copy_of(stem, tmp_path)
     stale = _add_stale_recording(copy)
     problems = _replay_problems(stem, replayed(stem), copy)
     assert [p.split(":")[0] for p in problems] == [stale], problems
     assert "never replayed" in problems[0]
-    assert _differences(copy, recorded_today(stem)) == [f"{stale}: not asked by the notebook today (stale)"]
+    assert _format_problems(copy) == [], "a stale file can be well formed: only replay finds it stale"

@@ -217,6 +217,7 @@ def test_streams_are_stored_as_readable_events_and_replayed_as_a_real_event_stre
     transport = ReplayTransport(cassette)
     request = httpx2.Request("POST", "http://x" + stored["request"]["path"], json=stored["request"]["body"])
     replayed = transport.handle_request(request)
+    assert isinstance(replayed.stream, httpx2.SyncByteStream)
     chunks = list(replayed.stream)
     assert len(chunks) == len(events), "one event per chunk, like a live gateway"
     assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
@@ -488,7 +489,7 @@ def _edit(path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
     path.write_text(json.dumps(record))
 
 
-DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+DAMAGES: dict[str, tuple[Callable[[Path], object], str]] = {
     "truncated": (lambda p: p.write_text(p.read_text()[:50]), "not valid JSON"),
     "empty": (lambda p: p.write_text(""), "not valid JSON"),
     "not utf-8": (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8"),

@@ -18,6 +18,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from flotorch_nb import (
+    BatchResult,
     FlotorchLLM,
     RetryPolicy,
 )
@@ -25,7 +26,7 @@ from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.replay import canonical_request, request_key
 from tests.support.client import KEY
 
-__all__ = ["Shaped", "body_key", "shaped_gateway"]
+__all__ = ["Shaped", "body_key", "run_batch", "shaped_gateway"]
 
 
 def body_key(path: str, body: dict[str, Any]) -> str:
@@ -112,6 +113,14 @@ def shaped_gateway() -> Iterator[tuple[OfflineGateway, Shaped]]:
     gateway.app = shaped  # type: ignore[assignment]  # served as it is: any ASGI app will do
     with gateway:
         yield gateway, shaped
+
+
+async def run_batch(llm: FlotorchLLM, sync: bool, inputs: Any, **options: Any) -> BatchResult:
+    """``llm.batch`` (in a thread) or ``llm.abatch``, without a progress bar unless asked for."""
+    options.setdefault("progress", False)
+    if sync:
+        return await asyncio.to_thread(llm.batch, inputs, **options)
+    return await llm.abatch(inputs, **options)
 
 
 def make_llm(gw: OfflineGateway, model: str = "offline/echo", retries: int = 2, **kw: Any) -> FlotorchLLM:

@@ -43,12 +43,13 @@ class RecordingPublisher(CapturingDisplayPublisher):
 
     def publish(
         self,
-        data: dict[str, Any],
+        data: Any,
         metadata: Any = None,
         source: Any = None,
         *,
         transient: dict[str, Any] | None = None,
         update: bool = False,
+        **kwargs: Any,
     ) -> None:
         self.events.append(Event("publish", dict(data), dict(transient or {}), update))
         super().publish(data, metadata, source, transient=transient, update=update)

@@ -11,6 +11,7 @@ import httpx2
 import pytest
 
 from flotorch_nb import FlotorchLLM
+from flotorch_nb._transport import AsyncPool
 from flotorch_nb.gateway import OfflineGateway
 from tests.support.client import KEY, USER, live_llm
 
@@ -109,7 +110,7 @@ def test_one_client_across_two_asyncio_runs(gateway: OfflineGateway) -> None:
     pool of a finished loop is closed with it (no socket leaks: filterwarnings=error would see it)."""
     llm = FlotorchLLM("offline/echo", KEY, gateway.url)
 
-    async def main(text: str) -> tuple[str, httpx2.AsyncClient]:
+    async def main(text: str) -> tuple[str, AsyncPool]:
         response = await llm.ainvoke([{"role": "user", "content": text}])
         (pool,) = [c for loop, c in llm._async_clients.items() if loop is asyncio.get_running_loop()]
         return response.content, pool
@@ -181,7 +182,7 @@ def test_aclose_closes_a_pool_of_a_loop_running_in_another_thread(gateway: Offli
 
         pool_elsewhere.aclose = recording_aclose  # type: ignore[method-assign]
 
-        async def main() -> httpx2.AsyncClient:
+        async def main() -> AsyncPool:
             await llm.ainvoke(USER)
             here = llm._async_clients[asyncio.get_running_loop()]
             await llm.aclose()

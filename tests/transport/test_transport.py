@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,10 +18,10 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
-from flotorch_nb import APIConnectionError, APITimeoutError, FlotorchLLM
+from flotorch_nb import APIConnectionError, APITimeoutError, FlotorchError, FlotorchLLM, StreamError
 from flotorch_nb._transport._aio import AioPool
 from flotorch_nb._transport._httpx import HttpxPool
-from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.gateway import Fault, OfflineGateway
 from tests.support.client import (
     KEY,
     NO_WAIT,
@@ -109,14 +110,16 @@ def _short_body(conn: socket.socket, request: bytes) -> bool:
 @pytest.mark.anyio
 @pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
 @pytest.mark.parametrize(
-    "handler", [_garbage, _hang_up, _short_body], ids=["garbage", "hang-up", "short-body"]
+    ("handler", "said"),
+    [(_garbage, "could not reach"), (_hang_up, "could not reach"), (_short_body, "was cut off")],
+    ids=["garbage", "hang-up", "short-body"],
 )
 async def test_a_broken_answer_is_a_retried_connection_error_without_the_key(
-    sync: bool, handler: Handler
+    sync: bool, handler: Handler, said: str
 ) -> None:
     with RawServer(handler) as server:
         llm = FlotorchLLM("m", KEY, server.url, retry=NO_WAIT)
-        with pytest.raises(APIConnectionError, match="could not reach") as caught:
+        with pytest.raises(APIConnectionError, match=said) as caught:
             await invoke(llm, sync)
         await llm.aclose()
     assert not isinstance(caught.value, APITimeoutError)
@@ -272,3 +275,34 @@ def test_pools_nobody_closed_do_not_make_aiohttp_complain(gateway: OfflineGatewa
     )
     assert done.stdout.strip() == "ok", done.stderr
     assert "Unclosed" not in done.stderr, done.stderr
+
+
+# -- an answer cut short ---------------------------------------------------------------------------------
+@pytest.mark.anyio
+@pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
+async def test_a_stream_cut_mid_answer_says_the_answer_was_cut_and_chains_no_library_error(
+    gateway: OfflineGateway, sync: bool
+) -> None:
+    """Issue 13 finding 11: the gateway was reached and began answering, so neither path may say
+    "could not reach" nor pass on the library's words ("Response payload is not completed:
+    <TransferEncodingError ...>"), and nothing in the chain is httpx2's or aiohttp's (they hold the key)."""
+    gateway.faults.add(Fault(cut_after=3))
+    llm = FlotorchLLM("offline/echo", KEY, gateway.url, retry=ONCE)
+    with pytest.raises(StreamError) as caught:
+        await stream(llm, sync, [{"role": "user", "content": "Tell me a long story about the sea and ships"}])
+    await llm.aclose()
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"the stream broke after \d+ characters of the answer: the answer from http://127\.0\.0\.1:\d+/\S+ "
+        r"was cut off: the connection closed before the answer was complete \(\w+\)",
+        message,
+    ), message
+    assert "could not reach" not in message
+    assert "not completed" not in message and "TransferEncodingError" not in message  # aiohttp's words
+    chain: list[BaseException] = []
+    link: BaseException | None = caught.value
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    assert all(isinstance(error, FlotorchError) for error in chain), chain
+    assert KEY not in _everything(caught.value)
