@@ -189,13 +189,15 @@ class _ClusterGate:
         return Grant(time.monotonic(), tokens, int(answer))
 
     async def aadmit(self, request: Asked) -> Ticket | float:
-        limiter, tokens = self._limiter, request.estimated_tokens
+        limiter = self._limiter
+        tokens = request.estimated_tokens if limiter._tpm is not None else 0
         future = limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens)
         return self._answer(await asyncio.wrap_future(future), tokens)
 
     def admit(self, request: Asked) -> Ticket | float:
         """For a sync caller in a thread of its own (a batch's items are asked with ``aadmit``)."""
-        limiter, tokens = self._limiter, request.estimated_tokens
+        limiter = self._limiter
+        tokens = request.estimated_tokens if limiter._tpm is not None else 0
         future = limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens)
         return self._answer(future.result(), tokens)
 

@@ -258,7 +258,8 @@ class LimiterGate:
 
     def admit(self, request: Asked) -> Ticket | float:
         """A grant, or seconds to wait (``InvalidRequestError`` if it can never fit ``tpm``)."""
-        return self.limiter.try_acquire(request.estimated_tokens)
+        limiter = self.limiter  # the estimate is worked out only where tpm needs it
+        return limiter.try_acquire(request.estimated_tokens if limiter.tpm is not None else 0)
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
         """Count what the attempt spent; a 429 pauses every request of the batch."""
