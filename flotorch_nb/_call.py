@@ -1,6 +1,7 @@
 """One call's life around its send loop, as plain functions both shells share: prepared (validated and
-encoded into a ``Call`` before any I/O), begun (``before_request`` hooks, the clock) and ended
-(``after_call`` hooks, exactly once, whatever the outcome). ``llm.py`` keeps only the loops."""
+encoded into a ``Call`` before any I/O), begun (``before_request`` hooks, the clock), each attempt
+admitted by the gates and settled (``_admission``), and ended (``after_call`` hooks, exactly once,
+whatever the outcome). ``llm.py`` keeps only the loops."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _config
+from ._admission import Admitted, Gate, Spent, gates_of, settle
 from ._config import Settings
 from ._errors import HookError
 from ._hooks import CallRequest, CallResult, Hooks, Outcome
@@ -18,7 +20,7 @@ from ._response import LLMResponse, Source
 from ._transport import Call, headers_for
 from .schema import normalize_response_format
 
-__all__ = ["Begun", "begin", "end", "prepare"]
+__all__ = ["NOT_HELD", "Begun", "Held", "begin", "end", "gating", "prepare", "settle_attempt", "spent"]
 
 logger = logging.getLogger("flotorch_nb")
 
@@ -78,6 +80,33 @@ def begin(hooks: Hooks, call: Call) -> Begun:
     return request, time.perf_counter()
 
 
+def _result(
+    request: CallRequest,
+    outcome: LLMResponse | BaseException,
+    latency_s: float,
+    failed_source: Source,
+    partial_chars: int,
+) -> CallResult:
+    """The ``CallResult`` of a call (or of one attempt) that ended with ``outcome``."""
+    if not isinstance(outcome, BaseException):
+        return CallResult(request, "ok", outcome, None, latency_s, outcome.source)
+    from asyncio import CancelledError  # only now: `import flotorch_nb` does without asyncio
+
+    response = getattr(outcome, "response", None)
+    state: Outcome = "error" if isinstance(outcome, Exception) else "stopped"
+    if isinstance(outcome, CancelledError | GeneratorExit | KeyboardInterrupt):
+        state = "stopped"
+    return CallResult(
+        request,
+        state,
+        response if isinstance(response, LLMResponse) else None,
+        outcome,
+        latency_s,
+        failed_source,
+        partial_chars,
+    )
+
+
 def end(
     hooks: Hooks,
     begun: Begun,
@@ -94,26 +123,67 @@ def end(
     request, started = begun
     if request is None or not hooks.after_call:
         return
+    result = _result(request, outcome, time.perf_counter() - started, failed_source, partial_chars)
     if isinstance(outcome, BaseException):
-        from asyncio import CancelledError  # only now: `import flotorch_nb` does without asyncio
-
-        response = getattr(outcome, "response", None)
-        state: Outcome = "error" if isinstance(outcome, Exception) else "stopped"
-        if isinstance(outcome, CancelledError | GeneratorExit | KeyboardInterrupt):
-            state = "stopped"
-        result = CallResult(
-            request,
-            state,
-            response if isinstance(response, LLMResponse) else None,
-            outcome,
-            time.perf_counter() - started,
-            failed_source,
-            partial_chars,
-        )
         try:
             hooks.run_after(result)
         except HookError as hook_error:
             logger.warning("%s", hook_error)
             outcome.add_note(f"also: {hook_error}")
         return
-    hooks.run_after(CallResult(request, "ok", outcome, None, time.perf_counter() - started, outcome.source))
+    hooks.run_after(result)
+
+
+# -- gates: each attempt admitted before it is sent, settled after (see _admission) ----------------
+def gating(
+    hooks: Hooks, call: Call, request: CallRequest | None
+) -> tuple[tuple[Gate, ...], CallRequest | None]:
+    """The gates this call's attempts pass (the client's, then ``gated`` blocks'), and the request
+    they are asked with; no gates (the common case) costs no ``CallRequest``."""
+    gates = gates_of(hooks.gates)
+    if gates and request is None:
+        request = hooks.request(call.model, call.body, stream=call.stream)
+    return gates, request
+
+
+def spent(request: CallRequest, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> Spent:
+    """What an attempt spent, by the rule ``CallResult.total_tokens`` states: the gateway's count,
+    else an estimate; 0 for an attempt that failed without reaching a model."""
+    result = _result(request, outcome, 0.0, "live", partial_chars)
+    return Spent(request, result.response, result.error, result.total_tokens, result.usage_known)
+
+
+def settle_attempt(
+    admitted: Admitted, request: CallRequest | None, outcome: LLMResponse | BaseException, partial: int = 0
+) -> None:
+    """Settle one attempt's tickets with what it spent (nothing to do when no gate admitted it)."""
+    if admitted and request is not None:
+        settle(admitted, spent(request, outcome, partial))
+
+
+class Held:
+    """The tickets of the attempt that answered, held until its call ends and then settled once.
+
+    The send loop hands one back with the reply; ``invoke`` settles it once the answer is parsed, a
+    stream once it ends (done, failed, closed, cancelled). Dropped unsettled (a stream collected
+    after its event loop was gone), it settles as stopped, so no reservation leaks.
+    """
+
+    __slots__ = ("_admitted", "_request")
+
+    def __init__(self, admitted: Admitted, request: CallRequest | None) -> None:
+        self._admitted = admitted
+        self._request = request
+
+    def settle(self, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> None:
+        """Settle with how the call ended; later calls do nothing."""
+        admitted, self._admitted = self._admitted, ()
+        settle_attempt(admitted, self._request, outcome, partial_chars)
+
+    def __del__(self) -> None:
+        if self._admitted:
+            self.settle(GeneratorExit("dropped before it ended"))
+
+
+#: What the send loop hands back when no gate admitted the attempt (no object per call).
+NOT_HELD = Held((), None)

@@ -25,7 +25,8 @@ from ._transport import AsyncReply, Call, Reply, is_event_stream, response_info,
 from ._transport._httpx import transport_error
 
 if TYPE_CHECKING:
-    from ._call import Begun
+    from ._call import Begun, Held
+    from ._hooks import CallRequest
 
 __all__ = ["AsyncChatStream", "ChatStream", "StreamLink"]
 
@@ -34,9 +35,10 @@ __all__ = ["AsyncChatStream", "ChatStream", "StreamLink"]
 class StreamLink:
     """What a stream may ask of the client that made it (``FlotorchLLM`` builds one per stream)."""
 
-    #: The send loop: retries and redirects done, a 2xx reply open (its body read if it is not SSE).
-    send: Callable[[Call], tuple[Reply, float, bytes]]
-    asend: Callable[[Call], Awaitable[tuple[AsyncReply, float, bytes]]]
+    #: The send loop: retries and redirects done, a 2xx reply open (its body read if it is not SSE),
+    #: and the gates' tickets of the attempt that answered, settled when the stream ends.
+    send: Callable[[Call, CallRequest | None], tuple[Reply, float, bytes, Held]]
+    asend: Callable[[Call, CallRequest | None], Awaitable[tuple[AsyncReply, float, bytes, Held]]]
     #: ``before_request`` hooks (which may refuse the call); ``after_call`` hooks, once per call.
     begin: Callable[[Call], Begun]
     end: Callable[[Begun, LLMResponse | BaseException, int], None]
@@ -160,20 +162,21 @@ class ChatStream:
             return
         begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
         try:
-            yield from self._deltas_of_one_request()
+            yield from self._deltas_of_one_request(begun[0])
         except BaseException as exc:  # GeneratorExit: closed mid-way, reported as "stopped"
             self._link.end(begun, exc, len(self.accumulator.text))
             raise
         assert self._response is not None
         self._link.end(begun, self._response, 0)
 
-    def _deltas_of_one_request(self) -> Generator[str, None, None]:
+    def _deltas_of_one_request(self, request: CallRequest | None) -> Generator[str, None, None]:
         import httpx2  # for EventSource: httpx-sse's parser, over our duck-typed reply
 
         link, call, accumulator = self._link, self._call, self.accumulator
         with link.in_flight():  # a stream is in flight until it ends, fails or is closed
-            http, started, body = link.send(call)
+            http, started, body, held = link.send(call, request)
             self._http = http
+            ended: LLMResponse | BaseException | None = None
             try:
                 if not is_event_stream(http.headers):  # a gateway that ignored stream=true: one delta
                     info = response_info(http.headers, time.perf_counter() - started)
@@ -198,10 +201,13 @@ class ChatStream:
                     raise error from exc
                 info = response_info(http.headers, time.perf_counter() - started)
                 self._response = link.finish(accumulator.finish(info), call)
-            except FlotorchError as error:
-                scrub(error, call.key)
+            except BaseException as exc:  # GeneratorExit too: closed, or collected, mid-answer
+                ended = exc
+                if isinstance(exc, FlotorchError):
+                    scrub(exc, call.key)
                 raise
             finally:
+                held.settle(ended or self._response or GeneratorExit(), len(accumulator.text))
                 http.close()
 
     def close(self) -> None:
@@ -263,7 +269,7 @@ class AsyncChatStream:
             return
         begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
         try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
-            async with contextlib.aclosing(self._deltas_of_one_request()) as deltas:
+            async with contextlib.aclosing(self._deltas_of_one_request(begun[0])) as deltas:
                 async for delta in deltas:
                     yield delta
         except BaseException as exc:  # GeneratorExit (closed) and CancelledError (Stop) are "stopped"
@@ -272,14 +278,15 @@ class AsyncChatStream:
         assert self._response is not None
         self._link.end(begun, self._response, 0)
 
-    async def _deltas_of_one_request(self) -> AsyncGenerator[str, None]:
+    async def _deltas_of_one_request(self, request: CallRequest | None) -> AsyncGenerator[str, None]:
         import httpx2
 
         link, call, accumulator = self._link, self._call, self.accumulator
         with link.in_flight():  # in flight until it ends, fails, is closed or cancelled
-            http, started, body = await link.asend(call)
+            http, started, body, held = await link.asend(call, request)
             self._http = http
             watched = _Watched(http, call)
+            ended: LLMResponse | BaseException | None = None
             try:
                 if not is_event_stream(http.headers):
                     info = response_info(http.headers, time.perf_counter() - started)
@@ -304,10 +311,13 @@ class AsyncChatStream:
                     raise error from exc
                 info = response_info(http.headers, time.perf_counter() - started)
                 self._response = link.finish(accumulator.finish(info), call)
-            except FlotorchError as error:
-                scrub(error, call.key)
+            except BaseException as exc:  # GeneratorExit and CancelledError too: stopped mid-answer
+                ended = exc
+                if isinstance(exc, FlotorchError):
+                    scrub(exc, call.key)
                 raise
             finally:
+                held.settle(ended or self._response or GeneratorExit(), len(accumulator.text))
                 await watched.aclose()
                 await http.aclose()
 

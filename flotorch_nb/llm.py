@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import _config
 from . import cache as _cache
-from ._call import Begun, begin, end, prepare
+from ._admission import aadmit, admit
+from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
 from ._errors import FlotorchError, StructuredOutputError
-from ._hooks import Hooks
+from ._hooks import CallRequest, Hooks
 from ._many import ManyCalls
 from ._response import LLMResponse, Source, parse_completion
 from ._retry import RetryPolicy
@@ -208,11 +209,15 @@ class FlotorchLLM(ManyCalls):
         end(self.hooks, begun, outcome, self._source(None), partial_chars)
 
     # -- the sync shell ------------------------------------------------------------------------
-    def _send(self, call: Call) -> tuple[Reply, float, bytes]:
+    def _send(self, call: Call, request: CallRequest | None = None) -> tuple[Reply, float, bytes, Held]:
         """POST with retries, following same-origin 307/308 redirects. Returns the 2xx reply, when
-        its attempt began, and its body read within ``call.timeout`` (a stream's is left unread)."""
+        its attempt began, its body read within ``call.timeout`` (a stream's is left unread), and the
+        tickets of the gates that admitted that attempt, for the caller to settle when the call ends.
+        Every other attempt is admitted before it is sent and settled here (``_admission``)."""
         client = self._pools.sync()
+        gates, request = gating(self.hooks, call, request)
         for attempt in range(self.retry.max_retries + 1):
+            admitted = admit(gates, request) if request is not None else ()  # may wait, or refuse
             started = time.perf_counter()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
@@ -227,13 +232,17 @@ class FlotorchLLM(ManyCalls):
                     reply = open_sync(client, call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b""  # left open: ChatStream reads it event by event
+                    return reply, started, b"", _held(admitted, request)  # ChatStream reads it on
                 body = reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body
+                    return reply, started, body, _held(admitted, request)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
+            except BaseException as exc:  # interrupted mid-attempt: its reservation is settled too
+                settle_attempt(admitted, request, exc)
+                raise
+            settle_attempt(admitted, request, error)
             if client.is_closed:  # close() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
@@ -262,8 +271,13 @@ class FlotorchLLM(ManyCalls):
         begun = self._before(call)
         try:
             with self._pools.tracked():
-                http, started, body = self._send(call)
-            response = self._complete(http, started, body, call)
+                http, started, body, held = self._send(call, begun[0])
+            try:
+                response = self._complete(http, started, body, call)
+            except BaseException as exc:  # a structured-output failure still carries its usage
+                held.settle(exc)
+                raise
+            held.settle(response)
         except BaseException as exc:
             self._after(begun, exc)
             raise
@@ -284,12 +298,16 @@ class FlotorchLLM(ManyCalls):
         return ChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- the async shell -----------------------------------------------------------------------
-    async def _asend(self, call: Call) -> tuple[AsyncReply, float, bytes]:
+    async def _asend(
+        self, call: Call, request: CallRequest | None = None
+    ) -> tuple[AsyncReply, float, bytes, Held]:
         """The async twin of ``_send``: same decisions, ``await asyncio.sleep`` between tries."""
         import asyncio  # here, not at the top: `import flotorch_nb` stays without it (~half its cost)
 
         pool: AsyncPool = self._pools.for_loop()
+        gates, request = gating(self.hooks, call, request)
         for attempt in range(self.retry.max_retries + 1):
+            admitted = await aadmit(gates, request) if request is not None else ()
             started = time.perf_counter()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
@@ -304,13 +322,17 @@ class FlotorchLLM(ManyCalls):
                     reply = await pool.open(call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b""  # left open: AsyncChatStream reads it event by event
+                    return reply, started, b"", _held(admitted, request)  # AsyncChatStream reads on
                 body = await reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body
+                    return reply, started, body, _held(admitted, request)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
+            except BaseException as exc:  # cancelled mid-attempt: its reservation is settled too
+                settle_attempt(admitted, request, exc)
+                raise
+            settle_attempt(admitted, request, error)
             if pool.is_closed:  # aclose() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
@@ -335,8 +357,13 @@ class FlotorchLLM(ManyCalls):
         begun = self._before(call)
         try:
             with self._pools.tracked():
-                http, started, body = await self._asend(call)
-            response = self._complete(http, started, body, call)
+                http, started, body, held = await self._asend(call, begun[0])
+            try:
+                response = self._complete(http, started, body, call)
+            except BaseException as exc:  # a structured-output failure still carries its usage
+                held.settle(exc)
+                raise
+            held.settle(response)
         except BaseException as exc:
             self._after(begun, exc)
             raise
@@ -404,6 +431,10 @@ class FlotorchLLM(ManyCalls):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _held(admitted: tuple[Any, ...], request: CallRequest | None) -> Held:
+    return Held(admitted, request) if admitted else NOT_HELD
 
 
 def _log_redirect(status: int, target: str) -> None:
