@@ -101,11 +101,8 @@ class SpendTracker:
 
 def _answer_part(request: CallRequest) -> str:
     if request.capped:
-        return f"up to {request.output_tokens:,} for its answer (its max_tokens)"
-    return (
-        f"{request.output_tokens:,} for its answer (no max_tokens is set, so the usual estimate is "
-        "reserved; a max_tokens makes it exact)"
-    )
+        return f"{request.output_tokens:,} for its answer (its max_tokens)"
+    return f"{request.output_tokens:,} for its answer, the estimate used when no max_tokens is set"
 
 
 class TokenBudget(Budget[int]):
@@ -151,13 +148,13 @@ class TokenBudget(Budget[int]):
         limit = self.limit or 0
         if spent >= limit:
             return BudgetExceededError(
-                f"token budget spent: {spent:,} of {limit:,} tokens used, so the call was not sent; "
+                f"token budget spent: {spent} of {limit} tokens used, so the call was not sent; "
                 f"{self.hint}"
             )
         return BudgetExceededError(
             f"token budget: {spent:,} of {limit:,} tokens used, and this call to {request.model} may use "
-            f"up to {worst:,} ({request.prompt_tokens:,} for its prompt, {_answer_part(request)}), more "
-            f"than the {limit - spent:,} left, so it was not sent; {self.hint}"
+            f"up to {worst:,} ({request.prompt_tokens:,} for its prompt, {_answer_part(request)}): more "
+            f"than the {limit - spent:,} left, so it was not sent; set a smaller max_tokens, or {self.hint}"
         )
 
     def after_call(self, result: CallResult) -> None:
@@ -269,8 +266,8 @@ class MoneyBudget(Budget[Decimal]):
         return BudgetExceededError(
             f"money budget {format_cost(limit)}: {format_cost(spent)} spent, and this call to "
             f"{request.model} could cost up to {format_cost(worst)} ({request.prompt_tokens:,} prompt "
-            f"tokens, {_answer_part(request)}), more than the {format_cost(left)} left; nothing was "
-            f"sent; {self.hint}"
+            f"tokens, {_answer_part(request)}): more than the {format_cost(left)} left, so nothing was "
+            f"sent; set a smaller max_tokens, or {self.hint}"
         )
 
     def reset(self) -> None:
