@@ -148,8 +148,7 @@ class TokenBudget(Budget[int]):
         limit = self.limit or 0
         if spent >= limit:
             return BudgetExceededError(
-                f"token budget spent: {spent} of {limit} tokens used, so the call was not sent; "
-                f"{self.hint}"
+                f"token budget spent: {spent} of {limit} tokens used, so the call was not sent; {self.hint}"
             )
         return BudgetExceededError(
             f"token budget: {spent:,} of {limit:,} tokens used, and this call to {request.model} may use "
