@@ -16,6 +16,10 @@ waiting for ``UNTIL_SETTLED``, in any thread or event loop. Gates are asked in o
 one says "not now", the tickets already taken are handed back (settled with ``None``) before
 waiting, so a waiting call never holds one limit while it waits for another.
 
+A gate whose limit lives elsewhere (the Dask scheduler's rate limiter, reached over RPC) may also
+define ``async def aadmit(request)`` with the same answers; the async shell then awaits it instead of
+calling ``admit`` (``AsyncGate``).
+
 Where gates come from: ``client.hooks.gates`` (the client's own, copied by ``copy()``), and
 ``gated(*gates)`` around a block of calls (a batch's rate limiter, for its items alone: a context
 variable, so it follows the tasks created inside the block). Pure apart from the waiting, which the
@@ -31,17 +35,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Mapping
 
-    from ._hooks import CallRequest
     from ._response import LLMResponse
 
 __all__ = [
     "UNTIL_SETTLED",
     "Admitted",
+    "Asked",
+    "AsyncGate",
     "Gate",
     "Spent",
     "Ticket",
@@ -59,6 +65,22 @@ UNTIL_SETTLED = math.inf
 RECHECK_S = 1.0
 
 
+class Asked(Protocol):
+    """What a gate is asked with: ``flotorch_nb._hooks.CallRequest`` is one (a protocol here, so that
+    this module and ``_hooks``, whose ``Hooks.gates`` holds gates, do not import each other)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def body(self) -> Mapping[str, Any]: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def estimated_tokens(self) -> int: ...
+    @property
+    def label(self) -> str | None: ...
+
+
 class Ticket:
     """What one gate reserved for one attempt; opaque to everyone but that gate."""
 
@@ -69,7 +91,7 @@ class Ticket:
 class Spent:
     """What an attempt really spent, for ``Gate.settle``: its answer, or why it has none."""
 
-    request: CallRequest
+    request: Asked
     response: LLMResponse | None = None
     error: BaseException | None = None
     #: Tokens spent: the gateway's count, else an estimate (0: the attempt reached no model).
@@ -81,12 +103,20 @@ class Spent:
 class Gate(Protocol):
     """One shared limit (see the module docstring)."""
 
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         """A ticket (admitted and reserved), seconds to wait, or ``UNTIL_SETTLED``; raises to refuse."""
         ...
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
         """The attempt ended having spent ``spent`` (None: it was never sent). Must not raise."""
+        ...
+
+
+class AsyncGate(Gate, Protocol):
+    """A gate that can also be asked without blocking the event loop (its limit is remote)."""
+
+    async def aadmit(self, request: Asked) -> Ticket | float:
+        """``admit`` for the async shell."""
         ...
 
 
@@ -163,7 +193,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 _SETTLES = _Settles()
 
 
-def _try(gates: Sequence[Gate], request: CallRequest) -> tuple[Admitted, float]:
+def _try(gates: Sequence[Gate], request: Asked) -> tuple[Admitted, float]:
     """Ask every gate; all tickets and no wait, or no tickets and how long to wait."""
     taken: list[tuple[Gate, Ticket]] = []
     try:
@@ -180,7 +210,31 @@ def _try(gates: Sequence[Gate], request: CallRequest) -> tuple[Admitted, float]:
     return tuple(taken), 0.0
 
 
-def admit(gates: Sequence[Gate], request: CallRequest) -> Admitted:
+def _remote(gate: Gate) -> bool:
+    return getattr(type(gate), "aadmit", None) is not None
+
+
+async def _atry(gates: Sequence[Gate], request: Asked) -> tuple[Admitted, float]:
+    """``_try`` awaiting the gates that answer asynchronously."""
+    taken: list[tuple[Gate, Ticket]] = []
+    try:
+        for gate in gates:
+            if _remote(gate):
+                answer = await cast("AsyncGate", gate).aadmit(request)
+            else:
+                answer = gate.admit(request)
+            if isinstance(answer, Ticket):
+                taken.append((gate, answer))
+                continue
+            settle(tuple(taken), None)
+            return (), max(0.001, float(answer))
+    except BaseException:
+        settle(tuple(taken), None)
+        raise
+    return tuple(taken), 0.0
+
+
+def admit(gates: Sequence[Gate], request: Asked) -> Admitted:
     """Block until every gate admits ``request``; the tickets, for ``settle``."""
     if not gates:
         return ()
@@ -195,15 +249,16 @@ def admit(gates: Sequence[Gate], request: CallRequest) -> Admitted:
             time.sleep(min(wait, RECHECK_S))
 
 
-async def aadmit(gates: Sequence[Gate], request: CallRequest) -> Admitted:
+async def aadmit(gates: Sequence[Gate], request: Asked) -> Admitted:
     """``admit`` on the running event loop (waiting never blocks the loop)."""
     if not gates:
         return ()
     import asyncio
 
+    remote = any(_remote(gate) for gate in gates)
     while True:
         seen = _SETTLES.version
-        taken, wait = _try(gates, request)
+        taken, wait = await _atry(gates, request) if remote else _try(gates, request)
         if wait == 0.0:
             return taken
         if wait == UNTIL_SETTLED:

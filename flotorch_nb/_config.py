@@ -225,6 +225,24 @@ def cassette_from_env(env: Mapping[str, str] | None = None) -> tuple[CassetteMod
     return None, None
 
 
+def _checked_model(model: object) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError("model_id must be a non-empty string")
+    return model.strip()
+
+
+def _checked_key(key: object) -> Secret:
+    if not isinstance(key, str):
+        raise ConfigurationError(f"api_key must be a string, got {type(key).__name__}")
+    return Secret(_check_key(key))
+
+
+def _checked_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
+    return check_base_url(url)
+
+
 def resolve(
     model_id: str | None,
     api_key: str | None,
@@ -263,12 +281,7 @@ def resolve(
             f"or set {envs} in the environment"
         )
     assert model is not None and key is not None and url is not None
-    if not isinstance(model, str) or not model.strip():
-        raise ConfigurationError("model_id must be a non-empty string")
-    if not isinstance(key, str):
-        raise ConfigurationError(f"api_key must be a string, got {type(key).__name__}")
-    if not isinstance(url, str):
-        raise ConfigurationError(f"base_url must be a string, got {type(url).__name__}")
+    model, secret, url = _checked_model(model), _checked_key(key), _checked_url(url)
 
     if timeout is None:
         timeout = _timeout_from_env(env)
@@ -277,12 +290,42 @@ def resolve(
     retries = check_max_retries(max_retries if max_retries is not None else DEFAULT_MAX_RETRIES)
 
     return Settings(
-        model_id=model.strip(),
-        api_key=Secret(_check_key(key)),
-        base_url=check_base_url(url),
+        model_id=model,
+        api_key=secret,
+        base_url=url,
         endpoint=_check_endpoint(endpoint if endpoint is not None else DEFAULT_ENDPOINT),
         timeout=check_timeout(timeout if timeout is not None else DEFAULT_TIMEOUT),
         max_retries=retries,
         cassette_mode=cassette_mode,
         cassette_path=cassette_path,
     )
+
+
+def derive(
+    settings: Settings,
+    *,
+    model_id: str | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    endpoint: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+) -> Settings:
+    """``settings`` with some values replaced, each checked as ``resolve`` checks it (for a client's
+    ``copy``): the key stays a ``Secret`` and is never unwrapped outside this module."""
+    import dataclasses
+
+    changes: dict[str, object] = {}
+    if model_id is not None:
+        changes["model_id"] = _checked_model(model_id)
+    if api_key is not None:
+        changes["api_key"] = _checked_key(api_key)
+    if base_url is not None:
+        changes["base_url"] = _checked_url(base_url)
+    if endpoint is not None:
+        changes["endpoint"] = _check_endpoint(endpoint)
+    if timeout is not None:
+        changes["timeout"] = check_timeout(timeout)
+    if max_retries is not None:
+        changes["max_retries"] = check_max_retries(max_retries)
+    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]

@@ -7,27 +7,22 @@ method is a thin, documented entry point; the work lives in ``flotorch_nb.batch`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import os
 
+    from ._client import Client
     from .batch import BatchResult
     from .cache import AnswerCache
     from .compare import Comparison
-    from .llm import FlotorchLLM
 
 __all__ = ["ManyCalls"]
-
-_TWIN_LOCK = threading.Lock()
 
 
 class ManyCalls:
     """``FlotorchLLM``'s batch and comparison methods (see the module docstring)."""
-
-    _batch_twin: FlotorchLLM | None
 
     def batch(
         self,
@@ -67,7 +62,7 @@ class ManyCalls:
             tools=tools,
             params=params,
         )
-        return run_sync(self._self(), inputs, options)
+        return run_sync(cast("Client", self), inputs, options)
 
     async def abatch(
         self,
@@ -99,7 +94,7 @@ class ManyCalls:
             tools=tools,
             params=params,
         )
-        return await run_async(self._self(), inputs, options)
+        return await run_async(cast("Client", self), inputs, options)
 
     def compare(
         self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
@@ -108,7 +103,7 @@ class ManyCalls:
         model; a model's failure stays in its column). See ``flotorch_nb.compare.compare``."""
         from .compare import compare
 
-        return compare(self._self(), messages, models, **params)
+        return compare(cast(Any, self), messages, models, **params)  # compare/ names FlotorchLLM yet
 
     async def acompare(
         self, messages: list[dict[str, Any]], models: str | list[str] | tuple[str, ...], **params: Any
@@ -116,45 +111,4 @@ class ManyCalls:
         """Asynchronous ``compare``. See ``flotorch_nb.compare.acompare``."""
         from .compare import acompare
 
-        return await acompare(self._self(), messages, models, **params)
-
-    # -- the client a batch sends with ------------------------------------------------------------
-    def _self(self) -> FlotorchLLM:
-        from .llm import FlotorchLLM
-
-        assert isinstance(self, FlotorchLLM)
-        return self
-
-    def _batch_sender(self) -> FlotorchLLM:
-        """The client a batch sends with: this one's settings, pools of its own, the same ``hooks``
-        object (so hooks added later still see every item), no retries and no cache, because the batch
-        retries each item itself through its shared rate limiter and looks the cache up first."""
-        from ._retry import RetryPolicy
-        from .llm import FlotorchLLM
-
-        me = self._self()
-        with _TWIN_LOCK:
-            if self._batch_twin is None:
-                self._batch_twin = FlotorchLLM(
-                    me.model_id,
-                    me._settings.api_key.get_secret_value(),
-                    me.base_url,
-                    timeout=me.timeout,
-                    retry=RetryPolicy(max_retries=0),
-                    endpoint=me.endpoint,
-                    async_http_client=me._pools.injected_async_client,
-                    cache=False,
-                )
-            self._batch_twin.hooks = me.hooks  # the same lists, even if they were replaced since
-            return self._batch_twin
-
-    def _close_batch_sender(self) -> None:
-        twin = self._batch_twin
-        if twin is not None:  # its pools live on the batch loop: close them there
-            from .batch import close_sender
-
-            close_sender(twin)
-
-    async def _aclose_batch_sender(self) -> None:
-        if self._batch_twin is not None:  # its pool on this loop closes here, the others there
-            await self._batch_twin.aclose()
+        return await acompare(cast(Any, self), messages, models, **params)

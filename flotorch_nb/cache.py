@@ -266,11 +266,14 @@ class AnswerCache:
 
     # -- what FlotorchLLM calls ----------------------------------------------------------------------
     def lookup(self, call: Call) -> LLMResponse | None:
-        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None."""
-        stored = self.get(cache_key(call))
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``, ``request_hash``
+        set to its row's key), or None."""
+        key = cache_key(call)
+        stored = self.get(key)
         if stored is None:
             return None
         response = stored.to_response()
+        response.request_hash = key  # a hit names its row: the request's canonical hash
         if call.model_class is not None:
             from .schema import parse_structured
 

@@ -36,9 +36,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._admission import Asked, Spent, Ticket
 from .batch import COLUMNS, BatchOptions, Grant, Inputs, RateLimiter, run_sync, template_fields
 from .batch._inputs import ITEM
-from .batch._limits import check_limit
+from .batch._limits import PauseFor, check_limit, pause_after
 from .batch._result import row_values
 
 if TYPE_CHECKING:
@@ -122,18 +123,20 @@ class RatePlugin(SchedulerPlugin):
         """Install the handlers the workers call."""
         scheduler.handlers.update(
             {
-                "flotorch_rate_acquire": self.acquire,
+                "flotorch_rate_try": self.try_acquire,
                 "flotorch_rate_settle": self.settle,
                 "flotorch_rate_pause": self.pause,
             }
         )
 
-    async def acquire(self, name: str, rpm: float | None, tpm: float | None, tokens: int) -> int:
-        """Wait until the job's limit lets a request of ``tokens`` through; its grant id."""
+    def try_acquire(self, name: str, rpm: float | None, tpm: float | None, tokens: int) -> int | float:
+        """A grant id (an int) for a request of ``tokens`` now, or the seconds to wait (a float)."""
         limiter = self.limiters.get(name)
         if limiter is None:
             limiter = self.limiters[name] = RateLimiter(rpm, tpm)
-        grant = await limiter.acquire(tokens)
+        grant = limiter.try_acquire(tokens)
+        if not isinstance(grant, Grant):
+            return float(grant)
         if tpm is not None:
             self.grants[(name, grant.id)] = grant
         return grant.id
@@ -163,18 +166,39 @@ class _ClusterLimiter:
             method(name=self._name, **kwargs), self._worker.loop.asyncio_loop
         )
 
-    async def acquire(self, tokens: int) -> Grant:
-        grant = await asyncio.wrap_future(
-            self._call("flotorch_rate_acquire", rpm=self._rpm, tpm=self._tpm, tokens=tokens)
-        )
-        return Grant(time.monotonic(), tokens, int(grant))
+    def gate(self, pause_for: PauseFor) -> _ClusterGate:
+        return _ClusterGate(self, pause_for)
 
-    def settle(self, grant: Grant, tokens: int) -> None:
-        if self._tpm is not None:
-            self._call("flotorch_rate_settle", grant=grant.id, tokens=tokens)
 
-    def pause(self, seconds: float) -> None:
-        self._call("flotorch_rate_pause", seconds=seconds)
+class _ClusterGate:
+    """The cluster's limit as a gate of the send loop: asked over RPC, never blocking either loop."""
+
+    def __init__(self, limiter: _ClusterLimiter, pause_for: PauseFor) -> None:
+        self._limiter, self._pause_for = limiter, pause_for
+
+    def _answer(self, answer: int | float, tokens: int) -> Ticket | float:
+        if isinstance(answer, float):
+            return answer  # seconds to wait before asking again
+        return Grant(time.monotonic(), tokens, int(answer))
+
+    async def aadmit(self, request: Asked) -> Ticket | float:
+        limiter, tokens = self._limiter, request.estimated_tokens
+        future = limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens)
+        return self._answer(await asyncio.wrap_future(future), tokens)
+
+    def admit(self, request: Asked) -> Ticket | float:
+        """For a sync caller in a thread of its own (a batch's items are asked with ``aadmit``)."""
+        limiter, tokens = self._limiter, request.estimated_tokens
+        future = limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens)
+        return self._answer(future.result(), tokens)
+
+    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        assert isinstance(ticket, Grant)
+        limiter = self._limiter
+        if (seconds := pause_after(spent, self._pause_for)) is not None:
+            limiter._call("flotorch_rate_pause", seconds=seconds)
+        if limiter._tpm is not None:
+            limiter._call("flotorch_rate_settle", grant=ticket.id, tokens=spent.tokens if spent else 0)
 
 
 _PLUGIN_READY: set[int] = set()

@@ -10,6 +10,7 @@ connection belongs to the loop that opened it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from . import _config
 from . import cache as _cache
 from ._admission import aadmit, admit
 from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
-from ._errors import FlotorchError, StructuredOutputError
+from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
 from ._hooks import CallRequest, Hooks
 from ._many import ManyCalls
 from ._response import LLMResponse, Source, parse_completion
@@ -60,6 +61,10 @@ __all__ = [
 
 logger = logging.getLogger("flotorch_nb")
 
+#: What ``copy()`` may change: these go through ``_config.derive``, the rest are the client's own.
+_SETTINGS = ("model_id", "api_key", "base_url", "endpoint", "timeout", "max_retries")
+_COPYABLE = frozenset((*_SETTINGS, "retry", "hooks", "cache", "http_client", "async_http_client"))
+
 
 class FlotorchLLM(ManyCalls):
     """A client bound to one FloTorch model and gateway, as in the seed SDK.
@@ -88,18 +93,32 @@ class FlotorchLLM(ManyCalls):
         hooks: Hooks | None = None,
         cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
     ) -> None:
-        self._settings = _config.resolve(
+        settings = _config.resolve(
             model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
         )
-        self.retry = retry if retry is not None else RetryPolicy(max_retries=self._settings.max_retries)
-        self._pools = Pools(self._settings, http_client, async_http_client)
+        retry = retry if retry is not None else RetryPolicy(max_retries=settings.max_retries)
+        hooks = hooks if hooks is not None else Hooks()
+        self._setup(settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache))
+
+    def _setup(
+        self,
+        settings: _config.Settings,
+        retry: RetryPolicy,
+        http_client: httpx2.Client | None,
+        async_http_client: httpx2.AsyncClient | None,
+        hooks: Hooks,
+        cache: _cache.AnswerCache | None,
+    ) -> None:
+        self._settings = settings
+        self.retry = retry
+        self._injected = (http_client, async_http_client)  # shared by copies; their owner closes them
+        self._pools = Pools(settings, http_client, async_http_client)
         #: Whether the last answer came from an offline gateway (None until a call has answered).
         self.offline: bool | None = None
         #: Code run before every request and after every finished call (see ``flotorch_nb._hooks``).
-        self.hooks = hooks if hooks is not None else Hooks()
+        self.hooks = hooks
         #: Answers kept in a SQLite file (``flotorch_nb.cache``), or None: a hit sends nothing.
-        self.cache: _cache.AnswerCache | None = _cache.resolve_cache(cache)
-        self._batch_twin: FlotorchLLM | None = None
+        self.cache: _cache.AnswerCache | None = cache
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -136,18 +155,43 @@ class FlotorchLLM(ManyCalls):
         base_url = _config.display_url(self.base_url)
         return f"FlotorchLLM(model_id={self.model_id!r}, base_url={base_url!r}, api_key='***')"
 
-    def with_model(self, model_id: str) -> FlotorchLLM:
-        """The same gateway, key, options and hooks for another model (its own pools and hook lists)."""
-        return FlotorchLLM(
-            non_empty(model_id, "model_id"),
-            self._settings.api_key.get_secret_value(),
-            self.base_url,
-            timeout=self.timeout,
-            retry=self.retry,
-            endpoint=self.endpoint,
-            hooks=self.hooks.copy(),
-            cache=self.cache if self.cache is not None else False,
+    def copy(self, **overrides: Any) -> FlotorchLLM:
+        """A client like this one with some options replaced: ``model_id``, ``api_key``, ``base_url``,
+        ``timeout``, ``max_retries`` or ``retry``, ``endpoint``, ``hooks``, ``cache`` (False: none),
+        ``http_client`` / ``async_http_client``.
+
+        The copy keeps this client's key (never unwrapped: see ``_config.derive``), options, cache
+        and injected HTTP clients, and starts with copies of its hook and gate lists, so adding a
+        hook to one never changes the other. It has connection pools of its own: closing one
+        client never closes the other's (injected HTTP clients are left to their owner, as always).
+        """
+        unknown = sorted(set(overrides) - _COPYABLE)
+        if unknown:
+            raise ConfigurationError(
+                f"copy() cannot change {', '.join(unknown)}; it takes {', '.join(sorted(_COPYABLE))}"
+            )
+        named = {k: overrides[k] for k in _SETTINGS if overrides.get(k) is not None}
+        settings = _config.derive(self._settings, **named)
+        retry = overrides.get("retry")
+        if retry is None:
+            retry = RetryPolicy(max_retries=settings.max_retries) if "max_retries" in named else self.retry
+        hooks = overrides.get("hooks")
+        cache = overrides.get("cache")
+        http_client, async_http_client = self._injected
+        copied = FlotorchLLM.__new__(FlotorchLLM)
+        copied._setup(
+            settings,
+            retry,
+            overrides.get("http_client", http_client),
+            overrides.get("async_http_client", async_http_client),
+            hooks if hooks is not None else self.hooks.copy(),
+            self.cache if cache is None else _cache.resolve_cache(cache),
         )
+        return copied
+
+    def with_model(self, model_id: str) -> FlotorchLLM:
+        """``copy(model_id=model_id)``: the same gateway, key, options and hooks for another model."""
+        return self.copy(model_id=non_empty(model_id, "model_id"))
 
     # -- around the send loops (see _call) ------------------------------------------------------
     def _prepare(
@@ -161,6 +205,18 @@ class FlotorchLLM(ManyCalls):
         stream: bool,
     ) -> Call:
         return prepare(self._settings, messages, tools, response_format, extra_body, kwargs, stream=stream)
+
+    def check(
+        self,
+        messages: Any,
+        tools: Any = None,
+        response_format: Any = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Refuse a call as ``invoke`` would (``InvalidRequestError``, ``ConfigurationError``), without
+        sending anything: a batch checks its shared parameters once, up front."""
+        self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
 
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         self.offline = response.offline
@@ -413,12 +469,30 @@ class FlotorchLLM(ManyCalls):
         """Close the sync connection pool (an injected client is left to its owner). A call in flight
         on it fails with ``APIConnectionError``; the next call opens a new pool."""
         self._pools.close()
-        self._close_batch_sender()
+        self._close_elsewhere()
 
     async def aclose(self) -> None:
         """Close every pool this client opened (the sync one too)."""
         await self._pools.aclose()
-        await self._aclose_batch_sender()
+
+    def _close_elsewhere(self, timeout: float = 5.0) -> None:
+        """Close the async pools this client has on event loops running in other threads (the
+        background loop of ``batch()`` and Dask partitions), each on its own loop."""
+        if not self._pools.by_loop:
+            return
+        import asyncio
+
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, pool in list(self._pools.by_loop.items()):
+            if loop is current or not loop.is_running():
+                continue  # this thread's loop: aclose() there; a stopped loop cannot be reached
+            self._pools.by_loop.pop(loop, None)
+            closing = asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+            with contextlib.suppress(Exception):  # a pool that will not close must not hang close()
+                closing.result(timeout)
 
     def __enter__(self) -> FlotorchLLM:
         return self

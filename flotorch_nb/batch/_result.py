@@ -21,9 +21,9 @@ from .._errors import FlotorchError
 if TYPE_CHECKING:
     import pandas
 
+    from .._client import Client
     from .._response import LLMResponse
     from ..cache import StoredAnswer
-    from ..llm import FlotorchLLM
     from ._inputs import Inputs
     from ._runner import BatchOptions
 
@@ -144,7 +144,7 @@ class BatchResult(Sequence[BatchItem]):
 
     items: list[BatchItem]
     stats: BatchStats = field(default_factory=BatchStats)
-    _llm: FlotorchLLM | None = field(default=None, repr=False)
+    _llm: Client | None = field(default=None, repr=False)
     _inputs: Inputs | None = field(default=None, repr=False)
     _options: BatchOptions | None = field(default=None, repr=False)
 

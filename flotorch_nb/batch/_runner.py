@@ -2,10 +2,11 @@
 
 ``concurrency`` worker tasks each take the next position from one shared iterator, so work is fed in
 as capacity frees up (never one coroutine per item) and each finished item is written into its
-preallocated slot. Per item: the answer cache first (a hit costs no slot in the limiter and no
-request), then ``limiter.acquire`` with the item's token estimate, then ``ainvoke`` on the client's
-batch sender (its hooks run, so budgets and ledgers see every request), retried here by the client's
-own ``RetryPolicy`` so that each retry passes the limiter too, and a 429 pauses the whole batch.
+preallocated slot. Each item is one ``ainvoke`` of the client itself: its answer cache, hooks,
+retries and redirects are the client's, in its one send loop. What the batch adds plugs into that
+loop as gates (``flotorch_nb._admission``), scoped to the batch's workers by ``gated``: the shared
+rate limiter (``LimiterGate``: a grant before each attempt, the tokens spent after, a 429 pauses the
+whole batch) and a per-worker counter of the attempts each item made.
 
 Stops: ``on_error="raise"`` cancels the other workers at the first error and raises ``BatchError``;
 a ``BudgetExceededError`` from a hook stops launching and every item not sent carries one;
@@ -24,26 +25,25 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._admission import Asked, Spent, Ticket, gated
 from .._errors import (
     APIStatusError,
     BudgetExceededError,
     ConfigurationError,
     FlotorchError,
     InvalidRequestError,
-    RateLimitError,
-    StructuredOutputError,
 )
-from .._hooks import call_label, estimate_tokens
-from ..cache import AnswerCache, StoredAnswer, cache_key, resolve_cache
+from .._hooks import call_label
+from ..cache import AnswerCache, StoredAnswer, resolve_cache
 from ..schema import normalize_response_format
 from ._inputs import Inputs
-from ._limits import Limiter, RateLimiter, check_limit
+from ._limits import Limiter, RateLimiter, check_limit, pause_after
 from ._loop import background_loop
 from ._progress import TICK_S, Progress
 from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError
 
 if TYPE_CHECKING:
-    from ..llm import FlotorchLLM
+    from .._client import Client
 
 __all__ = ["BatchCancelled", "BatchInterrupted", "BatchOptions", "run_async", "run_sync"]
 
@@ -118,12 +118,44 @@ def _bare(error: BaseException) -> None:
         current = current.__cause__ or current.__context__
 
 
+class _Attempts:
+    """A worker's gate that only counts: each attempt its current item sent, and the 429s among them.
+
+    One per worker (the worker's calls are its item's), so the count needs no lookup. Settled with
+    ``None`` an attempt was never sent (a later gate said "not now"): not counted.
+    """
+
+    __slots__ = ("item", "stats")
+
+    def __init__(self, stats: BatchStats) -> None:
+        self.stats = stats
+        self.item: BatchItem | None = None
+
+    def admit(self, request: Asked) -> Ticket | float:
+        return _TICKET
+
+    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        if spent is None or self.item is None:
+            return
+        self.item.attempts += 1
+        self.stats.requests += 1
+        if pause_after(spent, _no_pause) is not None:
+            self.stats.rate_limited += 1
+
+
+_TICKET = Ticket()
+
+
+def _no_pause(error: APIStatusError) -> float:
+    return 0.0
+
+
 class _Run:
     """One run over some positions of the inputs, writing into ``items``."""
 
     def __init__(
         self,
-        llm: FlotorchLLM,
+        llm: Client,
         inputs: Inputs,
         options: BatchOptions,
         items: list[BatchItem],
@@ -133,8 +165,6 @@ class _Run:
     ) -> None:
         self.llm, self.inputs, self.options, self.items = llm, inputs, options, items
         self.positions, self.cache, self.progress = positions, cache, progress
-        self.sender = llm._batch_sender()
-        self.policy = llm.retry
         self.limiter: Limiter = options.limiter or RateLimiter(options.rpm, options.tpm)
         self.stats = BatchStats()
         self.budget_error: BudgetExceededError | None = None
@@ -144,13 +174,23 @@ class _Run:
     def result(self) -> BatchResult:
         return BatchResult(self.items, self.stats, self.llm, self.inputs, self.options)
 
+    def _pause_for(self, error: APIStatusError) -> float:
+        return self.llm.retry.delay(0, error.retry_after)
+
     async def run(self) -> BatchResult:
         started = time.perf_counter()
+        # The client that sends: the given one, or a copy of it with the batch's own answer cache.
+        sender = self.llm
+        if self.cache is not self.llm.cache:  # (an AnswerCache is falsy when empty: compare with None)
+            sender = self.llm.copy(cache=self.cache if self.cache is not None else False)
+        writes_failed = self.cache.write_failures if self.cache is not None else 0
         queue = iter(self.positions)
-        workers = [
-            asyncio.create_task(self._worker(queue))
-            for _ in range(min(self.options.concurrency, len(self.positions)))
-        ]
+        limit = self.limiter.gate(self._pause_for)
+        workers = []
+        for _ in range(min(self.options.concurrency, len(self.positions))):
+            attempts = _Attempts(self.stats)
+            with gated(limit, attempts):  # the task copies the context: these gates are its calls'
+                workers.append(asyncio.create_task(self._worker(sender, queue, attempts)))
         try:
             await asyncio.gather(*workers)
         except BaseException as exc:
@@ -171,6 +211,11 @@ class _Run:
             if isinstance(exc, asyncio.CancelledError):
                 raise BatchCancelled(self.result()) from None
             raise
+        finally:
+            if self.cache is not None:
+                self.stats.cache_write_failures += self.cache.write_failures - writes_failed
+            if sender is not self.llm:
+                await sender.aclose()
         self.stats.wall_s = time.perf_counter() - started
         return self.result()
 
@@ -180,117 +225,59 @@ class _Run:
             if item.answer is None and item.error is None:
                 item.error = ItemCancelledError(f"not answered: {why}")
 
-    async def _worker(self, queue: Iterator[int]) -> None:
+    async def _worker(self, sender: Client, queue: Iterator[int], attempts: _Attempts) -> None:
         # The label is set once per worker, not per item: the worker is a task of its own, so the
         # context variable it sets is seen by its calls only, and goes with the task.
         with call_label("batch"):
             for position in queue:  # one shared iterator: each worker takes the next position
-                await self._item(self.items[position])
+                item = attempts.item = self.items[position]
+                await self._item(sender, item)
 
     # -- one item ----------------------------------------------------------------------------------
     def _finish(self, item: BatchItem, answer: StoredAnswer | None, error: FlotorchError | None) -> None:
         if error is not None:
             _bare(error)
         item.answer, item.error = answer, error
-        tokens = answer.usage[2] if answer is not None and answer.usage and answer.source != "cache" else 0
-        self.progress.item_done(
-            error=error is not None, tokens=tokens, cached=answer is not None and answer.source == "cache"
-        )
+        if item.attempts > 1:
+            self.stats.retries += item.attempts - 1
+        cached = answer is not None and answer.source == "cache"
+        tokens = answer.usage[2] if answer is not None and answer.usage and not cached else 0
+        self.progress.item_done(error=error is not None, tokens=tokens, cached=cached)
 
     def _fail(self, item: BatchItem, error: FlotorchError) -> None:
         self._finish(item, None, error)
         if self.options.on_error == "raise":
             raise _Stop(error)
 
-    def _from_cache(self, key: str) -> StoredAnswer | None:
-        assert self.cache is not None
-        stored = self.cache.get(key)
-        if stored is not None and self.options.model_class is not None:
-            from ..schema import parse_structured
-
-            try:
-                stored.parsed = parse_structured(self.options.model_class, stored.content)
-            except StructuredOutputError:
-                return None
-        return stored
-
-    async def _item(self, item: BatchItem) -> None:
+    async def _item(self, sender: Client, item: BatchItem) -> None:
         options = self.options
         try:
             messages = self.inputs.messages(item.position)
-            key = secret = None
-            if self.cache is not None:
-                call = self.sender._prepare(
-                    messages,
-                    options.tools,
-                    options.response_format,
-                    self.extra_body,
-                    dict(self.params),
-                    stream=False,
-                )
-                key = cache_key(call)
-                stored = self._from_cache(key)
-                if stored is not None:
-                    self.stats.cache_hits += 1
-                    self._finish(item, stored, None)
-                    return
-                from ..cache import _call_secret
-
-                secret = _call_secret(call)
         except InvalidRequestError as error:
             self._fail(item, error)
             return
         if self.budget_error is not None:
             self._fail(item, BudgetExceededError(f"not sent: {self.budget_error}"))
             return
-        estimate = estimate_tokens({**self.params, "messages": messages})
-        attempt = 0
-        while True:
-            try:
-                grant = await self.limiter.acquire(estimate)
-            except InvalidRequestError as error:
-                self._fail(item, error)
-                return
-            item.attempts += 1
-            self.stats.requests += 1
-            try:
-                response = await self.sender.ainvoke(
-                    messages, options.tools, options.response_format, self.extra_body, **self.params
-                )
-            except FlotorchError as error:
-                self.limiter.settle(grant, 0)
-                if isinstance(error, BudgetExceededError):
-                    # Refused by a before_request hook: nothing went out, so it is not a request sent.
-                    item.attempts -= 1
-                    self.stats.requests -= 1
-                    self.budget_error = self.budget_error or error
-                    self._fail(item, error)
-                    return
-                retry_after = error.retry_after if isinstance(error, APIStatusError) else None
-                if isinstance(error, RateLimitError) or retry_after is not None:
-                    self.stats.rate_limited += 1
-                    self.limiter.pause(self.policy.delay_for(error, attempt))
-                if not self.policy.should_retry(error, attempt):
-                    self._fail(item, error)
-                    return
-                self.stats.retries += 1
-                await asyncio.sleep(self.policy.delay_for(error, attempt))
-                attempt += 1
-                continue
-            except BaseException:
-                self.limiter.settle(grant, estimate)  # stopped mid-way: assume it was spent
-                raise
-            answer = StoredAnswer.of(response)
-            self.limiter.settle(grant, answer.usage[2] if answer.usage else estimate)
-            if self.cache is not None and key is not None and not self.cache.put(key, answer, secret):
-                self.stats.cache_write_failures += 1
-            self._finish(item, answer, None)
+        try:
+            response = await sender.ainvoke(
+                messages, options.tools, options.response_format, self.extra_body, **self.params
+            )
+        except BudgetExceededError as error:  # refused before sending: stop launching the rest
+            self.budget_error = self.budget_error or error
+            self._fail(item, error)
             return
+        except FlotorchError as error:
+            self._fail(item, error)
+            return
+        if response.source == "cache":
+            self.stats.cache_hits += 1
+        self._finish(item, StoredAnswer.of(response), None)
 
 
 # -- entry points ----------------------------------------------------------------------------------
 def _prepare_run(
-    llm: FlotorchLLM,
+    llm: Client,
     inputs: Any,
     options: BatchOptions,
     positions: Sequence[int] | None = None,
@@ -305,9 +292,7 @@ def _prepare_run(
     params = dict(options.params)
     extra_body = params.pop("extra_body", None)
     # Parameters, tools and response_format are the same for every item: check them once, up front.
-    llm._batch_sender()._prepare(
-        _PROBE, options.tools, options.response_format, extra_body, params, stream=False
-    )
+    llm.check(_PROBE, options.tools, options.response_format, extra_body, **params)
     if items is None:
         items = [BatchItem(i, inputs.label(i)) for i in range(len(inputs))]
     if positions is None:
@@ -387,12 +372,12 @@ def _copy_outcome(task: asyncio.Task[BatchResult], done: concurrent.futures.Futu
         done.set_result(task.result())
 
 
-async def run_async(llm: FlotorchLLM, inputs: Any, options: BatchOptions) -> BatchResult:
+async def run_async(llm: Client, inputs: Any, options: BatchOptions) -> BatchResult:
     """``abatch``."""
     return await _run_async(_prepare_run(llm, inputs, options))
 
 
-def run_sync(llm: FlotorchLLM, inputs: Any, options: BatchOptions) -> BatchResult:
+def run_sync(llm: Client, inputs: Any, options: BatchOptions) -> BatchResult:
     """``batch``."""
     return _run_sync(_prepare_run(llm, inputs, options))
 

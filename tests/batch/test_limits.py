@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb import ConfigurationError, InvalidRequestError
-from flotorch_nb.batch import BatchOptions, Grant, RateLimiter, run_async
+from flotorch_nb.batch import BatchCancelled, BatchOptions, Grant, RateLimiter, run_async
 from flotorch_nb.batch._limits import MARGIN_S
 from tests.support.batch import (
     make_llm,
@@ -87,9 +87,11 @@ class Recording(RateLimiter):
         self.estimates: list[int] = []
         self.settled: list[int] = []
 
-    async def acquire(self, tokens: int) -> Grant:
-        self.estimates.append(tokens)
-        return await super().acquire(tokens)
+    def try_acquire(self, tokens: int) -> Grant | float:
+        grant = super().try_acquire(tokens)
+        if isinstance(grant, Grant):  # asked again after a wait: one estimate per request let through
+            self.estimates.append(tokens)
+        return grant
 
     def settle(self, grant: Grant, tokens: int) -> None:
         self.settled.append(tokens)
@@ -126,3 +128,62 @@ async def test_grants_stay_first_come_first_served() -> None:
     small = asyncio.create_task(take("small", 10))
     await asyncio.gather(large, small)
     assert order == ["large", "small"]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_try_acquire_never_blocks_it_grants_or_says_how_long_to_wait() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=0.5, clock=clock)  # one request every two minutes
+    assert isinstance(limiter.try_acquire(1), Grant)
+    wait = limiter.try_acquire(1)
+    assert isinstance(wait, float) and 120 <= wait <= 120 + MARGIN_S
+    clock.now += 60
+    assert isinstance(limiter.try_acquire(1), float)  # a minute later: still inside the two minutes
+    clock.now += wait - 60
+    assert isinstance(limiter.try_acquire(1), Grant)
+    with pytest.raises(InvalidRequestError):
+        RateLimiter(tpm=10).try_acquire(11)
+
+
+@pytest.mark.anyio
+async def test_an_rpm_below_one_a_minute_spaces_requests_instead_of_failing() -> None:
+    limiter = RateLimiter(rpm=0.5, window=0.2)  # one per 0.4 s on this short clock
+    first = await limiter.acquire(1)
+    second = await asyncio.wait_for(limiter.acquire(1), 5)  # was an IndexError
+    assert second.at - first.at >= 0.4
+
+
+@pytest.mark.anyio
+async def test_a_fractional_rpm_is_never_exceeded_in_any_window() -> None:
+    limiter = RateLimiter(rpm=2.5, window=0.4)
+    granted = []
+    for _ in range(5):
+        granted.append((await limiter.acquire(1)).at)
+    # 2.5 a window is at most 2 in any window (3 went through in one window before).
+    assert most_in_any_window(granted, 0.4) <= 2
+
+
+@pytest.mark.anyio
+async def test_a_batch_with_rpm_below_one_keeps_its_partial_result() -> None:
+    with shaped_gateway() as (gw, shaping):
+        async with make_llm(gw) as llm:
+            task = asyncio.create_task(llm.abatch(["a", "b"], rpm=0.5, progress=False))
+            deadline = time.monotonic() + 5
+            while not shaping.arrivals and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # "a" is answered; "b" waits its two minutes
+            task.cancel()
+            with pytest.raises(BatchCancelled) as caught:  # was a bare IndexError, result lost
+                await task
+    result = caught.value.result
+    assert [i.answer.content if i.answer else None for i in result] == ["a", None]
+    assert len(shaping.arrivals) == 1
