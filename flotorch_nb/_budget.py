@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from ._admission import UNTIL_SETTLED, Ticket
 
 if TYPE_CHECKING:
-    from ._admission import Spent
+    from ._admission import Asked, Spent
     from ._errors import BudgetExceededError
-    from ._hooks import CallRequest
 
 __all__ = ["FREE", "Budget", "Reservation"]
 
@@ -48,7 +47,7 @@ class Reservation(Ticket, Generic[N]):
 
     __slots__ = ("amount", "request")
 
-    def __init__(self, request: CallRequest, amount: N) -> None:
+    def __init__(self, request: Asked, amount: N) -> None:
         self.request = request
         self.amount: N = amount
 
@@ -78,10 +77,10 @@ class Budget(Generic[N]):
         self._in_flight = 0
         self._settled: N = zero
         # id(request) -> (request, amount settled for it): the request is kept so its id stays unique.
-        self._unrecorded: dict[int, tuple[CallRequest, N]] = {}
+        self._unrecorded: dict[int, tuple[Asked, N]] = {}
 
     # -- what subclasses say -------------------------------------------------------------------------
-    def worst(self, request: CallRequest) -> N:
+    def worst(self, request: Asked) -> N:
         """The most ``request`` may cost (may raise ``BudgetExceededError``: it cannot be checked)."""
         raise NotImplementedError
 
@@ -93,7 +92,7 @@ class Budget(Generic[N]):
         """The books' total (read under the lock)."""
         raise NotImplementedError
 
-    def refusal(self, request: CallRequest, worst: N, spent: N) -> BudgetExceededError:
+    def refusal(self, request: Asked, worst: N, spent: N) -> BudgetExceededError:
         """The error for a call that cannot fit even with nothing in flight."""
         raise NotImplementedError
 
@@ -114,7 +113,7 @@ class Budget(Generic[N]):
         """How many admitted attempts have not settled yet."""
         return self._in_flight
 
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         """A reservation, ``UNTIL_SETTLED``, or ``BudgetExceededError`` (see the module docstring)."""
         if self.limit is None:
             return FREE
@@ -151,7 +150,7 @@ class Budget(Generic[N]):
                 self._unrecorded[key] = (ticket.request, before + amount)
                 self._settled += amount
 
-    def recorded(self, request: CallRequest) -> None:
+    def recorded(self, request: Asked) -> None:
         """``request``'s call is in the books now: stop counting what its attempts settled. Call it
         under ``lock`` together with the recording (``after_call`` does)."""
         with self._lock:

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 
 from ._budget import Budget
 from ._errors import BudgetExceededError, ConfigurationError
+from ._hooks import output_cap, output_tokens
 from .pricing import ENV_PRICES, PriceTable, _money, format_cost
 
 if TYPE_CHECKING:
-    from ._admission import Spent
-    from ._hooks import CallRequest, CallResult, Hooks
+    from ._admission import Asked, Spent
+    from ._hooks import CallResult, Hooks
 
 __all__ = ["MoneyBudget", "SpendTracker", "TokenBudget", "cost_of"]
 
@@ -99,16 +100,27 @@ class SpendTracker:
         return f"SpendTracker(spent={format_cost(self.spent)}, unknown_calls={self.unknown_calls})"
 
 
-def _answer_part(request: CallRequest) -> str:
-    if request.capped:
-        return f"{request.output_tokens:,} for its answer (its max_tokens)"
-    return f"{request.output_tokens:,} for its answer, the estimate used when no max_tokens is set"
+def _split(request: Asked) -> tuple[int, int]:
+    """A request's worst case in tokens, as (prompt, answer): ``Asked.prompt_tokens`` and
+    ``output_tokens``, for any gate request."""
+    answer = output_tokens(request.body)
+    return max(0, request.estimated_tokens - answer), answer
+
+
+def _parts(request: Asked) -> str:
+    prompt, answer = _split(request)
+    if output_cap(request.body) is not None:
+        return f"{prompt:,} tokens for its prompt, {answer:,} for its answer (its max_tokens)"
+    return (
+        f"{prompt:,} tokens for its prompt, {answer:,} for its answer, the estimate used when no "
+        "max_tokens is set"
+    )
 
 
 class TokenBudget(Budget[int]):
     """A gate that keeps the tokens spent at or under ``limit`` (None: no limit).
 
-    Each attempt reserves ``CallRequest.estimated_tokens`` and settles to what the gateway reported.
+    Each attempt reserves ``Asked.estimated_tokens`` and settles to what the gateway reported.
     ``recorded``: where the tokens already spent are read (the notebook ledger's running total, under
     the ledger's ``lock``); without it the budget counts finished calls itself, in :meth:`after_call`.
     ``hint``: how a refusal says the budget can be raised or removed.
@@ -132,7 +144,7 @@ class TokenBudget(Budget[int]):
         """Change the limit (None: none); calls in flight keep their reservations."""
         self.limit = _tokens(limit)
 
-    def worst(self, request: CallRequest) -> int:
+    def worst(self, request: Asked) -> int:
         """The prompt estimate plus the output cap (or the uncapped estimate)."""
         return request.estimated_tokens
 
@@ -143,7 +155,7 @@ class TokenBudget(Budget[int]):
     def _recorded(self) -> int:
         return self._read()
 
-    def refusal(self, request: CallRequest, worst: int, spent: int) -> BudgetExceededError:
+    def refusal(self, request: Asked, worst: int, spent: int) -> BudgetExceededError:
         """Spent already, or this call's worst case is more than what is left."""
         limit = self.limit or 0
         if spent >= limit:
@@ -152,7 +164,7 @@ class TokenBudget(Budget[int]):
             )
         return BudgetExceededError(
             f"token budget: {spent:,} of {limit:,} tokens used, and this call to {request.model} may use "
-            f"up to {worst:,} ({request.prompt_tokens:,} for its prompt, {_answer_part(request)}): more "
+            f"up to {worst:,} ({_parts(request)}): more "
             f"than the {limit - spent:,} left, so it was not sent; set a smaller max_tokens, or {self.hint}"
         )
 
@@ -225,14 +237,14 @@ class MoneyBudget(Budget[Decimal]):
         """Dollars left, not counting calls in flight (never below zero)."""
         return max(Decimal(0), (self.limit or Decimal(0)) - self.spent)
 
-    def most_a_call_costs(self, request: CallRequest) -> Decimal | None:
+    def most_a_call_costs(self, request: Asked) -> Decimal | None:
         """The conservative estimate of ``request``'s cost, or None when its model has no price."""
         price = self.prices.get(request.model)
         if price is None:
             return None
-        return price.cost(request.prompt_tokens, request.output_tokens)
+        return price.cost(*_split(request))
 
-    def worst(self, request: CallRequest) -> Decimal:
+    def worst(self, request: Asked) -> Decimal:
         """``most_a_call_costs``; refuses a model without a price."""
         estimate = self.most_a_call_costs(request)
         if estimate is None:
@@ -252,20 +264,20 @@ class MoneyBudget(Budget[Decimal]):
             return reserved
         if usage is not None:
             return price.cost(usage.input_tokens, usage.output_tokens)
-        prompt = min(spent.tokens, spent.request.prompt_tokens)
+        prompt = min(spent.tokens, _split(spent.request)[0])
         return price.cost(prompt, spent.tokens - prompt)
 
     def _recorded(self) -> Decimal:
         return self.tracker.spent
 
-    def refusal(self, request: CallRequest, worst: Decimal, spent: Decimal) -> BudgetExceededError:
+    def refusal(self, request: Asked, worst: Decimal, spent: Decimal) -> BudgetExceededError:
         """What was spent, what is left, what this call may cost, and what to do."""
         limit = self.limit or Decimal(0)
         left = max(Decimal(0), limit - spent)
         return BudgetExceededError(
             f"money budget {format_cost(limit)}: {format_cost(spent)} spent, and this call to "
-            f"{request.model} could cost up to {format_cost(worst)} ({request.prompt_tokens:,} prompt "
-            f"tokens, {_answer_part(request)}): more than the {format_cost(left)} left, so nothing was "
+            f"{request.model} could cost up to {format_cost(worst)} ({_parts(request)}): more "
+            f"than the {format_cost(left)} left, so nothing was "
             f"sent; set a smaller max_tokens, or {self.hint}"
         )
 

@@ -53,8 +53,9 @@ from ..pricing import PriceTable, ShownCost, describe_costs, format_cost, shared
 from ..spending import MoneyBudget, SpendTracker, TokenBudget
 
 if TYPE_CHECKING:
+    from .._admission import Asked
     from .._admission import Spent as Attempt
-    from .._hooks import CallRequest, CallResult
+    from .._hooks import CallResult
     from ..llm import FlotorchLLM
 
 __all__ = ["Ledger", "LedgerEntry", "Spent", "Totals", "capture"]
@@ -256,7 +257,7 @@ class Ledger:
             llm.hooks.after_call.append(self.after_call)
         return llm
 
-    def admit(self, request: CallRequest) -> Ticket | float:
+    def admit(self, request: Asked) -> Ticket | float:
         """The gate: both budgets reserve the attempt's worst case, or neither does (see the module
         docstring); ``UNTIL_SETTLED`` or ``BudgetExceededError`` otherwise."""
         with self._lock:

@@ -159,7 +159,7 @@ async def test_a_money_budget_reserves_what_a_call_with_a_60_field_tool_spends(
     async with FlotorchLLM("offline/echo", KEY, gateway.url) as llm:
         small = MoneyBudget("$0.05", table).attach(llm.hooks)
         with pytest.raises(
-            BudgetExceededError, match=r"could cost up to \$0\.\d+ \(\d{1,3}(,\d{3})* prompt tokens"
+            BudgetExceededError, match=r"could cost up to \$0\.\d+ \(\d{1,3}(,\d{3})* tokens for its prompt"
         ):
             await llm.ainvoke(PROFILE, tools=[tool], max_tokens=20)
         assert len(gateway.requests) == 0  # the prompt alone is past $0.05: refused before sending
@@ -180,7 +180,7 @@ def test_a_call_that_fits_only_without_calls_in_flight_waits_and_one_that_never_
     assert budget.reserved == 58 and budget.in_flight == 1
     assert budget.admit(_request(max_tokens=50)) == UNTIL_SETTLED  # 58 + 58 > 100, but 58 alone fits
     with pytest.raises(
-        BudgetExceededError, match=r"may use up to 108 \(8 for its prompt, 100 for its answer"
+        BudgetExceededError, match=r"may use up to 108 \(8 tokens for its prompt, 100 for its answer"
     ):
         budget.admit(_request(max_tokens=100))  # 108 > 100 even with nothing in flight
     settle(((budget, ticket),), _spent(first, 20))  # type: ignore[arg-type]

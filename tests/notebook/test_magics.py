@@ -460,7 +460,8 @@ def test_the_budget_refuses_calls_before_sending_once_spent(
     # Without max_tokens a call reserves 256 tokens for its answer: more than the 100 left.
     uncapped = (
         rf"token budget: {used} of {used + 100} tokens used, and this call to offline/assistant may use "
-        r"up to \d+ \(\d+ for its prompt, 256 for its answer, the estimate used when no max_tokens is set\)"
+        r"up to \d+ \(\d+ tokens for its prompt, 256 for its answer, the estimate used when no "
+        r"max_tokens is set\)"
     )
     with pytest.raises(BudgetExceededError, match=uncapped):
         shell.cell("", "One more, please")
