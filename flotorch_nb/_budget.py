@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from ._admission import UNTIL_SETTLED, Ticket
 
 if TYPE_CHECKING:
     from ._admission import Asked, Spent
     from ._errors import BudgetExceededError
+    from ._hooks import CallResult, Hooks
 
 __all__ = ["FREE", "Budget", "Reservation"]
 
@@ -95,6 +96,26 @@ class Budget(Generic[N]):
     def refusal(self, request: Asked, worst: N, spent: N) -> BudgetExceededError:
         """The error for a call that cannot fit even with nothing in flight."""
         raise NotImplementedError
+
+    def after_call(self, result: CallResult) -> None:
+        """The ``after_call`` hook: the call is in the books (``recorded``)."""
+        self.recorded(result.request)
+
+    # -- on a client ---------------------------------------------------------------------------------
+    def attach(self, hooks: Hooks) -> Self:
+        """Add this budget to a client's gates and its ``after_call`` hooks (``llm.hooks``); idempotent."""
+        if self not in hooks.gates:
+            hooks.gates.append(self)
+        if self.after_call not in hooks.after_call:
+            hooks.after_call.append(self.after_call)
+        return self
+
+    def detach(self, hooks: Hooks) -> None:
+        """Remove this budget from a client's hooks again."""
+        while self in hooks.gates:
+            hooks.gates.remove(self)
+        while self.after_call in hooks.after_call:
+            hooks.after_call.remove(self.after_call)
 
     # -- the gate ------------------------------------------------------------------------------------
     @property

@@ -30,7 +30,7 @@ from .pricing import ENV_PRICES, PriceTable, _money, format_cost
 
 if TYPE_CHECKING:
     from ._admission import Asked, Spent
-    from ._hooks import CallResult, Hooks
+    from ._hooks import CallResult
 
 __all__ = ["MoneyBudget", "SpendTracker", "TokenBudget", "cost_of"]
 
@@ -181,15 +181,6 @@ class TokenBudget(Budget[int]):
             self._total = 0
             self.forget()
 
-    def attach(self, hooks: Hooks) -> TokenBudget:
-        """Add this budget to a client's gates and ``after_call`` hooks (``llm.hooks``)."""
-        _attach(hooks, self, self.after_call)
-        return self
-
-    def detach(self, hooks: Hooks) -> None:
-        """Remove this budget from a client's hooks again."""
-        _detach(hooks, self, self.after_call)
-
     def __repr__(self) -> str:
         return f"TokenBudget(limit={self.limit!r}, spent={self.spent}, in_flight={self.in_flight})"
 
@@ -294,15 +285,6 @@ class MoneyBudget(Budget[Decimal]):
                 self.tracker.after_call(result)
             self.recorded(result.request)
 
-    def attach(self, hooks: Hooks) -> MoneyBudget:
-        """Add this budget to a client's gates and ``after_call`` hooks (``llm.hooks``)."""
-        _attach(hooks, self, self.after_call)
-        return self
-
-    def detach(self, hooks: Hooks) -> None:
-        """Remove this budget from a client's hooks again."""
-        _detach(hooks, self, self.after_call)
-
     def __repr__(self) -> str:
         return f"MoneyBudget(limit={format_cost(self.limit)}, spent={format_cost(self.spent)})"
 
@@ -312,17 +294,3 @@ def _dollars(limit: object) -> Decimal:
         return _money(limit, "a money budget")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-
-
-def _attach(hooks: Hooks, gate: Budget[int] | Budget[Decimal], after: Callable[[CallResult], None]) -> None:
-    if gate not in hooks.gates:
-        hooks.gates.append(gate)
-    if after not in hooks.after_call:
-        hooks.after_call.append(after)
-
-
-def _detach(hooks: Hooks, gate: Budget[int] | Budget[Decimal], after: Callable[[CallResult], None]) -> None:
-    while gate in hooks.gates:
-        hooks.gates.remove(gate)
-    while after in hooks.after_call:
-        hooks.after_call.remove(after)
