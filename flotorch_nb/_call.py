@@ -149,6 +149,8 @@ def gating(
 def spent(request: CallRequest, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> Spent:
     """What an attempt spent, by the rule ``CallResult.total_tokens`` states: the gateway's count,
     else an estimate; 0 for an attempt that failed without reaching a model."""
+    if isinstance(outcome, LLMResponse) and outcome.usage is not None:  # the common end: counted
+        return Spent(request, outcome, None, outcome.usage.total_tokens, True)
     result = _result(request, outcome, 0.0, "live", partial_chars)
     return Spent(request, result.response, result.error, result.total_tokens, result.usage_known)
 

@@ -71,6 +71,10 @@ class Grant(Ticket):
     id: int = 0
 
 
+#: The grant of a limiter that counts nothing (no rpm, no tpm): one object for every request.
+_UNCOUNTED = Grant(0.0, 0)
+
+
 class Limiter(Protocol):
     """What a batch needs from a limiter (the process-local one, or a cluster's): its gate."""
 
@@ -171,6 +175,9 @@ class RateLimiter:
         Never blocks: the send loop's gate (``LimiterGate``) asks this before each attempt. A request
         that could never fit (more tokens than ``tpm``) raises ``InvalidRequestError``.
         """
+        if self.rpm is None and self.tpm is None:  # only a 429's pause can hold it back
+            wait = self._paused_until - self._now() if self._paused_until else 0.0
+            return _UNCOUNTED if wait <= 0 else wait
         self._check(tokens)
         now = self._now()
         self._forget_before(now)
@@ -223,7 +230,7 @@ class RateLimiter:
 
     def settle(self, grant: Grant, tokens: int) -> None:
         """Replace the grant's estimate with what it used, if it is still in the window."""
-        if self.tpm is None or grant.tokens == tokens:
+        if self.tpm is None or grant.tokens == tokens or grant is _UNCOUNTED:
             return
         if self._log and grant.at >= self._log[0].at:
             self._tokens_in_window += tokens - grant.tokens

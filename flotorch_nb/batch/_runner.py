@@ -23,9 +23,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .._admission import Asked, Spent, Ticket, gated
+from .._admission import Asked, AsyncGate, Gate, Spent, Ticket, gated
 from .._errors import (
     APIStatusError,
     BudgetExceededError,
@@ -118,23 +118,25 @@ def _bare(error: BaseException) -> None:
         current = current.__cause__ or current.__context__
 
 
-class _Attempts:
-    """A worker's gate that only counts: each attempt its current item sent, and the 429s among them.
+class _WorkerGate:
+    """A worker's gate: the batch's shared limit, and a count of each attempt its current item sent
+    (and of the 429s among them).
 
     One per worker (the worker's calls are its item's), so the count needs no lookup. Settled with
     ``None`` an attempt was never sent (a later gate said "not now"): not counted.
     """
 
-    __slots__ = ("item", "stats")
+    __slots__ = ("item", "limit", "stats")
 
-    def __init__(self, stats: BatchStats) -> None:
-        self.stats = stats
+    def __init__(self, limit: Gate, stats: BatchStats) -> None:
+        self.limit, self.stats = limit, stats
         self.item: BatchItem | None = None
 
     def admit(self, request: Asked) -> Ticket | float:
-        return _TICKET
+        return self.limit.admit(request)
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        self.limit.settle(ticket, spent)
         if spent is None or self.item is None:
             return
         self.item.attempts += 1
@@ -143,7 +145,18 @@ class _Attempts:
             self.stats.rate_limited += 1
 
 
-_TICKET = Ticket()
+class _RemoteWorkerGate(_WorkerGate):
+    """A worker's gate on a limit asked over the network (the Dask scheduler's): asked by awaiting."""
+
+    __slots__ = ()
+
+    async def aadmit(self, request: Asked) -> Ticket | float:
+        return await cast("AsyncGate", self.limit).aadmit(request)
+
+
+def _worker_gate(limit: Gate, stats: BatchStats) -> _WorkerGate:
+    remote = getattr(type(limit), "aadmit", None) is not None
+    return (_RemoteWorkerGate if remote else _WorkerGate)(limit, stats)
 
 
 def _no_pause(error: APIStatusError) -> float:
@@ -188,9 +201,9 @@ class _Run:
         limit = self.limiter.gate(self._pause_for)
         workers = []
         for _ in range(min(self.options.concurrency, len(self.positions))):
-            attempts = _Attempts(self.stats)
-            with gated(limit, attempts):  # the task copies the context: these gates are its calls'
-                workers.append(asyncio.create_task(self._worker(sender, queue, attempts)))
+            gate = _worker_gate(limit, self.stats)
+            with gated(gate):  # the task copies the context: this gate is its calls'
+                workers.append(asyncio.create_task(self._worker(sender, queue, gate)))
         try:
             await asyncio.gather(*workers)
         except BaseException as exc:
@@ -225,12 +238,12 @@ class _Run:
             if item.answer is None and item.error is None:
                 item.error = ItemCancelledError(f"not answered: {why}")
 
-    async def _worker(self, sender: Client, queue: Iterator[int], attempts: _Attempts) -> None:
+    async def _worker(self, sender: Client, queue: Iterator[int], gate: _WorkerGate) -> None:
         # The label is set once per worker, not per item: the worker is a task of its own, so the
         # context variable it sets is seen by its calls only, and goes with the task.
         with call_label("batch"):
             for position in queue:  # one shared iterator: each worker takes the next position
-                item = attempts.item = self.items[position]
+                item = gate.item = self.items[position]
                 await self._item(sender, item)
 
     # -- one item ----------------------------------------------------------------------------------
