@@ -199,7 +199,7 @@ def test_a_call_that_fits_only_without_calls_in_flight_waits_and_one_that_never_
 
 
 @pytest.mark.parametrize("workers", [1, 16, 64])
-def test_threads_never_take_a_capped_token_budget_past_its_limit_and_every_fitting_call_runs(
+def test_threads_never_take_a_capped_token_budget_past_its_limit(
     workers: int,
 ) -> None:
     """Many threads admit, 'spend' up to their cap, and settle: the books never pass the limit."""
