@@ -102,8 +102,10 @@ def _content_tokens(content: object) -> int:
     if isinstance(content, str):
         return text_tokens(content)
     if isinstance(content, list):  # content parts: count their text
-        return sum(text_tokens(p.get("text") or "") for p in content if isinstance(p, Mapping))
-    return 0
+        return sum(_content_tokens(p.get("text")) for p in content if isinstance(p, Mapping))
+    if content is None:
+        return 0
+    return text_tokens(json.dumps(content, default=str))  # arguments given as a dict, say
 
 
 def _message_tokens(message: Mapping[str, Any]) -> int:
@@ -146,9 +148,9 @@ def output_cap(body: Mapping[str, Any]) -> int | None:
 
 
 def output_tokens(body: Mapping[str, Any]) -> int:
-    """What a request reserves for its answer: its cap, else ``UNCAPPED_OUTPUT_TOKENS``."""
+    """What a request reserves for its answer: its cap, else ``UNCAPPED_OUTPUT_TOKENS`` (per answer)."""
     cap = output_cap(body)
-    return cap if cap is not None else UNCAPPED_OUTPUT_TOKENS
+    return cap if cap is not None else UNCAPPED_OUTPUT_TOKENS * (_whole(body.get("n")) or 1)
 
 
 def _whole(value: object) -> int | None:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 PROFILE = [{"role": "user", "content": "Fill in the profile."}]
 
 
-def _request(text: str = "Say hello.", model: str = "m", **params: Any) -> CallRequest:
+def _request(text: object = "Say hello.", model: str = "m", **params: Any) -> CallRequest:
     body = {"model": model, "messages": [{"role": "user", "content": text}], **params}
     return CallRequest(model, body, False, estimate_tokens(body))
 
@@ -58,6 +58,9 @@ def test_the_worst_case_is_the_prompt_plus_the_cap_or_the_uncapped_estimate() ->
     assert (uncapped.output_tokens, uncapped.capped) == (UNCAPPED_OUTPUT_TOKENS, False)
     assert _request(max_completion_tokens=30, max_tokens=10).output_tokens == 30  # the larger cap
     assert _request(max_tokens=10, n=3).output_tokens == 30  # n answers, each up to the cap
+    assert _request(n=2).output_tokens == 2 * UNCAPPED_OUTPUT_TOKENS
+    parts = [{"type": "text", "text": "Say hello."}, {"type": "image_url", "image_url": {"url": "x"}}]
+    assert _request(parts).prompt_tokens == uncapped.prompt_tokens  # only text parts are text
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     assert _request(tools=[tool]).prompt_tokens > uncapped.prompt_tokens
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
