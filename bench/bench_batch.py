@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -72,23 +73,34 @@ async def batch_vs_gather(url: str, n: int, concurrency: int, rounds: int) -> di
             async with semaphore:
                 await llm.ainvoke([{"role": "user", "content": prompt}])
 
-        async def gathered() -> float:
-            started = time.perf_counter()
+        async def gathered() -> tuple[float, float]:
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(one(p) for p in prompts(n)))
-            return n / (time.perf_counter() - started)
+            return n / (time.perf_counter() - started), (time.process_time() - cpu) / n
 
-        async def batched() -> float:
-            started = time.perf_counter()
+        async def batched() -> tuple[float, float]:
+            started, cpu = time.perf_counter(), time.process_time()
             result = await llm.abatch(prompts(n), concurrency=concurrency, progress=False)
             assert not result.errors, result.summary_text()
-            return n / (time.perf_counter() - started)
+            return n / (time.perf_counter() - started), (time.process_time() - cpu) / n
 
         await gathered()  # open the connections before timing
         best = {"abatch": 0.0, "ainvoke+gather": 0.0}
+        cpu: dict[str, list[float]] = {name: [] for name in best}
         for _ in range(rounds):
-            best["abatch"] = max(best["abatch"], await batched())
-            best["ainvoke+gather"] = max(best["ainvoke+gather"], await gathered())
-    return {**best, "ratio": best["abatch"] / best["ainvoke+gather"]}
+            for name, run in (("abatch", batched), ("ainvoke+gather", gathered)):
+                rate, per_item = await run()
+                best[name] = max(best[name], rate)
+                cpu[name].append(per_item)
+    used = {name: statistics.median(values) for name, values in cpu.items()}
+    return {
+        **best,
+        "ratio": best["abatch"] / best["ainvoke+gather"],
+        # CPU per item moves far less with the machine's other load than a rate does.
+        "abatch_cpu_us_per_item": used["abatch"] * 1e6,
+        "gather_cpu_us_per_item": used["ainvoke+gather"] * 1e6,
+        "cpu_ratio": used["ainvoke+gather"] / used["abatch"],
+    }
 
 
 async def raw_httpx(url: str, n: int, concurrency: int) -> float:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import math
 import threading
 import time
@@ -150,12 +151,19 @@ class _Settles:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._versions = itertools.count(1)
         self.version = 0
+        #: Threads in ``wait`` and loops' futures in ``await_``: a settle with none of them (nearly
+        #: every settle) takes no lock. A waiter registers before it reads the version and a bump
+        #: writes the version before it looks for waiters, so no wake-up is missed.
+        self._sleeping = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def bump(self) -> None:
+        self.version = next(self._versions)  # atomic; waiters only ask "has it changed?"
+        if not self._sleeping and not self._waiters:
+            return
         with self._cond:
-            self.version += 1
             self._cond.notify_all()
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
@@ -164,8 +172,12 @@ class _Settles:
 
     def wait(self, seen: int, timeout: float) -> None:
         with self._cond:
-            if self.version == seen:
-                self._cond.wait(timeout)
+            self._sleeping += 1
+            try:
+                if self.version == seen:
+                    self._cond.wait(timeout)
+            finally:
+                self._sleeping -= 1
 
     async def await_(self, seen: int, timeout: float) -> None:
         import asyncio
@@ -173,9 +185,10 @@ class _Settles:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            if self.version != seen:
-                return
             self._waiters.append((loop, future))
+            if self.version != seen:
+                self._waiters.remove((loop, future))
+                return
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:

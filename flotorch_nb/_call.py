@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from . import _config
-from ._admission import Admitted, Gate, Spent, gates_of, settle
+from ._admission import Admitted, Asked, Gate, Spent, gates_of, settle
 from ._config import Settings
 from ._errors import HookError
 from ._hooks import CallRequest, CallResult, Hooks, Outcome
@@ -135,28 +135,65 @@ def end(
 
 
 # -- gates: each attempt admitted before it is sent, settled after (see _admission) ----------------
-def gating(
-    hooks: Hooks, call: Call, request: CallRequest | None
-) -> tuple[tuple[Gate, ...], CallRequest | None]:
-    """The gates this call's attempts pass (the client's, then ``gated`` blocks'), and the request
-    they are asked with; no gates (the common case) costs no ``CallRequest``."""
+class Asking:
+    """What the gates are asked with when no hook needed a ``CallRequest``: the same fields, with the
+    token estimate worked out only if a gate reads it (a rate limit without ``tpm`` never does)."""
+
+    __slots__ = ("_call", "_hooks", "_request")
+
+    def __init__(self, hooks: Hooks, call: Call) -> None:
+        self._hooks, self._call = hooks, call
+        self._request: CallRequest | None = None
+
+    def full(self) -> CallRequest:
+        """The ``CallRequest`` itself (made once, on first use)."""
+        if self._request is None:
+            call = self._call
+            self._request = self._hooks.request(call.model, call.body, stream=call.stream)
+        return self._request
+
+    @property
+    def model(self) -> str:
+        return self._call.model
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        return self._call.body
+
+    @property
+    def stream(self) -> bool:
+        return self._call.stream
+
+    @property
+    def estimated_tokens(self) -> int:
+        return self.full().estimated_tokens
+
+    @property
+    def label(self) -> str | None:
+        return self.full().label
+
+
+def gating(hooks: Hooks, call: Call, request: CallRequest | None) -> tuple[tuple[Gate, ...], Asked | None]:
+    """The gates this call's attempts pass (the client's, then ``gated`` blocks'), and what they are
+    asked with; no gates (the common case) costs nothing more."""
     gates = gates_of(hooks.gates)
     if gates and request is None:
-        request = hooks.request(call.model, call.body, stream=call.stream)
+        return gates, Asking(hooks, call)
     return gates, request
 
 
-def spent(request: CallRequest, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> Spent:
+def spent(request: Asked, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> Spent:
     """What an attempt spent, by the rule ``CallResult.total_tokens`` states: the gateway's count,
     else an estimate; 0 for an attempt that failed without reaching a model."""
     if isinstance(outcome, LLMResponse) and outcome.usage is not None:  # the common end: counted
         return Spent(request, outcome, None, outcome.usage.total_tokens, True)
-    result = _result(request, outcome, 0.0, "live", partial_chars)
+    full = request.full() if isinstance(request, Asking) else cast("CallRequest", request)
+    result = _result(full, outcome, 0.0, "live", partial_chars)
     return Spent(request, result.response, result.error, result.total_tokens, result.usage_known)
 
 
 def settle_attempt(
-    admitted: Admitted, request: CallRequest | None, outcome: LLMResponse | BaseException, partial: int = 0
+    admitted: Admitted, request: Asked | None, outcome: LLMResponse | BaseException, partial: int = 0
 ) -> None:
     """Settle one attempt's tickets with what it spent (nothing to do when no gate admitted it)."""
     if admitted and request is not None:
@@ -173,7 +210,7 @@ class Held:
 
     __slots__ = ("_admitted", "_request")
 
-    def __init__(self, admitted: Admitted, request: CallRequest | None) -> None:
+    def __init__(self, admitted: Admitted, request: Asked | None) -> None:
         self._admitted = admitted
         self._request = request
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _config
 from . import cache as _cache
-from ._admission import aadmit, admit
+from ._admission import Asked, aadmit, admit
 from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
 from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
 from ._hooks import CallRequest, Hooks
@@ -271,9 +271,9 @@ class FlotorchLLM(ManyCalls):
         tickets of the gates that admitted that attempt, for the caller to settle when the call ends.
         Every other attempt is admitted before it is sent and settled here (``_admission``)."""
         client = self._pools.sync()
-        gates, request = gating(self.hooks, call, request)
+        gates, asked = gating(self.hooks, call, request)
         for attempt in range(self.retry.max_retries + 1):
-            admitted = admit(gates, request) if request is not None else ()  # may wait, or refuse
+            admitted = admit(gates, asked) if asked is not None else ()  # may wait, or refuse
             started = time.perf_counter()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
@@ -288,17 +288,17 @@ class FlotorchLLM(ManyCalls):
                     reply = open_sync(client, call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b"", _held(admitted, request)  # ChatStream reads it on
+                    return reply, started, b"", _held(admitted, asked)  # ChatStream reads it on
                 body = reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body, _held(admitted, request)
+                    return reply, started, body, _held(admitted, asked)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
             except BaseException as exc:  # interrupted mid-attempt: its reservation is settled too
-                settle_attempt(admitted, request, exc)
+                settle_attempt(admitted, asked, exc)
                 raise
-            settle_attempt(admitted, request, error)
+            settle_attempt(admitted, asked, error)
             if client.is_closed:  # close() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
@@ -361,9 +361,9 @@ class FlotorchLLM(ManyCalls):
         import asyncio  # here, not at the top: `import flotorch_nb` stays without it (~half its cost)
 
         pool: AsyncPool = self._pools.for_loop()
-        gates, request = gating(self.hooks, call, request)
+        gates, asked = gating(self.hooks, call, request)
         for attempt in range(self.retry.max_retries + 1):
-            admitted = await aadmit(gates, request) if request is not None else ()
+            admitted = await aadmit(gates, asked) if asked is not None else ()
             started = time.perf_counter()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("POST %s model=%s attempt=%d", call.display_url, call.model, attempt + 1)
@@ -378,17 +378,17 @@ class FlotorchLLM(ManyCalls):
                     reply = await pool.open(call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b"", _held(admitted, request)  # AsyncChatStream reads on
+                    return reply, started, b"", _held(admitted, asked)  # AsyncChatStream reads on
                 body = await reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body, _held(admitted, request)
+                    return reply, started, body, _held(admitted, asked)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
             except BaseException as exc:  # cancelled mid-attempt: its reservation is settled too
-                settle_attempt(admitted, request, exc)
+                settle_attempt(admitted, asked, exc)
                 raise
-            settle_attempt(admitted, request, error)
+            settle_attempt(admitted, asked, error)
             if pool.is_closed:  # aclose() under this call: a retry would only meet a closed pool
                 raise closed_error(call, error) from error
             if not self.retry.should_retry(error, attempt):
@@ -507,7 +507,7 @@ class FlotorchLLM(ManyCalls):
         await self.aclose()
 
 
-def _held(admitted: tuple[Any, ...], request: CallRequest | None) -> Held:
+def _held(admitted: tuple[Any, ...], request: Asked | None) -> Held:
     return Held(admitted, request) if admitted else NOT_HELD
 
 
