@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,6 +51,8 @@ __all__ = [
     "Source",
     "call_label",
     "estimate_tokens",
+    "output_tokens",
+    "prompt_tokens",
 ]
 
 Outcome = Literal["ok", "error", "stopped"]
@@ -56,6 +60,19 @@ Outcome = Literal["ok", "error", "stopped"]
 #: A rough characters-per-token ratio for English text, used only where the gateway's count is not
 #: known yet (before sending) or never will be (a stream stopped before its usage arrived).
 CHARS_PER_TOKEN = 4
+#: What a call without an output cap (``max_tokens`` / ``max_completion_tokens``) reserves for its
+#: answer: a few paragraphs. Only a cap makes a budget exact; an answer longer than this can take a
+#: budget past its limit by what the calls in flight spent beyond it (see the README's budgets).
+UNCAPPED_OUTPUT_TOKENS = 256
+#: Tokens a gateway adds around each message (role, separators), on top of its text.
+TOKENS_PER_MESSAGE = 4
+
+# What the prompt estimate counts: a run of ASCII letters, digits and underscores is a token per 4
+# characters (rounded up); any other character that is not a space (punctuation, a letter of another
+# script, an emoji) is a token of its own. Never below the offline gateway's count (a word up to 8
+# characters is one token there, and each 4 more one more; punctuation one each), so a budget checked
+# against it holds there; real tokenizers land near it for English and code, see the README.
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
 
 _LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("flotorch_call_label", default=None)
 
@@ -74,22 +91,78 @@ def call_label(label: str) -> Iterator[None]:
         _LABEL.reset(token)
 
 
-def _text_chars(content: object) -> int:
+def text_tokens(text: str) -> int:
+    """The prompt estimate of ``text`` (see ``_TOKEN_RUN``): about 4 characters a token for English."""
+    if text.isascii() and text.isalnum():  # one plain word (the common short prompt piece)
+        return -(-len(text) // CHARS_PER_TOKEN)
+    return sum(-(-len(run) // CHARS_PER_TOKEN) for run in _TOKEN_RUN.findall(text))
+
+
+def _content_tokens(content: object) -> int:
     if isinstance(content, str):
-        return len(content)
+        return text_tokens(content)
     if isinstance(content, list):  # content parts: count their text
-        return sum(len(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return 0
+        return sum(_content_tokens(p.get("text")) for p in content if isinstance(p, Mapping))
+    if content is None:
+        return 0
+    return text_tokens(json.dumps(content, default=str))  # arguments given as a dict, say
+
+
+def _message_tokens(message: Mapping[str, Any]) -> int:
+    tokens = TOKENS_PER_MESSAGE + _content_tokens(message.get("content"))
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):  # an assistant turn that called tools: its calls are prompt too
+        for call in calls:
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping):
+                tokens += sum(_content_tokens(function.get(k)) for k in ("name", "arguments"))
+    return tokens
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """The prompt a request may be billed for, estimated on the safe side: every message with its
+    framing, plus the tool definitions and the ``response_format`` schema, which gateways (the offline
+    one included) bill as prompt tokens too."""
+    messages = body.get("messages")
+    tokens = (
+        sum(_message_tokens(m) for m in messages if isinstance(m, Mapping))
+        if isinstance(messages, list)
+        else 0
+    )
+    tools = body.get("tools")
+    if tools:
+        tokens += text_tokens(json.dumps(tools, default=str))
+    response_format = body.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type") != "text":
+        tokens += text_tokens(json.dumps(response_format, default=str))
+    return tokens
+
+
+def output_cap(body: Mapping[str, Any]) -> int | None:
+    """The most the answer may hold: ``max_completion_tokens`` or ``max_tokens`` (the larger, if both),
+    times ``n`` answers; None when the request sets no cap."""
+    caps = [c for c in (_whole(body.get("max_completion_tokens")), _whole(body.get("max_tokens"))) if c]
+    if not caps:
+        return None
+    return max(caps) * (_whole(body.get("n")) or 1)
+
+
+def output_tokens(body: Mapping[str, Any]) -> int:
+    """What a request reserves for its answer: its cap, else ``UNCAPPED_OUTPUT_TOKENS`` (per answer)."""
+    cap = output_cap(body)
+    return cap if cap is not None else UNCAPPED_OUTPUT_TOKENS * (_whole(body.get("n")) or 1)
+
+
+def _whole(value: object) -> int | None:
+    """``value`` if it is a whole number > 0, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def estimate_tokens(body: Mapping[str, Any]) -> int:
-    """Tokens a request may cost before the gateway says: its prompt (about 4 characters a token,
-    rounded up) plus the most it allows the answer (``max_tokens``), so a limit checked with it errs
-    on the safe side."""
-    chars = sum(_text_chars(m.get("content")) for m in body.get("messages", ()) if isinstance(m, Mapping))
-    prompt = math.ceil(chars / CHARS_PER_TOKEN) + 4 * len(body.get("messages", ()))
-    cap = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-    return prompt + (cap if isinstance(cap, int) else 0)
+    """The most a request may cost in tokens, before the gateway says: ``prompt_tokens`` (on the safe
+    side) plus ``output_tokens`` (its cap, or ``UNCAPPED_OUTPUT_TOKENS``). What every budget and rate
+    limit reserves for it."""
+    return prompt_tokens(body) + output_tokens(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +177,21 @@ class CallRequest:
     estimated_tokens: int
     #: Set by ``call_label`` around the call (which surface made it), else None.
     label: str | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """The part of ``estimated_tokens`` held for the answer: its cap, or the uncapped estimate."""
+        return output_tokens(self.body)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The part of ``estimated_tokens`` that is the prompt (tools and schema included)."""
+        return max(0, self.estimated_tokens - self.output_tokens)
+
+    @property
+    def capped(self) -> bool:
+        """Whether the answer has a cap, so that ``estimated_tokens`` is a true most."""
+        return output_cap(self.body) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +231,8 @@ class CallResult:
             return self.usage.total_tokens
         answered = len(self.response.content) if self.response is not None else self.partial_chars
         if self.response is not None or answered or self.outcome == "stopped":
-            prompt = self.request.estimated_tokens - _cap(self.request.body)
-            return prompt + math.ceil(answered / CHARS_PER_TOKEN)
+            return self.request.prompt_tokens + math.ceil(answered / CHARS_PER_TOKEN)
         return 0
-
-
-def _cap(body: Mapping[str, Any]) -> int:
-    cap = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-    return cap if isinstance(cap, int) else 0
 
 
 BeforeHook = Callable[[CallRequest], None]

@@ -1,11 +1,17 @@
 """The session's token ledger and budget: what every call cost, summed per model, and the limit on it.
 
-A ``Ledger`` is attached to a client as two of its hooks (``attach``): ``before_request`` refuses a
-call with ``BudgetExceededError`` once the budget is spent, before anything is sent, and
-``after_call`` records the call. Every call made with such a client is therefore checked and
-counted exactly once, whoever makes it: ``%%flotorch``, the chat panel, or the user's own
-``get_session().client().invoke(...)``, ``ainvoke``, ``stream``, ``astream``. The ``source`` column
-comes from ``call_label`` (``magic``, ``chat``, ...), ``code`` when nobody labelled the call.
+A ``Ledger`` is attached to a client as one of its gates and one ``after_call`` hook (``attach``).
+As a gate it holds the session's two budgets (``spending.TokenBudget``, ``spending.MoneyBudget``):
+before each attempt both reserve its worst case, atomically across threads and tasks; a call that
+does not fit because of calls in flight waits for them, and one that cannot fit even with nothing in
+flight is refused with ``BudgetExceededError`` before anything is sent. ``after_call`` records the
+call. Every call made with such a client is therefore checked and counted exactly once, whoever makes
+it: ``%%flotorch``, ``--map``, the chat panel, or the user's own ``get_session().client().invoke(...)``,
+``ainvoke``, ``stream``, ``astream``, ``batch``. The ``source`` column comes from ``call_label``
+(``magic``, ``chat``, ...), ``code`` when nobody labelled the call.
+
+Every sum is a running total, updated as an entry is recorded: checking a budget or reading the
+totals costs the same after twenty thousand calls as after one, and never walks the entries.
 
 A call that was stopped or failed after it was sent spent tokens too, and a gateway may omit
 ``usage``: such calls are recorded with ``CallResult.total_tokens``'s estimate and counted as
@@ -15,9 +21,9 @@ nothing and is not recorded.
 
 Money: each recorded call is priced as it finishes, at the prices then in force (``pricing``'s
 process-wide table, like a bill: a price set later does not reprice earlier calls), through a
-``spending.SpendTracker`` the ledger feeds. ``%flotorch budget $5`` is a ``spending.MoneyBudget`` that
-reads that tracker and runs inside the ledger's own two hooks, right after the token budget, so every
-session client is checked for both before sending. Costs show only while a price table is in use
+``spending.SpendTracker`` the ledger feeds. ``%flotorch budget $5`` sets the limit of the ledger's
+``MoneyBudget``, which reads that tracker, so every session client is checked for both budgets before
+each attempt. Costs show only while a price table is in use
 (``pricing.shown_cost``), and a model without a price shows "cost unknown", never a guess.
 
 ``Totals`` is the one usage sum of the notebook layer: a ledger row per model, the ledger's total,
@@ -38,14 +44,18 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _render
-from .._errors import BudgetExceededError, ConfigurationError
+from .._admission import Ticket
+from .._budget import FREE
+from .._errors import BudgetExceededError
 from .._response import OFFLINE_MODEL_PREFIX
 from .._text import utf8_safe
 from ..pricing import PriceTable, ShownCost, describe_costs, format_cost, shared_prices, shown_cost
-from ..spending import MoneyBudget, SpendTracker
+from ..spending import MoneyBudget, SpendTracker, TokenBudget
 
 if TYPE_CHECKING:
-    from .._hooks import CallRequest, CallResult
+    from .._admission import Asked
+    from .._admission import Spent as Attempt
+    from .._hooks import CallResult
     from ..llm import FlotorchLLM
 
 __all__ = ["Ledger", "LedgerEntry", "Spent", "Totals", "capture"]
@@ -197,60 +207,98 @@ class Totals:
         return self.describe()
 
 
+#: How a refusal of the session's budgets says what to do.
+_TOKEN_HINT = (
+    "raise it (`%flotorch budget N`), remove it (`%flotorch budget off`) or clear the usage "
+    "(`%flotorch reset`)."
+)
+_MONEY_HINT = "raise it (`%flotorch budget $N`) or remove it (`%flotorch budget off`)."
+
+
+class _Both(Ticket):
+    """The ledger's ticket: what each of its budgets reserved for one attempt."""
+
+    __slots__ = ("money", "tokens")
+
+    def __init__(self, tokens: Ticket, money: Ticket) -> None:
+        self.tokens, self.money = tokens, money
+
+
 _COLUMNS = ("model", "calls", "input tokens", "output tokens", "total tokens", "estimated", "cost")
 
 
 class Ledger:
-    """Every recorded call, in order, with per-model and overall sums, and the token budget.
+    """Every recorded call, in order, with running per-model and overall sums, and the budgets.
 
     Thread-safe: the chat panel records from a task while a cell records from the main thread, and a
-    user's client may be used from any thread.
+    user's client may be used from any thread. One lock guards the entries, the sums and both
+    budgets, so that a call's settled amount leaves the budgets in the same step as it is recorded.
     """
 
     def __init__(self, prices: PriceTable | None = None) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._entries: list[LedgerEntry] = []
-        self._budget: int | None = None
+        self._totals = Totals()
+        self._by_model: dict[str, Totals] = {}
         #: The prices calls are charged at (the process-wide table unless given).
         self.prices = prices if prices is not None else shared_prices()
         #: Dollars spent by the recorded calls (fed by ``after_call``; the money budget reads it).
         self.spend = SpendTracker(self.prices)
-        self._money: MoneyBudget | None = None
+        self._tokens = TokenBudget(None, recorded=self._spent_tokens, lock=self._lock, hint=_TOKEN_HINT)
+        self._money = MoneyBudget(None, self.prices, self.spend, lock=self._lock, hint=_MONEY_HINT)
 
-    # -- hooks -------------------------------------------------------------------------------------
+    # -- hooks and gate ----------------------------------------------------------------------------
     def attach(self, llm: FlotorchLLM) -> FlotorchLLM:
-        """Check the budget before, and record after, every call ``llm`` makes (once; idempotent)."""
-        if self.before_request not in llm.hooks.before_request:
-            llm.hooks.before_request.append(self.before_request)
+        """Check the budgets before each attempt, and record after every call, that ``llm`` makes
+        (once; idempotent)."""
+        if self not in llm.hooks.gates:
+            llm.hooks.gates.append(self)
         if self.after_call not in llm.hooks.after_call:
             llm.hooks.after_call.append(self.after_call)
         return llm
 
-    def before_request(self, request: CallRequest) -> None:
-        """The ``before_request`` hook: refuse the call if the token budget is spent, or if the money
-        budget cannot afford what it may cost (which it then reserves)."""
-        self.check_budget()
-        money = self._money
-        if money is not None:
-            money.before_request(request)
+    def admit(self, request: Asked) -> Ticket | float:
+        """The gate: both budgets reserve the attempt's worst case, or neither does (see the module
+        docstring); ``UNTIL_SETTLED`` or ``BudgetExceededError`` otherwise."""
+        with self._lock:
+            tokens = self._tokens.admit(request)
+            if not isinstance(tokens, Ticket):
+                return tokens
+            try:
+                money = self._money.admit(request)
+            except BaseException:
+                self._tokens.settle(tokens, None)
+                raise
+            if not isinstance(money, Ticket):
+                self._tokens.settle(tokens, None)
+                return money
+            return FREE if tokens is FREE and money is FREE else _Both(tokens, money)
+
+    def settle(self, ticket: Ticket, spent: Attempt | None) -> None:
+        """The gate: replace the attempt's reservations by what it spent."""
+        if isinstance(ticket, _Both):
+            self._tokens.settle(ticket.tokens, spent)
+            self._money.settle(ticket.money, spent)
 
     def after_call(self, result: CallResult) -> None:
-        """The ``after_call`` hook: price and record the call, unless it never reached a model; then
-        free its money reservation (after counting it, so the budget never sees it as free)."""
-        try:
-            if result.outcome == "ok" or result.total_tokens:
-                cost, estimated = self.spend.cost_of(result)
-                self.spend.add(result.model, cost, estimated)
-                self.record(LedgerEntry.of(result, shown_cost(cost, self.prices, estimated=estimated)))
-        finally:
-            money = self._money
-            if money is not None:
-                money.after_call(result)
+        """The ``after_call`` hook: price and record the call, unless it never reached a model; in the
+        same step, what its attempts settled leaves the budgets (now counted in the totals)."""
+        with self._lock:
+            try:
+                if result.outcome == "ok" or result.total_tokens:
+                    cost, estimated = self.spend.cost_of(result)
+                    self.spend.add(result.model, cost, estimated)
+                    self.record(LedgerEntry.of(result, shown_cost(cost, self.prices, estimated=estimated)))
+            finally:
+                self._tokens.recorded(result.request)
+                self._money.recorded(result.request)
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
         """Count one call (also in every ``capture()`` block it was made in)."""
         with self._lock:
             self._entries.append(entry)
+            self._totals = self._totals.add(entry)
+            self._by_model[entry.model] = self._by_model.get(entry.model, Totals(entry.model)).add(entry)
         captured = _CAPTURED.get()
         if captured is not None:
             captured.append(entry)
@@ -260,23 +308,28 @@ class Ledger:
     @property
     def budget(self) -> int | None:
         """The token budget, or None for no limit."""
-        return self._budget
+        return self._tokens.limit
+
+    @property
+    def token_budget(self) -> TokenBudget:
+        """The token budget gate (its ``limit`` None while there is no budget)."""
+        return self._tokens
 
     def set_budget(self, tokens: int | None) -> None:
-        """Limit the total to ``tokens`` (None: no limit); calls are refused once it is spent."""
-        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0):
-            raise ConfigurationError(f"the token budget must be a whole number > 0 (or None), got {tokens!r}")
-        self._budget = tokens
+        """Limit the total to ``tokens`` (None: no limit); a call that cannot fit is refused, one that
+        has to wait for calls in flight waits. ``ConfigurationError`` for anything but a whole
+        number > 0."""
+        self._tokens.set_limit(tokens)
 
     @property
     def money_budget(self) -> MoneyBudget | None:
         """The money budget (``%flotorch budget $5``), or None."""
-        return self._money
+        return self._money if self._money.limit is not None else None
 
     def set_money_budget(self, limit: object | None) -> None:
-        """Refuse calls that could take the money spent past ``limit`` dollars (``"$5"``, ``5``,
-        ``Decimal``); None removes the limit. ``ConfigurationError`` for an amount that is not one."""
-        self._money = None if limit is None else MoneyBudget(limit, self.prices, tracker=self.spend)
+        """Keep the money spent under ``limit`` dollars (``"$5"``, ``5``, ``Decimal``); None removes
+        the limit. ``ConfigurationError`` for an amount that is not one."""
+        self._money.set_limit(limit)
 
     @property
     def spent_money(self) -> Decimal:
@@ -284,22 +337,25 @@ class Ledger:
         return self.spend.spent
 
     def check_budget(self) -> None:
-        """Raise ``BudgetExceededError`` if the budget is spent (the hook calls this before sending)."""
-        budget, spent = self._budget, self.spent_tokens
+        """Raise ``BudgetExceededError`` if the token budget is spent already."""
+        budget, spent = self._tokens.limit, self.spent_tokens
         if budget is not None and spent >= budget:
             raise BudgetExceededError(
                 f"token budget spent: {spent} of {budget} tokens used in this session, so the call was "
-                "not sent. Raise it (`%flotorch budget N`), remove it (`%flotorch budget off`) or clear "
-                "the usage (`%flotorch reset`)."
+                f"not sent; {_TOKEN_HINT}"
             )
 
     # -- reading -----------------------------------------------------------------------------------
     def clear(self) -> int:
-        """Forget every recorded call (the budget stays); return how many there were."""
+        """Forget every recorded call (the budgets' limits stay); return how many there were."""
         with self._lock:
             count = len(self._entries)
             self._entries.clear()
+            self._totals = Totals()
+            self._by_model.clear()
             self.spend.reset()
+            self._tokens.forget()
+            self._money.forget()
             return count
 
     @property
@@ -309,28 +365,25 @@ class Ledger:
             return list(self._entries)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)
 
     def rows(self) -> list[Totals]:
-        """One row per model, in the order each model was first used."""
-        by_model: dict[str, Totals] = {}
-        for entry in self.entries:
-            by_model[entry.model] = by_model.get(entry.model, Totals(entry.model)).add(entry)
-        return list(by_model.values())
+        """One row per model, in the order each model was first used (running sums: no walk)."""
+        with self._lock:
+            return list(self._by_model.values())
 
     @property
     def totals(self) -> Totals:
-        """The sum over every model."""
-        total = Totals()
-        for entry in self.entries:
-            total = total.add(entry)
-        return total
+        """The sum over every model (a running sum: no walk)."""
+        return self._totals
 
     @property
     def spent_tokens(self) -> int:
         """Total tokens recorded, estimates included (what the budget is compared with)."""
-        return self.totals.total_tokens
+        return self._totals.total_tokens
+
+    def _spent_tokens(self) -> int:
+        return self._totals.total_tokens
 
     def as_rows(self) -> list[dict[str, Any]]:
         """The per-model rows as plain dicts (for pandas, JSON or a test), totals not included."""
@@ -393,9 +446,9 @@ class Ledger:
 
     def __repr__(self) -> str:
         totals = self.totals
-        money = f", money_budget={format_cost(self._money.limit)}" if self._money is not None else ""
+        money = f", money_budget={format_cost(self._money.limit)}" if self._money.limit is not None else ""
         tokens = f"calls={totals.calls}, total_tokens={totals.total_tokens}"
-        return f"Ledger({tokens}, budget={self._budget!r}{money})"
+        return f"Ledger({tokens}, budget={self._tokens.limit!r}{money})"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """Plain data (HTML + text), so the core never imports IPython."""

@@ -2,67 +2,30 @@
 
 ``{item}`` stands for each item of a list or Series, column names for a DataFrame's fields; a field
 that is neither is a ``UsageError`` naming the fields there are, before anything is sent. The batch
-runs on the session's client with a progress bar, counts every request in the session's ledger once
-and stops sending when the session's budget would be exceeded (the items not sent carry
-``BudgetExceededError``). The cell's value is the ``BatchResult``, which shows its summary and first
-rows. No IPython import here: ``magics.py`` passes the parsed options and the user's namespace.
+runs on the session's client with a progress bar; the session's ledger, a gate and a hook of that
+client, holds every attempt to the session's budgets (an item waits while calls in flight hold what
+is left, and is refused with ``BudgetExceededError`` only when it cannot fit even with nothing in
+flight) and counts every request once, with running totals. The cell's value is the
+``BatchResult``, which shows its summary and first rows. No IPython import here: ``magics.py``
+passes the parsed options and the user's namespace.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._errors import BudgetExceededError, ConfigurationError, InvalidRequestError
-from .._hooks import CallRequest, CallResult
+from .._errors import ConfigurationError, InvalidRequestError
 
 if TYPE_CHECKING:
     from ..batch import BatchResult
-    from ..llm import FlotorchLLM
     from .session import Session
 
-__all__ = ["MapUsageError", "run_map", "session_accounting"]
+__all__ = ["MapUsageError", "run_map"]
 
 
 class MapUsageError(ValueError):
     """A mistake in ``--map`` options or data (``magics.py`` shows it as a ``UsageError``)."""
-
-
-@contextlib.contextmanager
-def session_accounting(session: Session, client: FlotorchLLM) -> Iterator[None]:
-    """A hook on ``client`` for the duration of a batch: the session's budget checked with each
-    request's estimate plus the estimates of what is in flight, so that many requests in flight at
-    once cannot overshoot it (the session's own hook refuses only once it is spent). The ledger
-    counts each request once through the session's own hooks, which the batch sender shares."""
-    lock = threading.Lock()
-    reserved: dict[int, int] = {}
-
-    def check(request: CallRequest) -> None:
-        budget = session.budget
-        with lock:
-            if budget is not None:
-                pending = session.spent_tokens + sum(reserved.values()) + request.estimated_tokens
-                if pending > budget:
-                    raise BudgetExceededError(
-                        f"the session's token budget would be exceeded ({session.spent_tokens} of {budget} "
-                        f"tokens used, {sum(reserved.values())} in flight, this request may use "
-                        f"{request.estimated_tokens}); raise it with %flotorch budget N"
-                    )
-            reserved[id(request)] = request.estimated_tokens
-
-    def release(result: CallResult) -> None:
-        with lock:
-            reserved.pop(id(result.request), None)
-
-    client.hooks.before_request.append(check)
-    client.hooks.after_call.append(release)
-    try:
-        yield
-    finally:
-        client.hooks.before_request.remove(check)
-        client.hooks.after_call.remove(release)
 
 
 def run_map(
@@ -95,8 +58,7 @@ def run_map(
     options: dict[str, Any] = {"progress": True, "response_format": response_format, **(params or {})}
     if concurrency is not None:
         options["concurrency"] = concurrency
-    with session_accounting(session, client):
-        try:
-            return client.batch(inputs, **options)
-        except (InvalidRequestError, ConfigurationError) as exc:
-            raise MapUsageError(f"--map {name}: {exc}") from None
+    try:
+        return client.batch(inputs, **options)
+    except (InvalidRequestError, ConfigurationError) as exc:
+        raise MapUsageError(f"--map {name}: {exc}") from None

@@ -11,9 +11,10 @@ One process-wide ``Session`` (``get_session()``) holds
   stream or an ``ainvoke`` still running on it finishes normally, and its pools are closed the
   moment its last call ends (at once if it is idle): ``FlotorchLLM.close_when_idle``;
 - the ``%%flotorch`` conversation, a ``Conversation`` like each chat panel's;
-- the usage ledger with its token and money budgets, attached as hooks to every client the session
-  builds (and to a client given to a ``ChatPanel``), so every call made with them is checked *before*
-  any network I/O and counted (and priced) once, whichever surface or user code makes it;
+- the usage ledger with its token and money budgets, attached to every client the session builds (and
+  to a client given to a ``ChatPanel``) as a gate and an ``after_call`` hook, so every attempt made
+  with them is checked *before* any network I/O, under any concurrency, and every call counted (and
+  priced) once, whichever surface or user code makes it;
 - the answers of the session with their provenance (``answers``, ``%flotorch provenance``), kept by
   ``AnswerLog.after_call``, a hook on the same clients that reads each answer's ``provenance``.
 
@@ -213,7 +214,8 @@ class Session:
         return self.ledger.budget
 
     def set_budget(self, tokens: int | None) -> None:
-        """Limit the session to ``tokens`` total tokens (None: no limit); calls are refused once spent."""
+        """Keep the session at or under ``tokens`` total tokens (None: no limit): a call waits while calls
+        in flight hold what is left, and is refused when its worst case cannot fit even without them."""
         self.ledger.set_budget(tokens)
 
     @property
@@ -222,7 +224,7 @@ class Session:
         return self.ledger.spent_tokens
 
     def check_budget(self) -> None:
-        """Raise ``BudgetExceededError`` if the budget is spent (what every session client checks)."""
+        """Raise ``BudgetExceededError`` if the token budget is spent already."""
         self.ledger.check_budget()
 
     @property
@@ -231,7 +233,8 @@ class Session:
         return self.ledger.money_budget
 
     def set_money_budget(self, limit: object | None) -> None:
-        """Refuse calls that could take the session's spend past ``limit`` dollars (None: no limit)."""
+        """Keep the session's spend at or under ``limit`` dollars (None: no limit), by the token
+        budget's rule."""
         self.ledger.set_money_budget(limit)
 
     @property

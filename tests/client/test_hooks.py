@@ -79,8 +79,10 @@ async def test_every_path_runs_each_hook_once_with_what_was_sent_and_received(
     assert request.stream is (kind == "stream")
     assert request.body["messages"] == USER
     assert request.label == "test-surface"
-    # "Say hello." is 10 characters: 3 tokens, 4 for the message's framing, plus the answer's cap.
-    assert request.estimated_tokens == 3 + 4 + 50
+    # "Say hello.": "Say" 1, "hello" 2 (4 characters a token), "." 1; 4 for the message's framing;
+    # plus the answer's cap.
+    assert request.estimated_tokens == 4 + 4 + 50
+    assert (request.prompt_tokens, request.output_tokens, request.capped) == (8, 50, True)
     assert result.request is request
     assert result.outcome == "ok" and result.error is None
     assert result.response is response
@@ -213,7 +215,7 @@ async def test_a_stream_stopped_midway_is_reported_as_stopped_with_estimated_tok
     assert result.response is None and not result.usage_known
     assert result.partial_chars == len(first) > 0
     # The prompt's estimate plus what arrived: stopping a reply does not make it free.
-    assert result.total_tokens == seen.before[0].estimated_tokens + -(-len(first) // 4)
+    assert result.total_tokens == seen.before[0].prompt_tokens + -(-len(first) // 4)
 
 
 @pytest.mark.anyio

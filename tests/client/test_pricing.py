@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flotorch_nb import BudgetExceededError, ConfigurationError, FlotorchLLM, RetryPolicy
+from flotorch_nb._admission import Ticket
 from flotorch_nb._hooks import CallRequest, CallResult, estimate_tokens
 from flotorch_nb._response import Usage
 from flotorch_nb.gateway import OfflineGateway
@@ -263,22 +264,33 @@ async def test_a_money_budget_refuses_a_model_it_cannot_price(gateway: OfflineGa
     assert len(gateway.requests) == 0
 
 
-async def test_calls_in_flight_hold_their_estimate_so_concurrent_calls_cannot_overshoot(
+async def test_calls_in_flight_hold_their_estimate_so_a_call_that_would_overshoot_waits_for_them(
     gateway: OfflineGateway,
 ) -> None:
     table = PriceTable()
     table.set("offline/assistant", 0, 1_000_000)  # $1 per output token: the cap decides
     async with FlotorchLLM("offline/assistant", KEY, gateway.url, retry=RetryPolicy(max_retries=0)) as llm:
         budget = MoneyBudget("$150", table).attach(llm.hooks)
-        # Each call may cost up to $100 (its max_tokens); together they could reach $200 > $150.
+        in_flight: list[int] = []
+
+        class Probe:  # asked right after the budget admitted the attempt
+            def admit(self, request: object) -> Ticket:
+                in_flight.append(budget.in_flight)
+                return Ticket()
+
+            def settle(self, ticket: object, spent: object) -> None:
+                pass
+
+        llm.hooks.gates.append(Probe())
+        # Each call may cost up to $100 (its max_tokens); together they could reach $200 > $150, so
+        # the second waits for the first to settle instead of being refused: both are answered.
         first, second = await asyncio.gather(
-            llm.ainvoke(USER, max_tokens=100), llm.ainvoke(USER, max_tokens=100), return_exceptions=True
+            llm.ainvoke(USER, max_tokens=100), llm.ainvoke(USER, max_tokens=100)
         )
-        assert not isinstance(first, BaseException)
-        assert isinstance(second, BudgetExceededError) and "in flight" in str(second)
-        assert budget.spent == Decimal(first.usage.output_tokens)  # type: ignore[union-attr]
-        # Once the first call has finished, its reservation is replaced by what it really cost.
-        await llm.ainvoke(USER, max_tokens=100)
+        assert in_flight == [1, 1]
+        outputs = first.usage.output_tokens + second.usage.output_tokens  # type: ignore[union-attr]
+        assert budget.spent == Decimal(outputs) <= 150
+        assert budget.reserved == 0 and budget.in_flight == 0
 
 
 def test_a_money_budget_must_be_an_amount() -> None:

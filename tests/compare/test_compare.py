@@ -155,7 +155,9 @@ async def test_an_unknown_model_and_a_refusing_hook_stay_in_their_columns(gatewa
     assert list(comparison.responses) == ["offline/assistant"]
     assert isinstance(comparison.errors["offline/echo"], BudgetExceededError)  # no price: refused
     assert isinstance(comparison.errors["offline/nope"], BudgetExceededError)
-    assert [r.model for r in seen] == ["offline/assistant"]  # refused before the later hooks and any I/O
+    # The budget is a gate: it refuses each attempt after the call's hooks ran, before any I/O.
+    assert [r.model for r in seen] == ["offline/assistant", "offline/echo", "offline/nope"]
+    assert [r["body"]["model"] for r in gateway.requests] == ["offline/assistant"]
     with client(gateway) as llm:
         comparison = await llm.acompare(USER, ["offline/assistant", "offline/<b>nope</b>"])
     assert isinstance(comparison.errors["offline/<b>nope</b>"], NotFoundError)

@@ -12,6 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from flotorch_nb import BatchResult, BudgetExceededError
+from flotorch_nb._hooks import estimate_tokens
 from flotorch_nb.cache import ENV_CACHE
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook.session import get_session, reset
@@ -62,12 +63,14 @@ def test_map_stops_sending_when_the_session_budget_would_be_exceeded(
     shell: Shell, offline_env: OfflineGateway
 ) -> None:
     shell.ip.user_ns["words"] = [f"word {i}" for i in range(10)]
-    first = shell.cell("--map words -m offline/echo --concurrency 1", "{item}")
+    first = shell.cell("--map words -m offline/echo --concurrency 1 --max-tokens 5", "{item}")
     per_call = first[0].answer.usage[2]
+    worst = estimate_tokens({"messages": [{"role": "user", "content": "word 0"}], "max_tokens": 5})
     get_session().reset()
-    get_session().set_budget(per_call * 3 + per_call // 2)
+    # Room for the worst case of a third call after two were spent, not of a fourth.
+    get_session().set_budget(per_call * 2 + worst)
     sent = len(offline_env.requests)
-    result = shell.cell("--map words -m offline/echo --concurrency 1", "{item}")
+    result = shell.cell("--map words -m offline/echo --concurrency 1 --max-tokens 5", "{item}")
     assert len(offline_env.requests) - sent == 3
     assert [i.ok for i in result] == [True] * 3 + [False] * 7
     assert all(isinstance(i.error, BudgetExceededError) for i in result.errors)

@@ -451,13 +451,26 @@ def test_usage_table_numbers_are_the_sums_of_the_responses(shell: Shell) -> None
 def test_the_budget_refuses_calls_before_sending_once_spent(
     shell: Shell, offline_env: OfflineGateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shell.line("budget 20")
-    assert "token budget: 20 tokens (0 used so far)" in capsys.readouterr().out
-    shell.cell("", "Explain how rivers shape valleys over time")  # more than 20 tokens
+    shell.line("budget 300")
+    assert "token budget: 300 tokens (0 used so far)" in capsys.readouterr().out
+    shell.cell("", "Explain how rivers shape valleys over time")  # its worst case fits 300
+    used = get_session().spent_tokens
+    shell.line(f"budget {used + 100}")
     sent = len(offline_env.requests)
-    with pytest.raises(BudgetExceededError, match=r"token budget spent: \d+ of 20 tokens"):
+    # Without max_tokens a call reserves 256 tokens for its answer: more than the 100 left.
+    uncapped = (
+        rf"token budget: {used} of {used + 100} tokens used, and this call to offline/assistant may use "
+        r"up to \d+ \(\d+ tokens for its prompt, 256 for its answer, the estimate used when no "
+        r"max_tokens is set\)"
+    )
+    with pytest.raises(BudgetExceededError, match=uncapped):
         shell.cell("", "One more, please")
     assert len(offline_env.requests) == sent  # refused before any I/O
+    assert isinstance(shell.cell("--max-tokens 5", "One more, please"), LLMResponse)  # capped: fits
+    shell.line(f"budget {get_session().spent_tokens}")
+    with pytest.raises(BudgetExceededError, match=r"token budget spent: \d+ of \d+ tokens"):
+        shell.cell("--max-tokens 5", "One more, please")
+    assert len(offline_env.requests) == sent + 1
     shell.line("usage")
     assert "budget: " in shell.pub.published[-2].data["text/plain"]
     shell.line("budget off")

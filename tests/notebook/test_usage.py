@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb import BudgetExceededError, FlotorchLLM, LLMResponse
+from flotorch_nb._hooks import estimate_tokens
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook.session import get_session
 from flotorch_nb.widgets import ChatPanel
@@ -61,12 +62,13 @@ async def test_a_call_from_plain_code_with_the_session_client_is_counted_once(
 @pytest.mark.parametrize("kind", KINDS)
 async def test_plain_code_cannot_get_around_the_budget(offline_env: OfflineGateway, kind: str) -> None:
     session = get_session()
-    session.set_budget(1)
+    session.set_budget(estimate_tokens({"messages": USER}))  # exactly one call's worst case
     llm = session.client()
     try:
-        await call(llm, kind)  # allowed: nothing spent yet
+        await call(llm, kind)  # allowed: nothing spent yet, and its worst case fits
         sent = len(offline_env.requests)
-        with pytest.raises(BudgetExceededError, match="token budget spent"):
+        refused = r"token budget: \d+ of \d+ tokens used, and this call to offline/assistant may use up to"
+        with pytest.raises(BudgetExceededError, match=refused):
             await call(llm, kind)
         assert len(offline_env.requests) == sent and len(session.ledger) == 1  # refused before sending
     finally:
