@@ -235,10 +235,11 @@ def test_threads_never_take_a_capped_token_budget_past_its_limit(
         with lock:
             answered.append(tokens)
 
-    threads = [
-        threading.Thread(target=lambda i=i: all(run(*jobs[j]) or True for j in range(i, len(jobs), workers)))
-        for i in range(workers)
-    ]
+    def worker(first: int) -> None:
+        for j in range(first, len(jobs), workers):
+            run(*jobs[j])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
