@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import itertools
 import math
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -248,18 +249,58 @@ async def _atry(gates: Sequence[Gate], request: Asked) -> tuple[Admitted, float]
 
 
 def admit(gates: Sequence[Gate], request: Asked) -> Admitted:
-    """Block until every gate admits ``request``; the tickets, for ``settle``."""
+    """Block until every gate admits ``request``; the tickets, for ``settle``.
+
+    A blocking call made on a thread that runs an event loop (a ``%%flotorch`` cell on the kernel's
+    loop) cannot wait for calls in flight on that same loop (a chat panel's reply): they can only
+    settle once this thread returns to its loop. There it waits ``LOOP_THREAD_WAIT_S`` at most for
+    other threads to settle, then refuses with ``BudgetExceededError`` instead of hanging the kernel.
+    """
     if not gates:
         return ()
+    deadline: float | None = None
     while True:
         seen = _SETTLES.version
         taken, wait = _try(gates, request)
         if wait == 0.0:
             return taken
         if wait == UNTIL_SETTLED:
-            _SETTLES.wait(seen, RECHECK_S)
+            if _runs_a_loop():
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + LOOP_THREAD_WAIT_S
+                if now >= deadline:
+                    raise _held_on_this_loop()
+                _SETTLES.wait(seen, min(RECHECK_S, deadline - now))
+            else:
+                _SETTLES.wait(seen, RECHECK_S)
         else:
             time.sleep(min(wait, RECHECK_S))
+
+
+#: How long a blocking call on an event loop's own thread waits for a limit held by calls in flight.
+LOOP_THREAD_WAIT_S = 5.0
+
+
+def _runs_a_loop() -> bool:
+    """Whether this thread is running an event loop (asyncio is only asked if it was ever imported)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _held_on_this_loop() -> BaseException:
+    from ._errors import BudgetExceededError
+
+    return BudgetExceededError(
+        "not sent: the budget is held by calls in flight on this thread's event loop (a chat panel's "
+        "reply, or a task of this notebook), which can only finish once this blocking call returns. "
+        "Wait for them and run it again, or use the async call (await llm.ainvoke(...))."
+    )
 
 
 async def aadmit(gates: Sequence[Gate], request: Asked) -> Admitted:

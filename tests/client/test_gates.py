@@ -225,6 +225,61 @@ def test_until_settled_wakes_a_call_waiting_in_another_thread() -> None:
     assert gate.most == 1 and gate.waited >= 1
 
 
+def test_a_blocking_call_on_a_loops_thread_is_refused_instead_of_hanging_that_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A %%flotorch cell (sync, on the kernel's loop) waiting for a chat reply (a task on that same
+    loop) would wait forever: the reply can only settle once the cell returns to the loop."""
+    from flotorch_nb import _admission
+
+    monkeypatch.setattr(_admission, "LOOP_THREAD_WAIT_S", 0.3)
+    gate = OneAtATime()
+    gate.out = 1  # the reply in flight on this loop holds the limit
+    sent: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200, json=completion())
+
+    async def cell() -> None:  # the cell's code runs on the loop's own thread, and blocks it
+        with httpx2.Client(transport=httpx2.MockTransport(handler)) as http:
+            llm = FlotorchLLM("test/model", "k-0123456789", "http://gateway.test", http_client=http)
+            llm.hooks.gates.append(gate)
+            started = time.monotonic()
+            with pytest.raises(BudgetExceededError, match="calls in flight on this thread's event loop"):
+                llm.invoke([{"role": "user", "content": "x"}])
+            assert 0.25 <= time.monotonic() - started < 3
+
+    asyncio.run(cell())
+    assert sent == [] and gate.out == 1
+
+
+def test_a_blocking_call_on_a_loops_thread_still_gets_a_settle_from_another_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flotorch_nb import _admission
+
+    monkeypatch.setattr(_admission, "LOOP_THREAD_WAIT_S", 5.0)
+    gate = OneAtATime()
+    gate.out = 1  # held by a call of another thread, which settles soon
+
+    def other_thread_settles() -> None:
+        time.sleep(0.2)
+        gate.settle(Ticket(), None)
+        _admission._SETTLES.bump()
+
+    async def cell() -> str:
+        with httpx2.Client(
+            transport=httpx2.MockTransport(lambda r: httpx2.Response(200, json=completion()))
+        ) as http:
+            llm = FlotorchLLM("test/model", "k-0123456789", "http://gateway.test", http_client=http)
+            llm.hooks.gates.append(gate)
+            threading.Thread(target=other_thread_settles).start()
+            return llm.invoke([{"role": "user", "content": "x"}]).content
+
+    assert asyncio.run(cell()) == "Hello!"
+
+
 class Refusing:
     def admit(self, request: Asked) -> Ticket | float:
         raise BudgetExceededError("the budget is spent")
