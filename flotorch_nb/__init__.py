@@ -34,6 +34,7 @@ from ._errors import (
 from ._hooks import CallRequest, CallResult, Hooks, call_label
 from ._response import LLMResponse, ToolCall, Usage
 from ._retry import RetryPolicy
+from ._version import __version__
 from .llm import AsyncChatStream, ChatStream, FlotorchLLM
 from .schema import convert_pydantic_to_custom_json_schema
 
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
     from .cache import AnswerCache, CacheError, CacheWriteWarning
     from .compare import Comparison
     from .pricing import Price, PriceTable
-
-__version__ = "0.1.0"
 
 #: Public names whose modules load on first use, so ``import flotorch_nb`` stays light.
 _LAZY = {

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from ._config import DEFAULT_ENDPOINT, display_url
 from ._errors import ConfigurationError
+from ._version import __version__
 
 if TYPE_CHECKING:
     import pandas
@@ -109,8 +110,6 @@ def stamp(
     """Set ``response.provenance``: the record of this answer to ``call`` (see the module docstring),
     dated ``at`` (default: now, when the answer arrived or the cache answered). The one place a
     record is made; return it."""
-    from . import __version__
-
     usage = response.usage
     gateway = safe_gateway_url(settings.base_url)
     record = {

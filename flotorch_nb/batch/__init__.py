@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from ._inputs import Inputs, template_fields
 from ._limits import Grant, Limiter, RateLimiter
+from ._options import BatchOptions
 from ._result import COLUMNS, BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError
-from ._runner import BatchCancelled, BatchInterrupted, BatchOptions, run_async, run_sync
+from ._runner import BatchCancelled, BatchInterrupted, run_async, run_sync
 
 __all__ = [
     "COLUMNS",

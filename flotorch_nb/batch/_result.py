@@ -13,11 +13,11 @@ import dataclasses
 import html
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
-from .._errors import FlotorchError
+from .._errors import ConfigurationError, FlotorchError
 
 if TYPE_CHECKING:
     import pandas
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._response import LLMResponse
     from ..cache import StoredAnswer
     from ._inputs import Inputs
-    from ._runner import BatchOptions
+    from ._options import BatchOptions
 
 __all__ = [
     "COLUMNS",
@@ -35,6 +35,7 @@ __all__ = [
     "BatchResult",
     "BatchStats",
     "ItemCancelledError",
+    "Rerun",
 ]
 
 #: Items shown under the summary when a result displays itself.
@@ -135,6 +136,19 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[k]
 
 
+@dataclass(frozen=True)
+class Rerun:
+    """How the run that made a result runs some of its items again, given to the result by the runner.
+
+    The result owns ``retry_failed``, the runner owns running: passing the runner's two entry points
+    in keeps the result a plain record that does not import the engine (and the engine free to import
+    the result). Each takes the result whose failed items are to run and returns a new result.
+    """
+
+    sync: Callable[[BatchResult], BatchResult]
+    asynchronous: Callable[[BatchResult], Awaitable[BatchResult]]
+
+
 @dataclass(eq=False)
 class BatchResult(Sequence[BatchItem]):
     """The outcome of ``llm.batch``: a sequence of ``BatchItem`` in input order, and a summary.
@@ -149,6 +163,8 @@ class BatchResult(Sequence[BatchItem]):
     _llm: Client | None = field(default=None, repr=False)
     _inputs: Inputs | None = field(default=None, repr=False)
     _options: BatchOptions | None = field(default=None, repr=False)
+    #: The runner's re-run (None for a result not made by a run: it cannot be re-run).
+    _rerun: Rerun | None = field(default=None, repr=False)
 
     # -- pickling ----------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -331,15 +347,16 @@ class BatchResult(Sequence[BatchItem]):
     # -- running again -----------------------------------------------------------------------------
     def retry_failed(self) -> BatchResult:
         """Run the failed items again (same client and options); a new result with every answer."""
-        from ._runner import run_sync_retry
-
-        return run_sync_retry(self)
+        return self._rerunner().sync(self)
 
     async def aretry_failed(self) -> BatchResult:
         """``retry_failed`` on the running event loop."""
-        from ._runner import run_async_retry
+        return await self._rerunner().asynchronous(self)
 
-        return await run_async_retry(self)
+    def _rerunner(self) -> Rerun:
+        if self._rerun is None:
+            raise ConfigurationError("this BatchResult does not know how it was made, so it cannot be re-run")
+        return self._rerun
 
 
 def row_values(item: BatchItem) -> dict[str, Any]:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import _bridge
@@ -35,16 +34,16 @@ from .._errors import (
 )
 from .._hooks import call_label
 from ..cache import AnswerCache, StoredAnswer, resolve_cache
-from ..schema import normalize_response_format
 from ._inputs import Inputs
-from ._limits import Limiter, RateLimiter, check_limit, pause_after
+from ._limits import Limiter, RateLimiter, pause_after
+from ._options import BatchOptions
 from ._progress import TICK_S, Progress
-from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError
+from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError, Rerun
 
 if TYPE_CHECKING:
     from .._client import Client
 
-__all__ = ["BatchCancelled", "BatchInterrupted", "BatchOptions", "run_async", "run_sync"]
+__all__ = ["BatchCancelled", "BatchInterrupted", "run_async", "run_sync"]
 
 _PROBE = [{"role": "user", "content": "probe"}]
 
@@ -63,40 +62,6 @@ class BatchCancelled(asyncio.CancelledError):
     def __init__(self, result: BatchResult) -> None:
         super().__init__(f"batch cancelled: {len(result.ok)} of {len(result)} items answered (see .result)")
         self.result = result
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """A batch's options, checked before any I/O (``llm.batch`` documents them)."""
-
-    template: str | None = None
-    concurrency: int = 16
-    rpm: float | None = None
-    tpm: float | None = None
-    on_error: str = "keep"
-    progress: bool = True
-    cache: Any = None
-    response_format: Any = None
-    tools: list[dict[str, Any]] | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    model_class: type[Any] | None = None
-    #: A limiter shared beyond this run (``flotorch_nb.dask`` passes the cluster's); else one per run.
-    limiter: Limiter | None = None
-
-    @classmethod
-    def of(cls, **values: Any) -> BatchOptions:
-        """Validated options (``ConfigurationError`` / ``InvalidRequestError`` before any I/O)."""
-        concurrency = values.get("concurrency", 16)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
-        if values.get("on_error", "keep") not in ("keep", "raise"):
-            raise ConfigurationError(f"on_error must be 'keep' or 'raise', got {values['on_error']!r}")
-        values["rpm"] = check_limit(values.get("rpm"), "rpm")
-        values["tpm"] = check_limit(values.get("tpm"), "tpm")
-        values["progress"] = bool(values.get("progress", True))
-        values["params"] = dict(values.get("params") or {})
-        values["model_class"] = normalize_response_format(values.get("response_format"))[1]
-        return cls(**values)
 
 
 class _Stop(Exception):
@@ -184,7 +149,7 @@ class _Run:
         self.extra_body = self.params.pop("extra_body", None)
 
     def result(self) -> BatchResult:
-        return BatchResult(self.items, self.stats, self.llm, self.inputs, self.options)
+        return BatchResult(self.items, self.stats, self.llm, self.inputs, self.options, RERUN)
 
     def _pause_for(self, error: APIStatusError) -> float:
         return self.llm.retry.delay(0, error.retry_after)
@@ -387,3 +352,9 @@ async def run_async_retry(result: BatchResult) -> BatchResult:
 def run_sync_retry(result: BatchResult) -> BatchResult:
     """``BatchResult.retry_failed``."""
     return _run_sync(_retry_run(result))
+
+
+#: How a result made here runs its failed items again (``BatchResult.retry_failed``): handed to the
+#: result rather than imported by it, so ``_result`` never depends on the runner. Module-level
+#: functions, so a pickled result still refers to them by name.
+RERUN = Rerun(run_sync_retry, run_async_retry)

@@ -5,23 +5,47 @@ sanitizer) with its footer — model, tokens, latency, and the cost while a pric
 (``_render.Footer.cost``) — or the model's typed error, with what had arrived before a stream broke.
 Our own markup carries inline styles only (a notebook page has no stylesheet of ours, and a saved
 notebook must look the same without the package). Pure: no I/O, no IPython.
+
+What it draws is any ``Column`` (the fields of a model's outcome that the view reads), not the
+comparison's own ``ModelResult``: the view is the lower layer, and ``Comparison`` displays itself by
+calling it, so the two modules do not import each other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .. import _render
 from .._text import utf8_safe
 from ..pricing import describe_costs, format_cost
 
 if TYPE_CHECKING:
-    from ..pricing import ShownCost
-    from ._compare import ModelResult
+    from decimal import Decimal
 
-__all__ = ["comparison_html", "comparison_text", "preview_bundle"]
+    from .._response import LLMResponse
+    from ..pricing import ShownCost
+
+__all__ = ["Column", "comparison_html", "comparison_text", "preview_bundle"]
+
+
+class Column(Protocol):
+    """One model's outcome as the view reads it (``compare.ModelResult`` is one)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def response(self) -> LLMResponse | None: ...
+    @property
+    def error(self) -> Exception | None: ...
+    @property
+    def text(self) -> str: ...  # the answer's text; for a stream that broke, what had arrived
+    @property
+    def cost(self) -> Decimal | None: ...
+    @property
+    def ok(self) -> bool: ...
+
 
 _CELL = 'style="vertical-align:top;text-align:left;padding:6px 8px;border:1px solid #e5e7eb"'
 _HEAD = 'style="text-align:left;padding:6px 8px;border:1px solid #e5e7eb;background:#f9fafb"'
@@ -33,20 +57,20 @@ _PRE = '<div class="flotorch-text" style="white-space:pre-wrap;font-family:monos
 _GREY = "font-size:0.85em;color:#6b7280"
 
 
-def _shown(result: ModelResult, priced: bool) -> ShownCost:
+def _shown(result: Column, priced: bool) -> ShownCost:
     if not priced:
         return None
     return result.cost if result.cost is not None else "unknown"
 
 
-def _footer(result: ModelResult, priced: bool) -> str:
+def _footer(result: Column, priced: bool) -> str:
     if result.response is None:
         return ""
     footer = replace(result.response.footer(result.model), cost=_shown(result, priced))
     return _render.footer_html(footer)
 
 
-def _error_html(result: ModelResult) -> str:
+def _error_html(result: Column) -> str:
     error = result.error
     assert error is not None
     line = (
@@ -59,7 +83,7 @@ def _error_html(result: ModelResult) -> str:
     return line
 
 
-def _column(result: ModelResult, priced: bool) -> str:
+def _column(result: Column, priced: bool) -> str:
     if result.error is not None:
         return _error_html(result)
     body = _render.render_markdown(result.text)
@@ -77,20 +101,20 @@ def _table(models: Sequence[str], cells: Sequence[str], classes: str) -> str:
     )
 
 
-def comparison_html(results: Sequence[ModelResult], *, priced: bool = False) -> str:
+def comparison_html(results: Sequence[Column], *, priced: bool = False) -> str:
     """The static side-by-side view: a table with one column per model (model text sanitized)."""
     table = _table([r.model for r in results], [_column(r, priced) for r in results], "flotorch-compare")
     return f"{table}{_summary_html(results, priced)}</div>"
 
 
-def _summary_html(results: Sequence[ModelResult], priced: bool) -> str:
+def _summary_html(results: Sequence[Column], priced: bool) -> str:
     return (
         f'<div class="flotorch-compare-summary" style="{_GREY};margin-top:4px">'
         f"{_render.escape_text(summary(results, priced=priced))}</div>"
     )
 
 
-def summary(results: Sequence[ModelResult], *, priced: bool = False) -> str:
+def summary(results: Sequence[Column], *, priced: bool = False) -> str:
     """``3 of 3 models answered · fastest offline/concise · total $0.0004``."""
     answered = [r for r in results if r.ok and r.response is not None]
     parts = [f"{len(answered)} of {len(results)} models answered"]
@@ -103,7 +127,7 @@ def summary(results: Sequence[ModelResult], *, priced: bool = False) -> str:
     return " · ".join(parts)
 
 
-def comparison_text(results: Sequence[ModelResult], *, priced: bool = False) -> str:
+def comparison_text(results: Sequence[Column], *, priced: bool = False) -> str:
     """The comparison as plain text: a table of the numbers, then each answer under its model."""
     rows = [("model", "tokens", "latency", "cost")]
     for r in results:
@@ -133,7 +157,7 @@ def comparison_text(results: Sequence[ModelResult], *, priced: bool = False) -> 
 def preview_bundle(
     models: Sequence[str],
     texts: Mapping[str, str],
-    finished: Mapping[str, ModelResult],
+    finished: Mapping[str, Column],
     *,
     priced: bool = False,
 ) -> dict[str, str]:

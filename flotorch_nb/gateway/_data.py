@@ -25,6 +25,7 @@ name, one of its words (``release_year`` -> ``year``) or an alias (``film`` -> `
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -42,6 +43,7 @@ __all__ = [
     "phrase",
     "phrases",
     "procedure_for",
+    "split_words",
     "word_list",
 ]
 
@@ -69,6 +71,16 @@ def phrase(key: str, /, **fields: Any) -> str:
     """The reply template ``[replies] key``, filled with ``fields``."""
     template: str = load("phrases")["replies"][key]
     return template.format(**fields) if fields else template
+
+
+def split_words(identifier: str) -> list[str]:
+    """Split ``get_currentWeather`` / ``get-weather`` into ``["get", "current", "weather"]``.
+
+    Here, in the lower layer, because names are matched against the data by their words (a record's
+    field, a word list) and ``_text``, which builds on these word lists, must not be imported back.
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", identifier)
+    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
 
 
 @functools.cache
@@ -109,8 +121,6 @@ def entity_for(words: Iterable[str]) -> Mapping[str, Any] | None:
 
 def field(record: Mapping[str, Any], prop: str) -> Any:
     """The record's value for property ``prop`` (see the module docstring), or ``MISSING``."""
-    from ._text import split_words  # here: _text reads its word lists from this module
-
     if prop in record:
         return record[prop]
     lowered = prop.lower()

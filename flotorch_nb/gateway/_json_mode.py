@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._data import list_for, word_list
+from ._data import list_for, split_words, word_list
 from ._schema_scalars import Scalars
-from ._text import hints_from, split_words, words
+from ._text import hints_from, words
 
 __all__ = ["json_object", "named_keys"]
 

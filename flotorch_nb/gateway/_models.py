@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
-from ._data import word_list
+from ._data import split_words, word_list
 from ._phrasing import concise, verbose
 from ._schema_fill import SchemaTooLargeError, fill_schema
 from ._scripted import SCRIPTED_MODEL, parse_script
-from ._text import Hints, count_tokens, hints_from, split_words, stem, truncate_tokens, words
+from ._text import Hints, count_tokens, hints_from, stem, truncate_tokens, words
 from ._validate import ChatRequest, Message, Tool
 from ._wire import GatewayError, Plan, ToolCallPlan
 

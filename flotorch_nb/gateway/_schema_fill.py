@@ -28,9 +28,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._data import MISSING, entity_for, field, phrases, word_list
+from ._data import MISSING, entity_for, field, phrases, split_words, word_list
 from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
-from ._text import Hints, split_words, words
+from ._text import Hints, words
 
 __all__ = [
     "MAX_CHARS",

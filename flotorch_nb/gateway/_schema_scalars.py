@@ -18,8 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._data import load, word_list
-from ._text import Hints, first_sentence, split_words, words
+from ._data import load, split_words, word_list
+from ._text import Hints, first_sentence, words
 
 __all__ = ["Scalars", "bounds", "fit_string", "int_or", "number_or", "within"]
 

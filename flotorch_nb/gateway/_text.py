@@ -93,12 +93,6 @@ def keywords(text: str, limit: int = 8) -> list[str]:
     return list(seen)
 
 
-def split_words(identifier: str) -> list[str]:
-    """Split ``get_currentWeather`` / ``get-weather`` into ``["get", "current", "weather"]``."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", identifier)
-    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
-
-
 @dataclass(frozen=True, slots=True)
 class Hints:
     """Facts found in a prompt that answers and generated values can reuse, all in prompt order."""
