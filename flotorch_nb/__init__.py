@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .cache import AnswerCache, CacheError, CacheWriteWarning
     from .compare import Comparison
     from .pricing import Price, PriceTable
+    from .tools import MaxStepsError, Tool, ToolRun, ToolRunCancelled, ToolRunInterrupted, ToolStep, tool
 
 #: Public names whose modules load on first use, so ``import flotorch_nb`` stays light.
 _LAZY = {
@@ -67,6 +68,13 @@ _LAZY = {
     "Price": "pricing",
     "PriceTable": "pricing",
     "provenance": "_provenance",
+    "MaxStepsError": "tools",
+    "Tool": "tools",
+    "ToolRun": "tools",
+    "ToolRunCancelled": "tools",
+    "ToolRunInterrupted": "tools",
+    "ToolStep": "tools",
+    "tool": "tools",
 }
 
 __all__ = [
@@ -98,6 +106,7 @@ __all__ = [
     "InvalidRequestError",
     "ItemCancelledError",
     "LLMResponse",
+    "MaxStepsError",
     "NotFoundError",
     "PermissionDeniedError",
     "Price",
@@ -110,12 +119,18 @@ __all__ = [
     "ServerError",
     "StreamError",
     "StructuredOutputError",
+    "Tool",
     "ToolCall",
+    "ToolRun",
+    "ToolRunCancelled",
+    "ToolRunInterrupted",
+    "ToolStep",
     "Usage",
     "__version__",
     "call_label",
     "convert_pydantic_to_custom_json_schema",
     "provenance",
+    "tool",
 ]
 
 

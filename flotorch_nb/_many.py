@@ -1,5 +1,6 @@
 """Many calls at once on one client: ``batch``/``abatch`` and ``compare``/``acompare``.
 
+The tool loop (``run``/``arun``) is many calls too: one per model turn (``flotorch_nb.tools``).
 A mixin of ``FlotorchLLM`` so that ``llm.py`` keeps only the single call and its two send loops. Each
 method is a thin, documented entry point; the work lives in ``flotorch_nb.batch`` and
 ``flotorch_nb.compare``, imported on first use so ``import flotorch_nb`` stays light.
@@ -17,12 +18,13 @@ if TYPE_CHECKING:
     from .batch import BatchResult
     from .cache import AnswerCache
     from .compare import Comparison
+    from .tools import ToolRun
 
 __all__ = ["ManyCalls"]
 
 
 class ManyCalls:
-    """``FlotorchLLM``'s batch and comparison methods (see the module docstring)."""
+    """``FlotorchLLM``'s batch, comparison and tool-loop methods (see the module docstring)."""
 
     def batch(
         self,
@@ -112,3 +114,70 @@ class ManyCalls:
         from .compare import acompare
 
         return await acompare(cast("Client", self), messages, models, **params)
+
+    async def arun(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+        *,
+        max_steps: int = 10,
+        approve: Any = None,
+        parallel: bool = True,
+        **params: Any,
+    ) -> ToolRun:
+        """Let the model call Python functions until it answers -> ``ToolRun`` (``.content``,
+        ``.steps``, ``.messages``, ``.usage`` of every step).
+
+        ``tools``: functions (their signature and docstring are the schema; ``@flotorch_nb.tool`` is
+        optional) and tool dicts. Each model turn is one ``ainvoke`` (hooks, budgets, cache, replay
+        apply); the calls of a turn run concurrently (``parallel=False``: one after the other); bad
+        arguments or a tool's exception go back to the model as the result. ``approve``: a function of
+        the ``ToolCall`` returning True, False or a reason sent back as the denial (a denied call never
+        runs); asking a person (``approve=True``, a set of names) is not in this version. More than
+        ``max_steps`` turns: ``MaxStepsError`` with ``.run``; cancelled: ``ToolRunCancelled`` with
+        ``.run``. ``params`` are call parameters (``temperature``, ``model``...).
+        """
+        from .tools import arun
+
+        return await arun(
+            cast("Client", self),
+            messages,
+            tools,
+            max_steps=max_steps,
+            approve=approve,
+            parallel=parallel,
+            **params,
+        )
+
+    def run(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+        *,
+        max_steps: int = 10,
+        approve: Any = None,
+        parallel: bool = True,
+        **params: Any,
+    ) -> ToolRun:
+        """``arun`` from sync code, on the process's one background loop (works in a notebook); an
+        interrupt stops it and keeps the finished steps (``ToolRunInterrupted.run``)."""
+        from . import _bridge
+        from .tools import ToolRunCancelled, ToolRunInterrupted, arun, check
+
+        check(tools, max_steps, approve, parallel)  # mistakes raised here, in the caller's thread
+
+        def interrupted(outcome: Any) -> BaseException:
+            if isinstance(outcome, ToolRunCancelled):
+                return ToolRunInterrupted(outcome.run)
+            return KeyboardInterrupt()
+
+        coro = arun(
+            cast("Client", self),
+            messages,
+            tools,
+            max_steps=max_steps,
+            approve=approve,
+            parallel=parallel,
+            **params,
+        )
+        return _bridge.run(coro, interrupted=interrupted)

@@ -115,14 +115,20 @@ def _check_params(params: Mapping[str, Any]) -> None:
 
 
 def _check_tools(tools: object) -> list[dict[str, Any]]:
+    """The tool definitions as plain dicts; a Python function among them becomes its schema here,
+    the one place every call path (invoke, streams, batches, comparisons, the tool loop) goes through."""
     if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
         raise InvalidRequestError(f"tools must be a list of tool definitions, got {type(tools).__name__}")
+    if any(not isinstance(tool, Mapping) and callable(tool) for tool in tools):
+        from .tools import wire_tools  # pydantic and the docstring parser: only when functions are given
+
+        tools = wire_tools([tool if not isinstance(tool, Mapping) else dict(tool) for tool in tools])
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if not isinstance(function, Mapping) or not function.get("name"):
             raise InvalidRequestError(
                 f"tools[{index}] must look like {{'type': 'function', 'function': {{'name': ..., "
-                "'parameters': {...}}}}"
+                "'parameters': {...}}}}, or be a Python function"
             )
     return [dict(tool) for tool in tools]
 

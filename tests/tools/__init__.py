@@ -1,0 +1,1 @@
+"""Issue 15: Python functions as tools, and the tool loop."""
