@@ -16,6 +16,10 @@ last user message of a request for ``offline/scripted`` is a JSON object with on
         "cut_after": 3                      # break the connection after 3 SSE chunks (non-streamed: mid-JSON)
     }}
 
+A conversation that goes on after the scripted message (a tool loop: the assistant's tool calls, the
+tool results, the next request) scripts each answer in turn: ``{"script": {"turns": [first, second]}}``
+answers with ``turns[k]``, ``k`` the number of assistant messages after that user message.
+
 Every field is optional. ``arguments`` is an object (sent as its JSON text) or a string sent as is, so a
 test can script invalid JSON. Usage fields left out are counted as usual (the prompt's tokens, the
 answer's tokens). ``max_tokens``, ``stop``, ``tools`` and ``response_format`` do not shape a scripted
@@ -89,6 +93,8 @@ def parse_script(request: ChatRequest) -> Script:
         )
     script: dict[str, Any] = outer["script"]
     where += ".script"
+    if "turns" in script:
+        script, where = _turn(script, request, index, where)
     unknown = sorted(set(script) - set(_FIELDS))
     if unknown:
         raise _bad(f"unknown script field(s) {unknown}; known: {list(_FIELDS)}.", f"{where}.{unknown[0]}")
@@ -126,6 +132,19 @@ def parse_script(request: ChatRequest) -> Script:
     return Script(
         plan, None if fault == Fault() else fault, _seconds(script, "token_delay", _MAX_TOKEN_DELAY, where)
     )
+
+
+def _turn(script: Mapping[str, Any], request: ChatRequest, index: int, where: str) -> tuple[Any, str]:
+    """The script of this turn: one per assistant message after the scripted user message."""
+    turns = script["turns"]
+    if set(script) != {"turns"} or not isinstance(turns, list) or not turns:
+        raise _bad("'turns' must be a non-empty list of scripts, alone in the script.", f"{where}.turns")
+    turn = sum(1 for message in request.messages[index + 1 :] if message.role == "assistant")
+    if turn >= len(turns):
+        raise _bad(f"the script has {len(turns)} turn(s); this request is turn {turn + 1}.", f"{where}.turns")
+    if not isinstance(turns[turn], dict):
+        raise _bad("each turn must be a script object.", f"{where}.turns[{turn}]")
+    return turns[turn], f"{where}.turns[{turn}]"
 
 
 def _bad(message: str, param: str) -> GatewayError:
