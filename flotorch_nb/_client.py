@@ -44,7 +44,7 @@ class Client(Protocol):
     async def ainvoke(
         self,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         response_format: Any = None,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -55,7 +55,7 @@ class Client(Protocol):
     def astream(
         self,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         response_format: Any = None,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,

@@ -38,7 +38,7 @@ class ManyCalls:
         progress: bool = True,
         cache: str | os.PathLike[str] | AnswerCache | bool | None = None,
         response_format: Any = None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         **params: Any,
     ) -> BatchResult:
         """Map prompts over a dataset: one answer or typed error per input, in input order.
@@ -78,7 +78,7 @@ class ManyCalls:
         progress: bool = True,
         cache: str | os.PathLike[str] | AnswerCache | bool | None = None,
         response_format: Any = None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         **params: Any,
     ) -> BatchResult:
         """``batch`` on the running event loop (same arguments); cancelling it keeps what finished."""

@@ -317,7 +317,7 @@ class FlotorchLLM(ManyCalls):
     def invoke(
         self,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         response_format: Any = None,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -349,7 +349,7 @@ class FlotorchLLM(ManyCalls):
     def stream(
         self,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         response_format: Any = None,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -407,7 +407,7 @@ class FlotorchLLM(ManyCalls):
     async def ainvoke(
         self,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         response_format: Any = None,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -435,7 +435,7 @@ class FlotorchLLM(ManyCalls):
     def astream(
         self,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
         response_format: Any = None,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,

@@ -30,7 +30,7 @@ class BatchOptions:
     progress: bool = True
     cache: Any = None
     response_format: Any = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     model_class: type[Any] | None = None
     #: A limiter shared beyond this run (``flotorch_nb.dask`` passes the cluster's); else one per run.

@@ -51,7 +51,7 @@ class Invoker(Protocol):
     """What the loop needs of a client: its ``ainvoke``."""
 
     async def ainvoke(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **kwargs: Any
+        self, messages: list[dict[str, Any]], tools: list[Any] | None = None, **kwargs: Any
     ) -> LLMResponse: ...
 
 

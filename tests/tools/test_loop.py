@@ -14,7 +14,7 @@ import pytest
 
 from flotorch_nb import FlotorchLLM, Hooks, InvalidRequestError, tool
 from flotorch_nb.gateway import OfflineGateway
-from flotorch_nb.tools import MaxStepsError, ToolRunCancelled
+from flotorch_nb.tools import MaxStepsError, ToolRunCancelled, ToolRunInterrupted
 
 pytestmark = pytest.mark.anyio
 
@@ -234,3 +234,19 @@ async def test_cancel_keeps_the_finished_steps(scripted: Any) -> None:
     run = caught.value.run
     assert len(run.steps) == 1 and run.steps[0].calls[0].result == "18 degrees in Oslo"
     assert run.messages[-1]["role"] == "tool"  # the unfinished turn was cut off, so it can be resent
+
+
+def test_an_interrupted_run_keeps_the_finished_steps(scripted: Any) -> None:
+    """Ctrl-C (a kernel interrupt) while the second turn's tool runs: the first step is kept."""
+    import _thread
+
+    async def stuck(n: int) -> int:
+        _thread.interrupt_main()  # KeyboardInterrupt in the thread waiting in run()
+        await asyncio.sleep(60)
+        return n
+
+    messages = _turns(_calls(("get_weather", {"city": "Oslo"})), _calls(("stuck", {"n": 1})), _answer("x"))
+    with pytest.raises(ToolRunInterrupted) as caught:
+        scripted.run(messages, tools=[get_weather, stuck])
+    assert isinstance(caught.value, KeyboardInterrupt)
+    assert [c.result for s in caught.value.run.steps for c in s.calls] == ["18 degrees in Oslo"]
