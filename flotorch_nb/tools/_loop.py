@@ -225,7 +225,11 @@ async def _call(registry: Mapping[str, Tool], record: ToolCallRecord, approve: A
         try:
             arguments = tool.arguments.model_validate_json(record.arguments or "{}")
         except pydantic.ValidationError as exc:
-            record.error = f"invalid arguments for {record.name}: {exc}"
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            record.error = f"invalid arguments for {record.name}: {problems}"
             return
         if _asks(approve, tool):
             verdict = await _verdict(approve, ToolCall(record.id, record.name, record.arguments))
