@@ -35,7 +35,7 @@ from .._errors import (
 from .._hooks import call_label
 from ..cache import AnswerCache, StoredAnswer, resolve_cache
 from ._inputs import Inputs
-from ._limits import Limiter, RateLimiter, pause_after
+from ._limits import Limiter, LimiterGate, RateLimiter, pause_after
 from ._options import BatchOptions
 from ._progress import TICK_S, Progress
 from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError, Rerun
@@ -109,6 +109,31 @@ class _WorkerGate:
             self.stats.rate_limited += 1
 
 
+class _LocalWorkerGate(_WorkerGate):
+    """A worker's gate on the batch's own ``LimiterGate`` (every local batch): asks its limiter
+    directly and reads the 429 once per attempt, for the pause and the count alike."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limit: LimiterGate, stats: BatchStats) -> None:
+        super().__init__(limit, stats)
+        self.limiter = limit
+
+    def admit(self, request: Asked) -> Ticket | float:
+        return self.limiter.admit(request)
+
+    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        paused = self.limiter.settled(ticket, spent)
+        item = self.item
+        if spent is None or item is None:
+            return
+        item.attempts += 1
+        stats = self.stats
+        stats.requests += 1
+        if paused is not None:
+            stats.rate_limited += 1
+
+
 class _RemoteWorkerGate(_WorkerGate):
     """A worker's gate on a limit asked over the network (the Dask scheduler's): asked by awaiting."""
 
@@ -119,6 +144,8 @@ class _RemoteWorkerGate(_WorkerGate):
 
 
 def _worker_gate(limit: Gate, stats: BatchStats) -> _WorkerGate:
+    if isinstance(limit, LimiterGate):
+        return _LocalWorkerGate(limit, stats)
     remote = getattr(type(limit), "aadmit", None) is not None
     return (_RemoteWorkerGate if remote else _WorkerGate)(limit, stats)
 
