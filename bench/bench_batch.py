@@ -279,8 +279,8 @@ def main() -> None:
 
 
 def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 1)
+    if isinstance(value, float):  # ratios keep three places: 0.854 must not print as a "met" 0.9
+        return round(value, 3 if abs(value) < 10 else 1)
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
     return value

@@ -209,6 +209,12 @@ _SETTLES = _Settles()
 
 def _try(gates: Sequence[Gate], request: Asked) -> tuple[Admitted, float]:
     """Ask every gate; all tickets and no wait, or no tickets and how long to wait."""
+    if len(gates) == 1:  # the common case (a batch's one gate): nothing taken to hand back
+        gate = gates[0]
+        answer = gate.admit(request)
+        if isinstance(answer, Ticket):
+            return ((gate, answer),), 0.0
+        return (), max(0.001, float(answer))
     taken: list[tuple[Gate, Ticket]] = []
     try:
         for gate in gates:
@@ -309,7 +315,7 @@ async def aadmit(gates: Sequence[Gate], request: Asked) -> Admitted:
         return ()
     import asyncio
 
-    remote = any(_remote(gate) for gate in gates)
+    remote = any(map(_remote, gates))
     while True:
         seen = _SETTLES.version
         taken, wait = await _atry(gates, request) if remote else _try(gates, request)

@@ -55,18 +55,21 @@ class StoredAnswer:
 
     @provenance.setter
     def provenance(self, record: dict[str, Any] | None) -> None:
-        self.record = None if record is None else tuple(record.get(name) for name in FIELDS)
+        self.record = None if record is None else tuple(map(record.get, FIELDS))
 
     @classmethod
     def of(cls, response: LLMResponse) -> StoredAnswer:
         """The compact form of ``response``."""
         raw = response.metadata.get("raw_response") or {}
         usage = response.usage
+        record = response.provenance
         return cls(
             content=response.content,
             raw=_RAW.encode(raw).encode("ascii"),
             finish_reason=response.finish_reason,
-            tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls),
+            tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls)
+            if response.tool_calls
+            else (),
             latency_s=response.latency_s,
             gateway_latency_ms=response.gateway_latency_ms,
             request_id=response.request_id,
@@ -75,7 +78,7 @@ class StoredAnswer:
             model=response.model,
             usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
             parsed=response.parsed,
-            record=None if response.provenance is None else tuple(response.provenance.get(f) for f in FIELDS),
+            record=None if record is None else tuple(map(record.get, FIELDS)),
         )
 
     def to_response(self) -> LLMResponse:

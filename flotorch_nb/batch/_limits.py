@@ -263,7 +263,13 @@ class LimiterGate:
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
         """Count what the attempt spent; a 429 pauses every request of the batch."""
+        self.settled(ticket, spent)
+
+    def settled(self, ticket: Ticket, spent: Spent | None) -> float | None:
+        """``settle``, returning the pause it began (None: none), so a batch's worker can count the
+        429 without asking the attempt's error again."""
         assert isinstance(ticket, Grant)
         if (pause := pause_after(spent, self.pause_for)) is not None:
             self.limiter.pause(pause)
         self.limiter.settle(ticket, spent.tokens if spent is not None else 0)
+        return pause

@@ -35,7 +35,7 @@ from .._errors import (
 from .._hooks import call_label
 from ..cache import AnswerCache, StoredAnswer, resolve_cache
 from ._inputs import Inputs
-from ._limits import Limiter, RateLimiter, pause_after
+from ._limits import Limiter, LimiterGate, RateLimiter, pause_after
 from ._options import BatchOptions
 from ._progress import TICK_S, Progress
 from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError, Rerun
@@ -109,6 +109,31 @@ class _WorkerGate:
             self.stats.rate_limited += 1
 
 
+class _LocalWorkerGate(_WorkerGate):
+    """A worker's gate on the batch's own ``LimiterGate`` (every local batch): asks its limiter
+    directly and reads the 429 once per attempt, for the pause and the count alike."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limit: LimiterGate, stats: BatchStats) -> None:
+        super().__init__(limit, stats)
+        self.limiter = limit
+
+    def admit(self, request: Asked) -> Ticket | float:
+        return self.limiter.admit(request)
+
+    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        paused = self.limiter.settled(ticket, spent)
+        item = self.item
+        if spent is None or item is None:
+            return
+        item.attempts += 1
+        stats = self.stats
+        stats.requests += 1
+        if paused is not None:
+            stats.rate_limited += 1
+
+
 class _RemoteWorkerGate(_WorkerGate):
     """A worker's gate on a limit asked over the network (the Dask scheduler's): asked by awaiting."""
 
@@ -119,6 +144,8 @@ class _RemoteWorkerGate(_WorkerGate):
 
 
 def _worker_gate(limit: Gate, stats: BatchStats) -> _WorkerGate:
+    if isinstance(limit, LimiterGate):
+        return _LocalWorkerGate(limit, stats)
     remote = getattr(type(limit), "aadmit", None) is not None
     return (_RemoteWorkerGate if remote else _WorkerGate)(limit, stats)
 
@@ -204,13 +231,43 @@ class _Run:
 
     async def _worker(self, sender: Client, queue: Iterator[int], gate: _WorkerGate) -> None:
         # The label is set once per worker, not per item: the worker is a task of its own, so the
-        # context variable it sets is seen by its calls only, and goes with the task.
+        # context variable it sets is seen by its calls only, and goes with the task. Each item's
+        # call is awaited here, not in a coroutine per item: every resume of the call passes
+        # through each coroutine that awaits it, and at thousands of items a second that counts.
+        options, items, params, extra_body = self.options, self.items, self.params, self.extra_body
+        ainvoke, tools, response_format = sender.ainvoke, options.tools, options.response_format
         with call_label("batch"):
             for position in queue:  # one shared iterator: each worker takes the next position
-                item = gate.item = self.items[position]
-                await self._item(sender, item)
+                item = gate.item = items[position]
+                messages = self._messages(item)
+                if messages is None:
+                    continue
+                try:
+                    response = await ainvoke(messages, tools, response_format, extra_body, **params)
+                except BudgetExceededError as error:  # refused before sending: stop launching the rest
+                    self.budget_error = self.budget_error or error
+                    self._fail(item, error)
+                    continue
+                except FlotorchError as error:
+                    self._fail(item, error)
+                    continue
+                if response.source == "cache":
+                    self.stats.cache_hits += 1
+                self._finish(item, StoredAnswer.of(response), None)
 
     # -- one item ----------------------------------------------------------------------------------
+    def _messages(self, item: BatchItem) -> list[dict[str, Any]] | None:
+        """The item's messages, or None when it fails before sending (a bad input, a spent budget)."""
+        try:
+            messages = self.inputs.messages(item.position)
+        except InvalidRequestError as error:
+            self._fail(item, error)
+            return None
+        if self.budget_error is not None:
+            self._fail(item, BudgetExceededError(str(self.budget_error)))  # the same words for the same cause
+            return None
+        return messages
+
     def _finish(self, item: BatchItem, answer: StoredAnswer | None, error: FlotorchError | None) -> None:
         if error is not None:
             _bare(error)
@@ -225,31 +282,6 @@ class _Run:
         self._finish(item, None, error)
         if self.options.on_error == "raise":
             raise _Stop(error)
-
-    async def _item(self, sender: Client, item: BatchItem) -> None:
-        options = self.options
-        try:
-            messages = self.inputs.messages(item.position)
-        except InvalidRequestError as error:
-            self._fail(item, error)
-            return
-        if self.budget_error is not None:
-            self._fail(item, BudgetExceededError(str(self.budget_error)))  # the same words for the same cause
-            return
-        try:
-            response = await sender.ainvoke(
-                messages, options.tools, options.response_format, self.extra_body, **self.params
-            )
-        except BudgetExceededError as error:  # refused before sending: stop launching the rest
-            self.budget_error = self.budget_error or error
-            self._fail(item, error)
-            return
-        except FlotorchError as error:
-            self._fail(item, error)
-            return
-        if response.source == "cache":
-            self.stats.cache_hits += 1
-        self._finish(item, StoredAnswer.of(response), None)
 
 
 # -- entry points ----------------------------------------------------------------------------------

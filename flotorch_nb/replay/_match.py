@@ -51,18 +51,19 @@ def endpoint_path(path: str) -> str:
     return path
 
 
-def _canonical_numbers(value: Any) -> Any:
-    """Equal numbers written differently become one spelling: a float with a whole value is an int.
+def _whole(text: str) -> int | float:
+    """A JSON number with a fraction or exponent, in its one spelling: a float with a whole value is
+    an int. ``temperature=1`` and ``temperature=1.0`` are the same request, and so must give the same
+    key (NaN and Infinity are JSON constants, not read here: kept as floats)."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
-    ``temperature=1`` and ``temperature=1.0`` are the same request, and so must give the same key.
-    """
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else value  # inf and nan are not whole: kept
-    if isinstance(value, dict):
-        return {k: _canonical_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_canonical_numbers(v) for v in value]
-    return value
+
+#: Reads JSON with canonical numbers as it goes, not by walking the result again afterwards: every
+#: answer's provenance carries a request hash, so this runs once per call.
+_CANONICAL = json.JSONDecoder(parse_float=_whole)
+#: The key's encoder, made once (``json.dumps`` with options builds one per call).
+_KEY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _parsed_body(body: bytes | str | Mapping[str, Any] | list[Any] | None) -> Any:
@@ -76,8 +77,8 @@ def _parsed_body(body: bytes | str | Mapping[str, Any] | list[Any] | None) -> An
     if isinstance(body, Mapping | list):
         body = json.dumps(body)
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    try:
-        return _canonical_numbers(json.loads(raw))
+    try:  # decoded as json.loads decodes bytes
+        return _CANONICAL.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return raw.decode("utf-8", "replace")
 
@@ -103,7 +104,7 @@ def request_key(canonical: Mapping[str, Any]) -> str:
     Text is hashed as UTF-8; a lone surrogate (a badly encoded file name, say) is hashed as its
     surrogate-escape bytes instead of failing, so any text a client can send has a key.
     """
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _KEY.encode(canonical)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
