@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from .._errors import FlotorchError, InvalidRequestError
 from .._response import LLMResponse, ToolCall, Usage
-from ._schema import Tool, as_tool, wire_tools
+from ._schema import Tool, as_tool, expand, wire_tools
 
 __all__ = [
     "Approve",
@@ -160,7 +160,9 @@ def check(tools: object, max_steps: object, approve: object, parallel: object) -
             f"approve={approve!r} asks a person, which needs the notebook's prompt (not in this version); "
             "pass a function of the ToolCall returning True, False or a reason"
         )
-    python = [as_tool(t, f"tools[{i}]") for i, t in enumerate(tools) if not isinstance(t, Mapping)]
+    python = [
+        as_tool(t, f"tools[{i}]") for i, t in enumerate(expand(list(tools))) if not isinstance(t, Mapping)
+    ]
     return {t.name: t for t in python}
 
 
@@ -239,6 +241,7 @@ async def _call(registry: Mapping[str, Tool], record: ToolCallRecord, approve: A
                 record.error = f"denied: {reason}"
                 return
         kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        kwargs.update(arguments.model_extra or {})  # an MCP tool's arguments: its server validates them
         try:
             if inspect.iscoroutinefunction(tool.function):
                 record.result = await tool.function(**kwargs)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 
 from .._errors import InvalidRequestError
 
-__all__ = ["Tool", "as_tool", "tool", "wire_tools"]
+__all__ = ["Tool", "Toolset", "as_tool", "expand", "tool", "wire_tools"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +53,24 @@ class Tool:
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI ``tools=`` entry."""
         return {"type": "function", "function": dict(self.schema)}
+
+
+class Toolset:
+    """Several tools given as one item of ``tools=[...]`` (an MCP server's, ``flotorch_nb.mcp``).
+
+    ``expand`` replaces it by its tools wherever ``tools=`` is read, so they are sent, validated,
+    approved and called like the tools of Python functions.
+    """
+
+    def __init__(self, tools: tuple[Tool, ...]) -> None:
+        self.tools = tools
+
+
+def expand(tools: list[Any]) -> list[Any]:
+    """``tools`` with every ``Toolset`` replaced by its tools, in place."""
+    if not any(isinstance(item, Toolset) for item in tools):
+        return tools
+    return [one for item in tools for one in (item.tools if isinstance(item, Toolset) else (item,))]
 
 
 @overload
@@ -106,7 +124,7 @@ def wire_tools(tools: list[Any]) -> list[dict[str, Any]]:
     """
     return [
         item if isinstance(item, dict) else as_tool(item, f"tools[{i}]").to_dict()
-        for i, item in enumerate(tools)
+        for i, item in enumerate(expand(tools))
     ]
 
 
