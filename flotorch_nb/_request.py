@@ -119,7 +119,12 @@ def _check_tools(tools: object) -> list[dict[str, Any]]:
     the one place every call path (invoke, streams, batches, comparisons, the tool loop) goes through."""
     if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
         raise InvalidRequestError(f"tools must be a list of tool definitions, got {type(tools).__name__}")
-    if any(not isinstance(tool, Mapping) and callable(tool) for tool in tools):
+    # A function, or a set of tools such as an MCP server's (``tools._schema.Toolset``, marked so by an
+    # attribute: importing the class here would load pydantic on every call).
+    if any(
+        not isinstance(tool, Mapping) and (callable(tool) or getattr(tool, "flotorch_toolset", False))
+        for tool in tools
+    ):
         from .tools import wire_tools  # pydantic and the docstring parser: only when functions are given
 
         tools = wire_tools([tool if not isinstance(tool, Mapping) else dict(tool) for tool in tools])

@@ -62,6 +62,9 @@ class Toolset:
     approved and called like the tools of Python functions.
     """
 
+    #: What the request check looks for without importing this module.
+    flotorch_toolset = True
+
     def __init__(self, tools: tuple[Tool, ...]) -> None:
         self.tools = tools
 

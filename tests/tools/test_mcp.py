@@ -41,6 +41,21 @@ def test_listing_gives_the_servers_tools_with_their_input_schema(server_tools: M
     assert by_name["add"]["parameters"]["properties"]["a"]["type"] == "integer"
 
 
+def test_invoke_sends_the_servers_tools_beside_a_dict_and_a_function(
+    server_tools: McpTools, gateway: OfflineGateway
+) -> None:
+    def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    plain = {"type": "function", "function": {"name": "plain", "parameters": {"type": "object"}}}
+    with FlotorchLLM("offline/scripted", "test-key-mcp", gateway.url) as llm:
+        llm.invoke(_turns({"content": "fine"}), tools=[plain, server_tools, shout])
+        llm.invoke(_turns({"content": "fine"}), tools=[server_tools])  # no function to set it off
+    sent = [[t["function"]["name"] for t in r.body["tools"]] for r in gateway.requests]
+    assert sent == [["plain", "add", "explode", "shout"], ["add", "explode"]]
+
+
 def test_the_loop_calls_both_tools_and_the_error_goes_back_to_the_model(
     server_tools: McpTools, gateway: OfflineGateway
 ) -> None:
