@@ -7,12 +7,15 @@ translates: pydantic-ai's messages and tool definitions to OpenAI chat messages,
 ``LLMResponse`` back to a ``ModelResponse`` with its usage. Errors from the client are not wrapped:
 a gateway failure surfaces as our typed error (``RateLimitError``, ``BadRequestError``, ...).
 
-Imported only when used (``pydantic-ai`` is an extra), so ``import flotorch_nb`` stays light.
+``agent.run_stream`` rides ``llm.astream`` the same way. Imported only when used (``pydantic-ai`` is an extra), so ``import flotorch_nb`` stays light.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_ai.messages import (
@@ -22,16 +25,19 @@ from pydantic_ai.messages import (
     ModelRequest,
     ModelResponse,
     ModelResponsePart,
+    ModelResponseStreamEvent,
     SystemPromptPart,
     TextPart,
     ToolCallPart,
     UserPromptPart,
 )
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage
 
 from ._errors import InvalidRequestError
+from ._stream import AsyncChatStream
 from .llm import FlotorchLLM, LLMResponse
 
 __all__ = ["FlotorchModel"]
@@ -86,11 +92,42 @@ class FlotorchModel(Model):
         model_settings, model_request_parameters = self.prepare_request(
             model_settings, model_request_parameters
         )
+        chat, tools, params = self._chat_request(messages, model_settings, model_request_parameters)
+        response = await self._llm.ainvoke(chat, tools=tools, **params)
+        return to_model_response(response, self.model_name)
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncIterator[StreamedResponse]:
+        """Stream one answer through ``llm.astream``: text as it arrives, tool calls and usage at the end
+        (our stream yields content deltas and assembles tool calls into the final response)."""
+        model_settings, model_request_parameters = self.prepare_request(
+            model_settings, model_request_parameters
+        )
+        chat, tools, params = self._chat_request(messages, model_settings, model_request_parameters)
+        stream = self._llm.astream(chat, tools=tools, **params)
+        try:
+            yield _FlotorchStream(model_request_parameters, stream, self.model_name)
+        finally:
+            await stream.aclose()
+
+    def _chat_request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> tuple[list[dict[str, Any]], list[Any] | None, dict[str, Any]]:
+        """The chat messages, tools and parameters of one request (the same for both paths)."""
         chat = to_chat_messages(messages)
         instructions = self._get_instruction_parts(messages, model_request_parameters) or []
         leading = next((i for i, m in enumerate(chat) if m["role"] != "system"), len(chat))
         chat[leading:leading] = [{"role": "system", "content": part.content} for part in instructions]
-        tools = [
+        tools: list[Any] = [
             {
                 "type": "function",
                 "function": {
@@ -108,8 +145,51 @@ class FlotorchModel(Model):
         }
         if tools and not model_request_parameters.allow_text_output:
             params["tool_choice"] = "required"  # structured output comes back as an output tool's call
-        response = await self._llm.ainvoke(chat, tools=tools or None, **params)
-        return to_model_response(response, self.model_name)
+        return chat, tools or None, params
+
+
+@dataclass
+class _FlotorchStream(StreamedResponse):
+    """pydantic-ai's view of one ``AsyncChatStream``."""
+
+    _stream: AsyncChatStream
+    _model_name: str
+    _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        async for delta in self._stream:
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="content", content=delta):
+                yield event
+        response = self._stream.response
+        for call in response.tool_calls:
+            yield self._parts_manager.handle_tool_call_part(
+                vendor_part_id=call.id, tool_name=call.name, args=call.arguments, tool_call_id=call.id
+            )
+        if response.usage is not None:
+            self._usage = RequestUsage(
+                input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens
+            )
+        self.provider_response_id = response.id
+        self.finish_reason = _FINISH.get(response.finish_reason or "")
+
+    async def close_stream(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def provider_name(self) -> str:
+        return "flotorch"
+
+    @property
+    def provider_url(self) -> str | None:
+        return None
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._timestamp
 
 
 def to_chat_messages(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:

@@ -128,3 +128,27 @@ def test_a_gateway_error_is_our_typed_error(llm: FlotorchLLM, seen: list[CallRes
 async def test_async_run_rides_the_same_client(llm: FlotorchLLM, seen: list[CallResult]) -> None:
     result = await Agent(FlotorchModel(llm)).run(_script({"content": "async hello"}))
     assert result.output == "async hello" and len(seen) == 1
+
+
+@pytest.mark.anyio
+async def test_a_streamed_run_rides_astream(
+    llm: FlotorchLLM, seen: list[CallResult], gateway: OfflineGateway
+) -> None:
+    agent = Agent(FlotorchModel(llm))
+
+    @agent.tool_plain
+    def shout(word: str) -> str:
+        """Say it louder."""
+        return word.upper()
+
+    start = len(gateway.requests)
+    turns = [
+        {"tool_calls": [{"name": "shout", "arguments": {"word": "hi"}, "id": "call_1"}]},
+        {"chunks": ["You said ", "HI"], "usage": {"prompt_tokens": 9, "completion_tokens": 2}},
+    ]
+    async with agent.run_stream(_script({"turns": turns})) as run:
+        deltas = [delta async for delta in run.stream_text(delta=True, debounce_by=None)]
+    assert "".join(deltas) == "You said HI" and len(deltas) == 2  # text arrives as it is streamed
+    assert all(gateway.requests[i].body["stream"] for i in (start, start + 1))
+    assert gateway.requests[start + 1].body["messages"][-1]["content"] == "HI"
+    assert run.usage.output_tokens >= 2 and len(seen) == 2
