@@ -7,7 +7,9 @@ translates: pydantic-ai's messages and tool definitions to OpenAI chat messages,
 ``LLMResponse`` back to a ``ModelResponse`` with its usage. Errors from the client are not wrapped:
 a gateway failure surfaces as our typed error (``RateLimitError``, ``BadRequestError``, ...).
 
-``agent.run_stream`` rides ``llm.astream`` the same way. Imported only when used (``pydantic-ai`` is an extra), so ``import flotorch_nb`` stays light.
+``agent.run_stream`` rides ``llm.astream`` the same way.
+
+Imported only when used (``pydantic-ai`` is an extra), so ``import flotorch_nb`` stays light.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from flotorch_nb import FlotorchLLM, Hooks, RateLimitError, RetryPolicy
+from flotorch_nb import FlotorchLLM, Hooks, InvalidRequestError, RateLimitError, RetryPolicy
 from flotorch_nb._hooks import CallResult
 from flotorch_nb.gateway import OfflineGateway
 
@@ -152,3 +152,14 @@ async def test_a_streamed_run_rides_astream(
     assert all(gateway.requests[i].body["stream"] for i in (start, start + 1))
     assert gateway.requests[start + 1].body["messages"][-1]["content"] == "HI"
     assert run.usage.output_tokens >= 2 and len(seen) == 2
+
+
+def test_a_prompt_we_cannot_send_is_refused_before_any_io(
+    llm: FlotorchLLM, seen: list[CallResult], gateway: OfflineGateway
+) -> None:
+    from pydantic_ai import ImageUrl
+
+    start = len(gateway.requests)
+    with pytest.raises(InvalidRequestError, match="text user prompts only"):
+        Agent(FlotorchModel(llm)).run_sync(["Describe:", ImageUrl(url="https://example.invalid/cat.png")])
+    assert len(gateway.requests) == start and seen == []
