@@ -5,7 +5,9 @@ as the last user message (its instructions go in a system message, which the scr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,22 @@ from flotorch_nb.pydantic_ai import FlotorchModel  # noqa: E402
 class City(BaseModel):
     name: str
     population: int
+
+
+@pytest.fixture(autouse=True)
+def _close_the_run_sync_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``Agent.run_sync`` creates an event loop, sets it on this thread and never closes it; close it
+    after the test (and after ``llm`` closed its pool there) so a later test's garbage collection does
+    not see a leaked loop. Async tests run on anyio's loop, which is left alone."""
+    yield
+    if request.node.get_closest_marker("anyio") is not None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop()
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture
