@@ -43,7 +43,8 @@ def test_importing_the_client_loads_no_notebook_or_heavy_stack(module: str) -> N
     code = (
         f"import sys, {module}; "
         "print(','.join(m for m in ('IPython', 'ipywidgets', 'traitlets', 'pydantic', 'httpx2', "
-        "'markdown_it', 'nh3', 'starlette', 'uvicorn', 'tqdm', 'pandas', 'dask', 'sqlite3', 'mcp') "
+        "'markdown_it', 'nh3', 'starlette', 'uvicorn', 'tqdm', 'pandas', 'dask', 'sqlite3', 'mcp',"
+        " 'pydantic_ai') "
         "if m in sys.modules))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOTORCH_")}
