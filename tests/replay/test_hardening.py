@@ -27,7 +27,7 @@ from flotorch_nb.replay import (
     request_key,
 )
 
-SECRET = "sk-NameLeak-Secret-4d2b9e71"  # split, like every test key, so leak scans stay quiet
+SECRET = "sk-" + "NameLeak-Secret-4d2b9e71"  # split, like every test key, so leak scans stay quiet
 MODEL = "offline/assistant"
 INSTANT = RetryPolicy(max_retries=2, base_delay=0, max_delay=0)
 

