@@ -12,8 +12,7 @@ from .. import _bridge
 from .._errors import ConfigurationError, InvalidRequestError
 from .._provenance import output_metadata
 from ..pricing import PriceTable, default_prices
-from ._agreement import Agreement, agreement, normalize_label
-from ._view import comparison_html, comparison_text, preview_bundle
+from ._view import comparison_html, comparison_text
 
 if TYPE_CHECKING:
     import pandas
@@ -22,18 +21,14 @@ if TYPE_CHECKING:
     from .._response import LLMResponse
 
 __all__ = [
-    "Agreement",
     "Comparison",
     "ComparisonCancelled",
     "ComparisonInterrupted",
     "ModelResult",
     "acompare",
-    "agreement",
     "compare",
-    "normalize_label",
     "parse_models",
-    "preview_bundle",
-]  # preview_bundle: the live view (``_view``), for a surface that streams a comparison
+]
 
 DeltaCallback = Callable[[str, str], None]
 ResultCallback = Callable[["ModelResult"], None]

@@ -3,7 +3,7 @@
 ``compare.compare`` runs the requests (one task per model, each through the session client's hooks:
 budgets, ledger, the session's answer log); this module is what the cell shows while it runs and after:
 
-- while answers stream in, one live view (``_compare_view.preview_bundle``): a column per model with
+- while answers stream in, one live view (``compare.preview_bundle``): a column per model with
   its text so far, a finished model's column drawn final at once; redrawn as ``pacing.Pacer``
   allows. In terminal IPython nothing is drawn until the end (the comparison prints as text);
 - at the end, the preview is cleared and the cell shows a small chart (latency and tokens per
