@@ -16,8 +16,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _config
+from . import _config, _logsink
 from . import cache as _cache
+from . import calllog as _calllog
 from ._admission import Asked, aadmit, admit
 from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
 from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
@@ -99,6 +100,7 @@ class FlotorchLLM(ManyCalls):
         )
         retry = retry if retry is not None else RetryPolicy(max_retries=settings.max_retries)
         hooks = hooks if hooks is not None else Hooks()
+        _calllog.from_env()  # FLOTORCH_LOG=calls.sqlite: the process's calls logged from now on
         self._setup(settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache))
 
     def _setup(
@@ -262,6 +264,7 @@ class FlotorchLLM(ManyCalls):
         hit = self.cache.lookup(call) if self.cache is not None else None
         if hit is not None:
             stamp(hit, call, self._settings)
+            _logsink.cached(call, hit)  # the call log records a hit too (no hook does)
         return hit
 
     def _before(self, call: Call) -> Begun:

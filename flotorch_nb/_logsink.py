@@ -1,0 +1,42 @@
+"""The call log's plug in the pipeline: the one process-wide sink every finished call is handed to.
+
+``_call.end`` (an answer, a failure, a stop) and the client's answer-cache hits hand each finished
+call here, when a sink is installed (``flotorch_nb.calllog``: ``FLOTORCH_LOG``, ``%flotorch log on``).
+Process-wide rather than per client, so that a log turned on in a notebook also records the calls
+of clients built before it, and of those built by code that never heard of it. With no sink the cost
+is one attribute read per call. A pure leaf: the sink's type is a protocol.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._response import LLMResponse, Source
+    from ._transport import Call
+
+__all__ = ["Sink", "cached", "current"]
+
+
+class Sink(Protocol):
+    """What receives finished calls; ``record`` must be quick and must never raise."""
+
+    def record(
+        self,
+        call: Call,
+        outcome: LLMResponse | BaseException,
+        latency_s: float,
+        source: Source,
+        partial_chars: int,
+    ) -> None: ...
+
+
+#: The installed sink, or None (set by ``flotorch_nb.calllog``).
+current: Sink | None = None
+
+
+def cached(call: Call, response: LLMResponse) -> None:
+    """Hand over a call the answer cache answered (no hook sees one: nothing was sent)."""
+    sink = current
+    if sink is not None:
+        sink.record(call, response, response.latency_s, "cache", 0)
