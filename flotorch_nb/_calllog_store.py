@@ -143,8 +143,13 @@ COLUMNS = (
     "version",
 )
 
-#: Everything of the body that is neither the prompt, the tools nor transport: the call's parameters.
-_PARAMS = "json_remove(?6, '$.messages', '$.tools', '$.model', '$.stream', '$.stream_options')"
+#: Everything of the body that is neither the prompt, the tools nor transport: the call's parameters
+#: (``extra_body`` left out when empty: the seed's wire format always sends one).
+_REST = "json_remove(?6, '$.messages', '$.tools', '$.model', '$.stream', '$.stream_options')"
+_PARAMS = (
+    f"CASE WHEN json_extract(?6, '$.extra_body') = '{{}}' THEN json_remove({_REST}, '$.extra_body') "
+    f"ELSE {_REST} END"
+)
 _INSERT = (
     "INSERT INTO calls (time, model, answered_model, outcome, source, stream, messages, params, tools, "
     "answer, tool_calls, finish_reason, input_tokens, output_tokens, total_tokens, cost, latency_ms, "

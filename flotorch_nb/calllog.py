@@ -160,11 +160,11 @@ class CallLog:
             )
             if self._thread is None:
                 self._start()
-            if len(pending) >= BATCH:
-                if len(pending) >= MAX_PENDING:  # the writer is behind: this caller writes them
-                    self.flush()
-                else:
-                    self._wake.set()
+            waiting = len(pending)
+            if waiting >= MAX_PENDING:  # the writer is behind: this caller writes them
+                self.flush()
+            elif waiting >= BATCH:
+                self._wake.set()
         except Exception as exc:  # never the call's problem
             self._failed(exc, 1)
 
@@ -260,6 +260,7 @@ class CallLog:
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
         self._thread = None
+        self._wake.clear()
         self.flush()
         with self._write_lock:
             if self._conn is not None:
