@@ -25,8 +25,8 @@ from flotorch_nb import (
     FlotorchLLM,
     RateLimitError,
     StreamError,
-    calllog,
     call_label,
+    calllog,
 )
 from flotorch_nb._provenance import request_hash
 from flotorch_nb.calllog import CallLog, CallLogError, CallLogWarning
@@ -151,9 +151,11 @@ async def test_an_error_is_logged_with_its_type_status_message_and_request_hash(
 
 
 def test_an_unreachable_gateway_is_logged_as_a_connection_error(log: CallLog) -> None:
-    with FlotorchLLM(SCRIPTED, KEY, "http://127.0.0.1:9", max_retries=0) as down:
-        with pytest.raises(APIConnectionError):
-            down.invoke(script(content="never"))
+    with (
+        FlotorchLLM(SCRIPTED, KEY, "http://127.0.0.1:9", max_retries=0) as down,
+        pytest.raises(APIConnectionError),
+    ):
+        down.invoke(script(content="never"))
     row = only_row(log)
     assert (row["outcome"], row["error_type"], row["source"]) == ("error", "APIConnectionError", "live")
     assert row["gateway"] == "http://127.0.0.1:9"
