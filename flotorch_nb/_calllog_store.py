@@ -23,7 +23,6 @@ backwards without sorting: a search over 100,000 rows stops at ``limit``). Pure 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
     from ._response import Source
     from ._transport import Call
+    from .pricing import PriceTable
 
 __all__ = [
     "COLUMNS",
@@ -193,20 +193,19 @@ class Entry(NamedTuple):
     where: Where | None
 
 
-def _cost(model: str, response: LLMResponse | None) -> float | None:
-    """Dollars at the process's prices (``pricing.shared_prices``), when the gateway counted tokens."""
-    if response is None or response.usage is None:
+def _cost(model: str, response: LLMResponse | None, prices: PriceTable | None) -> float | None:
+    """Dollars at ``prices``, when the gateway counted the tokens (None: unknown)."""
+    if prices is None or response is None or response.usage is None:
         return None
-    from .pricing import shared_prices
-
-    price = shared_prices().get(model, response.model)
+    price = prices.get(model, response.model)
     if price is None:
         return None
     return float(price.cost(response.usage.input_tokens, response.usage.output_tokens))
 
 
-def row(entry: Entry) -> tuple[Any, ...]:
-    """The ``calls`` row of one entry (the body still whole: ``write`` splits it in SQLite)."""
+def row(entry: Entry, prices: PriceTable | None, pid: int) -> tuple[Any, ...]:
+    """The ``calls`` row of one entry, priced at ``prices`` (None: no price known), written by
+    process ``pid`` (the body still whole: ``write`` splits it in SQLite)."""
     call, outcome = entry.call, entry.outcome
     secret = call.key
     error: BaseException | None = None
@@ -233,7 +232,7 @@ def row(entry: Entry) -> tuple[Any, ...]:
     if state == "error" and response is None and not entry.partial_chars:
         cost = 0.0  # never reached a model (refused, unreachable, a 4xx/5xx): it cost nothing
     else:
-        cost = _cost(call.model, response)
+        cost = _cost(call.model, response, prices)
     tool_calls = None
     if response is not None and response.tool_calls:
         tool_calls = redact(json.dumps([t.to_dict() for t in response.tool_calls]), secret)
@@ -262,7 +261,7 @@ def row(entry: Entry) -> tuple[Any, ...]:
         gateway,
         entry.label,
         *where,
-        os.getpid(),
+        pid,
         __version__,
     )
 

@@ -215,11 +215,15 @@ class CallLog:
         import sqlite3
 
         from ._sqlite import is_lock
+        from .pricing import shared_prices
 
+        prices = shared_prices()  # priced as the rows are written: a fraction of a second after the call
+        priced = prices if len(prices) else None
+        pid = os.getpid()
         rows = []
         for entry in batch:
             try:
-                rows.append(row(entry))
+                rows.append(row(entry, priced, pid))
             except Exception as exc:  # one odd call must not cost the batch
                 self._failed(exc, 1)
         for attempt in range(RETRIES):
