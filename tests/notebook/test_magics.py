@@ -81,7 +81,7 @@ def test_help_documents_every_option_and_subcommand(shell: Shell) -> None:
         assert option in cell_doc
     line_doc = shell.ip.find_line_magic("flotorch").__doc__
     subcommands = ["config", "model", "base_url", "login", "usage", "budget", "history", "reset"]
-    subcommands += ["export", "record", "replay", "live", "cache", "price", "provenance"]
+    subcommands += ["export", "record", "replay", "live", "cache", "price", "provenance", "log", "logs"]
     assert sorted([*_magic_commands.COMMANDS, "login"]) == sorted(subcommands)  # none undocumented
     for sub in subcommands:
         assert f"\n  {sub}" in line_doc
