@@ -111,7 +111,7 @@ def test_bad_log_options_are_usage_errors(shell: Shell, logged: Path, line: str,
 def test_log_on_a_file_that_cannot_be_used_is_a_usage_error_and_leaves_logging_off(
     shell: Shell, tmp_path: Path
 ) -> None:
-    with pytest.raises(UsageError, match="folder .* does not exist"):
+    with pytest.raises(UsageError, match=r"folder .* does not exist"):
         shell.line(f"log on {tmp_path / 'missing' / 'calls.sqlite'}")
     assert calllog.active() is None
     with pytest.raises(UsageError, match="no call log is on"):
