@@ -15,7 +15,10 @@ if TYPE_CHECKING:
     from ._response import LLMResponse, Source
     from ._transport import Call
 
-__all__ = ["Sink", "cached", "current"]
+__all__ = ["ENV_LOG", "Sink", "cached", "current", "env_seen"]
+
+#: The call log's file, read when a client is built (``flotorch_nb.calllog.from_env``).
+ENV_LOG = "FLOTORCH_LOG"
 
 
 class Sink(Protocol):
@@ -33,6 +36,9 @@ class Sink(Protocol):
 
 #: The installed sink, or None (set by ``flotorch_nb.calllog``).
 current: Sink | None = None
+#: The ``FLOTORCH_LOG`` value acted on last: a client built while it still holds this value need
+#: not import the call log at all (``import flotorch_nb`` stays without it).
+env_seen: str | None = None
 
 
 def cached(call: Call, response: LLMResponse) -> None:

@@ -79,7 +79,7 @@ __all__ = [
 
 logger = logging.getLogger("flotorch_nb")
 
-ENV_LOG = "FLOTORCH_LOG"
+ENV_LOG = _logsink.ENV_LOG
 #: Where ``%flotorch log on`` writes without a path (and ``enable()`` without ``FLOTORCH_LOG``).
 DEFAULT_PATH = "calls.sqlite"
 #: Seconds between the background writer's rounds: the most a hard kill can lose.
@@ -337,8 +337,6 @@ def _since(since: datetime | timedelta | str | float | None) -> float | None:
 _LOGS: weakref.WeakSet[CallLog] = weakref.WeakSet()
 _BY_PATH: dict[Path, CallLog] = {}
 _LOCK = threading.Lock()
-#: The FLOTORCH_LOG value acted on last (a client built later with the same value changes nothing).
-_env_seen: list[str | None] = [None]
 #: Whether the installed log came from FLOTORCH_LOG (so that clearing the variable turns it off).
 _from_env: list[bool] = [False]
 
@@ -390,9 +388,9 @@ def from_env(env: Mapping[str, str] | None = None) -> None:
     (opened by the writer: a bad file warns, never fails the client), clearing it turns a log it
     turned on off. The same value again changes nothing, so ``disable()`` holds."""
     value = (os.environ if env is None else env).get(ENV_LOG) or None
-    if value == _env_seen[0]:
+    if value == _logsink.env_seen:
         return
-    _env_seen[0] = value
+    _logsink.env_seen = value
     if value:
         _install(_log_for(value))
         _from_env[0] = True

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _config, _logsink
 from . import cache as _cache
-from . import calllog as _calllog
 from ._admission import Asked, aadmit, admit
 from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
 from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
@@ -47,7 +47,6 @@ from .schema import convert_pydantic_to_custom_json_schema, parse_structured
 
 if TYPE_CHECKING:
     import asyncio
-    import os
 
     import httpx2
 
@@ -100,7 +99,10 @@ class FlotorchLLM(ManyCalls):
         )
         retry = retry if retry is not None else RetryPolicy(max_retries=settings.max_retries)
         hooks = hooks if hooks is not None else Hooks()
-        _calllog.from_env()  # FLOTORCH_LOG=calls.sqlite: the process's calls logged from now on
+        if (os.environ.get(_logsink.ENV_LOG) or None) != _logsink.env_seen:  # FLOTORCH_LOG changed
+            from .calllog import from_env
+
+            from_env()  # FLOTORCH_LOG=calls.sqlite: the process's calls are logged from now on
         self._setup(settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache))
 
     def _setup(

@@ -409,3 +409,16 @@ def test_several_processes_write_one_log_at_once(gateway: OfflineGateway, tmp_pa
     assert sorted(by_pid) == sorted(pid for pid, _ in reports)
     assert set(by_pid.values()) == {CALLS}
     assert len(calllog.search_log("worker", limit=None, path=path)) == workers * CALLS
+
+
+def test_a_client_built_without_flotorch_log_does_not_import_the_call_log() -> None:
+    done = run_script(
+        """
+        import sys
+        from flotorch_nb import FlotorchLLM
+        FlotorchLLM("m", "k-light", "http://127.0.0.1:9").close()
+        print("flotorch_nb.calllog" in sys.modules, "sqlite3" in sys.modules)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
