@@ -3,10 +3,10 @@
 Plain SQLite, readable with any SQLite tool:
 
 - ``calls``: one row per finished call (answer, failure, stop, cache hit), indexed on ``time`` and on
-  ``model, time``. The request body is stored as it was sent, split by SQLite's own JSON functions
-  inside the ``INSERT`` (``messages``, ``tools``, and ``params``: the rest of the body, without the
-  model and the transport-only ``stream``/``stream_options``), so the writer thread spends no Python
-  on it.
+  ``model, time``. The request body is stored whole, as the JSON that was sent (``request``); what a
+  search returns splits it with SQLite's JSON functions (``messages``, ``tools``, and ``params``: the
+  rest of the body, without the model and the transport-only ``stream``/``stream_options``), for the
+  rows it returns only, so writing a call costs no JSON work at all.
 - ``calls_fts``: an FTS5 index (contentless: the text lives in ``calls``) over the text of every
   message of the prompt and over the answer, filled by one ``INSERT ... SELECT`` per written batch.
 - ``meta``: the kind and format (``_sqlite``: a file of another kind is refused).
@@ -78,9 +78,7 @@ _SCHEMA = (
         outcome TEXT NOT NULL,
         source TEXT NOT NULL,
         stream INTEGER NOT NULL,
-        messages TEXT,
-        params TEXT,
-        tools TEXT,
+        request TEXT NOT NULL,
         answer TEXT,
         tool_calls TEXT,
         finish_reason TEXT,
@@ -144,19 +142,18 @@ COLUMNS = (
 )
 
 #: Everything of the body that is neither the prompt, the tools nor transport: the call's parameters
-#: (``extra_body`` left out when empty: the seed's wire format always sends one).
-_REST = "json_remove(?6, '$.messages', '$.tools', '$.model', '$.stream', '$.stream_options')"
+#: (``extra_body`` left out when empty: the seed's wire format always sends one). Worked out when
+#: rows are read (at most ``limit`` of them), not for every call written.
+_REST = "json_remove(c.request, '$.messages', '$.tools', '$.model', '$.stream', '$.stream_options')"
 _PARAMS = (
-    f"CASE WHEN json_extract(?6, '$.extra_body') = '{{}}' THEN json_remove({_REST}, '$.extra_body') "
+    f"CASE WHEN json_extract(c.request, '$.extra_body') = '{{}}' THEN json_remove({_REST}, '$.extra_body') "
     f"ELSE {_REST} END"
 )
 _INSERT = (
-    "INSERT INTO calls (time, model, answered_model, outcome, source, stream, messages, params, tools, "
-    "answer, tool_calls, finish_reason, input_tokens, output_tokens, total_tokens, cost, latency_ms, "
-    "error_type, error_status, error_message, request_hash, request_id, gateway, label, notebook, cell, "
-    "execution_count, pid, version) VALUES (?1, ?2, ?3, ?4, ?5, ?7, json_extract(?6, '$.messages'), "
-    f"{_PARAMS}, json_extract(?6, '$.tools'), ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
-    "?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+    "INSERT INTO calls (time, model, answered_model, outcome, source, request, stream, answer, tool_calls, "
+    "finish_reason, input_tokens, output_tokens, total_tokens, cost, latency_ms, error_type, error_status, "
+    "error_message, request_hash, request_id, gateway, label, notebook, cell, execution_count, pid, version) "
+    f"VALUES ({', '.join('?' * 27)})"
 )
 #: A message's text: its content, or the text of its parts when it is a list of parts.
 _TEXT = (
@@ -166,14 +163,21 @@ _TEXT = (
 #: The prompt's text for the index: every message's text.
 _INDEX = (
     f"INSERT INTO calls_fts (rowid, prompt, answer) SELECT c.id, (SELECT group_concat({_TEXT}, ' ') "
-    "FROM json_each(c.messages) m), c.answer FROM calls c WHERE c.id > ?"
+    "FROM json_each(c.request, '$.messages') m), c.answer FROM calls c WHERE c.id > ?"
 )
 #: What a table shows as the prompt: the last user message's text.
 _LAST_USER = (
-    f"(SELECT {_TEXT} FROM json_each(c.messages) m "
+    f"(SELECT {_TEXT} FROM json_each(c.request, '$.messages') m "
     "WHERE json_extract(m.value, '$.role') = 'user' ORDER BY m.key DESC LIMIT 1)"
 )
-_SELECT = ", ".join(_LAST_USER if name == "prompt" else f"c.{name}" for name in COLUMNS)
+#: How each column a search returns is read: most are stored, the rest derived from the request.
+_DERIVED = {
+    "prompt": _LAST_USER,
+    "messages": "json_extract(c.request, '$.messages')",
+    "params": _PARAMS,
+    "tools": "json_extract(c.request, '$.tools')",
+}
+_SELECT = ", ".join(_DERIVED.get(name, f"c.{name}") for name in COLUMNS)
 
 #: Error text kept per row: enough to read the cause, bounded against a gateway that echoes a page.
 _ERROR_CHARS = 2000
