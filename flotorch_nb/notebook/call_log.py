@@ -185,10 +185,7 @@ class LogTable:
         """A fixed-width table."""
         if not self.rows:
             return "no logged calls match"
-        table = [_SHOWN, *self._cells()]
-        widths = [max(len(row[i]) for row in table) for i in range(len(_SHOWN))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-        return utf8_safe("\n".join(lines))
+        return _render.text_table([_SHOWN, *self._cells()])
 
     def as_html(self) -> str:
         """The table as HTML, every cell escaped."""
