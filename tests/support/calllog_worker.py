@@ -2,7 +2,8 @@
 
 Started with ``multiprocessing``'s spawn (a fresh interpreter, as a Dask worker or a second kernel
 is): every worker waits at a barrier, then logs ``CALLS`` calls to the same file at once through
-``FLOTORCH_LOG``, as a batch (concurrent calls), and exits normally, which writes what waits.
+``FLOTORCH_LOG``, as a batch (concurrent calls), its writer committing every few calls so that the
+processes' transactions interleave, and closes the log.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def work(worker: int, url: str, path: str, barrier: Any, out: Any) -> None:
     os.environ["FLOTORCH_LOG"] = path
     from flotorch_nb import FlotorchLLM, calllog
 
+    calllog.FLUSH_EVERY = 0.001  # a transaction every few calls: the processes' writes interleave
     try:
         barrier.wait()
         with FlotorchLLM("offline/echo", KEY, url) as llm:
