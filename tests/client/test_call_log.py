@@ -244,6 +244,7 @@ def test_search_by_words_model_and_time_newest_first(log: CallLog, llm: Flotorch
     found = log.search("france")
     assert [r["answer"] for r in found] == ["France has many rivers", "the capital of France?"]
     assert [r["answer"] for r in log.search('capital "France?" (')] == ["the capital of France?"]
+    assert [r["answer"] for r in log.search("sea-poem")] == ["a poem about the sea"]  # two words
     assert [r["model"] for r in log.search(model="offline/echo")] == ["offline/echo"] * 2
     assert len(log.search("france", model="offline/echo")) == 1
     assert log.search(since=timedelta(hours=1), limit=1)[0]["model"] == SCRIPTED
