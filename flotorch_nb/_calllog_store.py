@@ -15,9 +15,9 @@ Never the key: the request's headers are not kept, and the body, the answer and 
 scrubbed of it (``_config.redact``) before they are written, as the cache and replay do.
 
 ``search`` turns free text into an FTS5 query of quoted words (all must appear, in any order), so
-a user's punctuation is never FTS5 syntax (the index keeps no positions: no phrase queries); newest rows first (rowid order, which FTS5 walks
-backwards without sorting: a search over 100,000 rows stops at ``limit``). Pure apart from the
-``sqlite3`` connection handed in.
+a user's punctuation is never FTS5 syntax (the index keeps no positions: no phrase queries); newest
+rows first (rowid order, which FTS5 walks backwards without sorting: a search over 100,000 rows
+stops at ``limit``). Pure apart from the ``sqlite3`` connection handed in.
 """
 
 from __future__ import annotations
