@@ -184,6 +184,9 @@ _SELECT = ", ".join(_DERIVED.get(name, f"c.{name}") for name in COLUMNS)
 
 #: A token as FTS5's unicode61 tokenizer sees one: letters and digits (the underscore separates).
 _WORD = re.compile(r"[^\W_]+")
+#: A filter (model, since) whose rows are fewer than this part of their id range is walked row by
+#: row when text is searched too (see ``search``).
+_SELECTIVE = 10
 #: Error text kept per row: enough to read the cause, bounded against a gateway that echoes a page.
 _ERROR_CHARS = 2000
 
@@ -308,30 +311,51 @@ def search(
     since: float | None = None,
     limit: int | None = 100,
 ) -> list[dict[str, Any]]:
-    """Rows matching the text ``query`` (prompt or answer), ``model`` (asked or answered) and
-    ``since`` (a Unix time), newest first, at most ``limit`` (None: all)."""
-    where: list[str] = []
+    """Rows matching the text ``query`` (prompt or answer), the ``model`` asked and ``since`` (a Unix
+    time), newest first, at most ``limit`` (None: all).
+
+    The ids are found first and the columns read for those rows only. Text with a filter is found
+    one of two ways, so that neither a common word nor a rare model makes it slow: the filter's rows
+    are counted first (an index range); none means no answer at all, and their id range bounds the
+    text search. When they are few for their range (a rare model, a short time), they are walked
+    and each checked against the text's matches; otherwise the text's matches are walked newest
+    first, which meets enough of the filter's rows soon.
+    """
+    filters: list[str] = []
     args: list[Any] = []
-    source = "calls c"
-    if query is not None:
-        source = "calls_fts f JOIN calls c ON c.id = f.rowid"
-        where.append("calls_fts MATCH ?")
-        args.append(match_query(query))
     if model is not None:
-        where.append("(c.model = ? OR c.answered_model = ?)")
-        args += [model, model]
+        filters.append("c.model = ?")
+        args.append(model)
     if since is not None:
-        where.append("c.time >= ?")
+        filters.append("c.time >= ?")
         args.append(since)
-    order = "f.rowid DESC" if query is not None else "c.id DESC"
-    sql = f"SELECT {_SELECT} FROM {source}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {order}"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    return rows_of(conn.execute(sql, args).fetchall())
+    where = " AND ".join(filters)
+    cap = " LIMIT ?" if limit is not None else ""
+    capped = [limit] if limit is not None else []
+    if query is None:
+        ids = f"SELECT c.id FROM calls c{' WHERE ' + where if where else ''} ORDER BY c.id DESC{cap}"
+        found = [*args, *capped]
+    elif not filters:
+        ids = f"SELECT rowid FROM calls_fts WHERE calls_fts MATCH ? ORDER BY rowid DESC{cap}"
+        found = [match_query(query), *capped]
+    else:
+        count, low, high = conn.execute(
+            f"SELECT count(*), min(id), max(id) FROM calls c WHERE {where}", args
+        ).fetchone()
+        if not count:
+            return []
+        text = "SELECT rowid FROM calls_fts WHERE calls_fts MATCH ? AND rowid BETWEEN ? AND ?"
+        if count * _SELECTIVE < high - low + 1:  # few rows in their range: walk them
+            ids = f"SELECT c.id FROM calls c WHERE {where} AND c.id IN ({text}) ORDER BY c.id DESC{cap}"
+            found = [*args, match_query(query), low, high, *capped]
+        else:  # many: walk the text's matches, newest first
+            ids = (
+                "SELECT f.rowid FROM calls_fts f JOIN calls c ON c.id = f.rowid WHERE calls_fts MATCH ? "
+                f"AND f.rowid BETWEEN ? AND ? AND {where} ORDER BY f.rowid DESC{cap}"
+            )
+            found = [match_query(query), low, high, *args, *capped]
+    sql = f"SELECT {_SELECT} FROM calls c WHERE c.id IN ({ids}) ORDER BY c.id DESC"
+    return rows_of(conn.execute(sql, found).fetchall())
 
 
 def rows_of(found: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:

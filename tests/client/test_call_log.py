@@ -258,6 +258,27 @@ def test_search_by_words_model_and_time_newest_first(log: CallLog, llm: Flotorch
         log.search(since="yesterday")
 
 
+@pytest.mark.parametrize("selective", [0, 10**9], ids=["walk-the-filter", "walk-the-text"])
+def test_text_with_a_filter_finds_the_same_rows_either_way(
+    log: CallLog, llm: FlotorchLLM, monkeypatch: pytest.MonkeyPatch, selective: int
+) -> None:
+    from flotorch_nb import _calllog_store
+
+    monkeypatch.setattr(_calllog_store, "_SELECTIVE", selective)
+    with llm.with_model("offline/echo") as echo:
+        echo.invoke([{"role": "user", "content": "river one"}])
+        for i in range(12):
+            llm.invoke(script(content=f"river {i}"))
+        echo.invoke([{"role": "user", "content": "river two"}])
+        echo.invoke([{"role": "user", "content": "lake three"}])
+    since = log.search(limit=None)[-1]["time"]
+    assert [r["answer"] for r in log.search("river", model="offline/echo")] == ["river two", "river one"]
+    assert [r["answer"] for r in log.search("river", model="offline/echo", limit=1)] == ["river two"]
+    assert [r["answer"] for r in log.search("river 11", model=SCRIPTED, since=since)] == ["river 11"]
+    assert log.search("river", model="never-used") == []
+    assert len(log.search("river", since=since, limit=None)) == 14
+
+
 def test_logs_returns_a_dataframe_of_the_log_that_is_on(log: CallLog, llm: FlotorchLLM) -> None:
     llm.invoke(script(content="one", usage={"prompt_tokens": 1, "completion_tokens": 1}))
     with pytest.raises(RateLimitError):
