@@ -422,7 +422,12 @@ def search_log(
     path: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """``CallLog.search`` on ``path``, else the log that is on, else ``FLOTORCH_LOG`` (no pandas)."""
-    return _source(path).search(query, model=model, since=since, limit=limit)
+    log = _source(path)
+    try:
+        return log.search(query, model=model, since=since, limit=limit)
+    finally:
+        if log is not active():  # a file only read: let it go (a log that is on keeps its file open)
+            log.close()
 
 
 def logs(

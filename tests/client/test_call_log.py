@@ -444,3 +444,31 @@ def test_a_client_built_without_flotorch_log_does_not_import_the_call_log() -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_a_dask_job_logs_every_item_from_its_workers(
+    gateway: OfflineGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    pytest.importorskip("distributed")
+    from flotorch_nb.dask import local_cluster, map_dataframe
+
+    path = tmp_path / "dask.sqlite"
+    data = pd.DataFrame({"q": [f"dask question {i}" for i in range(32)]})
+    monkeypatch.setenv("FLOTORCH_API_KEY", KEY)  # the workers inherit these, FLOTORCH_LOG too
+    monkeypatch.setenv("FLOTORCH_BASE_URL", gateway.url)
+    monkeypatch.setenv(calllog.ENV_LOG, str(path))
+    client = local_cluster(2, dashboard_address=":0")
+    try:
+        job = map_dataframe(dd.from_pandas(data, npartitions=8), template="{q}", model="offline/echo")
+        got = job.compute()
+    finally:
+        client.close()
+        client.cluster.close()  # the workers exit: what they had not written yet is written now
+        calllog.disable()
+    assert got["error_type"].isna().all(), got["error"].dropna().tolist()
+    rows = calllog.search_log("dask question", limit=None, path=path)
+    assert sorted(r["answer"] for r in rows) == sorted(data["q"])
+    assert os.getpid() not in {r["pid"] for r in rows}
