@@ -16,7 +16,9 @@ Decisions:
 - The caller pays for a named tuple and a ``deque.append``: the row is built, the body split and
   the text indexed by a background thread that writes batches (every ``FLUSH_EVERY`` seconds, or at
   once when ``BATCH`` calls wait) in one transaction each. The queue is bounded: a caller that finds
-  ``MAX_PENDING`` calls waiting writes them itself, so memory never grows without bound.
+  ``MAX_PENDING`` calls waiting writes them itself, so memory never grows without bound; while the
+  file is failing (locked for longer than the busy timeout, unwritable) they are dropped instead,
+  counted and warned about, so that a broken log never holds calls up.
 - Several processes (Dask workers, several kernels) write one file: WAL, a busy timeout, and a batch
   that meets a lock is tried again (``RETRIES``) before it is given up.
 - A log write never fails a call: a batch that cannot be written is counted (``dropped``,
@@ -161,8 +163,13 @@ class CallLog:
             if self._thread is None:
                 self._start()
             waiting = len(pending)
-            if waiting >= MAX_PENDING:  # the writer is behind: this caller writes them
-                self.flush()
+            if waiting >= MAX_PENDING:  # the writer is behind
+                if self.last_error is None:
+                    self.flush()  # this caller writes them
+                else:  # the file is failing (locked, unwritable): never hold calls up for it
+                    for _ in range(waiting):
+                        pending.popleft()
+                    self._failed(RuntimeError(f"{waiting} calls waited for a failing log"), waiting)
             elif waiting >= BATCH:
                 self._wake.set()
         except Exception as exc:  # never the call's problem
@@ -238,6 +245,7 @@ class CallLog:
                 self._failed(exc, len(rows))
             else:
                 self.written += len(rows)
+                self.last_error = None  # writing again: a full queue is written, not dropped
             return
 
     def _failed(self, exc: BaseException, calls: int) -> None:
