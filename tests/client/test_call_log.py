@@ -472,3 +472,22 @@ def test_a_dask_job_logs_every_item_from_its_workers(
     rows = calllog.search_log("dask question", limit=None, path=path)
     assert sorted(r["answer"] for r in rows) == sorted(data["q"])
     assert os.getpid() not in {r["pid"] for r in rows}
+
+
+def test_a_full_queue_of_a_failing_log_is_dropped_not_written_by_the_caller(
+    gateway: OfflineGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = CallLog(tmp_path / "no-such-folder" / "calls.sqlite")
+    monkeypatch.setattr(calllog, "FLUSH_EVERY", 60.0)
+    monkeypatch.setattr(calllog, "MAX_PENDING", 2)
+    monkeypatch.setattr(calllog._logsink, "current", failing)
+    with FlotorchLLM(SCRIPTED, KEY, gateway.url) as client:
+        client.invoke(script(content="first"))
+        with pytest.warns(CallLogWarning):
+            failing.flush()  # the file cannot be used: it is failing now
+        monkeypatch.setattr(failing, "flush", lambda: pytest.fail("a caller waited for a failing log"))
+        client.invoke(script(content="second"))
+        client.invoke(script(content="third"))
+    assert failing.pending == 0 and failing.dropped == 3
+    monkeypatch.undo()
+    failing.close()
