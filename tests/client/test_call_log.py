@@ -25,6 +25,7 @@ from flotorch_nb import (
     FlotorchLLM,
     RateLimitError,
     StreamError,
+    _logsink,
     call_label,
     calllog,
 )
@@ -480,7 +481,7 @@ def test_a_full_queue_of_a_failing_log_is_dropped_not_written_by_the_caller(
     failing = CallLog(tmp_path / "no-such-folder" / "calls.sqlite")
     monkeypatch.setattr(calllog, "FLUSH_EVERY", 60.0)
     monkeypatch.setattr(calllog, "MAX_PENDING", 2)
-    monkeypatch.setattr(calllog._logsink, "current", failing)
+    monkeypatch.setattr(_logsink, "current", failing)
     with FlotorchLLM(SCRIPTED, KEY, gateway.url) as client:
         client.invoke(script(content="first"))
         with pytest.warns(CallLogWarning):
