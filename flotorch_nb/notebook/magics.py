@@ -85,6 +85,13 @@ class FlotorchMagics(Magics):
         "the cell's value is the LLMResponse in every format",
     )
     @argument("--schema", metavar="NAME", help="pydantic BaseModel class in the notebook: structured output")
+    @argument(
+        "--validation-retries",
+        type=int,
+        metavar="N",
+        help="with --schema: ask again up to N times, naming the validation errors, when the answer "
+        "does not validate (the answer is then not streamed)",
+    )
     @argument("-o", "--output", metavar="VAR", help="also store the LLMResponse in variable VAR")
     @argument("-c", "--continue", dest="cont", action="store_true", help="send the conversation so far first")
     @argument(
@@ -202,10 +209,12 @@ class FlotorchMagics(Magics):
             response_format = {"type": "json_object"}
 
         turn = Turn(prompt, model=args.model or client.model_id)
+        # A re-ask cannot take back text already shown: validation retries answer in one piece.
+        streamed = not args.no_stream and "validation_retries" not in params
         with call_label("magic"), capture() as spent:
             try:
                 resp = answer_cell.ask(
-                    self.ip, client, turn, messages, response_format, params, fmt, stream=not args.no_stream
+                    self.ip, client, turn, messages, response_format, params, fmt, stream=streamed
                 )
             except InvalidRequestError as exc:  # refused before any I/O: an option mistake
                 raise UsageError(f"%%flotorch: {exc}") from None
@@ -226,7 +235,7 @@ class FlotorchMagics(Magics):
                 self.ip,
                 resp,
                 fmt,
-                streamed=not args.no_stream,
+                streamed=streamed,
                 footer=turn.footer,
                 metadata=output_metadata([turn.provenance] if turn.provenance else []),
             )
@@ -396,7 +405,15 @@ def _apply_nest_asyncio() -> str | None:
 
 def _call_params(args: Any) -> dict[str, Any]:
     """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
-    given = (("temperature", args.temperature), ("max_tokens", args.max_tokens))
+    if args.validation_retries is not None and not args.schema:
+        raise UsageError(
+            "%%flotorch: --validation-retries re-asks when an answer fails --schema; add --schema"
+        )
+    given = (
+        ("temperature", args.temperature),
+        ("max_tokens", args.max_tokens),
+        ("validation_retries", args.validation_retries),
+    )
     return {name: value for name, value in given if value is not None}
 
 
