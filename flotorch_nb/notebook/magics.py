@@ -118,6 +118,12 @@ class FlotorchMagics(Magics):
         "a ModelBatches: a column group per model, agreement when the answers are labels)",
     )
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
+    @argument(
+        "--fallback",
+        metavar="M2,M3",
+        help="models to ask in turn when the model still fails after its retries (429, 5xx, timeout, "
+        "connection, context length, empty or invalid answer); the answer says which one answered",
+    )
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     def flotorch_cell(self, line: str, cell: str) -> Any:
         """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
@@ -182,6 +188,8 @@ class FlotorchMagics(Magics):
             client = session.client(models[0] if models else args.model)
         except ConfigurationError as exc:
             raise configuration_fix(session, exc, model_given=bool(args.model)) from None
+        if args.fallback is not None:  # this cell's client: a copy of the session's, same ledger hooks
+            client = _with_fallbacks(client, args.fallback)
 
         fmt = "json" if schema is not None else args.format
         conversation = session.conversation
@@ -253,6 +261,11 @@ class FlotorchMagics(Magics):
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
+        if args.fallback is not None:
+            raise UsageError(
+                "%%flotorch --map: --fallback is for one answer or a comparison; for a batch use "
+                "FlotorchLLM(..., fallbacks=[...]).batch(...)"
+            )
         schema = self._schema_class(args.schema) if args.schema else None
         params = _call_params(args)
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
@@ -401,6 +414,17 @@ def _apply_nest_asyncio() -> str | None:
             "use `await ...` in cells instead of asyncio.run()"
         )
     return None
+
+
+def _with_fallbacks(client: Any, spec: str) -> Any:
+    """``client`` with ``--fallback m2,m3`` (a copy: its own pools, the same ledger hooks)."""
+    models = [m.strip() for m in spec.split(",") if m.strip()]
+    if not models:
+        raise UsageError("%%flotorch: --fallback needs model ids, e.g. --fallback model-b,model-c")
+    try:
+        return client.copy(fallbacks=models)
+    except ConfigurationError as exc:
+        raise UsageError(f"%%flotorch: --fallback {spec}: {exc}") from None
 
 
 def _call_params(args: Any) -> dict[str, Any]:

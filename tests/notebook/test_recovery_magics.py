@@ -8,7 +8,7 @@ import json
 import pytest
 from IPython.core.error import UsageError
 
-from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.session import get_session
 from tests.support.shell import Shell
 
@@ -39,4 +39,32 @@ def test_validation_retries_without_a_schema_is_a_usage_error(
     shell.ip.run_cell(CITY)
     with pytest.raises(UsageError, match="validation_retries must be a whole number"):
         shell.cell("--schema City --validation-retries -1", "Describe Paris")
+    assert offline_env.requests == []
+
+
+def test_fallback_asks_the_next_model_and_the_answer_says_so(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    offline_env.faults.add(Fault(status=503, model="offline/concise"))
+    resp = shell.cell("-m offline/concise --fallback offline/verbose,offline/echo", "Say hello.")
+    assert resp.model == "offline/verbose" and resp.fallbacks == [("offline/concise", "server_error")]
+    assert resp.provenance["fallbacks"] == [["offline/concise", "server_error"]]
+    assert [r.body["model"] for r in offline_env.requests] == ["offline/concise", "offline/verbose"]
+    assert get_session().ledger.entries[-1].model == "offline/verbose"
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("-m offline/concise --fallback offline/concise", "own model"),
+        ("--fallback ,", "needs model ids"),
+        ("--map items --fallback offline/echo", "for one answer or a comparison"),
+    ],
+)
+def test_a_bad_fallback_is_a_usage_error(
+    shell: Shell, offline_env: OfflineGateway, line: str, says: str
+) -> None:
+    shell.ip.user_ns["items"] = ["a"]
+    with pytest.raises(UsageError, match=says):
+        shell.cell(line, "Say hello.")
     assert offline_env.requests == []
