@@ -359,12 +359,9 @@ def _limited(admission: Admission) -> JSON:
     if admission.too_large:
         message = "Request too large for the tokens-per-minute limit of this key: it can never fit."
         return _error(429, message, code="request_too_large")
-    wait = admission.retry_after or 0.0
-    message = f"Rate limit reached for this key (offline gateway's hidden limit). Try again in {wait:.3f}s."
-    headers = {
-        "retry-after": f"{wait:.3f}".rstrip("0").rstrip("."),
-        "retry-after-ms": str(math.ceil(wait * 1000)),
-    }
+    ms = math.ceil((admission.retry_after or 0.0) * 1000)  # up: a client that waits this long gets in
+    message = f"Rate limit reached for this key (offline gateway's hidden limit). Try again in {ms} ms."
+    headers = {"retry-after": f"{ms / 1000:.3f}".rstrip("0").rstrip("."), "retry-after-ms": str(ms)}
     body = error_body(message, error_type(429), code="rate_limit_exceeded")
     return JSON(body, status_code=429, headers=headers)
 
