@@ -129,7 +129,7 @@ def test_durations_are_written_as_openai_writes_them(seconds: float, text: str) 
     ],
 )
 def test_a_bad_limit_is_a_value_error_naming_it(bad: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="rate limit|rpm|tpm|window|burst"):
+    with pytest.raises(ValueError, match=r"rate limit|rpm|tpm|window|burst"):
         RateLimit.from_dict(bad)
 
 
