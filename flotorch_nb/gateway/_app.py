@@ -185,16 +185,19 @@ class _Handlers:
             return _error(401, message, code="invalid_api_key")
         return None
 
-    async def _read_json(self, request: Request) -> tuple[Any, GatewayError | None]:
+    async def _control_body(self, request: Request) -> tuple[Any, Response | None]:
+        """A control endpoint's JSON body, or the refusal to send instead (key first, then the JSON)."""
         raw = await request.body()
+        self._record(request, raw)
+        denied = self._auth_error(request)
+        if denied is not None:
+            return None, denied
         try:
             return json.loads(raw), None
         except ValueError as exc:
-            return None, GatewayError(400, _BAD_JSON.format(exc), code="invalid_json")
+            return None, _error(400, _BAD_JSON.format(exc), code="invalid_json")
         except RecursionError:
-            return None, GatewayError(400, _TOO_DEEP, code="invalid_json")
-        finally:
-            self._record(request, raw)
+            return None, _error(400, _TOO_DEEP, code="invalid_json")
 
     def _record(self, request: Request, raw: bytes | None) -> None:
         if self.requests is not None:
@@ -298,12 +301,9 @@ class _Handlers:
 
     async def set_limit(self, request: Request) -> Response:
         """POST /_offline/limits with ``{"rpm": n, "tpm": n, "window": seconds}`` (a rate may be left out)."""
-        body, bad_json = await self._read_json(request)
-        denied = self._auth_error(request)
-        if denied is not None:
-            return denied
-        if bad_json is not None:
-            return _error_response(bad_json)
+        body, refused = await self._control_body(request)
+        if refused is not None:
+            return refused
         try:
             limit = RateLimit.from_dict(body)
         except (TypeError, ValueError) as exc:
@@ -313,12 +313,9 @@ class _Handlers:
 
     async def add_faults(self, request: Request) -> Response:
         """POST /_offline/faults with a JSON list of faults (or one fault object)."""
-        body, bad_json = await self._read_json(request)
-        denied = self._auth_error(request)
-        if denied is not None:
-            return denied
-        if bad_json is not None:
-            return _error_response(bad_json)
+        body, refused = await self._control_body(request)
+        if refused is not None:
+            return refused
         items = [body] if isinstance(body, Mapping) else body
         if not isinstance(items, list):
             return _error(400, 'Send a JSON list of faults, e.g. [{"status": 429, "retry_after": "1"}].')

@@ -94,7 +94,7 @@ def test_a_multi_step_loop_replays_step_by_step(
     replayed = _run(_closed_port_url(), "another-key-7890")
     assert _steps(replayed) == _steps(recorded)
     assert replayed.messages == recorded.messages and replayed.content == recorded.content
-    assert RAN == ran_live, "the tools run again, with the same arguments"
+    assert ran_live == RAN, "the tools run again, with the same arguments"
     assert len(gateway.requests) == seen, "replay must not reach the gateway"
 
 
