@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._data import split_words
+from ._data import split_words, word_list
 from ._validate import Message
 
 __all__ = ["Grade", "grade_of", "graded_json", "graded_text"]
@@ -45,10 +45,6 @@ _MARKER = re.compile(r"^\s*\[([A-Za-z ]+)\]\s*:?\s?", re.MULTILINE)
 _END = re.compile(r"^\s*(?:\*\*\*|\[END DATA\])\s*$", re.MULTILINE | re.IGNORECASE)
 _ANSWER = frozenset({"answer", "submission", "response"})
 _REFERENCE = frozenset({"reference", "target", "expected", "criterion"})
-_GRADE_WORDS = frozenset({"score", "grade", "verdict", "correct", "passed", "rating", "label", "result"})
-_WHY_WORDS = frozenset({"explanation", "reason", "reasoning", "rationale", "justification", "feedback"})
-_YES = ("c", "correct", "pass", "passed", "yes", "true", "right", "good", "accept", "accepted")
-_NO = ("i", "incorrect", "fail", "failed", "no", "false", "wrong", "bad", "reject", "rejected")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +120,10 @@ def graded_json(grade: Grade, schema: Any, filled: Any) -> Any:
         prop = _plain(prop)
         if prop is None or name not in filled:
             continue
-        if named & _GRADE_WORDS:
+        if named & word_list("grade_fields"):
             value = _verdict(grade.correct, prop)
             filled[name] = filled[name] if value is None else value
-        elif named & _WHY_WORDS and prop.get("type") == "string" and "enum" not in prop:
+        elif named & word_list("explanation_fields") and prop.get("type") == "string" and "enum" not in prop:
             filled[name] = grade.explanation
     return filled
 
@@ -144,7 +140,7 @@ def _verdict(correct: bool, prop: Mapping[str, Any]) -> Any:
     """The grade as a value of ``prop``'s type, or None when it has no plain form for it."""
     enum = prop.get("enum")
     if isinstance(enum, list) and enum:
-        wanted = _YES if correct else _NO
+        wanted = word_list("grade_yes" if correct else "grade_no")
         match = next((o for o in enum if isinstance(o, str) and o.lower() in wanted), None)
         return match if match is not None else enum[0 if correct else -1]
     kind = prop.get("type")
