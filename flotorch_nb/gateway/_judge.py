@@ -41,8 +41,9 @@ from ._validate import Message
 
 __all__ = ["Grade", "grade_of", "graded_json", "graded_text"]
 
-_MARKER = re.compile(r"^\s*\[([A-Za-z ]+)\]\s*:?\s?", re.MULTILINE)
-_END = re.compile(r"^\s*(?:\*\*\*|\[END DATA\])\s*$", re.MULTILINE | re.IGNORECASE)
+# Only spaces and tabs around a marker: a \s* at a line start would rescan every run of blank lines.
+_MARKER = re.compile(r"^[ \t]*\[([A-Za-z ]{1,40})\][ \t]*:?[ \t]?", re.MULTILINE)
+_END = re.compile(r"^[ \t]*(?:\*\*\*|\[END DATA\])[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _ANSWER = frozenset({"answer", "submission", "response"})
 _REFERENCE = frozenset({"reference", "target", "expected", "criterion"})
 

@@ -8,6 +8,7 @@ A judge prompt marks the answer (``[Answer]``) and the reference (``[Reference]`
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from pydantic import BaseModel, Field
 
 from flotorch_nb import FlotorchLLM
 from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.gateway._judge import grade_of
+from flotorch_nb.gateway._validate import Message
 
 CHAT = "/api/openai/v1/chat/completions"
 JUDGE = (
@@ -129,3 +132,11 @@ def test_the_client_parses_a_grade_with_its_pydantic_model(gateway: OfflineGatew
         prompt = JUDGE.format(answer="Paris, of course", reference="Paris")
         response = llm.invoke([{"role": "user", "content": prompt}], response_format=Scale)
     assert isinstance(response.parsed, Scale) and response.parsed.passed is True
+
+
+def test_a_prompt_of_blank_lines_is_read_in_linear_time() -> None:
+    """A marker pattern that let whitespace span lines rescanned every run of blank lines (quadratic:
+    minutes for this prompt); read once, it takes milliseconds, so the bound below is generous."""
+    started = time.perf_counter()
+    assert grade_of([Message("user", "[Answer]: x" + "\n" * 100_000 + "end")]) is not None
+    assert time.perf_counter() - started < 3
