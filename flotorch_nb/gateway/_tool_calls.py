@@ -32,6 +32,7 @@ __all__ = ["MAX_CALLS", "ToolCallAsk", "choose_tool", "phase_of", "planned_calls
 
 #: The most calls one turn makes, whatever the prompt lists.
 MAX_CALLS = 8
+_MAX_PARTS = 64  # parts read one by one; a longer prompt's rest is read as one (it is a document)
 _PARTS = re.compile(r"[,;]|\b(?:and|also|plus)\b|&", re.IGNORECASE)
 _PHASES = re.compile(r"\b(?:and then|then|after that|afterwards)\b", re.IGNORECASE)
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|(?<!\w)'[^']*'(?!\w)")
@@ -90,34 +91,35 @@ def planned_calls(
         return [ToolCallAsk(choose_tool(tools, prompt, tool_choice), _hints(prompt, prompt, results))]
     phases = [p for p in _cut(prompt, _PHASES) if p.strip()] or [prompt]
     asks = _asks(tools, phases[turn], prompt, results) if turn < len(phases) else []
-    if not asks and (tool_choice == "required" or (turn == 0 and _carries_value(hints_from(prompt)))):
+    if not asks and (tool_choice == "required" or (turn == 0 and _kinds(hints_from(prompt)))):
         asks = [ToolCallAsk(choose_tool(tools, prompt, tool_choice), _hints(prompt, prompt, results))]
     return asks[:1] if not parallel else asks[:MAX_CALLS]
 
 
 def _asks(tools: Sequence[Tool], phase: str, prompt: str, results: str) -> list[ToolCallAsk]:
-    groups: list[tuple[Tool, list[str]]] = []
+    groups: list[tuple[Tool, list[str], set[str]]] = []  # a call: its tool, its parts, kinds of value seen
     leading: list[str] = []
-    for part in (p.strip() for p in _cut(phase, _PARTS)):
-        if not part:
-            continue
-        said = _said(part)
+    parts = [p.strip() for p in _cut(phase, _PARTS)]
+    for index, part in enumerate(parts):
+        if index >= _MAX_PARTS or len(groups) > MAX_CALLS:  # a long document: the rest is context
+            (groups[-1][1] if groups else leading).append(" ".join(parts[index:]))
+            break
+        said, kinds = _said(part), _kinds(hints_from(part))
         best = max(tools, key=lambda tool: score(tool, said))
-        if score(best, said) > 0 and (
-            all(tool is not best for tool, _ in groups) or _carries_value(hints_from(part))
-        ):
-            groups.append((best, [*leading, part]))
+        if score(best, said) > 0 and (all(tool is not best for tool, _, _ in groups) or kinds):
+            groups.append((best, [*leading, part], set(kinds)))
             leading = []
-        elif groups and _new_value(part, " ".join(groups[-1][1])):
-            groups.append((groups[-1][0], [part]))
+        elif groups and kinds & groups[-1][2] - {"numbers"}:  # "... in Paris and Rome": a new place
+            groups.append((groups[-1][0], [part], set(kinds)))
         elif groups:
             groups[-1][1].append(part)
+            groups[-1][2].update(kinds)
         else:
             leading.append(part)
     asks: list[ToolCallAsk] = []
     seen: set[tuple[str, str]] = set()
-    for tool, parts in groups:
-        hints = _hints(" ".join(parts), prompt, results)
+    for tool, texts, _ in groups:
+        hints = _hints(" ".join(texts), prompt, results)
         key = (tool.name, json.dumps(hints.proper + hints.quoted) + repr(hints.numbers))
         if key not in seen:
             seen.add(key)
@@ -140,15 +142,11 @@ def _said(text: str) -> set[str]:
     return {stem(w) for w in words(text) if w not in stop}
 
 
-def _carries_value(hints: Hints) -> bool:
-    return bool(hints.proper or hints.quoted or hints.emails or hints.urls or hints.dates or hints.numbers)
-
-
-def _new_value(part: str, before: str) -> bool:
-    """Whether ``part`` brings a name, quote, email, URL or date where ``before`` had one of that kind."""
-    new, old = hints_from(part), hints_from(before)
-    kinds = ("proper", "quoted", "emails", "urls", "dates")
-    return any(getattr(new, kind) and getattr(old, kind) for kind in kinds)
+def _kinds(hints: Hints) -> set[str]:
+    """The kinds of value a text carries (a name, a quote, an email, a URL, a date, a number)."""
+    return {
+        kind for kind in ("proper", "quoted", "emails", "urls", "dates", "numbers") if getattr(hints, kind)
+    }
 
 
 def _hints(part: str, prompt: str, results: str) -> Hints:

@@ -7,6 +7,7 @@ stream's deltas, the finish reason, where a result shows up), never the assistan
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,9 @@ import jsonschema
 import pytest
 
 from flotorch_nb import FlotorchLLM
-from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.gateway import OFFLINE_MODELS, OfflineGateway
+from flotorch_nb.gateway._models import plan_completion
+from flotorch_nb.gateway._validate import parse_request
 
 CHAT = "/api/openai/v1/chat/completions"
 
@@ -197,3 +200,24 @@ def test_llm_run_drives_a_whole_loop_on_the_offline_assistant(gateway: OfflineGa
     ]
     assert last.calls == [] and last.response.finish_reason == "stop"
     assert all(json.dumps(call.result) in run.content for call in first.calls)
+
+
+def test_a_long_document_with_tools_is_planned_in_linear_time() -> None:
+    """Each part of a prompt was once compared with the whole text of its call so far (quadratic: minutes
+    for this CSV); read once, it takes a fraction of a second, so the bound below is generous."""
+    rows = "\n".join(f"row {i}, value {i * 7}, note and more" for i in range(8000))
+    request = parse_request(
+        {"model": "offline/assistant", "messages": _user("Get the weather for: " + rows), "tools": TOOLS},
+        OFFLINE_MODELS,
+    )
+    started = time.perf_counter()
+    (call,) = _calls({"finish_reason": "tool_calls", "message": _message(plan_completion(request))})
+    assert call[0] == "get_weather" and time.perf_counter() - started < 3
+
+
+def _message(plan: Any) -> dict[str, Any]:
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in plan.tool_calls
+    ]
+    return {"content": plan.content, "tool_calls": calls}
