@@ -30,7 +30,7 @@ from __future__ import annotations
 from ._app import create_app
 from ._faults import Fault, FaultPlan
 from ._models import DEFAULT_MODEL, OFFLINE_MODELS, PROFILES, ModelProfile
-from ._ratelimit import RateLimit
+from ._ratelimit import RateLimit, RateLimiter
 from ._record import RecordedRequest
 from ._server import OfflineGateway
 
@@ -43,6 +43,7 @@ __all__ = [
     "ModelProfile",
     "OfflineGateway",
     "RateLimit",
+    "RateLimiter",
     "RecordedRequest",
     "create_app",
 ]
