@@ -221,3 +221,27 @@ def test_waiting_the_retry_after_gets_the_request_in() -> None:
         assert refused.status_code == 429
         time.sleep(float(refused.headers["retry-after"]))
         assert _post(gw, "key-w").status_code == 200
+
+
+def test_the_cli_sets_the_limit_and_refuses_a_bad_one_before_listening(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flotorch_nb.gateway import __main__ as cli
+
+    assert cli.main(["--port", "0", "--rpm", "0"]) == 2
+    assert "rpm must be a whole number >= 1" in capsys.readouterr().err
+    apps: list[Any] = []
+
+    def app(**options: Any) -> object:
+        apps.append(options)
+        return object()
+
+    monkeypatch.setattr(cli, "create_app", app)
+
+    def no_port(host: str, port: int) -> Any:
+        raise OSError("taken")
+
+    monkeypatch.setattr(cli, "bind_socket", no_port)
+    assert cli.main(["--rpm", "600", "--tpm", "9000", "--rate-window", "30"]) == 1
+    assert apps[0]["limiter"].limit == RateLimit(rpm=600, tpm=9000, window=30)
+    assert cli.main([]) == 1 and apps[1]["limiter"].limit is None
