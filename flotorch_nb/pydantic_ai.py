@@ -7,7 +7,8 @@ translates: pydantic-ai's messages and tool definitions to OpenAI chat messages,
 ``LLMResponse`` back to a ``ModelResponse`` with its usage. Errors from the client are not wrapped:
 a gateway failure surfaces as our typed error (``RateLimitError``, ``BadRequestError``, ...).
 
-``agent.run_stream`` rides ``llm.astream`` the same way.
+``agent.run_stream`` rides ``llm.astream`` the same way. ``agent_cards`` turns a run's messages into
+the tool cards ``%%flotorch --agent`` and ``ChatPanel(agent=...)`` show.
 
 Imported only when used (``pydantic-ai`` is an extra), so ``import flotorch_nb`` stays light.
 """
@@ -28,6 +29,7 @@ from pydantic_ai.messages import (
     ModelResponse,
     ModelResponsePart,
     ModelResponseStreamEvent,
+    RetryPromptPart,
     SystemPromptPart,
     TextPart,
     ToolCallPart,
@@ -39,10 +41,12 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage
 
 from ._errors import InvalidRequestError
+from ._render import Footer
 from ._stream import AsyncChatStream
 from .llm import FlotorchLLM, LLMResponse
+from .tools._cards import CardData, result_text
 
-__all__ = ["FlotorchModel"]
+__all__ = ["FlotorchModel", "agent_cards", "agent_footer"]
 
 #: pydantic-ai setting name -> chat completions parameter (the ones an OpenAI-compatible gateway takes).
 _SETTINGS = {
@@ -260,4 +264,46 @@ def to_model_response(response: LLMResponse, model_name: str) -> ModelResponse:
         provider_name="flotorch",
         provider_response_id=response.id,
         finish_reason=_FINISH.get(response.finish_reason or ""),
+    )
+
+
+# -- showing a run with the tool cards ---------------------------------------------------------------
+def agent_cards(messages: Sequence[ModelMessage]) -> list[CardData]:
+    """Every tool call of an agent run as a tool card (pure): each ``ToolCallPart`` of the model's
+    responses, with the ``ToolReturnPart`` (its result) or ``RetryPromptPart`` (its error: bad
+    arguments, a ``ModelRetry``) that answered it, matched by ``tool_call_id``."""
+    outcomes: dict[str, BaseToolReturnPart | RetryPromptPart] = {}
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, BaseToolReturnPart | RetryPromptPart) and part.tool_call_id:
+                    outcomes[part.tool_call_id] = part
+    cards: list[CardData] = []
+    for message in messages:
+        if not isinstance(message, ModelResponse):
+            continue
+        for call in message.parts:
+            if not isinstance(call, ToolCallPart):
+                continue
+            outcome = outcomes.get(call.tool_call_id)
+            arguments = call.args_as_json_str()
+            if isinstance(outcome, RetryPromptPart):
+                error = outcome.content if isinstance(outcome.content, str) else outcome.model_response()
+                cards.append(CardData(call.tool_name, arguments, error=error, state="error"))
+            elif outcome is not None:
+                cards.append(CardData(call.tool_name, arguments, result=result_text(outcome.content)))
+            else:
+                cards.append(CardData(call.tool_name, arguments, error="no result", state="error"))
+    return cards
+
+
+def agent_footer(result: Any) -> Footer:
+    """The footer of an agent run: the model, and the tokens of every request it made."""
+    usage = result.usage() if callable(result.usage) else result.usage
+    model = getattr(result.response, "model_name", None) or "unknown model"
+    return Footer(
+        model=model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
     )
