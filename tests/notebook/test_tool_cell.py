@@ -105,7 +105,7 @@ def test_approve_without_a_kernel_asks_on_stdin_and_a_denial_never_runs(
     value = shell.cell("-m offline/scripted --tools get_weather --approve --no-interpolate", body)
     call = value.calls[0]
     assert ran == [] and call.denied and call.error == "denied: not today"
-    tool_message = [m for m in gateway.requests[1].body["messages"] if m["role"] == "tool"][0]
+    tool_message = next(m for m in gateway.requests[1].body["messages"] if m["role"] == "tool")
     assert tool_message["content"] == "Error: denied: not today"
     assert "denied" in data_of(value)["text/html"]
 
