@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_ai.messages import (
     BaseToolReturnPart,
@@ -270,36 +270,46 @@ def to_model_response(response: LLMResponse, model_name: str) -> ModelResponse:
 # -- showing a run with the tool cards ---------------------------------------------------------------
 def agent_cards(messages: Sequence[ModelMessage]) -> list[CardData]:
     """Every tool call of an agent run as a tool card (pure): each ``ToolCallPart`` of the model's
-    responses, with the ``ToolReturnPart`` (its result) or ``RetryPromptPart`` (its error: bad
-    arguments, a ``ModelRetry``) that answered it, matched by ``tool_call_id``."""
-    outcomes: dict[str, BaseToolReturnPart | RetryPromptPart] = {}
+    responses, with the ``ToolReturnPart`` (its result; with an ``outcome`` other than "success" its
+    error: bad arguments, a ``ModelRetry``, a denial) or ``RetryPromptPart`` that answered it: the
+    first answer after the call with its ``tool_call_id`` (ids may repeat across turns)."""
+    calls: list[ToolCallPart] = []
+    outcomes: dict[int, BaseToolReturnPart | RetryPromptPart] = {}
     for message in messages:
-        if isinstance(message, ModelRequest):
-            for part in message.parts:
-                if isinstance(part, BaseToolReturnPart | RetryPromptPart) and part.tool_call_id:
-                    outcomes[part.tool_call_id] = part
-    cards: list[CardData] = []
-    for message in messages:
-        if not isinstance(message, ModelResponse):
+        if isinstance(message, ModelResponse):
+            calls.extend(part for part in message.parts if isinstance(part, ToolCallPart))
             continue
-        for call in message.parts:
-            if not isinstance(call, ToolCallPart):
-                continue
-            outcome = outcomes.get(call.tool_call_id)
-            arguments = call.args_as_json_str()
-            if isinstance(outcome, RetryPromptPart):
-                error = outcome.content if isinstance(outcome.content, str) else outcome.model_response()
-                cards.append(CardData(call.tool_name, arguments, error=error, state="error"))
-            elif outcome is not None:
-                cards.append(CardData(call.tool_name, arguments, result=result_text(outcome.content)))
-            else:
-                cards.append(CardData(call.tool_name, arguments, error="no result", state="error"))
+        for part in message.parts:
+            if isinstance(part, BaseToolReturnPart | RetryPromptPart) and part.tool_call_id:
+                waiting = (
+                    i
+                    for i, c in enumerate(calls)
+                    if c.tool_call_id == part.tool_call_id and i not in outcomes
+                )
+                index = next(waiting, None)
+                if index is not None:
+                    outcomes[index] = part
+    cards: list[CardData] = []
+    for index, call in enumerate(calls):
+        outcome = outcomes.get(index)
+        arguments = call.args_as_json_str()
+        failed = getattr(outcome, "outcome", "success")  # pydantic-ai 2: a retry is a failed return
+        if isinstance(outcome, RetryPromptPart) or (outcome is not None and failed != "success"):
+            error = result_text(outcome.content)
+            state: Literal["error", "denied"] = "denied" if failed == "denied" else "error"
+            cards.append(CardData(call.tool_name, arguments, error=error, state=state))
+        elif outcome is not None:
+            cards.append(CardData(call.tool_name, arguments, result=result_text(outcome.content)))
+        else:
+            cards.append(CardData(call.tool_name, arguments, error="no result", state="error"))
     return cards
 
 
 def agent_footer(result: Any) -> Footer:
     """The footer of an agent run: the model, and the tokens of every request it made."""
-    usage = result.usage() if callable(result.usage) else result.usage
+    usage = result.usage  # a property in pydantic-ai 2 (a method before)
+    if not hasattr(usage, "input_tokens"):
+        usage = usage()
     model = getattr(result.response, "model_name", None) or "unknown model"
     return Footer(
         model=model,

@@ -66,6 +66,7 @@ class ApprovalPrompt:
         )
         self.root = w.VBox([self.card, row, self.decided])
         self.root.add_class("flotorch-approval")
+        self.root._flotorch_prompt = self  # from the widget back to its prompt (tests, the panel)
 
     def decide(self, verdict: Verdict) -> None:
         """Record the person's answer (the first one counts) and let the waiting loop go on."""

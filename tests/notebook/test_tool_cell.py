@@ -15,7 +15,8 @@ from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook import tool_cell
 from flotorch_nb.notebook.approval import ApprovalPrompt
 from flotorch_nb.tools import ToolRun
-from tests.support.shell import Shell, assert_safe_html, data_of
+from tests.support.html import assert_safe_html
+from tests.support.shell import Shell, data_of
 
 PAYLOAD = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
@@ -184,3 +185,36 @@ async def test_the_awaited_cell_shows_approve_deny_and_waits_for_the_click(
     widgets = [e for e in shell.pub.published if "application/vnd.jupyter.widget-view+json" in e.data]
     assert len(widgets) == 2  # one prompt per call, in the cell's output
     _LIVE.clear()
+
+
+def test_agent_runs_a_pydantic_ai_agent_with_tool_cards(shell: Shell, gateway: OfflineGateway) -> None:
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent
+
+    from flotorch_nb import FlotorchLLM
+    from flotorch_nb.pydantic_ai import FlotorchModel
+
+    llm = FlotorchLLM("offline/scripted", "test-key-agent-cell", gateway.url)
+    agent = Agent(FlotorchModel(llm))
+
+    @agent.tool_plain
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    shell.ip.user_ns["agent"] = agent
+    body = _script(
+        _calls(("add", {"a": "two", "b": 3})),  # invalid: pydantic-ai asks the model to retry
+        _calls(("add", {"a": 2, "b": 3})),
+        {"content": "2 + 3 = **5**"},
+    )
+    value = shell.cell("--agent agent --no-interpolate", body)
+    assert value.output == "2 + 3 = **5**" and value.result.output == value.output
+    bad, good = value.cards
+    assert bad.state == "error" and bad.error is not None and "a" in bad.error
+    assert (good.name, good.result, good.state) == ("add", "5", "ok")
+    html = data_of(value)["text/html"]
+    assert html.count('class="flotorch-tool-card ') == 2 and "<strong>5</strong>" in html
+    assert_safe_html(html, own_markup=True)
+    assert len(gateway.requests) == 3
+    llm.close()
