@@ -57,7 +57,8 @@ class LivePreview:
     """The cell's live display: the cards so far and the current turn's text, redrawn as paced."""
 
     def __init__(self, *, stream: bool) -> None:
-        self.tracker = CardTracker(self._changed, stream=stream)
+        # Cards change rarely and each change matters (a call waits for a person): drawn at once.
+        self.tracker = CardTracker(self.draw, stream=stream, on_delta=self._paced)
         self._pacer = Pacer(PREVIEW_INTERVAL_S)
         self._handle = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
 
@@ -71,7 +72,7 @@ class LivePreview:
             "text/html": f'<div class="flotorch-tool-live">{cards_html(cards)}{text["text/html"]}</div>',
         }
 
-    def _changed(self) -> None:
+    def _paced(self) -> None:
         if self._pacer.due():
             self.draw()
 

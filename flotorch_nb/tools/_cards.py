@@ -128,7 +128,8 @@ def card_html(card: CardData) -> str:
     """One call as an HTML card (every value escaped; see the module docstring)."""
     colour = _COLOURS[card.state]
     head = (
-        f'<div class="flotorch-tool-head"><b>🔧 {_render.escape_text(card.name)}</b> '
+        '<div class="flotorch-tool-head"><span style="color:#6b7280">tool</span> '
+        f"<b>{_render.escape_text(card.name)}</b> "
         f'<span class="flotorch-tool-status" style="color:{colour}">{_render.escape_text(_status(card))}'
         "</span></div>"
     )
@@ -201,12 +202,20 @@ def run_bundle(run: ToolRun, footer: _render.Footer | None = None) -> dict[str, 
 
 class CardTracker(RunView):
     """A ``RunView`` that keeps what a live display shows: the cards so far (running, waiting for a
-    person, ended) and the current turn's text; ``on_change`` after each change. The magic's preview
-    and the chat panel draw from it, so both show the same cards."""
+    person, ended) and the current turn's text; ``on_change`` after each change (``on_delta``, if
+    given, after a piece of text instead: a display may pace those). The magic's preview and the chat
+    panel draw from it, so both show the same cards."""
 
-    def __init__(self, on_change: Callable[[], None], *, stream: bool = True) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[], None],
+        *,
+        stream: bool = True,
+        on_delta: Callable[[], None] | None = None,
+    ) -> None:
         self.stream = stream
         self.on_change = on_change
+        self.on_delta = on_delta if on_delta is not None else on_change
         self.records: list[ToolCallRecord] = []
         self._ended: set[int] = set()
         self._waiting: set[str] = set()
@@ -219,7 +228,7 @@ class CardTracker(RunView):
 
     def delta(self, text: str) -> None:
         self._pieces.append(text)
-        self.on_change()
+        self.on_delta()
 
     def step(self, step: ToolStep) -> None:
         if step.calls:  # the turn's text (if any) made way for its calls; the next turn streams anew
