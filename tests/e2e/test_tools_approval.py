@@ -45,7 +45,8 @@ TOOL_LINE = "%%flotorch -m offline/scripted --tools get_weather --approve --no-i
 CHECK = """\
 assert ran == ["Paris"], ran
 assert approved.messages[2]["content"].startswith("18 degrees in Paris"), approved.messages
-assert denied.calls[0].error == "denied: not this city" and denied.messages[2]["content"].endswith("not this city")
+assert denied.calls[0].error == "denied: not this city"
+assert denied.messages[2]["content"].endswith("not this city")
 print("checked: the approved call ran and its result went back; the denied one never ran")
 """
 PANEL = f"""\
@@ -64,8 +65,8 @@ CELLS = [
 APPROVE_CELL, DENY_CELL, CHECK_CELL, PANEL_CELL = 1, 2, 3, 4
 
 _PROMPTS_JS = """
-() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')]
-  .map((e) => e.textContent.trim())
+() => [...document.querySelectorAll(
+  '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')].map((e) => e.textContent.trim())
 """
 
 
@@ -107,9 +108,10 @@ def test_tool_cells_wait_for_approval_and_keep_static_cards(lab: Lab, page: Page
         timeout=30_000
     )
     panel = cell(page, PANEL_CELL)
-    panel.locator(".flotorch-chat .flotorch-approval button.flotorch-approval-approve").wait_for(timeout=30_000)
+    approve = panel.locator(".flotorch-chat .flotorch-approval button.flotorch-approval-approve")
+    approve.wait_for(timeout=30_000)
     assert "waiting for approval" in panel.locator(".flotorch-chat-cards").inner_text()
-    panel.locator(".flotorch-chat button.flotorch-approval-approve").click()
+    approve.click()
     panel.locator(".flotorch-chat .flotorch-chat-assistant").get_by_text("Oslo: 18.").wait_for()
     cards = panel.locator(".flotorch-chat .flotorch-chat-cards").inner_text()
     assert "approved" in cards and "18 degrees in Oslo" in cards
@@ -126,7 +128,8 @@ def test_tool_cells_wait_for_approval_and_keep_static_cards(lab: Lab, page: Page
     saved = save_notebook(page, path)
     outputs = saved["cells"][APPROVE_CELL]["outputs"]  # type: ignore[index]
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)
-    assert "flotorch-tool-card" in html and "application/vnd.jupyter.widget-view+json" not in json.dumps(outputs)
+    assert "flotorch-tool-card" in html
+    assert "application/vnd.jupyter.widget-view+json" not in json.dumps(outputs)  # no widget left
     open_notebook(page, lab, path.name)
     reopened = cell(page, APPROVE_CELL)
     reopened.locator(".flotorch-tool-card").wait_for()
