@@ -28,7 +28,7 @@ from .. import _bridge
 from .._text import utf8_safe
 from ..tools import _approval
 from ..tools._cards import CardData, CardTracker, answer_bundle, cards_html
-from ..tools._loop import RunView, ToolCallRecord, ToolStep, arun
+from ..tools._loop import QuietView, RunView, ToolCallRecord, ToolStep, arun
 from .answer_cell import PREVIEW_INTERVAL_S, is_terminal
 from .options import split_words
 from .pacing import Pacer
@@ -81,7 +81,7 @@ class LivePreview:
             self._handle.update(self._bundle(), raw=True)
 
 
-class _HandedOver(RunView):
+class _HandedOver:
     """A view whose every event runs on the waiting cell's thread (the loop runs on the bridge's)."""
 
     def __init__(self, view: RunView, caller: _bridge.Caller) -> None:
@@ -113,7 +113,7 @@ def run_tools(
     for approval; the ``ToolRun`` (the preview cleared as it arrives)."""
     live = not is_terminal(shell)
     preview = LivePreview(stream=stream) if live else None
-    view: RunView = preview.tracker if preview is not None else RunView()
+    view: RunView = preview.tracker if preview is not None else QuietView()
 
     def main(caller: _bridge.Caller) -> Any:
         return arun(

@@ -14,19 +14,55 @@ only: a saved notebook looks the same without this package. Pure: no IPython, no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .. import _render
 from .._text import utf8_safe
-from ._loop import RunView
 
 if TYPE_CHECKING:
-    from .._response import ToolCall
-    from ._approval import Asker, Verdict
-    from ._loop import ToolCallRecord, ToolRun, ToolStep
+    from .._response import LLMResponse, ToolCall, Usage
+
+#: An asker (``_approval.Asker``), spelled out here: this module is imported by the loop's display.
+Asker = Callable[["ToolCall"], Awaitable["bool | str"]]
+
+
+class _Record(Protocol):
+    """What a card reads of a loop's call (``_loop.ToolCallRecord``)."""
+
+    id: str
+    name: str
+    arguments: str
+    result: Any
+    error: str | None
+    duration_s: float
+    approved: bool | None
+
+
+class _Step(Protocol):
+    response: LLMResponse
+    calls: list[Any]
+
+
+class _Run(Protocol):
+    """What a run's display reads (``_loop.ToolRun``)."""
+
+    steps: list[Any]
+    priced: bool
+
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def response(self) -> LLMResponse | None: ...
+    @property
+    def cost(self) -> Decimal | None: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def calls(self) -> list[Any]: ...
+
 
 __all__ = ["CardData", "CardTracker", "card_html", "card_text", "cards_html", "run_bundle", "run_footer"]
 
@@ -60,7 +96,7 @@ class CardData:
     state: State = "ok"
 
     @classmethod
-    def of(cls, record: ToolCallRecord, state: State | None = None) -> CardData:
+    def of(cls, record: _Record, state: State | None = None) -> CardData:
         """A loop's call; ``state`` says "waiting" (for a person) or "running" before it has ended."""
         if state is None:
             state = "denied" if record.approved is False else "error" if record.error is not None else "ok"
@@ -162,7 +198,7 @@ def cards_html(cards: Iterable[CardData]) -> str:
     return f'<div class="flotorch-tool-cards">{inner}</div>' if inner else ""
 
 
-def run_footer(run: ToolRun, default_model: str = "unknown model") -> _render.Footer:
+def run_footer(run: _Run, default_model: str = "unknown model") -> _render.Footer:
     """The footer of a whole run: the last turn's model, every turn's tokens, latency and cost."""
     usage = run.usage
     last = run.response
@@ -194,15 +230,15 @@ def answer_bundle(cards: Sequence[CardData], content: str, footer: _render.Foote
     return {"text/plain": utf8_safe("\n".join(lines)), "text/html": html}
 
 
-def run_bundle(run: ToolRun, footer: _render.Footer | None = None) -> dict[str, str]:
+def run_bundle(run: _Run, footer: _render.Footer | None = None) -> dict[str, str]:
     """A whole run as a display bundle: every call's card, the final answer, the run's footer."""
     cards = [CardData.of(call) for call in run.calls]
     return answer_bundle(cards, run.content, footer if footer is not None else run_footer(run))
 
 
-class CardTracker(RunView):
-    """A ``RunView`` that keeps what a live display shows: the cards so far (running, waiting for a
-    person, ended) and the current turn's text; ``on_change`` after each change (``on_delta``, if
+class CardTracker:
+    """A ``RunView`` (``_loop``) keeping what a live display shows: the cards so far (running, waiting
+    for a person, ended) and the current turn's text; ``on_change`` after each change (``on_delta``, if
     given, after a piece of text instead: a display may pace those). The magic's preview and the chat
     panel draw from it, so both show the same cards."""
 
@@ -216,7 +252,7 @@ class CardTracker(RunView):
         self.stream = stream
         self.on_change = on_change
         self.on_delta = on_delta if on_delta is not None else on_change
-        self.records: list[ToolCallRecord] = []
+        self.records: list[_Record] = []
         self._ended: set[int] = set()
         self._waiting: set[str] = set()
         self._pieces: list[str] = []
@@ -230,20 +266,20 @@ class CardTracker(RunView):
         self._pieces.append(text)
         self.on_delta()
 
-    def step(self, step: ToolStep) -> None:
+    def step(self, step: _Step) -> None:
         if step.calls:  # the turn's text (if any) made way for its calls; the next turn streams anew
             self.records.extend(step.calls)
             self._pieces.clear()
         self.on_change()
 
-    def call_done(self, record: ToolCallRecord) -> None:
+    def call_done(self, record: _Record) -> None:
         self._ended.add(id(record))
         self.on_change()
 
     def asking(self, ask: Asker) -> Asker:
         """``ask`` marking its call's card "waiting for approval" while the person decides."""
 
-        async def marked(call: ToolCall) -> Verdict:
+        async def marked(call: ToolCall) -> bool | str:
             self._waiting.add(call.id)
             self.on_change()
             try:

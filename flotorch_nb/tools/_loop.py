@@ -43,6 +43,7 @@ from ._schema import Tool, as_tool, expand, wire_tools
 __all__ = [
     "Approve",
     "MaxStepsError",
+    "QuietView",
     "RunView",
     "ToolCallRecord",
     "ToolRun",
@@ -70,14 +71,13 @@ class Invoker(Protocol):
     ) -> LLMResponse: ...
 
 
-class RunView:
-    """What a surface is told while a run goes on (every method may be left as is: it does nothing).
-
-    Called on the loop's event loop; a view that draws elsewhere hands the call over itself.
-    """
+class RunView(Protocol):
+    """What a surface is told while a run goes on, on the loop's event loop (a view that draws
+    elsewhere hands the call over itself). ``QuietView`` does nothing; ``_cards.CardTracker`` keeps
+    the tool cards."""
 
     #: Stream each model turn (``astream``) and report its text through ``delta``.
-    stream = False
+    stream: bool
 
     def delta(self, text: str) -> None:
         """A piece of the current model turn's text."""
@@ -87,6 +87,21 @@ class RunView:
 
     def call_done(self, record: ToolCallRecord) -> None:
         """One call has its result, error or denial."""
+
+
+class QuietView:
+    """A ``RunView`` that is told everything and shows nothing (no streaming)."""
+
+    stream = False
+
+    def delta(self, text: str) -> None:
+        pass
+
+    def step(self, step: ToolStep) -> None:
+        pass
+
+    def call_done(self, record: ToolCallRecord) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -249,7 +264,7 @@ async def arun(
     prices = default_prices()  # a malformed price file is a configuration error, raised before any I/O
     if ask is None and _approval.needs_person(approve):
         ask = _approval.default_asker()
-    view = view if view is not None else RunView()
+    view = view if view is not None else QuietView()
     model = params.get("model") or getattr(client, "model_id", None)
     run = ToolRun([], list(messages), priced=len(prices) > 0)
     try:
