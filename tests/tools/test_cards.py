@@ -69,7 +69,7 @@ def test_the_tracker_follows_a_run() -> None:
     record = ToolCallRecord("c1", "f", '{"x": 1}')
 
     tracker.delta("Let me look.")
-    tracker.step(SimpleNamespace(calls=[record]))  # type: ignore[arg-type]
+    tracker.step(SimpleNamespace(calls=[record]))
     assert tracker.text == "" and [c.state for c in tracker.cards()] == ["running"]
 
     async def ask(call: ToolCall) -> bool | str:
