@@ -511,8 +511,11 @@ def load_ipython_extension(ipython: Any) -> None:
     and the offline gateway is started at most once per process.
     """
     ipython.register_magics(FlotorchMagics)
+    from ..tools._approval import use_in_kernel
+    from .approval import widget_asker
     from .tool_cell import await_approval_cells
 
+    use_in_kernel(widget_asker)  # await llm.arun(..., approve=True) in a cell: the Approve / Deny widget
     # %%flotorch --tools --approve awaits in a kernel, so the Approve button's click can arrive.
     transformers = getattr(ipython, "input_transformers_post", None)
     if transformers is not None and await_approval_cells not in transformers:

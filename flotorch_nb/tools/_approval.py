@@ -144,14 +144,23 @@ async def ask_stdin(call: ToolCall) -> Verdict:
     return await asyncio.to_thread(ask_stdin_now, call, read)
 
 
+#: Makes the asker of a run awaited in a Jupyter kernel; set by the notebook layer when it loads
+#: (``%load_ext flotorch_nb``: the Approve / Deny widget), so this core never imports it.
+_kernel_asker: list[Callable[[], Asker]] = []
+
+
+def use_in_kernel(factory: Callable[[], Asker]) -> None:
+    """Ask with ``factory()``'s asker when a run is awaited on a Jupyter kernel's loop."""
+    _kernel_asker[:] = [factory]
+
+
 def default_asker() -> Asker:
     """Who asks a person when no asker was given: in a Jupyter kernel, awaited on the kernel's own
-    loop (``await llm.arun(...)``), a widget in the cell's output; otherwise (a terminal, or a
-    blocking ``llm.run`` whose cell cannot receive a click) a prompt on standard input."""
-    if _awaited_in_kernel():
-        from ..notebook.approval import widget_asker
-
-        return widget_asker()
+    loop (``await llm.arun(...)``), the notebook layer's widget (once the extension is loaded);
+    otherwise (a terminal, or a blocking ``llm.run`` whose cell cannot receive a click) a prompt on
+    standard input."""
+    if _kernel_asker and _awaited_in_kernel():
+        return _kernel_asker[0]()
     return ask_stdin
 
 
