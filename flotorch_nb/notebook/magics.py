@@ -297,12 +297,12 @@ class FlotorchMagics(Magics):
                 return self._awaited_tools(args, client, messages, tools, options, prompt, system)
             with call_label("magic"):
                 try:
-                    value = tool_cell.run_tools(
+                    run = tool_cell.run_tools(
                         self.ip, client, messages, tools, approve=args.approve, **options
                     )
                 except InvalidRequestError as exc:
                     raise UsageError(f"%%flotorch: {exc}") from None
-            self._commit_run(value, prompt, system, fresh=not args.cont)
+            return self._settle_run(run, args, prompt, system)
         if args.output:
             self.ip.user_ns[args.output] = value
         return value
@@ -324,14 +324,11 @@ class FlotorchMagics(Magics):
                 run = await tool_cell.run_tools_awaited(client, messages, tools, **options)
             except InvalidRequestError as exc:
                 raise UsageError(f"%%flotorch: {exc}") from None
-        self._commit_run(run, prompt, system, fresh=not args.cont)
-        if args.output:
-            self.ip.user_ns[args.output] = run
-        return run
+        return self._settle_run(run, args, prompt, system)
 
-    def _commit_run(self, run: Any, prompt: str, system: str | None, *, fresh: bool) -> None:
+    def _settle_run(self, run: Any, args: Any, prompt: str, system: str | None) -> Any:
         """A finished tool run becomes the conversation's turn (its final answer), counted with the
-        tokens of every step."""
+        tokens of every step; kept in ``-o VAR``; the cell's value."""
         from ..tools._cards import run_footer
 
         turn = Turn(prompt, model=run.response.model if run.response is not None else "")
@@ -339,7 +336,10 @@ class FlotorchMagics(Magics):
             turn.finish(run.response)
         turn.footer = run_footer(run, turn.model)
         turn.provenance = run.response.provenance if run.response is not None else None
-        self._commit(turn, system, fresh=fresh)
+        self._commit(turn, system, fresh=not args.cont)
+        if args.output:
+            self.ip.user_ns[args.output] = run
+        return run
 
     def _map(self, args: Any, cell: str) -> Any:
         """``--map NAME``: the cell as a template over a dataset; the value is the BatchResult."""
