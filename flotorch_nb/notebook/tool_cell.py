@@ -4,7 +4,8 @@
 - The names come from the notebook's namespace; an unknown name or one that is not a function (or an
   MCP toolset) is a ``UsageError`` before any request.
 - While the loop runs, one display shows the cards so far and the model's text as it streams
-  (``tools._cards.CardTracker``, the renderer the chat panel uses too); it is cleared when the cell's
+  (``tools._cards.CardTracker``, the renderer the chat panel uses too; in terminal IPython the text
+  and one line per call are printed instead); it is cleared when the cell's
   value arrives: the ``ToolRun``, which displays itself as plain sanitized HTML (cards, answer,
   footer) and text, so the saved notebook keeps the cards without any widget state.
 - ``--approve`` asks a person before every call. In a Jupyter kernel that is an Approve / Deny widget
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +29,8 @@ from IPython.display import clear_output, display
 from .. import _bridge
 from .._text import utf8_safe
 from ..tools import _approval
-from ..tools._cards import CardData, CardTracker, answer_bundle, cards_html
-from ..tools._loop import QuietView, RunView, ToolCallRecord, ToolStep, arun
+from ..tools._cards import CardData, CardTracker, answer_bundle, card_text, cards_html
+from ..tools._loop import RunView, ToolCallRecord, ToolStep, arun
 from .answer_cell import PREVIEW_INTERVAL_S, is_terminal
 from .options import split_words
 from .pacing import Pacer
@@ -81,6 +83,24 @@ class LivePreview:
             self._handle.update(self._bundle(), raw=True)
 
 
+class TerminalView:
+    """A terminal (no rich output): the text printed as it streams, a card's line as each call ends."""
+
+    def __init__(self, *, stream: bool) -> None:
+        self.stream = stream
+
+    def delta(self, text: str) -> None:
+        sys.stdout.write(utf8_safe(text))
+        sys.stdout.flush()
+
+    def step(self, step: ToolStep) -> None:
+        if self.stream and (step.calls or step.response.content):
+            sys.stdout.write("\n")
+
+    def call_done(self, record: ToolCallRecord) -> None:
+        print(card_text(CardData.of(record)), flush=True)
+
+
 class _HandedOver:
     """A view whose every event runs on the waiting cell's thread (the loop runs on the bridge's)."""
 
@@ -113,7 +133,7 @@ def run_tools(
     for approval; the ``ToolRun`` (the preview cleared as it arrives)."""
     live = not is_terminal(shell)
     preview = LivePreview(stream=stream) if live else None
-    view: RunView = preview.tracker if preview is not None else QuietView()
+    view: RunView = preview.tracker if preview is not None else TerminalView(stream=stream)
 
     def main(caller: _bridge.Caller) -> Any:
         return arun(

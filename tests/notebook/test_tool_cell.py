@@ -64,6 +64,7 @@ def test_tools_run_the_loop_and_the_value_is_the_tool_run(shell: Shell, gateway:
     # the live preview showed the card while the loop ran, and was cleared for the value
     live = [e for e in shell.pub.published if "flotorch-tool-live" in e.data.get("text/html", "")]
     assert any("flotorch-tool-card" in e.data["text/html"] for e in live)
+    assert "It is <strong>18</strong>" in live[-1].data["text/html"]  # the streamed text, as it came
     assert any(e.kind == "clear" for e in shell.pub.events)
     # the run's tokens are the conversation's turn, every step counted
     from flotorch_nb.notebook.session import get_session
@@ -218,3 +219,16 @@ def test_agent_runs_a_pydantic_ai_agent_with_tool_cards(shell: Shell, gateway: O
     assert_safe_html(html, own_markup=True)
     assert len(gateway.requests) == 3
     llm.close()
+
+
+def test_a_terminal_prints_the_text_and_a_line_per_call(
+    shell: Shell, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flotorch_nb.notebook.tool_cell.is_terminal", lambda _shell: True)
+    ran: list[str] = []
+    _define(shell, ran)
+    body = _script(_calls(("get_weather", {"city": "Rome"})), {"content": "Rome: 18."})
+    shell.cell("-m offline/scripted --tools get_weather --no-interpolate", body)
+    out = capsys.readouterr().out
+    assert '[tool] get_weather {"city": "Rome"} -> 18 degrees in Rome' in out and "Rome: 18." in out
+    assert not any("flotorch-tool-live" in e.data.get("text/html", "") for e in shell.pub.published)
