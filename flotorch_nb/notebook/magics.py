@@ -302,6 +302,9 @@ class FlotorchMagics(Magics):
                     )
                 except InvalidRequestError as exc:
                     raise UsageError(f"%%flotorch: {exc}") from None
+                except FlotorchError as exc:  # MaxStepsError, a gateway failure: one line, cell fails
+                    answer_cell.one_line_traceback(exc, self.ip)
+                    raise
             return self._settle_run(run, args, prompt, system)
         if args.output:
             self.ip.user_ns[args.output] = value
@@ -324,6 +327,9 @@ class FlotorchMagics(Magics):
                 run = await tool_cell.run_tools_awaited(client, messages, tools, **options)
             except InvalidRequestError as exc:
                 raise UsageError(f"%%flotorch: {exc}") from None
+            except FlotorchError as exc:
+                answer_cell.one_line_traceback(exc, self.ip)
+                raise
         return self._settle_run(run, args, prompt, system)
 
     def _settle_run(self, run: Any, args: Any, prompt: str, system: str | None) -> Any:

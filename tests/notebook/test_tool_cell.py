@@ -117,11 +117,13 @@ def test_max_steps_stops_the_loop(shell: Shell) -> None:
 
     _define(shell, [])
     again = _calls(("get_weather", {"city": "Rome"}))
-    with pytest.raises(MaxStepsError):
+    with pytest.raises(MaxStepsError) as caught:
         shell.cell(
             "-m offline/scripted --tools get_weather --max-steps 2 --no-interpolate",
             _script(again, again, again),
         )
+    assert len(caught.value.run.steps) == 2
+    assert "MaxStepsError" in caught.value._render_traceback_()[0]  # type: ignore[attr-defined]  # one line
 
 
 def test_the_transformer_awaits_only_approval_cells_in_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
