@@ -67,7 +67,7 @@ class LivePreview:
     def _bundle(self) -> dict[str, str]:
         from .views import preview_bundle
 
-        cards = self.tracker.cards()
+        cards = self.tracker.cards(waiting=False)  # the Approve / Deny prompt below shows those
         text = preview_bundle(self.tracker.text, "markdown", status="running tools…")
         return {
             "text/plain": "\n".join([*(c.name for c in cards), text["text/plain"]]),

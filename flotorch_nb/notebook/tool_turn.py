@@ -47,7 +47,7 @@ async def run_tool_turn(
     render = Throttle(view.render, RENDER_INTERVAL_S)
 
     def changed() -> None:
-        turn.cards = tracker.cards()
+        turn.cards = tracker.cards(waiting=False)  # a waiting call is shown by its prompt
         turn.reply = tracker.text
         render()
 

@@ -290,11 +290,13 @@ class CardTracker:
 
         return marked
 
-    def cards(self) -> list[CardData]:
-        """Every call so far as a card, in order."""
+    def cards(self, *, waiting: bool = True) -> list[CardData]:
+        """Every call so far as a card, in order (``waiting=False``: without the calls a person is
+        being asked about, where the question shows them itself)."""
         return [
             CardData.of(r)
             if id(r) in self._ended
             else CardData.of(r, "waiting" if r.id in self._waiting else "running")
             for r in self.records
+            if waiting or id(r) in self._ended or r.id not in self._waiting
         ]

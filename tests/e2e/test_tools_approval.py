@@ -110,7 +110,7 @@ def test_tool_cells_wait_for_approval_and_keep_static_cards(lab: Lab, page: Page
     panel = cell(page, PANEL_CELL)
     approve = panel.locator(".flotorch-chat .flotorch-approval button.flotorch-approval-approve")
     approve.wait_for(timeout=30_000)
-    assert "waiting for approval" in panel.locator(".flotorch-chat-cards").inner_text()
+    assert "waiting for approval" in panel.locator(".flotorch-chat-prompts").inner_text()
     approve.click()
     panel.locator(".flotorch-chat .flotorch-chat-assistant").get_by_text("Oslo: 18.").wait_for()
     cards = panel.locator(".flotorch-chat .flotorch-chat-cards").inner_text()

@@ -74,6 +74,7 @@ def test_the_tracker_follows_a_run() -> None:
 
     async def ask(call: ToolCall) -> bool | str:
         assert [c.state for c in tracker.cards()] == ["waiting"]
+        assert tracker.cards(waiting=False) == []
         return True
 
     async def asked() -> bool | str:
