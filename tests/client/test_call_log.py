@@ -492,3 +492,21 @@ def test_a_full_queue_of_a_failing_log_is_dropped_not_written_by_the_caller(
     assert failing.pending == 0 and failing.dropped == 3
     monkeypatch.undo()
     failing.close()
+
+
+def test_every_model_a_fallback_asks_is_a_row_of_its_own(log: CallLog, gateway: OfflineGateway) -> None:
+    from flotorch_nb.gateway import Fault
+
+    gateway.faults.add(Fault(status=503, model="offline/concise", times=1))
+    with FlotorchLLM(
+        "offline/concise", KEY, gateway.url, max_retries=0, fallbacks=["offline/echo"]
+    ) as client:
+        answer = client.invoke([{"role": "user", "content": "fall back please"}])
+    assert answer.model == "offline/echo"
+    newest, oldest = log.search(limit=None)
+    assert (oldest["model"], oldest["outcome"], oldest["error_status"]) == ("offline/concise", "error", 503)
+    assert (newest["model"], newest["outcome"], newest["answer"]) == (
+        "offline/echo",
+        "ok",
+        "fall back please",
+    )
