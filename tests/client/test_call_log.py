@@ -34,6 +34,7 @@ from flotorch_nb.calllog import CallLog, CallLogError, CallLogWarning
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.pricing import reset_default_prices, shared_prices
 from tests.support.calllog_worker import CALLS, KEY, work
+from tests.support.dask_cluster import two_workers
 from tests.support.scripts import run_script
 
 SCRIPTED = "offline/scripted"
@@ -453,21 +454,15 @@ def test_a_dask_job_logs_every_item_from_its_workers(
 ) -> None:
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
-    pytest.importorskip("distributed")
-    from flotorch_nb.dask import local_cluster, map_dataframe
+    from flotorch_nb.dask import map_dataframe
 
     path = tmp_path / "dask.sqlite"
     data = pd.DataFrame({"q": [f"dask question {i}" for i in range(32)]})
-    monkeypatch.setenv("FLOTORCH_API_KEY", KEY)  # the workers inherit these, FLOTORCH_LOG too
-    monkeypatch.setenv("FLOTORCH_BASE_URL", gateway.url)
-    monkeypatch.setenv(calllog.ENV_LOG, str(path))
-    client = local_cluster(2, dashboard_address=":0")
-    try:
-        job = map_dataframe(dd.from_pandas(data, npartitions=8), template="{q}", model="offline/echo")
-        got = job.compute()
+    try:  # the workers inherit FLOTORCH_LOG too; closing the cluster makes them exit, writing what waits
+        with two_workers(monkeypatch, gateway.url, KEY, **{calllog.ENV_LOG: str(path)}):
+            job = map_dataframe(dd.from_pandas(data, npartitions=8), template="{q}", model="offline/echo")
+            got = job.compute()
     finally:
-        client.close()
-        client.cluster.close()  # the workers exit: what they had not written yet is written now
         calllog.disable()
     assert got["error_type"].isna().all(), got["error"].dropna().tolist()
     rows = calllog.search_log("dask question", limit=None, path=path)
