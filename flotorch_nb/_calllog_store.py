@@ -22,6 +22,7 @@ stops at ``limit``). Pure apart from the ``sqlite3`` connection handed in.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -156,8 +157,20 @@ _INSERT = (
     "INSERT INTO calls (time, model, answered_model, outcome, source, request, stream, answer, tool_calls, "
     "finish_reason, input_tokens, output_tokens, total_tokens, cost, latency_ms, error_type, error_status, "
     "error_message, request_hash, request_id, gateway, label, notebook, cell, execution_count, pid, version) "
-    f"VALUES ({', '.join('?' * 27)})"
+    "VALUES "
 )
+_ROW = f"({', '.join('?' * 27)})"
+#: Rows per INSERT statement: one statement for many rows lets go of the GIL once for all of them
+#: (``executemany`` lets go and takes it back for every row, a thread switch each while the caller's
+#: event loop wants it); 27 x 64 parameters stay far below SQLite's limit of 32,766.
+_ROWS_PER_INSERT = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _insert(rows: int) -> str:
+    return _INSERT + ", ".join([_ROW] * rows)
+
+
 #: A message's text: its content, or the text of its parts when it is a list of parts.
 _TEXT = (
     "CASE json_type(m.value, '$.content') WHEN 'array' THEN (SELECT group_concat(json_extract(p.value, "
@@ -284,7 +297,9 @@ def write(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()
-        conn.executemany(_INSERT, rows)
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            conn.execute(_insert(len(chunk)), [value for one in chunk for value in one])
         conn.execute(_INDEX, (last,))
         conn.execute("COMMIT")
     except BaseException:
