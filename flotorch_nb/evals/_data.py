@@ -88,9 +88,10 @@ def load_rows(data: Any) -> Dataset:
         rows = [{str(k): _plain(v) for k, v in row.items()} for row in data.to_dict("records")]
     elif hasattr(data, "column_names") and callable(getattr(data, "to_list", None)):  # datasets.Dataset
         rows = [dict(row) for row in data.to_list()]
-    elif isinstance(data, Mapping) or isinstance(data, str | bytes):
+    elif isinstance(data, Mapping | str | bytes):
         raise EvalError(
-            f"data must be a list of dicts, a DataFrame, a Dataset or a file path; got a {type(data).__name__}"
+            "data must be a list of dicts, a DataFrame, a Dataset or a file path; "
+            f"got a {type(data).__name__}"
         )
     elif isinstance(data, Iterable):
         rows = []

@@ -1,10 +1,10 @@
-"""``evaluate`` / ``aevaluate``: a dataset × models × scorers, every call a batch item.
+"""``evaluate`` / ``aevaluate``: a dataset x models x scorers, every call a batch item.
 
 Nothing here sends a request. The plan (``_Plan``, pure) checks everything before any I/O — the data
 and its columns, the template (the batch rule: ``flotorch_nb.batch.Inputs``), the scorers, the call
 parameters (``client.check``), the batch options — and then hands out jobs, each one batch run by
-``flotorch_nb.batch`` on the given client: one per model × epoch for the answers, then one per judge
-model × vote for each judge scorer. So the answer cache, retries, hooks, budgets (client gates) and
+``flotorch_nb.batch`` on the given client: one per model x epoch for the answers, then one per judge
+model x vote for each judge scorer. So the answer cache, retries, hooks, budgets (client gates) and
 progress are the batch's; one ``RateLimiter`` is shared by every job, so ``rpm``/``tpm`` hold across
 answers and judges; a re-run with the same cache sends only what is missing. Only the loop over the
 jobs exists twice (``_run_sync`` / ``_run_async``, side by side): an interrupt (``EvalInterrupted``) or

@@ -1,7 +1,7 @@
 """``EvalResult.to_inspect``: one inspect-ai eval log per model, written with inspect-ai's own types.
 
 Each log is an ``inspect_ai.log.EvalLog`` (spec: task, model, dataset; results: each scorer's
-``mean`` and ``stderr`` with the same rule as ``summary``; one ``EvalSample`` per sample × epoch with
+``mean`` and ``stderr`` with the same rule as ``summary``; one ``EvalSample`` per sample x epoch with
 its input, target, answer as ``ModelOutput``, scores as ``inspect_ai.scorer.Score`` and token usage)
 written by ``inspect_ai.log.write_eval_log``, so ``read_eval_log`` and ``inspect view`` open it.
 A sample without an answer carries inspect's ``EvalError`` with our error's type and message.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._result import EvalResult
+    from ._records import ResultView
 
 __all__ = ["write_logs"]
 
@@ -28,7 +28,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
 
-def write_logs(result: EvalResult, directory: Path) -> list[Path]:
+def write_logs(result: ResultView, directory: Path) -> list[Path]:
     """Write one ``.eval`` log per model into ``directory`` (created); their paths, in model order."""
     from inspect_ai._util.error import EvalError as InspectError
     from inspect_ai.log import (
@@ -67,7 +67,7 @@ def write_logs(result: EvalResult, directory: Path) -> list[Path]:
             messages: list[Any] = [ChatMessageUser(content=prompt)]
             if record.answer is not None:
                 messages.append(ChatMessageAssistant(content=record.answer, model=model))
-            scores = {
+            sample_scores = {
                 name: Score(value=value, explanation=why)
                 for name, (value, why) in record.scores.items()
                 if value is not None
@@ -85,7 +85,7 @@ def write_logs(result: EvalResult, directory: Path) -> list[Path]:
                     target="" if target is None else str(target),
                     messages=messages,
                     output=output,
-                    scores=scores,
+                    scores=sample_scores,
                     metadata={"source": record.source, "latency_ms": record.latency_ms, "cost": record.cost},
                     model_usage={model: usage} if usage is not None else {},
                     error=error,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..pricing import format_cost
 
 if TYPE_CHECKING:
-    from ._result import EvalResult
+    from ._records import Record, ResultView
 
 __all__ = ["report_html", "report_text"]
 
@@ -40,7 +40,7 @@ def _cut(text: str | None, limit: int = 120) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _rows(result: EvalResult) -> list[tuple[str, ...]]:
+def _rows(result: ResultView) -> list[tuple[str, ...]]:
     head = ("model", "scorer", "mean", "95% CI", "SE", "n", "errors", "cost", "per sample", "p50 / p95 ms")
     rows: list[tuple[str, ...]] = [head]
     for row in result.summary_rows():
@@ -52,7 +52,7 @@ def _rows(result: EvalResult) -> list[tuple[str, ...]]:
                 row["model"],
                 row["scorer"],
                 _num(row["mean"]),
-                f"{_num(row['ci_low'])} – {_num(row['ci_high'])}",
+                f"{_num(row['ci_low'])} to {_num(row['ci_high'])}",
                 _num(row["se"]),
                 str(row["n"]),
                 str(row["errors"]),
@@ -64,16 +64,16 @@ def _rows(result: EvalResult) -> list[tuple[str, ...]]:
     return rows
 
 
-def _headline(result: EvalResult) -> str:
+def _headline(result: ResultView) -> str:
     return (
-        f"EvalResult: {len(result.samples)} samples × {len(result.models)} models"
-        + (f" × {result.epochs} epochs" if result.epochs > 1 else "")
+        f"EvalResult: {len(result.samples)} samples x {len(result.models)} models"
+        + (f" x {result.epochs} epochs" if result.epochs > 1 else "")
         + f"; {result.answered}/{len(result.records)} answered"
         + (" (interrupted)" if result.stats.get("interrupted") else "")
     )
 
 
-def _judges(result: EvalResult) -> list[str]:
+def _judges(result: ResultView) -> list[str]:
     lines = []
     for name, usage in result.judge_usage.items():
         lines.append(
@@ -84,7 +84,7 @@ def _judges(result: EvalResult) -> list[str]:
     return lines
 
 
-def report_text(result: EvalResult) -> str:
+def report_text(result: ResultView) -> str:
     """The report as aligned plain text."""
     rows = _rows(result)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -95,7 +95,7 @@ def report_text(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def _chart(result: EvalResult) -> str:
+def _chart(result: ResultView) -> str:
     """Inline SVG: mean score ± CI (first scorer) against the cost of each model's answers."""
     if not result.scorers:
         return ""
@@ -103,7 +103,7 @@ def _chart(result: EvalResult) -> str:
     rows = [r for r in result.summary_rows() if r["scorer"] == scorer]
     costs = [r["cost"] for r in rows]
     priced = all(c is not None for c in costs) and len(rows) > 0
-    xs = [float(c) for c in costs] if priced else [float(i) for i in range(len(rows))]  # type: ignore[arg-type]
+    xs = [float(c) for c in costs] if priced else [float(i) for i in range(len(rows))]
     low, high = (min(xs), max(xs)) if xs else (0.0, 1.0)
     span = high - low or 1.0
 
@@ -138,7 +138,8 @@ def _chart(result: EvalResult) -> str:
             parts.append(f'<circle cx="{cx:.1f}" cy="{y(mean):.1f}" r="4" fill="#4477aa"/>')
         label = row["model"] + (f" {_cost(row['cost'])}" if priced else "")
         parts.append(
-            f'<text x="{cx + 6:.1f}" y="{y(mean if not math.isnan(mean) else 0) - 6:.1f}">{html.escape(label)}</text>'
+            f'<text x="{cx + 6:.1f}" y="{y(0.0 if math.isnan(mean) else mean) - 6:.1f}">'
+            f"{html.escape(label)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -153,9 +154,9 @@ def _table(rows: list[tuple[str, ...]], css: str) -> str:
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _worst(result: EvalResult) -> list[tuple[str, ...]]:
+def _worst(result: ResultView) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [("sample", "prompt", "target", *result.models)]
-    by_key: dict[tuple[int, str], Any] = {}
+    by_key: dict[tuple[int, str], Record] = {}
     for record in result.records:
         if record.epoch == 0:
             by_key[(record.sample, record.model)] = record
@@ -163,12 +164,12 @@ def _worst(result: EvalResult) -> list[tuple[str, ...]]:
         target = result.samples[sample].get(result.target) if result.target else None
         cells = []
         for model in result.models:
-            record = by_key.get((sample, model))
-            if record is None:
+            found = by_key.get((sample, model))
+            if found is None:
                 cells.append("")
                 continue
-            scores = ", ".join(f"{k}={_num(v[0], 2)}" for k, v in record.scores.items())
-            said = record.answer if record.answer is not None else f"[{record.error_type}]"
+            scores = ", ".join(f"{k}={_num(v[0], 2)}" for k, v in found.scores.items())
+            said = found.answer if found.answer is not None else f"[{found.error_type}]"
             cells.append(f"{_cut(said, 80)} ({scores})")
         rows.append(
             (
@@ -181,7 +182,7 @@ def _worst(result: EvalResult) -> list[tuple[str, ...]]:
     return rows
 
 
-def report_html(result: EvalResult) -> str:
+def report_html(result: ResultView) -> str:
     """The report as sanitized HTML: headline, summary table, chart, judges' usage, worst samples."""
     judges = "".join(f"<div>{html.escape(line)}</div>" for line in _judges(result))
     methods = sorted({row["method"] for row in result.summary_rows()})

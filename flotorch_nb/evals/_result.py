@@ -1,6 +1,6 @@
 """``EvalResult``: every answer of an evaluation with its scores, and the statistics drawn from them.
 
-One ``Record`` per sample × model × epoch. A record without an answer (its call failed, or the run
+One ``Record`` per sample x model x epoch. A record without an answer (its call failed, or the run
 stopped first) keeps its error; a scorer that could not score an answer leaves ``None`` with the
 reason as its explanation. Nothing is dropped: ``summary`` and ``compare`` count such a value as 0
 (``errors="zero"``, the default: a failure is not a success) or leave it out (``errors="exclude"``),
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import EvalError
+from ._records import JudgeUsage, Record
 from ._stats import CONFIDENCE, Estimate, Paired, estimate, is_binary, paired
 
 if TYPE_CHECKING:
@@ -35,41 +36,6 @@ VERSION = 1
 ERROR_POLICIES = ("zero", "exclude")
 
 
-@dataclass
-class Record:
-    """One answer (sample × model × epoch): what it said, cost and took, and how it scored."""
-
-    sample: int
-    model: str
-    epoch: int
-    answer: str | None = None
-    error_type: str | None = None
-    error: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    latency_ms: float | None = None
-    source: str | None = None
-    #: Dollars, from the price table (None: no price for the model, or no token counts).
-    cost: float | None = None
-    request_id: str | None = None
-    #: scorer name -> (value 0..1 or None when it could not score, explanation)
-    scores: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
-
-
-@dataclass
-class JudgeUsage:
-    """What one judge scorer's calls took, counted apart from the answers'."""
-
-    calls: int = 0
-    requests: int = 0
-    cache_hits: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float | None = 0.0
-    unpriced: int = 0
-
-
 def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -80,9 +46,9 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 @dataclass(eq=False)
 class EvalResult:
-    """The outcome of ``evaluate``: ``records`` (sample × model × epoch) and the dataset they came from.
+    """The outcome of ``evaluate``: ``records`` (sample x model x epoch) and the dataset they came from.
 
-    ``to_pandas()`` one row per record; ``summary()`` per model × scorer (mean, SE, 95 % CI, n,
+    ``to_pandas()`` one row per record; ``summary()`` per model x scorer (mean, SE, 95 % CI, n,
     errors, cost, latency); ``compare(a, b)`` a paired test between two models; ``save``/``load``;
     ``to_inspect(dir)``. Shows a compact report in a notebook.
     """
@@ -190,7 +156,7 @@ class EvalResult:
         return rows
 
     def summary(self, *, errors: str = "zero", confidence: float = CONFIDENCE) -> pandas.DataFrame:
-        """Per model × scorer: mean, SE, CI (method stated in ``method``), n, errors (records with no
+        """Per model x scorer: mean, SE, CI (method stated in ``method``), n, errors (records with no
         value: counted as 0 with ``errors="zero"``, left out with ``"exclude"``), cost (total, per
         sample, per correct answer; judges' cost is in ``judge_usage``) and p50/p95 latency of the
         answers sent (cache hits have none)."""
@@ -257,7 +223,7 @@ class EvalResult:
 
     # -- tables ------------------------------------------------------------------------------------
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per sample × model × epoch: the sample's fields, prompt, target, model, epoch,
+        """One row per sample x model x epoch: the sample's fields, prompt, target, model, epoch,
         answer, each scorer's value and ``<scorer>_explanation``, tokens, latency, cost, source, error."""
         import pandas as pd
 

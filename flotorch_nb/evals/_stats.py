@@ -1,6 +1,6 @@
 """Pure: the statistics of an evaluation, from scipy (never hand-rolled), each method stated.
 
-One model × one scorer (``estimate``): the mean of the per-sample scores with
+One model x one scorer (``estimate``): the mean of the per-sample scores with
 
 - binary scores (every value 0 or 1): SE = sqrt(p(1 - p) / n), and the **Wilson score interval**
   (``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``), which stays inside [0, 1] and
@@ -38,7 +38,10 @@ FEW_DISCORDANT = 10
 
 WILSON = "Wilson score interval; SE = sqrt(p(1-p)/n)"
 STUDENT = "Student t interval; SE = s/sqrt(n)"
-MCNEMAR = "exact McNemar test (two-sided binomial test on the discordant pairs); Wald interval of the paired difference"
+MCNEMAR = (
+    "exact McNemar test (two-sided binomial test on the discordant pairs); "
+    "Wald interval of the paired difference"
+)
 WILCOXON = "Wilcoxon signed-rank test on the paired differences; t interval of their mean"
 
 

@@ -18,7 +18,6 @@ A target may be a list: the answer matches if it matches any of them.
 from __future__ import annotations
 
 import json
-import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -144,7 +143,7 @@ def regex(pattern: str | re.Pattern[str], *, flags: int = 0, name: str = "regex"
 
 
 #: A number as people write it: sign, thousands separators, decimals, exponent.
-_NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+−]?\.\d+")
+_NUMBER = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+\u2212]?\.\d+")
 
 
 def extract_number(text: str) -> float | None:
@@ -152,7 +151,7 @@ def extract_number(text: str) -> float | None:
     found = _NUMBER.findall(text)
     if not found:
         return None
-    return float(found[-1].replace(",", "").replace("−", "-"))
+    return float(found[-1].replace(",", "").replace("\u2212", "-"))
 
 
 def numeric(tolerance: float = 0.0, *, relative: bool = False) -> Scorer:
@@ -266,7 +265,8 @@ def resolve(scorer: Any) -> Scorer | Judge:
         make = BY_NAME.get(scorer)
         if make is None:
             raise EvalError(
-                f"unknown scorer {scorer!r}; by name: {', '.join(BY_NAME)} (or pass scorers.regex(...), a function...)"
+                f"unknown scorer {scorer!r}; by name: {', '.join(BY_NAME)} "
+                "(or pass scorers.regex(...), a function...)"
             )
         return make()
     if callable(scorer):

@@ -61,7 +61,9 @@ def test_votes_majority_and_several_judge_models(server: EvalServer, client: Flo
     answers(server)
     # m/strict says incorrect to everything: with m/judge's 2 votes (one right, one wrong answer) the
     # majority over 4 votes is 2 of 4 for the right answer: a tie, which is incorrect.
-    server.grade = lambda s: "incorrect" if "strict" in current[0] else ("correct" if "Paris" in s["Answer"] else "incorrect")
+    server.grade = lambda s: (
+        "incorrect" if "strict" in current[0] else ("correct" if "Paris" in s["Answer"] else "incorrect")
+    )
     current = [""]
     original = server.reply
 
@@ -71,7 +73,9 @@ def test_votes_majority_and_several_judge_models(server: EvalServer, client: Flo
 
     server.reply = reply  # type: ignore[method-assign]
     majority = scorers.judge("correct?", model=["m/judge", "m/strict"], votes=2)
-    mean = scorers.judge("correct?", model=["m/judge", "m/strict"], votes=2, aggregate="mean", name="judge_mean")
+    mean = scorers.judge(
+        "correct?", model=["m/judge", "m/strict"], votes=2, aggregate="mean", name="judge_mean"
+    )
     result = run(client, majority, mean)
     assert server.sent("judge") == 2 * 2 * 2 * 2  # samples x judge models x votes x two scorers
     seeds = sorted(str(b.get("seed")) for b in server.bodies if b["model"] == "m/judge")
@@ -133,7 +137,12 @@ def test_scale_grades(server: EvalServer, client: FlotorchLLM) -> None:
 
 @pytest.mark.parametrize(
     ("options", "words"),
-    [({"votes": 0}, "votes"), ({"aggregate": "median"}, "aggregate"), ({"scale": 0}, "scale"), ({"model": [""]}, "model")],
+    [
+        ({"votes": 0}, "votes"),
+        ({"aggregate": "median"}, "aggregate"),
+        ({"scale": 0}, "scale"),
+        ({"model": [""]}, "model"),
+    ],
 )
 def test_bad_judge_options(options: dict[str, Any], words: str) -> None:
     with pytest.raises(EvalError, match=words):

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from flotorch_nb.evals import EvalError, Score, scorers
-from flotorch_nb.evals.scorers import extract_number, normalize, resolve
+from flotorch_nb.evals.scorers import Scorer, extract_number, normalize, resolve
 
 
 def score(scorer: Any, answer: str, target: Any = None) -> float:
@@ -34,7 +34,7 @@ def test_exact_match_and_includes() -> None:
 
 def test_numeric_extracts_the_last_number() -> None:
     assert extract_number("first 3 apples, then 1,234.5 in total") == 1234.5
-    assert extract_number("minus −2") == -2.0 and extract_number("none") is None
+    assert extract_number("minus \u22122") == -2.0 and extract_number("none") is None
     assert score(scorers.numeric(), "So the answer is 42.", "42") == 1
     assert score(scorers.numeric(), "41.9", 42) == 0
     assert score(scorers.numeric(tolerance=0.2), "41.9", 42) == 1
@@ -66,15 +66,21 @@ def test_regex_json_and_schema() -> None:
         scorers.schema(dict)
 
 
+def plain(given: Any) -> Scorer:
+    scorer = resolve(given)
+    assert isinstance(scorer, Scorer)
+    return scorer
+
+
 def test_functions_and_names() -> None:
     def yes(answer: str, target: Any, sample: Any) -> bool:
         return True
 
-    assert resolve(yes).name == "yes" and resolve(yes)("x", None, {}) == Score(True)
+    assert plain(yes).name == "yes" and plain(yes)("x", None, {}) == Score(True)
     assert resolve("includes").name == "includes"
     with pytest.raises(EvalError, match="unknown scorer"):
         resolve("nope")
     with pytest.raises(EvalError, match="between 0 and 1"):
-        resolve(lambda a, t, s: 2.0)("x", None, {})
+        plain(lambda a, t, s: 2.0)("x", None, {})
     with pytest.raises(EvalError, match="returned a str"):
-        resolve(lambda a, t, s: "yes")("x", None, {})
+        plain(lambda a, t, s: "yes")("x", None, {})
