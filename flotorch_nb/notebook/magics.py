@@ -85,6 +85,13 @@ class FlotorchMagics(Magics):
         "the cell's value is the LLMResponse in every format",
     )
     @argument("--schema", metavar="NAME", help="pydantic BaseModel class in the notebook: structured output")
+    @argument(
+        "--validation-retries",
+        type=int,
+        metavar="N",
+        help="with --schema: ask again up to N times, naming the validation errors, when the answer "
+        "does not validate (the answer is then not streamed)",
+    )
     @argument("-o", "--output", metavar="VAR", help="also store the LLMResponse in variable VAR")
     @argument("-c", "--continue", dest="cont", action="store_true", help="send the conversation so far first")
     @argument(
@@ -111,6 +118,12 @@ class FlotorchMagics(Magics):
         "a ModelBatches: a column group per model, agreement when the answers are labels)",
     )
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
+    @argument(
+        "--fallback",
+        metavar="M2,M3",
+        help="models to ask in turn when the model still fails after its retries (429, 5xx, timeout, "
+        "connection, context length, empty or invalid answer); the answer says which one answered",
+    )
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     def flotorch_cell(self, line: str, cell: str) -> Any:
         """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
@@ -175,6 +188,8 @@ class FlotorchMagics(Magics):
             client = session.client(models[0] if models else args.model)
         except ConfigurationError as exc:
             raise configuration_fix(session, exc, model_given=bool(args.model)) from None
+        if args.fallback is not None:  # this cell's client: a copy of the session's, same ledger hooks
+            client = _with_fallbacks(client, args.fallback)
 
         fmt = "json" if schema is not None else args.format
         conversation = session.conversation
@@ -202,10 +217,12 @@ class FlotorchMagics(Magics):
             response_format = {"type": "json_object"}
 
         turn = Turn(prompt, model=args.model or client.model_id)
+        # A re-ask cannot take back text already shown: validation retries answer in one piece.
+        streamed = not args.no_stream and "validation_retries" not in params
         with call_label("magic"), capture() as spent:
             try:
                 resp = answer_cell.ask(
-                    self.ip, client, turn, messages, response_format, params, fmt, stream=not args.no_stream
+                    self.ip, client, turn, messages, response_format, params, fmt, stream=streamed
                 )
             except InvalidRequestError as exc:  # refused before any I/O: an option mistake
                 raise UsageError(f"%%flotorch: {exc}") from None
@@ -226,7 +243,7 @@ class FlotorchMagics(Magics):
                 self.ip,
                 resp,
                 fmt,
-                streamed=not args.no_stream,
+                streamed=streamed,
                 footer=turn.footer,
                 metadata=output_metadata([turn.provenance] if turn.provenance else []),
             )
@@ -244,6 +261,11 @@ class FlotorchMagics(Magics):
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
+        if args.fallback is not None:
+            raise UsageError(
+                "%%flotorch --map: --fallback is for one answer or a comparison; for a batch use "
+                "FlotorchLLM(..., fallbacks=[...]).batch(...)"
+            )
         schema = self._schema_class(args.schema) if args.schema else None
         params = _call_params(args)
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
@@ -394,9 +416,28 @@ def _apply_nest_asyncio() -> str | None:
     return None
 
 
+def _with_fallbacks(client: Any, spec: str) -> Any:
+    """``client`` with ``--fallback m2,m3`` (a copy: its own pools, the same ledger hooks)."""
+    models = [m.strip() for m in spec.split(",") if m.strip()]
+    if not models:
+        raise UsageError("%%flotorch: --fallback needs model ids, e.g. --fallback model-b,model-c")
+    try:
+        return client.copy(fallbacks=models)
+    except ConfigurationError as exc:
+        raise UsageError(f"%%flotorch: --fallback {spec}: {exc}") from None
+
+
 def _call_params(args: Any) -> dict[str, Any]:
     """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
-    given = (("temperature", args.temperature), ("max_tokens", args.max_tokens))
+    if args.validation_retries is not None and not args.schema:
+        raise UsageError(
+            "%%flotorch: --validation-retries re-asks when an answer fails --schema; add --schema"
+        )
+    given = (
+        ("temperature", args.temperature),
+        ("max_tokens", args.max_tokens),
+        ("validation_retries", args.validation_retries),
+    )
     return {name: value for name, value in given if value is not None}
 
 
