@@ -17,7 +17,6 @@ from epoch 0's, is cached apart and resumes; epoch 0 is the very request of a on
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -87,14 +86,6 @@ def _session_client(model: str) -> Client:
         )
     client: Client = session.get_session().client(model)
     return client
-
-
-def _supports(client: Client, name: str) -> bool:
-    """Whether the client's calls take ``name`` (``validation_retries`` lands with the client's loop)."""
-    try:
-        return name in inspect.signature(client.ainvoke).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 @dataclass
@@ -179,7 +170,7 @@ class _Plan:
             calls = []
             for model, vote in judge.calls(self._default_judge_model()):
                 call = self._seeded(judge.params, vote)
-                if _supports(self.client, "validation_retries"):
+                if judge.validation_retries:
                     call["validation_retries"] = judge.validation_retries
                 extra_j = call.pop("extra_body", None)
                 self.client.check(_PROBE, None, judge.grade_class, extra_j, model=model, **call)

@@ -24,7 +24,8 @@ answer runs until the *last* ``[Rubric]`` line, since an answer may contain anyt
 asked for as structured output (``response_format`` = the pydantic class, a strict JSON schema):
 ``JudgeGrade`` ``{"grade": "correct" | "incorrect", "explanation": str}``, or with ``scale=N``
 ``JudgeScore`` ``{"grade": 0..N (integer), "explanation": str}``. A grade that does not validate is
-re-asked ``validation_retries`` times where the client supports it, else that vote is an error.
+re-asked up to ``validation_retries`` times by the client (``validation_retries=`` call option: the
+invalid answer and its errors are sent back); if it still does not validate, that vote is an error.
 
 Votes: each judge model is asked ``votes`` times; vote ``k > 0`` is sent with ``seed=k`` (added to a
 given seed) so the calls differ and are cached apart. ``majority``: correct when more than half of the

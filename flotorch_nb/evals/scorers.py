@@ -232,7 +232,7 @@ def judge(
     client's model). ``aggregate``: ``"majority"`` (a binary verdict: more than half the votes say
     correct; a tie is incorrect) or ``"mean"`` (the fraction of correct votes, or the mean score).
     ``scale=N`` asks for a whole-number score 0..N instead of correct/incorrect (value = score / N).
-    ``validation_retries``: re-asks when a grade does not validate, where the client supports it.
+    ``validation_retries``: how often the client re-asks when a grade does not validate (default 1).
     ``params`` are call parameters of the judge's calls (``temperature``...). The prompt and the grade's
     schema are documented in ``flotorch_nb.evals._judge``.
     """

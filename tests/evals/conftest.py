@@ -39,6 +39,11 @@ def _plain(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum() or ch == " ").strip()
 
 
+def containment(parts: dict[str, str]) -> str:
+    """The server's grading rule: correct when the reference appears in the answer."""
+    return "correct" if _plain(parts.get("Reference", "")) in _plain(parts.get("Answer", "")) else "incorrect"
+
+
 class EvalServer:
     """``answers[model][prompt] -> text``; judge prompts graded by containment; ``requests`` counted."""
 
@@ -46,9 +51,9 @@ class EvalServer:
         self.answers: dict[str, dict[str, str]] = {}
         self.requests: Counter[tuple[str, str]] = Counter()  # (model, "answer"|"judge") -> count
         self.bodies: list[dict[str, Any]] = []
-        self.grade: Callable[[dict[str, str]], str] = lambda s: (
-            "correct" if _plain(s.get("Reference", "")) in _plain(s.get("Answer", "")) else "incorrect"
-        )
+        self.grade: Callable[[dict[str, str]], str] = containment
+        #: How a validation re-ask is graded (default: the first rule).
+        self.regrade: Callable[[dict[str, str]], str] = containment
         self.fail: Callable[[dict[str, Any]], int | None] = lambda body: None
         self.lock = threading.Lock()
         server = self
@@ -80,7 +85,9 @@ class EvalServer:
 
     def reply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         model, user = body["model"], body["messages"][-1]["content"]
-        judged = "[Rubric]" in user
+        # A judge prompt, or a validation re-ask after one (the grade, then a user turn with its errors).
+        prompt = next((m["content"] for m in body["messages"] if "[Rubric]" in str(m.get("content"))), None)
+        judged = prompt is not None
         with self.lock:
             self.requests[(model, "judge" if judged else "answer")] += 1
             self.bodies.append(body)
@@ -88,8 +95,10 @@ class EvalServer:
         if status is not None:
             return status, {"error": {"message": "scripted failure", "type": "server_error"}}
         usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-        if judged:
-            grade = self.grade(sections(user))
+        if prompt is not None:
+            grade = (
+                self.grade(sections(prompt)) if len(body["messages"]) == 2 else self.regrade(sections(prompt))
+            )
             content = json.dumps({"grade": grade, "explanation": f"graded {grade}"})
             return 200, completion(content, usage=usage, model=model)
         table = self.answers.get(model)

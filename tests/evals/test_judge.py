@@ -153,3 +153,13 @@ def test_judge_without_a_model_uses_the_clients(server: EvalServer, client: Flot
     answers(server)
     run(client, scorers.judge("ok?", votes=1))
     assert server.requests[("m/a", "judge")] == 2
+
+
+def test_an_invalid_grade_is_re_asked_through_the_client(server: EvalServer, client: FlotorchLLM) -> None:
+    answers(server)
+    server.grade = lambda s: "maybe"  # the first grade never validates; the re-ask is graded normally
+    result = run(client, scorers.judge("ok?", model="m/judge", votes=1, validation_retries=1))
+    assert [r.scores["judge"][0] for r in result.records] == [1.0, 0.0]
+    reasks = [b for b in server.bodies if b["model"] == "m/judge" and len(b["messages"]) > 2]
+    assert len(reasks) == 2 and reasks[0]["messages"][2]["role"] == "assistant"
+    assert result.judge_usage["judge"].requests == 4 and result.judge_usage["judge"].errors == 0
