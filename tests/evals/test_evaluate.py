@@ -3,6 +3,8 @@ exactly, every data form, mistakes refused before any request, errors counted, e
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import math
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb import FlotorchLLM
-from flotorch_nb.evals import EvalError, EvalResult, Score, evaluate, scorers
+from flotorch_nb.evals import EvalError, EvalResult, Score, aevaluate, evaluate, scorers
 from tests.evals.conftest import EvalServer
 
 N = 20
@@ -30,17 +32,20 @@ def script(server: EvalServer, n: int = N) -> None:
         server.answers[model] = {f"Question: q{i}": (f"T{i}." if i in right else "nope") for i in range(n)}
 
 
-def run(client: FlotorchLLM, data: Any = None, **options: Any) -> EvalResult:
+def run(client: FlotorchLLM, data: Any = None, *, sync: bool = True, **options: Any) -> EvalResult:
+    """``evaluate`` (or ``aevaluate`` on a fresh loop) over ``data`` with the test's template."""
     options.setdefault("scorers", [scorers.exact_match()])
     options.setdefault("models", ["m/a", "m/b"])
-    return evaluate(
-        dataset() if data is None else data,
-        template="Question: {question}",
-        target="answer_key",
-        client=client,
-        progress=False,
-        **options,
-    )
+    args = (dataset() if data is None else data,)
+    options |= {
+        "template": "Question: {question}",
+        "target": "answer_key",
+        "client": client,
+        "progress": False,
+    }
+    if sync:
+        return evaluate(*args, **options)
+    return asyncio.run(aevaluate(*args, **options))
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -51,9 +56,12 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def test_accuracy_and_paired_difference_known_exactly(server: EvalServer, client: FlotorchLLM) -> None:
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_accuracy_and_paired_difference_known_exactly(
+    server: EvalServer, client: FlotorchLLM, sync: bool
+) -> None:
     script(server)
-    result = run(client)
+    result = run(client, sync=sync)
     assert server.sent("answer") == 2 * N
     rows = {r["model"]: r for r in result.summary_rows()}
     for model, k in (("m/a", 15), ("m/b", 13)):
@@ -241,3 +249,13 @@ def test_one_rate_limiter_for_answers_and_judges(server: EvalServer, client: Flo
     limiters = {id(o.limiter) for o in plan.answer_options.values()}
     limiters |= {id(o.limiter) for calls in plan.judge_calls.values() for _, _, o in calls}
     assert limiters == {id(plan.limiter)} and plan.limiter.rpm == 60
+
+
+def test_the_two_shells_take_the_same_arguments() -> None:
+    from flotorch_nb.evals import _evaluate
+
+    assert inspect.signature(evaluate).parameters == inspect.signature(aevaluate).parameters
+    assert (
+        inspect.signature(_evaluate._run_sync).parameters
+        == inspect.signature(_evaluate._run_async).parameters
+    )
