@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..batch._result import _percentile  # the batch summary's rule, so both agree
 from ._errors import EvalError
 from ._records import JudgeUsage, Record
 from ._stats import CONFIDENCE, Estimate, Paired, estimate, is_binary, paired
@@ -34,14 +35,6 @@ __all__ = ["EvalResult", "JudgeUsage", "Record"]
 FORMAT = "flotorch-eval"
 VERSION = 1
 ERROR_POLICIES = ("zero", "exclude")
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
-    return ordered[k]
 
 
 @dataclass(eq=False)
@@ -130,7 +123,9 @@ class EvalResult:
             costs = [r.cost for r in mine if r.answer is not None]
             known = [c for c in costs if c is not None]
             total = math.fsum(known) if known else None  # unpriced answers: counted in cost_unknown
-            latencies = [r.latency_ms for r in mine if r.latency_ms is not None and r.source != "cache"]
+            latencies: list[float] = [
+                r.latency_ms for r in mine if r.latency_ms is not None and r.source != "cache"
+            ]
             for scorer in self.scorers:
                 est = self.estimate(model, scorer, errors=errors, confidence=confidence)
                 correct = est.mean * est.n if est.n else 0.0

@@ -84,44 +84,39 @@ def _targets(target: Any) -> list[str]:
     return [str(target)]
 
 
-def exact_match(
-    *, ignore_case: bool = True, ignore_punctuation: bool = True, ignore_whitespace: bool = True
+def _text_scorer(
+    name: str, matches: Callable[[str, str], bool], found: str, missed: str, options: dict[str, bool]
 ) -> Scorer:
-    """1 when the normalised answer equals the normalised target (any of them, for a list)."""
-    options = {
-        "ignore_case": ignore_case,
-        "ignore_punctuation": ignore_punctuation,
-        "ignore_whitespace": ignore_whitespace,
-    }
+    """A scorer comparing the normalised answer with each normalised target by ``matches(said, wanted)``."""
 
     def score(answer: str, target: Any, sample: Mapping[str, Any]) -> Score:
         said = normalize(answer, **options)
         for wanted in _targets(target):
-            if said == normalize(wanted, **options):
-                return Score(True, f"equals {wanted!r}")
-        return Score(False, f"expected {target!r}")
+            if matches(said, normalize(wanted, **options)):
+                return Score(True, f"{found} {wanted!r}")
+        return Score(False, f"{missed} {target!r}")
 
-    return Scorer("exact_match", score, binary=True, needs_target=True)
+    return Scorer(name, score, binary=True, needs_target=True)
+
+
+def exact_match(
+    *, ignore_case: bool = True, ignore_punctuation: bool = True, ignore_whitespace: bool = True
+) -> Scorer:
+    """1 when the normalised answer equals the normalised target (any of them, for a list)."""
+    options = {"ignore_case": ignore_case, "ignore_punctuation": ignore_punctuation}
+    options["ignore_whitespace"] = ignore_whitespace
+    return _text_scorer("exact_match", lambda said, wanted: said == wanted, "equals", "expected", options)
 
 
 def includes(
     *, ignore_case: bool = True, ignore_punctuation: bool = True, ignore_whitespace: bool = True
 ) -> Scorer:
     """1 when the normalised target (any of them, for a list) appears in the normalised answer."""
-    options = {
-        "ignore_case": ignore_case,
-        "ignore_punctuation": ignore_punctuation,
-        "ignore_whitespace": ignore_whitespace,
-    }
-
-    def score(answer: str, target: Any, sample: Mapping[str, Any]) -> Score:
-        said = normalize(answer, **options)
-        for wanted in _targets(target):
-            if normalize(wanted, **options) in said:
-                return Score(True, f"contains {wanted!r}")
-        return Score(False, f"does not contain {target!r}")
-
-    return Scorer("includes", score, binary=True, needs_target=True)
+    options = {"ignore_case": ignore_case, "ignore_punctuation": ignore_punctuation}
+    options["ignore_whitespace"] = ignore_whitespace
+    return _text_scorer(
+        "includes", lambda said, wanted: wanted in said, "contains", "does not contain", options
+    )
 
 
 def regex(pattern: str | re.Pattern[str], *, flags: int = 0, name: str = "regex") -> Scorer:
