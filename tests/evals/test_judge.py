@@ -163,3 +163,32 @@ def test_an_invalid_grade_is_re_asked_through_the_client(server: EvalServer, cli
     reasks = [b for b in server.bodies if b["model"] == "m/judge" and len(b["messages"]) > 2]
     assert len(reasks) == 2 and reasks[0]["messages"][2]["role"] == "assistant"
     assert result.judge_usage["judge"].requests == 4 and result.judge_usage["judge"].errors == 0
+
+
+def test_a_token_budget_holds_across_answers_and_judges(server: EvalServer, client: FlotorchLLM) -> None:
+    """The client's budget gate admits answers and judge votes alike: when it runs out mid-judging, the
+    votes it refuses are the run's reported errors, nothing past the limit is spent, and nothing raises."""
+    from flotorch_nb.spending import TokenBudget
+
+    server.answers["m/a"] = {f"Q: {i}": str(i) for i in range(4)}
+    budget = TokenBudget(500)  # a judge vote may use 402: room for a few of them after the answers
+    client.hooks.gates.append(budget)
+    client.hooks.after_call.append(budget.after_call)
+    result = evaluate(
+        [{"question": str(i), "key": str(i)} for i in range(4)],
+        template="Q: {question}",
+        target="key",
+        models="m/a",
+        scorers=["exact_match", scorers.judge("ok?", model="m/judge", votes=2, max_tokens=50)],
+        client=client,
+        progress=False,
+        concurrency=1,
+        max_tokens=50,
+    )
+    assert server.sent("answer") == 4 and 0 < server.sent("judge") < 8
+    assert server.sent() * 12 <= 500  # each call reported 12 tokens: the budget's limit held
+    usage = result.judge_usage["judge"]
+    assert usage.errors == 8 - server.sent("judge") and usage.requests == server.sent("judge")
+    refused = [r.scores["judge"][1] or "" for r in result.records]
+    assert any("BudgetExceededError" in why for why in refused)
+    assert [r.scores["exact_match"][0] for r in result.records] == [1.0] * 4
