@@ -244,10 +244,7 @@ class FlotorchLLM(ManyCalls):
     ) -> None:
         """Refuse a call as ``invoke`` would (``InvalidRequestError``, ``ConfigurationError``), without
         sending anything: a batch checks its shared parameters once, up front."""
-        retries = kwargs.pop("validation_retries", None)
-        call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if retries is not None:
-            check_validation_retries(retries, call.model_class)
+        self._plan(messages, tools, response_format, extra_body, kwargs, stream=False).close()
 
     def _recovering(self, kwargs: dict[str, Any]) -> bool:
         """Whether a call needs the recovery layer (``_recover``): fallbacks, or validation retries."""
