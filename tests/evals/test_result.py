@@ -134,25 +134,11 @@ def test_offline_gateway_scripted_answers_and_counts(tmp_path: Path) -> None:
     with OfflineGateway() as gateway:
         llm = FlotorchLLM("offline/scripted", "k", gateway.url, cache=tmp_path / "c.sqlite")
         try:
-            first = evaluate(
-                rows,
-                template="{prompt}",
-                target="key",
-                models="offline/scripted",
-                scorers="numeric",
-                client=llm,
-                progress=False,
-            )
+            options: dict[str, Any] = {"template": "{prompt}", "target": "key", "models": "offline/scripted"}
+            options |= {"scorers": "numeric", "client": llm, "progress": False}
+            first = evaluate(rows, **options)
             assert sum(gateway.request_counts().values()) == 2
-            again = evaluate(
-                rows,
-                template="{prompt}",
-                target="key",
-                models="offline/scripted",
-                scorers="numeric",
-                client=llm,
-                progress=False,
-            )
+            again = evaluate(rows, **options)
             assert sum(gateway.request_counts().values()) == 2  # all from the cache
         finally:
             llm.close()
