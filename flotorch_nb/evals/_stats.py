@@ -14,8 +14,11 @@ same questions and the per-question difficulty cancels out:
 - binary: the **exact McNemar test** — only the discordant pairs (one model right, the other wrong)
   carry information; under "no difference" each is equally likely to go either way, so the p-value is
   the two-sided binomial test of ``a_only`` successes in ``a_only + b_only`` trials at 1/2
-  (``scipy.stats.binomtest``). The difference's interval is the Wald interval of a paired difference
-  of proportions: d = (a_only - b_only) / n, SE = sqrt(a_only + b_only - (a_only - b_only)² / n) / n;
+  (``scipy.stats.binomtest``). The difference d = (a_only - b_only) / n gets the **Bonett-Price
+  adjusted Wald interval** (Bonett & Price 2012): with p1 = (a_only + 1) / (n + 2) and
+  p2 = (b_only + 1) / (n + 2), (p1 - p2) ± z · sqrt((p1 + p2 - (p1 - p2)²) / (n + 2)). The plain Wald
+  interval collapses to zero width when there are no discordant pairs and undercovers when there are
+  few; the adjusted one does neither;
 - continuous: the **Wilcoxon signed-rank test** on the per-sample differences
   (``scipy.stats.wilcoxon``; all differences zero -> p = 1) and the t interval of their mean.
 
@@ -40,7 +43,7 @@ WILSON = "Wilson score interval; SE = sqrt(p(1-p)/n)"
 STUDENT = "Student t interval; SE = s/sqrt(n)"
 MCNEMAR = (
     "exact McNemar test (two-sided binomial test on the discordant pairs); "
-    "Wald interval of the paired difference"
+    "Bonett-Price adjusted Wald interval of the paired difference"
 )
 WILCOXON = "Wilcoxon signed-rank test on the paired differences; t interval of their mean"
 
@@ -175,12 +178,13 @@ def paired(
         discordant = a_only + b_only
         p = float(stats.binomtest(a_only, discordant, 0.5).pvalue) if discordant else 1.0
         d = (a_only - b_only) / n
-        se = math.sqrt(max(discordant - (a_only - b_only) ** 2 / n, 0.0)) / n
+        p1, p2 = (a_only + 1) / (n + 2), (b_only + 1) / (n + 2)
+        centre, se = p1 - p2, math.sqrt(max(p1 + p2 - (p1 - p2) ** 2, 0.0) / (n + 2))
         z = float(stats.norm.ppf(0.5 + confidence / 2))
         if discordant < FEW_DISCORDANT:
             few = f"only {discordant} discordant pairs decide the exact test"
             caveat = f"{caveat}; {few}" if caveat else few
-        return d, d - z * se, d + z * se, p, MCNEMAR, a_only, b_only, caveat
+        return d, centre - z * se, centre + z * se, p, MCNEMAR, a_only, b_only, caveat
     diffs = [a - b for a, b in zip(a_values, b_values, strict=True)]
     spread = estimate(diffs, binary=False, confidence=confidence)
     p = 1.0 if all(x == 0 for x in diffs) else float(stats.wilcoxon(diffs).pvalue)

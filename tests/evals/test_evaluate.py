@@ -76,8 +76,9 @@ def test_accuracy_and_paired_difference_known_exactly(
     # Exact McNemar: 2 * P(X >= 5), X ~ Binomial(8, 1/2) = 2 * (56 + 28 + 8 + 1) / 256.
     assert test.p_value == pytest.approx(186 / 256)
     assert test.difference == pytest.approx(0.1)
-    se = math.sqrt(8 - (5 - 3) ** 2 / N) / N
-    assert (test.ci_low, test.ci_high) == pytest.approx((0.1 - Z * se, 0.1 + Z * se))
+    # Bonett-Price: p1 = 6/22, p2 = 4/22, centre 2/22, SE = sqrt((10/22 - (2/22)^2) / 22).
+    centre, se = 2 / 22, math.sqrt((10 / 22 - (2 / 22) ** 2) / 22)
+    assert (test.ci_low, test.ci_high) == pytest.approx((centre - Z * se, centre + Z * se))
     assert not test.significant
     assert "only 20 samples" in (test.caveat or "") and "8 discordant" in (test.caveat or "")
     # The other way round: the difference and the discordant counts swap, the p-value stays.

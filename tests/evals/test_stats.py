@@ -49,12 +49,19 @@ def test_mcnemar_exact_small_case() -> None:
     d, low, high, p, method, a_only, b_only, caveat = paired(a, b)
     assert (a_only, b_only) == (4, 0) and p == pytest.approx(0.125) and d == pytest.approx(0.4)
     assert "McNemar" in method and caveat is not None and "only 10 samples" in caveat
-    assert low < d < high
+    # Bonett-Price by hand: p1 = 5/12, p2 = 1/12, centre 4/12, SE = sqrt((6/12 - (4/12)^2) / 12).
+    z, centre = 1.959963984540054, 4 / 12
+    half = z * math.sqrt((6 / 12 - centre**2) / 12)
+    assert (low, high) == pytest.approx((centre - half, centre + half))
 
 
 def test_mcnemar_without_discordant_pairs() -> None:
-    d, _, _, p, _, a_only, b_only, _ = paired([1.0, 0.0], [1.0, 0.0])
+    d, low, high, p, _, a_only, b_only, _ = paired([1.0] * 10, [1.0] * 10)
     assert (d, p, a_only, b_only) == (0.0, 1.0, 0, 0)
+    # Not a zero-width interval (what plain Wald gives): p1 = p2 = 1/12, SE = sqrt((2/12) / 12).
+    z = 1.959963984540054
+    half = z * math.sqrt((2 / 12) / 12)
+    assert (low, high) == pytest.approx((-half, half)) and high > 0.2
 
 
 def test_wilcoxon_exact_small_case() -> None:
