@@ -11,7 +11,7 @@ The prompt (a contract: the offline gateway recognises it and grades determinist
             <the prompt the model was sent>
 
             [Reference]
-            <the target, or "(none)">
+            <the target (a list: its items joined by ", ")>
 
             [Answer]
             <the model's answer>
@@ -20,7 +20,9 @@ The prompt (a contract: the offline gateway recognises it and grades determinist
             <the rubric>
 
 Each label stands alone on its line, in that order; a section runs until the next label line (the
-answer runs until the *last* ``[Rubric]`` line, since an answer may contain anything). The grade is
+answer runs until the *last* ``[Rubric]`` line, since an answer may contain anything). Without a
+target (no ``target=`` column, or an empty cell) the ``[Reference]`` section is left out, so a grader
+never reads a placeholder as the reference. The grade is
 asked for as structured output (``response_format`` = the pydantic class, a strict JSON schema):
 ``JudgeGrade`` ``{"grade": "correct" | "incorrect", "explanation": str}``, or with ``scale=N``
 ``JudgeScore`` ``{"grade": 0..N (integer), "explanation": str}``. A grade that does not validate is
@@ -63,13 +65,9 @@ class JudgeGrade(BaseModel):
 
 def judge_prompt(question: str, reference: Any, answer: str, rubric: str) -> str:
     """The judge's user message (see the module docstring for the contract)."""
-    ref = (
-        "(none)"
-        if reference is None
-        else ", ".join(map(str, reference))
-        if isinstance(reference, list | tuple)
-        else str(reference)
-    )
+    if reference is None:
+        return f"[Question]\n{question}\n\n[Answer]\n{answer}\n\n[Rubric]\n{rubric}"
+    ref = ", ".join(map(str, reference)) if isinstance(reference, list | tuple) else str(reference)
     return f"[Question]\n{question}\n\n[Reference]\n{ref}\n\n[Answer]\n{answer}\n\n[Rubric]\n{rubric}"
 
 

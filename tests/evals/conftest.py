@@ -96,9 +96,8 @@ class EvalServer:
             return status, {"error": {"message": "scripted failure", "type": "server_error"}}
         usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
         if prompt is not None:
-            grade = (
-                self.grade(sections(prompt)) if len(body["messages"]) == 2 else self.regrade(sections(prompt))
-            )
+            parts = {**sections(prompt), "model": model}  # the judge model, for rules that depend on it
+            grade = self.grade(parts) if len(body["messages"]) == 2 else self.regrade(parts)
             content = json.dumps({"grade": grade, "explanation": f"graded {grade}"})
             return 200, completion(content, usage=usage, model=model)
         table = self.answers.get(model)

@@ -39,7 +39,7 @@ def test_the_judge_prompt_and_grade_contract(server: EvalServer, client: Flotorc
     result = run(client, scorers.judge("Is the answer correct?", model="m/judge", votes=1))
     judged = [b for b in server.bodies if b["model"] == "m/judge"]
     assert len(judged) == 2
-    body = judged[0]
+    body = next(b for b in judged if "France" in b["messages"][1]["content"])  # calls run concurrently
     assert body["messages"][0] == {"role": "system", "content": SYSTEM}
     parts = sections(body["messages"][1]["content"])
     assert parts == {
@@ -62,16 +62,8 @@ def test_votes_majority_and_several_judge_models(server: EvalServer, client: Flo
     # m/strict says incorrect to everything: with m/judge's 2 votes (one right, one wrong answer) the
     # majority over 4 votes is 2 of 4 for the right answer: a tie, which is incorrect.
     server.grade = lambda s: (
-        "incorrect" if "strict" in current[0] else ("correct" if "Paris" in s["Answer"] else "incorrect")
+        "incorrect" if s["model"] == "m/strict" else ("correct" if "Paris" in s["Answer"] else "incorrect")
     )
-    current = [""]
-    original = server.reply
-
-    def reply(body: dict[str, Any]) -> Any:
-        current[0] = body["model"]
-        return original(body)
-
-    server.reply = reply  # type: ignore[method-assign]
     majority = scorers.judge("correct?", model=["m/judge", "m/strict"], votes=2)
     mean = scorers.judge(
         "correct?", model=["m/judge", "m/strict"], votes=2, aggregate="mean", name="judge_mean"
@@ -192,3 +184,24 @@ def test_a_token_budget_holds_across_answers_and_judges(server: EvalServer, clie
     refused = [r.scores["judge"][1] or "" for r in result.records]
     assert any("BudgetExceededError" in why for why in refused)
     assert [r.scores["exact_match"][0] for r in result.records] == [1.0] * 4
+
+
+def test_without_a_target_the_prompt_has_no_reference_section(
+    server: EvalServer, client: FlotorchLLM
+) -> None:
+    answers(server)
+    evaluate(
+        DATA,
+        template="Q: {question}",
+        models="m/a",
+        scorers=[scorers.judge("Is it polite?", model="m/judge", votes=1)],
+        client=client,
+        progress=False,
+    )
+    prompts = [b["messages"][1]["content"] for b in server.bodies if b["model"] == "m/judge"]
+    assert len(prompts) == 2 and all("[Reference]" not in p for p in prompts)
+    assert sections(next(p for p in prompts if "France" in p)) == {
+        "Question": "Q: capital of France?",
+        "Answer": "It is Paris.",
+        "Rubric": "Is it polite?",
+    }
