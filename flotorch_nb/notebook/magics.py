@@ -139,8 +139,25 @@ class FlotorchMagics(Magics):
         help="models to ask in turn when the model still fails after its retries (429, 5xx, timeout, "
         "connection, context length, empty or invalid answer); the answer says which one answered",
     )
+    @argument(
+        "--tools",
+        metavar="F,G",
+        help="let the model call these notebook functions (or MCP toolsets) until it answers; each call "
+        "is shown as a card; the cell's value is the ToolRun",
+    )
+    @argument(
+        "--approve",
+        action="store_true",
+        help="with --tools: ask before every call (Approve / Deny buttons in JupyterLab, y/n in a terminal)",
+    )
+    @argument("--max-steps", type=int, help="with --tools: at most this many model turns (default 10)")
+    @argument(
+        "--agent",
+        metavar="NAME",
+        help="run the pydantic-ai Agent NAME on the prompt; its tool calls shown as cards",
+    )
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
-    def flotorch_cell(self, line: str, cell: str) -> Any:
+    def flotorch_cell(self, line: str, cell: str, awaited: bool = False) -> Any:
         """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
 
         Interpolation: {name}, {obj.attr}, {seq[0]}, {d['key']}, {In[3]} and {Out[3]} are replaced by
@@ -214,6 +231,8 @@ class FlotorchMagics(Magics):
             system = conversation.system
         messages = (conversation if args.cont else Conversation()).messages(prompt, system)
         params = _call_params(args)
+        if args.tools or args.agent or args.approve or args.max_steps is not None:
+            return self._tool_cell(args, client, messages, params, prompt, system, models, awaited)
         if models:
             if schema is not None or fmt != "markdown":
                 raise UsageError("%%flotorch: a comparison shows Markdown answers; drop -f and --schema")
@@ -270,6 +289,97 @@ class FlotorchMagics(Magics):
         if args.output:
             self.ip.user_ns[args.output] = value  # the very object that is Out[n]
         return value
+
+    def _tool_cell(
+        self,
+        args: Any,
+        client: Any,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        prompt: str,
+        system: str | None,
+        models: Any,
+        awaited: bool,
+    ) -> Any:
+        """``--tools`` / ``--agent``: the loop (or the agent) with its tool cards; see ``tool_cell``."""
+        from . import tool_cell
+
+        if args.tools and args.agent:
+            raise UsageError("%%flotorch: --tools and --agent are two ways to use tools; pick one")
+        if not (args.tools or args.agent):
+            raise UsageError("%%flotorch: --approve and --max-steps go with --tools f,g")
+        if models or args.schema or args.format != "markdown":
+            raise UsageError(
+                "%%flotorch --tools/--agent: a single Markdown answer; drop -m a,b, -f and --schema"
+            )
+        if args.max_steps is not None and args.max_steps < 1:
+            raise UsageError(f"%%flotorch: --max-steps must be a whole number >= 1, got {args.max_steps}")
+        if args.agent:
+            if args.approve or args.max_steps is not None or args.cont:
+                raise UsageError("%%flotorch --agent: --approve, --max-steps and -c belong to --tools")
+            agent = tool_cell.check_agent(args.agent, self.ip.user_ns)
+            with call_label("magic"):
+                value = tool_cell.run_agent(agent, prompt)
+        else:
+            tools = tool_cell.resolve_tools(args.tools, self.ip.user_ns)
+            options: dict[str, Any] = {
+                "max_steps": args.max_steps or 10,
+                "stream": not args.no_stream,
+                "params": params,
+            }
+            if awaited and args.approve:
+                return self._awaited_tools(args, client, messages, tools, options, prompt, system)
+            with call_label("magic"):
+                try:
+                    run = tool_cell.run_tools(
+                        self.ip, client, messages, tools, approve=args.approve, **options
+                    )
+                except InvalidRequestError as exc:
+                    raise UsageError(f"%%flotorch: {exc}") from None
+                except FlotorchError as exc:  # MaxStepsError, a gateway failure: one line, cell fails
+                    answer_cell.one_line_traceback(exc, self.ip)
+                    raise
+            return self._settle_run(run, args, prompt, system)
+        if args.output:
+            self.ip.user_ns[args.output] = value
+        return value
+
+    async def _awaited_tools(
+        self,
+        args: Any,
+        client: Any,
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+        options: dict[str, Any],
+        prompt: str,
+        system: str | None,
+    ) -> Any:
+        from . import tool_cell
+
+        with call_label("magic"):
+            try:
+                run = await tool_cell.run_tools_awaited(client, messages, tools, **options)
+            except InvalidRequestError as exc:
+                raise UsageError(f"%%flotorch: {exc}") from None
+            except FlotorchError as exc:
+                answer_cell.one_line_traceback(exc, self.ip)
+                raise
+        return self._settle_run(run, args, prompt, system)
+
+    def _settle_run(self, run: Any, args: Any, prompt: str, system: str | None) -> Any:
+        """A finished tool run becomes the conversation's turn (its final answer), counted with the
+        tokens of every step; kept in ``-o VAR``; the cell's value."""
+        from ..tools._cards import run_footer
+
+        turn = Turn(prompt, model=run.response.model if run.response is not None else "")
+        if run.response is not None:
+            turn.finish(run.response)
+        turn.footer = run_footer(run, turn.model)
+        turn.provenance = run.response.provenance if run.response is not None else None
+        self._commit(turn, system, fresh=not args.cont)
+        if args.output:
+            self.ip.user_ns[args.output] = run
+        return run
 
     def _map(self, args: Any, cell: str) -> Any:
         """``--map NAME``: the cell as a template over a dataset; the value is the BatchResult."""
@@ -497,6 +607,15 @@ def load_ipython_extension(ipython: Any) -> None:
     and the offline gateway is started at most once per process.
     """
     ipython.register_magics(FlotorchMagics)
+    from ..tools._approval import use_in_kernel
+    from .approval import widget_asker
+    from .tool_cell import await_approval_cells
+
+    use_in_kernel(widget_asker)  # await llm.arun(..., approve=True) in a cell: the Approve / Deny widget
+    # %%flotorch --tools --approve awaits in a kernel, so the Approve button's click can arrive.
+    transformers = getattr(ipython, "input_transformers_post", None)
+    if transformers is not None and await_approval_cells not in transformers:
+        transformers.append(await_approval_cells)
     warning = _apply_nest_asyncio()
     if warning:
         print(warning)
@@ -505,6 +624,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext flotorch_nb``: remove the magics (the session and gateway stay for the kernel)."""
+    from .tool_cell import await_approval_cells
+
+    transformers = getattr(ipython, "input_transformers_post", [])
+    if await_approval_cells in transformers:
+        transformers.remove(await_approval_cells)
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("flotorch", None)
