@@ -424,8 +424,18 @@ class FlotorchMagics(Magics):
         """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
         from .eval_cell import EvalUsageError, run_eval
 
-        if args.map is not None or args.cont or args.schema or args.format != "markdown":
-            raise UsageError("%%flotorch --eval: --map, -c, --schema and -f do not apply to an evaluation")
+        if (
+            args.map is not None
+            or args.cont
+            or args.schema
+            or args.format != "markdown"
+            or args.tools
+            or args.agent
+        ):
+            raise UsageError(
+                "%%flotorch --eval: --map, --tools, --agent, -c, --schema and -f do not apply to an "
+                "evaluation"
+            )
         given = args.model or self.session.model_id or ""
         models = tuple(m.strip() for m in given.split(",") if m.strip())
         if not models:

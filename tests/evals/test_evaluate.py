@@ -162,7 +162,11 @@ def test_mistakes_are_refused_before_any_request(
     assert server.sent() == 0
 
 
-def test_client_is_required_outside_a_notebook(server: EvalServer) -> None:
+def test_client_is_required_outside_a_notebook(server: EvalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    # Outside a notebook the notebook layer is not loaded (another test of this run may have loaded it).
+    monkeypatch.delitem(sys.modules, "flotorch_nb.notebook.session", raising=False)
     with pytest.raises(EvalError, match="client="):
         evaluate(dataset(1), template="{question}", models="m/a", scorers="json_valid", progress=False)
 

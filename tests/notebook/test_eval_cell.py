@@ -53,6 +53,7 @@ def test_an_eval_cell_with_a_judge(shell: Shell, offline_env: OfflineGateway) ->
         ("--eval rows --target key --score nope -m offline/scripted", "unknown scorer"),
         ("--eval rows --judge-model x --score exact_match --target key", "--judge-model needs --judge"),
         ("--eval rows --map rows --score exact_match", "do not apply"),
+        ("--eval rows --tools f --score exact_match", "do not apply"),
     ],
 )
 def test_eval_cell_mistakes_are_usage_errors(
