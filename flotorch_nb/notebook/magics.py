@@ -120,6 +120,21 @@ class FlotorchMagics(Magics):
     )
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
     @argument(
+        "--eval",
+        metavar="DATA",
+        help="evaluate: the cell is the template over DATA (a list of dicts/DataFrame/Dataset in the "
+        "notebook, or a .csv/.jsonl path), each -m model answers, --score/--judge grade; the value is "
+        "an EvalResult (summary, CI, chart, worst samples; .compare(a, b) for a paired test)",
+    )
+    @argument("--target", metavar="COL", help="with --eval: the reference column")
+    @argument(
+        "--score", metavar="LIST", help="with --eval: scorers, e.g. exact_match,includes,numeric,json_valid"
+    )
+    @argument("--judge", metavar="RUBRIC", help="with --eval: an LLM judge with this rubric (quote it)")
+    @argument(
+        "--judge-model", metavar="M", help="with --eval --judge: the judge model (default: the first -m)"
+    )
+    @argument(
         "--fallback",
         metavar="M2,M3",
         help="models to ask in turn when the model still fails after its retries (429, 5xx, timeout, "
@@ -180,6 +195,8 @@ class FlotorchMagics(Magics):
         session = self.session
         if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
+        if args.eval is not None:  # an evaluation: flotorch_nb.notebook.eval_cell
+            return self._eval(args, cell)
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
@@ -400,6 +417,48 @@ class FlotorchMagics(Magics):
             raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
         if chart is not None:
             display(chart)  # the latency distribution and errors, above the summary
+        if args.output:
+            self.ip.user_ns[args.output] = result
+        return result
+
+    def _eval(self, args: Any, cell: str) -> Any:
+        """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
+        from .eval_cell import EvalUsageError, run_eval
+
+        if (
+            args.map is not None
+            or args.cont
+            or args.schema
+            or args.format != "markdown"
+            or args.tools
+            or args.agent
+        ):
+            raise UsageError(
+                "%%flotorch --eval: --map, --tools, --agent, -c, --schema and -f do not apply to an "
+                "evaluation"
+            )
+        given = args.model or self.session.model_id or ""
+        models = tuple(m.strip() for m in given.split(",") if m.strip())
+        if not models:
+            raise configuration_fix(self.session, ConfigurationError("no model"))
+        try:
+            result = run_eval(
+                self.session,
+                self.ip.user_ns,
+                args.eval,
+                cell.strip("\n"),
+                models,
+                target=args.target,
+                score=args.score,
+                judge=args.judge,
+                judge_model=args.judge_model,
+                concurrency=args.concurrency,
+                params=_call_params(args),
+            )
+        except EvalUsageError as exc:
+            raise UsageError(f"%%flotorch {exc}") from None
+        except ConfigurationError as exc:
+            raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
         if args.output:
             self.ip.user_ns[args.output] = result
         return result
