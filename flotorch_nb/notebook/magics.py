@@ -545,6 +545,9 @@ class FlotorchMagics(Magics):
             names = ", ".join([*commands.COMMANDS, "login"])
             raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
         function, least, most, usage = spec
+        # Only logs has options of its own; elsewhere "-..." is a mistyped option (model --help), not a value.
+        if command != "logs" and any(value.startswith("-") for value in args.value):
+            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {usage}")
         if not least <= len(args.value) <= most:
             raise UsageError(f"%flotorch {command}: usage: %flotorch {usage}")
         try:

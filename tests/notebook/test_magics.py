@@ -592,6 +592,15 @@ def test_unknown_subcommands_list_the_valid_ones(shell: Shell) -> None:
             shell.line(bad)
 
 
+def test_an_option_given_to_a_subcommand_is_refused_not_taken_as_its_value(shell: Shell) -> None:
+    """``%flotorch model --help`` must not make ``--help`` the session's model (only logs has options)."""
+    before = get_session().model_id
+    for line in ("model --help", "budget -5", "cache --off", "price m -1 2"):
+        with pytest.raises(UsageError, match="takes no options"):
+            shell.line(line)
+    assert get_session().model_id == before
+
+
 def test_login_asks_with_getpass_and_the_key_is_never_shown(
     shell: Shell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
