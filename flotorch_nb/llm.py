@@ -19,12 +19,24 @@ from typing import TYPE_CHECKING, Any
 from . import _config
 from . import cache as _cache
 from ._admission import Asked, aadmit, admit
-from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
-from ._errors import ConfigurationError, FlotorchError, StructuredOutputError
+from ._call import (
+    NOT_HELD,
+    Begun,
+    Held,
+    answered,
+    begin,
+    completed,
+    end,
+    finished,
+    gating,
+    prepare,
+    settle_attempt,
+    source_of,
+)
+from ._errors import ConfigurationError, FlotorchError
 from ._hooks import CallRequest, Hooks
 from ._many import ManyCalls
-from ._provenance import stamp
-from ._response import LLMResponse, Source, parse_completion
+from ._response import LLMResponse
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
 from ._text import non_empty
@@ -35,14 +47,12 @@ from ._transport import (
     closed_error,
     is_event_stream,
     redirect_target,
-    response_info,
-    scrub,
     status_failure,
 )
 from ._transport._httpx import open_sync
 from ._transport._pools import Pools
 from ._transport._pools import forget_closed_loops as forget_closed_loops
-from .schema import convert_pydantic_to_custom_json_schema, parse_structured
+from .schema import convert_pydantic_to_custom_json_schema
 
 if TYPE_CHECKING:
     import asyncio
@@ -194,7 +204,7 @@ class FlotorchLLM(ManyCalls):
         """``copy(model_id=model_id)``: the same gateway, key, options and hooks for another model."""
         return self.copy(model_id=non_empty(model_id, "model_id"))
 
-    # -- around the send loops (see _call) ------------------------------------------------------
+    # -- preparing a call (see _call) ---------------------------------------------------------------
     def _prepare(
         self,
         messages: object,
@@ -219,56 +229,23 @@ class FlotorchLLM(ManyCalls):
         sending anything: a batch checks its shared parameters once, up front."""
         self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
 
-    def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
+    # -- what a stream uses of its client (the steps are _call's, as for invoke) -------------------
+    def _finished(self, response: LLMResponse, call: Call) -> LLMResponse:
+        """A stream's answer through the same last steps as invoke's (``_call.finished``)."""
         self.offline = response.offline
-        response.source = self._source(response)
-        stamp(response, call, self._settings)  # provenance travels on the answer
-        if call.model_class is not None:
-            try:
-                response.parsed = parse_structured(call.model_class, response.content)
-            except StructuredOutputError as error:
-                error.response = response
-                raise
-        if self.cache is not None:  # invoke's and a stream's answer alike; never an error
-            self.cache.store(call, response)
-        if logger.isEnabledFor(logging.DEBUG):
-            tokens = response.usage.total_tokens if response.usage else "unknown"
-            logger.debug("%s answered in %.1f ms: %s tokens", call.model, response.latency_s * 1000, tokens)
-        return response
-
-    def _source(self, response: LLMResponse | None) -> Source:
-        if self._settings.cassette_mode == "replay":
-            return "replay"
-        return "offline" if response is not None and response.offline else "live"
-
-    def _complete(self, http: Reply | AsyncReply, started: float, body: bytes, call: Call) -> LLMResponse:
-        """A whole (non-streamed) 2xx body as the finished ``LLMResponse``."""
-        info = response_info(http.headers, time.perf_counter() - started)
-        try:
-            return self._finish(parse_completion(body, info), call)
-        except FlotorchError as error:
-            scrub(error, self._settings.api_key)
-            raise
+        return finished(response, call, self._settings, self.cache)
 
     def _stream_link(self) -> StreamLink:
         """All a stream may use of this client (made per stream: a client holding it would be a cycle)."""
         return StreamLink(
-            self._send, self._asend, self._before, self._after, self._finish, self._pools.tracked
+            self._send, self._asend, self._before, self._after, self._finished, self._pools.tracked
         )
-
-    def _cached(self, call: Call) -> LLMResponse | None:
-        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing), with
-        its provenance (``source="cache"``, dated now, the request's hash)."""
-        hit = self.cache.lookup(call) if self.cache is not None else None
-        if hit is not None:
-            stamp(hit, call, self._settings)
-        return hit
 
     def _before(self, call: Call) -> Begun:
         return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
 
     def _after(self, begun: Begun, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> None:
-        end(self.hooks, begun, outcome, self._source(None), partial_chars)
+        end(self.hooks, begun, outcome, source_of(self._settings), partial_chars)
 
     # -- the sync shell ------------------------------------------------------------------------
     def _send(self, call: Call, request: CallRequest | None = None) -> tuple[Reply, float, bytes, Held]:
@@ -328,22 +305,19 @@ class FlotorchLLM(ManyCalls):
         to override the model and ``timeout`` (seconds) for this call only.
         """
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if self.cache is not None and (hit := self._cached(call)) is not None:
+        settings, cache, hooks = self._settings, self.cache, self.hooks
+        if cache is not None and (hit := answered(cache, call, settings)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
-        begun = self._before(call)
+        begun = begin(hooks, call)  # before_request hooks: may refuse the call, nothing sent yet
         try:
             with self._pools.tracked():
                 http, started, body, held = self._send(call, begun[0])
-            try:
-                response = self._complete(http, started, body, call)
-            except BaseException as exc:  # a structured-output failure still carries its usage
-                held.settle(exc)
-                raise
-            held.settle(response)
+            response = completed(http.headers, started, body, call, settings, cache, held)
         except BaseException as exc:
-            self._after(begun, exc)
+            end(hooks, begun, exc, source_of(settings))
             raise
-        self._after(begun, response)
+        self.offline = response.offline
+        end(hooks, begun, response, source_of(settings))
         return response
 
     def stream(
@@ -357,7 +331,8 @@ class FlotorchLLM(ManyCalls):
         """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
         ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        return ChatStream(self._stream_link(), call, answered=self._cached(call))
+        hit = answered(self.cache, call, self._settings) if self.cache is not None else None
+        return ChatStream(self._stream_link(), call, answered=hit)
 
     # -- the async shell -----------------------------------------------------------------------
     async def _asend(
@@ -414,22 +389,19 @@ class FlotorchLLM(ManyCalls):
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
-        if self.cache is not None and (hit := self._cached(call)) is not None:
+        settings, cache, hooks = self._settings, self.cache, self.hooks
+        if cache is not None and (hit := answered(cache, call, settings)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
-        begun = self._before(call)
+        begun = begin(hooks, call)  # before_request hooks: may refuse the call, nothing sent yet
         try:
             with self._pools.tracked():
                 http, started, body, held = await self._asend(call, begun[0])
-            try:
-                response = self._complete(http, started, body, call)
-            except BaseException as exc:  # a structured-output failure still carries its usage
-                held.settle(exc)
-                raise
-            held.settle(response)
+            response = completed(http.headers, started, body, call, settings, cache, held)
         except BaseException as exc:
-            self._after(begun, exc)
+            end(hooks, begun, exc, source_of(settings))
             raise
-        self._after(begun, response)
+        self.offline = response.offline
+        end(hooks, begun, response, source_of(settings))
         return response
 
     def astream(
@@ -442,7 +414,8 @@ class FlotorchLLM(ManyCalls):
     ) -> AsyncChatStream:
         """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        return AsyncChatStream(self._stream_link(), call, answered=self._cached(call))
+        hit = answered(self.cache, call, self._settings) if self.cache is not None else None
+        return AsyncChatStream(self._stream_link(), call, answered=hit)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
