@@ -230,7 +230,7 @@ class FlotorchLLM(ManyCalls):
         self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
 
     # -- what a stream uses of its client (the steps are _call's, as for invoke) -------------------
-    def _finished(self, response: LLMResponse, call: Call) -> LLMResponse:
+    def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
         """A stream's answer through the same last steps as invoke's (``_call.finished``)."""
         self.offline = response.offline
         return finished(response, call, self._settings, self.cache)
@@ -238,8 +238,12 @@ class FlotorchLLM(ManyCalls):
     def _stream_link(self) -> StreamLink:
         """All a stream may use of this client (made per stream: a client holding it would be a cycle)."""
         return StreamLink(
-            self._send, self._asend, self._before, self._after, self._finished, self._pools.tracked
+            self._send, self._asend, self._before, self._after, self._finish, self._pools.tracked
         )
+
+    def _cached(self, call: Call) -> LLMResponse | None:
+        """The answer cache's answer to ``call`` (``_call.answered``), or None: a stream sends nothing."""
+        return answered(self.cache, call, self._settings) if self.cache is not None else None
 
     def _before(self, call: Call) -> Begun:
         return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
@@ -331,8 +335,7 @@ class FlotorchLLM(ManyCalls):
         """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
         ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        hit = answered(self.cache, call, self._settings) if self.cache is not None else None
-        return ChatStream(self._stream_link(), call, answered=hit)
+        return ChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- the async shell -----------------------------------------------------------------------
     async def _asend(
@@ -414,8 +417,7 @@ class FlotorchLLM(ManyCalls):
     ) -> AsyncChatStream:
         """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
-        hit = answered(self.cache, call, self._settings) if self.cache is not None else None
-        return AsyncChatStream(self._stream_link(), call, answered=hit)
+        return AsyncChatStream(self._stream_link(), call, answered=self._cached(call))
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
