@@ -209,6 +209,31 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     return float(timeout)
 
 
+def check_fallbacks(fallbacks: object, model_id: str) -> tuple[str, ...]:
+    """The models to ask, in order, when ``model_id`` fails in a way another model may not (see
+    ``flotorch_nb._recover``): a list of distinct, non-empty model ids without ``model_id`` itself.
+    A single string is refused rather than read as its letters."""
+    if fallbacks is None:
+        return ()
+    if isinstance(fallbacks, str | bytes) or not isinstance(fallbacks, list | tuple):
+        raise ConfigurationError(
+            f"fallbacks must be a list of model ids, e.g. fallbacks=['model-b'], got {fallbacks!r:.80}"
+        )
+    models: list[str] = []
+    for index, model in enumerate(fallbacks):
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError(f"fallbacks[{index}] must be a non-empty model id, got {model!r:.80}")
+        model = model.strip()
+        if model == model_id:
+            raise ConfigurationError(
+                f"fallbacks[{index}] is {model!r}, the client's own model: a fallback is another model"
+            )
+        if model in models:
+            raise ConfigurationError(f"fallbacks[{index}] repeats {model!r}: name each model once")
+        models.append(model)
+    return tuple(models)
+
+
 def _timeout_from_env(env: Mapping[str, str]) -> float | None:
     """``FLOTORCH_TIMEOUT`` as seconds; a mistake names the variable and what it holds."""
     raw = env.get(ENV_TIMEOUT)

@@ -68,6 +68,14 @@ __all__ = [
 class FlotorchError(Exception):
     """Base class of every error raised by flotorch_nb."""
 
+    #: Calls a recovering call made before it failed with this error (validation re-asks and
+    #: fallbacks, see ``flotorch_nb._recover``); 1 for a single call.
+    attempts: int = 1
+    #: Their usage summed (a ``Usage``; None when no call reported usage or nothing was summed).
+    usage_total: Any = None
+    #: The models asked before the one that failed and why each was passed over: ``(model, reason)``.
+    fallbacks: Any = ()
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception's own reduce calls ``type(self)(*self.args)``, which fails for every subclass with
         # keyword-only or extra arguments (HookError, APIStatusError, CacheError...). Rebuild without
@@ -171,11 +179,13 @@ class StreamError(ResponseError):
 class StructuredOutputError(ResponseError):
     """The model's JSON does not validate against the requested pydantic model."""
 
-    def __init__(self, message: str, *, content: str, response: Any = None) -> None:
+    def __init__(self, message: str, *, content: str, response: Any = None, problems: str = "") -> None:
         super().__init__(message)
         self.content = content
         #: The ``LLMResponse`` that failed validation: its tokens were spent and should be counted.
         self.response = response
+        #: What failed, as sent back to the model by a validation retry (``field: message; ...``).
+        self.problems = problems or message
 
 
 class ReplayMissError(FlotorchError):

@@ -131,9 +131,11 @@ class ManyCalls:
         ``tools``: functions (their signature and docstring are the schema; ``@flotorch_nb.tool`` is
         optional) and tool dicts. Each model turn is one ``ainvoke`` (hooks, budgets, cache, replay
         apply); the calls of a turn run concurrently (``parallel=False``: one after the other); bad
-        arguments or a tool's exception go back to the model as the result. ``approve``: a function of
-        the ``ToolCall`` returning True, False or a reason sent back as the denial (a denied call never
-        runs); asking a person (``approve=True``, a set of names) is not in this version. More than
+        arguments or a tool's exception go back to the model as the result. ``approve``: True (ask a
+        person before every call), a set of tool names (before those), or a function of the
+        ``ToolCall`` returning True, False or a reason sent back as the denial (a denied call never
+        runs); a person is asked on stdin, or awaited in a notebook with an Approve / Deny widget
+        (``flotorch_nb.tools._approval``). ``.cost`` sums every step's. More than
         ``max_steps`` turns: ``MaxStepsError`` with ``.run``; cancelled: ``ToolRunCancelled`` with
         ``.run``. ``params`` are call parameters (``temperature``, ``model``...).
         """

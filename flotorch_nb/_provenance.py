@@ -9,7 +9,10 @@ flotorch_nb, and the canonical request hash that replay and the answer cache use
     {"model": "offline/assistant", "gateway": "http://127.0.0.1:8765", "request_id": "req-…",
      "timestamp": "2025-05-01T12:00:00.123Z", "input_tokens": 12, "output_tokens": 30,
      "total_tokens": 42, "latency_ms": 210.5, "source": "offline", "flotorch_nb_version": "0.1.0",
-     "request_hash": "9f2c…"}
+     "request_hash": "9f2c…", "attempts": 1, "fallbacks": []}
+
+``attempts`` counts the calls the answer took (validation re-asks and models passed over included)
+and ``fallbacks`` lists each model passed over as ``[model, reason]`` (``flotorch_nb._recover``).
 
 Token counts are ``null`` when the gateway did not send them. The gateway is shown display-safe
 (``_config.display_url``: scheme, host, port and path only; no ``user:password@``, no query string,
@@ -74,6 +77,8 @@ FIELDS = (
     "source",
     "flotorch_nb_version",
     "request_hash",
+    "attempts",
+    "fallbacks",
 )
 
 
@@ -125,6 +130,10 @@ def stamp(
         "source": response.source,
         "flotorch_nb_version": __version__,
         "request_hash": request_hash(call.content, settings.endpoint),
+        # What the answer took: calls (validation re-asks, models passed over) and the models passed
+        # over as [model, reason]; the recovery layer (_recover) updates both on the final answer.
+        "attempts": response.attempts,
+        "fallbacks": [list(skipped) for skipped in response.fallbacks],
     }
     response.provenance = record
     return record

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._errors import APIStatusError, ResponseError, status_error
 
@@ -34,6 +34,15 @@ class Usage:
     input_tokens: int
     output_tokens: int
     total_tokens: int
+
+
+class Skipped(NamedTuple):
+    """A model that was asked and passed over for the next of the client's ``fallbacks``, and why:
+    ``rate_limited``, ``server_error``, ``timeout``, ``connection_error``, ``context_length``,
+    ``empty_answer`` or ``validation_failed`` (see ``flotorch_nb._recover``)."""
+
+    model: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,19 @@ class LLMResponse:
     #: gateway, request id, timestamp, tokens, latency, source, version, request hash). Set where the
     #: call finishes, cache hits included; surfaces read it rather than build their own.
     provenance: dict[str, Any] | None = None
+    #: How many calls this answer took: 1, plus each validation re-ask (``validation_retries=``) and
+    #: each call to a model passed over for a fallback. Every one was counted by hooks and budgets.
+    attempts: int = 1
+    #: Set by the recovery layer; read ``usage_total``.
+    summed_usage: Usage | None = field(default=None, repr=False)
+    #: The models asked before the one that answered, each with why it was passed over (empty when
+    #: the first model answered): ``[Skipped(model, reason), ...]``.
+    fallbacks: list[Skipped] = field(default_factory=list)
+
+    @property
+    def usage_total(self) -> Usage | None:
+        """The usage of every call this answer took, summed (``usage`` itself when it took one)."""
+        return self.summed_usage if self.summed_usage is not None else self.usage
 
     @property
     def created_at(self) -> datetime | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._provenance import FIELDS
-from ._response import LLMResponse, ResponseInfo, Source, ToolCall, build_response
+from ._response import LLMResponse, ResponseInfo, Skipped, Source, ToolCall, Usage, build_response
 
 __all__ = ["StoredAnswer"]
 
@@ -48,6 +48,9 @@ class StoredAnswer:
     #: The answer's provenance record as its values in ``_provenance.FIELDS`` order: a tuple is a
     #: quarter of the dict at 100,000 items. Not written to a cache row, whose hits are stamped afresh.
     record: tuple[Any, ...] | None = None
+    #: ``LLMResponse.summed_usage`` as (input, output, total), for an answer that took several calls
+    #: (validation re-asks, fallbacks; their count and the models passed over are in ``record``).
+    summed: tuple[int, int, int] | None = None
 
     @property
     def provenance(self) -> dict[str, Any] | None:
@@ -66,6 +69,7 @@ class StoredAnswer:
             raw = _RAW.encode(response.metadata.get("raw_response") or {}).encode("ascii")
         usage = response.usage
         record = response.provenance
+        summed = response.summed_usage
         return cls(
             content=response.content,
             raw=raw,
@@ -82,6 +86,7 @@ class StoredAnswer:
             usage=(usage.input_tokens, usage.output_tokens, usage.total_tokens) if usage else None,
             parsed=response.parsed,
             record=None if record is None else tuple(map(record.get, FIELDS)),
+            summed=(summed.input_tokens, summed.output_tokens, summed.total_tokens) if summed else None,
         )
 
     def to_response(self) -> LLMResponse:
@@ -96,7 +101,12 @@ class StoredAnswer:
         )
         response.source = self.source
         response.parsed = self.parsed
-        response.provenance = self.provenance
+        record = response.provenance = self.provenance
+        if record is not None and record.get("attempts"):  # what it took, when it took more than one call
+            response.attempts = record["attempts"]
+            response.fallbacks = [Skipped(*skipped) for skipped in record.get("fallbacks") or ()]
+        if self.summed is not None:
+            response.summed_usage = Usage(*self.summed)
         return response
 
     def to_json(self) -> str:

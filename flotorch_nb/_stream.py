@@ -6,7 +6,9 @@ answer rather than paying for a second one. ``data: [DONE]`` ends the answer: th
 at once and the connection let go, whatever the gateway does with it afterwards. A connection that
 breaks mid-answer becomes a ``StreamError`` (a stall, an ``APITimeoutError``), never a silently short
 answer. A stream reaches its client only through a ``StreamLink``: the send loops, the hooks and the
-in-flight count, nothing else.
+in-flight count, nothing else. Given a recovery ``Plan`` (a client with ``fallbacks``), a stream that
+fails before its first delta, or ends with no answer at all, asks the plan's next model (each one a
+call of its own for the hooks and gates); once a delta has been shown, the stream is that model's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import APIConnectionError, APITimeoutError, FlotorchError, StreamError
 from ._response import LLMResponse, parse_completion
@@ -27,6 +29,7 @@ from ._transport._httpx import transport_error
 if TYPE_CHECKING:
     from ._call import Begun, Held
     from ._hooks import CallRequest
+    from ._recover import Plan
 
 __all__ = ["AsyncChatStream", "ChatStream", "StreamLink"]
 
@@ -120,18 +123,47 @@ class _Watched:
             await self._texts.aclose()
 
 
-class ChatStream:
+class _Recovering:
+    """What both streams do with a recovery plan (``_recover``) between one model's call and the next."""
+
+    _call: Call
+    _plan: Plan | None
+    _response: LLMResponse | None
+    accumulator: StreamAccumulator
+
+    def _may_fall_back(self, error: BaseException) -> bool:
+        """Whether the plan may still be asked: a failure of ours, and nothing shown yet."""
+        return self._plan is not None and isinstance(error, FlotorchError) and not self.accumulator.text
+
+    def _restart(self, outcome: LLMResponse | FlotorchError) -> bool:
+        """Tell the plan how the call ended: True and ready for its next call, False when this answer
+        is final (then marked with what it took); a failure it gives up on is raised."""
+        assert self._plan is not None
+        try:
+            self._call = self._plan.send(outcome)
+        except StopIteration as done:
+            self._response = done.value
+            return False
+        self._response, self.accumulator = None, StreamAccumulator()
+        return True
+
+
+class ChatStream(_Recovering):
     """Text deltas of one streamed answer; ``.response`` is the full ``LLMResponse`` after the end.
 
     Use it as ``for delta in llm.stream(...)`` or in a ``with`` block, which also closes the
     connection when you stop early.
     """
 
-    def __init__(self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None) -> None:
+    def __init__(
+        self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None, plan: Plan | None = None
+    ) -> None:
         self._link = link
         self._call = call
         #: Already answered (by the answer cache): iterating yields it at once and sends nothing.
         self._answered = answered
+        #: The recovery plan (``_recover``) to ask for another model before the first delta, or None.
+        self._plan = plan
         self._response: LLMResponse | None = None
         self._http: Reply | None = None
         self._deltas: Generator[str, None, None] | None = None
@@ -160,14 +192,20 @@ class ChatStream:
             if self._answered.content:
                 yield self._answered.content
             return
-        begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
-        try:
-            yield from self._deltas_of_one_request(begun[0])
-        except BaseException as exc:  # GeneratorExit: closed mid-way, reported as "stopped"
-            self._link.end(begun, exc, len(self.accumulator.text))
-            raise
-        assert self._response is not None
-        self._link.end(begun, self._response, 0)
+        while True:  # once, unless a recovery plan asks another model before the first delta
+            begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
+            try:
+                yield from self._deltas_of_one_request(begun[0])
+            except BaseException as exc:  # GeneratorExit: closed mid-way, reported as "stopped"
+                self._link.end(begun, exc, len(self.accumulator.text))
+                if not self._may_fall_back(exc):
+                    raise
+                self._restart(cast("FlotorchError", exc))  # the next model's call, or exc raised
+                continue
+            assert self._response is not None
+            self._link.end(begun, self._response, 0)
+            if self._plan is None or not self._restart(self._response):
+                return
 
     def _deltas_of_one_request(self, request: CallRequest | None) -> Generator[str, None, None]:
         import httpx2  # for EventSource: httpx-sse's parser, over our duck-typed reply
@@ -226,16 +264,19 @@ class ChatStream:
         self.close()
 
 
-class AsyncChatStream:
+class AsyncChatStream(_Recovering):
     """The async twin of ``ChatStream``: ``async for delta in stream``, then ``stream.response``.
 
     Cancelling the task that iterates it (the chat panel's Stop) closes the HTTP stream at once.
     """
 
-    def __init__(self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None) -> None:
+    def __init__(
+        self, link: StreamLink, call: Call, *, answered: LLMResponse | None = None, plan: Plan | None = None
+    ) -> None:
         self._link = link
         self._call = call
         self._answered = answered  # as in ChatStream
+        self._plan = plan
         self._response: LLMResponse | None = None
         self._http: AsyncReply | None = None
         self._deltas: AsyncGenerator[str, None] | None = None
@@ -267,16 +308,22 @@ class AsyncChatStream:
             if self._answered.content:
                 yield self._answered.content
             return
-        begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
-        try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
-            async with contextlib.aclosing(self._deltas_of_one_request(begun[0])) as deltas:
-                async for delta in deltas:
-                    yield delta
-        except BaseException as exc:  # GeneratorExit (closed) and CancelledError (Stop) are "stopped"
-            self._link.end(begun, exc, len(self.accumulator.text))
-            raise
-        assert self._response is not None
-        self._link.end(begun, self._response, 0)
+        while True:  # as in ChatStream
+            begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
+            try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
+                async with contextlib.aclosing(self._deltas_of_one_request(begun[0])) as deltas:
+                    async for delta in deltas:
+                        yield delta
+            except BaseException as exc:  # GeneratorExit (closed) and CancelledError (Stop): "stopped"
+                self._link.end(begun, exc, len(self.accumulator.text))
+                if not self._may_fall_back(exc):
+                    raise
+                self._restart(cast("FlotorchError", exc))
+                continue
+            assert self._response is not None
+            self._link.end(begun, self._response, 0)
+            if self._plan is None or not self._restart(self._response):
+                return
 
     async def _deltas_of_one_request(self, request: CallRequest | None) -> AsyncGenerator[str, None]:
         import httpx2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _config
@@ -33,9 +33,10 @@ from ._call import (
     settle_attempt,
     source_of,
 )
-from ._errors import ConfigurationError, FlotorchError
+from ._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from ._hooks import CallRequest, Hooks
 from ._many import ManyCalls
+from ._recover import Plan, adrive, check_validation_retries, drive, recover
 from ._response import LLMResponse
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
@@ -74,7 +75,9 @@ logger = logging.getLogger("flotorch_nb")
 
 #: What ``copy()`` may change: these go through ``_config.derive``, the rest are the client's own.
 _SETTINGS = ("model_id", "api_key", "base_url", "endpoint", "timeout", "max_retries")
-_COPYABLE = frozenset((*_SETTINGS, "retry", "hooks", "cache", "http_client", "async_http_client"))
+_COPYABLE = frozenset(
+    (*_SETTINGS, "retry", "hooks", "cache", "fallbacks", "http_client", "async_http_client")
+)
 
 
 class FlotorchLLM(ManyCalls):
@@ -85,7 +88,11 @@ class FlotorchLLM(ManyCalls):
     Keyword-only extras: ``timeout`` (seconds, per request), ``max_retries`` or a full ``retry`` policy,
     ``endpoint``, injected ``http_client`` / ``async_http_client`` (which we then never close),
     ``hooks`` run before every request and after every call (``flotorch_nb.Hooks``), and an answer
-    ``cache`` (a SQLite file path, else ``FLOTORCH_CACHE``; ``False`` for none: see ``flotorch_nb.cache``).
+    ``cache`` (a SQLite file path, else ``FLOTORCH_CACHE``; ``False`` for none: see ``flotorch_nb.cache``),
+    and ``fallbacks``: other model ids to ask, in order, when a call still fails after its retries on
+    a 429, a 5xx, a timeout, a lost connection, a prompt too long for the model, an empty answer or a
+    structured answer that does not validate (``flotorch_nb._recover``; the answer's ``fallbacks``
+    and provenance say which models were passed over and why).
     Many calls at once: ``batch``/``abatch`` and ``compare``/``acompare`` (``flotorch_nb._many``).
     """
 
@@ -103,13 +110,17 @@ class FlotorchLLM(ManyCalls):
         async_http_client: httpx2.AsyncClient | None = None,
         hooks: Hooks | None = None,
         cache: str | os.PathLike[str] | _cache.AnswerCache | bool | None = None,
+        fallbacks: Sequence[str] | None = None,
     ) -> None:
         settings = _config.resolve(
             model_id, api_key, base_url, endpoint=endpoint, timeout=timeout, max_retries=max_retries
         )
         retry = retry if retry is not None else RetryPolicy(max_retries=settings.max_retries)
         hooks = hooks if hooks is not None else Hooks()
-        self._setup(settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache))
+        chain = _config.check_fallbacks(fallbacks, settings.model_id)
+        self._setup(
+            settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache), chain
+        )
 
     def _setup(
         self,
@@ -119,8 +130,10 @@ class FlotorchLLM(ManyCalls):
         async_http_client: httpx2.AsyncClient | None,
         hooks: Hooks,
         cache: _cache.AnswerCache | None,
+        fallbacks: tuple[str, ...] = (),
     ) -> None:
         self._settings = settings
+        self._fallbacks = fallbacks
         self.retry = retry
         self._injected = (http_client, async_http_client)  # shared by copies; their owner closes them
         self._pools = Pools(settings, http_client, async_http_client)
@@ -158,6 +171,12 @@ class FlotorchLLM(ManyCalls):
         return self._settings.timeout
 
     @property
+    def fallbacks(self) -> tuple[str, ...]:
+        """The models asked, in order, when a call to this client's model fails in a way another model
+        may not (empty: none). A call's ``model=`` is asked first; a fallback equal to it is skipped."""
+        return self._fallbacks
+
+    @property
     def mode(self) -> str:
         """``live``, ``record`` or ``replay`` (from ``FLOTORCH_RECORD`` / ``FLOTORCH_REPLAY``)."""
         return self._settings.cassette_mode or "live"
@@ -169,7 +188,10 @@ class FlotorchLLM(ManyCalls):
     def copy(self, **overrides: Any) -> FlotorchLLM:
         """A client like this one with some options replaced: ``model_id``, ``api_key``, ``base_url``,
         ``timeout``, ``max_retries`` or ``retry``, ``endpoint``, ``hooks``, ``cache`` (False: none),
-        ``http_client`` / ``async_http_client``.
+        ``fallbacks`` (``[]``: none), ``http_client`` / ``async_http_client``.
+
+        Fallbacks are kept, except the new ``model_id`` when it was one of them (``with_model`` on a
+        fallback asks that model first, then the others).
 
         The copy keeps this client's key (never unwrapped: see ``_config.derive``), options, cache
         and injected HTTP clients, and starts with copies of its hook and gate lists, so adding a
@@ -188,6 +210,10 @@ class FlotorchLLM(ManyCalls):
             retry = RetryPolicy(max_retries=settings.max_retries) if "max_retries" in named else self.retry
         hooks = overrides.get("hooks")
         cache = overrides.get("cache")
+        fallbacks = overrides.get("fallbacks")
+        if fallbacks is None:
+            fallbacks = [m for m in self._fallbacks if m != settings.model_id]
+        chain = _config.check_fallbacks(fallbacks, settings.model_id)
         http_client, async_http_client = self._injected
         copied = FlotorchLLM.__new__(FlotorchLLM)
         copied._setup(
@@ -197,6 +223,7 @@ class FlotorchLLM(ManyCalls):
             overrides.get("async_http_client", async_http_client),
             hooks if hooks is not None else self.hooks.copy(),
             self.cache if cache is None else _cache.resolve_cache(cache),
+            chain,
         )
         return copied
 
@@ -227,7 +254,40 @@ class FlotorchLLM(ManyCalls):
     ) -> None:
         """Refuse a call as ``invoke`` would (``InvalidRequestError``, ``ConfigurationError``), without
         sending anything: a batch checks its shared parameters once, up front."""
-        self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        self._plan(messages, tools, response_format, extra_body, kwargs, stream=False).close()
+
+    def _recovering(self, kwargs: dict[str, Any]) -> bool:
+        """Whether a call needs the recovery layer (``_recover``): fallbacks, or validation retries."""
+        return bool(self._fallbacks) or "validation_retries" in kwargs
+
+    def _plan(
+        self,
+        messages: Any,
+        tools: Any,
+        response_format: Any,
+        extra_body: Mapping[str, Any] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> Plan:
+        """The recovery plan of one call (``_recover.recover``), everything refused before any I/O:
+        its first call prepared, ``validation_retries`` checked (a stream refuses it: its text has
+        been shown by the time the answer can be validated)."""
+        retries = kwargs.pop("validation_retries", None)
+        first = self._prepare(messages, tools, response_format, extra_body, dict(kwargs), stream=stream)
+        if retries is not None:
+            check_validation_retries(retries, first.model_class)
+            if stream:
+                raise InvalidRequestError(
+                    "validation_retries does not apply to a stream: its text is shown before the "
+                    "answer can be validated; use invoke()/ainvoke() to re-ask on invalid answers"
+                )
+
+        def ask(conversation: list[dict[str, Any]], model: str) -> Call:
+            again = {**kwargs, "model": model}
+            return self._prepare(conversation, tools, response_format, extra_body, again, stream=stream)
+
+        return recover(first, messages, retries or 0, self._fallbacks, ask)
 
     # -- what a stream uses of its client (the steps are _call's, as for invoke) -------------------
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
@@ -306,9 +366,19 @@ class FlotorchLLM(ManyCalls):
         """Send a chat completion and wait for the whole answer (the seed's ``invoke``).
 
         ``kwargs`` are OpenAI parameters (``temperature``, ``max_tokens``, ``top_p``...), plus ``model``
-        to override the model and ``timeout`` (seconds) for this call only.
+        to override the model and ``timeout`` (seconds) for this call only, and
+        ``validation_retries=N`` with a pydantic ``response_format``: re-ask up to N times with the
+        validation errors (``flotorch_nb._recover``; the answer's ``attempts`` and ``usage_total``
+        say what it took).
         """
-        call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        if self._recovering(kwargs):
+            plan = self._plan(messages, tools, response_format, extra_body, kwargs, stream=False)
+            return drive(plan, self._invoke)
+        return self._invoke(self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False))
+
+    def _invoke(self, call: Call) -> LLMResponse:
+        """One call, whole, down the pipeline (``_call``): the answer cache, the hooks, the send loop,
+        the answer finished."""
         settings, cache, hooks = self._settings, self.cache, self.hooks
         if cache is not None and (hit := answered(cache, call, settings)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
@@ -333,7 +403,13 @@ class FlotorchLLM(ManyCalls):
         **kwargs: Any,
     ) -> ChatStream:
         """Like ``invoke``, but iterate the returned ``ChatStream`` for text as it arrives;
-        ``.response`` then holds the complete ``LLMResponse`` (token counts included)."""
+        ``.response`` then holds the complete ``LLMResponse`` (token counts included). With
+        ``fallbacks``, a model that fails before the first delta is passed over for the next;
+        ``validation_retries`` is refused (the text is shown before it can be validated)."""
+        if self._recovering(kwargs):
+            plan = self._plan(messages, tools, response_format, extra_body, kwargs, stream=True)
+            call = next(plan)
+            return ChatStream(self._stream_link(), call, answered=self._cached(call), plan=plan)
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
         return ChatStream(self._stream_link(), call, answered=self._cached(call))
 
@@ -391,7 +467,14 @@ class FlotorchLLM(ManyCalls):
         **kwargs: Any,
     ) -> LLMResponse:
         """Asynchronous ``invoke`` (the seed's ``ainvoke``); safe to run from many tasks at once."""
+        if self._recovering(kwargs):
+            plan = self._plan(messages, tools, response_format, extra_body, kwargs, stream=False)
+            return await adrive(plan, self._ainvoke)
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False)
+        return await self._ainvoke(call)
+
+    async def _ainvoke(self, call: Call) -> LLMResponse:
+        """The async twin of ``_invoke``."""
         settings, cache, hooks = self._settings, self.cache, self.hooks
         if cache is not None and (hit := answered(cache, call, settings)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
@@ -416,6 +499,10 @@ class FlotorchLLM(ManyCalls):
         **kwargs: Any,
     ) -> AsyncChatStream:
         """Asynchronous ``stream``: ``async for delta in llm.astream(...)``, then ``.response``."""
+        if self._recovering(kwargs):
+            plan = self._plan(messages, tools, response_format, extra_body, kwargs, stream=True)
+            call = next(plan)
+            return AsyncChatStream(self._stream_link(), call, answered=self._cached(call), plan=plan)
         call = self._prepare(messages, tools, response_format, extra_body, kwargs, stream=True)
         return AsyncChatStream(self._stream_link(), call, answered=self._cached(call))
 

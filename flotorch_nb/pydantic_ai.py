@@ -7,7 +7,8 @@ translates: pydantic-ai's messages and tool definitions to OpenAI chat messages,
 ``LLMResponse`` back to a ``ModelResponse`` with its usage. Errors from the client are not wrapped:
 a gateway failure surfaces as our typed error (``RateLimitError``, ``BadRequestError``, ...).
 
-``agent.run_stream`` rides ``llm.astream`` the same way.
+``agent.run_stream`` rides ``llm.astream`` the same way. ``agent_cards`` turns a run's messages into
+the tool cards ``%%flotorch --agent`` and ``ChatPanel(agent=...)`` show.
 
 Imported only when used (``pydantic-ai`` is an extra), so ``import flotorch_nb`` stays light.
 """
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_ai.messages import (
     BaseToolReturnPart,
@@ -28,6 +29,7 @@ from pydantic_ai.messages import (
     ModelResponse,
     ModelResponsePart,
     ModelResponseStreamEvent,
+    RetryPromptPart,
     SystemPromptPart,
     TextPart,
     ToolCallPart,
@@ -39,10 +41,12 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage
 
 from ._errors import InvalidRequestError
+from ._render import Footer
 from ._stream import AsyncChatStream
 from .llm import FlotorchLLM, LLMResponse
+from .tools._cards import CardData, result_text
 
-__all__ = ["FlotorchModel"]
+__all__ = ["FlotorchModel", "agent_cards", "agent_footer"]
 
 #: pydantic-ai setting name -> chat completions parameter (the ones an OpenAI-compatible gateway takes).
 _SETTINGS = {
@@ -260,4 +264,56 @@ def to_model_response(response: LLMResponse, model_name: str) -> ModelResponse:
         provider_name="flotorch",
         provider_response_id=response.id,
         finish_reason=_FINISH.get(response.finish_reason or ""),
+    )
+
+
+# -- showing a run with the tool cards ---------------------------------------------------------------
+def agent_cards(messages: Sequence[ModelMessage]) -> list[CardData]:
+    """Every tool call of an agent run as a tool card (pure): each ``ToolCallPart`` of the model's
+    responses, with the ``ToolReturnPart`` (its result; with an ``outcome`` other than "success" its
+    error: bad arguments, a ``ModelRetry``, a denial) or ``RetryPromptPart`` that answered it: the
+    first answer after the call with its ``tool_call_id`` (ids may repeat across turns)."""
+    calls: list[ToolCallPart] = []
+    outcomes: dict[int, BaseToolReturnPart | RetryPromptPart] = {}
+    for message in messages:
+        if isinstance(message, ModelResponse):
+            calls.extend(part for part in message.parts if isinstance(part, ToolCallPart))
+            continue
+        for part in message.parts:
+            if isinstance(part, BaseToolReturnPart | RetryPromptPart) and part.tool_call_id:
+                waiting = (
+                    i
+                    for i, c in enumerate(calls)
+                    if c.tool_call_id == part.tool_call_id and i not in outcomes
+                )
+                index = next(waiting, None)
+                if index is not None:
+                    outcomes[index] = part
+    cards: list[CardData] = []
+    for index, call in enumerate(calls):
+        outcome = outcomes.get(index)
+        arguments = call.args_as_json_str()
+        failed = getattr(outcome, "outcome", "success")  # pydantic-ai 2: a retry is a failed return
+        if isinstance(outcome, RetryPromptPart) or (outcome is not None and failed != "success"):
+            error = result_text(outcome.content)
+            state: Literal["error", "denied"] = "denied" if failed == "denied" else "error"
+            cards.append(CardData(call.tool_name, arguments, error=error, state=state))
+        elif outcome is not None:
+            cards.append(CardData(call.tool_name, arguments, result=result_text(outcome.content)))
+        else:
+            cards.append(CardData(call.tool_name, arguments, error="no result", state="error"))
+    return cards
+
+
+def agent_footer(result: Any) -> Footer:
+    """The footer of an agent run: the model, and the tokens of every request it made."""
+    usage = result.usage  # a property in pydantic-ai 2 (a method before)
+    if not hasattr(usage, "input_tokens"):
+        usage = usage()
+    model = getattr(result.response, "model_name", None) or "unknown model"
+    return Footer(
+        model=model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
     )

@@ -87,4 +87,5 @@ def parse_structured(model_class: type[Any], content: str) -> Any:
         raise StructuredOutputError(
             f"the model's answer does not validate against {model_class.__name__}: {problems}",
             content=content,
+            problems=problems,
         ) from None

@@ -10,7 +10,9 @@ and ``cut_after`` (see ``_scripted``): tests that pin the protocol use it instea
 prose, which may change. Every answer says it is offline: the
 ``x-flotorch-gateway: offline`` header and a model name starting with ``offline/``. ``latency`` and
 ``token_delay`` model a real model's response time; ``Fault`` injects failures for client tests;
-``request_counts()`` says how often each request arrived (by replay's request key).
+``request_counts()`` says how often each request arrived (by replay's request key); ``RateLimit``
+is a hidden requests/tokens-per-minute budget per key, answered with 429s and ``x-ratelimit-*``
+headers (``OfflineGateway(rate_limit=...)``, ``gw.rate_limit = ...``, ``POST /_offline/limits``).
 
 Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) -> uvicorn thread
 (``_server``) and CLI (``__main__``). The core: ``_validate`` (request in) -> ``_models`` (which model
@@ -28,6 +30,7 @@ from __future__ import annotations
 from ._app import create_app
 from ._faults import Fault, FaultPlan
 from ._models import DEFAULT_MODEL, OFFLINE_MODELS, PROFILES, ModelProfile
+from ._ratelimit import RateLimit, RateLimiter
 from ._record import RecordedRequest
 from ._server import OfflineGateway
 
@@ -39,6 +42,8 @@ __all__ = [
     "FaultPlan",
     "ModelProfile",
     "OfflineGateway",
+    "RateLimit",
+    "RateLimiter",
     "RecordedRequest",
     "create_app",
 ]

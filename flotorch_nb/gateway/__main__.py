@@ -17,6 +17,7 @@ from types import FrameType
 
 from ._app import create_app
 from ._models import OFFLINE_MODELS
+from ._ratelimit import RateLimit, RateLimiter
 from ._server import base_url, bind_socket, make_server
 
 BANNER = (
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api-key", default=None, metavar="K", help="accept only this Bearer key (default: any)"
     )
+    parser.add_argument("--rpm", type=int, default=None, help="hidden requests per window per key")
+    parser.add_argument("--tpm", type=int, default=None, help="hidden tokens per window per key")
+    parser.add_argument(
+        "--rate-window", type=_seconds, default=60.0, metavar="S", help="the limits' window (default: 60)"
+    )
     parser.add_argument(
         "--log-level",
         default="warning",
@@ -60,7 +66,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
-    app = create_app(api_key=args.api_key, token_delay=args.token_delay, latency=args.latency)
+    try:
+        limit = (
+            RateLimit(args.rpm, args.tpm, args.rate_window)
+            if args.rpm is not None or args.tpm is not None
+            else None
+        )
+    except ValueError as exc:
+        print(f"flotorch-gateway: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(
+        api_key=args.api_key,
+        token_delay=args.token_delay,
+        latency=args.latency,
+        limiter=RateLimiter(limit),
+    )
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:

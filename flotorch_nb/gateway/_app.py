@@ -9,6 +9,9 @@ Routes (all JSON unless noted; every response carries ``x-flotorch-gateway: offl
   byte, without blocking other requests; refusals (401, 400, 404) come at once.
 - ``GET /api/openai/v1/models`` (Bearer auth): the offline models in OpenAI's list format.
 - ``POST`` / ``DELETE`` / ``GET /_offline/faults`` (Bearer auth): queue, clear, list injected faults.
+- ``POST`` / ``DELETE`` / ``GET /_offline/limits`` (Bearer auth): set (``{"rpm": n, "tpm": n, "window":
+  s}``), lift or read the hidden rate limit every key gets (see ``_ratelimit``): 429s with
+  ``Retry-After`` and ``x-ratelimit-*`` headers, which successful answers carry too while it is set.
 - ``GET`` / ``DELETE /_offline/requests/counts`` (Bearer auth): how many times each chat request was
   received, by replay's request key (``{"counts": {key: n}, "total": n}``); clear them.
 - ``GET /health`` and ``GET /``: liveness and a short self-description, without auth.
@@ -38,6 +41,7 @@ from starlette.routing import Route
 from ._asgi import JSON, MarkResponses, StreamCut, cut_json, http_error, pause_unless_gone, send_events
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
+from ._ratelimit import Admission, RateLimit, RateLimiter
 from ._record import RecordedRequest, RequestCounts, key_of, redacted
 from ._scripted import SCRIPTED_MODEL, parse_script
 from ._validate import ChatRequest, parse_request
@@ -58,6 +62,7 @@ __all__ = ["CHAT_PATH", "RecordedRequest", "StreamCut", "check_seconds", "create
 MODELS_PATH = "/api/openai/v1/models"
 FAULTS_PATH = "/_offline/faults"
 COUNTS_PATH = "/_offline/requests/counts"
+LIMITS_PATH = "/_offline/limits"
 _GARBAGE = b"<html>502 upstream said: this body is not JSON {{{"
 _BAD_JSON = "The request body is not valid JSON ({}). Send a JSON object with 'model' and 'messages'."
 _TOO_DEEP = (
@@ -82,6 +87,7 @@ def create_app(
     requests: list[RecordedRequest] | None = None,
     record: bool = False,
     counts: RequestCounts | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Starlette:
     """Build the offline gateway's ASGI app.
 
@@ -91,6 +97,7 @@ def create_app(
     (``app.state`` holds them too). Request bodies are kept in ``requests`` only with ``record=True``
     (tests that assert what was sent): a long-running gateway must not grow with every chat turn.
     ``counts`` (how many times each request arrived) are always kept; they are a dict of ints.
+    ``limiter`` holds the hidden rate limit (none by default; ``app.state.limiter``).
     """
     h = _Handlers(
         api_key=api_key.encode() if api_key is not None else None,
@@ -99,6 +106,7 @@ def create_app(
         faults=faults if faults is not None else FaultPlan(),
         requests=(requests if requests is not None else []) if record else None,
         counts=counts if counts is not None else RequestCounts(),
+        limiter=limiter if limiter is not None else RateLimiter(),
     )
     index = {
         "gateway": "offline",
@@ -120,6 +128,9 @@ def create_app(
             FAULTS_PATH,
             h.plain(lambda: {"object": "list", "data": [f.to_dict() for f in h.faults.pending()]}),
         ),
+        Route(LIMITS_PATH, h.set_limit, methods=["POST"]),
+        Route(LIMITS_PATH, h.plain(lambda: {"limit": h.limit_dict()})),
+        Route(LIMITS_PATH, h.plain(lambda: {"cleared": h.lift_limit()}), methods=["DELETE"]),
         Route(COUNTS_PATH, h.plain(counted, record=False)),  # chat requests received, by request key
         Route(COUNTS_PATH, h.plain(lambda: {"cleared": h.counts.clear()}, record=False), methods=["DELETE"]),
         Route("/health", h.plain(lambda: {"status": "ok", "gateway": "offline"}, auth=False, record=False)),
@@ -134,6 +145,7 @@ def create_app(
     app.state.faults = h.faults
     app.state.requests = h.requests
     app.state.counts = h.counts
+    app.state.limiter = h.limiter
     app.state.settings = h  # .token_delay and .latency can be changed while serving
     return app
 
@@ -153,6 +165,7 @@ class _Handlers:
     faults: FaultPlan
     requests: list[RecordedRequest] | None
     counts: RequestCounts
+    limiter: RateLimiter
 
     # -- shared steps ----------------------------------------------------------------------------
     def _auth_error(self, request: Request) -> Response | None:
@@ -172,16 +185,19 @@ class _Handlers:
             return _error(401, message, code="invalid_api_key")
         return None
 
-    async def _read_json(self, request: Request) -> tuple[Any, GatewayError | None]:
+    async def _control_body(self, request: Request) -> tuple[Any, Response | None]:
+        """A control endpoint's JSON body, or the refusal to send instead (key first, then the JSON)."""
         raw = await request.body()
+        self._record(request, raw)
+        denied = self._auth_error(request)
+        if denied is not None:
+            return None, denied
         try:
             return json.loads(raw), None
         except ValueError as exc:
-            return None, GatewayError(400, _BAD_JSON.format(exc), code="invalid_json")
+            return None, _error(400, _BAD_JSON.format(exc), code="invalid_json")
         except RecursionError:
-            return None, GatewayError(400, _TOO_DEEP, code="invalid_json")
-        finally:
-            self._record(request, raw)
+            return None, _error(400, _TOO_DEEP, code="invalid_json")
 
     def _record(self, request: Request, raw: bytes | None) -> None:
         if self.requests is not None:
@@ -207,6 +223,11 @@ class _Handlers:
             return _error(400, _BAD_JSON.format(exc), code="invalid_json")
         except RecursionError:
             return _error(400, _TOO_DEEP, code="invalid_json")
+        admission = self.limiter.admit(_bearer(request), plan.prompt_tokens + plan.completion_tokens)
+        if admission is not None:
+            request.scope["state"]["headers"] = admission.headers
+            if not admission.admitted:
+                return _limited(admission)
         timing = profile(chat.model)
         if self.latency > 0 and timing.latency_factor > 0:
             await pause_unless_gone(request, self.latency * timing.latency_factor)
@@ -269,14 +290,32 @@ class _Handlers:
 
         return endpoint
 
+    def limit_dict(self) -> dict[str, Any] | None:
+        limit = self.limiter.limit
+        return limit.to_dict() if limit is not None else None
+
+    def lift_limit(self) -> bool:
+        had = self.limiter.limit is not None
+        self.limiter.set(None)
+        return had
+
+    async def set_limit(self, request: Request) -> Response:
+        """POST /_offline/limits with ``{"rpm": n, "tpm": n, "window": seconds}`` (a rate may be left out)."""
+        body, refused = await self._control_body(request)
+        if refused is not None:
+            return refused
+        try:
+            limit = RateLimit.from_dict(body)
+        except (TypeError, ValueError) as exc:
+            return _error(400, f'Invalid rate limit: {exc}. Send e.g. {{"rpm": 600, "tpm": 100000}}.')
+        self.limiter.set(limit)
+        return JSON({"limit": limit.to_dict()})
+
     async def add_faults(self, request: Request) -> Response:
         """POST /_offline/faults with a JSON list of faults (or one fault object)."""
-        body, bad_json = await self._read_json(request)
-        denied = self._auth_error(request)
-        if denied is not None:
-            return denied
-        if bad_json is not None:
-            return _error_response(bad_json)
+        body, refused = await self._control_body(request)
+        if refused is not None:
+            return refused
         items = [body] if isinstance(body, Mapping) else body
         if not isinstance(items, list):
             return _error(400, 'Send a JSON list of faults, e.g. [{"status": 429, "retry_after": "1"}].')
@@ -306,6 +345,22 @@ def _plan(raw: bytes) -> tuple[ChatRequest, Plan, Fault | None]:
 # made the gateway in a notebook kernel grow by megabytes (256 bodies of up to 64 kB, parsed).
 _planned = functools.lru_cache(maxsize=256)(_plan)
 _CACHEABLE = 8 * 1024
+
+
+def _bearer(request: Request) -> str:
+    return request.headers.get("authorization", "").partition(" ")[2].strip()
+
+
+def _limited(admission: Admission) -> JSON:
+    """The 429 of a request over its key's hidden limit (see ``_ratelimit``)."""
+    if admission.too_large:
+        message = "Request too large for the tokens-per-minute limit of this key: it can never fit."
+        return _error(429, message, code="request_too_large")
+    ms = math.ceil((admission.retry_after or 0.0) * 1000)  # up: a client that waits this long gets in
+    message = f"Rate limit reached for this key (offline gateway's hidden limit). Try again in {ms} ms."
+    headers = {"retry-after": f"{ms / 1000:.3f}".rstrip("0").rstrip("."), "retry-after-ms": str(ms)}
+    body = error_body(message, error_type(429), code="rate_limit_exceeded")
+    return JSON(body, status_code=429, headers=headers)
 
 
 def _error(status: int, message: str, *, code: str | None = None) -> JSON:

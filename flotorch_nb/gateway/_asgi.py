@@ -69,7 +69,9 @@ class MarkResponses:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                # Headers a handler decided along the way (the rate limit's) ride every answer it sends.
+                decided = [(k.encode(), v.encode()) for k, v in state.get("headers", {}).items()]
+                message = {**message, "headers": [*message.get("headers", ()), *extra, *decided]}
             await send(message)
 
         try:

@@ -53,11 +53,8 @@ def json_answer(prompt: str, text: str, model: str) -> dict[str, Any]:
 
 def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
     """The reply after tool results: it reports what the tools returned, answering the user's request."""
-    results: list[Message] = []
-    for message in reversed(messages):
-        if message.role != "tool":
-            break
-        results.insert(0, message)
+    # Every result since the user asked: a loop of several tool turns answers from all of them.
+    results = [m for m in messages[_last_index(messages, "user") + 1 :] if m.role == "tool"]
     names = _tool_names(messages)
     users = [m for m in messages if m.role == "user"]
     request = first_sentence(users[-1].text, 20) if users else "your request"

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._assistant import answer, json_answer, tool_followup
-from ._data import split_words, word_list
+from ._judge import Grade, grade_of, graded_json, graded_text
 from ._phrasing import concise, verbose
 from ._schema_fill import SchemaTooLargeError, fill_schema
 from ._scripted import SCRIPTED_MODEL, parse_script
-from ._text import Hints, count_tokens, hints_from, stem, truncate_tokens, words
-from ._validate import ChatRequest, Message, Tool
+from ._text import Hints, count_tokens, hints_from, truncate_tokens
+from ._tool_calls import ToolCallAsk, phase_of, planned_calls
+from ._validate import ChatRequest, Message
 from ._wire import GatewayError, Plan, ToolCallPlan
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "PROFILES", "ModelProfile", "plan_completion", "profile"]
@@ -86,15 +87,23 @@ def plan_completion(request: ChatRequest) -> Plan:
     last_user = _last_user_text(request.messages)
     if request.model == ECHO_MODEL:
         return _text_plan(request, last_user)
-    last = request.messages[-1]
-    forced = request.tool_choice == "required" or request.tool_choice.startswith("function:")
-    if request.tools and request.tool_choice != "none" and (forced or last.role == "user"):
-        tool = choose_tool(request.tools, last_user, request.tool_choice)
-        where = f"tools[{tool.name}].function.parameters"
-        filled = _filled(tool.parameters, hints_from(last_user), "", where)
-        arguments = json.dumps(filled, ensure_ascii=False)
-        return _tool_plan(request, tool, arguments, last_user)
-    if last.role == "tool":
+    if request.tools and request.tool_choice != "none":
+        prompt, turn, results = phase_of(request.messages)
+        if request.messages[-1].role in ("user", "tool") or request.tool_choice != "auto":
+            asks = planned_calls(
+                request.tools,
+                prompt,
+                request.tool_choice,
+                turn=turn,
+                results=results,
+                parallel=request.parallel_tool_calls,
+            )
+            if asks:
+                return _tool_plan(request, asks, last_user)
+    grade = grade_of(request.messages) if request.messages[-1].role != "tool" else None
+    if grade is not None:
+        return _text_plan(request, _graded(request, grade, last_user))
+    if request.messages[-1].role == "tool":
         text = tool_followup(request.messages, request.tools)
     else:
         text = answer(request.messages, request.model)
@@ -112,6 +121,20 @@ def plan_completion(request: ChatRequest) -> Plan:
     return _text_plan(request, text)
 
 
+def _graded(request: ChatRequest, grade: Grade, last_user: str) -> str:
+    """A judge prompt's answer in the form the request asks for (see ``_judge``)."""
+    fmt = request.response_format
+    if fmt is not None and fmt.get("type") == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+        filled = _filled(
+            schema, hints_from(last_user), grade.explanation, "response_format.json_schema.schema"
+        )
+        return json.dumps(graded_json(grade, schema, filled), ensure_ascii=False)
+    if fmt is not None and fmt.get("type") == "json_object":
+        return json.dumps(graded_json(grade, None, None), ensure_ascii=False)
+    return graded_text(grade)
+
+
 def _filled(schema: Any, hints: Hints, answer: str, param: str) -> Any:
     """``fill_schema``, with an answer too large to make refused as a 400 naming ``param``."""
     try:
@@ -125,47 +148,34 @@ def _filled(schema: Any, hints: Hints, answer: str, param: str) -> Any:
         ) from exc
 
 
-def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:
-    """The forced tool, else the one whose name/description/parameters share most words with the prompt.
-
-    Name words weigh three times as much as description or parameter words; ties go to the tool
-    listed first, so the choice is stable.
-    """
-    if tool_choice.startswith("function:"):
-        name = tool_choice.removeprefix("function:")
-        return next(tool for tool in tools if tool.name == name)
-    stop = word_list("stopwords")
-    said = {stem(w) for w in words(prompt) if w not in stop}
-
-    def score(tool: Tool) -> int:
-        name = {stem(w) for w in split_words(tool.name) if w not in stop}
-        described = {stem(w) for w in words(tool.description) if w not in stop}
-        props = tool.parameters.get("properties")
-        params = {stem(w) for p in props for w in split_words(p)} if isinstance(props, dict) else set()
-        return 3 * len(name & said) + len(described & said) + len(params & said)
-
-    return max(tools, key=score)  # max() keeps the first of equals
-
-
 def _last_user_text(messages: Sequence[Message]) -> str:
     return next((m.text for m in reversed(messages) if m.role == "user"), "")
 
 
-def _tool_plan(request: ChatRequest, tool: Tool, arguments: str, last_user: str) -> Plan:
-    seed = f"{len(request.messages)}|{tool.name}|{arguments}|{last_user}".encode()
-    call_id = "call_" + hashlib.sha256(seed).hexdigest()[:24]
-    finish = "tool_calls"
-    if request.max_tokens is not None:
-        # Like a real model, running out of tokens mid-call leaves truncated (invalid) JSON arguments.
-        budget = request.max_tokens - count_tokens(tool.name)
-        arguments, cut = truncate_tokens(arguments, max(budget, 0))
-        finish = "length" if cut else finish
-    completion = count_tokens(tool.name) + count_tokens(arguments)
+def _tool_plan(request: ChatRequest, asks: Sequence[ToolCallAsk], last_user: str) -> Plan:
+    calls: list[ToolCallPlan] = []
+    completion = 0
+    cut = False
+    budget = request.max_tokens
+    for index, ask in enumerate(asks):
+        where = f"tools[{ask.tool.name}].function.parameters"
+        arguments = json.dumps(_filled(ask.tool.parameters, ask.hints, "", where), ensure_ascii=False)
+        seed = f"{len(request.messages)}|{index}|{ask.tool.name}|{arguments}|{last_user}".encode()
+        call_id = "call_" + hashlib.sha256(seed).hexdigest()[:24]
+        if budget is not None:
+            # Like a real model, running out of tokens mid-call leaves truncated (invalid) JSON arguments.
+            budget -= count_tokens(ask.tool.name)
+            arguments, cut = truncate_tokens(arguments, max(budget, 0))
+            budget -= count_tokens(arguments)
+        calls.append(ToolCallPlan(call_id, ask.tool.name, arguments))
+        completion += count_tokens(ask.tool.name) + count_tokens(arguments)
+        if cut:
+            break
     return Plan(
         model=request.model,
         content=None,
-        tool_calls=(ToolCallPlan(call_id, tool.name, arguments),),
-        finish_reason=finish,
+        tool_calls=tuple(calls),
+        finish_reason="length" if cut else "tool_calls",
         prompt_tokens=request.prompt_tokens,
         completion_tokens=completion,
     )

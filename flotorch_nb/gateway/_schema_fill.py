@@ -270,7 +270,7 @@ class _Filler:
         return default if default_allowed else enum[0]
 
     def mention(self, enum: list[Any]) -> Any:
-        text = self.hints.text.lower()
+        text = f"{self.hints.text}\n{self.hints.context}".lower()
         for option in enum:
             if not isinstance(option, str) or not option:
                 continue

@@ -170,6 +170,8 @@ class Scalars:
         found = next((d["value"] for d in defaults if set(d["words"].split()) & words), None)
         if isinstance(found, str):
             return found
+        if self.hints.quoted:  # what the prompt quotes is what it means ("the price of 'ACME'")
+            return self.hints.quoted[0]
         topic = self.hints.topic
         return topic if topic != "your request" else "example"
 

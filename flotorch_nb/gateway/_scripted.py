@@ -17,7 +17,9 @@ last user message of a request for ``offline/scripted`` is a JSON object with on
     }}
 
 A conversation that goes on after the scripted message (a tool loop: the assistant's tool calls, the
-tool results, the next request) scripts each answer in turn: ``{"script": {"turns": [first, second]}}``
+tool results, the next request; a validation re-ask: the invalid answer and a user message naming the
+errors — the script is the last user message that starts with ``{"script"``) scripts each answer in
+turn: ``{"script": {"turns": [first, second]}}``
 answers with ``turns[k]``, ``k`` the number of assistant messages after that user message.
 
 Every field is optional. ``arguments`` is an object (sent as its JSON text) or a string sent as is, so a
@@ -75,8 +77,11 @@ class Script:
 
 def parse_script(request: ChatRequest) -> Script:
     """Read the script in the last user message of ``request``; ``GatewayError`` (400) if it is invalid."""
+    users = [i for i in range(len(request.messages) - 1, -1, -1) if request.messages[i].role == "user"]
+    # The last user message holding a script: a client's own later turns (a validation re-ask naming
+    # the errors) are part of the conversation the script's ``turns`` answer, not a new script.
     index = next(
-        (i for i in range(len(request.messages) - 1, -1, -1) if request.messages[i].role == "user"), -1
+        (i for i in users if request.messages[i].text.startswith('{"script"')), users[0] if users else -1
     )
     where = f"messages[{index}].content"
     if index < 0:

@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from ._app import check_seconds, create_app
 from ._asgi import StreamCut
 from ._faults import FaultPlan
+from ._ratelimit import RateLimit, RateLimiter
 from ._record import RecordedRequest, RequestCounts
 
 __all__ = ["OfflineGateway", "bind_socket", "make_server", "quiet_deliberate_cuts"]
@@ -122,6 +123,9 @@ class OfflineGateway:
     (seconds, both 0 by default, both scaled per model: see ``OFFLINE_MODELS``; a request can set its
     own token delay with ``extra_body={"offline": {"token_delay": s}}``). The waits are asynchronous:
     a slow answer never holds up another request. ``faults`` queues injected failures.
+    ``rate_limit`` (a :class:`RateLimit`, also settable while serving: ``gw.rate_limit = RateLimit(rpm=600,
+    tpm=100_000)``, ``= None`` to lift it) is a hidden requests/tokens-per-minute budget every key gets:
+    over it, a 429 with ``Retry-After`` and ``x-ratelimit-*`` headers (see ``_ratelimit``).
 
     ``request_counts()`` says how many times each chat request arrived, by replay's request key; it
     is always kept and costs one int per distinct request. ``requests`` (every received body and its
@@ -139,8 +143,10 @@ class OfflineGateway:
         port: int = 0,
         record: bool = False,
         log_level: str = "warning",
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.host = host
+        self.limiter = RateLimiter(rate_limit)
         self.faults = FaultPlan()
         self._counts = RequestCounts()
         self._requests: list[RecordedRequest] | None = [] if record else None
@@ -152,6 +158,7 @@ class OfflineGateway:
             requests=self._requests,
             record=record,
             counts=self._counts,
+            limiter=self.limiter,
         )
         self._requested_port = port
         self._port: int | None = None
@@ -182,6 +189,17 @@ class OfflineGateway:
     def clear_request_counts(self) -> int:
         """Forget the counts; return how many distinct requests there were."""
         return self._counts.clear()
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The hidden rate limit every key gets (None: unlimited); setting it starts every key afresh."""
+        return self.limiter.limit
+
+    @rate_limit.setter
+    def rate_limit(self, limit: RateLimit | None) -> None:
+        if limit is not None and not isinstance(limit, RateLimit):
+            raise TypeError(f"expected RateLimit or None, got {type(limit).__name__}")
+        self.limiter.set(limit)
 
     token_delay = _setting("token_delay", "Default pause between streamed chunks, in seconds.")
     latency = _setting("latency", "Wait before the first byte of every answer, in seconds.")

@@ -105,6 +105,8 @@ class Hints:
     emails: tuple[str, ...]
     urls: tuple[str, ...]
     dates: tuple[str, ...]
+    #: More of the conversation, read only for an enum option it mentions (a tool call's whole prompt).
+    context: str = ""
 
     @property
     def topic(self) -> str:

@@ -58,6 +58,7 @@ class ChatRequest:
     include_usage: bool = False
     token_delay: float | None = None
     prompt_tokens: int = 0
+    parallel_tool_calls: bool = True
 
 
 def _bad(message: str, param: str | None = None, code: str | None = "invalid_value") -> GatewayError:
@@ -106,6 +107,12 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise _bad(f"Invalid 'stream': expected a boolean, got {stream!r}.", "stream")
+    parallel = body.get("parallel_tool_calls")
+    parallel = True if parallel is None else parallel
+    if not isinstance(parallel, bool):
+        raise _bad(
+            f"Invalid 'parallel_tool_calls': expected a boolean, got {parallel!r}.", "parallel_tool_calls"
+        )
     options = body.get("stream_options")
     if options is not None and not isinstance(options, Mapping):
         raise _bad("Invalid 'stream_options': expected an object.", "stream_options")
@@ -133,6 +140,7 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
         if response_format and response_format.get("type") != "text"
         else None,
         max_tokens=max_tokens,
+        parallel_tool_calls=parallel,
         stop=_parse_stop(body.get("stop")),
         stream=bool(stream),
         include_usage=bool(options and options.get("include_usage")),

@@ -8,8 +8,9 @@ budget, as client hooks; ``Totals``), ``chat`` (the chat panel's widget-free log
 (when a streaming answer is redrawn), ``views`` and ``commands`` (what the magics show and do),
 ``interpolate`` and ``autostart`` (the embedded gateway when nothing is configured).
 
-The shells that import the notebook stack: ``magics`` and ``answer`` (IPython), ``widgets`` and
-``panel_view`` (ipywidgets), and ``lab`` (the JupyterLab launcher).
+The shells that import the notebook stack: ``magics``, ``answer_cell`` and ``tool_cell`` (IPython),
+``widgets``, ``panel_view``, ``approval`` and ``tool_turn`` (ipywidgets), and ``lab`` (the
+JupyterLab launcher).
 
 The client core (``flotorch_nb.*``) never imports this package; this package imports the core.
 """

@@ -46,6 +46,8 @@ class Turn:
     footer: _render.Footer | None = None
     #: The answer's provenance record (``LLMResponse.provenance``), set by the surface that asked.
     provenance: dict[str, Any] | None = None
+    #: The tool calls of a turn that ran tools or an agent (``tools._cards.CardData``), shown as cards.
+    cards: list[Any] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     # Deltas are appended, joined only when read: ``reply += delta`` on an attribute copies the whole
     # reply for every delta, which is quadratic in the answer's length.
@@ -187,6 +189,10 @@ class Conversation:
             )
         for turn in self.turns:
             parts.append(f'<div class="flotorch-static-user">{turn.user_html()}</div>')
+            if turn.cards:
+                from ..tools._cards import cards_html
+
+                parts.append(cards_html(turn.cards))
             parts.append(
                 '<div class="flotorch-static-assistant"><b>Assistant:</b>'
                 f"{turn.reply_html()}{turn.meta_html}</div>"
@@ -213,7 +219,12 @@ class Conversation:
         if self.system:
             lines += ["", f"System: {self.system}"]
         for turn in self.turns:
-            lines += ["", f"You: {turn.user}", f"Assistant: {turn.reply}", f"  [{turn.meta_text}]"]
+            lines += ["", f"You: {turn.user}"]
+            if turn.cards:
+                from ..tools._cards import card_text
+
+                lines += [card_text(card) for card in turn.cards]
+            lines += [f"Assistant: {turn.reply}", f"  [{turn.meta_text}]"]
             if turn.error:
                 lines.append(f"  {turn.error}")
         return utf8_safe("\n".join(lines))

@@ -85,6 +85,13 @@ class FlotorchMagics(Magics):
         "the cell's value is the LLMResponse in every format",
     )
     @argument("--schema", metavar="NAME", help="pydantic BaseModel class in the notebook: structured output")
+    @argument(
+        "--validation-retries",
+        type=int,
+        metavar="N",
+        help="with --schema: ask again up to N times, naming the validation errors, when the answer "
+        "does not validate (the answer is then not streamed)",
+    )
     @argument("-o", "--output", metavar="VAR", help="also store the LLMResponse in variable VAR")
     @argument("-c", "--continue", dest="cont", action="store_true", help="send the conversation so far first")
     @argument(
@@ -111,8 +118,46 @@ class FlotorchMagics(Magics):
         "a ModelBatches: a column group per model, agreement when the answers are labels)",
     )
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
+    @argument(
+        "--eval",
+        metavar="DATA",
+        help="evaluate: the cell is the template over DATA (a list of dicts/DataFrame/Dataset in the "
+        "notebook, or a .csv/.jsonl path), each -m model answers, --score/--judge grade; the value is "
+        "an EvalResult (summary, CI, chart, worst samples; .compare(a, b) for a paired test)",
+    )
+    @argument("--target", metavar="COL", help="with --eval: the reference column")
+    @argument(
+        "--score", metavar="LIST", help="with --eval: scorers, e.g. exact_match,includes,numeric,json_valid"
+    )
+    @argument("--judge", metavar="RUBRIC", help="with --eval: an LLM judge with this rubric (quote it)")
+    @argument(
+        "--judge-model", metavar="M", help="with --eval --judge: the judge model (default: the first -m)"
+    )
+    @argument(
+        "--fallback",
+        metavar="M2,M3",
+        help="models to ask in turn when the model still fails after its retries (429, 5xx, timeout, "
+        "connection, context length, empty or invalid answer); the answer says which one answered",
+    )
+    @argument(
+        "--tools",
+        metavar="F,G",
+        help="let the model call these notebook functions (or MCP toolsets) until it answers; each call "
+        "is shown as a card; the cell's value is the ToolRun",
+    )
+    @argument(
+        "--approve",
+        action="store_true",
+        help="with --tools: ask before every call (Approve / Deny buttons in JupyterLab, y/n in a terminal)",
+    )
+    @argument("--max-steps", type=int, help="with --tools: at most this many model turns (default 10)")
+    @argument(
+        "--agent",
+        metavar="NAME",
+        help="run the pydantic-ai Agent NAME on the prompt; its tool calls shown as cards",
+    )
     @cell_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
-    def flotorch_cell(self, line: str, cell: str) -> Any:
+    def flotorch_cell(self, line: str, cell: str, awaited: bool = False) -> Any:
         """Send the cell as a prompt to a FloTorch model and show the answer as it streams in.
 
         Interpolation: {name}, {obj.attr}, {seq[0]}, {d['key']}, {In[3]} and {Out[3]} are replaced by
@@ -149,6 +194,8 @@ class FlotorchMagics(Magics):
         session = self.session
         if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
+        if args.eval is not None:  # an evaluation: flotorch_nb.notebook.eval_cell
+            return self._eval(args, cell)
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
@@ -175,6 +222,8 @@ class FlotorchMagics(Magics):
             client = session.client(models[0] if models else args.model)
         except ConfigurationError as exc:
             raise configuration_fix(session, exc, model_given=bool(args.model)) from None
+        if args.fallback is not None:  # this cell's client: a copy of the session's, same ledger hooks
+            client = _with_fallbacks(client, args.fallback)
 
         fmt = "json" if schema is not None else args.format
         conversation = session.conversation
@@ -182,6 +231,8 @@ class FlotorchMagics(Magics):
             system = conversation.system
         messages = (conversation if args.cont else Conversation()).messages(prompt, system)
         params = _call_params(args)
+        if args.tools or args.agent or args.approve or args.max_steps is not None:
+            return self._tool_cell(args, client, messages, params, prompt, system, models, awaited)
         if models:
             if schema is not None or fmt != "markdown":
                 raise UsageError("%%flotorch: a comparison shows Markdown answers; drop -f and --schema")
@@ -202,10 +253,12 @@ class FlotorchMagics(Magics):
             response_format = {"type": "json_object"}
 
         turn = Turn(prompt, model=args.model or client.model_id)
+        # A re-ask cannot take back text already shown: validation retries answer in one piece.
+        streamed = not args.no_stream and "validation_retries" not in params
         with call_label("magic"), capture() as spent:
             try:
                 resp = answer_cell.ask(
-                    self.ip, client, turn, messages, response_format, params, fmt, stream=not args.no_stream
+                    self.ip, client, turn, messages, response_format, params, fmt, stream=streamed
                 )
             except InvalidRequestError as exc:  # refused before any I/O: an option mistake
                 raise UsageError(f"%%flotorch: {exc}") from None
@@ -226,7 +279,7 @@ class FlotorchMagics(Magics):
                 self.ip,
                 resp,
                 fmt,
-                streamed=not args.no_stream,
+                streamed=streamed,
                 footer=turn.footer,
                 metadata=output_metadata([turn.provenance] if turn.provenance else []),
             )
@@ -237,6 +290,97 @@ class FlotorchMagics(Magics):
             self.ip.user_ns[args.output] = value  # the very object that is Out[n]
         return value
 
+    def _tool_cell(
+        self,
+        args: Any,
+        client: Any,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        prompt: str,
+        system: str | None,
+        models: Any,
+        awaited: bool,
+    ) -> Any:
+        """``--tools`` / ``--agent``: the loop (or the agent) with its tool cards; see ``tool_cell``."""
+        from . import tool_cell
+
+        if args.tools and args.agent:
+            raise UsageError("%%flotorch: --tools and --agent are two ways to use tools; pick one")
+        if not (args.tools or args.agent):
+            raise UsageError("%%flotorch: --approve and --max-steps go with --tools f,g")
+        if models or args.schema or args.format != "markdown":
+            raise UsageError(
+                "%%flotorch --tools/--agent: a single Markdown answer; drop -m a,b, -f and --schema"
+            )
+        if args.max_steps is not None and args.max_steps < 1:
+            raise UsageError(f"%%flotorch: --max-steps must be a whole number >= 1, got {args.max_steps}")
+        if args.agent:
+            if args.approve or args.max_steps is not None or args.cont:
+                raise UsageError("%%flotorch --agent: --approve, --max-steps and -c belong to --tools")
+            agent = tool_cell.check_agent(args.agent, self.ip.user_ns)
+            with call_label("magic"):
+                value = tool_cell.run_agent(agent, prompt)
+        else:
+            tools = tool_cell.resolve_tools(args.tools, self.ip.user_ns)
+            options: dict[str, Any] = {
+                "max_steps": args.max_steps or 10,
+                "stream": not args.no_stream,
+                "params": params,
+            }
+            if awaited and args.approve:
+                return self._awaited_tools(args, client, messages, tools, options, prompt, system)
+            with call_label("magic"):
+                try:
+                    run = tool_cell.run_tools(
+                        self.ip, client, messages, tools, approve=args.approve, **options
+                    )
+                except InvalidRequestError as exc:
+                    raise UsageError(f"%%flotorch: {exc}") from None
+                except FlotorchError as exc:  # MaxStepsError, a gateway failure: one line, cell fails
+                    answer_cell.one_line_traceback(exc, self.ip)
+                    raise
+            return self._settle_run(run, args, prompt, system)
+        if args.output:
+            self.ip.user_ns[args.output] = value
+        return value
+
+    async def _awaited_tools(
+        self,
+        args: Any,
+        client: Any,
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+        options: dict[str, Any],
+        prompt: str,
+        system: str | None,
+    ) -> Any:
+        from . import tool_cell
+
+        with call_label("magic"):
+            try:
+                run = await tool_cell.run_tools_awaited(client, messages, tools, **options)
+            except InvalidRequestError as exc:
+                raise UsageError(f"%%flotorch: {exc}") from None
+            except FlotorchError as exc:
+                answer_cell.one_line_traceback(exc, self.ip)
+                raise
+        return self._settle_run(run, args, prompt, system)
+
+    def _settle_run(self, run: Any, args: Any, prompt: str, system: str | None) -> Any:
+        """A finished tool run becomes the conversation's turn (its final answer), counted with the
+        tokens of every step; kept in ``-o VAR``; the cell's value."""
+        from ..tools._cards import run_footer
+
+        turn = Turn(prompt, model=run.response.model if run.response is not None else "")
+        if run.response is not None:
+            turn.finish(run.response)
+        turn.footer = run_footer(run, turn.model)
+        turn.provenance = run.response.provenance if run.response is not None else None
+        self._commit(turn, system, fresh=not args.cont)
+        if args.output:
+            self.ip.user_ns[args.output] = run
+        return run
+
     def _map(self, args: Any, cell: str) -> Any:
         """``--map NAME``: the cell as a template over a dataset; the value is the BatchResult."""
         from .map_cell import run_mapped
@@ -244,6 +388,11 @@ class FlotorchMagics(Magics):
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
+        if args.fallback is not None:
+            raise UsageError(
+                "%%flotorch --map: --fallback is for one answer or a comparison; for a batch use "
+                "FlotorchLLM(..., fallbacks=[...]).batch(...)"
+            )
         schema = self._schema_class(args.schema) if args.schema else None
         params = _call_params(args)
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
@@ -267,6 +416,48 @@ class FlotorchMagics(Magics):
             raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
         if chart is not None:
             display(chart)  # the latency distribution and errors, above the summary
+        if args.output:
+            self.ip.user_ns[args.output] = result
+        return result
+
+    def _eval(self, args: Any, cell: str) -> Any:
+        """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
+        from .eval_cell import EvalUsageError, run_eval
+
+        if (
+            args.map is not None
+            or args.cont
+            or args.schema
+            or args.format != "markdown"
+            or args.tools
+            or args.agent
+        ):
+            raise UsageError(
+                "%%flotorch --eval: --map, --tools, --agent, -c, --schema and -f do not apply to an "
+                "evaluation"
+            )
+        given = args.model or self.session.model_id or ""
+        models = tuple(m.strip() for m in given.split(",") if m.strip())
+        if not models:
+            raise configuration_fix(self.session, ConfigurationError("no model"))
+        try:
+            result = run_eval(
+                self.session,
+                self.ip.user_ns,
+                args.eval,
+                cell.strip("\n"),
+                models,
+                target=args.target,
+                score=args.score,
+                judge=args.judge,
+                judge_model=args.judge_model,
+                concurrency=args.concurrency,
+                params=_call_params(args),
+            )
+        except EvalUsageError as exc:
+            raise UsageError(f"%%flotorch {exc}") from None
+        except ConfigurationError as exc:
+            raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
         if args.output:
             self.ip.user_ns[args.output] = result
         return result
@@ -394,9 +585,28 @@ def _apply_nest_asyncio() -> str | None:
     return None
 
 
+def _with_fallbacks(client: Any, spec: str) -> Any:
+    """``client`` with ``--fallback m2,m3`` (a copy: its own pools, the same ledger hooks)."""
+    models = [m.strip() for m in spec.split(",") if m.strip()]
+    if not models:
+        raise UsageError("%%flotorch: --fallback needs model ids, e.g. --fallback model-b,model-c")
+    try:
+        return client.copy(fallbacks=models)
+    except ConfigurationError as exc:
+        raise UsageError(f"%%flotorch: --fallback {spec}: {exc}") from None
+
+
 def _call_params(args: Any) -> dict[str, Any]:
     """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
-    given = (("temperature", args.temperature), ("max_tokens", args.max_tokens))
+    if args.validation_retries is not None and not args.schema:
+        raise UsageError(
+            "%%flotorch: --validation-retries re-asks when an answer fails --schema; add --schema"
+        )
+    given = (
+        ("temperature", args.temperature),
+        ("max_tokens", args.max_tokens),
+        ("validation_retries", args.validation_retries),
+    )
     return {name: value for name, value in given if value is not None}
 
 
@@ -407,6 +617,15 @@ def load_ipython_extension(ipython: Any) -> None:
     and the offline gateway is started at most once per process.
     """
     ipython.register_magics(FlotorchMagics)
+    from ..tools._approval import use_in_kernel
+    from .approval import widget_asker
+    from .tool_cell import await_approval_cells
+
+    use_in_kernel(widget_asker)  # await llm.arun(..., approve=True) in a cell: the Approve / Deny widget
+    # %%flotorch --tools --approve awaits in a kernel, so the Approve button's click can arrive.
+    transformers = getattr(ipython, "input_transformers_post", None)
+    if transformers is not None and await_approval_cells not in transformers:
+        transformers.append(await_approval_cells)
     warning = _apply_nest_asyncio()
     if warning:
         print(warning)
@@ -415,6 +634,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext flotorch_nb``: remove the magics (the session and gateway stay for the kernel)."""
+    from .tool_cell import await_approval_cells
+
+    transformers = getattr(ipython, "input_transformers_post", [])
+    if await_approval_cells in transformers:
+        transformers.remove(await_approval_cells)
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("flotorch", None)

@@ -4,7 +4,7 @@
 each file reads on its own. The CSS hooks (``add_class``) are the panel's documented contract:
 ``flotorch-chat`` (root), ``-transcript``, ``-msg``, ``-user``, ``-assistant``, ``-meta``, ``-totals``,
 ``-input``, ``-send``, ``-stop``, ``-clear``, ``-export``, ``-model``, ``-system``, ``-error``,
-``-status``.
+``-status``; with tools, ``-cards`` and ``-prompts`` (the Approve / Deny widgets, ``flotorch-approval``).
 
 Safety: in JupyterLab, event handlers inside an ``ipywidgets.HTML`` value *execute*, so every HTML
 value set here comes from ``_render`` (model Markdown sanitized, everything else escaped).
@@ -58,9 +58,16 @@ class TurnView:
     user: w.HTML
     assistant: w.HTML
     meta: w.HTML
+    #: A panel with tools: the turn's tool cards, and the Approve / Deny prompts waiting for a person.
+    cards: w.HTML | None = None
+    prompts: w.VBox | None = None
 
     def render(self) -> None:
         """Draw the turn as it is now (the answer so far, rendered and sanitized; its footer)."""
+        if self.cards is not None:
+            from ..tools._cards import cards_html
+
+            self.cards.value = cards_html(self.turn.cards)
         self.assistant.value = flow(self.turn.reply_html())
         self.meta.value = flow(self.turn.meta_html)
 
@@ -146,6 +153,12 @@ class PanelView:
             w.HTML(flow(turn.meta_html), layout=w.Layout(margin="0 0 8px 0")), "flotorch-chat-meta"
         )
         view = TurnView(turn, user, assistant, meta)
+        if getattr(self, "runs_tools", False):  # cards and approval prompts between question and answer
+            view.cards = _classed(w.HTML(""), "flotorch-chat-cards")
+            view.prompts = _classed(w.VBox([]), "flotorch-chat-prompts")
+            self.transcript.children = (*self.transcript.children, user, view.cards, view.prompts)
+            self.transcript.children = (*self.transcript.children, assistant, meta)
+            return view
         self.transcript.children = (*self.transcript.children, user, assistant, meta)
         return view
 

@@ -60,13 +60,19 @@ ENTER_GRACE_S = 0.3  # see chat.EnterToSend
 
 
 class ChatPanel(PanelView):
-    """An interactive chat: transcript, input, Send/Stop/Clear/Export, model picker and system prompt.
+    r"""An interactive chat: transcript, input, Send/Stop/Clear/Export, model picker and system prompt.
 
     ``ChatPanel()`` uses the notebook session's client (``FLOTORCH_*`` settings); pass ``llm`` to use
     your own. ``model`` is the first choice of the model picker (default: the client's model) and
     ``models`` adds more; ``stream=False`` waits for whole answers; ``params`` are sent with every
     request (``temperature``, ``max_tokens``, ``extra_body``...). Display it as the last expression of
     a cell.
+
+    ``tools`` (functions, ``@tool``\ s, MCP toolsets) lets the model call them in every turn, each call
+    shown as a tool card in the transcript (``max_steps`` model turns at most); ``approve`` (True, a
+    set of tool names, or a function: see ``llm.run``) asks with Approve / Deny buttons in the turn.
+    ``agent``, a pydantic-ai ``Agent``, answers instead of the model, its tool calls shown the same way.
+    The totals count every step of a turn.
     """
 
     def __init__(
@@ -79,6 +85,10 @@ class ChatPanel(PanelView):
         stream: bool = True,
         params: Mapping[str, Any] | None = None,
         dock: bool = False,
+        tools: Sequence[Any] | None = None,
+        approve: Any = None,
+        max_steps: int = 10,
+        agent: Any = None,
     ) -> None:
         if llm is not None and not (hasattr(llm, "astream") and hasattr(llm, "ainvoke")):
             raise TypeError(f"llm must be a FlotorchLLM, not {type(llm).__name__}")
@@ -90,6 +100,12 @@ class ChatPanel(PanelView):
             raise InvalidRequestError("models must be a list of model ids, not one string")
         if params is not None and (not isinstance(params, Mapping) or {"model", "messages"} & set(params)):
             raise InvalidRequestError("params must be a mapping of request options other than model/messages")
+        self._tools, self._approve, self._max_steps, self._agent = _check_tools(
+            tools, approve, max_steps, agent
+        )
+        #: Whether turns show tool cards (and approval prompts): with tools or an agent.
+        self.runs_tools = tools is not None or agent is not None
+        self._agent_history: list[Any] = []
         self._llm = get_session().watch(llm) if llm is not None else None
         self._stream = stream
         self.params: dict[str, Any] = dict(params or {})
@@ -313,10 +329,13 @@ class ChatPanel(PanelView):
         render = Throttle(view.render, RENDER_INTERVAL_S)
         status = "Stopped — the partial reply is kept and not sent as history"
         try:
-            response = await chat.run_turn(
-                client, turn, messages, stream=self._stream, params=self.params, on_delta=render
-            )
-            status = f"Answered in {response.latency_s:.2f} s"
+            if self.runs_tools:
+                status = await self._run_tools(client, view, messages)
+            else:
+                response = await chat.run_turn(
+                    client, turn, messages, stream=self._stream, params=self.params, on_delta=render
+                )
+                status = f"Answered in {response.latency_s:.2f} s"
         except Exception:
             self._show_error(turn.error)
             status = "Failed — this turn is not sent as history"
@@ -325,6 +344,26 @@ class ChatPanel(PanelView):
             self.conversation.count(turn)
             self._settle(view, status)
         return turn
+
+    async def _run_tools(self, client: FlotorchLLM, view: TurnView, messages: list[dict[str, Any]]) -> str:
+        """A turn with tools or an agent (``tool_turn``); the status line it ends with."""
+        from . import tool_turn
+
+        if self._agent is not None:
+            result = await tool_turn.run_agent_turn(self._agent, view, self._agent_history)
+            self._agent_history = list(result.all_messages())
+            return f"Answered ({len(view.turn.cards)} tool calls)"
+        run = await tool_turn.run_tool_turn(
+            client,
+            view,
+            messages,
+            tools=self._tools or (),
+            approve=self._approve,
+            max_steps=self._max_steps,
+            stream=self._stream,
+            params=self.params,
+        )
+        return f"Answered in {len(run.steps)} steps ({len(run.calls)} tool calls)"
 
     def _task_done(self, view: TurnView, task: asyncio.Task[Turn]) -> None:
         """Settle the panel after a task, also one cancelled before it ever ran (Stop right after send)."""
@@ -383,6 +422,22 @@ class ChatPanel(PanelView):
         metadata = self.conversation.transcript_metadata()
         for handle in self._handles:
             handle.update(bundle, raw=True, metadata=metadata)
+
+
+def _check_tools(tools: Any, approve: Any, max_steps: Any, agent: Any) -> tuple[Any, Any, int, Any]:
+    """The panel's tool options, checked before any widget exists (the loop's own rules)."""
+    if tools is not None and agent is not None:
+        raise InvalidRequestError("ChatPanel: give tools= or agent=, not both (an agent has its own tools)")
+    if agent is not None and not callable(getattr(agent, "run", None)):
+        raise InvalidRequestError(f"agent must be a pydantic-ai Agent, not {type(agent).__name__}")
+    if tools is not None:
+        from ..tools import check
+
+        check(tools, max_steps, approve, True)
+        return list(tools), approve, max_steps, None
+    if approve is not None:
+        raise InvalidRequestError("ChatPanel: approve= goes with tools=[...]")
+    return None, None, 10, agent
 
 
 def _current_task() -> asyncio.Task[Any] | None:

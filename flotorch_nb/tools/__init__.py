@@ -7,6 +7,8 @@ back until it answers. Imported on first use: ``import flotorch_nb`` does not lo
 
 from ._loop import (
     MaxStepsError,
+    QuietView,
+    RunView,
     ToolCallRecord,
     ToolRun,
     ToolRunCancelled,
@@ -19,6 +21,8 @@ from ._schema import Tool, as_tool, tool, wire_tools
 
 __all__ = [
     "MaxStepsError",
+    "QuietView",
+    "RunView",
     "Tool",
     "ToolCallRecord",
     "ToolRun",

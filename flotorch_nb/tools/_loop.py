@@ -8,11 +8,15 @@ record/replay and provenance apply to each step; there is no second send loop he
   so the model can recover;
 - the calls of one turn run concurrently (``parallel=True``): async functions are awaited, sync ones
   run in a thread (``asyncio.to_thread``) so the event loop stays free;
-- ``approve=`` is a function of the ``ToolCall`` asked before every call: True runs it, False or a
-  reason (sent back to the model as the denial) does not; a denied call never runs. A tool made with
-  ``requires_approval=True`` is denied when there is no such function. ``approve=True`` or a set of
-  names (asking a person: a notebook widget or a terminal prompt) is not in this version and is
-  refused up front.
+- ``approve=`` decides which calls run (``_approval``): True asks a person before every call, a set
+  of names before those tools' calls, a function of the ``ToolCall`` decides itself (True, False, or
+  a reason sent back to the model as the denial). A person is asked through ``ask`` (a notebook
+  widget, a terminal prompt: ``_approval.default_asker``). A denied call never runs.
+- ``view`` (a ``RunView``) is told what happens as it happens: the text as it streams (each turn is
+  then an ``astream`` instead of an ``ainvoke``), the calls a turn asks for, each call's outcome.
+  The notebook draws its tool cards from it.
+- ``.cost`` sums every step's cost at the process's price table (``pricing.default_prices``): None
+  when any step's cost is unknown, as a comparison's.
 - ``max_steps`` model turns at most: then ``MaxStepsError`` with the run so far. A cancelled ``arun``
   raises ``ToolRunCancelled``, an interrupted ``run`` ``ToolRunInterrupted``; both carry the steps
   that finished (``.run``), as batches do.
@@ -24,17 +28,23 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from .._errors import FlotorchError, InvalidRequestError
 from .._response import LLMResponse, ToolCall, Usage
+from . import _approval
+from ._approval import Asker
 from ._schema import Tool, as_tool, expand, wire_tools
 
 __all__ = [
     "Approve",
     "MaxStepsError",
+    "QuietView",
+    "RunView",
     "ToolCallRecord",
     "ToolRun",
     "ToolRunCancelled",
@@ -43,16 +53,55 @@ __all__ = [
     "arun",
 ]
 
-#: ``approve=``: the function that decides each call (True, False, or a reason for the denial).
-Approve = Callable[[ToolCall], Any] | bool | None
+#: ``approve=``: True, a set of tool names, or a function deciding each call (see ``_approval``).
+Approve = Callable[[ToolCall], Any] | bool | Sequence[str] | frozenset[str] | set[str] | None
+
+
+class _Stream(Protocol):
+    response: LLMResponse
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
 
 
 class Invoker(Protocol):
-    """What the loop needs of a client: its ``ainvoke``."""
+    """What the loop needs of a client: its ``ainvoke`` (and ``astream`` when a view shows the text)."""
 
     async def ainvoke(
         self, messages: list[dict[str, Any]], tools: list[Any] | None = None, **kwargs: Any
     ) -> LLMResponse: ...
+
+
+class RunView(Protocol):
+    """What a surface is told while a run goes on, on the loop's event loop (a view that draws
+    elsewhere hands the call over itself). ``QuietView`` does nothing; ``_cards.CardTracker`` keeps
+    the tool cards."""
+
+    #: Stream each model turn (``astream``) and report its text through ``delta``.
+    stream: bool
+
+    def delta(self, text: str) -> None:
+        """A piece of the current model turn's text."""
+
+    def step(self, step: ToolStep) -> None:
+        """A model turn ended; ``step.calls`` are about to run (none: the run has its answer)."""
+
+    def call_done(self, record: ToolCallRecord) -> None:
+        """One call has its result, error or denial."""
+
+
+class QuietView:
+    """A ``RunView`` that is told everything and shows nothing (no streaming)."""
+
+    stream = False
+
+    def delta(self, text: str) -> None:
+        pass
+
+    def step(self, step: ToolStep) -> None:
+        pass
+
+    def call_done(self, record: ToolCallRecord) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -84,6 +133,8 @@ class ToolStep:
 
     response: LLMResponse
     calls: list[ToolCallRecord] = field(default_factory=list)
+    #: Dollars at the price table of the run (None: unknown, or no price table in use).
+    cost: Decimal | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -92,6 +143,8 @@ class ToolRun:
 
     steps: list[ToolStep]
     messages: list[dict[str, Any]]
+    #: Whether a price table was in use (``.cost`` then means something; footers show it).
+    priced: bool = False
 
     @property
     def response(self) -> LLMResponse | None:
@@ -114,12 +167,36 @@ class ToolRun:
         )
 
     @property
+    def cost(self) -> Decimal | None:
+        """Dollars of every step together; None when a step's cost is unknown (no price for its model,
+        no token counts) or no price table is in use."""
+        costs = [step.cost for step in self.steps]
+        if not self.priced or not costs or any(c is None for c in costs):
+            return None
+        return sum((c for c in costs if c is not None), Decimal(0))
+
+    @property
     def calls(self) -> list[ToolCallRecord]:
         """Every function call of the run, in order."""
         return [call for step in self.steps for call in step.calls]
 
+    @property
+    def provenance(self) -> list[dict[str, Any]]:
+        """The provenance record of every model turn, in order."""
+        return [s.response.provenance for s in self.steps if s.response.provenance is not None]
+
     def __repr__(self) -> str:
         return f"ToolRun(steps={len(self.steps)}, calls={len(self.calls)}, content={self.content[:60]!r})"
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        """The tool cards and the answer (sanitized HTML and plain text); the turns' provenance as the
+        output's metadata, as every answer saves it."""
+        from .._provenance import output_metadata
+        from ._cards import run_bundle
+
+        return run_bundle(self), output_metadata(self.provenance)
 
 
 class MaxStepsError(FlotorchError):
@@ -155,11 +232,7 @@ def check(tools: object, max_steps: object, approve: object, parallel: object) -
         raise InvalidRequestError(f"max_steps must be a whole number >= 1, got {max_steps!r}")
     if not isinstance(parallel, bool):
         raise InvalidRequestError(f"parallel must be True or False, got {parallel!r}")
-    if approve is not None and approve is not False and not callable(approve):
-        raise InvalidRequestError(
-            f"approve={approve!r} asks a person, which needs the notebook's prompt (not in this version); "
-            "pass a function of the ToolCall returning True, False or a reason"
-        )
+    _approval.check_approve(approve)
     python = [
         as_tool(t, f"tools[{i}]") for i, t in enumerate(expand(list(tools))) if not isinstance(t, Mapping)
     ]
@@ -174,25 +247,39 @@ async def arun(
     max_steps: int = 10,
     approve: Approve = None,
     parallel: bool = True,
+    ask: Asker | None = None,
+    view: RunView | None = None,
     **params: Any,
 ) -> ToolRun:
-    """Run the loop on ``client`` (see the module docstring); the ``ToolRun`` once the model answers."""
+    """Run the loop on ``client`` (see the module docstring); the ``ToolRun`` once the model answers.
+
+    ``ask`` asks a person when ``approve`` says so (default: ``_approval.default_asker()``); ``view``
+    is told what happens as it happens."""
+    from ..pricing import default_prices
+
     registry = check(tools, max_steps, approve, parallel)
     wire = wire_tools(list(tools))
     if not isinstance(messages, list):
         raise InvalidRequestError(f"messages must be a list of message dicts, got {type(messages).__name__}")
-    run = ToolRun([], list(messages))
+    prices = default_prices()  # a malformed price file is a configuration error, raised before any I/O
+    if ask is None and _approval.needs_person(approve):
+        ask = _approval.default_asker()
+    view = view if view is not None else QuietView()
+    model = params.get("model") or getattr(client, "model_id", None)
+    run = ToolRun([], list(messages), priced=len(prices) > 0)
     try:
         for _ in range(max_steps):
-            response = await client.ainvoke(run.messages, wire, **params)
+            response = await _turn(client, run.messages, wire, params, view)
             step = ToolStep(
                 response, [ToolCallRecord(c.id, c.name, c.arguments) for c in response.tool_calls]
             )
+            step.cost = prices.cost(model, response.usage, response.model)
             run.steps.append(step)
             run.messages.append(response.assistant_message())
+            view.step(step)
             if not step.calls:
                 return run
-            calls = [_call(registry, record, approve) for record in step.calls]
+            calls = [_call(registry, record, approve, ask, view) for record in step.calls]
             if parallel:
                 await asyncio.gather(*calls)
             else:
@@ -205,6 +292,19 @@ async def arun(
     raise MaxStepsError(run, max_steps)
 
 
+async def _turn(
+    client: Invoker, messages: list[dict[str, Any]], wire: list[Any], params: Mapping[str, Any], view: RunView
+) -> LLMResponse:
+    """One model turn: an ``ainvoke``, or an ``astream`` whose text the view sees as it arrives."""
+    if not view.stream:
+        return await client.ainvoke(messages, wire, **params)
+    astream: Callable[..., AbstractAsyncContextManager[_Stream]] = getattr(client, "astream")  # noqa: B009
+    async with astream(messages, wire, **params) as chat:
+        async for delta in chat:
+            view.delta(delta)
+        return chat.response
+
+
 def _drop_unfinished(run: ToolRun) -> None:
     """Cut a cancelled run back to its last whole exchange, so ``.messages`` can be sent again."""
     if run.steps and run.steps[-1].calls and run.messages[-1].get("role") == "assistant":
@@ -212,64 +312,66 @@ def _drop_unfinished(run: ToolRun) -> None:
         run.messages.pop()
 
 
-async def _call(registry: Mapping[str, Tool], record: ToolCallRecord, approve: Approve) -> None:
+async def _call(
+    registry: Mapping[str, Tool],
+    record: ToolCallRecord,
+    approve: Approve,
+    ask: Asker | None,
+    view: RunView,
+) -> None:
     """Validate, approve and run one call, filling ``record``; nothing here escapes but cancellation."""
     started = time.perf_counter()
     try:
-        tool = registry.get(record.name)
-        if tool is None:
-            record.error = (
-                f"there is no tool named {record.name!r}; the tools are: {', '.join(registry) or 'none'}"
-            )
-            return
-        import pydantic
-
-        try:
-            arguments = tool.arguments.model_validate_json(record.arguments or "{}")
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-                for e in exc.errors(include_url=False)
-            )
-            record.error = f"invalid arguments for {record.name}: {problems}"
-            return
-        if _asks(approve, tool):
-            verdict = await _verdict(approve, ToolCall(record.id, record.name, record.arguments))
-            record.approved = verdict is True
-            if verdict is not True:
-                reason = verdict if isinstance(verdict, str) and verdict else "the user denied this call"
-                record.error = f"denied: {reason}"
-                return
-        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
-        kwargs.update(arguments.model_extra or {})  # an MCP tool's arguments: its server validates them
-        try:
-            if inspect.iscoroutinefunction(tool.function):
-                record.result = await tool.function(**kwargs)
-            else:
-                record.result = await asyncio.to_thread(tool.function, **kwargs)
-                if inspect.isawaitable(record.result):
-                    record.result = await record.result
-        except Exception as exc:  # the model hears about it and may recover
-            record.error = f"{type(exc).__name__}: {exc}"
+        await _fill(registry, record, approve, ask)
     finally:
         record.duration_s = time.perf_counter() - started
+    view.call_done(record)
 
 
-def _asks(approve: Approve, tool: Tool) -> bool:
-    return callable(approve) or tool.requires_approval
+async def _fill(
+    registry: Mapping[str, Tool], record: ToolCallRecord, approve: Approve, ask: Asker | None
+) -> None:
+    tool = registry.get(record.name)
+    if tool is None:
+        known = ", ".join(registry) or "none"
+        record.error = f"there is no tool named {record.name!r}; the tools are: {known}"
+        return
+    import pydantic
 
-
-async def _verdict(approve: Approve, call: ToolCall) -> bool | str:
-    """The decision on one call; a function's answer may be awaited. Without a function, a tool
-    that requires approval is denied: nobody can approve it in this layer."""
-    if not callable(approve):
-        return f"{call.name} requires approval and no approve= function was given"
-    verdict = approve(call)
-    if inspect.isawaitable(verdict):
-        verdict = await verdict
-    if verdict is True or verdict is False or isinstance(verdict, str):
-        return verdict
-    return bool(verdict)
+    try:
+        arguments = tool.arguments.model_validate_json(record.arguments or "{}")
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        record.error = f"invalid arguments for {record.name}: {problems}"
+        return
+    rule = _approval.decision(approve, tool.name, tool.requires_approval)
+    if rule is not None:
+        call = ToolCall(record.id, record.name, record.arguments)
+        if rule == "call":
+            verdict = await _approval.call_approver(approve, call)  # type: ignore[arg-type]
+        elif rule == _approval.ASK:
+            assert ask is not None
+            verdict = _approval.verdict_of(await ask(call))
+        else:
+            verdict = rule if isinstance(rule, str) else bool(rule)
+        record.approved = verdict is True
+        if verdict is not True:
+            record.error = f"denied: {verdict or _approval.DENIED_BY_USER}"
+            return
+    kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+    kwargs.update(arguments.model_extra or {})  # an MCP tool's arguments: its server validates them
+    try:
+        if inspect.iscoroutinefunction(tool.function):
+            record.result = await tool.function(**kwargs)
+        else:
+            record.result = await asyncio.to_thread(tool.function, **kwargs)
+            if inspect.isawaitable(record.result):
+                record.result = await record.result
+    except Exception as exc:  # the model hears about it and may recover
+        record.error = f"{type(exc).__name__}: {exc}"
 
 
 def _text(record: ToolCallRecord) -> str:

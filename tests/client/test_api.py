@@ -114,6 +114,7 @@ def test_all_is_sorted_and_complete() -> None:
         ("compare", "acompare"),
         ("run", "arun"),
         ("_send", "_asend"),
+        ("_invoke", "_ainvoke"),
     ],
 )
 def test_sync_and_async_methods_have_the_same_signature(sync_name: str, async_name: str) -> None:

@@ -190,8 +190,8 @@ def test_a_denied_call_never_runs_and_the_reason_goes_back(scripted: Any, gatewa
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ({"approve": True}, "needs the notebook's prompt"),
-        ({"approve": {"get_weather"}}, "needs the notebook's prompt"),
+        ({"approve": "get_weather"}, "set of tool names"),
+        ({"approve": {1}}, "names tools by their names"),
         ({"max_steps": 0}, "max_steps"),
         ({"parallel": "yes"}, "parallel"),
     ],

@@ -1,0 +1,223 @@
+"""offline/assistant calls the tools a prompt asks for, several in one turn, then answers from the results.
+
+Assertions pin the protocol (which tools, how many calls, their arguments against the schema, the
+stream's deltas, the finish reason, where a result shows up), never the assistant's wording.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import jsonschema
+import pytest
+
+from flotorch_nb import FlotorchLLM
+from flotorch_nb.gateway import OFFLINE_MODELS, OfflineGateway
+from flotorch_nb.gateway._models import plan_completion
+from flotorch_nb.gateway._validate import parse_request
+
+CHAT = "/api/openai/v1/chat/completions"
+
+
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    parameters = {"type": "object", "properties": properties, "required": required}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
+
+
+WEATHER = _tool(
+    "get_weather",
+    "Get the current weather in a city.",
+    {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    ["city", "unit"],
+)
+STOCK = _tool("get_stock_price", "Latest price of a stock ticker", {"ticker": {"type": "string"}}, ["ticker"])
+ADD = _tool(
+    "add_numbers", "Add two numbers together", {"a": {"type": "number"}, "b": {"type": "number"}}, ["a", "b"]
+)
+FIND_USER = _tool("find_user", "Find a user's id by name", {"name": {"type": "string"}}, ["name"])
+ORDERS = _tool("list_orders", "List the orders of a user id", {"user_id": {"type": "integer"}}, ["user_id"])
+TOOLS = [WEATHER, STOCK, ADD, FIND_USER, ORDERS]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+@pytest.fixture
+def client(gateway: OfflineGateway) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=gateway.url, headers={"Authorization": "Bearer k-tools"}, timeout=10) as c:
+        yield c
+
+
+def _ask(client: httpx2.Client, messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    body = {"model": "offline/assistant", "messages": messages, "tools": TOOLS, **extra}
+    response = client.post(CHAT, json=body)
+    assert response.status_code == 200, response.text
+    choice: dict[str, Any] = response.json()["choices"][0]
+    return choice
+
+
+def _calls(choice: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The turn's calls as (name, arguments), each checked against its tool's schema."""
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    calls = choice["message"]["tool_calls"]
+    assert len({c["id"] for c in calls}) == len(calls), "each call has its own id"
+    out = []
+    for call in calls:
+        assert call["type"] == "function" and call["id"].startswith("call_")
+        args = json.loads(call["function"]["arguments"])
+        jsonschema.validate(args, SCHEMAS[call["function"]["name"]])
+        out.append((call["function"]["name"], args))
+    return out
+
+
+def _user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("What's the weather in Paris and in Rome?", [("get_weather", "Paris"), ("get_weather", "Rome")]),
+        (
+            "Compare the weather in Oslo, Lima and Cairo",
+            [("get_weather", c) for c in ("Oslo", "Lima", "Cairo")],
+        ),
+        (
+            "What is the weather in Oslo and the stock price of 'ACME'?",
+            [("get_weather", "Oslo"), ("get_stock_price", "ACME")],
+        ),
+    ],
+)
+def test_one_turn_calls_every_tool_the_prompt_asks_for(
+    client: httpx2.Client, prompt: str, expected: list[tuple[str, str]]
+) -> None:
+    calls = _calls(_ask(client, _user(prompt)))
+    assert [(name, args.get("city", args.get("ticker"))) for name, args in calls] == expected
+
+
+def test_values_and_enums_come_from_the_prompt(client: httpx2.Client) -> None:
+    calls = _calls(_ask(client, _user("Compare the weather in Paris and Rome in fahrenheit")))
+    assert [args for _, args in calls] == [
+        {"city": "Paris", "unit": "fahrenheit"},
+        {"city": "Rome", "unit": "fahrenheit"},
+    ]
+    (add,) = _calls(_ask(client, _user("Please add 2.5 and 40")))  # "and" between numbers: one call
+    assert add == ("add_numbers", {"a": 2.5, "b": 40})
+
+
+def test_parallel_tool_calls_false_makes_one_call(client: httpx2.Client) -> None:
+    calls = _calls(_ask(client, _user("What's the weather in Paris and in Rome?"), parallel_tool_calls=False))
+    assert calls == [("get_weather", {"city": "Paris", "unit": "celsius"})]
+
+
+def test_a_prompt_that_asks_for_no_tool_is_answered_in_text(client: httpx2.Client) -> None:
+    choice = _ask(client, _user("Tell me a joke"))
+    assert choice["finish_reason"] == "stop" and choice["message"]["content"]
+    assert "tool_calls" not in choice["message"]
+    # A value the tool takes (a city) is enough for a real model to reach for it, and for this one.
+    (call,) = _calls(_ask(client, _user("Should I take a coat in Oslo today?")))
+    assert call == ("get_weather", {"city": "Oslo", "unit": "celsius"})
+
+
+def test_the_same_request_makes_the_same_calls(client: httpx2.Client) -> None:
+    prompt = _user("What is the weather in Oslo and the stock price of 'ACME'?")
+    first, second = _ask(client, prompt), _ask(client, prompt)
+    assert first["message"]["tool_calls"] == second["message"]["tool_calls"]
+
+
+def test_a_streamed_turn_sends_each_call_as_openai_does(client: httpx2.Client) -> None:
+    prompt = _user("What is the weather in Oslo and the stock price of 'ACME'?")
+    whole = _ask(client, prompt)["message"]["tool_calls"]
+    assert len(whole) == 2
+    body = {"model": "offline/assistant", "messages": prompt, "tools": TOOLS, "stream": True}
+    text = client.post(CHAT, json=body).text
+    chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"].get("tool_calls") for c in chunks if c["choices"]]
+    parts = [part for delta in deltas if delta for part in delta]
+    # Each call opens once (index, id, type, name, empty arguments), then argument fragments by index.
+    openings = [p for p in parts if "id" in p]
+    assert [(p["index"], p["id"], p["type"], p["function"]) for p in openings] == [
+        (i, call["id"], "function", {"name": call["function"]["name"], "arguments": ""})
+        for i, call in enumerate(whole)
+    ]
+    for index, call in enumerate(whole):
+        fragments = [p["function"]["arguments"] for p in parts if p["index"] == index and "id" not in p]
+        assert len(fragments) > 1 and "".join(fragments) == call["function"]["arguments"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert text.rstrip().endswith("data: [DONE]")
+
+
+def _round(messages: list[dict[str, Any]], choice: dict[str, Any], results: dict[str, Any]) -> None:
+    messages.append(choice["message"])
+    for call in choice["message"]["tool_calls"]:
+        content = json.dumps(results[call["function"]["name"]])
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+
+
+def test_with_the_results_in_it_answers_in_text_quoting_each(client: httpx2.Client) -> None:
+    messages = _user("What's the weather in Paris and in Rome?")
+    first = _ask(client, messages)
+    _round(messages, first, {"get_weather": {"temperature": 21, "sky": "sunny"}})
+    final = _ask(client, messages)
+    assert final["finish_reason"] == "stop" and "tool_calls" not in final["message"]
+    assert final["message"]["content"].count('{"temperature": 21, "sky": "sunny"}') == 2
+
+
+def test_then_orders_the_calls_over_turns_with_values_from_earlier_results(client: httpx2.Client) -> None:
+    messages = _user("Find the user Ada Lovelace, then list her orders")
+    first = _ask(client, messages)
+    assert _calls(first) == [("find_user", {"name": "Ada Lovelace"})]
+    _round(messages, first, {"find_user": {"user_id": 42}})
+    second = _ask(client, messages)
+    assert _calls(second) == [("list_orders", {"user_id": 42})]
+    _round(messages, second, {"list_orders": {"orders": ["book", "pen"]}})
+    final = _ask(client, messages)["message"]["content"]
+    assert '{"user_id": 42}' in final and '{"orders": ["book", "pen"]}' in final
+
+
+def get_weather(city: str, unit: str = "celsius") -> dict[str, Any]:
+    """Get the current weather in a city.
+
+    Args:
+        city: The city.
+        unit: celsius or fahrenheit.
+    """
+    return {"city": city, "temperature": len(city) * 3, "unit": unit}
+
+
+def test_llm_run_drives_a_whole_loop_on_the_offline_assistant(gateway: OfflineGateway) -> None:
+    with FlotorchLLM("offline/assistant", "k-tools", gateway.url) as llm:
+        run = llm.run(_user("What's the weather in Paris and in Rome?"), tools=[get_weather])
+    first, last = run.steps
+    assert [(c.name, json.loads(c.arguments)["city"], c.result) for c in first.calls] == [
+        ("get_weather", "Paris", get_weather("Paris")),
+        ("get_weather", "Rome", get_weather("Rome")),
+    ]
+    assert last.calls == [] and last.response.finish_reason == "stop"
+    assert all(json.dumps(call.result) in run.content for call in first.calls)
+
+
+def test_a_long_document_with_tools_is_planned_in_linear_time() -> None:
+    """Each part of a prompt was once compared with the whole text of its call so far (quadratic: minutes
+    for this CSV); read once, it takes a fraction of a second, so the bound below is generous."""
+    rows = "\n".join(f"row {i}, value {i * 7}, note and more" for i in range(8000))
+    request = parse_request(
+        {"model": "offline/assistant", "messages": _user("Get the weather for: " + rows), "tools": TOOLS},
+        OFFLINE_MODELS,
+    )
+    started = time.perf_counter()
+    (call,) = _calls({"finish_reason": "tool_calls", "message": _message(plan_completion(request))})
+    assert call[0] == "get_weather" and time.perf_counter() - started < 3
+
+
+def _message(plan: Any) -> dict[str, Any]:
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in plan.tool_calls
+    ]
+    return {"content": plan.content, "tool_calls": calls}

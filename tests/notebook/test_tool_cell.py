@@ -1,0 +1,236 @@
+"""``%%flotorch --tools / --approve / --max-steps / --agent`` through IPython's InteractiveShell, against
+``offline/scripted``: names from the namespace, the live cards, the cell's value (the ToolRun, shown as
+static sanitized cards), approval on stdin without a kernel, and the awaited form with its widget."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+from flotorch_nb.gateway import OfflineGateway
+from flotorch_nb.notebook import tool_cell
+from flotorch_nb.notebook.approval import ApprovalPrompt
+from flotorch_nb.tools import ToolRun
+from tests.support.html import assert_safe_html
+from tests.support.shell import Shell, data_of
+
+PAYLOAD = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+
+
+def _script(*turns: dict[str, Any]) -> str:
+    return json.dumps({"script": {"turns": list(turns)}})
+
+
+def _calls(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"tool_calls": [{"name": n, "arguments": a, "id": f"call_{i}"} for i, (n, a) in enumerate(calls)]}
+
+
+def _define(shell: Shell, ran: list[str]) -> None:
+    def get_weather(city: str) -> str:
+        """Current weather.
+
+        Args:
+            city: The city.
+        """
+        ran.append(city)
+        return f"18 degrees in {city} {PAYLOAD}"
+
+    shell.ip.user_ns["get_weather"] = get_weather
+    shell.ip.user_ns["not_a_tool"] = 42
+
+
+def test_tools_run_the_loop_and_the_value_is_the_tool_run(shell: Shell, gateway: OfflineGateway) -> None:
+    ran: list[str] = []
+    _define(shell, ran)
+    body = _script(_calls(("get_weather", {"city": "Paris"})), {"content": "It is **18** in Paris."})
+    value = shell.cell("-m offline/scripted --tools get_weather --no-interpolate", body)
+    assert isinstance(value, ToolRun) and value.content == "It is **18** in Paris." and ran == ["Paris"]
+    data = data_of(value)
+    html = data["text/html"]
+    assert (
+        'class="flotorch-tool-card flotorch-tool-ok"' in html
+        and "get_weather" in html
+        and "<strong>18</strong>" in html
+    )
+    assert_safe_html(
+        html, own_markup=True
+    )  # the tool's result holds <script> and onerror: shown as text, inert
+    assert "&lt;script&gt;window.pwned=2&lt;/script&gt;" in html
+    assert "[tool] get_weather" in data["text/plain"] and "It is **18** in Paris." in data["text/plain"]
+    # the live preview showed the card while the loop ran, and was cleared for the value
+    live = [e for e in shell.pub.published if "flotorch-tool-live" in e.data.get("text/html", "")]
+    assert any("flotorch-tool-card" in e.data["text/html"] for e in live)
+    assert "It is <strong>18</strong>" in live[-1].data["text/html"]  # the streamed text, as it came
+    assert any(e.kind == "clear" for e in shell.pub.events)
+    # the run's tokens are the conversation's turn, every step counted
+    from flotorch_nb.notebook.session import get_session
+
+    turn = get_session().conversation.turns[-1]
+    assert turn.reply == value.content and len(gateway.requests) == 2
+    assert turn.footer is not None and turn.footer.total_tokens == value.usage.total_tokens
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("--tools nope", "no 'nope' in the notebook"),
+        ("--tools not_a_tool", "not_a_tool is a int, not a function"),
+        ("--tools get_weather,", "an empty name"),
+        ("--approve", "go with --tools"),
+        ("--tools get_weather --max-steps 0", "--max-steps must be"),
+        ("--tools get_weather -m a,b", "drop -m a,b"),
+        ("--tools get_weather --agent x", "pick one"),
+        ("--agent missing", "no such name"),
+        ("--agent not_a_tool", "not a pydantic-ai Agent"),
+    ],
+)
+def test_mistakes_are_usage_errors_before_any_request(
+    shell: Shell, gateway: OfflineGateway, line: str, says: str
+) -> None:
+    _define(shell, [])
+    with pytest.raises(UsageError, match=says):
+        shell.cell(f"-m offline/scripted {line} --no-interpolate", _script({"content": "x"}))
+    assert gateway.requests == []
+
+
+def test_approve_without_a_kernel_asks_on_stdin_and_a_denial_never_runs(
+    shell: Shell, gateway: OfflineGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+    _define(shell, ran)
+    monkeypatch.setattr(builtins, "input", lambda prompt="": "not today")
+    body = _script(_calls(("get_weather", {"city": "Oslo"})), {"content": "Sorry."})
+    value = shell.cell("-m offline/scripted --tools get_weather --approve --no-interpolate", body)
+    call = value.calls[0]
+    assert ran == [] and call.denied and call.error == "denied: not today"
+    tool_message = next(m for m in gateway.requests[1].body["messages"] if m["role"] == "tool")
+    assert tool_message["content"] == "Error: denied: not today"
+    assert "denied" in data_of(value)["text/html"]
+
+
+def test_max_steps_stops_the_loop(shell: Shell) -> None:
+    from flotorch_nb.tools import MaxStepsError
+
+    _define(shell, [])
+    again = _calls(("get_weather", {"city": "Rome"}))
+    with pytest.raises(MaxStepsError) as caught:
+        shell.cell(
+            "-m offline/scripted --tools get_weather --max-steps 2 --no-interpolate",
+            _script(again, again, again),
+        )
+    assert len(caught.value.run.steps) == 2
+    assert "MaxStepsError" in caught.value._render_traceback_()[0]  # type: ignore[attr-defined]  # one line
+
+
+def test_the_transformer_awaits_only_approval_cells_in_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    cell = ["get_weather_call = 1\n"]
+    magic = ["get_ipython().run_cell_magic('flotorch', '--tools f --approve', 'hi\\n')\n"]
+    plain = ["get_ipython().run_cell_magic('flotorch', '--tools f', 'hi\\n')\n"]
+    assert tool_cell.await_approval_cells(magic) == magic  # no kernel here: left alone
+    monkeypatch.setattr(tool_cell, "_kernel_can_await", lambda: True)
+    assert tool_cell.await_approval_cells(cell) == cell
+    assert tool_cell.await_approval_cells(plain) == plain
+    (awaited,) = tool_cell.await_approval_cells(magic)
+    assert awaited.startswith("await __import__('flotorch_nb.notebook.tool_cell'")
+    assert awaited.endswith("awaited_cell(get_ipython(), '--tools f --approve', 'hi\\n')\n")
+
+
+def _prompts() -> list[ApprovalPrompt]:
+    return [p for p in _LIVE if not p.approve_button.disabled]
+
+
+_LIVE: list[ApprovalPrompt] = []
+
+
+@pytest.mark.anyio
+async def test_the_awaited_cell_shows_approve_deny_and_waits_for_the_click(
+    shell: Shell, gateway: OfflineGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form a kernel runs (``awaited_cell``): each call waits for its widget, clicked from Python."""
+    import asyncio
+
+    ran: list[str] = []
+    _define(shell, ran)
+    original = ApprovalPrompt.__init__
+
+    def keep(self: ApprovalPrompt, *args: Any) -> None:
+        original(self, *args)
+        _LIVE.append(self)
+
+    monkeypatch.setattr(ApprovalPrompt, "__init__", keep)
+    body = _script(
+        _calls(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Lima"})),
+        {"content": "Paris: 18."},
+    )
+    cell = asyncio.ensure_future(
+        tool_cell.awaited_cell(
+            shell.ip, "-m offline/scripted --tools get_weather --approve --no-interpolate", body
+        )
+    )
+    for _ in range(500):
+        if len(_prompts()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    paris, lima = sorted(_prompts(), key=lambda p: p.call.arguments)[::-1]
+    assert not cell.done() and ran == []  # waiting for the person
+    paris.approve_button.click()
+    lima.reason.value = "not that one"
+    lima.deny_button.click()
+    value = await asyncio.wait_for(cell, 10)
+    assert ran == ["Paris"] and value.content == "Paris: 18."
+    approved, denied = value.calls
+    assert approved.approved is True and denied.error == "denied: not that one"
+    assert paris.approve_button.disabled and "Approved" in paris.decided.value
+    widgets = [e for e in shell.pub.published if "application/vnd.jupyter.widget-view+json" in e.data]
+    assert len(widgets) == 2  # one prompt per call, in the cell's output
+    _LIVE.clear()
+
+
+def test_agent_runs_a_pydantic_ai_agent_with_tool_cards(shell: Shell, gateway: OfflineGateway) -> None:
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent
+
+    from flotorch_nb import FlotorchLLM
+    from flotorch_nb.pydantic_ai import FlotorchModel
+
+    llm = FlotorchLLM("offline/scripted", "test-key-agent-cell", gateway.url)
+    agent = Agent(FlotorchModel(llm))
+
+    @agent.tool_plain
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    shell.ip.user_ns["agent"] = agent
+    body = _script(
+        _calls(("add", {"a": "two", "b": 3})),  # invalid: pydantic-ai asks the model to retry
+        _calls(("add", {"a": 2, "b": 3})),
+        {"content": "2 + 3 = **5**"},
+    )
+    value = shell.cell("--agent agent --no-interpolate", body)
+    assert value.output == "2 + 3 = **5**" and value.result.output == value.output
+    bad, good = value.cards
+    assert bad.state == "error" and bad.error is not None and "a" in bad.error
+    assert (good.name, good.result, good.state) == ("add", "5", "ok")
+    html = data_of(value)["text/html"]
+    assert html.count('class="flotorch-tool-card ') == 2 and "<strong>5</strong>" in html
+    assert_safe_html(html, own_markup=True)
+    assert len(gateway.requests) == 3
+    llm.close()
+
+
+def test_a_terminal_prints_the_text_and_a_line_per_call(
+    shell: Shell, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flotorch_nb.notebook.tool_cell.is_terminal", lambda _shell: True)
+    ran: list[str] = []
+    _define(shell, ran)
+    body = _script(_calls(("get_weather", {"city": "Rome"})), {"content": "Rome: 18."})
+    shell.cell("-m offline/scripted --tools get_weather --no-interpolate", body)
+    out = capsys.readouterr().out
+    assert '[tool] get_weather {"city": "Rome"} -> 18 degrees in Rome' in out and "Rome: 18." in out
+    assert not any("flotorch-tool-live" in e.data.get("text/html", "") for e in shell.pub.published)
