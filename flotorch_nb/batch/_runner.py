@@ -251,9 +251,7 @@ class _Run:
                 except FlotorchError as error:
                     self._fail(item, error)
                     continue
-                if response.source == "cache":
-                    self.stats.cache_hits += 1
-                self._finish(item, StoredAnswer.of(response), None)
+                self._answered(item, StoredAnswer.of(response))
 
     # -- one item ----------------------------------------------------------------------------------
     def _messages(self, item: BatchItem) -> list[dict[str, Any]] | None:
@@ -268,18 +266,23 @@ class _Run:
             return None
         return messages
 
-    def _finish(self, item: BatchItem, answer: StoredAnswer | None, error: FlotorchError | None) -> None:
-        if error is not None:
-            _bare(error)
-        item.answer, item.error = answer, error
+    def _answered(self, item: BatchItem, answer: StoredAnswer) -> None:
+        """An item's answer: into its slot, counted (the common end of an item, so kept short)."""
+        item.answer = answer
         if item.attempts > 1:
             self.stats.retries += item.attempts - 1
-        cached = answer is not None and answer.source == "cache"
-        tokens = answer.usage[2] if answer is not None and answer.usage and not cached else 0
-        self.progress.item_done(error=error is not None, tokens=tokens, cached=cached, sent=item.attempts > 0)
+        if answer.source == "cache":
+            self.stats.cache_hits += 1
+            self.progress.item_done(error=False, tokens=0, cached=True)
+        else:
+            self.progress.item_done(error=False, tokens=answer.usage[2] if answer.usage else 0, cached=False)
 
     def _fail(self, item: BatchItem, error: FlotorchError) -> None:
-        self._finish(item, None, error)
+        _bare(error)
+        item.error = error
+        if item.attempts > 1:
+            self.stats.retries += item.attempts - 1
+        self.progress.item_done(error=True, tokens=0, cached=False, sent=item.attempts > 0)
         if self.options.on_error == "raise":
             raise _Stop(error)
 
