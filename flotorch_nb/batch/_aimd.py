@@ -6,7 +6,7 @@ An AIMD window, as TCP keeps one (Reno's slow start and congestion avoidance), f
 - **start low, grow while healthy**: the window starts at ``initial`` and grows by one per healthy
   answer (it doubles every round trip: slow start) until the first sign of congestion, then by one
   per window of healthy answers (one per round trip: additive increase). It grows only while it is
-  used (answers settle with the window full), so a batch's tail or a slow producer never inflates it.
+  used (on answers to requests sent while it was full), so a slow producer never inflates it.
 - **back off multiplicatively** on a 429 (or a 503/529 "overloaded") and on a sharp rise in latency
   (a short average above ``latency_rise`` x the observed baseline): the window is multiplied by
   ``backoff``, once per round trip (answers to requests sent before the cut do not cut again), but
@@ -151,6 +151,9 @@ class AimdWindow:
         #: sent before the last cut and does not cut again.
         self._seq = 0
         self._recover = 0
+        #: The last request that filled the window: answers to requests sent up to a window's worth
+        #: after it were sent while the window was in use, and may grow it.
+        self._filled = -(10**9)
         #: Lowest latency seen (drifting up slowly, so a gateway that got slower for good is followed).
         self.base_latency: float | None = None
         self._recent_latency: float | None = None
@@ -182,6 +185,8 @@ class AimdWindow:
         """A request was let through; its number, for the outcome."""
         self.in_flight += 1
         self._seq += 1
+        if self.in_flight >= self.window:
+            self._filled = self._seq
         return self._seq
 
     # -- outcomes -----------------------------------------------------------------------------------
@@ -192,7 +197,7 @@ class AimdWindow:
 
     def answered(self, seq: int, now: float, latency: float, headers: RateHeaders | None = None) -> None:
         """A healthy answer to request ``seq`` after ``latency`` seconds."""
-        full = self.in_flight >= self.window  # the window was in use: growing it is warranted
+        full = seq <= self._filled + self.window  # sent while the window was in use: may grow it
         self.released()
         self._note_latency(latency)
         self._answered.append(now)
@@ -202,7 +207,7 @@ class AimdWindow:
                 self._pause(now + wait)
                 return
             remaining = headers.remaining()
-            if remaining is not None and remaining < self.in_flight:
+            if remaining is not None and remaining <= self.in_flight:
                 return  # the gateway would refuse the next ones: hold the window where it is
         if self._rising() and seq >= self._recover:
             self._cut(now)

@@ -275,7 +275,7 @@ class BatchResult(Sequence[BatchItem]):
         ]
         if s["settled_concurrency"] is not None:
             limited = f", {s['rate_limited']:,} answered 429" if s["rate_limited"] else ""
-            rows.append(("concurrency", f"auto: settled at {s['settled_concurrency']} in flight{limited}"))
+            rows.append(("in flight", f"concurrency='auto', settled at {s['settled_concurrency']}{limited}"))
         if s["cache_write_failures"]:
             rows.append(("cache", f"{s['cache_write_failures']} answers could not be written (kept here)"))
         return rows
