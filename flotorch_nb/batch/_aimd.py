@@ -17,8 +17,8 @@ An AIMD window, as TCP keeps one (Reno's slow start and congestion avoidance), f
 - **honour the gateway's headers**: a 429's ``Retry-After`` (``retry-after-ms`` when sent, the more
   precise) pauses every request of the key until then; ``x-ratelimit-remaining-requests`` /
   ``-tokens`` at zero pause until one unit refills (``x-ratelimit-reset-*`` divided by what was used
-  of ``x-ratelimit-limit-*``), and a remaining count below the requests in flight stops growth (the
-  next ones would be refused).
+  of ``x-ratelimit-limit-*``), and a budget running out (fewer left than the requests in flight, or
+  under half of it: the bucket drains, so more is sent than refills it) stops growth.
 - ``ceiling_for(rate)`` (a batch's ``rpm``): what that rate needs in flight at the baseline latency
   (Little's law, with room for jitter); the batch's gate admits no more, and its rate limiter still
   holds ``rpm``/``tpm`` exactly.
@@ -96,15 +96,20 @@ class RateHeaders:
             waits.append(reset / max(1, used))
         return max(waits) if waits else None
 
-    def remaining(self) -> int | None:
-        """Requests the gateway would still take now (the smaller budget; tokens as requests are not
-        known, so a spent token budget counts as 0 and any other as unknown)."""
-        counts = []
-        if self.remaining_requests is not None:
-            counts.append(self.remaining_requests)
-        if self.remaining_tokens is not None and self.remaining_tokens <= 0:
-            counts.append(0)
-        return min(counts) if counts else None
+    def low(self, in_flight: int) -> bool:
+        """Whether a budget is running out: no more left than the requests in flight would take, or
+        less than half of it left (a bucket draining: the rate sent is above what refills it)."""
+        for limit, remaining in (
+            (self.limit_requests, self.remaining_requests),
+            (self.limit_tokens, self.remaining_tokens),
+        ):
+            if remaining is None:
+                continue
+            if remaining <= 0 or (limit is not None and remaining < limit / 2):
+                return True
+            if limit is self.limit_requests and remaining <= in_flight:
+                return True
+        return False
 
 
 def read_rate_headers(headers: Mapping[str, str] | None) -> RateHeaders | None:
@@ -206,9 +211,9 @@ class AimdWindow:
             if (wait := headers.refill_wait()) is not None:
                 self._pause(now + wait)
                 return
-            remaining = headers.remaining()
-            if remaining is not None and remaining <= self.in_flight:
-                return  # the gateway would refuse the next ones: hold the window where it is
+            if headers.low(self.in_flight):
+                self.threshold = min(self.threshold, self.limit)  # and no more doubling after
+                return  # the gateway would soon refuse: hold the window where it is
         if self._rising() and seq >= self._recover:
             self._cut(now)
             return

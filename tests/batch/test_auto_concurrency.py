@@ -107,10 +107,11 @@ def test_remaining_zero_pauses_until_one_request_refills_and_low_remaining_stops
     assert window.wait(5.0) == pytest.approx(0.005)
     assert window.limit == 4  # not grown
     low = RateHeaders(remaining_requests=1)  # no more left than the requests still in flight
-    for seq in seqs[1:3]:
-        window.answered(seq, 6.0, LATENCY, low)
+    window.answered(seqs[1], 6.0, LATENCY, low)
+    draining = RateHeaders(limit_requests=200, remaining_requests=90)  # under half left
+    window.answered(seqs[2], 6.0, LATENCY, draining)
     assert window.limit == 4
-    window.answered(seqs[3], 6.0, LATENCY, RateHeaders(remaining_requests=50))
+    window.answered(seqs[3], 6.0, LATENCY, RateHeaders(limit_requests=200, remaining_requests=150))
     assert window.limit == 5
 
 
