@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._admission import RECHECK_S, UNTIL_SETTLED, Asked, Spent, Ticket
 from .._errors import APIStatusError
@@ -32,7 +32,7 @@ from ._aimd import CONGESTED, AimdWindow, read_rate_headers
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["AutoConcurrency", "AutoGate", "AutoTicket", "controller_for", "outcome_of"]
+__all__ = ["AutoConcurrency", "AutoGate", "AutoTicket", "Places", "controller_for", "outcome_of"]
 
 #: Requests a batch with ``concurrency="auto"`` may ever have in flight (its workers).
 AUTO_CEILING = 512
@@ -62,6 +62,27 @@ def outcome_of(spent: Spent | None) -> Outcome:
     if isinstance(error, APIStatusError) and error.status_code in CONGESTED:
         return ("congested", spent.headers)
     return ("other", None)
+
+
+class Places(Protocol):
+    """What ``AutoGate`` asks of a window: this process's ``AutoConcurrency``, or a Dask worker's
+    stand-in for the one on the scheduler (``flotorch_nb.dask``)."""
+
+    def try_take(self) -> AutoTicket | float:
+        """A place now, or seconds to wait (``UNTIL_SETTLED``: until one is freed)."""
+        ...
+
+    async def take(self) -> AutoTicket | float:
+        """``try_take``, waiting a while on the running loop for a freed place."""
+        ...
+
+    def settle(self, ticket: AutoTicket, outcome: Outcome) -> None:
+        """The attempt that held ``ticket`` ended so."""
+        ...
+
+    def ceiling_for(self, rate: float) -> int:
+        """Places that ``rate`` requests a second need (``AimdWindow.ceiling_for``)."""
+        ...
 
 
 class AutoConcurrency:
@@ -130,9 +151,19 @@ class AutoConcurrency:
             with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody to wake
                 loop.call_soon_threadsafe(_wake, future)
 
+    def ceiling_for(self, rate: float) -> int:
+        """Places that ``rate`` requests a second need at the baseline latency."""
+        with self._lock:
+            return self.window.ceiling_for(rate)
+
     def gate(self, rate: float | None = None) -> AutoGate:
         """One batch's gate on this window (``rate``: its ``rpm`` per second, capping its places)."""
         return AutoGate(self, rate)
+
+    @property
+    def ceiling(self) -> int:
+        """The most places the window ever gives (a batch starts no more workers)."""
+        return self.window.ceiling
 
     @property
     def settled_at(self) -> int:
@@ -164,7 +195,7 @@ class AutoGate:
 
     __slots__ = ("controller", "held", "rate")
 
-    def __init__(self, controller: AutoConcurrency, rate: float | None = None) -> None:
+    def __init__(self, controller: Places, rate: float | None = None) -> None:
         self.controller, self.rate = controller, rate
         self.held = 0  # this batch's places
 
@@ -172,7 +203,7 @@ class AutoGate:
         rate = self.rate
         if rate is None:
             return False
-        return self.held >= self.controller.window.ceiling_for(rate)
+        return self.held >= self.controller.ceiling_for(rate)
 
     def admit(self, request: Asked) -> Ticket | float:
         """A place, or how long to wait (for a sync caller; a batch's workers use ``aadmit``)."""

@@ -33,6 +33,11 @@ class AutoWindow(Protocol):
         ...
 
     @property
+    def ceiling(self) -> int:
+        """The most requests the window ever lets be in flight (the batch starts that many workers)."""
+        ...
+
+    @property
     def settled_at(self) -> int:
         """The window's size now."""
         ...

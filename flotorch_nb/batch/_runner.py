@@ -34,7 +34,7 @@ from .._errors import (
 )
 from .._hooks import call_label
 from ..cache import AnswerCache, StoredAnswer, resolve_cache
-from ._auto import AUTO_CEILING, controller_for
+from ._auto import controller_for
 from ._inputs import Inputs
 from ._limits import Limiter, LimiterGate, RateLimiter, pause_after
 from ._options import AUTO, AutoWindow, BatchOptions
@@ -199,7 +199,7 @@ class _Run:
         # pause (a fixed back-off without one) would only idle the batch on top of the window's cut.
         limit = self.limiter.gate(self._pause_for if window is None else _no_pause)
         extra = (window.gate(rpm / 60 if rpm is not None else None),) if window is not None else ()
-        concurrency = AUTO_CEILING if window is not None else self.options.concurrency
+        concurrency = window.ceiling if window is not None else self.options.concurrency
         workers = []
         for _ in range(min(cast("int", concurrency), len(self.positions))):
             gate = _worker_gate(limit, self.stats)
