@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -83,9 +84,12 @@ async def openai_gather(url: str, prompts: list[str]) -> tuple[list[float], int]
 
 
 async def litellm_router(url: str, prompts: list[str]) -> tuple[list[float], int]:
+    # litellm fetches its model cost map from GitHub at import unless told not to: loopback only here.
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     import litellm
 
     litellm.suppress_debug_info = True
+    litellm.telemetry = False
     router = litellm.Router(
         model_list=[
             {
