@@ -161,13 +161,15 @@ class RatePlugin(SchedulerPlugin):
             return answer.seq
         return float(answer)
 
-    def auto_settle(self, key: str, seq: int, kind: str, headers: dict[str, str] | None) -> int:
+    def auto_settle(
+        self, key: str, seq: int, kind: str, headers: dict[str, str] | None, tokens: int = 0
+    ) -> int:
         """The attempt that held place ``seq`` ended so (``outcome_of``); the window's size now."""
         window, place = self.windows.get(key), self.places.pop((key, seq), None)
         if window is None:
             return 0
         if place is not None:
-            window.settle(place, (kind, headers))
+            window.settle(place, (kind, headers, tokens))
         return window.settled_at
 
     def try_acquire(self, name: str, rpm: float | None, tpm: float | None, tokens: int) -> int | float:
@@ -274,9 +276,13 @@ class _ClusterWindow:
         return self._answer(await asyncio.wrap_future(self._call("flotorch_auto_take")))
 
     def settle(self, ticket: AutoTicket, outcome: Outcome) -> None:
-        kind, headers = outcome
+        kind, headers, tokens = outcome
         future = self._call(
-            "flotorch_auto_settle", seq=ticket.seq, kind=kind, headers=dict(headers) if headers else None
+            "flotorch_auto_settle",
+            seq=ticket.seq,
+            kind=kind,
+            headers=dict(headers) if headers else None,
+            tokens=tokens,
         )
         future.add_done_callback(self._noted)
 

@@ -18,7 +18,10 @@ An AIMD window, as TCP keeps one (Reno's slow start and congestion avoidance), f
   precise) pauses every request of the key until then; ``x-ratelimit-remaining-requests`` /
   ``-tokens`` at zero pause until one unit refills (``x-ratelimit-reset-*`` divided by what was used
   of ``x-ratelimit-limit-*``), and a budget running out (fewer left than the requests in flight, or
-  under half of it: the bucket drains, so more is sent than refills it) stops growth.
+  under half of it: the bucket drains, so more is sent than refills it) stops growth and spaces
+  requests at the rate the budget refills (``(limit - remaining) / reset``, from the same headers),
+  which also bounds the window (what that rate carries at the typical latency, plus 10 %) and is
+  where a cut lands (90 % of it) when known.
 - ``ceiling_for(rate)`` (a batch's ``rpm``): what that rate needs in flight at the baseline latency
   (Little's law, with room for jitter); the batch's gate admits no more, and its rate limiter still
   holds ``rpm``/``tpm`` exactly.
@@ -40,6 +43,8 @@ __all__ = ["AimdWindow", "RateHeaders", "parse_duration", "read_rate_headers"]
 #: Statuses that mean "the gateway is at its limit": rate limited, unavailable, overloaded.
 CONGESTED = frozenset({429, 503, 529})
 
+#: How far above what the gateway's refill rate carries the window may grow (latency varies).
+HEADROOM = 1.1
 #: CUBIC's scaling constant (RFC 9438): how quickly the window leaves its plateau, per second cubed.
 CUBIC_C = 0.4
 
@@ -95,6 +100,22 @@ class RateHeaders:
             used = (limit - remaining) if limit is not None and limit > remaining else 1
             waits.append(reset / max(1, used))
         return max(waits) if waits else None
+
+    def refill_rate(self, tokens_per_request: float | None) -> float | None:
+        """Requests a second the gateway's budgets refill (None: not known from these headers).
+
+        A bucket that refills steadily is full again ``reset`` after: what was used of it over that
+        time is its rate, ``(limit - remaining) / reset`` (OpenAI's 10,000 a minute, 9,999 left, full
+        in 6 ms: 166 a second). Tokens count as requests at ``tokens_per_request``."""
+        rates = []
+        for limit, remaining, reset, per in (
+            (self.limit_requests, self.remaining_requests, self.reset_requests, 1.0),
+            (self.limit_tokens, self.remaining_tokens, self.reset_tokens, tokens_per_request),
+        ):
+            if limit is None or remaining is None or not reset or not per or limit <= remaining:
+                continue
+            rates.append((limit - remaining) / reset / per)
+        return min(rates) if rates else None
 
     def low(self, in_flight: int) -> bool:
         """Whether a budget is running out: no more left than the requests in flight would take, or
@@ -162,6 +183,15 @@ class AimdWindow:
         #: Lowest latency seen (drifting up slowly, so a gateway that got slower for good is followed).
         self.base_latency: float | None = None
         self._recent_latency: float | None = None
+        #: A slow average of latency, with which the headers' rate becomes requests in flight.
+        self._typical_latency: float | None = None
+        #: Requests a second the gateway refills, from its ``x-ratelimit-*`` headers (None: unknown);
+        #: tokens an answer uses, to count a tokens budget in requests.
+        self.rate: float | None = None
+        self._tokens_per_request: float | None = None
+        #: While the headers say a budget runs low, requests are spaced ``1 / rate`` apart.
+        self._pacing = False
+        self._next_at = 0.0
         self._healthy = 0
         #: When healthy answers arrived, for the rate the gateway sustains.
         self._answered: collections.deque[float] = collections.deque()
@@ -184,10 +214,15 @@ class AimdWindow:
             return self.paused_until - now
         if self.in_flight >= self.window:
             return math.inf
+        if self._pacing and now < self._next_at:
+            return self._next_at - now
         return 0.0
 
-    def sent(self) -> int:
-        """A request was let through; its number, for the outcome."""
+    def sent(self, now: float = 0.0) -> int:
+        """A request was let through (at ``now``); its number, for the outcome."""
+        if self._pacing and self.rate:
+            # Spaced at the rate the budget refills: after a pause one goes, not the whole window.
+            self._next_at = max(self._next_at, now - 1 / self.rate) + 1 / self.rate
         self.in_flight += 1
         self._seq += 1
         if self.in_flight >= self.window:
@@ -200,14 +235,26 @@ class AimdWindow:
         error that is not congestion): its place is freed, the window unchanged."""
         self.in_flight = max(0, self.in_flight - 1)
 
-    def answered(self, seq: int, now: float, latency: float, headers: RateHeaders | None = None) -> None:
-        """A healthy answer to request ``seq`` after ``latency`` seconds."""
+    def answered(
+        self, seq: int, now: float, latency: float, headers: RateHeaders | None = None, tokens: int = 0
+    ) -> None:
+        """A healthy answer to request ``seq`` after ``latency`` seconds, that used ``tokens``."""
         full = seq <= self._filled + self.window  # sent while the window was in use: may grow it
         self.released()
         self._note_latency(latency)
         self._answered.append(now)
         self._forget(now)
+        if tokens > 0:
+            per = self._tokens_per_request
+            self._tokens_per_request = tokens if per is None else per + (tokens - per) * 0.1
         if headers is not None:
+            rate = headers.refill_rate(self._tokens_per_request)
+            if rate is not None:
+                self.rate = rate
+                carried = self._carried()
+                if carried is not None and self.limit > HEADROOM * carried:  # more would only queue
+                    self.limit = self.threshold = max(1.0, HEADROOM * carried)
+            self._pacing = headers.low(self.in_flight)
             if (wait := headers.refill_wait()) is not None:
                 self._pause(now + wait)
                 return
@@ -224,6 +271,7 @@ class AimdWindow:
         """Request ``seq`` was refused for the gateway's limit (429, 503, 529)."""
         self.released()
         if headers is not None:
+            self._pacing = True
             wait = headers.retry_after
             refill = headers.refill_wait()
             if refill is not None:
@@ -237,6 +285,13 @@ class AimdWindow:
     def _pause(self, until: float) -> None:
         self.paused_until = max(self.paused_until, until)
 
+    def _carried(self) -> float | None:
+        """Requests in flight that the gateway's refill rate (from its headers) carries at the
+        typical latency: the window's ceiling and its floor after a cut (None: no such headers)."""
+        if self.rate is None or self._typical_latency is None:
+            return None
+        return max(1.0, self.rate * self._typical_latency)
+
     def _grow(self, now: float) -> None:
         if self.limit < self.threshold:
             self.limit += 1.0  # slow start: doubles per round trip
@@ -248,7 +303,10 @@ class AimdWindow:
             elapsed = now - self._cut_at
             target = CUBIC_C * (elapsed - self._plateau) ** 3 + self._level
             self.limit = min(max(self.limit, target), self.limit + 1.0)
-        self.limit = min(self.limit, float(self.ceiling))
+        ceiling = float(self.ceiling)
+        if (carried := self._carried()) is not None:
+            ceiling = min(ceiling, max(1.0, HEADROOM * carried))
+        self.limit = min(self.limit, ceiling)
         self.peak = max(self.peak, self.limit)
 
     def ceiling_for(self, rate: float) -> int:
@@ -260,7 +318,7 @@ class AimdWindow:
         return min(self.ceiling, max(1, math.ceil(2 * rate * self.base_latency)))
 
     def _cut(self, now: float) -> None:
-        sustained = self._sustained(now)
+        sustained = self._carried() or self._sustained(now)  # the gateway's word before our count
         limit = max(1.0, self.limit * self.backoff)
         level = self.limit
         if sustained is not None:
@@ -298,6 +356,8 @@ class AimdWindow:
             self.base_latency = base + (latency - base) * 0.001  # follows a lasting change, slowly
         recent = self._recent_latency
         self._recent_latency = latency if recent is None else recent + (latency - recent) * 0.1
+        typical = self._typical_latency
+        self._typical_latency = latency if typical is None else typical + (latency - typical) * 0.02
 
     def _rising(self) -> bool:
         """Whether latency rose sharply above the baseline (after enough answers to know it)."""

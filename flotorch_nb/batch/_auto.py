@@ -47,21 +47,22 @@ class AutoTicket(Ticket):
         self.seq, self.at = seq, at
 
 
-#: How an attempt ended, for the window: ("ok", headers), ("congested", headers), or ("other", None).
-Outcome = tuple[str, "Mapping[str, str] | None"]
+#: How an attempt ended, for the window: ("ok" | "congested" | "other", its rate-limit headers, the
+#: tokens it used).
+Outcome = tuple[str, "Mapping[str, str] | None", int]
 
 
 def outcome_of(spent: Spent | None) -> Outcome:
     """What an attempt's ``Spent`` says about the gateway's limit (plain data: it crosses to Dask's
     scheduler as is)."""
     if spent is None:
-        return ("other", None)
+        return ("other", None, 0)
     if spent.response is not None and spent.error is None:
-        return ("ok", spent.headers)
+        return ("ok", spent.headers, spent.tokens if spent.known else 0)
     error = spent.error
     if isinstance(error, APIStatusError) and error.status_code in CONGESTED:
-        return ("congested", spent.headers)
-    return ("other", None)
+        return ("congested", spent.headers, 0)
+    return ("other", None, 0)
 
 
 class Places(Protocol):
@@ -110,7 +111,7 @@ class AutoConcurrency:
             wait = self.window.wait(now)
             if wait > 0:
                 return UNTIL_SETTLED if math.isinf(wait) else wait
-            return AutoTicket(self.window.sent(), now)
+            return AutoTicket(self.window.sent(now), now)
 
     async def take(self) -> AutoTicket | float:
         """``try_take``, waiting on the running loop for a freed place (``RECHECK_S`` at most); a
@@ -135,12 +136,12 @@ class AutoConcurrency:
 
     def settle(self, ticket: AutoTicket, outcome: Outcome, now: float | None = None) -> None:
         """Tell the window how the attempt ended and wake as many waiting requests as places freed."""
-        kind, headers = outcome
+        kind, headers, tokens = outcome
         with self._lock:
             now = self.clock() if now is None else now
             window = self.window
             if kind == "ok":
-                window.answered(ticket.seq, now, now - ticket.at, read_rate_headers(headers))
+                window.answered(ticket.seq, now, now - ticket.at, read_rate_headers(headers), tokens)
             elif kind == "congested":
                 window.congested(ticket.seq, now, read_rate_headers(headers))
             else:

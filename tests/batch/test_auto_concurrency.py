@@ -115,6 +115,24 @@ def test_remaining_zero_pauses_until_one_request_refills_and_low_remaining_stops
     assert window.limit == 5
 
 
+def test_the_refill_rate_in_the_headers_bounds_the_window_and_paces_a_low_budget() -> None:
+    # 200 a bucket, 20 left, full again in 0.9 s: it refills 180 / 0.9 = 200 a second.
+    draining = RateHeaders(limit_requests=200, remaining_requests=20, reset_requests=0.9)
+    assert draining.refill_rate(None) == pytest.approx(200.0)
+    tokens = RateHeaders(limit_tokens=9000, remaining_tokens=0, reset_tokens=1.0)
+    assert tokens.refill_rate(45.0) == pytest.approx(200.0)  # 9,000 tokens a second at 45 an answer
+    window = AimdWindow(initial=40, ceiling=40)
+    seqs = fill(window)
+    window.answered(seqs[0], 1.0, LATENCY, draining)
+    # 200 a second at 100 ms is 20 in flight; 10 % more for jitter, no further.
+    assert window.window == 22
+    for seq in seqs[1:30]:
+        window.answered(seq, 1.0, LATENCY, draining)
+    window.sent(1.0)
+    window.sent(1.0)
+    assert window.wait(1.0) == pytest.approx(1 / 200)  # spaced at the refill rate, not a burst
+
+
 def test_a_sharp_rise_in_latency_cuts_the_window() -> None:
     window = AimdWindow(initial=8, ceiling=8)
     now = 0.0
@@ -189,7 +207,7 @@ async def test_waiting_requests_are_woken_one_per_freed_place() -> None:
     waiting = [asyncio.create_task(controller.take()) for _ in range(3)]
     await asyncio.sleep(0.01)
     assert not any(task.done() for task in waiting)
-    controller.settle(first, ("other", None))  # one place freed: one waiter goes
+    controller.settle(first, ("other", None, 0))  # one place freed: one waiter goes
     await asyncio.sleep(0.01)
     assert sum(task.done() for task in waiting) == 1
     for task in waiting:
