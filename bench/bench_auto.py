@@ -12,8 +12,9 @@ under one ``asyncio.gather``) and litellm's ``Router`` (defaults, ``acompletion`
 Per contender: throughput after warm-up (answers per second from the first 1-s window with at
 least 0.9 R answers to the end), the warm-up time (that window's start), the share of requests the
 server answered 429 (counted at the server), the items that failed, and answers per second over the
-whole run (a late "warm-up" after a long back-off can be a refilled bucket's burst, not a rate). Targets (from the issue):
-auto sustains >= 0.9 R after a warm-up under 10 s with <= 2 % of requests answered 429.
+whole run (a late "warm-up" after a long back-off can be a refilled bucket's burst, not a rate).
+Targets (from the issue): auto sustains >= 0.9 R after a warm-up under 10 s with <= 2 % of
+requests answered 429.
 Needs the ``bench`` extra (openai, litellm); a peer that is not installed is skipped.
 """
 
