@@ -63,26 +63,36 @@ async def _ours(url: str, prompts: list[str], concurrency: int | str) -> tuple[l
     return done, len(result.errors)
 
 
+async def gathered(call: Callable[[str], Awaitable[Any]], prompts: list[str]) -> tuple[list[float], int]:
+    """Every prompt's ``call`` under one ``asyncio.gather``: answer times and failures."""
+    done: list[float] = []
+    failed = 0
+
+    async def one(prompt: str) -> None:
+        nonlocal failed
+        try:
+            await call(prompt)
+        except Exception:
+            failed += 1
+            return
+        done.append(time.monotonic())
+
+    await asyncio.gather(*(one(p) for p in prompts))
+    return done, failed
+
+
+def _messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
 async def openai_gather(url: str, prompts: list[str]) -> tuple[list[float], int]:
     from openai import AsyncOpenAI
 
-    done: list[float] = []
-    failed = 0
     async with AsyncOpenAI(base_url=f"{url}/api/openai/v1", api_key="bench-key") as client:
-
-        async def one(prompt: str) -> None:
-            nonlocal failed
-            try:
-                await client.chat.completions.create(
-                    model="bench/model", messages=[{"role": "user", "content": prompt}]
-                )
-            except Exception:
-                failed += 1
-                return
-            done.append(time.monotonic())
-
-        await asyncio.gather(*(one(p) for p in prompts))
-    return done, failed
+        return await gathered(
+            lambda p: client.chat.completions.create(model="bench/model", messages=_messages(p)),
+            prompts,
+        )
 
 
 async def litellm_router(url: str, prompts: list[str]) -> tuple[list[float], int]:
@@ -104,20 +114,7 @@ async def litellm_router(url: str, prompts: list[str]) -> tuple[list[float], int
             }
         ]
     )
-    done: list[float] = []
-    failed = 0
-
-    async def one(prompt: str) -> None:
-        nonlocal failed
-        try:
-            await router.acompletion(model="bench", messages=[{"role": "user", "content": prompt}])
-        except Exception:
-            failed += 1
-            return
-        done.append(time.monotonic())
-
-    await asyncio.gather(*(one(p) for p in prompts))
-    return done, failed
+    return await gathered(lambda p: router.acompletion(model="bench", messages=_messages(p)), prompts)
 
 
 def measure(times: list[float], started: float, rate: float) -> tuple[float | None, float]:

@@ -38,6 +38,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .._retry import parse_retry_after
+
 __all__ = ["AimdWindow", "RateHeaders", "parse_duration", "read_rate_headers"]
 
 #: Statuses that mean "the gateway is at its limit": rate limited, unavailable, overloaded.
@@ -54,18 +56,14 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 def parse_duration(value: str | None) -> float | None:
     """Seconds from a rate-limit reset header: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` (as
     OpenAI sends them) or plain seconds (``"0.5"``); None for anything else."""
-    if value is None:
+    value = value.strip() if value is not None else ""
+    if not value[-1:].isalpha():
+        return parse_retry_after(value) if value else None  # plain seconds, as Retry-After
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
         return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        parts = _DURATION.findall(value)
-        if not parts or "".join(n + u for n, u in parts) != value:
-            return None
-        scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-        seconds = sum(float(n) * scale[u] for n, u in parts)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def _int(value: str | None) -> int | None:
@@ -137,12 +135,11 @@ def read_rate_headers(headers: Mapping[str, str] | None) -> RateHeaders | None:
     """The rate-limit headers of an answer (lower-case names, as ``Spent.headers`` keeps them)."""
     if not headers:
         return None
-    retry_after = None
-    if (ms := headers.get("retry-after-ms")) is not None:
-        retry_after = parse_duration(ms)
-        retry_after = retry_after / 1000 if retry_after is not None else None
-    if retry_after is None:
-        retry_after = parse_duration(headers.get("retry-after"))  # delta-seconds (dates: the retry's)
+    retry_after = parse_retry_after(headers.get("retry-after-ms"))
+    if retry_after is not None:
+        retry_after /= 1000
+    else:
+        retry_after = parse_retry_after(headers.get("retry-after"))  # delta-seconds or an HTTP date
     return RateHeaders(
         retry_after,
         _int(headers.get("x-ratelimit-limit-requests")),
