@@ -17,6 +17,7 @@ from flotorch_nb._admission import Spent, Ticket
 from flotorch_nb.batch import BatchOptions
 from flotorch_nb.batch._aimd import AimdWindow, RateHeaders, parse_duration, read_rate_headers
 from flotorch_nb.batch._auto import AutoConcurrency, controller_for, outcome_of
+from tests.support.batch import run_batch
 from tests.support.client import KEY
 from tests.support.limited import limited_server, server_stats
 
@@ -217,12 +218,13 @@ async def test_waiting_requests_are_woken_one_per_freed_place() -> None:
 
 # -- against a gateway that limits ------------------------------------------------------------------
 @pytest.mark.anyio
-async def test_an_auto_batch_finds_a_hidden_limit_and_ends_fully_answered_with_few_429s() -> None:
+@pytest.mark.parametrize("sync", [True, False])
+async def test_an_auto_batch_finds_a_hidden_limit_and_ends_fully_answered_with_few_429s(sync: bool) -> None:
     # 100 requests a second, 20 ms each: about 2 in flight carry it. A fixed concurrency of 32 would
     # meet 429 after 429; "auto" starts at 4, grows, and settles near the limit.
     with limited_server(0.02, "--rps", "100", "--burst", "0.2") as url:
         async with FlotorchLLM("bench/model", KEY, url, cache=False, max_retries=8) as llm:
-            result = await llm.abatch([f"p{i}" for i in range(200)], concurrency="auto", progress=False)
+            result = await run_batch(llm, sync, [f"p{i}" for i in range(200)], concurrency="auto")
         stats = server_stats(url)
     assert len(result.ok) == 200, result.summary_text()
     assert stats["limited"] == result.stats.rate_limited
