@@ -96,6 +96,9 @@ class AutoConcurrency:
         self._waiting: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
             collections.deque()
         )
+        #: Whether a waiting request sleeps out a pause or the pacing interval: only one does, the
+        #: others queue behind it (hundreds of workers polling a 5-ms interval would be the load).
+        self._timed = False
 
     def __repr__(self) -> str:
         w = self.window
@@ -114,22 +117,38 @@ class AutoConcurrency:
             return AutoTicket(self.window.sent(now), now)
 
     async def take(self) -> AutoTicket | float:
-        """``try_take``, waiting on the running loop for a freed place (``RECHECK_S`` at most); a
-        pause is answered in seconds, for the send loop to sleep."""
+        """``try_take``, waiting on the running loop (``RECHECK_S`` at most, then ``UNTIL_SETTLED``:
+        the send loop asks every gate again). Waiting requests queue first come, first served: a
+        freed place wakes one; a pause or the pacing interval is slept out by the first in line alone,
+        who wakes the next when it goes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECHECK_S
         while True:
             answer = self.try_take()
-            if answer != UNTIL_SETTLED:
+            if isinstance(answer, AutoTicket):
                 return answer
-            loop = asyncio.get_running_loop()
+            left = deadline - loop.time()
+            if left <= 0:
+                return UNTIL_SETTLED
+            if not math.isinf(answer):  # a pause or the pacing interval
+                with self._lock:
+                    timed, self._timed = self._timed, True
+                if not timed:
+                    try:
+                        await asyncio.sleep(min(answer, left))
+                    finally:
+                        with self._lock:
+                            self._timed = False
+                            woken = [self._waiting.popleft()] if self._waiting else []
+                        _wake_all(woken)
+                    continue
             future: asyncio.Future[None] = loop.create_future()
             with self._lock:
-                if self.window.in_flight < self.window.window:  # freed meanwhile
-                    continue
                 self._waiting.append((loop, future))
             try:
-                await asyncio.wait_for(future, RECHECK_S)
+                await asyncio.wait_for(future, left)
             except TimeoutError:
-                return UNTIL_SETTLED  # let the send loop ask every gate again
+                pass
             finally:
                 with self._lock, contextlib.suppress(ValueError):
                     self._waiting.remove((loop, future))
@@ -148,9 +167,7 @@ class AutoConcurrency:
                 window.released()
             free = window.window - window.in_flight
             woken = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-        for loop, future in woken:
-            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody to wake
-                loop.call_soon_threadsafe(_wake, future)
+        _wake_all(woken)
 
     def ceiling_for(self, rate: float) -> int:
         """Places that ``rate`` requests a second need at the baseline latency."""
@@ -170,6 +187,12 @@ class AutoConcurrency:
     def settled_at(self) -> int:
         """The window now: what a batch reports as the concurrency it settled at."""
         return self.window.window
+
+
+def _wake_all(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody to wake
+            loop.call_soon_threadsafe(_wake, future)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
