@@ -21,7 +21,7 @@ from ._hooks import CallRequest, CallResult, Hooks, Outcome
 from ._provenance import stamp
 from ._request import build_body, encode_body
 from ._response import LLMResponse, Source, parse_completion
-from ._transport import Call, headers_for, response_info, scrub
+from ._transport import Call, headers_for, rate_headers, response_info, scrub
 from .schema import normalize_response_format, parse_structured
 
 if TYPE_CHECKING:
@@ -274,22 +274,33 @@ def gating(hooks: Hooks, call: Call, request: CallRequest | None) -> tuple[tuple
     return gates, request
 
 
-def spent(request: Asked, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> Spent:
+def spent(
+    request: Asked,
+    outcome: LLMResponse | BaseException,
+    partial_chars: int = 0,
+    headers: Mapping[str, str] | None = None,
+) -> Spent:
     """What an attempt spent, by the rule ``CallResult.total_tokens`` states: the gateway's count,
-    else an estimate; 0 for an attempt that failed without reaching a model."""
+    else an estimate; 0 for an attempt that failed without reaching a model. With the rate-limit
+    headers of its answer (``headers``: the 2xx reply's; an error status carries its own)."""
     if isinstance(outcome, LLMResponse) and outcome.usage is not None:  # the common end: counted
-        return Spent(request, outcome, None, outcome.usage.total_tokens, True)
+        return Spent(request, outcome, None, outcome.usage.total_tokens, True, rate_headers(headers))
     full = request.full() if isinstance(request, Asking) else cast("CallRequest", request)
     result = _result(full, outcome, 0.0, "live", partial_chars)
-    return Spent(request, result.response, result.error, result.total_tokens, result.usage_known)
+    limits = rate_headers(headers) if headers is not None else getattr(outcome, "rate_headers", None)
+    return Spent(request, result.response, result.error, result.total_tokens, result.usage_known, limits)
 
 
 def settle_attempt(
-    admitted: Admitted, request: Asked | None, outcome: LLMResponse | BaseException, partial: int = 0
+    admitted: Admitted,
+    request: Asked | None,
+    outcome: LLMResponse | BaseException,
+    partial: int = 0,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Settle one attempt's tickets with what it spent (nothing to do when no gate admitted it)."""
     if admitted and request is not None:
-        settle(admitted, spent(request, outcome, partial))
+        settle(admitted, spent(request, outcome, partial, headers))
 
 
 class Held:
@@ -300,16 +311,19 @@ class Held:
     after its event loop was gone), it settles as stopped, so no reservation leaks.
     """
 
-    __slots__ = ("_admitted", "_request")
+    __slots__ = ("_admitted", "_headers", "_request")
 
-    def __init__(self, admitted: Admitted, request: Asked | None) -> None:
+    def __init__(
+        self, admitted: Admitted, request: Asked | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         self._admitted = admitted
         self._request = request
+        self._headers = headers  # the reply's: its rate-limit headers are read at settle time
 
     def settle(self, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> None:
         """Settle with how the call ended; later calls do nothing."""
         admitted, self._admitted = self._admitted, ()
-        settle_attempt(admitted, self._request, outcome, partial_chars)
+        settle_attempt(admitted, self._request, outcome, partial_chars, self._headers)
 
     def __del__(self) -> None:
         if self._admitted:

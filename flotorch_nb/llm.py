@@ -160,6 +160,12 @@ class FlotorchLLM(ManyCalls):
         return self._settings.base_url
 
     @property
+    def gateway_key(self) -> str:
+        """Which gateway and key this client calls, without the key: the base URL and the key's
+        fingerprint (what ``concurrency="auto"`` keeps one window per)."""
+        return f"{self._settings.base_url}#{self._settings.api_key.fingerprint()}"
+
+    @property
     def endpoint(self) -> str:
         """The chat-completions path, ``/api/openai/v1/chat/completions`` unless configured."""
         return self._settings.endpoint
@@ -339,10 +345,10 @@ class FlotorchLLM(ManyCalls):
                     reply = open_sync(client, call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b"", _held(admitted, asked)  # ChatStream reads it on
+                    return reply, started, b"", _held(admitted, asked, reply.headers)  # ChatStream reads on
                 body = reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body, _held(admitted, asked)
+                    return reply, started, body, _held(admitted, asked, reply.headers)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
@@ -442,10 +448,10 @@ class FlotorchLLM(ManyCalls):
                     reply = await pool.open(call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b"", _held(admitted, asked)  # AsyncChatStream reads on
+                    return reply, started, b"", _held(admitted, asked, reply.headers)  # its stream reads on
                 body = await reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body, _held(admitted, asked)
+                    return reply, started, body, _held(admitted, asked, reply.headers)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
@@ -579,8 +585,8 @@ class FlotorchLLM(ManyCalls):
         await self.aclose()
 
 
-def _held(admitted: tuple[Any, ...], request: Asked | None) -> Held:
-    return Held(admitted, request) if admitted else NOT_HELD
+def _held(admitted: tuple[Any, ...], request: Asked | None, headers: Mapping[str, str]) -> Held:
+    return Held(admitted, request, headers) if admitted else NOT_HELD
 
 
 def _log_redirect(status: int, target: str) -> None:
