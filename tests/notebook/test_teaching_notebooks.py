@@ -427,7 +427,7 @@ PROMISES: dict[str, list[str]] = {
         '"description": "The city\'s name, e.g. Paris."',
         '"enum": [\n            "celsius",\n            "fahrenheit"\n          ]',
         "cost: $0.0",
-        "calls in the first turn: ['{\"city\": \"Paris\"",
+        'calls in the first turn: [\'{"city": "Paris"',
         "approved=False, result=None, error='denied: groups of more than 6 must phone the restaurant'",
         "error sent back to the model: ValueError: no weather station in Atlantis",
         "StructuredOutputError: the model's answer does not validate against Order",
