@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-from . import _config
+from . import _config, _logsink
 from ._admission import Admitted, Asked, Gate, Spent, gates_of, settle
 from ._config import Settings
 from ._errors import HookError
@@ -24,8 +24,9 @@ __all__ = ["NOT_HELD", "Begun", "Held", "begin", "end", "gating", "prepare", "se
 
 logger = logging.getLogger("flotorch_nb")
 
-#: What ``begin`` hands back for ``end``: the hooks' request (None when no hook wants it), the start.
-Begun = tuple[CallRequest | None, float]
+#: What ``begin`` hands back for ``end``: the hooks' request (None when no hook wants it), the start,
+#: and the call (for the call log).
+Begun = tuple[CallRequest | None, float, Call]
 
 
 def prepare(
@@ -77,7 +78,7 @@ def begin(hooks: Hooks, call: Call) -> Begun:
     if hooks.before_request or hooks.after_call:
         request = hooks.request(call.model, call.body, stream=call.stream)
         hooks.run_before(request)
-    return request, time.perf_counter()
+    return request, time.perf_counter(), call
 
 
 def _result(
@@ -120,7 +121,9 @@ def end(
     noted on the failure instead of replacing it. ``failed_source`` is where an answer would have
     come from (a failure has no answer to say so).
     """
-    request, started = begun
+    request, started, call = begun
+    if (sink := _logsink.current) is not None:  # the call log (flotorch_nb.calllog); never raises
+        sink.record(call, outcome, time.perf_counter() - started, failed_source, partial_chars)
     if request is None or not hooks.after_call:
         return
     result = _result(request, outcome, time.perf_counter() - started, failed_source, partial_chars)

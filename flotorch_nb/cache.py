@@ -24,7 +24,7 @@ Decisions:
   ``busy_timeout``) and raises ``CacheError`` before any request is sent. Any number of processes
   may open, and so create, one new file at the same moment (every worker of a Dask job with
   ``cache=``): each step of setting it up waits for the others within ``busy_timeout``, so a lock
-  that is only transient is never an error. A write that fails later
+  that is only transient is never an error (``_sqlite``, shared with the call log). A write that fails later
   keeps the answer where it already is (returned, or in the batch result) and warns
   (``CacheWriteWarning``); nothing is silently lost.
 
@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 from ._config import Secret, redact
 from ._errors import FlotorchError, StructuredOutputError
 from ._response import LLMResponse
+from ._sqlite import FileKind, open_shared
 from ._stored import StoredAnswer
 
 if TYPE_CHECKING:
@@ -117,57 +118,7 @@ _SCHEMA = (
 )
 
 
-def _is_lock(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _problem(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return "it is not a SQLite database, or it is damaged"
-    if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
-        return f"it cannot be written ({exc})"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _locked(path: Path, busy_timeout: float) -> CacheError:
-    # Never "remove it": the process holding the lock is using the file, and its answers are in it.
-    return CacheError(
-        path,
-        f"another process has held it locked for more than {busy_timeout:g} s (a long write, or a "
-        "process stopped in the middle of one)",
-        "Wait for that process to finish and try again, or use another file; keep this one, it is in use",
-    )
-
-
-def _set_up(conn: sqlite3.Connection, path: Path) -> None:
-    """WAL mode, then check or create the schema. Every step may be repeated: a run cut short by
-    another process's lock leaves nothing half done (the schema is written in one transaction)."""
-    conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
-    conn.execute("PRAGMA synchronous=NORMAL")
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and not {"meta", "answers"} <= tables:
-        raise CacheError(path, "it is a SQLite database, but not a flotorch_nb answer cache")
-    # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        if not found:
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", KIND), ("format", FORMAT)])
-        elif found.get("kind") != KIND or found.get("format") != FORMAT:
-            raise CacheError(
-                path,
-                f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
-                f"this version reads {KIND!r} format {FORMAT}",
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+_KIND = FileKind(KIND, FORMAT, _SCHEMA, frozenset(("meta", "answers")), CacheError)
 
 
 class AnswerCache:
@@ -201,57 +152,7 @@ class AnswerCache:
             return self._conn
 
     def _connect(self) -> sqlite3.Connection:
-        import sqlite3
-
-        if self.path.is_dir():
-            raise CacheError(self.path, "it is a folder; give a file name such as answers.sqlite")
-        if not self.path.parent.is_dir():
-            raise CacheError(self.path, f"the folder {self.path.parent} does not exist")
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            if _is_lock(exc):
-                raise _locked(self.path, self.busy_timeout) from exc
-            raise CacheError(self.path, _problem(exc)) from exc
-        try:
-            self._set_up_within_busy_timeout(conn)
-        except CacheError:
-            conn.close()
-            raise
-        except sqlite3.Error as exc:
-            conn.close()
-            if _is_lock(exc):
-                raise _locked(self.path, self.busy_timeout) from exc
-            raise CacheError(self.path, _problem(exc)) from exc
-        return conn
-
-    def _set_up_within_busy_timeout(self, conn: sqlite3.Connection) -> None:
-        """``_set_up``, again and again while another process holds the file, for up to ``busy_timeout``.
-
-        Most steps wait for a lock by themselves (SQLite's busy handler), but switching the journal
-        mode does not: while another process writes the new file's schema, it fails at once with
-        "database is locked". Several processes opening one new file together (the workers of a Dask
-        job with ``cache=``) do exactly that, so a transient lock is waited out here with backoff.
-        """
-        import sqlite3
-
-        deadline = time.monotonic() + self.busy_timeout
-        pause = 0.005
-        while True:
-            # The steps that do wait by themselves wait only for what is left of the budget.
-            left = max(0.0, deadline - time.monotonic())
-            conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
-            try:
-                _set_up(conn, self.path)
-                break
-            except sqlite3.OperationalError as exc:
-                if not _is_lock(exc) or time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return open_shared(self.path, _KIND, self.busy_timeout)
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use)."""

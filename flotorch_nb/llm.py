@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _config
+from . import _config, _logsink
 from . import cache as _cache
 from ._admission import Asked, aadmit, admit
 from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
@@ -47,7 +48,6 @@ from .schema import convert_pydantic_to_custom_json_schema, parse_structured
 
 if TYPE_CHECKING:
     import asyncio
-    import os
 
     import httpx2
 
@@ -107,6 +107,10 @@ class FlotorchLLM(ManyCalls):
         )
         retry = retry if retry is not None else RetryPolicy(max_retries=settings.max_retries)
         hooks = hooks if hooks is not None else Hooks()
+        if (os.environ.get(_logsink.ENV_LOG) or None) != _logsink.env_seen:  # FLOTORCH_LOG changed
+            from .calllog import from_env
+
+            from_env()  # FLOTORCH_LOG=calls.sqlite: the process's calls are logged from now on
         chain = _config.check_fallbacks(fallbacks, settings.model_id)
         self._setup(
             settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache), chain
@@ -322,6 +326,7 @@ class FlotorchLLM(ManyCalls):
         hit = self.cache.lookup(call) if self.cache is not None else None
         if hit is not None:
             stamp(hit, call, self._settings)
+            _logsink.cached(call, hit)  # the call log records a hit too (no hook does)
         return hit
 
     def _before(self, call: Call) -> Begun:

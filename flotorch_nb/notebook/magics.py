@@ -19,6 +19,7 @@ budget is spent and records every call (``call_label("magic")`` names the source
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import keyword
 import os
@@ -36,7 +37,7 @@ from .._hooks import call_label
 from .._interpolate import interpolate
 from .._provenance import output_metadata
 from .._text import utf8_safe
-from . import answer_cell, autostart, commands, compare_cell
+from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .ledger import capture
@@ -119,6 +120,21 @@ class FlotorchMagics(Magics):
     )
     @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
     @argument(
+        "--eval",
+        metavar="DATA",
+        help="evaluate: the cell is the template over DATA (a list of dicts/DataFrame/Dataset in the "
+        "notebook, or a .csv/.jsonl path), each -m model answers, --score/--judge grade; the value is "
+        "an EvalResult (summary, CI, chart, worst samples; .compare(a, b) for a paired test)",
+    )
+    @argument("--target", metavar="COL", help="with --eval: the reference column")
+    @argument(
+        "--score", metavar="LIST", help="with --eval: scorers, e.g. exact_match,includes,numeric,json_valid"
+    )
+    @argument("--judge", metavar="RUBRIC", help="with --eval: an LLM judge with this rubric (quote it)")
+    @argument(
+        "--judge-model", metavar="M", help="with --eval --judge: the judge model (default: the first -m)"
+    )
+    @argument(
         "--fallback",
         metavar="M2,M3",
         help="models to ask in turn when the model still fails after its retries (429, 5xx, timeout, "
@@ -179,6 +195,8 @@ class FlotorchMagics(Magics):
         session = self.session
         if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
+        if args.eval is not None:  # an evaluation: flotorch_nb.notebook.eval_cell
+            return self._eval(args, cell)
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
@@ -403,6 +421,48 @@ class FlotorchMagics(Magics):
             self.ip.user_ns[args.output] = result
         return result
 
+    def _eval(self, args: Any, cell: str) -> Any:
+        """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
+        from .eval_cell import EvalUsageError, run_eval
+
+        if (
+            args.map is not None
+            or args.cont
+            or args.schema
+            or args.format != "markdown"
+            or args.tools
+            or args.agent
+        ):
+            raise UsageError(
+                "%%flotorch --eval: --map, --tools, --agent, -c, --schema and -f do not apply to an "
+                "evaluation"
+            )
+        given = args.model or self.session.model_id or ""
+        models = tuple(m.strip() for m in given.split(",") if m.strip())
+        if not models:
+            raise configuration_fix(self.session, ConfigurationError("no model"))
+        try:
+            result = run_eval(
+                self.session,
+                self.ip.user_ns,
+                args.eval,
+                cell.strip("\n"),
+                models,
+                target=args.target,
+                score=args.score,
+                judge=args.judge,
+                judge_model=args.judge_model,
+                concurrency=args.concurrency,
+                params=_call_params(args),
+            )
+        except EvalUsageError as exc:
+            raise UsageError(f"%%flotorch {exc}") from None
+        except ConfigurationError as exc:
+            raise configuration_fix(self.session, exc, model_given=bool(args.model)) from None
+        if args.output:
+            self.ip.user_ns[args.output] = result
+        return result
+
     def _commit(self, turn: Turn, system: str | None, *, fresh: bool) -> None:
         """Make the turn part of the conversation: the whole of it for a fresh cell, the next for -c."""
         conversation = self.session.conversation
@@ -435,7 +495,7 @@ class FlotorchMagics(Magics):
     # -- %flotorch -------------------------------------------------------------------------------
     @magic_arguments("flotorch")
     @argument("command", nargs="?", default="config", help="one of the subcommands above (default: config)")
-    @argument("value", nargs="*", help="the subcommand's argument")
+    @argument("value", nargs=argparse.REMAINDER, help="the subcommand's arguments (logs: its own options)")
     @line_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     @no_var_expand  # IPython would read "$5" as a variable: {name} is filled in below instead
     def flotorch_line(self, line: str) -> Any:
@@ -465,6 +525,12 @@ class FlotorchMagics(Magics):
           live              stop recording / replaying
           cache [PATH|off]  keep answers in the SQLite file PATH and answer repeats from it (sets
                             FLOTORCH_CACHE); a re-run --map batch then sends only what is missing
+          log [on [PATH]|off]
+                            record every call of this kernel (prompt, answer, tokens, cost, error,
+                            cell; never the key) in the SQLite file PATH (calls.sqlite); sets FLOTORCH_LOG
+          logs [-q TEXT] [-n N] [-m MODEL] [--since TIME] [--export PATH.jsonl]
+                            the newest logged calls (words in the prompt or answer, a model, a time),
+                            or all that match written as JSON lines
         """
         args = parse_options(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
         command = args.command.replace("-", "_")
@@ -479,6 +545,9 @@ class FlotorchMagics(Magics):
             names = ", ".join([*commands.COMMANDS, "login"])
             raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
         function, least, most, usage = spec
+        # Only logs has options of its own; elsewhere "-..." is a mistyped option (model --help), not a value.
+        if command != "logs" and any(value.startswith("-") for value in args.value):
+            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {usage}")
         if not least <= len(args.value) <= most:
             raise UsageError(f"%flotorch {command}: usage: %flotorch {usage}")
         try:
@@ -558,6 +627,7 @@ def load_ipython_extension(ipython: Any) -> None:
     and the offline gateway is started at most once per process.
     """
     ipython.register_magics(FlotorchMagics)
+    call_log.watch_cells(ipython)  # the call log knows which cell made each call
     from ..tools._approval import use_in_kernel
     from .approval import widget_asker
     from .tool_cell import await_approval_cells

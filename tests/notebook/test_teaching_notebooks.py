@@ -359,6 +359,7 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
         ("--tools get_weather,units", "what-is-the-weather-in-oslo-then-convert", -1),
         ("%%flotorch --agent agent", "what-is-the-weather-in-rome", -1),
     ],
+    "10_evaluate": [("row.judge_explanation", "answer-with-one-word-or-number-what-is-2", None)],
 }
 
 #: Answers a notebook shows only in part, on purpose: (notebook, recording slug) -> (why, the part
@@ -371,6 +372,10 @@ SHOWN_IN_PART: dict[tuple[str, str], tuple[str, Callable[[list[str]], str]]] = {
     ("06_streaming_and_async", "list-ten-facts-about-the-ocean"): (
         "the cell leaves the stream after its first 6 deltas",
         lambda deltas: "".join(deltas[:6]),
+    ),
+    ("10_evaluate", "question"): (
+        "a judge's grade (a JSON object) is shown as its explanation, beside the answer it grades",
+        lambda deltas: json.loads("".join(deltas))["explanation"],
     ),
 }
 
@@ -436,6 +441,14 @@ PROMISES: dict[str, list[str]] = {
         "('celsius_to_fahrenheit',",
         "-> 7.0 °C = 44.6 °F",
         "RunUsage(input_tokens=",
+    ],
+    "10_evaluate": [
+        "EvalResult: 6 samples x 3 models",
+        "Wilson score interval",
+        "flotorch-eval-chart",
+        "exact McNemar test",
+        "caveat: only 6 samples",
+        "judge judge: 18 calls",
     ],
 }
 
@@ -603,7 +616,8 @@ def test_notebook_replays_with_no_gateway_exactly_from_its_recordings(
         assert expected.strip() in _texts(_cell_with(nb, needle)), f"{stem}: {needle!r} did not show {slug}"
     for where, slug in SHOWN_IN_PART:
         if where == stem:
-            assert len(list((RECORDINGS / stem).glob(f"{slug}-*.json"))) == 1, f"SHOWN_IN_PART: {slug}?"
+            # One file, or a family sharing the slug (10_evaluate: every judge call starts "[Question]").
+            assert list((RECORDINGS / stem).glob(f"{slug}-*.json")), f"SHOWN_IN_PART: {slug}?"
     in_workers = {_recorded_key(stem, slug) for slug in IN_WORKERS.get(stem, [])}
     assert run.in_workers == in_workers, f"{stem}: replayed in Dask worker processes: {run.in_workers}"
     assert _replay_problems(stem, run, RECORDINGS / stem) == []

@@ -23,4 +23,5 @@ SERIES = [
     "07_batch",
     "08_compare_and_cost",
     "09_tools",
+    "10_evaluate",
 ]

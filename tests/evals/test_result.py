@@ -1,0 +1,202 @@
+"""EvalResult kept and shared: save/load without the key, inspect-ai logs read back by inspect-ai,
+the notebook report (escaped), and a cancelled run keeping what finished."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flotorch_nb import FlotorchLLM
+from flotorch_nb.evals import EvalCancelled, EvalError, EvalResult, aevaluate, evaluate, scorers
+from flotorch_nb.gateway import OfflineGateway
+from tests.evals.conftest import KEY, EvalServer
+
+DATA = [{"q": "<b>bold</b>", "key": "<i>x</i>"}, {"q": "two", "key": "2"}, {"q": "three", "key": "3"}]
+
+
+def result_of(server: EvalServer, client: FlotorchLLM, **options: Any) -> EvalResult:
+    server.answers["m/a"] = {"<b>bold</b>": "<script>alert(1)</script>", "two": "2", "three": "3"}
+    server.answers["m/b"] = {"<b>bold</b>": "<i>x</i>", "two": "two", "three": "3"}
+    options.setdefault("scorers", ["exact_match", scorers.judge("ok?", model="m/j", votes=1)])
+    return evaluate(
+        DATA, template="{q}", target="key", models=["m/a", "m/b"], client=client, progress=False, **options
+    )
+
+
+def test_save_and_load_round_trip_without_the_key(
+    server: EvalServer, client: FlotorchLLM, tmp_path: Path
+) -> None:
+    result = result_of(server, client)
+    path = result.save(tmp_path / "run.json")
+    assert KEY not in path.read_text()
+    back = EvalResult.load(path)
+    assert back.to_pandas().equals(result.to_pandas())
+    assert back.summary_rows() == result.summary_rows()
+    assert back.judge_usage == result.judge_usage
+    assert (
+        back.compare("m/a", "m/b", scorer="exact_match").p_value
+        == result.compare("m/a", "m/b", scorer="exact_match").p_value
+    )
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(EvalError, match="not a saved"):
+        EvalResult.load(tmp_path / "other.json")
+    with pytest.raises(EvalError, match="cannot read"):
+        EvalResult.load(tmp_path / "missing.json")
+
+
+def test_inspect_logs_read_back_by_inspect_ai(
+    server: EvalServer, client: FlotorchLLM, tmp_path: Path
+) -> None:
+    from inspect_ai.log import read_eval_log
+
+    result = result_of(server, client)
+    paths = result.to_inspect(tmp_path / "logs")
+    assert len(paths) == 2
+    log = read_eval_log(str(paths[0]))
+    assert log.status == "success" and log.eval.model == "m/a" and log.eval.task == "flotorch_eval"
+    assert log.samples is not None and len(log.samples) == 3
+    sample = log.samples[1]
+    assert (sample.input, sample.target, sample.output.completion) == ("two", "2", "2")
+    assert sample.scores is not None and sample.scores["exact_match"].value == 1.0
+    assert log.results is not None
+    metrics = {s.name: s.metrics for s in log.results.scores}
+    est = result.estimate("m/a", "exact_match")
+    assert metrics["exact_match"]["mean"].value == pytest.approx(est.mean)
+    assert metrics["exact_match"]["stderr"].value == pytest.approx(est.se)
+    assert "judge" in metrics
+
+
+def test_the_report_escapes_model_and_data_text(server: EvalServer, client: FlotorchLLM) -> None:
+    result = result_of(server, client)
+    bundle = result._repr_mimebundle_()
+    page = bundle["text/html"]
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<b>bold" not in page and "<i>x" not in page
+    assert 'class="flotorch-eval"' in page and "<svg" in page and "flotorch-eval-worst" in page
+    assert "Wilson" in page and "judge judge: 6 calls" in page
+    text = bundle["text/plain"]
+    assert text.startswith("EvalResult: 3 samples x 2 models") and "m/a" in text and "exact_match" in text
+
+
+def test_a_cancelled_run_keeps_what_finished(server: EvalServer, client: FlotorchLLM) -> None:
+    server.answers["m/a"] = {"two": "2", "three": "3", "<b>bold</b>": "x"}
+    release, arrived = threading.Event(), threading.Event()
+    original = server.reply
+
+    def reply(body: dict[str, Any]) -> Any:
+        if body["messages"][-1]["content"] == "three":
+            arrived.set()
+            release.wait(10)
+        return original(body)
+
+    server.reply = reply  # type: ignore[method-assign]
+    finished: list[Any] = []
+    client.hooks.after_call.append(finished.append)
+
+    async def main() -> EvalResult:
+        task = asyncio.create_task(
+            aevaluate(
+                DATA,
+                template="{q}",
+                target="key",
+                models="m/a",
+                scorers="exact_match",
+                client=client,
+                progress=False,
+            )
+        )
+        # The two quick answers have reached the client, and the third is held at the server.
+        while not (arrived.is_set() and len(finished) == 2):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(EvalCancelled) as stopped:
+            await task
+        return stopped.value.result
+
+    try:
+        partial = asyncio.run(main())
+    finally:
+        release.set()
+    assert partial.stats["interrupted"] is True
+    by_q = {partial.samples[r.sample]["q"]: r for r in partial.records}
+    assert by_q["two"].answer == "2" and by_q["two"].scores["exact_match"][0] == 1.0
+    assert by_q["three"].answer is None and by_q["three"].error_type == "ItemCancelledError"
+
+
+def test_offline_gateway_scripted_answers_and_counts(tmp_path: Path) -> None:
+    """Against the embedded gateway: scripted exact answers, and a re-run that sends nothing."""
+    rows = [{"prompt": json.dumps({"script": {"content": c}}), "key": k} for c, k in (("4", "4"), ("5", "6"))]
+    with OfflineGateway() as gateway:
+        llm = FlotorchLLM("offline/scripted", "k", gateway.url, cache=tmp_path / "c.sqlite")
+        try:
+            options: dict[str, Any] = {"template": "{prompt}", "target": "key", "models": "offline/scripted"}
+            options |= {"scorers": "numeric", "client": llm, "progress": False}
+            first = evaluate(rows, **options)
+            assert sum(gateway.request_counts().values()) == 2
+            again = evaluate(rows, **options)
+            assert sum(gateway.request_counts().values()) == 2  # all from the cache
+        finally:
+            llm.close()
+    assert [r.scores["numeric"][0] for r in first.records] == [1.0, 0.0]
+    assert [r.source for r in again.records] == ["cache", "cache"]
+    assert first.records[0].source == "offline"
+
+
+def test_an_interrupt_keeps_what_finished_and_a_rerun_sends_the_rest(
+    server: EvalServer, client: FlotorchLLM, tmp_path: Path
+) -> None:
+    import _thread
+
+    from flotorch_nb.evals import EvalInterrupted
+
+    server.answers["m/a"] = {"two": "2", "three": "3", "<b>bold</b>": "x"}
+    server.answers["m/b"] = dict(server.answers["m/a"])
+    held, release, answered = threading.Event(), threading.Event(), threading.Event()
+    original = server.reply
+
+    def reply(body: dict[str, Any]) -> Any:
+        if body["model"] == "m/b" and body["messages"][-1]["content"] == "three":
+            held.set()
+            release.wait(10)
+            try:
+                return original(body)
+            finally:
+                answered.set()
+        return original(body)
+
+    server.reply = reply  # type: ignore[method-assign]
+
+    def interrupt_when_held() -> None:
+        held.wait(10)
+        _thread.interrupt_main()
+
+    options: dict[str, Any] = {
+        "template": "{q}",
+        "target": "key",
+        "models": ["m/a", "m/b"],
+        "progress": False,
+    }
+    options |= {"scorers": "exact_match", "client": client, "cache": tmp_path / "c.sqlite", "concurrency": 1}
+    timer = threading.Thread(target=interrupt_when_held)
+    timer.start()
+    try:
+        with pytest.raises(EvalInterrupted) as caught:
+            evaluate(DATA, **options)
+    finally:
+        release.set()
+        timer.join()
+    partial = caught.value.result
+    assert isinstance(caught.value, KeyboardInterrupt) and partial.stats["interrupted"]
+    done = {(r.model, r.sample) for r in partial.records if r.answer is not None}
+    assert {("m/a", 0), ("m/a", 1), ("m/a", 2), ("m/b", 0), ("m/b", 1)} == done
+    assert [r.scores["exact_match"][0] for r in partial.records if r.model == "m/a"] == [0.0, 1.0, 1.0]
+    answered.wait(10)  # the held request is counted before the counts are cleared
+    server.requests.clear()
+    server.reply = original  # type: ignore[method-assign]
+    again = evaluate(DATA, **options)
+    assert server.sent() == 1 and again.answered == 6  # only m/b's third answer was missing
