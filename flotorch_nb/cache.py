@@ -6,8 +6,9 @@
 tokens spent. That is what makes an interrupted batch resumable: run it again with the same cache and
 only the missing answers are sent.
 
-Rows are keyed by the canonical request, with the very functions replay matches on
-(``flotorch_nb.replay.canonical_request`` / ``request_key``): endpoint, model, messages, tools, schema
+Rows are keyed by the canonical request, with the very rule replay matches on
+(``flotorch_nb._request_key``, re-exported as ``flotorch_nb.replay.canonical_request`` /
+``request_key``): endpoint, model, messages, tools, schema
 and every parameter, ``1`` equal to ``1.0``; not the host, not the key. One difference, on purpose:
 ``stream`` and ``stream_options`` are left out, because a cached answer is the finished answer, so a
 streamed call and an ``invoke`` of the same request share one row.
@@ -29,8 +30,9 @@ Decisions:
   (``CacheWriteWarning``); nothing is silently lost.
 
 ``StoredAnswer`` (``_stored``) is the compact form of an ``LLMResponse`` used both for rows here and
-for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` and the replay
-functions are imported when a cache is first opened.
+for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` is imported when a cache is
+first opened. The client asks and fills it from its call pipeline (``_call.answered`` /
+``_call.finished``), which also parses and stamps a hit like any other answer.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ._config import Secret, redact
-from ._errors import FlotorchError, StructuredOutputError
+from ._errors import FlotorchError
+from ._request_key import answer_key
 from ._response import LLMResponse
 from ._sqlite import FileKind, open_shared
 from ._stored import StoredAnswer
@@ -73,8 +75,6 @@ FORMAT = "1"
 KIND = "flotorch_nb answer cache"
 #: How long a write waits for another process's write to finish before the file counts as locked.
 DEFAULT_BUSY_TIMEOUT = 30.0
-#: Left out of the key: the finished answer is the same whether it was streamed or not.
-_TRANSPORT_ONLY = ("stream", "stream_options")
 
 
 class CacheError(FlotorchError):
@@ -95,19 +95,9 @@ class CacheWriteWarning(UserWarning):
 
 # -- the compact answer ----------------------------------------------------------------------------
 def cache_key(call: Call) -> str:
-    """The row key of a prepared call: replay's ``request_key`` of its canonical request, without
-    ``stream``/``stream_options``."""
-    from .replay import canonical_request, request_key  # httpx2 comes with it: only when caching
-
-    body = {k: v for k, v in call.body.items() if k not in _TRANSPORT_ONLY}
-    parts = urlsplit(call.url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return request_key(canonical_request(body, path))
-
-
-def _call_secret(call: Call) -> Secret | None:
-    token = str(call.headers.get("Authorization", "")).partition(" ")[2].strip()
-    return Secret(token) if token else None
+    """The row key of a prepared call: its request key without ``stream``/``stream_options``
+    (``flotorch_nb._request_key.answer_key``)."""
+    return answer_key(call.body, call.url)
 
 
 # -- the file --------------------------------------------------------------------------------------
@@ -219,25 +209,16 @@ class AnswerCache:
 
     # -- what FlotorchLLM calls ----------------------------------------------------------------------
     def lookup(self, call: Call) -> LLMResponse | None:
-        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None."""
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None. Its
+        structured output is parsed where every answer's is (``_call.answered``)."""
         stored = self.get(cache_key(call))
-        if stored is None:
-            return None
-        response = stored.to_response()
-        if call.model_class is not None:
-            from .schema import parse_structured
-
-            try:
-                response.parsed = parse_structured(call.model_class, response.content)
-            except StructuredOutputError:
-                return None  # stored for another class of the same schema: ask again
-        return response
+        return None if stored is None else stored.to_response()
 
     def store(self, call: Call, response: LLMResponse) -> bool:
         """Keep ``response`` as the answer to ``call`` (only answers are ever stored)."""
         if response.source == "cache":
             return True
-        return self.put(cache_key(call), StoredAnswer.of(response), _call_secret(call))
+        return self.put(cache_key(call), StoredAnswer.of(response), call.key)
 
 
 # -- choosing a cache ------------------------------------------------------------------------------
