@@ -353,6 +353,12 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
         ("table = out.compute()", "translate-please-into-french", None),
     ],
     "08_compare_and_cost": [("What is a token", "what-is-a-token-in-a-language-model", None)],
+    "09_tools": [
+        ("--tools get_weather -o both", "what-is-the-weather-in-paris-and-in-rome", -1),
+        ("validation_retries=2)", "your-answer-was-not-valid", None),
+        ("--tools get_weather,units", "what-is-the-weather-in-oslo-then-convert", -1),
+        ("%%flotorch --agent agent", "what-is-the-weather-in-rome", -1),
+    ],
     "10_evaluate": [("row.judge_explanation", "answer-with-one-word-or-number-what-is-2", None)],
 }
 
@@ -421,6 +427,20 @@ PROMISES: dict[str, list[str]] = {
         "refused before sending: money budget",
         "request hash",
         "Tokens and cost per model: ",
+    ],
+    "09_tools": [
+        '"description": "The city\'s name, e.g. Paris."',
+        '"enum": [\n            "celsius",\n            "fahrenheit"\n          ]',
+        "cost: $0.0",
+        'calls in the first turn: [\'{"city": "Paris"',
+        "approved=False, result=None, error='denied: groups of more than 6 must phone the restaurant'",
+        "error sent back to the model: ValueError: no weather station in Atlantis",
+        "StructuredOutputError: the model's answer does not validate against Order",
+        "attempts: 2\n",
+        "usage_total of every attempt: Usage(",
+        "('celsius_to_fahrenheit',",
+        "-> 7.0 °C = 44.6 °F",
+        "RunUsage(input_tokens=",
     ],
     "10_evaluate": [
         "EvalResult: 6 samples x 3 models",

@@ -22,5 +22,6 @@ SERIES = [
     "06_streaming_and_async",
     "07_batch",
     "08_compare_and_cost",
+    "09_tools",
     "10_evaluate",
 ]
