@@ -23,4 +23,5 @@ SERIES = [
     "07_batch",
     "08_compare_and_cost",
     "10_evaluate",
+    "11_production",
 ]
