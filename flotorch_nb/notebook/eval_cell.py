@@ -48,7 +48,7 @@ def run_eval(
     score: str | None = None,
     judge: str | None = None,
     judge_model: str | None = None,
-    concurrency: int | None = None,
+    concurrency: int | str | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Run the ``--eval`` cell; ``EvalUsageError`` for a mistake before any I/O."""

@@ -41,7 +41,7 @@ from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .ledger import capture
-from .options import configuration_fix, parse_options
+from .options import concurrency_option, configuration_fix, parse_options
 from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -118,7 +118,12 @@ class FlotorchMagics(Magics):
         "column names); the cell's value is the BatchResult (with -m a,b,c: one run per model, and "
         "a ModelBatches: a column group per model, agreement when the answers are labels)",
     )
-    @argument("--concurrency", type=int, help="with --map: requests in flight at once (default 16)")
+    @argument(
+        "--concurrency",
+        type=concurrency_option,
+        help='with --map/--eval: requests in flight at once (default 16), or "auto" to find the '
+        "gateway's limit",
+    )
     @argument(
         "--eval",
         metavar="DATA",

@@ -36,7 +36,7 @@ def run_map(
     *,
     model: str | None = None,
     system: str | None = None,
-    concurrency: int | None = None,
+    concurrency: int | str | None = None,
     response_format: Any = None,
     params: Mapping[str, Any] | None = None,
 ) -> BatchResult:
@@ -48,7 +48,7 @@ def run_map(
             f"--map {name}: no such variable in the notebook; define the list or DataFrame first"
         )
     data = namespace[name]
-    if concurrency is not None and concurrency < 1:
+    if isinstance(concurrency, int) and concurrency < 1:
         raise MapUsageError(f"--concurrency must be a whole number >= 1, got {concurrency}")
     try:
         inputs = Inputs(data, template, system=system)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from typing import Any
 
@@ -11,7 +12,7 @@ from IPython.core.error import UsageError
 from .. import _config
 from .session import Session
 
-__all__ = ["configuration_fix", "parse_options", "split_words"]
+__all__ = ["concurrency_option", "configuration_fix", "parse_options", "split_words"]
 
 
 def split_words(line: str) -> list[str]:
@@ -38,6 +39,21 @@ def parse_options(func: Any, line: str, magic: str) -> Any:
         return func.parser.parse_args(tokens)
     except UsageError as exc:
         raise UsageError(f"{magic}: {exc} — see {magic}? for the options") from None
+
+
+def concurrency_option(text: str) -> int | str:
+    """``--concurrency``: a whole number >= 1, or ``auto`` (what ``batch(concurrency=...)`` takes).
+
+    An argparse ``type``: a typo is a UsageError while the line is parsed, before any request."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a whole number >= 1 or "auto", not {text!r}')
+    return value
 
 
 def configuration_fix(session: Session, exc: Exception, *, model_given: bool = False) -> UsageError:

@@ -142,3 +142,17 @@ def formatter(shell: Shell) -> Any:
     """The shell's display formatter (always set on a live shell)."""
     assert shell.ip.display_formatter is not None
     return shell.ip.display_formatter
+
+
+def test_map_concurrency_takes_auto_like_batch_and_refuses_anything_else_before_sending(
+    shell: Shell, offline_env: OfflineGateway
+) -> None:
+    shell.ip.user_ns["words"] = ["one", "two", "three"]
+    result = shell.cell("--map words -m offline/echo --concurrency auto", "Say {item}.")
+    assert [i.content for i in result] == ["Say one.", "Say two.", "Say three."]
+    summary = result.summary()
+    assert summary["concurrency"] == "auto" and summary["settled_concurrency"] >= 1
+    for bad in ("0", "-2", "fast", "2.5"):
+        with pytest.raises(UsageError, match=r'--concurrency.*whole number >= 1 or "auto"'):
+            shell.cell(f"--map words -m offline/echo --concurrency {bad}", "Say {item}.")
+    assert len(offline_env.requests) == 3

@@ -360,6 +360,10 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
         ("%%flotorch --agent agent", "what-is-the-weather-in-rome", -1),
     ],
     "10_evaluate": [("row.judge_explanation", "answer-with-one-word-or-number-what-is-2", None)],
+    "11_production": [
+        ("print(item.content)", "what-is-30-2", None),
+        ('("friend", "Italian")', "translate-friend-into-italian", None),
+    ],
 }
 
 #: Answers a notebook shows only in part, on purpose: (notebook, recording slug) -> (why, the part
@@ -449,6 +453,16 @@ PROMISES: dict[str, list[str]] = {
         "exact McNemar test",
         "caveat: only 6 samples",
         "judge judge: 18 calls",
+    ],
+    "11_production": [
+        "concurrency='auto', settled at ",
+        "passed over: [Skipped(model='offline/concise', reason='server_error')]",
+        "answered by: offline/verbose",
+        "'fallbacks': [['offline/concise', 'server_error']]",
+        "call log on: every call of this kernel is recorded in ",
+        "Translate friend into Italian.",
+        "exported 3 calls to ",
+        "3 calls exported to calls.jsonl",
     ],
 }
 

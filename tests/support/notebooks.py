@@ -24,4 +24,5 @@ SERIES = [
     "08_compare_and_cost",
     "09_tools",
     "10_evaluate",
+    "11_production",
 ]
