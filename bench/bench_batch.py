@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_batch.py            # everything (about 5 minutes)
     .venv/bin/python bench/bench_batch.py --quick    # 30-s rpm run, 20,000 items for memory
+    .venv/bin/python bench/bench_batch.py --instant  # only abatch vs ainvoke+gather (median of pairs)
 
 The responder is ``bench/server.py``, the same one ``bench.py`` uses (its own process, uvloop when
 installed, ``--arrivals`` to log when each request arrived).
@@ -60,10 +61,12 @@ async def ours(url: str, n: int, concurrency: int) -> tuple[float, float]:
     return n / elapsed, cpu / n
 
 
-async def batch_vs_gather(url: str, n: int, concurrency: int, rounds: int) -> dict[str, float]:
+async def batch_vs_gather(url: str, n: int, concurrency: int, rounds: int) -> dict[str, Any]:
     """``abatch`` of ``n`` prompts against the same prompts sent by ``ainvoke`` under
-    ``asyncio.gather`` (a semaphore of ``concurrency``), on one client, rounds alternating; the best
-    rate of each (noise on a shared machine only ever slows a round down) and their ratio."""
+    ``asyncio.gather`` (a semaphore of ``concurrency``), on one client and one server, in ``rounds``
+    interleaved pairs (which one goes first alternates, so neither always meets a warmer or a
+    busier machine). Each pair gives a ratio of rates; the median ratio is the figure (other work on
+    a shared machine slows single rounds, not the middle of several pairs)."""
     from flotorch_nb import FlotorchLLM
 
     async with FlotorchLLM("bench/model", "bench-key", url, cache=False) as llm:
@@ -85,21 +88,25 @@ async def batch_vs_gather(url: str, n: int, concurrency: int, rounds: int) -> di
             return n / (time.perf_counter() - started), (time.process_time() - cpu) / n
 
         await gathered()  # open the connections before timing
-        best = {"abatch": 0.0, "ainvoke+gather": 0.0}
-        cpu: dict[str, list[float]] = {name: [] for name in best}
-        for _ in range(rounds):
-            for name, run in (("abatch", batched), ("ainvoke+gather", gathered)):
-                rate, per_item = await run()
-                best[name] = max(best[name], rate)
-                cpu[name].append(per_item)
-    used = {name: statistics.median(values) for name, values in cpu.items()}
+        await batched()
+        ratios: list[float] = []
+        cpu_ratios: list[float] = []
+        rates: dict[str, list[float]] = {"abatch": [], "ainvoke+gather": []}
+        for round_ in range(rounds):
+            pair = [("abatch", batched), ("ainvoke+gather", gathered)]
+            measured = {name: await run() for name, run in (pair if round_ % 2 == 0 else pair[::-1])}
+            (b_rate, b_cpu), (g_rate, g_cpu) = measured["abatch"], measured["ainvoke+gather"]
+            rates["abatch"].append(b_rate)
+            rates["ainvoke+gather"].append(g_rate)
+            ratios.append(b_rate / g_rate)
+            cpu_ratios.append(g_cpu / b_cpu)
     return {
-        **best,
-        "ratio": best["abatch"] / best["ainvoke+gather"],
+        "abatch": statistics.median(rates["abatch"]),
+        "ainvoke+gather": statistics.median(rates["ainvoke+gather"]),
+        "ratio": statistics.median(ratios),
+        "ratios": sorted(ratios),
         # CPU per item moves far less with the machine's other load than a rate does.
-        "abatch_cpu_us_per_item": used["abatch"] * 1e6,
-        "gather_cpu_us_per_item": used["ainvoke+gather"] * 1e6,
-        "cpu_ratio": used["ainvoke+gather"] / used["abatch"],
+        "cpu_ratio": statistics.median(cpu_ratios),
     }
 
 
@@ -232,20 +239,28 @@ def dask_run(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--instant", action="store_true", help="only abatch vs ainvoke+gather on the instant server"
+    )
+    parser.add_argument("--rounds", type=int, help="interleaved pairs per concurrency (default 7; 3 quick)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     report: dict[str, Any] = {}
+    rounds = args.rounds or (3 if args.quick else 7)
     proc, url = start_server(0.0)  # the instant responder: the client's own cost is all there is
     try:
         for concurrency in (64, 256):
-            row = asyncio.run(
-                batch_vs_gather(url, 2000 if args.quick else 5000, concurrency, 3 if args.quick else 5)
-            )
+            row = asyncio.run(batch_vs_gather(url, 2000 if args.quick else 5000, concurrency, rounds))
             row["target"] = 0.9
             row["met"] = row["ratio"] >= 0.9
-            report[f"instant server @{concurrency}: abatch vs ainvoke+gather"] = row
+            report[f"instant server @{concurrency}: abatch vs ainvoke+gather (median of {rounds} pairs)"] = (
+                row
+            )
     finally:
         stop(proc)
+    if args.instant:
+        _print(load_before, report)
+        return
     proc, url = start_responder()
     try:
         for n, concurrency, share in ((2000, 64, 0.9), (5000, 256, 0.75)):
@@ -270,6 +285,10 @@ def main() -> None:
     grown = memory_run(items)
     report[f"memory {items} items"] = {"peak_rss_growth_mib": grown, "met": grown <= 150}
     report["dask 2000 items"] = dask_run(2000)
+    _print(load_before, report)
+
+
+def _print(load_before: tuple[float, float, float], report: dict[str, Any]) -> None:
     load_after = os.getloadavg()
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; load average (1/5/15 min) before "
@@ -283,6 +302,8 @@ def _rounded(value: Any) -> Any:
         return round(value, 3 if abs(value) < 10 else 1)
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return value
 
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         ItemCancelledError,
     )
     from .cache import AnswerCache, CacheError, CacheWriteWarning
+    from .calllog import CallLogError, logs
     from .compare import Comparison
     from .pricing import Price, PriceTable
     from .tools import MaxStepsError, Tool, ToolRun, ToolRunCancelled, ToolRunInterrupted, ToolStep, tool
@@ -63,11 +64,13 @@ _LAZY = {
     "BatchResult": "batch",
     "CacheError": "cache",
     "CacheWriteWarning": "cache",
+    "CallLogError": "calllog",
     "Comparison": "compare",
     "ItemCancelledError": "batch",
     "Price": "pricing",
     "PriceTable": "pricing",
     "provenance": "_provenance",
+    "logs": "calllog",
     "MaxStepsError": "tools",
     "Tool": "tools",
     "ToolRun": "tools",
@@ -93,6 +96,7 @@ __all__ = [
     "BudgetExceededError",
     "CacheError",
     "CacheWriteWarning",
+    "CallLogError",
     "CallRequest",
     "CallResult",
     "ChatStream",
@@ -129,6 +133,7 @@ __all__ = [
     "__version__",
     "call_label",
     "convert_pydantic_to_custom_json_schema",
+    "logs",
     "provenance",
     "tool",
 ]

@@ -100,6 +100,8 @@ class Spent:
     tokens: int = 0
     #: Whether ``tokens`` is the gateway's count.
     known: bool = False
+    #: The answer's rate-limit headers (``Retry-After``, ``x-ratelimit-*``; lower-case), if it had any.
+    headers: Mapping[str, str] | None = None
 
 
 class Gate(Protocol):

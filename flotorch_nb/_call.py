@@ -1,31 +1,53 @@
-"""One call's life around its send loop, as plain functions both shells share: prepared (validated and
-encoded into a ``Call`` before any I/O), begun (``before_request`` hooks, the clock), each attempt
-admitted by the gates and settled (``_admission``), and ended (``after_call`` hooks, exactly once,
-whatever the outcome). ``llm.py`` keeps only the loops."""
+"""One call's life around its send loop, as plain functions both shells and both streams share, in
+the order a call lives it: prepared (validated and encoded into a ``Call`` before any I/O), answered
+from the answer cache if it can be (``answered``), begun (``before_request`` hooks, the clock), each
+attempt admitted by the gates and settled (``_admission``), its answer finished (``completed`` /
+``finished``: provenance stamped, structured output parsed, the answer stored in the cache), and
+ended (``after_call`` hooks, exactly once, whatever the outcome). ``llm.py`` keeps only the loops;
+a stream (``_stream``) finishes its answer here too, so every answer leaves by the same steps."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from . import _config
+from . import _config, _logsink
 from ._admission import Admitted, Asked, Gate, Spent, gates_of, settle
 from ._config import Settings
-from ._errors import HookError
+from ._errors import FlotorchError, HookError, StructuredOutputError
 from ._hooks import CallRequest, CallResult, Hooks, Outcome
+from ._provenance import stamp
 from ._request import build_body, encode_body
-from ._response import LLMResponse, Source
-from ._transport import Call, headers_for
-from .schema import normalize_response_format
+from ._response import LLMResponse, Source, parse_completion
+from ._transport import Call, headers_for, rate_headers, response_info, scrub
+from .schema import normalize_response_format, parse_structured
 
-__all__ = ["NOT_HELD", "Begun", "Held", "begin", "end", "gating", "prepare", "settle_attempt", "spent"]
+if TYPE_CHECKING:
+    from .cache import AnswerCache
+
+__all__ = [
+    "NOT_HELD",
+    "Begun",
+    "Held",
+    "answered",
+    "begin",
+    "completed",
+    "end",
+    "finished",
+    "gating",
+    "prepare",
+    "settle_attempt",
+    "source_of",
+    "spent",
+]
 
 logger = logging.getLogger("flotorch_nb")
 
-#: What ``begin`` hands back for ``end``: the hooks' request (None when no hook wants it), the start.
-Begun = tuple[CallRequest | None, float]
+#: What ``begin`` hands back for ``end``: the hooks' request (None when no hook wants it), the start,
+#: and the call (for the call log).
+Begun = tuple[CallRequest | None, float, Call]
 
 
 def prepare(
@@ -71,13 +93,81 @@ def prepare(
     )
 
 
+def source_of(settings: Settings, response: LLMResponse | None = None) -> Source:
+    """Where an answer came from (``replay``, ``offline``, ``live``); with no answer, where a failed
+    call's would have come from."""
+    if settings.cassette_mode == "replay":
+        return "replay"
+    return "offline" if response is not None and response.offline else "live"
+
+
+def answered(cache: AnswerCache, call: Call, settings: Settings) -> LLMResponse | None:
+    """The answer cache's answer to ``call``, if it has one (then nothing is sent and no hook runs),
+    parsed as ``finished`` parses a new one, with its provenance: ``source="cache"``, dated now, the
+    request's hash. A row that does not parse as ``call``'s class is a miss (it was stored for
+    another class with the same schema): the call is sent."""
+    hit = cache.lookup(call)
+    if hit is None:
+        return None
+    if call.model_class is not None:
+        try:
+            hit.parsed = parse_structured(call.model_class, hit.content)
+        except StructuredOutputError:
+            return None
+    stamp(hit, call, settings)
+    _logsink.cached(call, hit)  # the call log records a hit too (no hook does)
+    return hit
+
+
+def finished(response: LLMResponse, call: Call, settings: Settings, cache: AnswerCache | None) -> LLMResponse:
+    """An answer's last steps, whether it was read whole or streamed: its source and provenance, the
+    structured output parsed (a failure carries the answer), and the answer kept in the cache."""
+    response.source = source_of(settings, response)
+    stamp(response, call, settings)  # provenance travels on the answer
+    if call.model_class is not None:
+        try:
+            response.parsed = parse_structured(call.model_class, response.content)
+        except StructuredOutputError as error:
+            error.response = response
+            raise
+    if cache is not None:  # invoke's and a stream's answer alike; never an error
+        cache.store(call, response)
+    if logger.isEnabledFor(logging.DEBUG):
+        tokens = response.usage.total_tokens if response.usage else "unknown"
+        logger.debug("%s answered in %.1f ms: %s tokens", call.model, response.latency_s * 1000, tokens)
+    return response
+
+
+def completed(
+    headers: Mapping[str, str],
+    started: float,
+    body: bytes,
+    call: Call,
+    settings: Settings,
+    cache: AnswerCache | None,
+    held: Held,
+) -> LLMResponse:
+    """A whole (non-streamed) 2xx body as the finished answer; the gates that admitted its attempt
+    settled with it (or with the failure: a structured-output error still carries its usage)."""
+    try:
+        info = response_info(headers, time.perf_counter() - started)
+        response = finished(parse_completion(body, info), call, settings, cache)
+    except BaseException as exc:
+        if isinstance(exc, FlotorchError):
+            scrub(exc, settings.api_key)
+        held.settle(exc)
+        raise
+    held.settle(response)
+    return response
+
+
 def begin(hooks: Hooks, call: Call) -> Begun:
     """Run the ``before_request`` hooks (which may refuse the call); start the call's clock."""
     request = None
     if hooks.before_request or hooks.after_call:
         request = hooks.request(call.model, call.body, stream=call.stream)
         hooks.run_before(request)
-    return request, time.perf_counter()
+    return request, time.perf_counter(), call
 
 
 def _result(
@@ -120,7 +210,9 @@ def end(
     noted on the failure instead of replacing it. ``failed_source`` is where an answer would have
     come from (a failure has no answer to say so).
     """
-    request, started = begun
+    request, started, call = begun
+    if (sink := _logsink.current) is not None:  # the call log (flotorch_nb.calllog); never raises
+        sink.record(call, outcome, time.perf_counter() - started, failed_source, partial_chars)
     if request is None or not hooks.after_call:
         return
     result = _result(request, outcome, time.perf_counter() - started, failed_source, partial_chars)
@@ -182,22 +274,33 @@ def gating(hooks: Hooks, call: Call, request: CallRequest | None) -> tuple[tuple
     return gates, request
 
 
-def spent(request: Asked, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> Spent:
+def spent(
+    request: Asked,
+    outcome: LLMResponse | BaseException,
+    partial_chars: int = 0,
+    headers: Mapping[str, str] | None = None,
+) -> Spent:
     """What an attempt spent, by the rule ``CallResult.total_tokens`` states: the gateway's count,
-    else an estimate; 0 for an attempt that failed without reaching a model."""
+    else an estimate; 0 for an attempt that failed without reaching a model. With the rate-limit
+    headers of its answer (``headers``: the 2xx reply's; an error status carries its own)."""
     if isinstance(outcome, LLMResponse) and outcome.usage is not None:  # the common end: counted
-        return Spent(request, outcome, None, outcome.usage.total_tokens, True)
+        return Spent(request, outcome, None, outcome.usage.total_tokens, True, rate_headers(headers))
     full = request.full() if isinstance(request, Asking) else cast("CallRequest", request)
     result = _result(full, outcome, 0.0, "live", partial_chars)
-    return Spent(request, result.response, result.error, result.total_tokens, result.usage_known)
+    limits = rate_headers(headers) if headers is not None else getattr(outcome, "rate_headers", None)
+    return Spent(request, result.response, result.error, result.total_tokens, result.usage_known, limits)
 
 
 def settle_attempt(
-    admitted: Admitted, request: Asked | None, outcome: LLMResponse | BaseException, partial: int = 0
+    admitted: Admitted,
+    request: Asked | None,
+    outcome: LLMResponse | BaseException,
+    partial: int = 0,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Settle one attempt's tickets with what it spent (nothing to do when no gate admitted it)."""
     if admitted and request is not None:
-        settle(admitted, spent(request, outcome, partial))
+        settle(admitted, spent(request, outcome, partial, headers))
 
 
 class Held:
@@ -208,16 +311,19 @@ class Held:
     after its event loop was gone), it settles as stopped, so no reservation leaks.
     """
 
-    __slots__ = ("_admitted", "_request")
+    __slots__ = ("_admitted", "_headers", "_request")
 
-    def __init__(self, admitted: Admitted, request: Asked | None) -> None:
+    def __init__(
+        self, admitted: Admitted, request: Asked | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         self._admitted = admitted
         self._request = request
+        self._headers = headers  # the reply's: its rate-limit headers are read at settle time
 
     def settle(self, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> None:
         """Settle with how the call ended; later calls do nothing."""
         admitted, self._admitted = self._admitted, ()
-        settle_attempt(admitted, self._request, outcome, partial_chars)
+        settle_attempt(admitted, self._request, outcome, partial_chars, self._headers)
 
     def __del__(self) -> None:
         if self._admitted:

@@ -30,6 +30,11 @@ class Client(Protocol):
     @property
     def model_id(self) -> str: ...
 
+    @property
+    def gateway_key(self) -> str:
+        """The base URL and the key's fingerprint (never the key)."""
+        ...
+
     def check(
         self,
         messages: Any,

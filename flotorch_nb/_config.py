@@ -71,6 +71,13 @@ class Secret:
     def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         raise TypeError("a Secret is not picklable, so it cannot be written to disk by accident")
 
+    def fingerprint(self) -> str:
+        """A short, non-reversible name for this value (a salted SHA-256 prefix): two clients on
+        one key share what is per key (``concurrency="auto"``'s window) without holding the key."""
+        import hashlib
+
+        return hashlib.sha256(b"flotorch_nb key fingerprint\0" + self._value.encode()).hexdigest()[:16]
+
 
 def redact(text: str, secret: Secret | None) -> str:
     """Remove the key from text that came from elsewhere (a gateway may echo a header back)."""

@@ -122,6 +122,9 @@ class APITimeoutError(APIConnectionError):
 class APIStatusError(FlotorchError):
     """The gateway answered with an error status; carries the status, its message and request id."""
 
+    #: The answer's rate-limit headers (``Retry-After``, ``x-ratelimit-*``), set by the transport.
+    rate_headers: Mapping[str, str] | None = None
+
     def __init__(
         self,
         message: str,

@@ -50,6 +50,7 @@ __all__ = [
     "Outcome",
     "Source",
     "call_label",
+    "current_label",
     "estimate_tokens",
     "output_tokens",
     "prompt_tokens",
@@ -89,6 +90,11 @@ def call_label(label: str) -> Iterator[None]:
         yield
     finally:
         _LABEL.reset(token)
+
+
+def current_label() -> str | None:
+    """The ``call_label`` of the block this runs in, else None."""
+    return _LABEL.get()
 
 
 def text_tokens(text: str) -> int:

@@ -9,7 +9,7 @@ method is a thin, documented entry point; the work lives in ``flotorch_nb.batch`
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import os
@@ -31,7 +31,7 @@ class ManyCalls:
         inputs: Iterable[Any],
         *,
         template: str | None = None,
-        concurrency: int = 16,
+        concurrency: int | Literal["auto"] = 16,
         rpm: float | None = None,
         tpm: float | None = None,
         on_error: str = "keep",
@@ -44,11 +44,13 @@ class ManyCalls:
         """Map prompts over a dataset: one answer or typed error per input, in input order.
 
         ``inputs``: prompts, message lists, a pandas Series, or a DataFrame with ``template=`` (its
-        ``{fields}`` are columns). At most ``concurrency`` requests in flight, ``rpm``/``tpm`` held over
-        any minute, a 429 pauses the whole batch; ``on_error="raise"`` stops at the first error
-        (``BatchError``); ``cache`` (else the client's) answers what was answered before. ``params``
-        are call parameters (``temperature``, ``max_tokens``, ``model``...). Blocks until done; an
-        interrupt stops it and keeps what finished (``BatchInterrupted.result``). See ``flotorch_nb.batch``.
+        ``{fields}`` are columns). At most ``concurrency`` requests in flight (``"auto"``: as many
+        as the gateway key sustains, found as it runs and shared by every batch on that key),
+        ``rpm``/``tpm`` held over any minute, a 429 pauses the whole batch; ``on_error="raise"``
+        stops at the first error (``BatchError``); ``cache`` (else the client's) answers what was
+        answered before. ``params`` are call parameters (``temperature``, ``max_tokens``,
+        ``model``...). Blocks until done; an interrupt stops it and keeps what finished
+        (``BatchInterrupted.result``). See ``flotorch_nb.batch``.
         """
         from .batch import BatchOptions, run_sync
 
@@ -71,7 +73,7 @@ class ManyCalls:
         inputs: Iterable[Any],
         *,
         template: str | None = None,
-        concurrency: int = 16,
+        concurrency: int | Literal["auto"] = 16,
         rpm: float | None = None,
         tpm: float | None = None,
         on_error: str = "keep",

@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._config import DEFAULT_ENDPOINT, display_url
+from ._config import display_url
 from ._errors import ConfigurationError
+from ._request_key import request_hash
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -94,14 +95,6 @@ def safe_gateway_url(url: str | None) -> str | None:
     if not parts.scheme or not parts.hostname:
         return None
     return display_url(str(url)).rstrip("/")
-
-
-def request_hash(body: bytes | Mapping[str, Any], endpoint: str = DEFAULT_ENDPOINT) -> str:
-    """The canonical request hash of a chat-completion body (the JSON sent, or its dict): the key
-    replay files use, so a saved answer can be traced to its recording."""
-    from .replay._match import canonical_request, request_key
-
-    return request_key(canonical_request(body, endpoint))
 
 
 @functools.lru_cache(maxsize=64)

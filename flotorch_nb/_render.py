@@ -29,6 +29,7 @@ import functools
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,7 +41,15 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-__all__ = ["Footer", "answer_html", "escape_text", "footer_html", "footer_text", "render_markdown"]
+__all__ = [
+    "Footer",
+    "answer_html",
+    "escape_text",
+    "footer_html",
+    "footer_text",
+    "render_markdown",
+    "text_table",
+]
 
 # The tags markdown-it (commonmark + tables + strikethrough) can produce; nothing else survives.
 _ALLOWED_TAGS = frozenset(
@@ -90,6 +99,13 @@ _OFFLINE_BADGE = (
     "OFFLINE gateway</span>"
 )
 _LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
+
+
+def text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of text (the first the header) as a fixed-width table, two spaces between columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return utf8_safe("\n".join(lines))
 
 
 def escape_text(text: str) -> str:

@@ -97,6 +97,9 @@ class LLMResponse:
     gateway_latency_ms: float | None = None
     request_id: str | None = None
     offline: bool = False
+    #: The 2xx body as it arrived, whose parse is ``metadata["raw_response"]`` (None for a stream, a
+    #: cache hit or a rebuilt answer): a batch item keeps these bytes rather than encode that again.
+    raw_body: bytes | None = field(default=None, repr=False)
     parsed: Any = None
     #: Where the answer came from: ``live``, ``offline`` (the embedded gateway), ``replay`` or ``cache``.
     source: Source = "live"
@@ -311,13 +314,15 @@ def parse_completion(body: bytes, info: ResponseInfo) -> LLMResponse:
     if not isinstance(message, dict):
         raise ResponseError("the gateway's answer has no 'message' in choices[0]")
     tool_calls = message.get("tool_calls")
-    return _assemble(  # ``raw`` is ours alone: the response keeps it without a copy
+    response = _assemble(  # ``raw`` is ours alone: the response keeps it without a copy
         raw,
         _text(message.get("content")),
         _tool_calls(tool_calls) if tool_calls else [],
         choice.get("finish_reason"),
         info,
     )
+    response.raw_body = body
+    return response
 
 
 #: ``json.loads``' own decoder, called directly for the usual body (see ``_loads``).

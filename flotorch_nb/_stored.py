@@ -1,8 +1,9 @@
 """``StoredAnswer``: an ``LLMResponse`` as the answer cache keeps it, compact and rebuilt on demand.
 
 A batch keeps one per item and the cache one per row, so this form matters at 100,000 items: the raw
-answer as ASCII JSON bytes (any text that came in stays writable) plus the few typed fields a
-response needs; ``to_response()`` rebuilds an equal ``LLMResponse`` with the same pure parser a live
+answer as JSON bytes (the body as it arrived, else ``raw_response`` encoded as ASCII; a cache row
+writes it as ASCII, so any text that came in stays writable) plus the few typed fields a response
+needs; ``to_response()`` rebuilds an equal ``LLMResponse`` with the same pure parser a live
 answer goes through.
 """
 
@@ -63,13 +64,15 @@ class StoredAnswer:
     @classmethod
     def of(cls, response: LLMResponse) -> StoredAnswer:
         """The compact form of ``response``."""
-        raw = response.metadata.get("raw_response") or {}
+        raw = response.raw_body  # the body it was parsed from: no second encoding of raw_response
+        if raw is None:
+            raw = _RAW.encode(response.metadata.get("raw_response") or {}).encode("ascii")
         usage = response.usage
         record = response.provenance
         summed = response.summed_usage
         return cls(
             content=response.content,
-            raw=_RAW.encode(raw).encode("ascii"),
+            raw=raw,
             finish_reason=response.finish_reason,
             tool_calls=tuple((c.id, c.name, c.arguments) for c in response.tool_calls)
             if response.tool_calls

@@ -6,8 +6,9 @@
 tokens spent. That is what makes an interrupted batch resumable: run it again with the same cache and
 only the missing answers are sent.
 
-Rows are keyed by the canonical request, with the very functions replay matches on
-(``flotorch_nb.replay.canonical_request`` / ``request_key``): endpoint, model, messages, tools, schema
+Rows are keyed by the canonical request, with the very rule replay matches on
+(``flotorch_nb._request_key``, re-exported as ``flotorch_nb.replay.canonical_request`` /
+``request_key``): endpoint, model, messages, tools, schema
 and every parameter, ``1`` equal to ``1.0``; not the host, not the key. One difference, on purpose:
 ``stream`` and ``stream_options`` are left out, because a cached answer is the finished answer, so a
 streamed call and an ``invoke`` of the same request share one row.
@@ -24,13 +25,14 @@ Decisions:
   ``busy_timeout``) and raises ``CacheError`` before any request is sent. Any number of processes
   may open, and so create, one new file at the same moment (every worker of a Dask job with
   ``cache=``): each step of setting it up waits for the others within ``busy_timeout``, so a lock
-  that is only transient is never an error. A write that fails later
+  that is only transient is never an error (``_sqlite``, shared with the call log). A write that fails later
   keeps the answer where it already is (returned, or in the batch result) and warns
   (``CacheWriteWarning``); nothing is silently lost.
 
 ``StoredAnswer`` (``_stored``) is the compact form of an ``LLMResponse`` used both for rows here and
-for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` and the replay
-functions are imported when a cache is first opened.
+for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` is imported when a cache is
+first opened. The client asks and fills it from its call pipeline (``_call.answered`` /
+``_call.finished``), which also parses and stamps a hit like any other answer.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ._config import Secret, redact
-from ._errors import FlotorchError, StructuredOutputError
+from ._errors import FlotorchError
+from ._request_key import answer_key
 from ._response import LLMResponse
+from ._sqlite import FileKind, open_shared
 from ._stored import StoredAnswer
 
 if TYPE_CHECKING:
@@ -72,8 +75,6 @@ FORMAT = "1"
 KIND = "flotorch_nb answer cache"
 #: How long a write waits for another process's write to finish before the file counts as locked.
 DEFAULT_BUSY_TIMEOUT = 30.0
-#: Left out of the key: the finished answer is the same whether it was streamed or not.
-_TRANSPORT_ONLY = ("stream", "stream_options")
 
 
 class CacheError(FlotorchError):
@@ -94,19 +95,9 @@ class CacheWriteWarning(UserWarning):
 
 # -- the compact answer ----------------------------------------------------------------------------
 def cache_key(call: Call) -> str:
-    """The row key of a prepared call: replay's ``request_key`` of its canonical request, without
-    ``stream``/``stream_options``."""
-    from .replay import canonical_request, request_key  # httpx2 comes with it: only when caching
-
-    body = {k: v for k, v in call.body.items() if k not in _TRANSPORT_ONLY}
-    parts = urlsplit(call.url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return request_key(canonical_request(body, path))
-
-
-def _call_secret(call: Call) -> Secret | None:
-    token = str(call.headers.get("Authorization", "")).partition(" ")[2].strip()
-    return Secret(token) if token else None
+    """The row key of a prepared call: its request key without ``stream``/``stream_options``
+    (``flotorch_nb._request_key.answer_key``)."""
+    return answer_key(call.body, call.url)
 
 
 # -- the file --------------------------------------------------------------------------------------
@@ -117,57 +108,7 @@ _SCHEMA = (
 )
 
 
-def _is_lock(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _problem(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return "it is not a SQLite database, or it is damaged"
-    if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
-        return f"it cannot be written ({exc})"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _locked(path: Path, busy_timeout: float) -> CacheError:
-    # Never "remove it": the process holding the lock is using the file, and its answers are in it.
-    return CacheError(
-        path,
-        f"another process has held it locked for more than {busy_timeout:g} s (a long write, or a "
-        "process stopped in the middle of one)",
-        "Wait for that process to finish and try again, or use another file; keep this one, it is in use",
-    )
-
-
-def _set_up(conn: sqlite3.Connection, path: Path) -> None:
-    """WAL mode, then check or create the schema. Every step may be repeated: a run cut short by
-    another process's lock leaves nothing half done (the schema is written in one transaction)."""
-    conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
-    conn.execute("PRAGMA synchronous=NORMAL")
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and not {"meta", "answers"} <= tables:
-        raise CacheError(path, "it is a SQLite database, but not a flotorch_nb answer cache")
-    # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        if not found:
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", KIND), ("format", FORMAT)])
-        elif found.get("kind") != KIND or found.get("format") != FORMAT:
-            raise CacheError(
-                path,
-                f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
-                f"this version reads {KIND!r} format {FORMAT}",
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+_KIND = FileKind(KIND, FORMAT, _SCHEMA, frozenset(("meta", "answers")), CacheError)
 
 
 class AnswerCache:
@@ -201,57 +142,7 @@ class AnswerCache:
             return self._conn
 
     def _connect(self) -> sqlite3.Connection:
-        import sqlite3
-
-        if self.path.is_dir():
-            raise CacheError(self.path, "it is a folder; give a file name such as answers.sqlite")
-        if not self.path.parent.is_dir():
-            raise CacheError(self.path, f"the folder {self.path.parent} does not exist")
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            if _is_lock(exc):
-                raise _locked(self.path, self.busy_timeout) from exc
-            raise CacheError(self.path, _problem(exc)) from exc
-        try:
-            self._set_up_within_busy_timeout(conn)
-        except CacheError:
-            conn.close()
-            raise
-        except sqlite3.Error as exc:
-            conn.close()
-            if _is_lock(exc):
-                raise _locked(self.path, self.busy_timeout) from exc
-            raise CacheError(self.path, _problem(exc)) from exc
-        return conn
-
-    def _set_up_within_busy_timeout(self, conn: sqlite3.Connection) -> None:
-        """``_set_up``, again and again while another process holds the file, for up to ``busy_timeout``.
-
-        Most steps wait for a lock by themselves (SQLite's busy handler), but switching the journal
-        mode does not: while another process writes the new file's schema, it fails at once with
-        "database is locked". Several processes opening one new file together (the workers of a Dask
-        job with ``cache=``) do exactly that, so a transient lock is waited out here with backoff.
-        """
-        import sqlite3
-
-        deadline = time.monotonic() + self.busy_timeout
-        pause = 0.005
-        while True:
-            # The steps that do wait by themselves wait only for what is left of the budget.
-            left = max(0.0, deadline - time.monotonic())
-            conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
-            try:
-                _set_up(conn, self.path)
-                break
-            except sqlite3.OperationalError as exc:
-                if not _is_lock(exc) or time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return open_shared(self.path, _KIND, self.busy_timeout)
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use)."""
@@ -318,25 +209,16 @@ class AnswerCache:
 
     # -- what FlotorchLLM calls ----------------------------------------------------------------------
     def lookup(self, call: Call) -> LLMResponse | None:
-        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None."""
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None. Its
+        structured output is parsed where every answer's is (``_call.answered``)."""
         stored = self.get(cache_key(call))
-        if stored is None:
-            return None
-        response = stored.to_response()
-        if call.model_class is not None:
-            from .schema import parse_structured
-
-            try:
-                response.parsed = parse_structured(call.model_class, response.content)
-            except StructuredOutputError:
-                return None  # stored for another class of the same schema: ask again
-        return response
+        return None if stored is None else stored.to_response()
 
     def store(self, call: Call, response: LLMResponse) -> bool:
         """Keep ``response`` as the answer to ``call`` (only answers are ever stored)."""
         if response.source == "cache":
             return True
-        return self.put(cache_key(call), StoredAnswer.of(response), _call_secret(call))
+        return self.put(cache_key(call), StoredAnswer.of(response), call.key)
 
 
 # -- choosing a cache ------------------------------------------------------------------------------

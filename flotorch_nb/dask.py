@@ -21,6 +21,10 @@ What crosses the wire is configuration, never a secret or a live client (clients
 - ``rpm``/``tpm`` hold for the whole cluster: every request of the job asks one ``RateLimiter``
   kept on the scheduler (a scheduler plugin registered on first use), so adding workers never adds
   rate. A 429 pauses every worker of the job.
+- ``concurrency="auto"``: one window per gateway key for the whole cluster, also on the scheduler
+  (``batch._auto.AutoConcurrency``): each attempt takes a place there before it is sent and tells it
+  how it went after (status and rate-limit headers, never the key: workers name the key by its
+  fingerprint). A partition runs at most ``AUTO_PER_PARTITION`` requests at once.
 - ``cache=PATH`` is the answer cache (SQLite WAL): workers on one machine share the file, so a
   partition re-run after a worker died sends only what had not been answered.
 - Per-item errors are kept as rows (``error_type``, ``error``), as in a local batch. With
@@ -42,9 +46,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._admission import Asked, Spent, Ticket
+from ._admission import UNTIL_SETTLED, Asked, Spent, Ticket
 from ._errors import ConfigurationError
 from .batch import COLUMNS, BatchOptions, Grant, Inputs, RateLimiter, run_sync, template_fields
+from .batch._auto import AutoConcurrency, AutoGate, AutoTicket, Outcome
 from .batch._inputs import ITEM
 from .batch._limits import PauseFor, check_limit, pause_after
 from .batch._result import row_values
@@ -64,6 +69,9 @@ except ImportError:  # pragma: no cover - the extra is not installed
 __all__ = ["ClientConfig", "local_cluster", "map_bag", "map_dataframe", "worker_client"]
 
 PLUGIN_NAME = "flotorch-rate"
+#: With ``concurrency="auto"``, the most requests one partition has in flight (the cluster's window
+#: decides how many of them go at once).
+AUTO_PER_PARTITION = 64
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,9 @@ class RatePlugin(SchedulerPlugin):
     def __init__(self) -> None:
         self.limiters: dict[str, RateLimiter] = {}
         self.grants: dict[tuple[str, int], Grant] = {}
+        #: ``concurrency="auto"``: one window per gateway key, and the places taken in them.
+        self.windows: dict[str, AutoConcurrency] = {}
+        self.places: dict[tuple[str, int], AutoTicket] = {}
 
     async def start(self, scheduler: Any) -> None:
         """Install the handlers the workers call."""
@@ -133,8 +144,33 @@ class RatePlugin(SchedulerPlugin):
                 "flotorch_rate_try": self.try_acquire,
                 "flotorch_rate_settle": self.settle,
                 "flotorch_rate_pause": self.pause,
+                "flotorch_auto_take": self.auto_take,
+                "flotorch_auto_settle": self.auto_settle,
             }
         )
+
+    async def auto_take(self, key: str) -> int | float:
+        """A place in the window of gateway ``key`` (its number, an int), or seconds to wait (a float);
+        waits up to ``RECHECK_S`` on the scheduler's loop for one to be freed."""
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = AutoConcurrency()
+        answer = await window.take()
+        if isinstance(answer, AutoTicket):
+            self.places[(key, answer.seq)] = answer
+            return answer.seq
+        return float(answer)
+
+    def auto_settle(
+        self, key: str, seq: int, kind: str, headers: dict[str, str] | None, tokens: int = 0
+    ) -> int:
+        """The attempt that held place ``seq`` ended so (``outcome_of``); the window's size now."""
+        window, place = self.windows.get(key), self.places.pop((key, seq), None)
+        if window is None:
+            return 0
+        if place is not None:
+            window.settle(place, (kind, headers, tokens))
+        return window.settled_at
 
     def try_acquire(self, name: str, rpm: float | None, tpm: float | None, tokens: int) -> int | float:
         """A grant id (an int) for a request of ``tokens`` now, or the seconds to wait (a float)."""
@@ -210,30 +246,103 @@ class _ClusterGate:
             limiter._call("flotorch_rate_settle", grant=ticket.id, tokens=spent.tokens if spent else 0)
 
 
+class _ClusterWindow:
+    """The worker's side of a window on the scheduler: ``batch._auto.Places`` over RPC, and the
+    ``AutoWindow`` a batch's options carry."""
+
+    ceiling = AUTO_PER_PARTITION
+
+    def __init__(self, worker: Any, key: str) -> None:
+        self._worker, self._key = worker, key
+        self._size = 0
+
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        method = getattr(self._worker.scheduler, op)
+        return asyncio.run_coroutine_threadsafe(
+            method(key=self._key, **kwargs), self._worker.loop.asyncio_loop
+        )
+
+    @staticmethod
+    def _answer(answer: int | float) -> AutoTicket | float:
+        if isinstance(answer, float):
+            # "Full" already waited on the scheduler: ask again at once rather than sleep here.
+            return 0.001 if answer == UNTIL_SETTLED else answer
+        return AutoTicket(int(answer), time.monotonic())
+
+    def try_take(self) -> AutoTicket | float:
+        return self._answer(self._call("flotorch_auto_take").result())
+
+    async def take(self) -> AutoTicket | float:
+        return self._answer(await asyncio.wrap_future(self._call("flotorch_auto_take")))
+
+    def settle(self, ticket: AutoTicket, outcome: Outcome) -> None:
+        kind, headers, tokens = outcome
+        future = self._call(
+            "flotorch_auto_settle",
+            seq=ticket.seq,
+            kind=kind,
+            headers=dict(headers) if headers else None,
+            tokens=tokens,
+        )
+        future.add_done_callback(self._noted)
+
+    def _noted(self, future: Any) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._size = int(future.result())
+
+    def ceiling_for(self, rate: float) -> int:
+        return self.ceiling  # the cluster's limiter holds rpm for the whole job
+
+    def gate(self, rate: float | None = None) -> AutoGate:
+        return AutoGate(self, rate)
+
+    @property
+    def settled_at(self) -> int:
+        return self._size
+
+
 _PLUGIN_READY: set[int] = set()
 _LOCAL_LIMITERS: dict[str, RateLimiter] = {}
+
+
+def _scheduler_worker() -> Any:
+    """This process's Dask worker with the plugin registered on its scheduler (None: not a worker)."""
+    try:
+        from distributed import get_client, get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    if os.getpid() not in _PLUGIN_READY:
+        get_client().register_plugin(RatePlugin(), name=PLUGIN_NAME)  # idempotent: the first one stays
+        _PLUGIN_READY.add(os.getpid())
+    return worker
 
 
 def _limiter(job: _Job) -> Any:
     if job.limiter is None:
         return None
-    try:
-        from distributed import get_client, get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):  # not on a distributed worker: this process is the cluster
+    worker = _scheduler_worker()
+    if worker is None:  # not on a distributed worker: this process is the cluster
         with _CLIENTS_LOCK:
             return _LOCAL_LIMITERS.setdefault(job.limiter, RateLimiter(job.rpm, job.tpm))
-    if os.getpid() not in _PLUGIN_READY:
-        get_client().register_plugin(RatePlugin(), name=PLUGIN_NAME)  # idempotent: the first one stays
-        _PLUGIN_READY.add(os.getpid())
     return _ClusterLimiter(worker, job.limiter, job.rpm, job.tpm)
+
+
+def _window(job: _Job, llm: FlotorchLLM) -> _ClusterWindow | None:
+    """``concurrency="auto"`` on a worker: the cluster's window for this key (else the process's)."""
+    if job.options.get("concurrency") != "auto":
+        return None
+    worker = _scheduler_worker()
+    return _ClusterWindow(worker, llm.gateway_key) if worker is not None else None
 
 
 # -- partitions --------------------------------------------------------------------------------------
 def _run(job: _Job, inputs: Any) -> Any:
     llm = worker_client(job.config)
-    options = BatchOptions.of(template=job.template, progress=False, limiter=_limiter(job), **job.options)
+    options = BatchOptions.of(
+        template=job.template, progress=False, limiter=_limiter(job), window=_window(job, llm), **job.options
+    )
     return run_sync(llm, inputs, options)
 
 

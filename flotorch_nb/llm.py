@@ -12,20 +12,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _config
+from . import _config, _logsink
 from . import cache as _cache
 from ._admission import Asked, aadmit, admit
-from ._call import NOT_HELD, Begun, Held, begin, end, gating, prepare, settle_attempt
-from ._errors import ConfigurationError, FlotorchError, InvalidRequestError, StructuredOutputError
+from ._call import (
+    NOT_HELD,
+    Begun,
+    Held,
+    answered,
+    begin,
+    completed,
+    end,
+    finished,
+    gating,
+    prepare,
+    settle_attempt,
+    source_of,
+)
+from ._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from ._hooks import CallRequest, Hooks
 from ._many import ManyCalls
-from ._provenance import stamp
 from ._recover import Plan, adrive, check_validation_retries, drive, recover
-from ._response import LLMResponse, Source, parse_completion
+from ._response import LLMResponse
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, ChatStream, StreamLink
 from ._text import non_empty
@@ -36,18 +49,15 @@ from ._transport import (
     closed_error,
     is_event_stream,
     redirect_target,
-    response_info,
-    scrub,
     status_failure,
 )
 from ._transport._httpx import open_sync
 from ._transport._pools import Pools
 from ._transport._pools import forget_closed_loops as forget_closed_loops
-from .schema import convert_pydantic_to_custom_json_schema, parse_structured
+from .schema import convert_pydantic_to_custom_json_schema
 
 if TYPE_CHECKING:
     import asyncio
-    import os
 
     import httpx2
 
@@ -107,6 +117,10 @@ class FlotorchLLM(ManyCalls):
         )
         retry = retry if retry is not None else RetryPolicy(max_retries=settings.max_retries)
         hooks = hooks if hooks is not None else Hooks()
+        if (os.environ.get(_logsink.ENV_LOG) or None) != _logsink.env_seen:  # FLOTORCH_LOG changed
+            from .calllog import from_env
+
+            from_env()  # FLOTORCH_LOG=calls.sqlite: the process's calls are logged from now on
         chain = _config.check_fallbacks(fallbacks, settings.model_id)
         self._setup(
             settings, retry, http_client, async_http_client, hooks, _cache.resolve_cache(cache), chain
@@ -144,6 +158,12 @@ class FlotorchLLM(ManyCalls):
     def base_url(self) -> str:
         """The gateway's base URL, without a trailing slash."""
         return self._settings.base_url
+
+    @property
+    def gateway_key(self) -> str:
+        """Which gateway and key this client calls, without the key: the base URL and the key's
+        fingerprint (what ``concurrency="auto"`` keeps one window per)."""
+        return f"{self._settings.base_url}#{self._settings.api_key.fingerprint()}"
 
     @property
     def endpoint(self) -> str:
@@ -221,7 +241,7 @@ class FlotorchLLM(ManyCalls):
         """``copy(model_id=model_id)``: the same gateway, key, options and hooks for another model."""
         return self.copy(model_id=non_empty(model_id, "model_id"))
 
-    # -- around the send loops (see _call) ------------------------------------------------------
+    # -- preparing a call (see _call) ---------------------------------------------------------------
     def _prepare(
         self,
         messages: object,
@@ -279,36 +299,11 @@ class FlotorchLLM(ManyCalls):
 
         return recover(first, messages, retries or 0, self._fallbacks, ask)
 
+    # -- what a stream uses of its client (the steps are _call's, as for invoke) -------------------
     def _finish(self, response: LLMResponse, call: Call) -> LLMResponse:
+        """A stream's answer through the same last steps as invoke's (``_call.finished``)."""
         self.offline = response.offline
-        response.source = self._source(response)
-        stamp(response, call, self._settings)  # provenance travels on the answer
-        if call.model_class is not None:
-            try:
-                response.parsed = parse_structured(call.model_class, response.content)
-            except StructuredOutputError as error:
-                error.response = response
-                raise
-        if self.cache is not None:  # invoke's and a stream's answer alike; never an error
-            self.cache.store(call, response)
-        if logger.isEnabledFor(logging.DEBUG):
-            tokens = response.usage.total_tokens if response.usage else "unknown"
-            logger.debug("%s answered in %.1f ms: %s tokens", call.model, response.latency_s * 1000, tokens)
-        return response
-
-    def _source(self, response: LLMResponse | None) -> Source:
-        if self._settings.cassette_mode == "replay":
-            return "replay"
-        return "offline" if response is not None and response.offline else "live"
-
-    def _complete(self, http: Reply | AsyncReply, started: float, body: bytes, call: Call) -> LLMResponse:
-        """A whole (non-streamed) 2xx body as the finished ``LLMResponse``."""
-        info = response_info(http.headers, time.perf_counter() - started)
-        try:
-            return self._finish(parse_completion(body, info), call)
-        except FlotorchError as error:
-            scrub(error, self._settings.api_key)
-            raise
+        return finished(response, call, self._settings, self.cache)
 
     def _stream_link(self) -> StreamLink:
         """All a stream may use of this client (made per stream: a client holding it would be a cycle)."""
@@ -317,18 +312,14 @@ class FlotorchLLM(ManyCalls):
         )
 
     def _cached(self, call: Call) -> LLMResponse | None:
-        """The answer cache's answer to ``call``, if it has one (a stream then sends nothing), with
-        its provenance (``source="cache"``, dated now, the request's hash)."""
-        hit = self.cache.lookup(call) if self.cache is not None else None
-        if hit is not None:
-            stamp(hit, call, self._settings)
-        return hit
+        """The answer cache's answer to ``call`` (``_call.answered``), or None: a stream sends nothing."""
+        return answered(self.cache, call, self._settings) if self.cache is not None else None
 
     def _before(self, call: Call) -> Begun:
         return begin(self.hooks, call)  # self.hooks is read now: it may have been replaced
 
     def _after(self, begun: Begun, outcome: LLMResponse | BaseException, partial_chars: int = 0) -> None:
-        end(self.hooks, begun, outcome, self._source(None), partial_chars)
+        end(self.hooks, begun, outcome, source_of(self._settings), partial_chars)
 
     # -- the sync shell ------------------------------------------------------------------------
     def _send(self, call: Call, request: CallRequest | None = None) -> tuple[Reply, float, bytes, Held]:
@@ -354,10 +345,10 @@ class FlotorchLLM(ManyCalls):
                     reply = open_sync(client, call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b"", _held(admitted, asked)  # ChatStream reads it on
+                    return reply, started, b"", _held(admitted, asked, reply.headers)  # ChatStream reads on
                 body = reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body, _held(admitted, asked)
+                    return reply, started, body, _held(admitted, asked, reply.headers)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
@@ -396,23 +387,21 @@ class FlotorchLLM(ManyCalls):
         return self._invoke(self._prepare(messages, tools, response_format, extra_body, kwargs, stream=False))
 
     def _invoke(self, call: Call) -> LLMResponse:
-        """One call, whole: the answer cache, the hooks, the send loop, the answer parsed."""
-        if self.cache is not None and (hit := self._cached(call)) is not None:
+        """One call, whole, down the pipeline (``_call``): the answer cache, the hooks, the send loop,
+        the answer finished."""
+        settings, cache, hooks = self._settings, self.cache, self.hooks
+        if cache is not None and (hit := answered(cache, call, settings)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
-        begun = self._before(call)
+        begun = begin(hooks, call)  # before_request hooks: may refuse the call, nothing sent yet
         try:
             with self._pools.tracked():
                 http, started, body, held = self._send(call, begun[0])
-            try:
-                response = self._complete(http, started, body, call)
-            except BaseException as exc:  # a structured-output failure still carries its usage
-                held.settle(exc)
-                raise
-            held.settle(response)
+            response = completed(http.headers, started, body, call, settings, cache, held)
         except BaseException as exc:
-            self._after(begun, exc)
+            end(hooks, begun, exc, source_of(settings))
             raise
-        self._after(begun, response)
+        self.offline = response.offline
+        end(hooks, begun, response, source_of(settings))
         return response
 
     def stream(
@@ -459,10 +448,10 @@ class FlotorchLLM(ManyCalls):
                     reply = await pool.open(call, url, started)
                 _log_status(reply.status_code, started)
                 if reply.status_code < 300 and call.stream and is_event_stream(reply.headers):
-                    return reply, started, b"", _held(admitted, asked)  # AsyncChatStream reads on
+                    return reply, started, b"", _held(admitted, asked, reply.headers)  # its stream reads on
                 body = await reply.read()
                 if reply.status_code < 300:
-                    return reply, started, body, _held(admitted, asked)
+                    return reply, started, body, _held(admitted, asked, reply.headers)
                 error = status_failure(reply.status_code, reply.headers, body, call, url, hops)
             except FlotorchError as exc:
                 error = exc
@@ -496,22 +485,19 @@ class FlotorchLLM(ManyCalls):
 
     async def _ainvoke(self, call: Call) -> LLMResponse:
         """The async twin of ``_invoke``."""
-        if self.cache is not None and (hit := self._cached(call)) is not None:
+        settings, cache, hooks = self._settings, self.cache, self.hooks
+        if cache is not None and (hit := answered(cache, call, settings)) is not None:
             return hit  # answer cache: nothing sent, no hook runs
-        begun = self._before(call)
+        begun = begin(hooks, call)  # before_request hooks: may refuse the call, nothing sent yet
         try:
             with self._pools.tracked():
                 http, started, body, held = await self._asend(call, begun[0])
-            try:
-                response = self._complete(http, started, body, call)
-            except BaseException as exc:  # a structured-output failure still carries its usage
-                held.settle(exc)
-                raise
-            held.settle(response)
+            response = completed(http.headers, started, body, call, settings, cache, held)
         except BaseException as exc:
-            self._after(begun, exc)
+            end(hooks, begun, exc, source_of(settings))
             raise
-        self._after(begun, response)
+        self.offline = response.offline
+        end(hooks, begun, response, source_of(settings))
         return response
 
     def astream(
@@ -599,8 +585,8 @@ class FlotorchLLM(ManyCalls):
         await self.aclose()
 
 
-def _held(admitted: tuple[Any, ...], request: Asked | None) -> Held:
-    return Held(admitted, request) if admitted else NOT_HELD
+def _held(admitted: tuple[Any, ...], request: Asked | None, headers: Mapping[str, str]) -> Held:
+    return Held(admitted, request, headers) if admitted else NOT_HELD
 
 
 def _log_redirect(status: int, target: str) -> None:

@@ -3,7 +3,7 @@
 Every ``import`` statement counts wherever it stands (under ``if TYPE_CHECKING:``, inside a function):
 an import hidden that way still ties the two modules together, so hiding one never passes this test.
 A module is one file; ``from pkg import name`` leads to the file that defines ``name`` (a package's
-``__init__`` only re-exports), as ``farm-studio look`` reads it.
+``__init__`` only re-exports), so a cycle through a package's face is still a cycle.
 """
 
 from __future__ import annotations

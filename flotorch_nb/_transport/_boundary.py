@@ -216,6 +216,37 @@ def _scrub_value(value: Any, key: Secret) -> Any:
     return value
 
 
+#: The headers a gateway says its limits with (OpenAI's names): what ``rate_headers`` keeps of an answer.
+RATE_HEADERS = (
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+
+
+def rate_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The rate-limit headers of an answer (lower-case names), or None when it has none: what a
+    gate is told at settle time (``Spent.headers``), never the rest (cookies, ids)."""
+    if not headers:
+        return None
+    found = {name: value for name in RATE_HEADERS if (value := headers.get(name)) is not None}
+    return found or None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """``retry-after-ms`` (OpenAI's, the precise one) when sent, else ``Retry-After``."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        seconds = parse_retry_after(ms)
+        if seconds is not None:
+            return seconds / 1000
+    return parse_retry_after(headers.get("retry-after"))
+
+
 def status_failure(
     status: int, headers: Mapping[str, str], body: bytes, call: Call, url: str, hops: int = 0
 ) -> APIStatusError:
@@ -224,7 +255,8 @@ def status_failure(
     A redirect we did not follow (another origin, a 301/302/303, one hop too many) names its target,
     display-safe, so a person can fix ``base_url``.
     """
-    error = parse_error(status, body, request_id(headers), parse_retry_after(headers.get("retry-after")))
+    error = parse_error(status, body, request_id(headers), _retry_after(headers))
+    error.rate_headers = rate_headers(headers)
     location = headers.get("location")
     if 300 <= status < 400 and location:
         target = display_url(urljoin(url, location.strip()))

@@ -10,13 +10,47 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .._errors import ConfigurationError
 from ..schema import normalize_response_format
 from ._limits import Limiter, check_limit
 
-__all__ = ["BatchOptions"]
+if TYPE_CHECKING:
+    from .._admission import Gate
+
+__all__ = ["AUTO", "AutoWindow", "BatchOptions", "check_concurrency"]
+
+#: ``concurrency="auto"``: find the gateway key's limit (``_auto``).
+AUTO: Literal["auto"] = "auto"
+
+
+class AutoWindow(Protocol):
+    """Where ``concurrency="auto"`` keeps its window: this process's (``_auto.controller_for``) or a
+    Dask cluster's (on the scheduler, ``flotorch_nb.dask``)."""
+
+    def gate(self, rate: float | None = None) -> Gate:
+        """One batch's gate on the window (``rate``: its ``rpm`` per second, capping its places)."""
+        ...
+
+    @property
+    def ceiling(self) -> int:
+        """The most requests the window ever lets be in flight (the batch starts that many workers)."""
+        ...
+
+    @property
+    def settled_at(self) -> int:
+        """The window's size now."""
+        ...
+
+
+def check_concurrency(value: object) -> int | Literal["auto"]:
+    """``concurrency``: ``"auto"`` or a whole number >= 1 (``ConfigurationError`` otherwise)."""
+    if value == AUTO and isinstance(value, str):
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1 or 'auto', got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -24,7 +58,7 @@ class BatchOptions:
     """A batch's options, checked before any I/O (``llm.batch`` documents them)."""
 
     template: str | None = None
-    concurrency: int = 16
+    concurrency: int | Literal["auto"] = 16
     rpm: float | None = None
     tpm: float | None = None
     on_error: str = "keep"
@@ -41,13 +75,14 @@ class BatchOptions:
     model_class: type[Any] | None = None
     #: A limiter shared beyond this run (``flotorch_nb.dask`` passes the cluster's); else one per run.
     limiter: Limiter | None = None
+    #: Where ``concurrency="auto"`` keeps its window (``flotorch_nb.dask`` passes the cluster's); else
+    #: this process's window for the client's gateway key.
+    window: AutoWindow | None = None
 
     @classmethod
     def of(cls, **values: Any) -> BatchOptions:
         """Validated options (``ConfigurationError`` / ``InvalidRequestError`` before any I/O)."""
-        concurrency = values.get("concurrency", 16)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+        values["concurrency"] = check_concurrency(values.get("concurrency", 16))
         if values.get("on_error", "keep") not in ("keep", "raise"):
             raise ConfigurationError(f"on_error must be 'keep' or 'raise', got {values['on_error']!r}")
         values["rpm"] = check_limit(values.get("rpm"), "rpm")

@@ -126,6 +126,8 @@ class BatchStats:
     cache_hits: int = 0
     cache_write_failures: int = 0
     interrupted: bool = False
+    #: ``concurrency="auto"``: the window it settled at (requests in flight) when the run ended.
+    concurrency: int | None = None
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -177,8 +179,8 @@ class BatchResult(Sequence[BatchItem]):
         state = dict(self.__dict__)
         state["_llm"] = None
         options = state.get("_options")
-        if getattr(options, "limiter", None) is not None:
-            state["_options"] = dataclasses.replace(options, limiter=None)  # type: ignore[type-var]
+        if getattr(options, "limiter", None) is not None or getattr(options, "window", None) is not None:
+            state["_options"] = dataclasses.replace(options, limiter=None, window=None)  # type: ignore[type-var]
         return state
 
     # -- the sequence ------------------------------------------------------------------------------
@@ -244,6 +246,10 @@ class BatchResult(Sequence[BatchItem]):
             "requests_per_s": self.stats.requests / wall if wall > 0 else None,
             "interrupted": self.stats.interrupted,
             "cache_write_failures": self.stats.cache_write_failures,
+            # A number, or "auto" with the window it settled at in "settled_concurrency".
+            "concurrency": self._options.concurrency if self._options is not None else None,
+            "settled_concurrency": self.stats.concurrency,
+            "rate_limited": self.stats.rate_limited,
         }
 
     def _summary_rows(self) -> list[tuple[str, str]]:
@@ -267,6 +273,9 @@ class BatchResult(Sequence[BatchItem]):
             ("wall time", f"{s['wall_s']:.2f} s"),
             ("throughput", f"{rate} ({s['requests']:,} sent, {s['retries']:,} retries)"),
         ]
+        if s["settled_concurrency"] is not None:
+            limited = f", {s['rate_limited']:,} answered 429" if s["rate_limited"] else ""
+            rows.append(("in flight", f"concurrency='auto', settled at {s['settled_concurrency']}{limited}"))
         if s["cache_write_failures"]:
             rows.append(("cache", f"{s['cache_write_failures']} answers could not be written (kept here)"))
         return rows

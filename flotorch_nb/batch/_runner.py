@@ -34,9 +34,10 @@ from .._errors import (
 )
 from .._hooks import call_label
 from ..cache import AnswerCache, StoredAnswer, resolve_cache
+from ._auto import controller_for
 from ._inputs import Inputs
 from ._limits import Limiter, LimiterGate, RateLimiter, pause_after
-from ._options import BatchOptions
+from ._options import AUTO, AutoWindow, BatchOptions
 from ._progress import TICK_S, Progress
 from ._result import BatchError, BatchItem, BatchResult, BatchStats, ItemCancelledError, Rerun
 
@@ -174,6 +175,10 @@ class _Run:
         self.llm, self.inputs, self.options, self.items = llm, inputs, options, items
         self.positions, self.cache, self.progress = positions, cache, progress
         self.limiter: Limiter = options.limiter or RateLimiter(options.rpm, options.tpm)
+        #: ``concurrency="auto"``: the window of the client's gateway key (or the cluster's).
+        self.window: AutoWindow | None = None
+        if options.concurrency == AUTO:
+            self.window = options.window or controller_for(llm.gateway_key)
         self.stats = BatchStats()
         self.budget_error: BudgetExceededError | None = None
         self.params = dict(options.params)
@@ -193,11 +198,16 @@ class _Run:
             sender = self.llm.copy(cache=self.cache if self.cache is not None else False)
         writes_failed = self.cache.write_failures if self.cache is not None else 0
         queue = iter(self.positions)
-        limit = self.limiter.gate(self._pause_for)
+        window, rpm = self.window, self.options.rpm
+        # With "auto" the window honours a 429's Retry-After for the whole key; the limiter's own
+        # pause (a fixed back-off without one) would only idle the batch on top of the window's cut.
+        limit = self.limiter.gate(self._pause_for if window is None else _no_pause)
+        extra = (window.gate(rpm / 60 if rpm is not None else None),) if window is not None else ()
+        concurrency = window.ceiling if window is not None else self.options.concurrency
         workers = []
-        for _ in range(min(self.options.concurrency, len(self.positions))):
+        for _ in range(min(cast("int", concurrency), len(self.positions))):
             gate = _worker_gate(limit, self.stats)
-            with gated(gate):  # the task copies the context: this gate is its calls'
+            with gated(*extra, gate):  # the task copies the context: these gates are its calls'
                 workers.append(asyncio.create_task(self._worker(sender, queue, gate)))
         try:
             await asyncio.gather(*workers)
@@ -220,6 +230,8 @@ class _Run:
                 raise BatchCancelled(self.result()) from None
             raise
         finally:
+            if self.window is not None:
+                self.stats.concurrency = self.window.settled_at
             if self.cache is not None:
                 self.stats.cache_write_failures += self.cache.write_failures - writes_failed
             if sender is not self.llm:
@@ -257,9 +269,7 @@ class _Run:
                 except FlotorchError as error:
                     self._fail(item, error)
                     continue
-                if response.source == "cache":
-                    self.stats.cache_hits += 1
-                self._finish(item, StoredAnswer.of(response), None)
+                self._answered(item, StoredAnswer.of(response))
 
     # -- one item ----------------------------------------------------------------------------------
     def _messages(self, item: BatchItem) -> list[dict[str, Any]] | None:
@@ -274,18 +284,23 @@ class _Run:
             return None
         return messages
 
-    def _finish(self, item: BatchItem, answer: StoredAnswer | None, error: FlotorchError | None) -> None:
-        if error is not None:
-            _bare(error)
-        item.answer, item.error = answer, error
+    def _answered(self, item: BatchItem, answer: StoredAnswer) -> None:
+        """An item's answer: into its slot, counted (the common end of an item, so kept short)."""
+        item.answer = answer
         if item.attempts > 1:
             self.stats.retries += item.attempts - 1
-        cached = answer is not None and answer.source == "cache"
-        tokens = answer.usage[2] if answer is not None and answer.usage and not cached else 0
-        self.progress.item_done(error=error is not None, tokens=tokens, cached=cached, sent=item.attempts > 0)
+        if answer.source == "cache":
+            self.stats.cache_hits += 1
+            self.progress.item_done(error=False, tokens=0, cached=True)
+        else:
+            self.progress.item_done(error=False, tokens=answer.usage[2] if answer.usage else 0, cached=False)
 
     def _fail(self, item: BatchItem, error: FlotorchError) -> None:
-        self._finish(item, None, error)
+        _bare(error)
+        item.error = error
+        if item.attempts > 1:
+            self.stats.retries += item.attempts - 1
+        self.progress.item_done(error=True, tokens=0, cached=False, sent=item.attempts > 0)
         if self.options.on_error == "raise":
             raise _Stop(error)
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _render
 from .._provenance import FIELDS
-from .._text import utf8_safe
 
 if TYPE_CHECKING:
     import pandas
@@ -101,10 +100,7 @@ class AnswerLog:
         """A fixed-width table (request hashes cut to 12 characters)."""
         if not len(self):
             return "no answers in this session yet"
-        table = [_SHOWN, *self._rows()]
-        widths = [max(len(row[i]) for row in table) for i in range(len(_SHOWN))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-        return utf8_safe("\n".join(lines))
+        return _render.text_table([_SHOWN, *self._rows()])
 
     def as_html(self) -> str:
         """The table as HTML, every cell escaped; the full hash is in each hash cell's title."""

@@ -20,7 +20,7 @@ from typing import Any
 from .. import _config
 from .._errors import ConfigurationError
 from ..pricing import format_cost, format_price, parse_money
-from . import autostart
+from . import autostart, call_log
 from .session import Session
 
 __all__ = ["COMMANDS", "Command", "Output"]
@@ -281,4 +281,6 @@ COMMANDS: dict[str, Command] = {
     "replay": (replay, 1, 1, "replay DIR"),
     "live": (live, 0, 0, "live"),
     "cache": (cache, 0, 1, "cache [PATH|off]"),
+    "log": (call_log.log, 0, 2, "log [on [PATH]|off]"),
+    "logs": (call_log.logs, 0, 12, call_log.LOGS_USAGE),
 }

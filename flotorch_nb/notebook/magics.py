@@ -19,6 +19,7 @@ budget is spent and records every call (``call_label("magic")`` names the source
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import keyword
 import os
@@ -36,7 +37,7 @@ from .._hooks import call_label
 from .._interpolate import interpolate
 from .._provenance import output_metadata
 from .._text import utf8_safe
-from . import answer_cell, autostart, commands, compare_cell
+from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .ledger import capture
@@ -494,7 +495,7 @@ class FlotorchMagics(Magics):
     # -- %flotorch -------------------------------------------------------------------------------
     @magic_arguments("flotorch")
     @argument("command", nargs="?", default="config", help="one of the subcommands above (default: config)")
-    @argument("value", nargs="*", help="the subcommand's argument")
+    @argument("value", nargs=argparse.REMAINDER, help="the subcommand's arguments (logs: its own options)")
     @line_magic("flotorch")  # type: ignore[arg-type]  # IPython types the marker as a union
     @no_var_expand  # IPython would read "$5" as a variable: {name} is filled in below instead
     def flotorch_line(self, line: str) -> Any:
@@ -524,6 +525,12 @@ class FlotorchMagics(Magics):
           live              stop recording / replaying
           cache [PATH|off]  keep answers in the SQLite file PATH and answer repeats from it (sets
                             FLOTORCH_CACHE); a re-run --map batch then sends only what is missing
+          log [on [PATH]|off]
+                            record every call of this kernel (prompt, answer, tokens, cost, error,
+                            cell; never the key) in the SQLite file PATH (calls.sqlite); sets FLOTORCH_LOG
+          logs [-q TEXT] [-n N] [-m MODEL] [--since TIME] [--export PATH.jsonl]
+                            the newest logged calls (words in the prompt or answer, a model, a time),
+                            or all that match written as JSON lines
         """
         args = parse_options(self.flotorch_line, interpolate(line, self._namespace()), "%flotorch")
         command = args.command.replace("-", "_")
@@ -538,6 +545,9 @@ class FlotorchMagics(Magics):
             names = ", ".join([*commands.COMMANDS, "login"])
             raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
         function, least, most, usage = spec
+        # Only logs has options of its own; elsewhere "-..." is a mistyped option (model --help), not a value.
+        if command != "logs" and any(value.startswith("-") for value in args.value):
+            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {usage}")
         if not least <= len(args.value) <= most:
             raise UsageError(f"%flotorch {command}: usage: %flotorch {usage}")
         try:
@@ -617,6 +627,7 @@ def load_ipython_extension(ipython: Any) -> None:
     and the offline gateway is started at most once per process.
     """
     ipython.register_magics(FlotorchMagics)
+    call_log.watch_cells(ipython)  # the call log knows which cell made each call
     from ..tools._approval import use_in_kernel
     from .approval import widget_asker
     from .tool_cell import await_approval_cells

@@ -224,3 +224,24 @@ def test_configuration_is_checked_as_flotorch_llm_does_before_any_work(
         with pytest.raises(ConfigurationError, match=match):
             FlotorchLLM()  # the same words as the client itself
     assert sum(env.received.values()) == 0
+
+
+def test_auto_concurrency_keeps_one_window_per_key_for_the_whole_cluster(cluster: Any, env: Shaped) -> None:
+    from tests.support.limited import limited_server
+
+    with limited_server(0.01, "--rps", "200", "--burst", "0.2") as url:
+        bag = db.from_sequence([f"p{i}" for i in range(60)], npartitions=3)
+        rows = map_bag(bag, template="{item}", base_url=url, model="bench/model", concurrency="auto")
+        got = rows.compute()
+    assert len(got) == 60 and all(row["error"] is None for row in got)
+    key = FlotorchLLM("bench/model", KEY, url).gateway_key  # the workers' key, by its fingerprint
+
+    def windows(dask_scheduler: Any) -> dict[str, tuple[int, int]]:
+        plugin = dask_scheduler.plugins["flotorch-rate"]
+        return {k: (w.window._seq, len(plugin.places)) for k, w in plugin.windows.items()}
+
+    deadline = time.monotonic() + 10
+    while (seen := cluster.run_on_scheduler(windows)).get(key, (0, 1))[1] and time.monotonic() < deadline:
+        time.sleep(0.05)  # settles are sent without waiting: let the last ones land
+    # One window on the scheduler took every attempt of all three partitions, and got every place back.
+    assert seen[key][0] >= 60 and seen[key][1] == 0

@@ -21,10 +21,12 @@ from flotorch_nb import (
     CacheWriteWarning,
     FlotorchLLM,
     RetryPolicy,
+    StructuredOutputError,
 )
 from flotorch_nb.cache import ENV_CACHE
 from flotorch_nb.gateway import Fault, OfflineGateway
 from tests.support.batch import make_llm
+from tests.support.client import KEY
 
 ASK = [{"role": "user", "content": "What is a cache?"}]
 
@@ -246,3 +248,34 @@ async def test_an_answer_holding_a_lone_surrogate_is_stored_and_read_back(
     assert first.content == "file \udcff.txt" and first.source != "cache"
     assert again.source == "cache" and again.content == first.content
     assert sent(gateway) == 1
+
+
+def _strict_city() -> type[BaseModel]:
+    """A class with City's name and schema whose validator refuses every answer."""
+    from pydantic import field_validator
+
+    class City(BaseModel):
+        name: str
+        country: str
+
+        @field_validator("name")
+        @classmethod
+        def _never(cls, value: str) -> str:
+            raise ValueError("not this one")
+
+    return City
+
+
+def test_a_hit_that_does_not_parse_as_the_asked_class_is_a_miss(
+    gateway: OfflineGateway, tmp_path: Path
+) -> None:
+    """The pipeline parses a hit as it parses a new answer: a row stored for another class with the same
+    schema is asked again, and the new answer's failure is the caller's, as without a cache."""
+    retry = RetryPolicy(max_retries=0)
+    with FlotorchLLM("offline/assistant", KEY, gateway.url, retry=retry, cache=tmp_path / "a.sqlite") as llm:
+        llm.invoke(ASK, response_format=City)
+        before = sent(gateway)
+        assert llm.invoke(ASK, response_format=City).source == "cache" and sent(gateway) == before
+        with pytest.raises(StructuredOutputError):
+            llm.invoke(ASK, response_format=_strict_city())
+        assert sent(gateway) == before + 1

@@ -18,6 +18,7 @@ import pytest
 from flotorch_nb.cache import AnswerCache, CacheError
 from flotorch_nb.gateway import OfflineGateway
 from tests.support.cache_worker import prompts, work
+from tests.support.dask_cluster import two_workers
 
 WORKERS = 8
 ROUNDS = 20
@@ -101,15 +102,11 @@ def test_a_dask_job_with_a_fresh_cache_on_two_workers(
 ) -> None:
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
-    pytest.importorskip("distributed")
-    from flotorch_nb.dask import local_cluster, map_dataframe
+    from flotorch_nb.dask import map_dataframe
 
     path = tmp_path / "dask.sqlite"
     data = pd.DataFrame({"q": [f"question {i}" for i in range(24)] + ["the same question"] * 8})
-    monkeypatch.setenv("FLOTORCH_API_KEY", "dask-cache-key-1b9e")  # the workers inherit it, as documented
-    monkeypatch.setenv("FLOTORCH_BASE_URL", gateway.url)
-    client = local_cluster(2, dashboard_address=":0")  # a free port: 8787 may be taken by another run
-    try:
+    with two_workers(monkeypatch, gateway.url, "dask-cache-key-1b9e"):
         job = map_dataframe(
             dd.from_pandas(data, npartitions=8),
             template="{q}",
@@ -118,9 +115,6 @@ def test_a_dask_job_with_a_fresh_cache_on_two_workers(
             concurrency=4,
         )
         got = job.compute()
-    finally:
-        client.close()
-        client.cluster.close()
     assert got["error_type"].isna().all(), got["error"].dropna().tolist()
     assert list(got["answer"]) == list(data["q"])
     assert _integrity(path) == "ok"

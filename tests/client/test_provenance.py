@@ -193,10 +193,10 @@ def test_no_surface_builds_a_record_of_its_own() -> None:
     other module reads ``response.provenance``. A module that fills a record's fields itself, or
     hashes a request for one, is rebuilding it."""
     package = Path(flotorch_nb.__file__).parent
-    allowed_stamp = {"llm.py", "batch/_runner.py"}  # the finish of a call, and batch's own cache hits
+    allowed_stamp = {"_call.py"}  # the call pipeline: where an answer (a cache hit too) is finished
     for path in package.rglob("*.py"):
         name = path.relative_to(package).as_posix()
-        if name == "_provenance.py" or name.startswith("gateway/"):
+        if name in ("_provenance.py", "_request_key.py") or name.startswith("gateway/"):
             continue
         text = path.read_text(encoding="utf-8")
         assert "flotorch_nb_version" not in text, name
@@ -380,3 +380,16 @@ def test_a_count_written_as_text_is_a_configuration_error_naming_the_cell_and_fi
     nbformat.write(notebook_with([[RECORD], [RECORD | {"input_tokens": "12"}]]), path)
     with pytest.raises(ConfigurationError, match=r"edited.ipynb, cell 2, output 1: .*input_tokens .*'12'"):
         provenance(path)
+
+
+def test_the_request_key_is_one_leaf_that_replay_cache_and_provenance_share() -> None:
+    """Provenance and the answer cache hash a request with the leaf ``_request_key`` (replay
+    re-exports it): neither reaches up into ``replay`` for it."""
+    from flotorch_nb import _request_key, replay
+
+    assert replay.request_key is _request_key.request_key
+    assert replay.canonical_request is _request_key.canonical_request
+    package = Path(flotorch_nb.__file__).parent
+    for name in ("_provenance.py", "cache.py", "_call.py"):
+        text = (package / name).read_text(encoding="utf-8")
+        assert "replay" not in re.findall(r"^\s*from \.+(\w+)", text, re.MULTILINE), name

@@ -81,7 +81,7 @@ def test_help_documents_every_option_and_subcommand(shell: Shell) -> None:
         assert option in cell_doc
     line_doc = shell.ip.find_line_magic("flotorch").__doc__
     subcommands = ["config", "model", "base_url", "login", "usage", "budget", "history", "reset"]
-    subcommands += ["export", "record", "replay", "live", "cache", "price", "provenance"]
+    subcommands += ["export", "record", "replay", "live", "cache", "price", "provenance", "log", "logs"]
     assert sorted([*_magic_commands.COMMANDS, "login"]) == sorted(subcommands)  # none undocumented
     for sub in subcommands:
         assert f"\n  {sub}" in line_doc
@@ -590,6 +590,15 @@ def test_unknown_subcommands_list_the_valid_ones(shell: Shell) -> None:
     for bad in ("export", "record", "replay", "usage now", "export notes.txt"):
         with pytest.raises(UsageError):
             shell.line(bad)
+
+
+def test_an_option_given_to_a_subcommand_is_refused_not_taken_as_its_value(shell: Shell) -> None:
+    """``%flotorch model --help`` must not make ``--help`` the session's model (only logs has options)."""
+    before = get_session().model_id
+    for line in ("model --help", "budget -5", "cache --off", "price m -1 2"):
+        with pytest.raises(UsageError, match="takes no options"):
+            shell.line(line)
+    assert get_session().model_id == before
 
 
 def test_login_asks_with_getpass_and_the_key_is_never_shown(

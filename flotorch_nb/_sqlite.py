@@ -1,0 +1,156 @@
+"""Opening one of our SQLite files that several processes share: the answer cache and the call log.
+
+Both are plain SQLite files in WAL mode (``synchronous=NORMAL``) that any number of processes on one
+machine (Dask workers, several kernels) open, create and write at once. What it takes to open one
+safely is the same for both, so it lives here once:
+
+- the file is checked before anything else happens: a folder, a missing folder, a file that is not
+  SQLite, a SQLite file of another kind or format, one that cannot be written, or one locked for
+  longer than ``busy_timeout`` is the caller's typed error (``FileKind.error``), raised at once;
+- setting it up (WAL, the schema in one ``BEGIN IMMEDIATE`` transaction, the ``meta`` row naming its
+  kind and format) may be repeated, and is retried with backoff while another process holds the
+  file, for up to ``busy_timeout``: switching the journal mode fails at once with "database is
+  locked" rather than waiting, which is exactly what several processes opening one new file meet.
+
+``sqlite3`` is imported when a file is first opened, never at ``import flotorch_nb``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._errors import FlotorchError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = ["FileKind", "is_lock", "open_shared"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileKind:
+    """What one kind of our files is: its name and format in ``meta``, its schema, its error."""
+
+    #: Stored in ``meta`` as ``kind`` (say "flotorch_nb answer cache"); a file of another kind is refused.
+    name: str
+    format: str
+    #: ``CREATE ... IF NOT EXISTS`` statements, run in one transaction; ``meta`` must be among them.
+    schema: tuple[str, ...]
+    #: The tables a file of this kind has (a SQLite file with other tables is someone else's).
+    tables: frozenset[str]
+    #: ``error(path, problem, advice)``: the typed error of this kind of file.
+    error: Callable[[Path, str, str | None], FlotorchError]
+
+
+def is_lock(exc: BaseException) -> bool:
+    """Whether a ``sqlite3`` error means another connection holds the file (worth waiting for)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _problem(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return "it is not a SQLite database, or it is damaged"
+    if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text:
+        return f"it cannot be written ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _locked(kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
+    # Never "remove it": the process holding the lock is using the file, and its rows are in it.
+    return kind.error(
+        path,
+        f"another process has held it locked for more than {busy_timeout:g} s (a long write, or a "
+        "process stopped in the middle of one)",
+        "Wait for that process to finish and try again, or use another file; keep this one, it is in use",
+    )
+
+
+def _set_up(conn: sqlite3.Connection, path: Path, kind: FileKind) -> None:
+    """WAL mode, then check or create the schema. Every step may be repeated: a run cut short by
+    another process's lock leaves nothing half done (the schema is written in one transaction)."""
+    conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
+    conn.execute("PRAGMA synchronous=NORMAL")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and not kind.tables <= tables:
+        raise kind.error(path, f"it is a SQLite database, but not a {kind.name}", None)
+    # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in kind.schema:
+            conn.execute(statement)
+        found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        if not found:
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", kind.name), ("format", kind.format)])
+        elif found.get("kind") != kind.name or found.get("format") != kind.format:
+            raise kind.error(
+                path,
+                f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
+                f"this version reads {kind.name!r} format {kind.format}",
+                None,
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _set_up_within_busy_timeout(conn: sqlite3.Connection, path: Path, kind: FileKind, busy: float) -> None:
+    """``_set_up``, again and again while another process holds the file, for up to ``busy`` seconds.
+
+    Most steps wait for a lock by themselves (SQLite's busy handler), but switching the journal mode
+    does not: while another process writes the new file's schema, it fails at once with "database is
+    locked". Several processes opening one new file together (the workers of a Dask job) do exactly
+    that, so a transient lock is waited out here with backoff.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + busy
+    pause = 0.005
+    while True:
+        # The steps that do wait by themselves wait only for what is left of the budget.
+        left = max(0.0, deadline - time.monotonic())
+        conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+        try:
+            _set_up(conn, path, kind)
+            break
+        except sqlite3.OperationalError as exc:
+            if not is_lock(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
+
+
+def open_shared(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Connection:
+    """A checked connection to the file at ``path`` (created if new), usable from any thread (the
+    caller serialises its use), in autocommit mode; ``kind.error`` if the file cannot serve."""
+    import sqlite3
+
+    if path.is_dir():
+        raise kind.error(path, "it is a folder; give a file name such as answers.sqlite", None)
+    if not path.parent.is_dir():
+        raise kind.error(path, f"the folder {path.parent} does not exist", None)
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        if is_lock(exc):
+            raise _locked(kind, path, busy_timeout) from exc
+        raise kind.error(path, _problem(exc), None) from exc
+    try:
+        _set_up_within_busy_timeout(conn, path, kind, busy_timeout)
+    except FlotorchError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        if is_lock(exc):
+            raise _locked(kind, path, busy_timeout) from exc
+        raise kind.error(path, _problem(exc), None) from exc
+    return conn
