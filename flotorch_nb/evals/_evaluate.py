@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _bridge
 from .._errors import InvalidRequestError
@@ -162,7 +162,7 @@ class _Plan:
         limits = BatchOptions.of(rpm=batch.pop("rpm", None), tpm=batch.pop("tpm", None))  # checked here
         # One limiter for every job: rpm/tpm hold across the answers' and the judges' batches.
         self.limiter = RateLimiter(limits.rpm, limits.tpm)
-        self.concurrency: int = batch.get("concurrency", 16)
+        self.concurrency: int | Literal["auto"] = batch.get("concurrency", 16)
         self.show_progress = bool(batch.get("progress", True))
         shared = {
             "concurrency": self.concurrency,
@@ -385,6 +385,10 @@ class _Plan:
 
 
 # -- running the jobs ---------------------------------------------------------------------------------
+#: The places of ``_Slots`` under ``concurrency="auto"`` (never reached: the window holds the limit).
+_UNBOUNDED = 1 << 30
+
+
 class _Slots(asyncio.Semaphore):
     """The evaluation's one in-flight limit, shared by all its batches (``BatchOptions.slots``); each
     place given back is a call finished, which is what the progress bar counts."""
@@ -404,7 +408,9 @@ async def _drive(plan: _Plan, progress: Progress) -> EvalResult:
     Cancelled, it cancels the batches in flight (each closes its requests and keeps what finished),
     takes what they had, and raises ``EvalCancelled`` with the result so far."""
     started = time.perf_counter()
-    slots = _Slots(plan.concurrency, progress)
+    # With concurrency="auto" the gateway key's window already bounds every batch's calls together:
+    # the slots then only count them for the bar.
+    slots = _Slots(plan.concurrency if plan.concurrency != "auto" else _UNBOUNDED, progress)
     per_answer = plan.judge_calls_per_answer()
     running: dict[asyncio.Task[BatchResult], _Job] = {}
 
@@ -520,7 +526,7 @@ def evaluate(
     scorers: Any,
     client: Client | None = None,
     epochs: int = 1,
-    concurrency: int = 16,
+    concurrency: int | Literal["auto"] = 16,
     rpm: float | None = None,
     tpm: float | None = None,
     cache: str | os.PathLike[str] | AnswerCache | bool | None = None,
@@ -534,7 +540,8 @@ def evaluate(
     reference column. ``models``: model ids (a list or ``"a,b"``). ``scorers``: ``scorers.*`` objects,
     built-in names or functions ``(answer, target, sample) -> bool | float | Score``. ``client``: a
     ``FlotorchLLM`` (in a notebook with ``%load_ext flotorch_nb``: the session's by default).
-    ``epochs``: answers per sample and model (epoch k > 0 sent with ``seed=k``). ``concurrency``,
+    ``epochs``: answers per sample and model (epoch k > 0 sent with ``seed=k``). ``concurrency`` (calls
+    in flight across the whole evaluation, or ``"auto"``: the gateway key's window),
     ``rpm``, ``tpm`` (held across answers and judges), ``cache`` (a re-run sends only what is missing),
     ``progress``, ``on_error``, ``response_format``, ``tools`` and call parameters (``temperature``,
     ``max_tokens``...) go to the batches. Mistakes raise ``EvalError`` before any request; an interrupt
@@ -562,7 +569,7 @@ async def aevaluate(
     scorers: Any,
     client: Client | None = None,
     epochs: int = 1,
-    concurrency: int = 16,
+    concurrency: int | Literal["auto"] = 16,
     rpm: float | None = None,
     tpm: float | None = None,
     cache: str | os.PathLike[str] | AnswerCache | bool | None = None,
@@ -585,7 +592,7 @@ async def aevaluate(
 
 
 def _options(
-    concurrency: int, rpm: Any, tpm: Any, cache: Any, progress: bool, params: dict[str, Any]
+    concurrency: int | Literal["auto"], rpm: Any, tpm: Any, cache: Any, progress: bool, params: dict[str, Any]
 ) -> dict[str, Any]:
     options = dict(params)
     options.update(concurrency=concurrency, rpm=rpm, tpm=tpm, progress=progress)

@@ -54,7 +54,7 @@ def script(server: EvalServer, n: int) -> list[dict[str, str]]:
     return [{"question": str(i), "key": f"a{i}"} for i in range(n)]
 
 
-def run(client: FlotorchLLM, data: Any, concurrency: int, sync: bool = True, **options: Any) -> EvalResult:
+def run(client: FlotorchLLM, data: Any, concurrency: Any, sync: bool = True, **options: Any) -> EvalResult:
     options = {
         "template": "Q: {question}",
         "target": "key",
@@ -127,3 +127,10 @@ def test_an_answer_that_failed_is_not_judged_and_the_rest_are(
     failed = [r for r in result.records if r.error_type is not None]
     assert [(r.model, r.sample) for r in failed] == [("m/b", 1)]
     assert server.sent("judge") == 5 * 4 and result.judge_usage["judge"].calls == 5 * 4
+
+
+def test_auto_concurrency_runs_the_evaluation(server: EvalServer, client: FlotorchLLM) -> None:
+    """``concurrency="auto"``: the gateway key's window bounds the batches together; same result."""
+    data = script(server, 3)
+    auto = run(client, data, concurrency="auto")
+    assert rows(auto) == rows(run(client, data, concurrency=2))
