@@ -12,7 +12,7 @@ missing.
 The jobs run at once (``_drive``), under one in-flight limit (``BatchOptions.slots``, a semaphore of
 ``concurrency`` places): ``concurrency`` calls stay in flight across the whole evaluation, and a
 model's answers are judged while the other models are still answering, instead of each batch's tail
-leaving places idle and every judge waiting for every answer. Each batch's items keep their slots, and
+leaving places idle and every judge waiting for every answer. Each batch writes into its own records, and
 judge votes are kept by their place in the plan, not by arrival, so the result is the same whatever
 order the batches finish in. One progress bar counts every call (``_Slots``). Only the waiting is
 written twice (``_run_sync`` on the background loop, ``_run_async`` on the caller's): an interrupt

@@ -134,3 +134,14 @@ def test_auto_concurrency_runs_the_evaluation(server: EvalServer, client: Flotor
     data = script(server, 3)
     auto = run(client, data, concurrency="auto")
     assert rows(auto) == rows(run(client, data, concurrency=2))
+
+
+def test_on_error_raise_stops_every_batch(server: EvalServer, client: FlotorchLLM) -> None:
+    """The first failed call raises its batch's ``BatchError`` out of evaluate, as it did when the
+    batches ran one at a time (the others, going at the same time, are cancelled with it)."""
+    from flotorch_nb.batch import BatchError
+
+    data = script(server, 3)
+    server.fail = lambda body: 500 if body["model"] == "m/b" else None
+    with pytest.raises(BatchError):
+        run(client, data, concurrency=2, on_error="raise")
