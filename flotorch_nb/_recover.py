@@ -168,15 +168,21 @@ def recover(
     ``ask(messages, model)``), is sent what it ended with, and returns the final answer or raises the
     last error, both marked with ``attempts``, ``usage_total`` and ``fallbacks``."""
     tally, skipped = _Tally(), list[Skipped]()
-    models = [first.model, *dict.fromkeys(m for m in fallbacks if m != first.model)]
+    models = [first.model]
+    if fallbacks:
+        models += dict.fromkeys(m for m in fallbacks if m != first.model)
     for index, model in enumerate(models):
-        conversation = [dict(m) for m in messages]
-        call = first if index == 0 else ask(conversation, model)
+        # The conversation is copied only when it grows (a re-ask) or goes to another model: nearly
+        # every call is answered validly the first time, and a batch makes thousands of them.
+        conversation: list[dict[str, Any]] | None = None
+        call = first if index == 0 else ask([dict(m) for m in messages], model)
         for retry in range(validation_retries + 1):
             outcome = yield call
             tally.add(outcome)
             if not isinstance(outcome, StructuredOutputError) or retry == validation_retries:
                 break
+            if conversation is None:
+                conversation = [dict(m) for m in messages]
             conversation += [{"role": "assistant", "content": outcome.content}, reask_message(outcome)]
             call = ask(conversation, model)
         reason = fallback_reason(outcome) if index + 1 < len(models) else None

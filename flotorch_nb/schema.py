@@ -5,10 +5,16 @@ Users pass whichever shape they have at hand: the seed's wrapper (``{"response_f
 inner ``{"type": "json_schema", ...}`` dict, or a pydantic model class. They all become one wire shape,
 and a class additionally gives a validated ``resp.parsed``. pydantic is imported only when a class is
 involved, so plain calls never pay its import cost.
+
+A class's JSON schema is built once (``_schema_of``): pydantic takes about a millisecond to build it,
+and every call with ``response_format=<class>`` needs it — a batch, a judge's votes and each validation
+re-ask would otherwise rebuild the same schema thousands of times.
 """
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +25,22 @@ if TYPE_CHECKING:
 
 __all__ = ["convert_pydantic_to_custom_json_schema", "normalize_response_format", "parse_structured"]
 
+#: Each class's JSON schema, kept as JSON text: every caller gets a fresh copy (``json.loads``, some
+#: microseconds) that it may change without changing anyone else's. Weak keys: a class made on the fly
+#: (``create_model``, a judge's score class) is not kept alive by having been asked for once.
+_SCHEMAS: weakref.WeakKeyDictionary[type[Any], str] = weakref.WeakKeyDictionary()
+
+
+def _schema_of(model_class: type[BaseModel]) -> dict[str, Any]:
+    """``model_class.model_json_schema()``, built once per class; a new copy each time."""
+    text = _SCHEMAS.get(model_class)
+    if text is None:
+        # A schema pydantic cannot build yet (an unresolved forward reference) raises here and is not
+        # kept, so the class is asked again once it has been rebuilt.
+        text = _SCHEMAS[model_class] = json.dumps(model_class.model_json_schema())
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
 
 def convert_pydantic_to_custom_json_schema(model_class: type[BaseModel]) -> dict[str, Any]:
     """The seed's helper: a pydantic class as FloTorch's ``{"response_format": {...json_schema...}}``.
@@ -28,7 +50,7 @@ def convert_pydantic_to_custom_json_schema(model_class: type[BaseModel]) -> dict
     """
     if not _is_model_class(model_class):
         raise InvalidRequestError(f"expected a pydantic BaseModel class, got {model_class!r}")
-    schema = model_class.model_json_schema()
+    schema = _schema_of(model_class)
     return {
         "response_format": {
             "type": "json_schema",

@@ -8,6 +8,7 @@ neither of those should import the other.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -65,6 +66,11 @@ class BatchOptions:
     cache: Any = None
     response_format: Any = None
     tools: list[Any] | None = None
+    #: An in-flight limit shared with other runs on the same event loop (an ``asyncio.Semaphore``):
+    #: each item holds one of its places while it is sent, so runs going at once (an evaluation's
+    #: answer and judge batches) keep at most that many items in flight between them. ``concurrency``
+    #: still bounds this run's own workers.
+    slots: AbstractAsyncContextManager[Any] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     model_class: type[Any] | None = None
     #: A limiter shared beyond this run (``flotorch_nb.dask`` passes the cluster's); else one per run.

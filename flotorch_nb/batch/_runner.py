@@ -151,6 +151,10 @@ def _worker_gate(limit: Gate, stats: BatchStats) -> _WorkerGate:
     return (_RemoteWorkerGate if remote else _WorkerGate)(limit, stats)
 
 
+#: ``BatchOptions.slots`` unset: the run's own workers are its only bound.
+_UNSHARED = contextlib.nullcontext()
+
+
 def _no_pause(error: APIStatusError) -> float:
     return 0.0
 
@@ -248,6 +252,7 @@ class _Run:
         # through each coroutine that awaits it, and at thousands of items a second that counts.
         options, items, params, extra_body = self.options, self.items, self.params, self.extra_body
         ainvoke, tools, response_format = sender.ainvoke, options.tools, options.response_format
+        slots = options.slots if options.slots is not None else _UNSHARED
         with call_label("batch"):
             for position in queue:  # one shared iterator: each worker takes the next position
                 item = gate.item = items[position]
@@ -255,7 +260,8 @@ class _Run:
                 if messages is None:
                     continue
                 try:
-                    response = await ainvoke(messages, tools, response_format, extra_body, **params)
+                    async with slots:  # a place in an in-flight limit shared with other runs, if any
+                        response = await ainvoke(messages, tools, response_format, extra_body, **params)
                 except BudgetExceededError as error:  # refused before sending: stop launching the rest
                     self.budget_error = self.budget_error or error
                     self._fail(item, error)

@@ -3,12 +3,21 @@
 Nothing here sends a request. The plan (``_Plan``, pure) checks everything before any I/O — the data
 and its columns, the template (the batch rule: ``flotorch_nb.batch.Inputs``), the scorers, the call
 parameters (``client.check``), the batch options — and then hands out jobs, each one batch run by
-``flotorch_nb.batch`` on the given client: one per model x epoch for the answers, then one per judge
-model x vote for each judge scorer. So the answer cache, retries, hooks, budgets (client gates) and
-progress are the batch's; one ``RateLimiter`` is shared by every job, so ``rpm``/``tpm`` hold across
-answers and judges; a re-run with the same cache sends only what is missing. Only the loop over the
-jobs exists twice (``_run_sync`` / ``_run_async``, side by side): an interrupt (``EvalInterrupted``) or
-a cancellation (``EvalCancelled``) carries a result with everything that had finished.
+``flotorch_nb.batch`` on the given client: one per model x epoch for the answers, and for each of those,
+once its answers are in, one per judge scorer x judge model x vote grading them. So the answer cache,
+retries, hooks and budgets (client gates) are the batch's; one ``RateLimiter`` is shared by every job,
+so ``rpm``/``tpm`` hold across answers and judges; a re-run with the same cache sends only what is
+missing.
+
+The jobs run at once (``_drive``), under one in-flight limit (``BatchOptions.slots``, a semaphore of
+``concurrency`` places): ``concurrency`` calls stay in flight across the whole evaluation, and a
+model's answers are judged while the other models are still answering, instead of each batch's tail
+leaving places idle and every judge waiting for every answer. Each batch writes into its own records, and
+judge votes are kept by their place in the plan, not by arrival, so the result is the same whatever
+order the batches finish in. One progress bar counts every call (``_Slots``). Only the waiting is
+written twice (``_run_sync`` on the background loop, ``_run_async`` on the caller's): an interrupt
+(``EvalInterrupted``) or a cancellation (``EvalCancelled``) carries a result with everything that had
+finished.
 
 Epochs: epoch ``k > 0`` is sent with ``seed=k`` (added to a given ``seed``), so its request differs
 from epoch 0's, is cached apart and resumes; epoch 0 is the very request of a one-epoch run.
@@ -17,15 +26,18 @@ from epoch 0's, is cached apart and resumes; epoch 0 is the very request of a on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from .. import _bridge
 from .._errors import InvalidRequestError
-from ..batch import BatchCancelled, BatchInterrupted, BatchOptions, Inputs, RateLimiter, run_async, run_sync
+from ..batch import BatchCancelled, BatchOptions, BatchResult, Inputs, RateLimiter, run_async
 from ..batch._inputs import is_missing
+from ..batch._progress import TICK_S, Progress
 from ..pricing import PriceTable, default_prices
 from ._data import load_rows
 from ._errors import EvalError
@@ -37,7 +49,6 @@ if TYPE_CHECKING:
     import os
 
     from .._client import Client
-    from ..batch import BatchResult
     from ..cache import AnswerCache
 
 __all__ = ["EvalCancelled", "EvalInterrupted", "aevaluate", "evaluate"]
@@ -98,6 +109,12 @@ class _Job:
     options: BatchOptions
     judge: Judge | None = None
     graded: list[Record] = field(default_factory=list)
+    #: A judge job's place in ``_Plan.judge_calls[judge]``: where its votes go, whenever it finishes.
+    call: int = 0
+
+
+#: One judge call's outcome for one answer: its vote and cost (None: unpriced), or why it failed.
+_Cast = tuple[Vote, float | None] | tuple[str, None]
 
 
 class _Plan:
@@ -145,9 +162,11 @@ class _Plan:
         limits = BatchOptions.of(rpm=batch.pop("rpm", None), tpm=batch.pop("tpm", None))  # checked here
         # One limiter for every job: rpm/tpm hold across the answers' and the judges' batches.
         self.limiter = RateLimiter(limits.rpm, limits.tpm)
+        self.concurrency: int | Literal["auto"] = batch.get("concurrency", 16)
+        self.show_progress = bool(batch.get("progress", True))
         shared = {
-            "concurrency": batch.get("concurrency", 16),
-            "progress": batch.get("progress", True),
+            "concurrency": self.concurrency,
+            "progress": False,  # one bar for the whole evaluation (``_run_sync`` / ``_run_async``)
             "cache": batch.get("cache"),
             "on_error": batch.get("on_error", "keep"),
             "limiter": self.limiter,
@@ -188,7 +207,8 @@ class _Plan:
             for m in self.models
             for e in range(epochs)
         }
-        self.votes: dict[str, dict[int, tuple[list[Vote], list[str]]]] = {j.name: {} for j in self.judges}
+        #: judge -> id(record) -> one ``_Cast`` per judge call (None until that call's batch is taken)
+        self.votes: dict[str, dict[int, list[_Cast | None]]] = {j.name: {} for j in self.judges}
         self.usage = {j.name: JudgeUsage() for j in self.judges}
         self.stats: dict[str, Any] = {"requests": 0, "cache_hits": 0, "judge_requests": 0, "wall_s": 0.0}
         self.stopped = False
@@ -223,12 +243,17 @@ class _Plan:
         return None if is_missing(value) else value
 
     # -- the jobs ----------------------------------------------------------------------------------
-    def jobs(self) -> Iterator[_Job]:
-        """The answer batches, then (once they are taken) the judges' batches."""
-        for model in self.models:
-            for epoch in range(self.epochs):
-                yield _Job(model, epoch, self.inputs, self.answer_options[(model, epoch)])
-        graded = [r for rows in self.records.values() for r in rows if r.answer is not None]
+    def answer_jobs(self) -> list[_Job]:
+        """The answer batches: one per model x epoch."""
+        return [
+            _Job(model, epoch, self.inputs, self.answer_options[(model, epoch)])
+            for model in self.models
+            for epoch in range(self.epochs)
+        ]
+
+    def judge_jobs(self, answered: _Job) -> Iterator[_Job]:
+        """The judges' batches for one answer batch once it is taken: its answers, graded."""
+        graded = [r for r in self.records[(answered.model, answered.number)] if r.answer is not None]
         if not graded:
             return
         for judge in self.judges:
@@ -236,47 +261,47 @@ class _Plan:
                 judge.messages(self.prompts[r.sample] or "", self._target(r.sample), r.answer or "")
                 for r in graded
             ]
-            for model, vote, options in self.judge_calls[judge.name]:
-                yield _Job(model, vote, messages, options, judge, graded)
+            for call, (model, vote, options) in enumerate(self.judge_calls[judge.name]):
+                yield _Job(model, vote, messages, options, judge, graded, call)
+
+    def judge_calls_per_answer(self) -> int:
+        """How many judge calls each answer brings (for the progress bar's total)."""
+        return sum(len(calls) for calls in self.judge_calls.values())
 
     def take(self, job: _Job, result: BatchResult) -> None:
         """What a batch gave: answers scored by the pure scorers, or judge votes."""
         if job.judge is None:
             self.stats["requests"] += result.stats.requests
             self.stats["cache_hits"] += result.stats.cache_hits
-            self.stats["wall_s"] += result.stats.wall_s
             rows = self.records[(job.model, job.number)]
             for item in result.items:
                 self._answer(rows[item.position], item)
             return
         judge, usage = job.judge, self.usage[job.judge.name]
         self.stats["judge_requests"] += result.stats.requests
-        self.stats["wall_s"] += result.stats.wall_s
         usage.requests += result.stats.requests
         usage.cache_hits += result.stats.cache_hits
-        votes = self.votes[judge.name]
+        votes, calls = self.votes[judge.name], len(self.judge_calls[judge.name])
         for item in result.items:
             record = job.graded[item.position]
-            got, failed = votes.setdefault(id(record), ([], []))
+            casts = votes.setdefault(id(record), [None] * calls)
             usage.calls += 1
             answer = item.answer
             if answer is None or answer.parsed is None:
                 usage.errors += 1
-                failed.append(
+                casts[job.call] = (
                     f"{job.model}: {type(item.error).__name__}: {item.error}"
                     if item.error
-                    else f"{job.model}: no grade"
+                    else f"{job.model}: no grade",
+                    None,
                 )
                 continue
-            got.append(judge.vote(answer.parsed, job.model))
             if answer.usage is not None:
                 usage.input_tokens += answer.usage[0]
                 usage.output_tokens += answer.usage[1]
             cost = self._cost(job.model, answer.model, answer.usage)
-            if cost is None:
-                usage.unpriced += 1
-            elif usage.cost is not None:
-                usage.cost += cost
+            usage.unpriced += cost is None
+            casts[job.call] = (judge.vote(answer.parsed, job.model), cost)
 
     def _cost(self, model: str, answered_by: str | None, usage: tuple[int, int, int] | None) -> float | None:
         price = self.prices.get(model, answered_by)
@@ -315,10 +340,23 @@ class _Plan:
         """The records so far, the judges' votes combined."""
         records = [r for m in self.models for e in range(self.epochs) for r in self.records[(m, e)]]
         for judge in self.judges:
+            votes, usage = self.votes[judge.name], self.usage[judge.name]
+            # Summed in the plan's order (call by call, answer by answer), not the order batches
+            # finished in: the same run gives the very same float.
+            total = 0.0
+            for call in range(len(self.judge_calls[judge.name])):
+                for record in records:
+                    casts = votes.get(id(record))
+                    cast = casts[call] if casts is not None else None
+                    if cast is not None and cast[1] is not None:
+                        total += cast[1]
+            usage.cost = total
             for record in records:
                 if record.answer is None:
                     continue
-                got, failed = self.votes[judge.name].get(id(record), ([], []))
+                kept = [c for c in votes.get(id(record), ()) if c is not None]
+                got = [c[0] for c in kept if isinstance(c[0], Vote)]
+                failed = [c[0] for c in kept if isinstance(c[0], str)]
                 if not got and not failed:
                     continue
                 try:
@@ -346,32 +384,136 @@ class _Plan:
         )
 
 
-# -- the two shells ----------------------------------------------------------------------------------
-def _run_sync(plan: _Plan) -> EvalResult:
+# -- running the jobs ---------------------------------------------------------------------------------
+#: The places of ``_Slots`` under ``concurrency="auto"`` (never reached: the window holds the limit).
+_UNBOUNDED = 1 << 30
+
+
+class _Slots(asyncio.Semaphore):
+    """The evaluation's one in-flight limit, shared by all its batches (``BatchOptions.slots``); each
+    place given back is a call finished, which is what the progress bar counts."""
+
+    def __init__(self, places: int, progress: Progress) -> None:
+        super().__init__(places)
+        self.progress = progress
+
+    def release(self) -> None:
+        super().release()
+        self.progress.done += 1
+
+
+async def _drive(plan: _Plan, progress: Progress) -> EvalResult:
+    """Run every job at once under one in-flight limit; an answer batch's judges start when it ends.
+
+    Cancelled, it cancels the batches in flight (each closes its requests and keeps what finished),
+    takes what they had, and raises ``EvalCancelled`` with the result so far."""
     started = time.perf_counter()
-    for job in plan.jobs():
-        try:
-            result = run_sync(plan.client, job.inputs, job.options)
-        except BatchInterrupted as stop:
-            plan.take(job, stop.result)
-            plan.stopped = True
-            raise EvalInterrupted(plan.result()) from None
-        plan.take(job, result)
+    # With concurrency="auto" the gateway key's window already bounds every batch's calls together:
+    # the slots then only count them for the bar.
+    slots = _Slots(plan.concurrency if plan.concurrency != "auto" else _UNBOUNDED, progress)
+    per_answer = plan.judge_calls_per_answer()
+    running: dict[asyncio.Task[BatchResult], _Job] = {}
+
+    def launch(job: _Job) -> None:
+        options = dataclasses.replace(job.options, slots=slots)
+        running[asyncio.ensure_future(run_async(plan.client, job.inputs, options))] = job
+
+    for job in plan.answer_jobs():
+        launch(job)
+    try:
+        while running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                job = running.pop(task)
+                result = task.result()  # on_error="raise": the batch's BatchError stops the evaluation
+                plan.take(job, result)
+                _tally(progress, result)
+                if job.judge is None:
+                    progress.done += per_answer * sum(1 for item in result.items if item.answer is None)
+                    for judging in plan.judge_jobs(job):
+                        launch(judging)
+    except BaseException as exc:
+        for task in running:
+            task.cancel()
+        if running:  # wait for the cancelled requests to close their connections
+            await asyncio.wait(running)
+        plan.stats["wall_s"] = time.perf_counter() - started
+        if not isinstance(exc, asyncio.CancelledError):
+            raise
+        for task, job in running.items():
+            try:  # (gather would hand back a bare CancelledError, not the batch's BatchCancelled)
+                plan.take(job, task.result())
+            except BatchCancelled as stop:
+                plan.take(job, stop.result)
+            except (asyncio.CancelledError, Exception):  # cancelled before it began: nothing to keep
+                continue
+        plan.stopped = True
+        raise EvalCancelled(plan.result()) from None
     plan.stats["wall_s"] = time.perf_counter() - started
+    progress.done = progress.total  # items that failed before taking a place (a spent budget) too
     return plan.result()
 
 
+def _tally(progress: Progress, result: BatchResult) -> None:
+    """A finished batch's errors, tokens and cache hits, for the bar's postfix."""
+    for item in result.items:
+        answer = item.answer
+        if answer is None:
+            progress.errors += 1
+        elif answer.source == "cache":
+            progress.cached += 1
+        elif answer.usage:
+            progress.tokens += answer.usage[2]
+
+
+def _progress(plan: _Plan) -> Progress:
+    answers = sum(len(rows) for rows in plan.records.values())
+    return Progress(answers * (1 + plan.judge_calls_per_answer()), show=plan.show_progress)
+
+
+def _run_sync(plan: _Plan) -> EvalResult:
+    """On the background loop; this thread draws the bar and takes an interrupt (``EvalInterrupted``)."""
+    progress = _progress(plan)
+    progress.start()
+    status = "interrupted"
+    try:
+        result = _bridge.run(
+            _drive(plan, progress),
+            tick=progress.render,
+            every=TICK_S,
+            interrupted=lambda outcome: EvalInterrupted(
+                outcome.result if isinstance(outcome, EvalCancelled) else _stopped(plan)
+            ),
+        )
+        status = "done"
+        return result
+    finally:
+        progress.close(status)
+
+
 async def _run_async(plan: _Plan) -> EvalResult:
-    started = time.perf_counter()
-    for job in plan.jobs():
-        try:
-            result = await run_async(plan.client, job.inputs, job.options)
-        except BatchCancelled as stop:
-            plan.take(job, stop.result)
-            plan.stopped = True
-            raise EvalCancelled(plan.result()) from None
-        plan.take(job, result)
-    plan.stats["wall_s"] = time.perf_counter() - started
+    """On the caller's loop, with a task redrawing the bar; cancelled, ``EvalCancelled``."""
+    progress = _progress(plan)
+    progress.start()
+    status = "interrupted"
+    ticker = asyncio.create_task(_ticking(progress))
+    try:
+        result = await _drive(plan, progress)
+        status = "done"
+        return result
+    finally:
+        ticker.cancel()
+        progress.close(status)
+
+
+async def _ticking(progress: Progress) -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        progress.render()
+
+
+def _stopped(plan: _Plan) -> EvalResult:
+    plan.stopped = True
     return plan.result()
 
 
@@ -384,7 +526,7 @@ def evaluate(
     scorers: Any,
     client: Client | None = None,
     epochs: int = 1,
-    concurrency: int = 16,
+    concurrency: int | Literal["auto"] = 16,
     rpm: float | None = None,
     tpm: float | None = None,
     cache: str | os.PathLike[str] | AnswerCache | bool | None = None,
@@ -398,7 +540,8 @@ def evaluate(
     reference column. ``models``: model ids (a list or ``"a,b"``). ``scorers``: ``scorers.*`` objects,
     built-in names or functions ``(answer, target, sample) -> bool | float | Score``. ``client``: a
     ``FlotorchLLM`` (in a notebook with ``%load_ext flotorch_nb``: the session's by default).
-    ``epochs``: answers per sample and model (epoch k > 0 sent with ``seed=k``). ``concurrency``,
+    ``epochs``: answers per sample and model (epoch k > 0 sent with ``seed=k``). ``concurrency`` (calls
+    in flight across the whole evaluation, or ``"auto"``: the gateway key's window),
     ``rpm``, ``tpm`` (held across answers and judges), ``cache`` (a re-run sends only what is missing),
     ``progress``, ``on_error``, ``response_format``, ``tools`` and call parameters (``temperature``,
     ``max_tokens``...) go to the batches. Mistakes raise ``EvalError`` before any request; an interrupt
@@ -426,7 +569,7 @@ async def aevaluate(
     scorers: Any,
     client: Client | None = None,
     epochs: int = 1,
-    concurrency: int = 16,
+    concurrency: int | Literal["auto"] = 16,
     rpm: float | None = None,
     tpm: float | None = None,
     cache: str | os.PathLike[str] | AnswerCache | bool | None = None,
@@ -449,7 +592,7 @@ async def aevaluate(
 
 
 def _options(
-    concurrency: int, rpm: Any, tpm: Any, cache: Any, progress: bool, params: dict[str, Any]
+    concurrency: int | Literal["auto"], rpm: Any, tpm: Any, cache: Any, progress: bool, params: dict[str, Any]
 ) -> dict[str, Any]:
     options = dict(params)
     options.update(concurrency=concurrency, rpm=rpm, tpm=tpm, progress=progress)

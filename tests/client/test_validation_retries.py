@@ -201,3 +201,38 @@ async def test_the_reask_names_the_errors_on_a_mock_gateway() -> None:
     assert second["messages"][2]["content"].startswith("Your answer was not valid: population:")
     assert second["response_format"] == first["response_format"]
     assert "validation_retries" not in first and response.attempts == 2
+
+
+@pytest.mark.anyio
+async def test_a_class_schema_is_built_once_for_every_call_and_reask(gateway: OfflineGateway) -> None:
+    """pydantic builds a schema in about a millisecond: a batch with re-asks (a judge's votes) must not
+    rebuild it per call. Counted at the class, through real calls and re-asks."""
+
+    class Counted(City):
+        @classmethod
+        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            built.append(cls)
+            return super().model_json_schema(*args, **kwargs)
+
+    built: list[type] = []
+    prompts = [scripted(VALID), scripted(NOT_JSON, VALID), scripted(NEGATIVE, VALID)]
+    async with live_llm(gateway.url, SCRIPTED) as llm:
+        result = await llm.abatch(
+            [p[0]["content"] for p in prompts], response_format=Counted, validation_retries=1, progress=False
+        )
+        again = await llm.ainvoke(prompts[1], response_format=Counted, validation_retries=1)
+    assert [a.attempts for a in result.responses] == [1, 2, 2] and again.attempts == 2
+    assert all(isinstance(a.parsed, Counted) for a in [*result.responses, again])
+    assert len(gateway.requests) == 7 and built == [Counted]  # seven calls, one schema
+
+
+def test_the_schema_given_out_is_a_copy_callers_may_change() -> None:
+    from flotorch_nb import convert_pydantic_to_custom_json_schema
+
+    first = convert_pydantic_to_custom_json_schema(City)
+    first["response_format"]["json_schema"]["schema"]["properties"]["name"]["type"] = "integer"
+    first["response_format"]["json_schema"]["schema"]["required"].append("mayor")
+    again = convert_pydantic_to_custom_json_schema(City)
+    schema = again["response_format"]["json_schema"]["schema"]
+    assert schema == {**City.model_json_schema(), "additionalProperties": False}
+    assert schema["properties"]["name"]["type"] == "string" and "mayor" not in schema["required"]
