@@ -98,7 +98,13 @@ async def openai_gather(url: str, prompts: list[str]) -> tuple[list[float], int]
 async def litellm_router(url: str, prompts: list[str]) -> tuple[list[float], int]:
     # litellm fetches its model cost map from GitHub at import unless told not to: loopback only here.
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import logging
+
     import litellm
+
+    # Its pool warns once per waiting request (thousands of lines): the table is the result.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
