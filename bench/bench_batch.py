@@ -67,18 +67,21 @@ async def batch_vs_gather(url: str, n: int, concurrency: int, rounds: int) -> di
     interleaved pairs (which one goes first alternates, so neither always meets a warmer or a
     busier machine). Each pair gives a ratio of rates; the median ratio is the figure (other work on
     a shared machine slows single rounds, not the middle of several pairs)."""
-    from flotorch_nb import FlotorchLLM
+    from flotorch_nb import FlotorchLLM, LLMResponse
 
     async with FlotorchLLM("bench/model", "bench-key", url, cache=False) as llm:
         semaphore = asyncio.Semaphore(concurrency)
 
-        async def one(prompt: str) -> None:
+        async def one(prompt: str) -> LLMResponse:
             async with semaphore:
-                await llm.ainvoke([{"role": "user", "content": prompt}])
+                return await llm.ainvoke([{"role": "user", "content": prompt}])
 
         async def gathered() -> tuple[float, float]:
+            # What people write: gather returns every response, as abatch keeps every answer (a
+            # loop that dropped each response would compare keeping n answers with keeping none).
             started, cpu = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(one(p) for p in prompts(n)))
+            answers = await asyncio.gather(*(one(p) for p in prompts(n)))
+            assert len(answers) == n
             return n / (time.perf_counter() - started), (time.process_time() - cpu) / n
 
         async def batched() -> tuple[float, float]:
