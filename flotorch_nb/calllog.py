@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _logsink
-from ._calllog_store import COLUMNS, KIND, CallLogError, Entry, Where, count, row, search, write
+from ._calllog_store import COLUMNS, KIND, CallLogError, Row, Where, count, priced, row, search, write
 from ._errors import ConfigurationError
 from ._hooks import current_label
 
@@ -100,6 +100,9 @@ class CallLogWarning(UserWarning):
     """Calls could not be written to the call log (the calls themselves went on unharmed)."""
 
 
+#: This process's id, as every row records it (kept here: ``os.getpid`` is a system call).
+_pid = [os.getpid()]
+
 #: The cell calls are being made in, as the notebook layer says (``set_cell``), else None.
 _cell: Where | None = None
 
@@ -130,7 +133,7 @@ class CallLog:
 
     def _reset(self) -> None:
         """Fresh state for this process (also in a forked child: the parent's calls are its own)."""
-        self._pending: collections.deque[Entry] = collections.deque()
+        self._pending: collections.deque[Row] = collections.deque()
         self._wake = threading.Event()
         self._write_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -157,9 +160,8 @@ class CallLog:
         """Queue one finished call (the caller's only cost); never raises."""
         try:
             pending = self._pending
-            pending.append(
-                Entry(call, outcome, latency_s, source, partial_chars, current_label(), time.time(), _cell)
-            )
+            label, now = current_label(), time.time()
+            pending.append(row(call, outcome, latency_s, source, partial_chars, label, now, _cell, _pid[0]))
             if self._thread is None:
                 self._start()
             waiting = len(pending)
@@ -213,26 +215,23 @@ class CallLog:
     def _drain(self) -> None:
         with self._write_lock:
             while self._pending:
-                batch: list[Entry] = []
+                batch: list[Row] = []
                 while self._pending and len(batch) < BATCH:
                     batch.append(self._pending.popleft())
                 self._write(batch)
 
-    def _write(self, batch: list[Entry]) -> None:
+    def _write(self, batch: list[Row]) -> None:
         import sqlite3
 
         from ._sqlite import is_lock
         from .pricing import shared_prices
 
         prices = shared_prices()  # priced as the rows are written: a fraction of a second after the call
-        priced = prices if len(prices) else None
-        pid = os.getpid()
-        rows = []
-        for entry in batch:
-            try:
-                rows.append(row(entry, priced, pid))
-            except Exception as exc:  # one odd call must not cost the batch
-                self._failed(exc, 1)
+        try:
+            rows = priced(batch, prices if len(prices) else None)
+        except Exception as exc:  # a bug: the rows are still worth keeping, unpriced
+            self._failed(exc, 0)
+            rows = batch
         for attempt in range(RETRIES):
             try:
                 write(self._connection(), rows)
@@ -523,6 +522,7 @@ def _at_exit() -> None:
 def _after_fork() -> None:
     global _LOCK
     _LOCK = threading.Lock()
+    _pid[0] = os.getpid()
     for log in list(_LOGS):
         log._reset()
 

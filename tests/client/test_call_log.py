@@ -505,3 +505,21 @@ def test_every_model_a_fallback_asks_is_a_row_of_its_own(log: CallLog, gateway: 
         "ok",
         "fall back please",
     )
+
+
+def test_a_waiting_call_holds_nothing_the_garbage_collector_walks(
+    log: CallLog, llm: FlotorchLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue once held the call's objects (the response, its dicts) until the writer's round:
+    # every collection in between walked them, which cost a logged abatch more CPU than the row.
+    import gc
+
+    monkeypatch.setattr(calllog, "FLUSH_EVERY", 60.0)
+    log.close()  # the writer restarts with the long round: the call waits in the queue
+    calllog.enable(log.path)
+    llm.invoke(script(content="kept as plain values"))
+    gc.collect()
+    assert log.pending == 1
+    assert not any(gc.is_tracked(waiting) for waiting in log._pending)
+    (found,) = log.search("plain values")
+    assert found["answer"] == "kept as plain values"
