@@ -13,12 +13,14 @@ Decisions:
 - One process-wide sink (``_logsink``): ``_call.end`` hands it each finished call, so invoke,
   streams (when they end), batch items, comparisons, tool-loop steps and the chat panel are logged
   by the one pipeline they share, whoever built their client.
-- The caller pays for a named tuple and a ``deque.append``: the row is built, the body split and
-  the text indexed by a background thread that writes batches (every ``FLUSH_EVERY`` seconds, or at
-  once when ``BATCH`` calls wait) in one transaction each. The queue is bounded: a caller that finds
-  ``MAX_PENDING`` calls waiting writes them itself, so memory never grows without bound; while the
-  file is failing (locked for longer than the busy timeout, unwritable) they are dropped instead,
-  counted and warned about, so that a broken log never holds calls up.
+- The caller builds the row (plain values: about 4 µs) and appends it to a queue; a background
+  thread prices, writes and indexes batches (every ``FLUSH_EVERY`` seconds, or at once when
+  ``BATCH`` calls wait) in one transaction each. The row rather than the call's objects waits: a
+  queue of responses and their dicts is walked by every garbage collection until the writer's
+  round, which cost a logged ``abatch`` more CPU than building the row. The queue is bounded: a
+  caller that finds ``MAX_PENDING`` calls waiting writes them itself, so memory never grows
+  without bound; while the file is failing (locked for longer than the busy timeout, unwritable)
+  they are dropped instead, counted and warned about, so that a broken log never holds calls up.
 - Several processes (Dask workers, several kernels) write one file: WAL, a busy timeout, and a batch
   that meets a lock is tried again (``RETRIES``) before it is given up.
 - A log write never fails a call: a batch that cannot be written is counted (``dropped``,
@@ -157,7 +159,7 @@ class CallLog:
         source: Source,
         partial_chars: int,
     ) -> None:
-        """Queue one finished call (the caller's only cost); never raises."""
+        """Queue one finished call's row (the caller's only cost); never raises."""
         try:
             pending = self._pending
             label, now = current_label(), time.time()
