@@ -193,7 +193,7 @@ class CallLog:
         while not self._closed:
             self._wake.wait(FLUSH_EVERY)
             self._wake.clear()
-            self._drain()
+            self._drain(whole_batches_after_first=True)
 
     # -- writing -----------------------------------------------------------------------------------
     def open(self) -> CallLog:
@@ -214,9 +214,15 @@ class CallLog:
         """Write every call recorded so far, on this thread (what cannot be written is counted)."""
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, *, whole_batches_after_first: bool = False) -> None:
+        """Write what waits, ``BATCH`` rows to a transaction. The writer's round passes
+        ``whole_batches_after_first``: calls that arrive while it writes wait for its next round
+        unless a whole batch of them does, or each round would end in a train of transactions of a
+        few rows each (each costs as much as hundreds of rows: the commit, the index's new segment)."""
         with self._write_lock:
-            while self._pending:
+            first = True
+            while self._pending and (first or not whole_batches_after_first or len(self._pending) >= BATCH):
+                first = False
                 batch: list[Row] = []
                 while self._pending and len(batch) < BATCH:
                     batch.append(self._pending.popleft())

@@ -523,3 +523,27 @@ def test_a_waiting_call_holds_nothing_the_garbage_collector_walks(
     assert not any(gc.is_tracked(waiting) for waiting in log._pending)
     (found,) = log.search("plain values")
     assert found["answer"] == "kept as plain values"
+
+
+def test_the_writers_round_leaves_a_few_late_calls_for_its_next_round(
+    log: CallLog, llm: FlotorchLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Calls that arrived while a round wrote were once written at once, a transaction of a few
+    # rows each, round after round: in a logged abatch that made the writer's CPU per call half again.
+    monkeypatch.setattr(calllog, "FLUSH_EVERY", 60.0)
+    log.close()  # the writer restarts with the long round: nothing is written behind the test's back
+    calllog.enable(log.path)
+    llm.invoke(script(content="first"))
+    write = log._write
+    late = []
+
+    def write_while_a_call_ends(batch: list[Any]) -> None:
+        if not late:
+            late.append(llm.invoke(script(content="late")))  # ends while the round writes
+        write(batch)
+
+    monkeypatch.setattr(log, "_write", write_while_a_call_ends)
+    log._drain(whole_batches_after_first=True)  # what one round of the writer does
+    assert (log.written, log.pending) == (1, 1)
+    log.flush()  # everything, as flush always does
+    assert (log.written, log.pending) == (2, 0)
