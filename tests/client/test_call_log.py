@@ -535,7 +535,7 @@ def test_the_writers_round_leaves_a_few_late_calls_for_its_next_round(
     calllog.enable(log.path)
     llm.invoke(script(content="first"))
     write = log._write
-    late = []
+    late: list[object] = []
 
     def write_while_a_call_ends(batch: list[Any]) -> None:
         if not late:
