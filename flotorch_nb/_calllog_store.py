@@ -106,8 +106,11 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS calls_time ON calls (time)",
     "CREATE INDEX IF NOT EXISTS calls_model_time ON calls (model, time)",
     # detail=none: no positions kept (a third less work per call, a smaller file); every query term
-    # is then a single token, which is what match_query makes.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(prompt, answer, content='', detail=none)",
+    # is then a single token, which is what match_query makes. columnsize=0: no row of token counts
+    # per call (only ranking reads them, and a search orders by id): a b-tree insert less, ~1 µs.
+    # A file made before keeps its table as it is; both are read the same way.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(prompt, answer, content='', detail=none, "
+    "columnsize=0)",
 )
 
 KIND = FileKind("flotorch_nb call log", "1", _SCHEMA, frozenset(("meta", "calls", "calls_fts")), CallLogError)

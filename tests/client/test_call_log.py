@@ -547,3 +547,26 @@ def test_the_writers_round_leaves_a_few_late_calls_for_its_next_round(
     assert (log.written, log.pending) == (1, 1)
     log.flush()  # everything, as flush always does
     assert (log.written, log.pending) == (2, 0)
+
+
+def test_the_index_keeps_no_token_counts_and_a_file_made_before_still_works(
+    llm: FlotorchLLM, tmp_path: Path
+) -> None:
+    # Token counts per row serve only ranking, and a search orders by id: not keeping them is a
+    # b-tree insert less per call. A file whose index keeps them (made before) is read the same way.
+    new, old = tmp_path / "new.sqlite", tmp_path / "old.sqlite"
+    CallLog(old).open().close()
+    with sqlite3.connect(old) as conn:  # the index as files made before had it
+        conn.execute("DROP TABLE calls_fts")
+        conn.execute("CREATE VIRTUAL TABLE calls_fts USING fts5(prompt, answer, content='', detail=none)")
+    for path in (new, old):
+        log = calllog.enable(path)
+        try:
+            llm.invoke(script(content="counted tokens"))
+            assert [r["answer"] for r in log.search("tokens")] == ["counted tokens"]
+        finally:
+            calllog.disable()
+            log.close()
+    with sqlite3.connect(new) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "calls_fts" in tables and "calls_fts_docsize" not in tables
