@@ -235,12 +235,10 @@ def row(
     queue, where every collection would walk them (that walking cost more than building the row).
     The cost is left to the writer, which prices a batch at once (``priced``)."""
     secret = call.key
-    if type(outcome) is LLMResponse:  # the common case first, with no other checks
-        response: LLMResponse | None = outcome
-        error: BaseException | None = None
-        state = "ok"
-    elif isinstance(outcome, LLMResponse):
-        response, error, state = outcome, None, "ok"
+    error: BaseException | None = None
+    response: LLMResponse | None
+    if isinstance(outcome, LLMResponse):
+        response, state = outcome, "ok"
     else:
         error = outcome
         found = getattr(outcome, "response", None)
@@ -256,71 +254,39 @@ def row(
     if gateway is None:
         parts = urlsplit(call.url)
         gateway = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    notebook, cell, execution_count = where or (None, None, None)
-    request = redact(call.content.decode("utf-8", "replace"), secret)
-    latency_ms = round(latency_s * 1000, 3)
-    if response is None:
-        return (
-            time,
-            call.model,
-            None,
-            state,
-            source,
-            request,
-            int(call.stream),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            latency_ms,
-            type(error).__name__,
-            getattr(error, "status_code", None),
-            redact(str(error), secret)[:_ERROR_CHARS],
-            request_hash,
-            getattr(error, "request_id", None),
-            gateway,
-            label,
-            notebook,
-            cell,
-            execution_count,
-            pid,
-            __version__,
-            0.0 if state == "error" and not partial_chars else None,  # never reached a model: free
-        )
-    usage = response.usage
+    usage = response.usage if response is not None else None
     tool_calls = None
-    if response.tool_calls:
+    if response is not None and response.tool_calls:
         tool_calls = redact(json.dumps([t.to_dict() for t in response.tool_calls]), secret)
+    cost = None  # priced by the writer (``priced``)
+    if state == "error" and response is None and not partial_chars:
+        cost = 0.0  # never reached a model (refused, unreachable, a 4xx/5xx): it cost nothing
     return (
         time,
         call.model,
-        response.model,
+        response.model if response is not None else None,
         state,
-        response.source if state == "ok" else source,
-        request,
+        response.source if state == "ok" and response is not None else source,
+        redact(call.content.decode("utf-8", "replace"), secret),
         int(call.stream),
-        redact(response.content, secret),
+        redact(response.content, secret) if response is not None else None,
         tool_calls,
-        response.finish_reason,
+        response.finish_reason if response is not None else None,
         usage.input_tokens if usage else None,
         usage.output_tokens if usage else None,
         usage.total_tokens if usage else None,
-        latency_ms,
+        round(latency_s * 1000, 3),
         type(error).__name__ if error is not None else None,
         getattr(error, "status_code", None) if error is not None else None,
         redact(str(error), secret)[:_ERROR_CHARS] if error is not None else None,
         request_hash,
-        response.request_id or (getattr(error, "request_id", None) if error is not None else None),
+        (response.request_id if response is not None else None) or getattr(error, "request_id", None),
         gateway,
         label,
-        notebook,
-        cell,
-        execution_count,
+        *(where or (None, None, None)),
         pid,
         __version__,
-        None,
+        cost,
     )
 
 
