@@ -26,8 +26,9 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import redact
@@ -47,10 +48,11 @@ __all__ = [
     "COLUMNS",
     "KIND",
     "CallLogError",
-    "Entry",
+    "Row",
     "Where",
     "count",
     "match_query",
+    "priced",
     "rows_of",
     "search",
     "write",
@@ -104,8 +106,11 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS calls_time ON calls (time)",
     "CREATE INDEX IF NOT EXISTS calls_model_time ON calls (model, time)",
     # detail=none: no positions kept (a third less work per call, a smaller file); every query term
-    # is then a single token, which is what match_query makes.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(prompt, answer, content='', detail=none)",
+    # is then a single token, which is what match_query makes. columnsize=0: no row of token counts
+    # per call (only ranking reads them, and a search orders by id): a b-tree insert less, ~1 µs.
+    # A file made before keeps its table as it is; both are read the same way.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(prompt, answer, content='', detail=none, "
+    "columnsize=0)",
 )
 
 KIND = FileKind("flotorch_nb call log", "1", _SCHEMA, frozenset(("meta", "calls", "calls_fts")), CallLogError)
@@ -155,8 +160,9 @@ _PARAMS = (
 )
 _INSERT = (
     "INSERT INTO calls (time, model, answered_model, outcome, source, request, stream, answer, tool_calls, "
-    "finish_reason, input_tokens, output_tokens, total_tokens, cost, latency_ms, error_type, error_status, "
-    "error_message, request_hash, request_id, gateway, label, notebook, cell, execution_count, pid, version) "
+    "finish_reason, input_tokens, output_tokens, total_tokens, latency_ms, error_type, error_status, "
+    "error_message, request_hash, request_id, gateway, label, notebook, cell, execution_count, pid, version, "
+    "cost) "
     "VALUES "
 )
 _ROW = f"({', '.join('?' * 27)})"
@@ -204,45 +210,40 @@ _SELECTIVE = 10
 _ERROR_CHARS = 2000
 
 
-class Entry(NamedTuple):
-    """One finished call as the caller's thread hands it over: references only, no work done yet
-    (a named tuple: the cheapest record to make on the caller's thread)."""
-
-    call: Call
-    outcome: LLMResponse | BaseException
-    latency_s: float
-    source: Source
-    partial_chars: int
-    label: str | None
-    time: float
-    where: Where | None
+#: A row as the caller's thread builds it: the ``calls`` columns in ``_INSERT``'s order, the last one
+#: the cost (0.0: the call never reached a model; None: to be priced by the writer, see ``priced``).
+Row = tuple[Any, ...]
+#: Where ``row`` puts what ``priced`` reads: the models asked and answered, the token counts.
+_MODEL, _ANSWERED, _INPUT, _OUTPUT = 1, 2, 10, 11
 
 
-def _cost(model: str, response: LLMResponse | None, prices: PriceTable | None) -> float | None:
-    """Dollars at ``prices``, when the gateway counted the tokens (None: unknown)."""
-    if prices is None or response is None or response.usage is None:
-        return None
-    price = prices.get(model, response.model)
-    if price is None:
-        return None
-    return float(price.cost(response.usage.input_tokens, response.usage.output_tokens))
+def row(
+    call: Call,
+    outcome: LLMResponse | BaseException,
+    latency_s: float,
+    source: Source,
+    partial_chars: int,
+    label: str | None,
+    time: float,
+    where: Where | None,
+    pid: int,
+) -> Row:
+    """The ``calls`` row of one finished call, made on the caller's thread (see ``calllog``).
 
-
-def row(entry: Entry, prices: PriceTable | None, pid: int) -> tuple[Any, ...]:
-    """The ``calls`` row of one entry, priced at ``prices`` (None: no price known), written by
-    process ``pid`` (the body still whole: ``write`` splits it in SQLite)."""
-    call, outcome = entry.call, entry.outcome
+    Only strings, numbers and None: the tuple is one the garbage collector stops tracking, and the
+    call's objects (the response, its dicts) are freed when the call ends instead of waiting in the
+    queue, where every collection would walk them (that walking cost more than building the row).
+    The cost is left to the writer, which prices a batch at once (``priced``)."""
     secret = call.key
     error: BaseException | None = None
+    response: LLMResponse | None
     if isinstance(outcome, LLMResponse):
-        response: LLMResponse | None = outcome
-        state = "ok"
+        response, state = outcome, "ok"
     else:
         error = outcome
         found = getattr(outcome, "response", None)
         response = found if isinstance(found, LLMResponse) else None
         state = "error" if isinstance(outcome, Exception) else "stopped"
-    usage = response.usage if response is not None else None
     provenance = response.provenance if response is not None else None
     request_hash = provenance.get("request_hash") if provenance else None
     if request_hash is None:  # a failure: no provenance record, so the hash is worked out here
@@ -253,21 +254,19 @@ def row(entry: Entry, prices: PriceTable | None, pid: int) -> tuple[Any, ...]:
     if gateway is None:
         parts = urlsplit(call.url)
         gateway = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    cost: float | None
-    if state == "error" and response is None and not entry.partial_chars:
-        cost = 0.0  # never reached a model (refused, unreachable, a 4xx/5xx): it cost nothing
-    else:
-        cost = _cost(call.model, response, prices)
+    usage = response.usage if response is not None else None
     tool_calls = None
     if response is not None and response.tool_calls:
         tool_calls = redact(json.dumps([t.to_dict() for t in response.tool_calls]), secret)
-    where = entry.where or (None, None, None)
+    cost = None  # priced by the writer (``priced``)
+    if state == "error" and response is None and not partial_chars:
+        cost = 0.0  # never reached a model (refused, unreachable, a 4xx/5xx): it cost nothing
     return (
-        entry.time,
+        time,
         call.model,
         response.model if response is not None else None,
         state,
-        response.source if state == "ok" and response is not None else entry.source,
+        response.source if state == "ok" and response is not None else source,
         redact(call.content.decode("utf-8", "replace"), secret),
         int(call.stream),
         redact(response.content, secret) if response is not None else None,
@@ -276,22 +275,38 @@ def row(entry: Entry, prices: PriceTable | None, pid: int) -> tuple[Any, ...]:
         usage.input_tokens if usage else None,
         usage.output_tokens if usage else None,
         usage.total_tokens if usage else None,
-        cost,
-        round(entry.latency_s * 1000, 3),
+        round(latency_s * 1000, 3),
         type(error).__name__ if error is not None else None,
         getattr(error, "status_code", None) if error is not None else None,
         redact(str(error), secret)[:_ERROR_CHARS] if error is not None else None,
         request_hash,
         (response.request_id if response is not None else None) or getattr(error, "request_id", None),
         gateway,
-        entry.label,
-        *where,
+        label,
+        *(where or (None, None, None)),
         pid,
         __version__,
+        cost,
     )
 
 
-def write(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+def priced(rows: Iterable[Row], prices: PriceTable | None) -> list[Row]:
+    """``rows`` with their cost in dollars at ``prices`` where the gateway counted the tokens and a
+    price is known (else the cost stays None: unknown, not free); rows with nothing to price are
+    passed on as they are."""
+    if prices is None:
+        return list(rows)
+    out = []
+    for one in rows:
+        if one[-1] is None and one[_INPUT] is not None and one[_OUTPUT] is not None:
+            price = prices.get(one[_MODEL], one[_ANSWERED])
+            if price is not None:
+                one = (*one[:-1], float(price.cost(one[_INPUT], one[_OUTPUT])))
+        out.append(one)
+    return out
+
+
+def write(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """Write ``rows`` (see ``row``) and index their text, in one transaction (waits for other writers
     up to the connection's busy timeout; raises ``sqlite3.Error`` with nothing written if it cannot)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -299,7 +314,7 @@ def write(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
-            conn.execute(_insert(len(chunk)), [value for one in chunk for value in one])
+            conn.execute(_insert(len(chunk)), list(chain.from_iterable(chunk)))
         conn.execute(_INDEX, (last,))
         conn.execute("COMMIT")
     except BaseException:

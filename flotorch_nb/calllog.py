@@ -13,12 +13,14 @@ Decisions:
 - One process-wide sink (``_logsink``): ``_call.end`` hands it each finished call, so invoke,
   streams (when they end), batch items, comparisons, tool-loop steps and the chat panel are logged
   by the one pipeline they share, whoever built their client.
-- The caller pays for a named tuple and a ``deque.append``: the row is built, the body split and
-  the text indexed by a background thread that writes batches (every ``FLUSH_EVERY`` seconds, or at
-  once when ``BATCH`` calls wait) in one transaction each. The queue is bounded: a caller that finds
-  ``MAX_PENDING`` calls waiting writes them itself, so memory never grows without bound; while the
-  file is failing (locked for longer than the busy timeout, unwritable) they are dropped instead,
-  counted and warned about, so that a broken log never holds calls up.
+- The caller builds the row (plain values: about 4 µs) and appends it to a queue; a background
+  thread prices, writes and indexes batches (every ``FLUSH_EVERY`` seconds, or at once when
+  ``BATCH`` calls wait) in one transaction each. The row rather than the call's objects waits: a
+  queue of responses and their dicts is walked by every garbage collection until the writer's
+  round, which cost a logged ``abatch`` more CPU than building the row. The queue is bounded: a
+  caller that finds ``MAX_PENDING`` calls waiting writes them itself, so memory never grows
+  without bound; while the file is failing (locked for longer than the busy timeout, unwritable)
+  they are dropped instead, counted and warned about, so that a broken log never holds calls up.
 - Several processes (Dask workers, several kernels) write one file: WAL, a busy timeout, and a batch
   that meets a lock is tried again (``RETRIES``) before it is given up.
 - A log write never fails a call: a batch that cannot be written is counted (``dropped``,
@@ -51,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _logsink
-from ._calllog_store import COLUMNS, KIND, CallLogError, Entry, Where, count, row, search, write
+from ._calllog_store import COLUMNS, KIND, CallLogError, Row, Where, count, priced, row, search, write
 from ._errors import ConfigurationError
 from ._hooks import current_label
 
@@ -100,6 +102,9 @@ class CallLogWarning(UserWarning):
     """Calls could not be written to the call log (the calls themselves went on unharmed)."""
 
 
+#: This process's id, as every row records it (kept here: ``os.getpid`` is a system call).
+_pid = [os.getpid()]
+
 #: The cell calls are being made in, as the notebook layer says (``set_cell``), else None.
 _cell: Where | None = None
 
@@ -130,7 +135,7 @@ class CallLog:
 
     def _reset(self) -> None:
         """Fresh state for this process (also in a forked child: the parent's calls are its own)."""
-        self._pending: collections.deque[Entry] = collections.deque()
+        self._pending: collections.deque[Row] = collections.deque()
         self._wake = threading.Event()
         self._write_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -154,12 +159,11 @@ class CallLog:
         source: Source,
         partial_chars: int,
     ) -> None:
-        """Queue one finished call (the caller's only cost); never raises."""
+        """Queue one finished call's row (the caller's only cost); never raises."""
         try:
             pending = self._pending
-            pending.append(
-                Entry(call, outcome, latency_s, source, partial_chars, current_label(), time.time(), _cell)
-            )
+            label, now = current_label(), time.time()
+            pending.append(row(call, outcome, latency_s, source, partial_chars, label, now, _cell, _pid[0]))
             if self._thread is None:
                 self._start()
             waiting = len(pending)
@@ -189,7 +193,7 @@ class CallLog:
         while not self._closed:
             self._wake.wait(FLUSH_EVERY)
             self._wake.clear()
-            self._drain()
+            self._drain(whole_batches_after_first=True)
 
     # -- writing -----------------------------------------------------------------------------------
     def open(self) -> CallLog:
@@ -210,29 +214,32 @@ class CallLog:
         """Write every call recorded so far, on this thread (what cannot be written is counted)."""
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, *, whole_batches_after_first: bool = False) -> None:
+        """Write what waits, ``BATCH`` rows to a transaction. The writer's round passes
+        ``whole_batches_after_first``: calls that arrive while it writes wait for its next round
+        unless a whole batch of them does, or each round would end in a train of transactions of a
+        few rows each (each costs as much as hundreds of rows: the commit, the index's new segment)."""
         with self._write_lock:
-            while self._pending:
-                batch: list[Entry] = []
+            first = True
+            while self._pending and (first or not whole_batches_after_first or len(self._pending) >= BATCH):
+                first = False
+                batch: list[Row] = []
                 while self._pending and len(batch) < BATCH:
                     batch.append(self._pending.popleft())
                 self._write(batch)
 
-    def _write(self, batch: list[Entry]) -> None:
+    def _write(self, batch: list[Row]) -> None:
         import sqlite3
 
         from ._sqlite import is_lock
         from .pricing import shared_prices
 
         prices = shared_prices()  # priced as the rows are written: a fraction of a second after the call
-        priced = prices if len(prices) else None
-        pid = os.getpid()
-        rows = []
-        for entry in batch:
-            try:
-                rows.append(row(entry, priced, pid))
-            except Exception as exc:  # one odd call must not cost the batch
-                self._failed(exc, 1)
+        try:
+            rows = priced(batch, prices if len(prices) else None)
+        except Exception as exc:  # a bug: the rows are still worth keeping, unpriced
+            self._failed(exc, 0)
+            rows = batch
         for attempt in range(RETRIES):
             try:
                 write(self._connection(), rows)
@@ -523,6 +530,7 @@ def _at_exit() -> None:
 def _after_fork() -> None:
     global _LOCK
     _LOCK = threading.Lock()
+    _pid[0] = os.getpid()
     for log in list(_LOGS):
         log._reset()
 

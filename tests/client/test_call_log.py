@@ -505,3 +505,68 @@ def test_every_model_a_fallback_asks_is_a_row_of_its_own(log: CallLog, gateway: 
         "ok",
         "fall back please",
     )
+
+
+def test_a_waiting_call_holds_nothing_the_garbage_collector_walks(
+    log: CallLog, llm: FlotorchLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue once held the call's objects (the response, its dicts) until the writer's round:
+    # every collection in between walked them, which cost a logged abatch more CPU than the row.
+    import gc
+
+    monkeypatch.setattr(calllog, "FLUSH_EVERY", 60.0)
+    log.close()  # the writer restarts with the long round: the call waits in the queue
+    calllog.enable(log.path)
+    llm.invoke(script(content="kept as plain values"))
+    gc.collect()
+    assert log.pending == 1
+    assert not any(gc.is_tracked(waiting) for waiting in log._pending)
+    (found,) = log.search("plain values")
+    assert found["answer"] == "kept as plain values"
+
+
+def test_the_writers_round_leaves_a_few_late_calls_for_its_next_round(
+    log: CallLog, llm: FlotorchLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Calls that arrived while a round wrote were once written at once, a transaction of a few
+    # rows each, round after round: in a logged abatch that made the writer's CPU per call half again.
+    monkeypatch.setattr(calllog, "FLUSH_EVERY", 60.0)
+    log.close()  # the writer restarts with the long round: nothing is written behind the test's back
+    calllog.enable(log.path)
+    llm.invoke(script(content="first"))
+    write = log._write
+    late: list[object] = []
+
+    def write_while_a_call_ends(batch: list[Any]) -> None:
+        if not late:
+            late.append(llm.invoke(script(content="late")))  # ends while the round writes
+        write(batch)
+
+    monkeypatch.setattr(log, "_write", write_while_a_call_ends)
+    log._drain(whole_batches_after_first=True)  # what one round of the writer does
+    assert (log.written, log.pending) == (1, 1)
+    log.flush()  # everything, as flush always does
+    assert (log.written, log.pending) == (2, 0)
+
+
+def test_the_index_keeps_no_token_counts_and_a_file_made_before_still_works(
+    llm: FlotorchLLM, tmp_path: Path
+) -> None:
+    # Token counts per row serve only ranking, and a search orders by id: not keeping them is a
+    # b-tree insert less per call. A file whose index keeps them (made before) is read the same way.
+    new, old = tmp_path / "new.sqlite", tmp_path / "old.sqlite"
+    CallLog(old).open().close()
+    with sqlite3.connect(old) as conn:  # the index as files made before had it
+        conn.execute("DROP TABLE calls_fts")
+        conn.execute("CREATE VIRTUAL TABLE calls_fts USING fts5(prompt, answer, content='', detail=none)")
+    for path in (new, old):
+        log = calllog.enable(path)
+        try:
+            llm.invoke(script(content="counted tokens"))
+            assert [r["answer"] for r in log.search("tokens")] == ["counted tokens"]
+        finally:
+            calllog.disable()
+            log.close()
+    with sqlite3.connect(new) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "calls_fts" in tables and "calls_fts_docsize" not in tables
