@@ -48,10 +48,12 @@ Call = Callable[[], Awaitable[object]]
 
 
 # -- the server ----------------------------------------------------------------------------------------
-def start_server(latency: float = 0.0, *options: str) -> tuple[subprocess.Popen[str], str]:
-    """``bench/server.py`` in its own process (``options``: its flags, e.g. ``--arrivals``); returns
-    once it listens."""
-    script = Path(__file__).with_name("server.py")
+def start_server(
+    latency: float = 0.0, *options: str, script: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """``bench/server.py`` (or another ``script`` that prints ``PORT n`` once it listens) in its own
+    process (``options``: its flags, e.g. ``--arrivals``); returns once it listens."""
+    script = script or Path(__file__).with_name("server.py")
     proc = subprocess.Popen(
         [sys.executable, str(script), "--latency", str(latency), *options],
         stdout=subprocess.PIPE,

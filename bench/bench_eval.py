@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import stop
+from bench import start_server, stop
 
 GRADE = json.dumps({"grade": "correct", "explanation": "pong"})
 
@@ -45,21 +44,6 @@ def serve(latency: float) -> None:
     server.main()
 
 
-def start(latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise SystemExit(f"the responder did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
-
-
 def answered(url: str) -> int:
     import httpx2
 
@@ -74,7 +58,7 @@ def run(samples: int, concurrency: int, latency: float) -> dict[str, Any]:
     from flotorch_nb import FlotorchLLM
     from flotorch_nb.evals import evaluate, scorers
 
-    proc, url = start(latency)
+    proc, url = start_server(latency, "--serve", script=Path(__file__))
     try:
         models = ["bench/a", "bench/b", "bench/c"]
         data = [{"q": f"question {i}", "key": "pong"} for i in range(samples)]
