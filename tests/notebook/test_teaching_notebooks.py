@@ -359,7 +359,7 @@ CHECKS: dict[str, list[tuple[str, str, int | None]]] = {
         ("--tools get_weather,units", "what-is-the-weather-in-oslo-then-convert", -1),
         ("%%flotorch --agent agent", "what-is-the-weather-in-rome", -1),
     ],
-    "10_evaluate": [("row.judge_explanation", "answer-with-one-word-or-number-what-is-2", None)],
+    "10_evaluate": [("row.judge_explanation", "name-the-planets-of-the-solar-system", None)],
     "11_production": [
         ("print(item.content)", "what-is-30-2", None),
         ('("friend", "Italian")', "translate-friend-into-italian", None),
@@ -447,12 +447,15 @@ PROMISES: dict[str, list[str]] = {
         "RunUsage(input_tokens=",
     ],
     "10_evaluate": [
-        "EvalResult: 6 samples x 3 models",
+        "EvalResult: 10 samples x 3 models",
         "Wilson score interval",
         "flotorch-eval-chart",
         "exact McNemar test",
-        "caveat: only 6 samples",
-        "judge judge: 18 calls",
+        # The Markdown reads the models' differences and the paired test off these numbers.
+        "mean 0.400 vs 0.800: difference -0.400 (95% CI -0.686 to +0.020), p = 0.125",
+        "discordant pairs: 0 only offline/concise right, 4 only offline/assistant right",
+        "caveat: only 10 samples",
+        "judge judge: 30 calls",
     ],
     "11_production": [
         "concurrency='auto', settled at ",
