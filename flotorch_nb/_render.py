@@ -108,6 +108,17 @@ def text_table(rows: Sequence[Sequence[str]]) -> str:
     return utf8_safe("\n".join(lines))
 
 
+def html_table(rows: Sequence[Sequence[str]], css: str) -> str:
+    """Rows of text (the first the header) as an HTML table of class ``css``, every cell escaped and
+    left-aligned (the text twin is ``text_table``)."""
+    head = "".join(f"<th style='text-align:left'>{escape_text(c)}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{escape_text(c)}</td>" for c in row) + "</tr>"
+        for row in rows[1:]
+    )
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def escape_text(text: str) -> str:
     """Escape plain text (a user's message, a model id, an error line) for use inside HTML."""
     if not isinstance(text, str):

@@ -13,6 +13,7 @@ import html
 import math
 from typing import TYPE_CHECKING
 
+from .._render import html_table
 from ..pricing import format_cost
 
 if TYPE_CHECKING:
@@ -145,15 +146,6 @@ def _chart(result: ResultView) -> str:
     return "".join(parts)
 
 
-def _table(rows: list[tuple[str, ...]], css: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row) + "</tr>"
-        for row in rows[1:]
-    )
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
 def _worst(result: ResultView) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [("sample", "prompt", "target", *result.models)]
     by_key: dict[tuple[int, str], Record] = {}
@@ -190,11 +182,11 @@ def report_html(result: ResultView) -> str:
     return (
         '<div class="flotorch-eval">'
         f"<b>{html.escape(_headline(result))}</b>"
-        + _table(_rows(result), "flotorch-eval-summary")
+        + html_table(_rows(result), "flotorch-eval-summary")
         + f"<div style='font-size:smaller'>{note}</div>"
         + _chart(result)
         + judges
         + "<details><summary>worst-scoring samples</summary>"
-        + _table(_worst(result), "flotorch-eval-worst")
+        + html_table(_worst(result), "flotorch-eval-worst")
         + "</details></div>"
     )

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._provenance import METADATA_KEY, output_metadata
+from .._render import html_table, text_table
 from .._text import utf8_safe
 from ..batch import BatchItem, BatchResult
 from ..compare import Agreement, agreement, looks_like_labels
@@ -203,34 +204,20 @@ class ModelBatches:
     ) -> tuple[dict[str, str], dict[str, Any]]:
         """A summary line per model, the agreement, and the first items side by side (escaped)."""
         summary, preview, agreed = self._summary(), self._preview(), self._agreement_line()
-        text = [f"{len(self)} items x {len(self.results)} models", _text_table(summary)]
+        text = [f"{len(self)} items x {len(self.results)} models", text_table(summary)]
         if agreed:
             text.append(agreed)
-        text.append(_text_table([("item", *self.models), *preview]))
-        body = _html_table(summary, "flotorch-map-summary")
+        text.append(text_table([("item", *self.models), *preview]))
+        body = html_table(summary, "flotorch-map-summary")
         if agreed:
             body += f'<div class="flotorch-map-agreement">{html.escape(agreed)}</div>'
-        body += _html_table([("item", *self.models), *preview], "flotorch-map-items")
+        body += html_table([("item", *self.models), *preview], "flotorch-map-items")
         data = {
             "text/plain": utf8_safe("\n\n".join(text)),
             "text/html": f'<div class="flotorch-map"><b>{len(self)} items x {len(self.results)} models</b>'
             f"{body}</div>",
         }
         return data, _metadata(self.provenance, self.provenance_omitted)
-
-
-def _text_table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-
-
-def _html_table(rows: Sequence[tuple[str, ...]], css: str) -> str:
-    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row) + "</tr>"
-        for row in rows[1:]
-    )
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _latencies(result: BatchResult) -> list[float]:
