@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..replay._match import canonical_request, request_key
+from .._request_key import canonical_request, request_key
 
 __all__ = ["RecordedRequest", "RequestCounts", "key_of", "redacted"]
 
