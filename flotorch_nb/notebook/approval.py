@@ -26,12 +26,10 @@ import ipywidgets as w
 
 from .. import _render
 from .._response import ToolCall
-from ..tools._cards import Asker, CardData, card_html
+from ..tools._approval import Asker, Verdict
+from ..tools._cards import CardData, card_html
 
 __all__ = ["ApprovalPrompt", "widget_asker"]
-
-#: A person's answer: True approves, False or a reason (sent to the model) denies (``tools._approval``).
-Verdict = bool | str
 
 
 class ApprovalPrompt:

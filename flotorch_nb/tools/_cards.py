@@ -14,19 +14,17 @@ only: a saved notebook looks the same without this package. Pure: no IPython, no
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .. import _render
 from .._text import utf8_safe
+from ._approval import Asker
 
 if TYPE_CHECKING:
     from .._response import LLMResponse, ToolCall, Usage
-
-#: An asker (``_approval.Asker``), spelled out here: this module is imported by the loop's display.
-Asker = Callable[["ToolCall"], Awaitable["bool | str"]]
 
 
 class _Record(Protocol):

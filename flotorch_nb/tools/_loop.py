@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -38,6 +37,7 @@ from .._errors import FlotorchError, InvalidRequestError
 from .._response import LLMResponse, ToolCall, Usage
 from . import _approval
 from ._approval import Asker
+from ._cards import result_text
 from ._schema import Tool, as_tool, expand, wire_tools
 
 __all__ = [
@@ -376,16 +376,4 @@ async def _fill(
 
 def _text(record: ToolCallRecord) -> str:
     """A call's outcome as the text a ``tool`` message carries (JSON for anything not a string)."""
-    if record.error is not None:
-        return f"Error: {record.error}"
-    if isinstance(record.result, str):
-        return record.result
-    try:
-        return json.dumps(_plain(record.result), ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(record.result)
-
-
-def _plain(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="json") if callable(dump) else value
+    return f"Error: {record.error}" if record.error is not None else result_text(record.result)
