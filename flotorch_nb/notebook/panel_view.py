@@ -156,8 +156,8 @@ class PanelView:
         if getattr(self, "runs_tools", False):  # cards and approval prompts between question and answer
             view.cards = _classed(w.HTML(""), "flotorch-chat-cards")
             view.prompts = _classed(w.VBox([]), "flotorch-chat-prompts")
-            self.transcript.children = (*self.transcript.children, user, view.cards, view.prompts)
-            self.transcript.children = (*self.transcript.children, assistant, meta)
+            parts: tuple[w.Widget, ...] = (user, view.cards, view.prompts, assistant, meta)
+            self.transcript.children = (*self.transcript.children, *parts)  # one sync to the frontend
             return view
         self.transcript.children = (*self.transcript.children, user, assistant, meta)
         return view

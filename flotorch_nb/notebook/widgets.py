@@ -357,7 +357,7 @@ class ChatPanel(PanelView):
             client,
             view,
             messages,
-            tools=self._tools or (),
+            tools=self._tools,
             approve=self._approve,
             max_steps=self._max_steps,
             stream=self._stream,

@@ -72,10 +72,10 @@ def needs_person(approve: object) -> bool:
     )
 
 
-def decision(approve: object, name: str, requires_approval: bool) -> Verdict | Literal["ask", "call"] | None:
+def decision(approve: object, name: str, requires_approval: bool) -> str | None:
     """The policy for one call of tool ``name``: None (run it without asking), ``ASK`` (ask a person),
-    ``"call"`` (ask the ``approve`` function), or a verdict already known (a tool that requires
-    approval with nobody to give it: denied)."""
+    ``"call"`` (ask the ``approve`` function), or the reason of a denial already known (a tool that
+    requires approval with nobody to give it)."""
     if callable(approve) and not isinstance(approve, bool):
         return "call"
     person = needs_person(approve)

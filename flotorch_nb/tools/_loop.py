@@ -356,7 +356,7 @@ async def _fill(
             assert ask is not None
             verdict = _approval.verdict_of(await ask(call))
         else:
-            verdict = rule if isinstance(rule, str) else bool(rule)
+            verdict = rule  # a denial decided by the policy alone
         record.approved = verdict is True
         if verdict is not True:
             record.error = f"denied: {verdict or _approval.DENIED_BY_USER}"
