@@ -57,6 +57,7 @@ __all__ = [
     "admit",
     "gated",
     "gates_of",
+    "remote",
     "settle",
 ]
 
@@ -232,7 +233,8 @@ def _try(gates: Sequence[Gate], request: Asked) -> tuple[Admitted, float]:
     return tuple(taken), 0.0
 
 
-def _remote(gate: Gate) -> bool:
+def remote(gate: Gate) -> bool:
+    """Whether ``gate`` is asked by awaiting (it has ``aadmit``: the Dask scheduler's limit)."""
     return getattr(type(gate), "aadmit", None) is not None
 
 
@@ -241,7 +243,7 @@ async def _atry(gates: Sequence[Gate], request: Asked) -> tuple[Admitted, float]
     taken: list[tuple[Gate, Ticket]] = []
     try:
         for gate in gates:
-            if _remote(gate):
+            if remote(gate):
                 answer = await cast("AsyncGate", gate).aadmit(request)
             else:
                 answer = gate.admit(request)
@@ -317,10 +319,10 @@ async def aadmit(gates: Sequence[Gate], request: Asked) -> Admitted:
         return ()
     import asyncio
 
-    remote = any(map(_remote, gates))
+    awaited = any(map(remote, gates))
     while True:
         seen = _SETTLES.version
-        taken, wait = await _atry(gates, request) if remote else _try(gates, request)
+        taken, wait = await _atry(gates, request) if awaited else _try(gates, request)
         if wait == 0.0:
             return taken
         if wait == UNTIL_SETTLED:

@@ -255,7 +255,7 @@ class AimdWindow:
             if (wait := headers.refill_wait()) is not None:
                 self._pause(now + wait)
                 return
-            if headers.low(self.in_flight):
+            if self._pacing:
                 self.threshold = min(self.threshold, self.limit)  # and no more doubling after
                 return  # the gateway would soon refuse: hold the window where it is
         if self._rising() and seq >= self._recover:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import _bridge
-from .._admission import Asked, AsyncGate, Gate, Spent, Ticket, gated
+from .._admission import Asked, AsyncGate, Gate, Spent, Ticket, gated, remote
 from .._errors import (
     APIStatusError,
     BudgetExceededError,
@@ -114,17 +114,10 @@ class _LocalWorkerGate(_WorkerGate):
     """A worker's gate on the batch's own ``LimiterGate`` (every local batch): asks its limiter
     directly and reads the 429 once per attempt, for the pause and the count alike."""
 
-    __slots__ = ("limiter",)
-
-    def __init__(self, limit: LimiterGate, stats: BatchStats) -> None:
-        super().__init__(limit, stats)
-        self.limiter = limit
-
-    def admit(self, request: Asked) -> Ticket | float:
-        return self.limiter.admit(request)
+    __slots__ = ()
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
-        paused = self.limiter.settled(ticket, spent)
+        paused = cast("LimiterGate", self.limit).settled(ticket, spent)
         item = self.item
         if spent is None or item is None:
             return
@@ -147,8 +140,7 @@ class _RemoteWorkerGate(_WorkerGate):
 def _worker_gate(limit: Gate, stats: BatchStats) -> _WorkerGate:
     if isinstance(limit, LimiterGate):
         return _LocalWorkerGate(limit, stats)
-    remote = getattr(type(limit), "aadmit", None) is not None
-    return (_RemoteWorkerGate if remote else _WorkerGate)(limit, stats)
+    return (_RemoteWorkerGate if remote(limit) else _WorkerGate)(limit, stats)
 
 
 #: ``BatchOptions.slots`` unset: the run's own workers are its only bound.
