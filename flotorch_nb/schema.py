@@ -23,7 +23,12 @@ from ._errors import InvalidRequestError, StructuredOutputError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-__all__ = ["convert_pydantic_to_custom_json_schema", "normalize_response_format", "parse_structured"]
+__all__ = [
+    "convert_pydantic_to_custom_json_schema",
+    "is_model_class",
+    "normalize_response_format",
+    "parse_structured",
+]
 
 #: Each class's JSON schema, kept as JSON text: every caller gets a fresh copy (``json.loads``, some
 #: microseconds) that it may change without changing anyone else's. Weak keys: a class made on the fly
@@ -48,7 +53,7 @@ def convert_pydantic_to_custom_json_schema(model_class: type[BaseModel]) -> dict
     The result is shaped exactly as the released SDK's, so it can be passed as
     ``response_format=...`` (the wrapper) or unpacked as ``**convert_pydantic_to_custom_json_schema(M)``.
     """
-    if not _is_model_class(model_class):
+    if not is_model_class(model_class):
         raise InvalidRequestError(f"expected a pydantic BaseModel class, got {model_class!r}")
     schema = _schema_of(model_class)
     return {
@@ -63,7 +68,8 @@ def convert_pydantic_to_custom_json_schema(model_class: type[BaseModel]) -> dict
     }
 
 
-def _is_model_class(value: object) -> bool:
+def is_model_class(value: object) -> bool:
+    """Whether ``value`` is a pydantic model class (by its methods: importing pydantic costs 80 ms)."""
     if not isinstance(value, type):
         return False
     # A class that has pydantic's method is enough; importing pydantic to check would cost 80 ms.
@@ -74,7 +80,7 @@ def normalize_response_format(response_format: object) -> tuple[dict[str, Any] |
     """Return ``(wire_format, model_class)`` for any accepted shape; refuse anything else before I/O."""
     if response_format is None:
         return None, None
-    if _is_model_class(response_format):
+    if is_model_class(response_format):
         assert isinstance(response_format, type)
         wrapper = convert_pydantic_to_custom_json_schema(response_format)
         return wrapper["response_format"], response_format

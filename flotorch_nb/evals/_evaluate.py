@@ -159,9 +159,8 @@ class _Plan:
 
         batch = {k: options.pop(k) for k in _BATCH if k in options}
         params = options  # what is left: call parameters
-        limits = BatchOptions.of(rpm=batch.pop("rpm", None), tpm=batch.pop("tpm", None))  # checked here
-        # One limiter for every job: rpm/tpm hold across the answers' and the judges' batches.
-        self.limiter = RateLimiter(limits.rpm, limits.tpm)
+        # One limiter for every job (it checks rpm/tpm): they hold across answers and judges alike.
+        self.limiter = RateLimiter(batch.pop("rpm", None), batch.pop("tpm", None))
         self.concurrency: int | Literal["auto"] = batch.get("concurrency", 16)
         self.show_progress = bool(batch.get("progress", True))
         shared = {

@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..schema import is_model_class
 from ._errors import EvalError
 from ._judge import Judge
 from ._score import Score, to_score
@@ -195,9 +196,9 @@ def json_valid() -> Scorer:
 
 def schema(model: type[Any]) -> Scorer:
     """1 when the answer (or its first fenced code block) validates against the pydantic class ``model``."""
-    validate = getattr(model, "model_validate_json", None)
-    if not isinstance(model, type) or not callable(validate):
+    if not is_model_class(model):
         raise EvalError(f"schema(...) needs a pydantic BaseModel class, got {model!r}")
+    validate = model.model_validate_json
 
     def score(answer: str, target: Any, sample: Mapping[str, Any]) -> Score:
         try:
