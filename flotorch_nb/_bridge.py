@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["TICK_S", "Caller", "aclose_on_loop", "loop", "run", "shutdown", "submit"]
+__all__ = ["TICK_S", "Caller", "loop", "run", "shutdown", "submit"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -197,19 +197,6 @@ def _next(caller: Caller, tick: Callable[[], object] | None, every: float) -> Ca
         except queue.Empty:
             if tick is not None:
                 tick()
-
-
-def aclose_on_loop(closable: Any, timeout: float = 5.0) -> None:
-    """``await closable.aclose()`` on the background loop if it runs in this process, waiting up to
-    ``timeout`` (a client's pool on that loop can only be closed there). From the loop's own thread
-    it is only scheduled: waiting there would deadlock."""
-    background, thread = _loop, _thread
-    if background is None or thread is None or not thread.is_alive() or _pid != os.getpid():
-        return
-    future = asyncio.run_coroutine_threadsafe(closable.aclose(), background)
-    if threading.current_thread() is not thread:
-        with contextlib.suppress(Exception):
-            future.result(timeout)
 
 
 async def _cancel_all() -> None:
