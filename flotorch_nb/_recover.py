@@ -168,9 +168,8 @@ def recover(
     ``ask(messages, model)``), is sent what it ended with, and returns the final answer or raises the
     last error, both marked with ``attempts``, ``usage_total`` and ``fallbacks``."""
     tally, skipped = _Tally(), list[Skipped]()
-    models = [first.model]
-    if fallbacks:
-        models += dict.fromkeys(m for m in fallbacks if m != first.model)
+    # check_fallbacks refused repeats; a call's own model= may still be one of them: asked once.
+    models = [first.model, *(m for m in fallbacks or () if m != first.model)]
     for index, model in enumerate(models):
         # The conversation is copied only when it grows (a re-ask) or goes to another model: nearly
         # every call is answered validly the first time, and a batch makes thousands of them.
