@@ -49,6 +49,8 @@ class StreamLink:
     finish: Callable[[LLMResponse, Call], LLMResponse]
     #: Counts the stream as a call in flight while it is open.
     in_flight: Callable[[], AbstractContextManager[None]]
+    #: The answer cache's answer to a call (parsed and stamped), or None: asked for each model's call.
+    cached: Callable[[Call], LLMResponse | None]
 
 
 def _stream_failure(exc: Exception, call: Call, chunks: str) -> FlotorchError | None:
@@ -126,10 +128,25 @@ class _Watched:
 class _Recovering:
     """What both streams do with a recovery plan (``_recover``) between one model's call and the next."""
 
+    _link: StreamLink
     _call: Call
     _plan: Plan | None
     _response: LLMResponse | None
+    #: The answer cache's answer to ``_call``, not yet given out (then nothing is sent for it).
+    _answered: LLMResponse | None
+    #: Whether the plan moved on to another model (an answer then carries what it took).
+    _fell_back: bool
     accumulator: StreamAccumulator
+
+    def _take_hit(self) -> LLMResponse | None:
+        hit, self._answered = self._answered, None
+        return hit
+
+    def _done_with_hit(self, hit: LLMResponse) -> bool:
+        """A cache hit was given out as ``_call``'s answer: True when the stream ends with it (after a
+        fall-back, marked by the plan like any answer), False when the plan asks yet another model."""
+        self._response = hit
+        return not self._fell_back or not self._restart(hit)
 
     def _may_fall_back(self, error: BaseException) -> bool:
         """Whether the plan may still be asked: a failure of ours, and nothing shown yet."""
@@ -144,7 +161,8 @@ class _Recovering:
         except StopIteration as done:
             self._response = done.value
             return False
-        self._response, self.accumulator = None, StreamAccumulator()
+        self._response, self.accumulator, self._fell_back = None, StreamAccumulator(), True
+        self._answered = self._link.cached(self._call)  # every model's call asks the cache first
         return True
 
 
@@ -162,6 +180,7 @@ class ChatStream(_Recovering):
         self._call = call
         #: Already answered (by the answer cache): iterating yields it at once and sends nothing.
         self._answered = answered
+        self._fell_back = False
         #: The recovery plan (``_recover``) to ask for another model before the first delta, or None.
         self._plan = plan
         self._response: LLMResponse | None = None
@@ -187,12 +206,13 @@ class ChatStream(_Recovering):
         return self._deltas
 
     def _iterate(self) -> Generator[str, None, None]:
-        if self._answered is not None:  # a cache hit: the whole answer at once; no request, no hook
-            self._response = self._answered
-            if self._answered.content:
-                yield self._answered.content
-            return
         while True:  # once, unless a recovery plan asks another model before the first delta
+            if (hit := self._take_hit()) is not None:  # the whole answer at once; no request, no hook
+                if hit.content:
+                    yield hit.content
+                if self._done_with_hit(hit):
+                    return
+                continue
             begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
             try:
                 yield from self._deltas_of_one_request(begun[0])
@@ -276,6 +296,7 @@ class AsyncChatStream(_Recovering):
         self._link = link
         self._call = call
         self._answered = answered  # as in ChatStream
+        self._fell_back = False
         self._plan = plan
         self._response: LLMResponse | None = None
         self._http: AsyncReply | None = None
@@ -303,12 +324,13 @@ class AsyncChatStream(_Recovering):
         return self._deltas
 
     async def _iterate(self) -> AsyncGenerator[str, None]:
-        if self._answered is not None:  # as in ChatStream
-            self._response = self._answered
-            if self._answered.content:
-                yield self._answered.content
-            return
         while True:  # as in ChatStream
+            if (hit := self._take_hit()) is not None:
+                if hit.content:
+                    yield hit.content
+                if self._done_with_hit(hit):
+                    return
+                continue
             begun = self._link.begin(self._call)  # may refuse the call: nothing sent yet
             try:  # aclosing: a stop closes the HTTP stream now, not when the generator is collected
                 async with contextlib.aclosing(self._deltas_of_one_request(begun[0])) as deltas:

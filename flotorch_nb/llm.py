@@ -308,7 +308,13 @@ class FlotorchLLM(ManyCalls):
     def _stream_link(self) -> StreamLink:
         """All a stream may use of this client (made per stream: a client holding it would be a cycle)."""
         return StreamLink(
-            self._send, self._asend, self._before, self._after, self._finish, self._pools.tracked
+            self._send,
+            self._asend,
+            self._before,
+            self._after,
+            self._finish,
+            self._pools.tracked,
+            self._cached,
         )
 
     def _cached(self, call: Call) -> LLMResponse | None:

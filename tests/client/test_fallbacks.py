@@ -207,6 +207,24 @@ async def test_a_stream_falls_back_before_its_first_delta(gateway: OfflineGatewa
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
+async def test_a_stream_asks_the_answer_cache_for_the_model_it_falls_back_to(
+    gateway: OfflineGateway, sync: bool, tmp_path: Any
+) -> None:
+    """Every call of a recovery plan asks the cache first, a stream's fall-back too (as invoke's do)."""
+    async with live_llm(gateway.url, THIRD, cache=tmp_path / "answers.sqlite") as llm:
+        _, stored = await stream(llm, sync, HELLO)  # the fallback model's answer, now in the cache
+    gateway.faults.add(Fault(status=503, model=PRIMARY))
+    async with live_llm(
+        gateway.url, PRIMARY, fallbacks=[THIRD], retry=ONCE, cache=tmp_path / "answers.sqlite"
+    ) as llm:
+        deltas, response = await stream(llm, sync, HELLO)
+    assert "".join(deltas) == stored.content == response.content and response.source == "cache"
+    assert models_asked(gateway) == [THIRD, PRIMARY]  # the cached model was not asked again
+    assert response.fallbacks == [Skipped(PRIMARY, "server_error")] and response.attempts == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sync", SYNC, ids=SYNC_IDS)
 async def test_a_stream_cut_before_its_first_delta_falls_back(gateway: OfflineGateway, sync: bool) -> None:
     gateway.faults.add(Fault(cut_after=1, model=PRIMARY))  # the role chunk only: no text shown yet
     async with live_llm(gateway.url, PRIMARY, fallbacks=[THIRD], retry=ONCE) as llm:
