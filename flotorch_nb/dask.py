@@ -224,17 +224,19 @@ class _ClusterGate:
             return answer  # seconds to wait before asking again
         return Grant(time.monotonic(), tokens, int(answer))
 
-    async def aadmit(self, request: Asked) -> Ticket | float:
+    def _ask(self, request: Asked) -> tuple[Any, int]:
+        """The question sent to the scheduler (a future of its answer) and the tokens it asks for."""
         limiter = self._limiter
         tokens = request.estimated_tokens if limiter._tpm is not None else 0
-        future = limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens)
+        return limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens), tokens
+
+    async def aadmit(self, request: Asked) -> Ticket | float:
+        future, tokens = self._ask(request)
         return self._answer(await asyncio.wrap_future(future), tokens)
 
     def admit(self, request: Asked) -> Ticket | float:
         """For a sync caller in a thread of its own (a batch's items are asked with ``aadmit``)."""
-        limiter = self._limiter
-        tokens = request.estimated_tokens if limiter._tpm is not None else 0
-        future = limiter._call("flotorch_rate_try", rpm=limiter._rpm, tpm=limiter._tpm, tokens=tokens)
+        future, tokens = self._ask(request)
         return self._answer(future.result(), tokens)
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
