@@ -26,6 +26,7 @@ from .ledger import LedgerEntry, Totals
 
 if TYPE_CHECKING:
     from .._response import LLMResponse
+    from ..tools import ToolRun
 
 __all__ = ["Conversation", "Status", "Turn"]
 
@@ -83,6 +84,16 @@ class Turn:
             if not footer.usage_known:
                 footer = replace(footer, total_tokens=spent.total_tokens)
         self.footer = footer
+
+    def finish_run(self, run: ToolRun) -> None:
+        """Record a finished tool run: its final answer, the footer of every step (``run_footer``) and
+        the final answer's provenance."""
+        from ..tools._cards import run_footer
+
+        if run.response is not None:
+            self.reply, self.response, self.status = run.response.content, run.response, "done"
+            self.provenance = run.response.provenance
+        self.footer = run_footer(run, self.model)
 
     def end(
         self, status: Literal["stopped", "error"], error: str | None = None, spent: LedgerEntry | None = None

@@ -375,13 +375,8 @@ class FlotorchMagics(Magics):
     def _settle_run(self, run: Any, args: Any, prompt: str, system: str | None) -> Any:
         """A finished tool run becomes the conversation's turn (its final answer), counted with the
         tokens of every step; kept in ``-o VAR``; the cell's value."""
-        from ..tools._cards import run_footer
-
         turn = Turn(prompt, model=run.response.model if run.response is not None else "")
-        if run.response is not None:
-            turn.finish(run.response)
-        turn.footer = run_footer(run, turn.model)
-        turn.provenance = run.response.provenance if run.response is not None else None
+        turn.finish_run(run)
         self._commit(turn, system, fresh=not args.cont)
         if args.output:
             self.ip.user_ns[args.output] = run

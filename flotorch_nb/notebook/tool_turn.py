@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._hooks import call_label
-from ..tools._cards import CardTracker, run_footer
+from ..tools._cards import CardTracker
 from ..tools._loop import arun
 from .approval import widget_asker
 from .chat import error_line
@@ -80,10 +80,8 @@ async def run_tool_turn(
             _close_prompts(view)
     render.cancel()
     assert run.response is not None
-    turn.finish(run.response)
-    turn.cards = [*tracker.cards()]
-    turn.footer = run_footer(run, turn.model)
-    turn.provenance = run.response.provenance
+    turn.finish_run(run)
+    turn.cards = tracker.cards()
     return run
 
 
