@@ -31,7 +31,7 @@ from ._errors import (
     StreamError,
     StructuredOutputError,
 )
-from ._hooks import CallRequest, CallResult, Hooks, call_label
+from ._pipeline._hooks import CallRequest, CallResult, Hooks, call_label
 from ._response import LLMResponse, ToolCall, Usage
 from ._retry import RetryPolicy
 from ._version import __version__
@@ -39,7 +39,7 @@ from .llm import AsyncChatStream, ChatStream, FlotorchLLM
 from .schema import convert_pydantic_to_custom_json_schema
 
 if TYPE_CHECKING:
-    from ._provenance import provenance
+    from ._pipeline._provenance import provenance
     from .batch import (
         BatchCancelled,
         BatchError,
@@ -69,7 +69,7 @@ _LAZY = {
     "ItemCancelledError": "batch",
     "Price": "pricing",
     "PriceTable": "pricing",
-    "provenance": "_provenance",
+    "provenance": "_pipeline._provenance",
     "logs": "calllog",
     "MaxStepsError": "tools",
     "Tool": "tools",

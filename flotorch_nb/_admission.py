@@ -69,8 +69,8 @@ RECHECK_S = 1.0
 
 
 class Asked(Protocol):
-    """What a gate is asked with: ``flotorch_nb._hooks.CallRequest`` is one (a protocol here, so that
-    this module and ``_hooks``, whose ``Hooks.gates`` holds gates, do not import each other)."""
+    """What a gate is asked with: ``_pipeline._hooks.CallRequest`` is one (a protocol here, so that this
+    module and ``_hooks``, whose ``Hooks.gates`` holds gates, do not import each other)."""
 
     @property
     def model(self) -> str: ...

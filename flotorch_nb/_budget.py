@@ -35,7 +35,7 @@ from ._admission import UNTIL_SETTLED, Ticket
 if TYPE_CHECKING:
     from ._admission import Asked, Spent
     from ._errors import BudgetExceededError
-    from ._hooks import CallResult, Hooks
+    from ._pipeline._hooks import CallResult, Hooks
 
 __all__ = ["FREE", "Budget", "Reservation"]
 

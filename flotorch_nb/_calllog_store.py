@@ -247,7 +247,7 @@ def row(
     provenance = response.provenance if response is not None else None
     request_hash = provenance.get("request_hash") if provenance else None
     if request_hash is None:  # a failure: no provenance record, so the hash is worked out here
-        from ._provenance import request_hash as hash_of
+        from ._pipeline._provenance import request_hash as hash_of
 
         request_hash = hash_of(call.content, urlsplit(call.url).path)
     gateway = provenance.get("gateway") if provenance else None

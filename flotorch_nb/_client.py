@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ._hooks import Hooks
+    from ._pipeline._hooks import Hooks
+    from ._pipeline._stream import AsyncChatStream
     from ._response import LLMResponse
     from ._retry import RetryPolicy
-    from ._stream import AsyncChatStream
     from .cache import AnswerCache
 
 __all__ = ["Client"]

@@ -218,7 +218,7 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
 
 def check_fallbacks(fallbacks: object, model_id: str) -> tuple[str, ...]:
     """The models to ask, in order, when ``model_id`` fails in a way another model may not (see
-    ``flotorch_nb._recover``): a list of distinct, non-empty model ids without ``model_id`` itself.
+    ``flotorch_nb._pipeline._recover``): a list of distinct, non-empty model ids without ``model_id`` itself.
     A single string is refused rather than read as its letters."""
     if fallbacks is None:
         return ()

@@ -69,7 +69,7 @@ class FlotorchError(Exception):
     """Base class of every error raised by flotorch_nb."""
 
     #: Calls a recovering call made before it failed with this error (validation re-asks and
-    #: fallbacks, see ``flotorch_nb._recover``); 1 for a single call.
+    #: fallbacks, see ``flotorch_nb._pipeline._recover``); 1 for a single call.
     attempts: int = 1
     #: Their usage summed (a ``Usage``; None when no call reported usage or nothing was summed).
     usage_total: Any = None

@@ -39,7 +39,7 @@ class Usage:
 class Skipped(NamedTuple):
     """A model that was asked and passed over for the next of the client's ``fallbacks``, and why:
     ``rate_limited``, ``server_error``, ``timeout``, ``connection_error``, ``context_length``,
-    ``empty_answer`` or ``validation_failed`` (see ``flotorch_nb._recover``)."""
+    ``empty_answer`` or ``validation_failed`` (see ``flotorch_nb._pipeline._recover``)."""
 
     model: str
     reason: str

@@ -52,10 +52,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _logsink
 from ._calllog_store import COLUMNS, KIND, CallLogError, Row, Where, count, priced, row, search, write
 from ._errors import ConfigurationError
-from ._hooks import current_label
+from ._pipeline import _logsink
+from ._pipeline._hooks import current_label
 
 if TYPE_CHECKING:
     import sqlite3

@@ -410,7 +410,7 @@ def _job(
     options: dict[str, Any],
 ) -> _Job:
     from . import _config
-    from ._call import prepare
+    from ._pipeline._call import prepare
 
     env = os.environ
     # Checked here exactly as FlotorchLLM() checks it, so a mistake is one ConfigurationError now, not

@@ -41,8 +41,8 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage
 
 from ._errors import InvalidRequestError
+from ._pipeline._stream import AsyncChatStream
 from ._render import Footer
-from ._stream import AsyncChatStream
 from .llm import FlotorchLLM, LLMResponse
 from .tools._cards import CardData, result_text
 

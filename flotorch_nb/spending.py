@@ -1,7 +1,7 @@
 """What calls cost as they finish, and the budgets that admit a call only if it can fit.
 
-Both work through the client's hooks and gates (``flotorch_nb._hooks``, ``flotorch_nb._admission``), so
-every path — ``invoke``, ``stream``, a comparison, the chat panel, a batch — is priced and checked
+Both work through the client's hooks and gates (``_pipeline._hooks``, ``flotorch_nb._admission``),
+so every path — ``invoke``, ``stream``, a comparison, the chat panel, a batch — is priced and checked
 once, whoever makes the call:
 
 - :class:`SpendTracker` adds up what finished calls cost (an ``after_call`` hook), per model, and
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 
 from ._budget import Budget
 from ._errors import BudgetExceededError, ConfigurationError
-from ._hooks import output_cap, output_tokens
+from ._pipeline._hooks import output_cap, output_tokens
 from .pricing import ENV_PRICES, PriceTable, _money, format_cost
 
 if TYPE_CHECKING:
     from ._admission import Asked, Spent
-    from ._hooks import CallResult
+    from ._pipeline._hooks import CallResult
 
 __all__ = ["MoneyBudget", "SpendTracker", "TokenBudget", "cost_of"]
 

@@ -8,7 +8,7 @@ Guarantees, over *any* window of the limit's length (60 s), not per calendar min
   top, grants are paced ``60/rpm`` s apart (a virtual schedule that does not drift with timer
   lateness), so a batch runs at the limit's rate from the start instead of bursting and stalling.
 - ``tpm``: a request is let through only if the tokens of the grants in the window plus its own
-  estimate (prompt plus ``max_tokens``: ``flotorch_nb._hooks.estimate_tokens``) stay within ``tpm``.
+  estimate (prompt plus ``max_tokens``: ``flotorch_nb._pipeline._hooks.estimate_tokens``) stay within ``tpm``.
   When the answer arrives, ``settle`` replaces the estimate with the gateway's count, so later
   grants see the real usage. The bound is exact when estimates are upper bounds (``max_tokens`` set);
   otherwise the first requests of a window may overshoot by their answers' length, and the

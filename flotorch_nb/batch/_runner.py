@@ -32,7 +32,7 @@ from .._errors import (
     FlotorchError,
     InvalidRequestError,
 )
-from .._hooks import call_label
+from .._pipeline._hooks import call_label
 from ..cache import AnswerCache, StoredAnswer, resolve_cache
 from ._auto import controller_for
 from ._inputs import Inputs

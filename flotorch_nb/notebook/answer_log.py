@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _render
-from .._provenance import FIELDS
+from .._pipeline._provenance import FIELDS
 
 if TYPE_CHECKING:
     import pandas
 
-    from .._hooks import CallResult
+    from .._pipeline._hooks import CallResult
 
 __all__ = ["AnswerLog"]
 
@@ -68,7 +68,7 @@ class AnswerLog:
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per answer: ``by`` and the provenance fields, as ``flotorch_nb.provenance`` gives."""
-        from .._provenance import provenance_frame
+        from .._pipeline._provenance import provenance_frame
 
         records = self.records
         frame = provenance_frame(records)

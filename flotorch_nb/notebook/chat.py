@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._hooks import call_label
+from .._pipeline._hooks import call_label
 from .ledger import LedgerEntry, Totals, capture
 
 if TYPE_CHECKING:

@@ -55,7 +55,7 @@ from ..spending import MoneyBudget, SpendTracker, TokenBudget
 if TYPE_CHECKING:
     from .._admission import Asked
     from .._admission import Spent as Attempt
-    from .._hooks import CallResult
+    from .._pipeline._hooks import CallResult
     from ..llm import FlotorchLLM
 
 __all__ = ["Ledger", "LedgerEntry", "Spent", "Totals", "capture"]

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._hooks import call_label
+from .._pipeline._hooks import call_label
 from ..tools._cards import CardTracker
 from ..tools._loop import arun
 from .approval import widget_asker

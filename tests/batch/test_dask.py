@@ -143,7 +143,7 @@ def test_a_worker_killed_mid_run_does_not_resend_what_it_had_answered(
         assert env.received[key] == 1, "an answer stored before the kill was asked for again"
     with FlotorchLLM("offline/echo", KEY, os.environ["FLOTORCH_BASE_URL"]) as llm:
         asked = [
-            llm._prepare([{"role": "user", "content": q}], None, None, None, {}, stream=False)
+            llm._pipeline.prepare([{"role": "user", "content": q}], None, None, None, {}, stream=False)
             for q in data["q"]
         ]
     every = {cache_key(call) for call in asked}  # the gateway's count and the cache share the key

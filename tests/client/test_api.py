@@ -13,6 +13,7 @@ import pytest
 import flotorch_nb
 import flotorch_nb.llm
 from flotorch_nb import AsyncChatStream, ChatStream, FlotorchLLM
+from flotorch_nb._pipeline._loop import Pipeline
 from flotorch_nb.gateway import OfflineGateway
 
 # The seed's samples, copied as published (the page lost the indentation of ``main``'s body; it is
@@ -113,20 +114,31 @@ def test_all_is_sorted_and_complete() -> None:
         ("stream", "astream"),
         ("compare", "acompare"),
         ("run", "arun"),
-        ("_send", "_asend"),
-        ("_invoke", "_ainvoke"),
     ],
 )
 def test_sync_and_async_methods_have_the_same_signature(sync_name: str, async_name: str) -> None:
-    sync_sig = inspect.signature(getattr(FlotorchLLM, sync_name))
-    async_sig = inspect.signature(getattr(FlotorchLLM, async_name))
+    assert_twins(FlotorchLLM, sync_name, async_name)
+
+
+@pytest.mark.parametrize(
+    ("sync_name", "async_name"),
+    # The one send loop and the one call around it, written twice in the pipeline.
+    [("invoke", "ainvoke"), ("stream", "astream"), ("send", "asend"), ("one", "aone")],
+)
+def test_the_pipeline_twins_have_the_same_signature(sync_name: str, async_name: str) -> None:
+    assert_twins(Pipeline, sync_name, async_name)
+
+
+def assert_twins(owner: type, sync_name: str, async_name: str) -> None:
+    sync_sig = inspect.signature(getattr(owner, sync_name))
+    async_sig = inspect.signature(getattr(owner, async_name))
     assert list(sync_sig.parameters) == list(async_sig.parameters)
     for name, param in sync_sig.parameters.items():
         other = async_sig.parameters[name]
         assert (param.kind, param.default, param.annotation) == (other.kind, other.default, other.annotation)
     # astream returns its stream object at once; every other twin is a coroutine function
-    assert inspect.iscoroutinefunction(getattr(FlotorchLLM, async_name)) is (async_name != "astream")
-    assert not inspect.iscoroutinefunction(getattr(FlotorchLLM, sync_name))
+    assert inspect.iscoroutinefunction(getattr(owner, async_name)) is (async_name != "astream")
+    assert not inspect.iscoroutinefunction(getattr(owner, sync_name))
 
 
 def test_the_seed_signature_is_kept() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb import _bridge
-from flotorch_nb._hooks import _LABEL, call_label
+from flotorch_nb._pipeline._hooks import _LABEL, call_label
 from flotorch_nb.gateway import OfflineGateway
 
 

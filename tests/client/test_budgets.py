@@ -21,7 +21,7 @@ import pytest
 
 from flotorch_nb import BudgetExceededError, FlotorchLLM
 from flotorch_nb._admission import UNTIL_SETTLED, Spent, Ticket, aadmit, admit, settle
-from flotorch_nb._hooks import UNCAPPED_OUTPUT_TOKENS, CallRequest, CallResult, estimate_tokens
+from flotorch_nb._pipeline._hooks import UNCAPPED_OUTPUT_TOKENS, CallRequest, CallResult, estimate_tokens
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.pricing import PriceTable
 from flotorch_nb.spending import MoneyBudget, TokenBudget

@@ -25,11 +25,11 @@ from flotorch_nb import (
     FlotorchLLM,
     RateLimitError,
     StreamError,
-    _logsink,
     call_label,
     calllog,
 )
-from flotorch_nb._provenance import request_hash
+from flotorch_nb._pipeline import _logsink
+from flotorch_nb._pipeline._provenance import request_hash
 from flotorch_nb.calllog import CallLog, CallLogError, CallLogWarning
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.pricing import reset_default_prices, shared_prices
@@ -148,7 +148,7 @@ async def test_an_error_is_logged_with_its_type_status_message_and_request_hash(
     assert "slow down please" in row["error_message"]
     assert row["answer"] is None and row["total_tokens"] is None
     assert row["cost"] == 0.0  # it never reached a model
-    call = llm._prepare(messages, None, None, None, {}, stream=False)
+    call = llm._pipeline.prepare(messages, None, None, None, {}, stream=False)
     assert row["request_hash"] == request_hash(call.content, llm.endpoint)
 
 

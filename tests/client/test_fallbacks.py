@@ -334,7 +334,7 @@ def test_the_plan_is_driven_by_twins_with_the_same_signature() -> None:
     """``drive``/``adrive`` run one recovery plan over invoke's and ainvoke's single call."""
     import inspect
 
-    from flotorch_nb._recover import adrive, drive
+    from flotorch_nb._pipeline._recover import adrive, drive
 
     assert list(inspect.signature(drive).parameters) == list(inspect.signature(adrive).parameters)
     assert inspect.iscoroutinefunction(adrive) and not inspect.iscoroutinefunction(drive)

@@ -13,7 +13,7 @@ import pytest
 
 from flotorch_nb import BudgetExceededError, ConfigurationError, FlotorchLLM, RetryPolicy
 from flotorch_nb._admission import Ticket
-from flotorch_nb._hooks import CallRequest, CallResult, estimate_tokens
+from flotorch_nb._pipeline._hooks import CallRequest, CallResult, estimate_tokens
 from flotorch_nb._response import Usage
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.pricing import (

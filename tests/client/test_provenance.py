@@ -18,8 +18,8 @@ import pytest
 import flotorch_nb
 from flotorch_nb import ConfigurationError, FlotorchLLM, LLMResponse
 from flotorch_nb._config import ENV_RECORD, display_url
-from flotorch_nb._hooks import CallRequest
-from flotorch_nb._provenance import (
+from flotorch_nb._pipeline._hooks import CallRequest
+from flotorch_nb._pipeline._provenance import (
     FIELDS,
     METADATA_KEY,
     output_metadata,
@@ -101,7 +101,7 @@ def test_a_record_has_exactly_the_documented_fields(gateway: OfflineGateway) -> 
 
 def test_a_stamp_is_dated_in_utc_and_unknown_tokens_are_null() -> None:
     llm = FlotorchLLM("asked/model", KEY, "http://127.0.0.1:9")
-    call = llm._prepare(USER, None, None, None, {}, stream=False)
+    call = llm._pipeline.prepare(USER, None, None, None, {}, stream=False)
     response = LLMResponse(content="x", metadata={})
     record = stamp(response, call, llm._settings, at=datetime(2025, 5, 1, 12, 0, 0, 123456, tzinfo=UTC))
     assert response.provenance is record and record["timestamp"] == "2025-05-01T12:00:00.123Z"
@@ -193,10 +193,10 @@ def test_no_surface_builds_a_record_of_its_own() -> None:
     other module reads ``response.provenance``. A module that fills a record's fields itself, or
     hashes a request for one, is rebuilding it."""
     package = Path(flotorch_nb.__file__).parent
-    allowed_stamp = {"_call.py"}  # the call pipeline: where an answer (a cache hit too) is finished
+    allowed_stamp = {"_pipeline/_call.py"}  # the call pipeline: where an answer (a cache hit too) is finished
     for path in package.rglob("*.py"):
         name = path.relative_to(package).as_posix()
-        if name in ("_provenance.py", "_request_key.py") or name.startswith("gateway/"):
+        if name in ("_pipeline/_provenance.py", "_request_key.py") or name.startswith("gateway/"):
             continue
         text = path.read_text(encoding="utf-8")
         assert "flotorch_nb_version" not in text, name
@@ -390,6 +390,6 @@ def test_the_request_key_is_one_leaf_that_replay_cache_and_provenance_share() ->
     assert replay.request_key is _request_key.request_key
     assert replay.canonical_request is _request_key.canonical_request
     package = Path(flotorch_nb.__file__).parent
-    for name in ("_provenance.py", "cache.py", "_call.py"):
+    for name in ("_pipeline/_provenance.py", "cache.py", "_pipeline/_call.py"):
         text = (package / name).read_text(encoding="utf-8")
         assert "replay" not in re.findall(r"^\s*from \.+(\w+)", text, re.MULTILINE), name

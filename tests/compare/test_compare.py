@@ -26,8 +26,8 @@ from flotorch_nb import (
     StreamError,
 )
 from flotorch_nb._config import ENV_RECORD, ENV_REPLAY
-from flotorch_nb._hooks import CallRequest
-from flotorch_nb._provenance import FIELDS, METADATA_KEY
+from flotorch_nb._pipeline._hooks import CallRequest
+from flotorch_nb._pipeline._provenance import FIELDS, METADATA_KEY
 from flotorch_nb.batch import ItemCancelledError
 from flotorch_nb.compare import (
     ComparisonCancelled,

@@ -12,7 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from flotorch_nb import BatchResult, BudgetExceededError
-from flotorch_nb._hooks import estimate_tokens
+from flotorch_nb._pipeline._hooks import estimate_tokens
 from flotorch_nb.cache import ENV_CACHE
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook.session import get_session, reset

@@ -20,7 +20,7 @@ import pytest
 
 from flotorch_nb import BudgetExceededError, FlotorchLLM
 from flotorch_nb._admission import Spent, Ticket
-from flotorch_nb._hooks import CallRequest, CallResult, estimate_tokens
+from flotorch_nb._pipeline._hooks import CallRequest, CallResult, estimate_tokens
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook.ledger import Ledger, LedgerEntry, Totals
 from flotorch_nb.notebook.session import Session, get_session

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb import BudgetExceededError, FlotorchLLM, LLMResponse
-from flotorch_nb._hooks import estimate_tokens
+from flotorch_nb._pipeline._hooks import estimate_tokens
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook.session import get_session
 from flotorch_nb.widgets import ChatPanel

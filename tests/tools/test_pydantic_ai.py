@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from flotorch_nb import FlotorchLLM, Hooks, InvalidRequestError, RateLimitError, RetryPolicy
-from flotorch_nb._hooks import CallResult
+from flotorch_nb._pipeline._hooks import CallResult
 from flotorch_nb.gateway import OfflineGateway
 
 pydantic_ai = pytest.importorskip("pydantic_ai")

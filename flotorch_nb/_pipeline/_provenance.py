@@ -12,7 +12,7 @@ flotorch_nb, and the canonical request hash that replay and the answer cache use
      "request_hash": "9f2c…", "attempts": 1, "fallbacks": []}
 
 ``attempts`` counts the calls the answer took (validation re-asks and models passed over included)
-and ``fallbacks`` lists each model passed over as ``[model, reason]`` (``flotorch_nb._recover``).
+and ``fallbacks`` lists each model passed over as ``[model, reason]`` (``flotorch_nb._pipeline._recover``).
 
 Token counts are ``null`` when the gateway did not send them. The gateway is shown display-safe
 (``_config.display_url``: scheme, host, port and path only; no ``user:password@``, no query string,
@@ -38,17 +38,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._config import display_url
-from ._errors import ConfigurationError
-from ._request_key import request_hash
-from ._version import __version__
+from .._config import display_url
+from .._errors import ConfigurationError
+from .._request_key import request_hash
+from .._version import __version__
 
 if TYPE_CHECKING:
     import pandas
 
-    from ._config import Settings
-    from ._response import LLMResponse
-    from ._transport import Call
+    from .._config import Settings
+    from .._response import LLMResponse
+    from .._transport import Call
 
 __all__ = [
     "FIELDS",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._response import LLMResponse, Source
-    from ._transport import Call
+    from .._response import LLMResponse, Source
+    from .._transport import Call
 
 __all__ = ["ENV_LOG", "Sink", "cached", "current", "env_seen"]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import (
+from .._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -36,10 +36,10 @@ from ._errors import (
     StreamError,
     StructuredOutputError,
 )
-from ._response import LLMResponse, Skipped, Usage
+from .._response import LLMResponse, Skipped, Usage
 
 if TYPE_CHECKING:
-    from ._transport import Call
+    from .._transport import Call
 
 __all__ = [
     "REASONS",

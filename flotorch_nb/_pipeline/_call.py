@@ -13,19 +13,20 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _config, _logsink
-from ._admission import Admitted, Asked, Gate, Spent, gates_of, settle
-from ._config import Settings
-from ._errors import FlotorchError, HookError, StructuredOutputError
+from .. import _config
+from .._admission import Admitted, Asked, Gate, Spent, gates_of, settle
+from .._config import Settings
+from .._errors import FlotorchError, HookError, StructuredOutputError
+from .._request import build_body, encode_body
+from .._response import LLMResponse, Source, parse_completion
+from .._transport import Call, headers_for, rate_headers, response_info, scrub
+from ..schema import normalize_response_format, parse_structured
+from . import _logsink
 from ._hooks import CallRequest, CallResult, Hooks, Outcome
 from ._provenance import stamp
-from ._request import build_body, encode_body
-from ._response import LLMResponse, Source, parse_completion
-from ._transport import Call, headers_for, rate_headers, response_info, scrub
-from .schema import normalize_response_format, parse_structured
 
 if TYPE_CHECKING:
-    from .cache import AnswerCache
+    from ..cache import AnswerCache
 
 __all__ = [
     "NOT_HELD",

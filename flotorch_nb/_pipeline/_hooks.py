@@ -36,12 +36,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._errors import FlotorchError, HookError
-from ._response import Source
+from .._errors import FlotorchError, HookError
+from .._response import Source
 
 if TYPE_CHECKING:
-    from ._admission import Gate
-    from ._response import LLMResponse, Usage
+    from .._admission import Gate
+    from .._response import LLMResponse, Usage
 
 __all__ = [
     "CallRequest",

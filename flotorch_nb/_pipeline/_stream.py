@@ -5,7 +5,7 @@ Each stream object sends its request once, on first iteration, and feeds the SSE
 answer rather than paying for a second one. ``data: [DONE]`` ends the answer: the response is returned
 at once and the connection let go, whatever the gateway does with it afterwards. A connection that
 breaks mid-answer becomes a ``StreamError`` (a stall, an ``APITimeoutError``), never a silently short
-answer. A stream reaches its client only through a ``StreamLink``: the send loops, the hooks and the
+answer. A stream reaches its pipeline only through a ``StreamLink``: the send loops, the hooks and the
 in-flight count, nothing else. Given a recovery ``Plan`` (a client with ``fallbacks``), a stream that
 fails before its first delta, or ends with no answer at all, asks the plan's next model (each one a
 call of its own for the hooks and gates); once a delta has been shown, the stream is that model's.
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from ._errors import APIConnectionError, APITimeoutError, FlotorchError, StreamError
-from ._response import LLMResponse, parse_completion
-from ._sse import StreamAccumulator
-from ._transport import AsyncReply, Call, Reply, is_event_stream, response_info, scrub
-from ._transport._httpx import transport_error
+from .._errors import APIConnectionError, APITimeoutError, FlotorchError, StreamError
+from .._response import LLMResponse, parse_completion
+from .._sse import StreamAccumulator
+from .._transport import AsyncReply, Call, Reply, is_event_stream, response_info, scrub
+from .._transport._httpx import transport_error
 
 if TYPE_CHECKING:
     from ._call import Begun, Held
@@ -34,23 +33,33 @@ if TYPE_CHECKING:
 __all__ = ["AsyncChatStream", "ChatStream", "StreamLink"]
 
 
-@dataclass(frozen=True, slots=True)
-class StreamLink:
-    """What a stream may ask of the client that made it (``FlotorchLLM`` builds one per stream)."""
+class StreamLink(Protocol):
+    """What a stream may ask of the pipeline that made it (``_loop.Pipeline`` is one): the steps
+    ``invoke`` takes, one by one, and nothing else."""
 
-    #: The send loop: retries and redirects done, a 2xx reply open (its body read if it is not SSE),
-    #: and the gates' tickets of the attempt that answered, settled when the stream ends.
-    send: Callable[[Call, CallRequest | None], tuple[Reply, float, bytes, Held]]
-    asend: Callable[[Call, CallRequest | None], Awaitable[tuple[AsyncReply, float, bytes, Held]]]
-    #: ``before_request`` hooks (which may refuse the call); ``after_call`` hooks, once per call.
-    begin: Callable[[Call], Begun]
-    end: Callable[[Begun, LLMResponse | BaseException, int], None]
-    #: The finished answer's last steps (structured output, ``offline``, logging).
-    finish: Callable[[LLMResponse, Call], LLMResponse]
-    #: Counts the stream as a call in flight while it is open.
-    in_flight: Callable[[], AbstractContextManager[None]]
-    #: The answer cache's answer to a call (parsed and stamped), or None: asked for each model's call.
-    cached: Callable[[Call], LLMResponse | None]
+    def send(self, call: Call, request: CallRequest | None, /) -> tuple[Reply, float, bytes, Held]:
+        """The send loop: retries and redirects done, a 2xx reply open (its body read if it is not
+        SSE), and the gates' tickets of the attempt that answered, settled when the stream ends."""
+
+    async def asend(
+        self, call: Call, request: CallRequest | None, /
+    ) -> tuple[AsyncReply, float, bytes, Held]:
+        """The async send loop."""
+
+    def begin(self, call: Call, /) -> Begun:
+        """``before_request`` hooks (which may refuse the call)."""
+
+    def end(self, begun: Begun, outcome: LLMResponse | BaseException, partial_chars: int, /) -> None:
+        """``after_call`` hooks, once per call."""
+
+    def finish(self, response: LLMResponse, call: Call, /) -> LLMResponse:
+        """The finished answer's last steps (provenance, structured output, the cache)."""
+
+    def in_flight(self) -> AbstractContextManager[Any]:
+        """Counts the stream as a call in flight while it is open."""
+
+    def cached(self, call: Call, /) -> LLMResponse | None:
+        """The answer cache's answer to a call (parsed and stamped), or None: asked for each model's call."""
 
 
 def _stream_failure(exc: Exception, call: Call, chunks: str) -> FlotorchError | None:
