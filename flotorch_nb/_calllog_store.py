@@ -29,7 +29,6 @@ from collections.abc import Iterable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ._config import redact
 from ._errors import FlotorchError
@@ -245,15 +244,11 @@ def row(
         response = found if isinstance(found, LLMResponse) else None
         state = "error" if isinstance(outcome, Exception) else "stopped"
     provenance = response.provenance if response is not None else None
-    request_hash = provenance.get("request_hash") if provenance else None
-    if request_hash is None:  # a failure: no provenance record, so the hash is worked out here
-        from ._pipeline._provenance import request_hash as hash_of
-
-        request_hash = hash_of(call.content, urlsplit(call.url).path)
     gateway = provenance.get("gateway") if provenance else None
-    if gateway is None:
-        parts = urlsplit(call.url)
-        gateway = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    if gateway is None:  # a failure: no provenance record, so the gateway is named as one would name it
+        from ._pipeline._provenance import gateway_of
+
+        gateway = gateway_of(call.base_url)
     usage = response.usage if response is not None else None
     tool_calls = None
     if response is not None and response.tool_calls:
@@ -279,7 +274,7 @@ def row(
         type(error).__name__ if error is not None else None,
         getattr(error, "status_code", None) if error is not None else None,
         redact(str(error), secret)[:_ERROR_CHARS] if error is not None else None,
-        request_hash,
+        call.request_hash(),  # the one provenance carries (worked out once per call)
         (response.request_id if response is not None else None) or getattr(error, "request_id", None),
         gateway,
         label,

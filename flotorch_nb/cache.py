@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING
 
 from ._config import Secret, redact
 from ._errors import FlotorchError
-from ._request_key import answer_key
 from ._response import LLMResponse
 from ._sqlite import FileKind, open_shared
 from ._stored import StoredAnswer
@@ -97,7 +96,7 @@ class CacheWriteWarning(UserWarning):
 def cache_key(call: Call) -> str:
     """The row key of a prepared call: its request key without ``stream``/``stream_options``
     (``flotorch_nb._request_key.answer_key``)."""
-    return answer_key(call.body, call.url)
+    return call.answer_key()
 
 
 # -- the file --------------------------------------------------------------------------------------

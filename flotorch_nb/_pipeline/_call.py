@@ -91,6 +91,7 @@ def prepare(
         model=model,
         stream=stream,
         model_class=model_class,
+        endpoint=settings.endpoint,
     )
 
 

@@ -98,7 +98,7 @@ def safe_gateway_url(url: str | None) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _gateway(base_url: str) -> str | None:
+def gateway_of(base_url: str) -> str | None:
     """``safe_gateway_url`` of a client's base URL, worked out once per URL rather than per answer,
     and interned: one string for a batch's 100,000 records."""
     gateway = safe_gateway_url(base_url)
@@ -120,7 +120,7 @@ def stamp(
     usage = response.usage
     record = {
         "model": response.model or call.model,
-        "gateway": _gateway(settings.base_url),
+        "gateway": gateway_of(settings.base_url),
         "request_id": response.request_id,
         "timestamp": _utc(at if at is not None else datetime.now(UTC)),
         "input_tokens": usage.input_tokens if usage else None,
@@ -129,7 +129,7 @@ def stamp(
         "latency_ms": round(response.latency_s * 1000, 3),
         "source": response.source,
         "flotorch_nb_version": __version__,
-        "request_hash": request_hash(call.content, settings.endpoint),
+        "request_hash": call.request_hash(),
         # What the answer took: calls (validation re-asks, models passed over) and the models passed
         # over as [model, reason]; the recovery layer (_recover) updates both on the final answer.
         "attempts": response.attempts,

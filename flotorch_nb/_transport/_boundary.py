@@ -4,8 +4,8 @@ library, and what an exchange's outcome means for us.
 Two libraries sit behind this boundary: httpx2 (``_httpx``: the sync pool, injected clients, the
 record/replay transports) and aiohttp (``_aio``: the default async pool). Each hands the send loops a
 *reply* (status, headers, a body to read or stream, a way to let go of the connection) and raises
-only ``FlotorchError`` subclasses for anything that went wrong on the wire, so the loops in ``llm.py``
-and the streams in ``_stream.py`` never see a library's own exceptions. Everything here is a pure
+only ``FlotorchError`` subclasses for anything that went wrong on the wire, so the send loops and the
+streams of ``_pipeline`` never see a library's own exceptions. Everything here is a pure
 function: a timeout, a refused connection or a redirect reads the same whichever path met it.
 """
 
@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from .._config import Secret, display_url, redact
+from .._config import DEFAULT_ENDPOINT, Secret, display_url, redact
 from .._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
+from .._request_key import answer_key, request_hash
 from .._response import OFFLINE_HEADER, ResponseInfo, parse_error
 from .._retry import parse_retry_after
 
@@ -43,11 +44,35 @@ class Call:
     model: str
     stream: bool
     model_class: type[Any] | None = None
+    #: The endpoint path ``url`` ends with (what identifies the request: ``_request_key``).
+    endpoint: str = DEFAULT_ENDPOINT
+    #: The request's keys, each worked out once, on first use: the answer cache asks for its key on
+    #: lookup and again on store, provenance and the call log for the request hash.
+    _keys: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def display_url(self) -> str:
         """The URL for messages and logs: without any ``user:password@`` part."""
         return display_url(self.url)
+
+    @property
+    def base_url(self) -> str:
+        """The gateway's base URL: ``url`` without its endpoint."""
+        return self.url.removesuffix(self.endpoint)
+
+    def request_hash(self) -> str:
+        """The request's key (``_request_key.request_hash``): what its provenance and log row carry."""
+        found = self._keys.get("request")
+        if found is None:
+            found = self._keys["request"] = request_hash(self.content, self.endpoint)
+        return found
+
+    def answer_key(self) -> str:
+        """The answer cache's key (``_request_key.answer_key``: streamed or not, the same answer)."""
+        found = self._keys.get("answer")
+        if found is None:
+            found = self._keys["answer"] = answer_key(self.body, self.url)
+        return found
 
 
 class Reply(Protocol):

@@ -279,3 +279,25 @@ def test_a_hit_that_does_not_parse_as_the_asked_class_is_a_miss(
         with pytest.raises(StructuredOutputError):
             llm.invoke(ASK, response_format=_strict_city())
         assert sent(gateway) == before + 1
+
+
+def test_a_call_works_out_its_answer_key_once_for_the_lookup_and_the_store(
+    gateway: OfflineGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys cost a canonical JSON pass and a sha256 each: a call asks for its answer key on lookup
+    and again on store, and is worked out once (``Call.answer_key``)."""
+    from flotorch_nb._request_key import answer_key as real
+    from flotorch_nb._transport import _boundary
+
+    worked_out: list[str] = []
+
+    def counted(body: Any, url: str) -> str:
+        worked_out.append(url)
+        return real(body, url)
+
+    monkeypatch.setattr(_boundary, "answer_key", counted)
+    with make_llm(gateway, cache=tmp_path / "answers.sqlite") as llm:
+        first = llm.invoke([{"role": "user", "content": "Name a colour."}])
+        again = llm.invoke([{"role": "user", "content": "Name a colour."}])
+    assert again.source == "cache" and again.content == first.content
+    assert len(worked_out) == 2  # one per call: the first's lookup and store share it, the hit's lookup

@@ -163,6 +163,32 @@ def test_an_unreachable_gateway_is_logged_as_a_connection_error(log: CallLog) ->
     assert row["gateway"] == "http://127.0.0.1:9"
 
 
+def test_a_failed_call_names_its_gateway_and_request_as_an_answer_s_provenance_would(log: CallLog) -> None:
+    """A failure has no provenance record, so its row names the gateway and the request hash itself:
+    the same ones an answer's record carries, a base URL's own path included."""
+    import httpx2
+
+    statuses = iter([200, 503])
+
+    def gateway(request: httpx2.Request) -> httpx2.Response:
+        status = next(statuses)
+        if status != 200:
+            return httpx2.Response(status, json={"error": {"message": "busy"}})
+        message = {"role": "assistant", "content": "hi"}
+        return httpx2.Response(200, json={"choices": [{"message": message, "finish_reason": "stop"}]})
+
+    http = httpx2.Client(transport=httpx2.MockTransport(gateway))
+    with FlotorchLLM(SCRIPTED, KEY, "http://gw.test/flotorch", max_retries=0, http_client=http) as client:
+        answer = client.invoke(script(content="hi"))
+        with pytest.raises(flotorch_nb.APIStatusError):
+            client.invoke(script(content="hi"))
+    assert answer.provenance is not None
+    failed = next(row for row in log.search(limit=None) if row["outcome"] == "error")
+    assert failed["gateway"] == answer.provenance["gateway"] == "http://gw.test/flotorch"
+    assert failed["request_hash"] == answer.provenance["request_hash"]
+    http.close()
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("sync", [True, False])
 async def test_a_stream_is_logged_when_it_ends_and_a_stopped_or_cut_one_says_so(

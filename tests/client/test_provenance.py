@@ -196,12 +196,16 @@ def test_no_surface_builds_a_record_of_its_own() -> None:
     allowed_stamp = {"_pipeline/_call.py"}  # the call pipeline: where an answer (a cache hit too) is finished
     for path in package.rglob("*.py"):
         name = path.relative_to(package).as_posix()
-        if name in ("_pipeline/_provenance.py", "_request_key.py") or name.startswith("gateway/"):
+        if name in (
+            "_pipeline/_provenance.py",
+            "_request_key.py",
+            "_transport/_boundary.py",
+        ) or name.startswith("gateway/"):
             continue
         text = path.read_text(encoding="utf-8")
         assert "flotorch_nb_version" not in text, name
         assert "provenance_of" not in text and "Stamp" not in text, name
-        assert not re.search(r"(?<!def )\brequest_hash\(", text), name
+        assert not re.search(r"(?<!def )(?<!\.)\brequest_hash\(", text), name  # call.request_hash(): once
         if re.search(r"\bstamp\(", text):
             assert name in allowed_stamp, name
 
