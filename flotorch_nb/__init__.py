@@ -39,7 +39,7 @@ from .llm import AsyncChatStream, ChatStream, FlotorchLLM
 from .schema import convert_pydantic_to_custom_json_schema
 
 if TYPE_CHECKING:
-    from ._pipeline._provenance import provenance
+    from ._records import provenance
     from .batch import (
         BatchCancelled,
         BatchError,
@@ -69,7 +69,7 @@ _LAZY = {
     "ItemCancelledError": "batch",
     "Price": "pricing",
     "PriceTable": "pricing",
-    "provenance": "_pipeline._provenance",
+    "provenance": "_records",
     "logs": "calllog",
     "MaxStepsError": "tools",
     "Tool": "tools",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._pipeline._provenance import FIELDS
+from ._records import FIELDS
 from ._response import LLMResponse, ResponseInfo, Skipped, Source, ToolCall, Usage, build_response
 
 __all__ = ["StoredAnswer"]

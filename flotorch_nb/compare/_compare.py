@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _bridge
 from .._errors import ConfigurationError, InvalidRequestError
-from .._pipeline._provenance import output_metadata
+from .._records import output_metadata
 from ..pricing import PriceTable, default_prices
 from ._view import comparison_html, comparison_text
 

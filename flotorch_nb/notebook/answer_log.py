@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _render
-from .._pipeline._provenance import FIELDS
+from .._records import FIELDS
 
 if TYPE_CHECKING:
     import pandas
@@ -68,7 +68,7 @@ class AnswerLog:
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per answer: ``by`` and the provenance fields, as ``flotorch_nb.provenance`` gives."""
-        from .._pipeline._provenance import provenance_frame
+        from .._records import provenance_frame
 
         records = self.records
         frame = provenance_frame(records)

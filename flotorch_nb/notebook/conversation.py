@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _render
-from .._pipeline._provenance import output_metadata
+from .._records import output_metadata
 from .._text import utf8_safe
 from .ledger import LedgerEntry, Totals
 

@@ -35,7 +35,7 @@ from .. import _config
 from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._interpolate import interpolate
 from .._pipeline._hooks import call_label
-from .._pipeline._provenance import output_metadata
+from .._records import output_metadata
 from .._text import utf8_safe
 from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line

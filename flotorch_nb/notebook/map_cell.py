@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .._pipeline._provenance import METADATA_KEY, output_metadata
+from .._records import METADATA_KEY, output_metadata
 from .._render import html_table, text_table
 from .._text import utf8_safe
 from ..batch import BatchItem, BatchResult

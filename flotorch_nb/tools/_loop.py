@@ -193,7 +193,7 @@ class ToolRun:
     ) -> tuple[dict[str, str], dict[str, Any]]:
         """The tool cards and the answer (sanitized HTML and plain text); the turns' provenance as the
         output's metadata, as every answer saves it."""
-        from .._pipeline._provenance import output_metadata
+        from .._records import output_metadata
         from ._cards import run_bundle
 
         return run_bundle(self), output_metadata(self.provenance)

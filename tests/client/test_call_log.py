@@ -29,7 +29,7 @@ from flotorch_nb import (
     calllog,
 )
 from flotorch_nb._pipeline import _logsink
-from flotorch_nb._pipeline._provenance import request_hash
+from flotorch_nb._request_key import request_hash
 from flotorch_nb.calllog import CallLog, CallLogError, CallLogWarning
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.pricing import reset_default_prices, shared_prices

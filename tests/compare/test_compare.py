@@ -27,7 +27,7 @@ from flotorch_nb import (
 )
 from flotorch_nb._config import ENV_RECORD, ENV_REPLAY
 from flotorch_nb._pipeline._hooks import CallRequest
-from flotorch_nb._pipeline._provenance import FIELDS, METADATA_KEY
+from flotorch_nb._records import FIELDS, METADATA_KEY
 from flotorch_nb.batch import ItemCancelledError
 from flotorch_nb.compare import (
     ComparisonCancelled,

@@ -16,7 +16,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from flotorch_nb import BudgetExceededError, Comparison
-from flotorch_nb._pipeline._provenance import FIELDS, METADATA_KEY
+from flotorch_nb._records import FIELDS, METADATA_KEY
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.session import get_session
 from flotorch_nb.pricing import format_cost

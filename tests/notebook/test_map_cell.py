@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flotorch_nb import BatchResult
-from flotorch_nb._pipeline._provenance import FIELDS, METADATA_KEY
+from flotorch_nb._records import FIELDS, METADATA_KEY
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook import map_cell
 from flotorch_nb.notebook.map_cell import ModelBatches, ShownBatch

@@ -10,7 +10,7 @@ import ipywidgets as w
 import pytest
 
 from flotorch_nb import FlotorchLLM
-from flotorch_nb._pipeline._provenance import FIELDS, METADATA_KEY
+from flotorch_nb._records import FIELDS, METADATA_KEY
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook.session import get_session, reset
 from flotorch_nb.notebook.widgets import DOCKED_NOTE, ChatPanel
