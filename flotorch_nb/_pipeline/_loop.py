@@ -127,12 +127,8 @@ class Pipeline:
         kw: dict[str, Any],
     ) -> ChatStream:
         """``FlotorchLLM.stream``: with a plan, a model failing before the first delta is passed over."""
-        if self._recovering(kw):
-            plan = self.plan(messages, tools, response_format, extra, kw, stream=True)
-            call = next(plan)
-            return ChatStream(self, call, answered=self.cached(call), plan=plan)
-        call = self.prepare(messages, tools, response_format, extra, kw, stream=True)
-        return ChatStream(self, call, answered=self.cached(call))
+        call, plan = self._first_streamed(messages, tools, response_format, extra, kw)
+        return ChatStream(self, call, answered=self.cached(call), plan=plan)
 
     def astream(
         self,
@@ -143,12 +139,22 @@ class Pipeline:
         kw: dict[str, Any],
     ) -> AsyncChatStream:
         """The async twin of ``stream``."""
+        call, plan = self._first_streamed(messages, tools, response_format, extra, kw)
+        return AsyncChatStream(self, call, answered=self.cached(call), plan=plan)
+
+    def _first_streamed(
+        self,
+        messages: Any,
+        tools: Any,
+        response_format: Any,
+        extra: Mapping[str, Any] | None,
+        kw: dict[str, Any],
+    ) -> tuple[Call, Plan | None]:
+        """A stream's first call, with the recovery plan that may replace it before its first delta."""
         if self._recovering(kw):
             plan = self.plan(messages, tools, response_format, extra, kw, stream=True)
-            call = next(plan)
-            return AsyncChatStream(self, call, answered=self.cached(call), plan=plan)
-        call = self.prepare(messages, tools, response_format, extra, kw, stream=True)
-        return AsyncChatStream(self, call, answered=self.cached(call))
+            return next(plan), plan
+        return self.prepare(messages, tools, response_format, extra, kw, stream=True), None
 
     def prepare(
         self,
