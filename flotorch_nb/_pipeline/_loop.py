@@ -63,6 +63,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline"]
 
+#: A call's ``extra_body`` and its other keyword arguments, as the client's methods hand them on.
+Extra = Mapping[str, Any] | None
+Params = dict[str, Any]
+
 logger = logging.getLogger("flotorch_nb")
 
 
@@ -90,104 +94,51 @@ class Pipeline:
         self.offline: bool | None = None
 
     # -- the doors: each call prepared (and planned, when it may be asked again) before any I/O -----
-    def invoke(
-        self,
-        messages: Any,
-        tools: Any,
-        response_format: Any,
-        extra: Mapping[str, Any] | None,
-        kw: dict[str, Any],
-    ) -> LLMResponse:
+    def invoke(self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params) -> LLMResponse:
         """``FlotorchLLM.invoke``: one call, or a recovery plan driven over it."""
         if self._recovering(kw):
-            return drive(self.plan(messages, tools, response_format, extra, kw, stream=False), self.one)
-        return self.one(self.prepare(messages, tools, response_format, extra, kw, stream=False))
+            return drive(self.plan(messages, tools, fmt, extra, kw, stream=False), self.one)
+        return self.one(self.prepare(messages, tools, fmt, extra, kw, stream=False))
 
-    async def ainvoke(
-        self,
-        messages: Any,
-        tools: Any,
-        response_format: Any,
-        extra: Mapping[str, Any] | None,
-        kw: dict[str, Any],
-    ) -> LLMResponse:
+    async def ainvoke(self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params) -> LLMResponse:
         """The async twin of ``invoke``."""
         if self._recovering(kw):
-            return await adrive(
-                self.plan(messages, tools, response_format, extra, kw, stream=False), self.aone
-            )
-        return await self.aone(self.prepare(messages, tools, response_format, extra, kw, stream=False))
+            return await adrive(self.plan(messages, tools, fmt, extra, kw, stream=False), self.aone)
+        return await self.aone(self.prepare(messages, tools, fmt, extra, kw, stream=False))
 
-    def stream(
-        self,
-        messages: Any,
-        tools: Any,
-        response_format: Any,
-        extra: Mapping[str, Any] | None,
-        kw: dict[str, Any],
-    ) -> ChatStream:
+    def stream(self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params) -> ChatStream:
         """``FlotorchLLM.stream``: with a plan, a model failing before the first delta is passed over."""
-        call, plan = self._first_streamed(messages, tools, response_format, extra, kw)
+        call, plan = self._first_streamed(messages, tools, fmt, extra, kw)
         return ChatStream(self, call, answered=self.cached(call), plan=plan)
 
-    def astream(
-        self,
-        messages: Any,
-        tools: Any,
-        response_format: Any,
-        extra: Mapping[str, Any] | None,
-        kw: dict[str, Any],
-    ) -> AsyncChatStream:
+    def astream(self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params) -> AsyncChatStream:
         """The async twin of ``stream``."""
-        call, plan = self._first_streamed(messages, tools, response_format, extra, kw)
+        call, plan = self._first_streamed(messages, tools, fmt, extra, kw)
         return AsyncChatStream(self, call, answered=self.cached(call), plan=plan)
 
     def _first_streamed(
-        self,
-        messages: Any,
-        tools: Any,
-        response_format: Any,
-        extra: Mapping[str, Any] | None,
-        kw: dict[str, Any],
+        self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params
     ) -> tuple[Call, Plan | None]:
         """A stream's first call, with the recovery plan that may replace it before its first delta."""
         if self._recovering(kw):
-            plan = self.plan(messages, tools, response_format, extra, kw, stream=True)
+            plan = self.plan(messages, tools, fmt, extra, kw, stream=True)
             return next(plan), plan
-        return self.prepare(messages, tools, response_format, extra, kw, stream=True), None
+        return self.prepare(messages, tools, fmt, extra, kw, stream=True), None
 
-    def prepare(
-        self,
-        messages: object,
-        tools: object,
-        response_format: object,
-        extra_body: Mapping[str, Any] | None,
-        kwargs: dict[str, Any],
-        *,
-        stream: bool,
-    ) -> Call:
+    def prepare(self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params, *, stream: bool) -> Call:
         """One call validated and encoded (``_call.prepare``): every mistake refused before any I/O."""
-        return prepare(self.settings, messages, tools, response_format, extra_body, kwargs, stream=stream)
+        return prepare(self.settings, messages, tools, fmt, extra, kw, stream=stream)
 
-    def _recovering(self, kwargs: dict[str, Any]) -> bool:
+    def _recovering(self, kw: Params) -> bool:
         """Whether a call needs the recovery layer (``_recover``): fallbacks, or validation retries."""
-        return bool(self.fallbacks) or "validation_retries" in kwargs
+        return bool(self.fallbacks) or "validation_retries" in kw
 
-    def plan(
-        self,
-        messages: Any,
-        tools: Any,
-        response_format: Any,
-        extra_body: Mapping[str, Any] | None,
-        kwargs: dict[str, Any],
-        *,
-        stream: bool,
-    ) -> Plan:
+    def plan(self, messages: Any, tools: Any, fmt: Any, extra: Extra, kw: Params, *, stream: bool) -> Plan:
         """The recovery plan of one call (``_recover.recover``), everything refused before any I/O:
         its first call prepared, ``validation_retries`` checked (a stream refuses it: its text has
         been shown by the time the answer can be validated)."""
-        retries = kwargs.pop("validation_retries", None)
-        first = self.prepare(messages, tools, response_format, extra_body, dict(kwargs), stream=stream)
+        retries = kw.pop("validation_retries", None)
+        first = self.prepare(messages, tools, fmt, extra, dict(kw), stream=stream)
         if retries is not None:
             check_validation_retries(retries, first.model_class)
             if stream:
@@ -197,8 +148,8 @@ class Pipeline:
                 )
 
         def ask(conversation: list[dict[str, Any]], model: str) -> Call:
-            again = {**kwargs, "model": model}
-            return self.prepare(conversation, tools, response_format, extra_body, again, stream=stream)
+            again = {**kw, "model": model}
+            return self.prepare(conversation, tools, fmt, extra, again, stream=stream)
 
         return recover(first, messages, retries or 0, self.fallbacks, ask)
 
