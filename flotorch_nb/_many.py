@@ -1,7 +1,7 @@
 """Many calls at once on one client: ``batch``/``abatch`` and ``compare``/``acompare``.
 
 The tool loop (``run``/``arun``) is many calls too: one per model turn (``flotorch_nb.tools``).
-A mixin of ``FlotorchLLM`` so that ``llm.py`` keeps only the single call and its two send loops. Each
+A mixin of ``FlotorchLLM`` so that ``llm.py`` stays the client's face for a single call. Each
 method is a thin, documented entry point; the work lives in ``flotorch_nb.batch`` and
 ``flotorch_nb.compare``, imported on first use so ``import flotorch_nb`` stays light.
 """

@@ -3,8 +3,8 @@ the order a call lives it: prepared (validated and encoded into a ``Call`` befor
 from the answer cache if it can be (``answered``), begun (``before_request`` hooks, the clock), each
 attempt admitted by the gates and settled (``_admission``), its answer finished (``completed`` /
 ``finished``: provenance stamped, structured output parsed, the answer stored in the cache), and
-ended (``after_call`` hooks, exactly once, whatever the outcome). ``llm.py`` keeps only the loops;
-a stream (``_stream``) finishes its answer here too, so every answer leaves by the same steps."""
+ended (``after_call`` hooks, exactly once, whatever the outcome). ``_loop.Pipeline`` keeps only the
+loops; a stream (``_stream``) finishes its answer here too, so every answer leaves by the same steps."""
 
 from __future__ import annotations
 

@@ -208,7 +208,7 @@ def _marked(outcome: Outcome, tally: _Tally, skipped: list[Skipped]) -> LLMRespo
 
 
 def drive(plan: Plan, once: Callable[[Call], LLMResponse]) -> LLMResponse:
-    """Run ``plan`` with ``once`` (the client's one call) for each call it asks for."""
+    """Run ``plan`` with ``once`` (the pipeline's one call) for each call it asks for."""
     call = next(plan)
     while True:
         try:
