@@ -10,9 +10,7 @@ import pytest
 
 from flotorch_nb import ConfigurationError, FlotorchLLM, Hooks, RetryPolicy
 from flotorch_nb.cache import AnswerCache
-from tests.support.client import KEY, MOCK_URL, USER, Recorder
-
-from .test_gates import Counting
+from tests.support.client import KEY, MOCK_URL, USER, Counting, Recorder
 
 
 def _client(http: httpx2.Client, **options: object) -> FlotorchLLM:

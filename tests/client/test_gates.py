@@ -23,6 +23,7 @@ from flotorch_nb._admission import UNTIL_SETTLED, Asked, Spent, Ticket, gated
 from tests.support.client import (
     SYNC,
     SYNC_IDS,
+    Counting,
     Recorder,
     chunk,
     completion,
@@ -35,24 +36,6 @@ from tests.support.client import (
 
 KINDS = ["invoke", "stream"]
 USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
-
-
-class Counting:
-    """A gate that admits everything and records what it is asked and told."""
-
-    def __init__(self) -> None:
-        self.admits: list[Asked] = []
-        self.settles: list[Spent | None] = []
-        self._lock = threading.Lock()
-
-    def admit(self, request: Asked) -> Ticket | float:
-        with self._lock:
-            self.admits.append(request)
-        return Ticket()
-
-    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
-        with self._lock:
-            self.settles.append(spent)
 
 
 def _answer(kind: str) -> httpx2.Response:

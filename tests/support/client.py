@@ -18,6 +18,7 @@ from typing import Any
 import httpx2
 
 from flotorch_nb import FlotorchLLM, LLMResponse, RetryPolicy
+from flotorch_nb._admission import Asked, Spent, Ticket
 
 # Key-shaped so redaction is tested on a realistic value; split so a scan for leaked keys stays quiet.
 # Key-shaped test strings are built with "+" so no file holds one whole and leak scans stay quiet
@@ -248,3 +249,21 @@ def http_response(status: int, body: bytes = b"", **headers: str) -> bytes:
 def chunked(*pieces: bytes, end: bool = True) -> bytes:
     """A chunked body: each piece as one chunk, then the terminating zero-length chunk if ``end``."""
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + (b"0\r\n\r\n" if end else b"")
+
+
+class Counting:
+    """A gate that admits everything and records what it is asked and told."""
+
+    def __init__(self) -> None:
+        self.admits: list[Asked] = []
+        self.settles: list[Spent | None] = []
+        self._lock = threading.Lock()
+
+    def admit(self, request: Asked) -> Ticket | float:
+        with self._lock:
+            self.admits.append(request)
+        return Ticket()
+
+    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
+        with self._lock:
+            self.settles.append(spent)

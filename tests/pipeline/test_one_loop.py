@@ -16,6 +16,7 @@ from flotorch_nb.cache import AnswerCache
 from tests.support.client import (
     MOCK_URL,
     USER,
+    Counting,
     Recorder,
     chunk,
     completion,
@@ -23,8 +24,6 @@ from tests.support.client import (
     sse,
     sse_response,
 )
-
-from .test_gates import Counting
 
 PATHS = ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"]
 USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}

@@ -31,6 +31,7 @@ from tests.support.client import (
     SYNC,
     SYNC_IDS,
     USER,
+    Counting,
     Recorder,
     completion,
     invoke,
@@ -38,8 +39,6 @@ from tests.support.client import (
     mock_llm,
     stream,
 )
-
-from .test_gates import Counting
 
 PRIMARY, SECOND, THIRD = "offline/concise", "offline/verbose", "offline/echo"
 HELLO = [{"role": "user", "content": "Say hello."}]
