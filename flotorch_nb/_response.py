@@ -2,7 +2,7 @@
 
 The seed's fields (``content``, ``metadata`` with ``inputTokens``/``outputTokens``/``totalTokens``/
 ``raw_response``) are kept exactly; the typed conveniences beside them (tool calls, finish reason,
-latency, offline mark) are additive. Nothing here does I/O, so the sync, async and streaming paths
+latency, offline mark, the answer validated into a ``response_format`` class) are additive. Nothing here does I/O, so the sync, async and streaming paths
 all end in the same functions.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from ._errors import APIStatusError, ResponseError, status_error
+from ._errors import APIStatusError, ResponseError, StructuredOutputError, status_error
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -389,3 +389,20 @@ def parse_error(
         raw = None
     message = error_message(raw) if raw is not None else (excerpt(body) or "(empty body)")
     return status_error(status_code, message, request_id=request_id, body=raw, retry_after=retry_after)
+
+
+def parse_structured(model_class: type[Any], content: str) -> Any:
+    """Validate the model's JSON answer into ``model_class``; say clearly when it does not fit."""
+    from pydantic import ValidationError
+
+    try:
+        return model_class.model_validate_json(content)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise StructuredOutputError(
+            f"the model's answer does not validate against {model_class.__name__}: {problems}",
+            content=content,
+            problems=problems,
+        ) from None

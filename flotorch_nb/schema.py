@@ -3,7 +3,8 @@ may be given as.
 
 Users pass whichever shape they have at hand: the seed's wrapper (``{"response_format": {...}}``), the
 inner ``{"type": "json_schema", ...}`` dict, or a pydantic model class. They all become one wire shape,
-and a class additionally gives a validated ``resp.parsed``. pydantic is imported only when a class is
+and a class additionally gives a validated ``resp.parsed`` (validating the answer is the answer's side,
+``_response.parse_structured``, re-exported here). pydantic is imported only when a class is
 involved, so plain calls never pay its import cost.
 
 A class's JSON schema is built once (``_schema_of``): pydantic takes about a millisecond to build it,
@@ -18,7 +19,8 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidRequestError, StructuredOutputError
+from ._errors import InvalidRequestError
+from ._response import parse_structured as parse_structured  # the answer's half, kept importable here
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -100,20 +102,3 @@ def normalize_response_format(response_format: object) -> tuple[dict[str, Any] |
         "or {'type': 'json_schema', 'json_schema': {...}}; "
         f"got {response_format!r:.120}"
     )
-
-
-def parse_structured(model_class: type[Any], content: str) -> Any:
-    """Validate the model's JSON answer into ``model_class``; say clearly when it does not fit."""
-    from pydantic import ValidationError
-
-    try:
-        return model_class.model_validate_json(content)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5]
-        )
-        raise StructuredOutputError(
-            f"the model's answer does not validate against {model_class.__name__}: {problems}",
-            content=content,
-            problems=problems,
-        ) from None

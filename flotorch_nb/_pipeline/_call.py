@@ -18,9 +18,9 @@ from .._admission import Admitted, Asked, Gate, Spent, gates_of, settle
 from .._config import Settings
 from .._errors import FlotorchError, HookError, StructuredOutputError
 from .._request import build_body, encode_body
-from .._response import LLMResponse, Source, parse_completion
+from .._response import LLMResponse, Source, parse_completion, parse_structured
 from .._transport import Call, headers_for, rate_headers, response_info, scrub
-from ..schema import normalize_response_format, parse_structured
+from ..schema import normalize_response_format
 from . import _logsink
 from ._hooks import CallRequest, CallResult, Hooks, Outcome
 from ._provenance import stamp
