@@ -169,7 +169,7 @@ class Pipeline:
         self.offline = response.offline
         return finished(response, call, self.settings, self.cache)
 
-    def in_flight(self) -> AbstractContextManager[Any]:
+    def tracked(self) -> AbstractContextManager[Any]:
         """Counts a stream as a call in flight while it is open."""
         return self.pools.tracked()
 

@@ -55,7 +55,7 @@ class StreamLink(Protocol):
     def finish(self, response: LLMResponse, call: Call, /) -> LLMResponse:
         """The finished answer's last steps (provenance, structured output, the cache)."""
 
-    def in_flight(self) -> AbstractContextManager[Any]:
+    def tracked(self) -> AbstractContextManager[Any]:
         """Counts the stream as a call in flight while it is open."""
 
     def cached(self, call: Call, /) -> LLMResponse | None:
@@ -240,7 +240,7 @@ class ChatStream(_Recovering):
         import httpx2  # for EventSource: httpx-sse's parser, over our duck-typed reply
 
         link, call, accumulator = self._link, self._call, self.accumulator
-        with link.in_flight():  # a stream is in flight until it ends, fails or is closed
+        with link.tracked():  # a stream is in flight until it ends, fails or is closed
             http, started, body, held = link.send(call, request)
             self._http = http
             ended: LLMResponse | BaseException | None = None
@@ -360,7 +360,7 @@ class AsyncChatStream(_Recovering):
         import httpx2
 
         link, call, accumulator = self._link, self._call, self.accumulator
-        with link.in_flight():  # in flight until it ends, fails, is closed or cancelled
+        with link.tracked():  # in flight until it ends, fails, is closed or cancelled
             http, started, body, held = await link.asend(call, request)
             self._http = http
             watched = _Watched(http, call)
