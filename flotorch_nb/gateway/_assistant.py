@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from ._data import fact_for, knowledge, list_for, lookup, phrase, phrases, word_list
-from ._json_mode import json_object
 from ._lists import bullets
 from ._numbers import arithmetic, number_fact
 from ._phrasing import styled, translation
 from ._text import first_sentence, keywords, topic_of, words
 from ._validate import Message, Tool
 
-__all__ = ["answer", "json_answer", "tool_followup"]
+__all__ = ["answer", "tool_followup"]
 
 _NAME_RE = re.compile(r"\b(?:my name is|i am|i'm|call me)\s+([A-Z][a-zA-Z\-]+)", re.IGNORECASE)
 _MATH_ASK = re.compile(r"\b(?:what(?:'s| is)|calculate|compute|evaluate|solve|how much is)\b", re.IGNORECASE)
@@ -44,11 +42,6 @@ def answer(messages: Sequence[Message], model: str = "offline/assistant") -> str
     earlier = [m for m in messages[: _last_index(messages, "user")] if m.role in ("user", "assistant")]
     reply = _compose(last, earlier, model)
     return styled(reply, system)
-
-
-def json_answer(prompt: str, text: str, model: str) -> dict[str, Any]:
-    """The JSON object of a JSON-mode answer: the keys the prompt names (see ``_json_mode``)."""
-    return json_object(prompt, text)
 
 
 def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
