@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 
 from ._data import list_for, phrases, procedure_for
-from ._text import NUMBER_WORDS, hints_from, topic_of, words
+from ._text import NUMBER_WORDS, asked_count, topic_of, words
 
 __all__ = ["NUMBER_WORDS", "bullets", "number_word", "wants_steps"]
 
-_MAX_ITEMS = 10
 _DEFAULT_ITEMS = 4
 _TASK = re.compile(r"\b(?:steps?|instructions|how)\b.*?\bto\s+([a-z][^.?!\n:;()]*)", re.IGNORECASE)
 _SUBJECT = re.compile(r"\b(?:steps?|instructions|checklist)\s+(?:for|of|on)\s+([^.?!\n:;()]+)", re.IGNORECASE)
@@ -34,13 +33,6 @@ def wants_steps(prompt: str) -> bool:
     return bool(said & {"step", "steps", "instructions"}) or bool(re.search(r"\bhow to\b", prompt, re.I))
 
 
-def _count(prompt: str) -> int | None:
-    for number in hints_from(prompt).numbers:
-        if number.is_integer() and number >= 1:
-            return min(int(number), _MAX_ITEMS)
-    return None
-
-
 def _numbered(items: list[str]) -> str:
     return "\n".join(f"{index}. {item}" for index, item in enumerate(items, start=1))
 
@@ -48,7 +40,7 @@ def _numbered(items: list[str]) -> str:
 def bullets(prompt: str) -> str:
     """The answer to a request for a list or for steps."""
     said = words(prompt)
-    count = _count(prompt)
+    count = asked_count(prompt)
     if wants_steps(prompt):
         return _steps(prompt, said, count)
     known = list_for(said)

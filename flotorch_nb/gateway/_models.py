@@ -25,7 +25,6 @@ are derived from the request.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -41,7 +40,7 @@ from ._scripted import SCRIPTED_MODEL, parse_script
 from ._text import Hints, count_tokens, hints_from, truncate_tokens
 from ._tool_calls import ToolCallAsk, phase_of, planned_calls
 from ._validate import ChatRequest, Message
-from ._wire import GatewayError, Plan, ToolCallPlan
+from ._wire import GatewayError, Plan, ToolCallPlan, call_id
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "PROFILES", "ModelProfile", "plan_completion", "profile"]
 
@@ -173,14 +172,13 @@ def _tool_plan(request: ChatRequest, asks: Sequence[ToolCallAsk], last_user: str
     for index, ask in enumerate(asks):
         where = f"tools[{ask.tool.name}].function.parameters"
         arguments = json.dumps(_filled(ask.tool.parameters, ask.hints, "", where), ensure_ascii=False)
-        seed = f"{len(request.messages)}|{index}|{ask.tool.name}|{arguments}|{last_user}".encode()
-        call_id = "call_" + hashlib.sha256(seed).hexdigest()[:24]
+        made_id = call_id(f"{len(request.messages)}|{index}|{ask.tool.name}|{arguments}|{last_user}")
         if budget is not None:
             # Like a real model, running out of tokens mid-call leaves truncated (invalid) JSON arguments.
             budget -= count_tokens(ask.tool.name)
             arguments, cut = truncate_tokens(arguments, max(budget, 0))
             budget -= count_tokens(arguments)
-        calls.append(ToolCallPlan(call_id, ask.tool.name, arguments))
+        calls.append(ToolCallPlan(made_id, ask.tool.name, arguments))
         completion += count_tokens(ask.tool.name) + count_tokens(arguments)
         if cut:
             break

@@ -20,8 +20,9 @@ from typing import Any
 
 from ._data import load, split_words, word_list
 from ._text import Hints, first_sentence, words
+from ._wire import number_or
 
-__all__ = ["Scalars", "bounds", "fit_string", "int_or", "number_or", "within"]
+__all__ = ["Scalars", "bounds", "fit_string", "int_or", "within"]
 
 _LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Japanese", "Chinese")
 _NEGATION = re.compile(r"\b(?:no|not|never|without|don't|disable|false)\b", re.IGNORECASE)
@@ -68,17 +69,15 @@ class Scalars:
         if chosen is None and _fits_number(given, schema, low, high, integer=integer):
             return round(given) if integer else given  # type: ignore[no-any-return]
         if chosen is None:
-            default = schema.get("default")
-            if isinstance(default, int | float) and not isinstance(default, bool):
-                chosen = float(default)
-            else:
-                named = load("words")["named_numbers"]
-                chosen = next((float(n["value"]) for n in named if set(n["words"].split()) & name_words), 1.0)
+            chosen = number_or(schema.get("default"))
+        if chosen is None:
+            named = load("words")["named_numbers"]
+            chosen = next((float(n["value"]) for n in named if set(n["words"].split()) & name_words), 1.0)
         if not within(chosen, low, high):
             chosen = _inside(chosen, low, high)
         step = schema.get("multipleOf")
-        if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
-            chosen = _multiple(chosen, float(step), low, high)
+        if (unit := number_or(step)) is not None and unit > 0:
+            chosen = _multiple(chosen, unit, low, high)
         if integer or chosen.is_integer():
             return round(chosen)
         return chosen
@@ -177,7 +176,7 @@ class Scalars:
 
 
 def _fits_number(value: Any, schema: Mapping[str, Any], low: _Bound, high: _Bound, *, integer: bool) -> bool:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if number_or(value) is None or not math.isfinite(value):
         return False
     if integer and not float(value).is_integer():
         return False
@@ -228,11 +227,6 @@ def bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[_Bound, _Bound]
                 bound = (math.ceil(edge) - 1.0 if excl else float(math.floor(edge)), False)
         sides.append(bound)
     return sides[0], sides[1]
-
-
-def number_or(value: Any) -> float | None:
-    """``value`` as a float when it is a JSON number (booleans are not), else None."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def within(value: float, low: _Bound, high: _Bound) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._schema_fill import MAX_SIZE, oversized_keyword
 from ._text import count_tokens
-from ._wire import GatewayError
+from ._wire import GatewayError, number_or
 
 __all__ = ["ROLES", "ChatRequest", "Message", "Tool", "parse_request"]
 
@@ -102,7 +102,7 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
         raise _bad(f"Invalid 'max_tokens': expected an integer >= 1, got {max_tokens!r}.", "max_tokens")
     for name, high in (("temperature", 2.0), ("top_p", 1.0)):
         value = body.get(name)
-        if value is not None and (not _is_number(value) or not 0 <= value <= high):
+        if value is not None and (number_or(value) is None or not 0 <= value <= high):
             raise _bad(f"Invalid '{name}': expected a number between 0 and {high:g}, got {value!r}.", name)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
@@ -147,10 +147,6 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
         token_delay=_parse_token_delay(body),
         prompt_tokens=prompt_tokens,
     )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _parse_messages(raw: Any) -> tuple[Message, ...]:
@@ -308,7 +304,7 @@ def _parse_token_delay(body: Mapping[str, Any]) -> float | None:
         offline = holder.get("offline") if isinstance(holder, Mapping) else None
         if isinstance(offline, Mapping) and "token_delay" in offline:
             delay = offline["token_delay"]
-            if not _is_number(delay) or not 0 <= delay <= _MAX_TOKEN_DELAY:
+            if number_or(delay) is None or not 0 <= delay <= _MAX_TOKEN_DELAY:
                 raise _bad(
                     f"Invalid 'offline.token_delay': expected seconds between 0 and {_MAX_TOKEN_DELAY:g}.",
                     "extra_body.offline.token_delay",
