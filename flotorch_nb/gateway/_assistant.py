@@ -189,7 +189,8 @@ def _haiku(last: str) -> str:
     topic = " ".join(topic_words) if topic_words != ["your", "request"] else "silence"
     syllables = sum(_syllables(w) for w in topic.split())
     # Line one pads the topic to five syllables; lines two and three are fixed at seven and five.
-    lead = {4: "Morning light on", 3: "Soft light on", 2: "Morning:", 1: "Oh,"}.get(5 - syllables, "")
+    missing = 5 - syllables
+    lead = phrases()["haiku"]["leads"][missing - 1] if 1 <= missing <= 4 else ""
     line_one = f"{lead} {topic}".strip() if lead else topic.capitalize()
     if lead:
         line_one = line_one[0].upper() + line_one[1:]
