@@ -91,29 +91,26 @@ def create_app(
     api_key: str | None = None,
     token_delay: float = 0.0,
     latency: float = 0.0,
-    faults: FaultPlan | None = None,
-    requests: list[RecordedRequest] | None = None,
     record: bool = False,
-    counts: RequestCounts | None = None,
     limiter: RateLimiter | None = None,
 ) -> Starlette:
     """Build the offline gateway's ASGI app.
 
     ``api_key`` None accepts any non-empty Bearer key. ``token_delay`` is the pause between streamed
     chunks and ``latency`` the wait before an answer's first byte (seconds; both scaled per model,
-    see ``_models.PROFILES``). ``faults``, ``requests`` and ``counts`` are shared with the caller
-    (``app.state`` holds them too). Request bodies are kept in ``requests`` only with ``record=True``
-    (tests that assert what was sent): a long-running gateway must not grow with every chat turn.
-    ``counts`` (how many times each request arrived) are always kept; they are a dict of ints.
-    ``limiter`` holds the hidden rate limit (none by default; ``app.state.limiter``).
+    see ``_models.PROFILES``). What the app shares with whoever serves it is on ``app.state``:
+    ``faults`` (a :class:`FaultPlan`), ``requests`` (the received requests, kept only with
+    ``record=True``, for tests that assert what was sent: a long-running gateway must not grow with
+    every chat turn), ``counts`` (how many times each request arrived: always kept, a dict of ints),
+    ``limiter`` (the hidden rate limit, none by default) and ``settings`` (the delays).
     """
     h = _Handlers(
         api_key=api_key.encode() if api_key is not None else None,
         token_delay=check_seconds("token_delay", token_delay),
         latency=check_seconds("latency", latency),
-        faults=faults if faults is not None else FaultPlan(),
-        requests=(requests if requests is not None else []) if record else None,
-        counts=counts if counts is not None else RequestCounts(),
+        faults=FaultPlan(),
+        requests=[] if record else None,
+        counts=RequestCounts(),
         limiter=limiter if limiter is not None else RateLimiter(),
     )
     index = {
