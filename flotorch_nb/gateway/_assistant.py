@@ -103,25 +103,25 @@ def _compose(last: str, earlier: list[Message], model: str) -> str:
         return phrase("identity", model=model)
     if "haiku" in said:
         return _haiku(last)
-    if any(w in said for w in ("summarize", "summarise", "summary", "tldr", "tl")):
+    if word_list("summary_words") & set(said):
         return _summary(last, earlier)
-    if "translate" in said or "translation" in said:
+    if word_list("translate_words") & set(said):
         return translation(last)
     if word_list("code_words") & set(said) or ("python" in said and word_list("make_words") & set(said)):
         return _code(last)
     computed = arithmetic(last) if _MATH_ASK.search(last) and not _DATE.search(last) else None
-    computed = computed or (number_fact(last) if {"fact", "facts", "trivia"} & set(said) else None)
+    computed = computed or (number_fact(last) if word_list("fact_words") & set(said) else None)
     if computed:
         return computed
     if _wants_list(said, lowered):
         return bullets(last)
     if said[0] in word_list("greetings") and len(said) <= 6:
         return _greeting(lowered)
-    if said[0] in ("thanks", "thank") and len(said) <= 6:
+    if said[0] in word_list("thanks_words") and len(said) <= 6:
         return phrase("thanks")
     fact = lookup("facts", said)
     if fact:
-        shown = {"example", "record", "show", "instance"} & set(said)
+        shown = word_list("show_words") & set(said)
         return f"{fact['text']} {phrase('glossary')}" + (f"\n\n{fact['example']}" if shown else "")
     example = _example(said, earlier)
     if example:
@@ -173,7 +173,7 @@ def _memory(lowered: str, earlier: list[Message]) -> str | None:
         if previous:
             return phrase("repeat", previous=first_sentence(previous, 40))
     match = _NAME_RE.search(lowered)
-    if match and match.group(1) not in ("a", "an", "the", "not", "so", "very", "here"):
+    if match and match.group(1) not in word_list("not_a_name"):
         return phrase("name_learned", name=match.group(1).capitalize())
     return None
 

@@ -24,12 +24,10 @@ from ._wire import number_or
 
 __all__ = ["Scalars", "bounds", "fit_string", "int_or", "within"]
 
-_LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Japanese", "Chinese")
 _NEGATION = re.compile(r"\b(?:no|not|never|without|don't|disable|false)\b", re.IGNORECASE)
 _STREET_RE = re.compile(
     r"\b\d+\s+(?:[A-Z][a-z]+\s+)+(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Lane|Ln|Way|Drive|Dr)\b\.?"
 )
-_PATTERN_TRIES = ("12345", "ABC", "abc", "A", "a", "1", "0", "a1", "A1", "AB-1234", "example", "2025-01-01")
 
 
 def _formats() -> dict[str, str]:
@@ -107,9 +105,9 @@ class Scalars:
         name_words = set(split_words(name))
         if fmt in ("email", "idn-email") or "email" in name_words:
             return (hints.emails[0], True) if hints.emails else (None, False)
-        if fmt in ("uri", "url", "iri") or name_words & {"url", "link", "website", "homepage", "href"}:
+        if fmt in ("uri", "url", "iri") or name_words & word_list("link"):
             return (hints.urls[0], True) if hints.urls else (None, False)
-        if fmt == "date" or name_words & {"date", "day", "deadline", "due"}:
+        if fmt == "date" or name_words & word_list("day"):
             return (hints.dates[0], True) if hints.dates else (None, False)
         if fmt in _formats():
             return None, False
@@ -137,11 +135,11 @@ class Scalars:
             return first_sentence(self.answer or hints.text, 40) or None, False
         if name_words & word_list("label"):
             return (hints.quoted[0], True) if hints.quoted else (hints.topic, False)
-        if name_words & {"language", "lang"}:
-            lowered = hints.text.lower()
-            found = next((lang for lang in _LANGUAGES[1:] if lang.lower() in lowered), None)
-            return (found, True) if found else ("English", False)
-        if name_words & {"sentiment", "tone", "mood"}:
+        if name_words & word_list("language"):
+            default, *others = load("words")["languages"].split()
+            found = next((lang for lang in others if lang.lower() in hints.text.lower()), None)
+            return (found, True) if found else (default, False)
+        if name_words & word_list("sentiment"):
             said = set(words(hints.text))
             pos, neg = len(said & word_list("positive")), len(said & word_list("negative"))
             return "positive" if pos > neg else "negative" if neg > pos else "neutral", False
@@ -295,4 +293,4 @@ def _matching(value: str, pattern: str) -> str:
         return value
     if compiled.search(value):
         return value
-    return next((t for t in _PATTERN_TRIES if compiled.search(t)), value)
+    return next((t for t in load("words")["pattern_tries"].split() if compiled.search(t)), value)
