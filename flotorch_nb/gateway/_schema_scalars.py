@@ -136,7 +136,7 @@ class Scalars:
         if name_words & word_list("label"):
             return (hints.quoted[0], True) if hints.quoted else (hints.topic, False)
         if name_words & word_list("language"):
-            default, *others = load("words")["languages"].split()
+            default, *others = load("words")["values"]["languages"]
             found = next((lang for lang in others if lang.lower() in hints.text.lower()), None)
             return (found, True) if found else (default, False)
         if name_words & word_list("sentiment"):
@@ -293,4 +293,4 @@ def _matching(value: str, pattern: str) -> str:
         return value
     if compiled.search(value):
         return value
-    return next((t for t in load("words")["pattern_tries"].split() if compiled.search(t)), value)
+    return next((t for t in load("words")["values"]["pattern_tries"] if compiled.search(t)), value)
