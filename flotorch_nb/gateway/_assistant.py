@@ -21,7 +21,7 @@ from ._lists import bullets
 from ._numbers import arithmetic, number_fact
 from ._phrasing import styled, translation
 from ._text import first_sentence, keywords, topic_of, words
-from ._validate import Message, Tool
+from ._validate import Message, Tool, last_user
 
 __all__ = ["answer", "tool_followup"]
 
@@ -36,36 +36,25 @@ _IDENTITY = re.compile(
 
 def answer(messages: Sequence[Message], model: str = "offline/assistant") -> str:
     """The assistant's text reply to a conversation whose last message is from the user."""
-    system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
-    users = [m for m in messages if m.role == "user"]
-    last = users[-1].text.strip() if users else ""
-    earlier = [m for m in messages[: _last_index(messages, "user")] if m.role in ("user", "assistant")]
-    reply = _compose(last, earlier, model)
-    return styled(reply, system)
+    start = last_user(messages)
+    last = messages[start].text.strip() if start >= 0 else ""
+    earlier = [m for m in messages[:start] if m.role in ("user", "assistant")]
+    return styled(_compose(last, earlier, model), messages)
 
 
 def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
     """The reply after tool results: it reports what the tools returned, answering the user's request."""
     # Every result since the user asked: a loop of several tool turns answers from all of them.
-    results = [m for m in messages[_last_index(messages, "user") + 1 :] if m.role == "tool"]
+    start = last_user(messages)
+    results = [m for m in messages[start + 1 :] if m.role == "tool"]
     names = _tool_names(messages)
-    users = [m for m in messages if m.role == "user"]
-    request = first_sentence(users[-1].text, 20) if users else "your request"
+    request = first_sentence(messages[start].text, 20) if start >= 0 else "your request"
     parts = []
     for result in results:
         name = names.get(result.tool_call_id or "", "the tool")
         parts.append(f"`{name}` returned {_describe_result(result.text)}")
     joined = "; ".join(parts) if parts else "the tool returned nothing"
-    system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
-    reply = phrase("tool_followup", request=request, results=joined)
-    return styled(reply, system)
-
-
-def _last_index(messages: Sequence[Message], role: str) -> int:
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].role == role:
-            return index
-    return len(messages)
+    return styled(phrase("tool_followup", request=request, results=joined), messages)
 
 
 def _tool_names(messages: Sequence[Message]) -> dict[str, str]:

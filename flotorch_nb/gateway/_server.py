@@ -36,11 +36,8 @@ class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to whoever owns the main thread."""
 
     @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
+    def capture_signals(self) -> Iterator[None]:  # the hook since uvicorn 0.29; we require 0.30
         yield
-
-    def install_signal_handlers(self) -> None:  # the hook's name in older uvicorn releases
-        return None
 
 
 def _is_cut(exc: BaseException | None) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from ._data import split_words, word_list
 from ._text import Hints, hints_from, stem, words
-from ._validate import Message, Tool
+from ._validate import Message, Tool, last_user
 
 __all__ = ["MAX_CALLS", "ToolCallAsk", "choose_tool", "phase_of", "planned_calls"]
 
@@ -71,7 +71,7 @@ def score(tool: Tool, said: set[str]) -> int:
 
 def phase_of(messages: Sequence[Message]) -> tuple[str, int, str]:
     """The last user message, how many tool-call turns answered it so far, and their results' text."""
-    start = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    start = last_user(messages)
     after = messages[start + 1 :]
     turns = sum(1 for m in after if m.role == "assistant" and m.tool_calls)
     results = "\n".join(m.text for m in after if m.role == "tool")

@@ -18,7 +18,7 @@ from ._schema_fill import MAX_SIZE, oversized_keyword
 from ._text import count_tokens
 from ._wire import GatewayError, number_or
 
-__all__ = ["ROLES", "ChatRequest", "Message", "Tool", "parse_request"]
+__all__ = ["ROLES", "ChatRequest", "Message", "Tool", "last_user", "parse_request"]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _MAX_TOKEN_DELAY = 5.0  # a per-request delay above this is surely a typo, and would hang a benchmark
@@ -32,6 +32,11 @@ class Message:
     text: str
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     tool_call_id: str | None = None
+
+
+def last_user(messages: Sequence[Message]) -> int:
+    """The index of the last user message (what the models answer), or -1 when there is none."""
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), -1)
 
 
 @dataclass(frozen=True, slots=True)
