@@ -130,7 +130,7 @@ def plan_completion(request: ChatRequest) -> Plan:
 
 
 _FORMAT_PARAM = "response_format.json_schema.schema"
-# The client's validation re-ask (``flotorch_nb._recover.reask_message``), after an invalid answer.
+# The client's validation re-ask (``reask_message`` in its ``_recover`` module), after an invalid answer.
 _REASK = re.compile(r"Your answer was not valid: (.*)\. Answer again with only the JSON object", re.DOTALL)
 
 

@@ -268,7 +268,7 @@ REASK = (
 def test_a_validation_reask_is_answered_from_the_question_with_the_fix_it_names(
     client: httpx2.Client,
 ) -> None:
-    """The re-ask (``flotorch_nb._recover.reask_message``) was answered from its own words alone: the
+    """The client's re-ask (``_recover.reask_message``) was answered from its own words alone: the
     question's facts were lost ("JSON" became the name). Now the question is answered again, and a
     value the errors state (only 12 left) wins over the question's."""
     contact = _object(name={"type": "string"}, email={"type": "string"}, city={"type": "string"})
