@@ -38,7 +38,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ._asgi import JSON, MarkResponses, StreamCut, cut_json, http_error, pause_unless_gone, send_events
+from ._asgi import (
+    JSON,
+    MarkResponses,
+    StreamCut,
+    cut_json,
+    http_error,
+    pause_unless_gone,
+    refused,
+    send_events,
+)
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
 from ._ratelimit import Admission, RateLimit, RateLimiter
@@ -51,7 +60,6 @@ from ._wire import (
     Plan,
     completion_body,
     error_body,
-    error_type,
     html_error_page,
     models_body,
     stream_events,
@@ -83,29 +91,26 @@ def create_app(
     api_key: str | None = None,
     token_delay: float = 0.0,
     latency: float = 0.0,
-    faults: FaultPlan | None = None,
-    requests: list[RecordedRequest] | None = None,
     record: bool = False,
-    counts: RequestCounts | None = None,
     limiter: RateLimiter | None = None,
 ) -> Starlette:
     """Build the offline gateway's ASGI app.
 
     ``api_key`` None accepts any non-empty Bearer key. ``token_delay`` is the pause between streamed
     chunks and ``latency`` the wait before an answer's first byte (seconds; both scaled per model,
-    see ``_models.PROFILES``). ``faults``, ``requests`` and ``counts`` are shared with the caller
-    (``app.state`` holds them too). Request bodies are kept in ``requests`` only with ``record=True``
-    (tests that assert what was sent): a long-running gateway must not grow with every chat turn.
-    ``counts`` (how many times each request arrived) are always kept; they are a dict of ints.
-    ``limiter`` holds the hidden rate limit (none by default; ``app.state.limiter``).
+    see ``_models.PROFILES``). What the app shares with whoever serves it is on ``app.state``:
+    ``faults`` (a :class:`FaultPlan`), ``requests`` (the received requests, kept only with
+    ``record=True``, for tests that assert what was sent: a long-running gateway must not grow with
+    every chat turn), ``counts`` (how many times each request arrived: always kept, a dict of ints),
+    ``limiter`` (the hidden rate limit, none by default) and ``settings`` (the delays).
     """
     h = _Handlers(
         api_key=api_key.encode() if api_key is not None else None,
         token_delay=check_seconds("token_delay", token_delay),
         latency=check_seconds("latency", latency),
-        faults=faults if faults is not None else FaultPlan(),
-        requests=(requests if requests is not None else []) if record else None,
-        counts=counts if counts is not None else RequestCounts(),
+        faults=FaultPlan(),
+        requests=[] if record else None,
+        counts=RequestCounts(),
         limiter=limiter if limiter is not None else RateLimiter(),
     )
     index = {
@@ -140,7 +145,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(MarkResponses)],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, GatewayError: refused},
     )
     app.state.faults = h.faults
     app.state.requests = h.requests
@@ -168,36 +173,29 @@ class _Handlers:
     limiter: RateLimiter
 
     # -- shared steps ----------------------------------------------------------------------------
-    def _auth_error(self, request: Request) -> Response | None:
+    def _authorize(self, request: Request) -> None:
+        """Refuse (401) a request without the right Bearer key."""
         header = request.headers.get("authorization")
         if not header:
             message = "Missing API key: send the header 'Authorization: Bearer <your FloTorch API key>'."
-            return _error(401, message, code="missing_api_key")
+            raise GatewayError(401, message, code="missing_api_key")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             message = "Malformed Authorization header: expected 'Bearer <your FloTorch API key>'."
-            return _error(401, message, code="invalid_api_key")
+            raise GatewayError(401, message, code="invalid_api_key")
         if self.api_key is not None and not hmac.compare_digest(token.encode(), self.api_key):
             message = (
                 "Incorrect API key provided (not shown). Use the key this offline gateway was started with."
             )
-            return _error(401, message, code="invalid_api_key")
-        return None
+            raise GatewayError(401, message, code="invalid_api_key")
 
-    async def _control_body(self, request: Request) -> tuple[Any, Response | None]:
-        """A control endpoint's JSON body, or the refusal to send instead (key first, then the JSON)."""
+    async def _control_body(self, request: Request) -> Any:
+        """A control endpoint's JSON body (the key is checked first, then the JSON)."""
         raw = await request.body()
         self._record(request, raw)
-        denied = self._auth_error(request)
-        if denied is not None:
-            return None, denied
-        try:
-            return json.loads(raw), None
-        except ValueError as exc:
-            return None, _error(400, _BAD_JSON.format(exc), code="invalid_json")
-        except RecursionError:
-            return None, _error(400, _TOO_DEEP, code="invalid_json")
+        self._authorize(request)
+        return _decoded(raw)
 
     def _record(self, request: Request, raw: bytes | None) -> None:
         if self.requests is not None:
@@ -212,22 +210,13 @@ class _Handlers:
         raw = await request.body()
         self.counts.add(key_of(request.method, request.url.path, request.scope["query_string"], raw))
         self._record(request, raw)
-        denied = self._auth_error(request)
-        if denied is not None:
-            return denied
-        try:
-            chat, plan, scripted = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
-        except GatewayError as exc:
-            return _error_response(exc)
-        except ValueError as exc:  # JSON syntax or encoding
-            return _error(400, _BAD_JSON.format(exc), code="invalid_json")
-        except RecursionError:
-            return _error(400, _TOO_DEEP, code="invalid_json")
+        self._authorize(request)
+        chat, plan, scripted = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
         admission = self.limiter.admit(_bearer(request), plan.prompt_tokens + plan.completion_tokens)
         if admission is not None:
             request.scope["state"]["headers"] = admission.headers
             if not admission.admitted:
-                return _limited(admission)
+                raise _limited(admission)
         timing = profile(chat.model)
         if self.latency > 0 and timing.latency_factor > 0:
             await pause_unless_gone(request, self.latency * timing.latency_factor)
@@ -271,7 +260,7 @@ class _Handlers:
             message = fault.message or f"Injected fault: HTTP {status} from the offline gateway."
             if fault.html:
                 return HTMLResponse(html_error_page(status, message), status_code=status, headers=headers)
-            return JSON(error_body(message, error_type(status)), status_code=status, headers=headers)
+            raise GatewayError(status, message, headers=headers)
         if fault.garbage:
             return Response(_GARBAGE, media_type="application/json", headers=headers)
         if fault.body is not None:
@@ -286,7 +275,9 @@ class _Handlers:
         async def endpoint(request: Request) -> Response:
             if record:
                 self._record(request, None)
-            return (self._auth_error(request) if auth else None) or JSON(answer())
+            if auth:
+                self._authorize(request)
+            return JSON(answer())
 
         return endpoint
 
@@ -301,38 +292,46 @@ class _Handlers:
 
     async def set_limit(self, request: Request) -> Response:
         """POST /_offline/limits with ``{"rpm": n, "tpm": n, "window": seconds}`` (a rate may be left out)."""
-        body, refused = await self._control_body(request)
-        if refused is not None:
-            return refused
+        body = await self._control_body(request)
         try:
             limit = RateLimit.from_dict(body)
         except (TypeError, ValueError) as exc:
-            return _error(400, f'Invalid rate limit: {exc}. Send e.g. {{"rpm": 600, "tpm": 100000}}.')
+            raise GatewayError(
+                400, f'Invalid rate limit: {exc}. Send e.g. {{"rpm": 600, "tpm": 100000}}.'
+            ) from None
         self.limiter.set(limit)
         return JSON({"limit": limit.to_dict()})
 
     async def add_faults(self, request: Request) -> Response:
         """POST /_offline/faults with a JSON list of faults (or one fault object)."""
-        body, refused = await self._control_body(request)
-        if refused is not None:
-            return refused
+        body = await self._control_body(request)
         items = [body] if isinstance(body, Mapping) else body
         if not isinstance(items, list):
-            return _error(400, 'Send a JSON list of faults, e.g. [{"status": 429, "retry_after": "1"}].')
+            raise GatewayError(400, 'Send a JSON list of faults, e.g. [{"status": 429, "retry_after": "1"}].')
         try:
             faults = [Fault.from_dict(item) for item in items]
         except (TypeError, ValueError) as exc:
-            return _error(400, f"Invalid fault: {exc}")
+            raise GatewayError(400, f"Invalid fault: {exc}") from None
         self.faults.add(*faults)
         return JSON({"added": len(faults), "pending": len(self.faults)})
 
 
+def _decoded(raw: bytes) -> Any:
+    """A request body's JSON, or the 400 saying why it is not JSON (syntax, encoding, nesting)."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise GatewayError(400, _BAD_JSON.format(exc), code="invalid_json") from None
+    except RecursionError:
+        raise GatewayError(400, _TOO_DEEP, code="invalid_json") from None
+
+
 def _plan(raw: bytes) -> tuple[ChatRequest, Plan, Fault | None]:
-    """Validate and answer a raw body; ValueError for bad JSON, GatewayError for a bad request.
+    """Validate and answer a raw body (``GatewayError`` for a bad one).
 
     The fault is what an ``offline/scripted`` script asks to go wrong (delay, error, cut), else None.
     """
-    chat = parse_request(json.loads(raw), OFFLINE_MODELS)
+    chat = parse_request(_decoded(raw), OFFLINE_MODELS)
     if chat.model == SCRIPTED_MODEL:
         script = parse_script(chat)
         return dataclasses.replace(chat, token_delay=script.token_delay), script.plan, script.fault
@@ -351,21 +350,12 @@ def _bearer(request: Request) -> str:
     return request.headers.get("authorization", "").partition(" ")[2].strip()
 
 
-def _limited(admission: Admission) -> JSON:
+def _limited(admission: Admission) -> GatewayError:
     """The 429 of a request over its key's hidden limit (see ``_ratelimit``)."""
     if admission.too_large:
         message = "Request too large for the tokens-per-minute limit of this key: it can never fit."
-        return _error(429, message, code="request_too_large")
+        return GatewayError(429, message, code="request_too_large")
     ms = math.ceil((admission.retry_after or 0.0) * 1000)  # up: a client that waits this long gets in
     message = f"Rate limit reached for this key (offline gateway's hidden limit). Try again in {ms} ms."
     headers = {"retry-after": f"{ms / 1000:.3f}".rstrip("0").rstrip("."), "retry-after-ms": str(ms)}
-    body = error_body(message, error_type(429), code="rate_limit_exceeded")
-    return JSON(body, status_code=429, headers=headers)
-
-
-def _error(status: int, message: str, *, code: str | None = None) -> JSON:
-    return JSON(error_body(message, error_type(status), code=code), status_code=status)
-
-
-def _error_response(exc: GatewayError) -> JSON:
-    return JSON(exc.body(), status_code=exc.status)
+    return GatewayError(429, message, code="rate_limit_exceeded", headers=headers)

@@ -24,9 +24,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._wire import CHAT_PATH, error_body, error_type
+from ._wire import CHAT_PATH, GatewayError, error_body, error_type
 
-__all__ = ["JSON", "MarkResponses", "StreamCut", "cut_json", "http_error", "pause_unless_gone", "send_events"]
+__all__ = [
+    "JSON",
+    "MarkResponses",
+    "StreamCut",
+    "cut_json",
+    "http_error",
+    "pause_unless_gone",
+    "refused",
+    "send_events",
+]
 
 logger = logging.getLogger("flotorch_nb.gateway")
 
@@ -98,6 +107,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path!r}."
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
     return JSON(error_body(message, error_type(status)), status_code=status, headers=headers)
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    """A :class:`GatewayError` raised while answering, as its OpenAI-style error response."""
+    assert isinstance(exc, GatewayError)  # the handler is registered for it alone
+    return JSON(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def pause_unless_gone(request: Request, seconds: float) -> None:

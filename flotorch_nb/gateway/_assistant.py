@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from ._data import fact_for, knowledge, list_for, lookup, phrase, phrases, word_list
-from ._json_mode import json_object
 from ._lists import bullets
 from ._numbers import arithmetic, number_fact
 from ._phrasing import styled, translation
 from ._text import first_sentence, keywords, topic_of, words
-from ._validate import Message, Tool
+from ._validate import Message, Tool, last_user
 
-__all__ = ["answer", "json_answer", "tool_followup"]
+__all__ = ["answer", "tool_followup"]
 
 _NAME_RE = re.compile(r"\b(?:my name is|i am|i'm|call me)\s+([A-Z][a-zA-Z\-]+)", re.IGNORECASE)
 _MATH_ASK = re.compile(r"\b(?:what(?:'s| is)|calculate|compute|evaluate|solve|how much is)\b", re.IGNORECASE)
@@ -38,41 +36,25 @@ _IDENTITY = re.compile(
 
 def answer(messages: Sequence[Message], model: str = "offline/assistant") -> str:
     """The assistant's text reply to a conversation whose last message is from the user."""
-    system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
-    users = [m for m in messages if m.role == "user"]
-    last = users[-1].text.strip() if users else ""
-    earlier = [m for m in messages[: _last_index(messages, "user")] if m.role in ("user", "assistant")]
-    reply = _compose(last, earlier, model)
-    return styled(reply, system)
-
-
-def json_answer(prompt: str, text: str, model: str) -> dict[str, Any]:
-    """The JSON object of a JSON-mode answer: the keys the prompt names (see ``_json_mode``)."""
-    return json_object(prompt, text)
+    start = last_user(messages)
+    last = messages[start].text.strip() if start >= 0 else ""
+    earlier = [m for m in messages[:start] if m.role in ("user", "assistant")]
+    return styled(_compose(last, earlier, model), messages)
 
 
 def tool_followup(messages: Sequence[Message], tools: Sequence[Tool]) -> str:
     """The reply after tool results: it reports what the tools returned, answering the user's request."""
     # Every result since the user asked: a loop of several tool turns answers from all of them.
-    results = [m for m in messages[_last_index(messages, "user") + 1 :] if m.role == "tool"]
+    start = last_user(messages)
+    results = [m for m in messages[start + 1 :] if m.role == "tool"]
     names = _tool_names(messages)
-    users = [m for m in messages if m.role == "user"]
-    request = first_sentence(users[-1].text, 20) if users else "your request"
+    request = first_sentence(messages[start].text, 20) if start >= 0 else "your request"
     parts = []
     for result in results:
         name = names.get(result.tool_call_id or "", "the tool")
         parts.append(f"`{name}` returned {_describe_result(result.text)}")
     joined = "; ".join(parts) if parts else "the tool returned nothing"
-    system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
-    reply = phrase("tool_followup", request=request, results=joined)
-    return styled(reply, system)
-
-
-def _last_index(messages: Sequence[Message], role: str) -> int:
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].role == role:
-            return index
-    return len(messages)
+    return styled(phrase("tool_followup", request=request, results=joined), messages)
 
 
 def _tool_names(messages: Sequence[Message]) -> dict[str, str]:
@@ -110,25 +92,25 @@ def _compose(last: str, earlier: list[Message], model: str) -> str:
         return phrase("identity", model=model)
     if "haiku" in said:
         return _haiku(last)
-    if any(w in said for w in ("summarize", "summarise", "summary", "tldr", "tl")):
+    if word_list("summary_words") & set(said):
         return _summary(last, earlier)
-    if "translate" in said or "translation" in said:
+    if word_list("translate_words") & set(said):
         return translation(last)
     if word_list("code_words") & set(said) or ("python" in said and word_list("make_words") & set(said)):
         return _code(last)
     computed = arithmetic(last) if _MATH_ASK.search(last) and not _DATE.search(last) else None
-    computed = computed or (number_fact(last) if {"fact", "facts", "trivia"} & set(said) else None)
+    computed = computed or (number_fact(last) if word_list("fact_words") & set(said) else None)
     if computed:
         return computed
     if _wants_list(said, lowered):
         return bullets(last)
     if said[0] in word_list("greetings") and len(said) <= 6:
         return _greeting(lowered)
-    if said[0] in ("thanks", "thank") and len(said) <= 6:
+    if said[0] in word_list("thanks_words") and len(said) <= 6:
         return phrase("thanks")
     fact = lookup("facts", said)
     if fact:
-        shown = {"example", "record", "show", "instance"} & set(said)
+        shown = word_list("show_words") & set(said)
         return f"{fact['text']} {phrase('glossary')}" + (f"\n\n{fact['example']}" if shown else "")
     example = _example(said, earlier)
     if example:
@@ -180,7 +162,7 @@ def _memory(lowered: str, earlier: list[Message]) -> str | None:
         if previous:
             return phrase("repeat", previous=first_sentence(previous, 40))
     match = _NAME_RE.search(lowered)
-    if match and match.group(1) not in ("a", "an", "the", "not", "so", "very", "here"):
+    if match and match.group(1) not in word_list("not_a_name"):
         return phrase("name_learned", name=match.group(1).capitalize())
     return None
 
@@ -196,7 +178,8 @@ def _haiku(last: str) -> str:
     topic = " ".join(topic_words) if topic_words != ["your", "request"] else "silence"
     syllables = sum(_syllables(w) for w in topic.split())
     # Line one pads the topic to five syllables; lines two and three are fixed at seven and five.
-    lead = {4: "Morning light on", 3: "Soft light on", 2: "Morning:", 1: "Oh,"}.get(5 - syllables, "")
+    missing = 5 - syllables
+    lead = phrases()["haiku"]["leads"][missing - 1] if 1 <= missing <= 4 else ""
     line_one = f"{lead} {topic}".strip() if lead else topic.capitalize()
     if lead:
         line_one = line_one[0].upper() + line_one[1:]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from ._wire import DONE_EVENT, MALFORMED_EVENT, inband_error_event
+from ._wire import DONE_EVENT, MALFORMED_EVENT, inband_error_event, number_or
 
 __all__ = ["Fault", "FaultPlan", "stream_script"]
 
@@ -79,7 +79,7 @@ class Fault:
         if unknown:
             raise ValueError(f"unknown fault field(s) {unknown}; known: {sorted(known)}")
         values = dict(data)
-        if isinstance(values.get("retry_after"), int | float) and not isinstance(values["retry_after"], bool):
+        if number_or(values.get("retry_after")) is not None:
             values["retry_after"] = _number_text(values["retry_after"])
         try:
             return cls(**values)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._data import list_for, split_words, word_list
 from ._schema_scalars import Scalars
-from ._text import hints_from, words
+from ._text import asked_count, hints_from, stem, words
 
 __all__ = ["json_object", "named_keys"]
 
@@ -33,7 +33,6 @@ _UNQUOTED_KEYS = re.compile(
     re.IGNORECASE,
 )
 _LISTED = re.compile(r"\b(?:list|name|give(?:\s+me)?)\s+(?:the\s+)?(?:(\w+)\s+)?([a-z]+s)\b", re.IGNORECASE)
-_MAX_ITEMS = 10
 _DEFAULT_ITEMS = 3
 
 
@@ -72,24 +71,10 @@ def _listed(prompt: str) -> tuple[str, str] | None:
     return match.group(2).lower(), match.group(0)
 
 
-def _count(description: str) -> int | None:
-    for number in hints_from(description).numbers:
-        if number.is_integer() and number >= 1:
-            return min(int(number), _MAX_ITEMS)
-    return None
-
-
-def _singular(key: str) -> str:
-    last = split_words(key)[-1] if split_words(key) else "item"
-    if last.endswith("ies") and len(last) > 4:
-        return last[:-3] + "y"
-    return last[:-1] if last.endswith("s") and not last.endswith("ss") else last
-
-
 def _value(key: str, description: str, scalars: Scalars) -> Any:
     described = set(words(description))
     said = described | set(split_words(key))
-    count = _count(description)
+    count = asked_count(description)
     known = list_for(said)
     if said & word_list("json_bool"):
         return scalars.boolean({})
@@ -99,7 +84,7 @@ def _value(key: str, description: str, scalars: Scalars) -> Any:
     if known or described & word_list("json_list") or (count is not None and count > 1) or plural_key:
         if known:
             return list(known[1][: count or len(known[1])])
-        singular = _singular(key)
+        singular = stem((split_words(key) or ["item"])[-1])
         return [f"{singular} {index}" for index in range(1, (count or _DEFAULT_ITEMS) + 1)]
     return scalars.string({}, key)
 

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._data import split_words, word_list
+from ._data import phrases, split_words, word_list
 from ._validate import Message
 
 __all__ = ["Grade", "grade_of", "graded_json", "graded_text"]
@@ -44,8 +44,8 @@ __all__ = ["Grade", "grade_of", "graded_json", "graded_text"]
 # Only spaces and tabs around a marker: a \s* at a line start would rescan every run of blank lines.
 _MARKER = re.compile(r"^[ \t]*\[([A-Za-z ]{1,40})\][ \t]*:?[ \t]?", re.MULTILINE)
 _END = re.compile(r"^[ \t]*(?:\*\*\*|\[END DATA\])[ \t]*$", re.MULTILINE | re.IGNORECASE)
-_ANSWER = frozenset({"answer", "submission", "response"})
-_REFERENCE = frozenset({"reference", "target", "expected", "criterion"})
+_ANSWER = ("answer", "submission", "response")  # in this order when a prompt has several
+_REFERENCE = ("reference", "target", "expected", "criterion")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,25 +65,17 @@ def grade_of(messages: Sequence[Message]) -> Grade | None:
     """The grade of a judge prompt (see the module docstring), or None when it is not one."""
     text = "\n".join(m.text for m in messages if m.role in ("system", "developer", "user"))
     fields = _fields(text)
-    answer = next((fields[k] for k in ("answer", "submission", "response") if k in fields), None)
+    answer = next((fields[k] for k in _ANSWER if k in fields), None)
     if answer is None:
         return None
-    reference = next(
-        (fields[k] for k in ("reference", "target", "expected", "criterion") if k in fields), None
-    )
+    reference = next((fields[k] for k in _REFERENCE if k in fields), None)
     said, meant = normalise(answer), normalise(reference or "")
+    why = phrases()["judge"]
     if reference is None:
-        ok = bool(said)
-        why = (
-            "The answer is not empty and there is no reference to compare it with."
-            if ok
-            else "The answer is empty."
-        )
-        return Grade(ok, why)
+        return Grade(bool(said), why["no_reference" if said else "empty"])
+    correct = bool(meant) and f" {meant} " in f" {said} "
     shown = " ".join(reference.split())
-    if meant and f" {meant} " in f" {said} ":
-        return Grade(True, f"The answer contains the reference “{shown}”.")
-    return Grade(False, f"The answer does not contain the reference “{shown}”.")
+    return Grade(correct, why["contains" if correct else "lacks"].format(reference=shown))
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -92,7 +84,7 @@ def _fields(text: str) -> dict[str, str]:
     marks = list(_MARKER.finditer(text))
     for index, mark in enumerate(marks):
         name = " ".join(mark.group(1).lower().split())
-        if name not in _ANSWER | _REFERENCE or name in found:
+        if name not in (*_ANSWER, *_REFERENCE) or name in found:
             continue
         end = marks[index + 1].start() if index + 1 < len(marks) else len(text)
         stop = _END.search(text, mark.end(), end)

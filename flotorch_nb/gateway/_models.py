@@ -25,21 +25,22 @@ are derived from the request.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._assistant import answer, json_answer, tool_followup
-from ._judge import Grade, grade_of, graded_json, graded_text
+from ._assistant import answer, tool_followup
+from ._json_mode import json_object
+from ._judge import grade_of, graded_json, graded_text
 from ._phrasing import concise, verbose
 from ._schema_fill import SchemaTooLargeError, fill_schema
 from ._scripted import SCRIPTED_MODEL, parse_script
 from ._text import Hints, count_tokens, hints_from, truncate_tokens
 from ._tool_calls import ToolCallAsk, phase_of, planned_calls
 from ._validate import ChatRequest, Message
-from ._wire import GatewayError, Plan, ToolCallPlan
+from ._wire import GatewayError, Plan, ToolCallPlan, call_id
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "PROFILES", "ModelProfile", "plan_completion", "profile"]
 
@@ -84,12 +85,13 @@ def plan_completion(request: ChatRequest) -> Plan:
     """
     if request.model == SCRIPTED_MODEL:
         return parse_script(request).plan
-    last_user = _last_user_text(request.messages)
     if request.model == ECHO_MODEL:
-        return _text_plan(request, last_user)
+        return _text_plan(request, _last_user_text(request.messages))
+    messages, fixes = _before_reask(request.messages)
+    last_user = _last_user_text(messages)
     if request.tools and request.tool_choice != "none":
-        prompt, turn, results = phase_of(request.messages)
-        if request.messages[-1].role in ("user", "tool") or request.tool_choice != "auto":
+        prompt, turn, results = phase_of(messages)
+        if messages[-1].role in ("user", "tool") or request.tool_choice != "auto":
             asks = planned_calls(
                 request.tools,
                 prompt,
@@ -100,39 +102,49 @@ def plan_completion(request: ChatRequest) -> Plan:
             )
             if asks:
                 return _tool_plan(request, asks, last_user)
-    grade = grade_of(request.messages) if request.messages[-1].role != "tool" else None
+    fmt = request.response_format or {}
+    schema = fmt["json_schema"]["schema"] if fmt.get("type") == "json_schema" else None
+    # A re-ask's errors come first: a value they state ("only 12 left") wins over the question's.
+    hints = hints_from(f"{fixes}\n{last_user}" if fixes else last_user)
+    grade = grade_of(messages) if messages[-1].role != "tool" else None
     if grade is not None:
-        return _text_plan(request, _graded(request, grade, last_user))
-    if request.messages[-1].role == "tool":
-        text = tool_followup(request.messages, request.tools)
+        if schema is not None:
+            filled = _filled(schema, hints, grade.explanation, _FORMAT_PARAM)
+            return _text_plan(request, json.dumps(graded_json(grade, schema, filled), ensure_ascii=False))
+        if fmt.get("type") == "json_object":
+            return _text_plan(request, json.dumps(graded_json(grade, None, None), ensure_ascii=False))
+        return _text_plan(request, graded_text(grade))
+    if messages[-1].role == "tool":
+        text = tool_followup(messages, request.tools)
     else:
-        text = answer(request.messages, request.model)
+        text = answer(messages, request.model)
     if request.model == CONCISE_MODEL:
         text = concise(text)
     elif request.model == VERBOSE_MODEL:
         text = verbose(text)
-    fmt = request.response_format
-    if fmt is not None and fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-        filled = _filled(schema, hints_from(last_user), text, "response_format.json_schema.schema")
-        text = json.dumps(filled, ensure_ascii=False)
-    elif fmt is not None and fmt.get("type") == "json_object":
-        text = json.dumps(json_answer(last_user, text, request.model), ensure_ascii=False)
+    if schema is not None:
+        text = json.dumps(_filled(schema, hints, text, _FORMAT_PARAM), ensure_ascii=False)
+    elif fmt.get("type") == "json_object":
+        text = json.dumps(json_object(last_user, text), ensure_ascii=False)
     return _text_plan(request, text)
 
 
-def _graded(request: ChatRequest, grade: Grade, last_user: str) -> str:
-    """A judge prompt's answer in the form the request asks for (see ``_judge``)."""
-    fmt = request.response_format
-    if fmt is not None and fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-        filled = _filled(
-            schema, hints_from(last_user), grade.explanation, "response_format.json_schema.schema"
-        )
-        return json.dumps(graded_json(grade, schema, filled), ensure_ascii=False)
-    if fmt is not None and fmt.get("type") == "json_object":
-        return json.dumps(graded_json(grade, None, None), ensure_ascii=False)
-    return graded_text(grade)
+_FORMAT_PARAM = "response_format.json_schema.schema"
+# The client's validation re-ask (``reask_message`` in its ``_recover`` module), after an invalid answer.
+_REASK = re.compile(r"Your answer was not valid: (.*)\. Answer again with only the JSON object", re.DOTALL)
+
+
+def _before_reask(messages: Sequence[Message]) -> tuple[Sequence[Message], str]:
+    """The conversation before an invalid answer and the re-ask that names its errors, and those errors.
+
+    A re-ask is answered as its question was, with the errors read first: answered from the re-ask's
+    own words, the question's facts were lost (the word "JSON" became a name).
+    """
+    if len(messages) >= 3 and messages[-2].role == "assistant" and messages[-1].role == "user":
+        reask = _REASK.match(messages[-1].text)
+        if reask is not None:
+            return messages[:-2], reask.group(1)
+    return messages, ""
 
 
 def _filled(schema: Any, hints: Hints, answer: str, param: str) -> Any:
@@ -160,14 +172,13 @@ def _tool_plan(request: ChatRequest, asks: Sequence[ToolCallAsk], last_user: str
     for index, ask in enumerate(asks):
         where = f"tools[{ask.tool.name}].function.parameters"
         arguments = json.dumps(_filled(ask.tool.parameters, ask.hints, "", where), ensure_ascii=False)
-        seed = f"{len(request.messages)}|{index}|{ask.tool.name}|{arguments}|{last_user}".encode()
-        call_id = "call_" + hashlib.sha256(seed).hexdigest()[:24]
+        made_id = call_id(f"{len(request.messages)}|{index}|{ask.tool.name}|{arguments}|{last_user}")
         if budget is not None:
             # Like a real model, running out of tokens mid-call leaves truncated (invalid) JSON arguments.
             budget -= count_tokens(ask.tool.name)
             arguments, cut = truncate_tokens(arguments, max(budget, 0))
             budget -= count_tokens(arguments)
-        calls.append(ToolCallPlan(call_id, ask.tool.name, arguments))
+        calls.append(ToolCallPlan(made_id, ask.tool.name, arguments))
         completion += count_tokens(ask.tool.name) + count_tokens(arguments)
         if cut:
             break

@@ -3,7 +3,8 @@
 "What is 2 + 2?" and "Give one fun fact about the number 7" are classic first prompts (notebook 6
 sends eight of them at once). A template answer to them looks broken; exact ones cost little:
 arithmetic is evaluated from a parsed expression (numbers, + - * / ^ and parentheses only; nothing
-is ``eval``-ed), and number facts are computed (prime, perfect, square, power of two...).
+is ``eval``-ed), and number facts are computed (prime, perfect, square, power of two...), then
+worded by ``[numbers]`` in ``data/phrases.toml``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import math
 import operator
 import re
 from collections.abc import Callable
+from typing import Any
+
+from ._data import phrases
 
 __all__ = ["arithmetic", "number_fact"]
 
@@ -93,40 +97,40 @@ def _sum_up_to(k: int) -> str:
     return " + ".join(map(str, range(1, k + 1))) if k <= 4 else f"1 + 2 + … + {k}"
 
 
+def _said(key: str, **values: Any) -> tuple[str, str]:
+    what, why = phrases()["numbers"][key]
+    return what, why.format(**values)
+
+
 def _properties(n: int) -> list[tuple[str, str]]:
     """(what ``n`` is, why), true and simple, most surprising first."""
-    if n == 0:
-        return [("the only number that is neither positive nor negative", "adding it changes nothing")]
-    if n == 1:
-        return [("neither prime nor composite", "it divides every whole number")]
-    if n == 2:
-        return [("the only even prime number", "every other even number can be divided by 2")]
+    if n in (0, 1, 2):
+        return [_said(("zero", "one", "two")[n])]
     found: list[tuple[str, str]] = []
     if n > 0:
         proper = _divisors(n)[:-1]
         total = sum(proper)
         if total == n:
-            found.append(("a perfect number", f"its divisors {' + '.join(map(str, proper))} add up to {n}"))
+            found.append(_said("perfect", listed=" + ".join(map(str, proper)), n=n))
         if _is_prime(n):
-            found.append(("a prime number", "only 1 and itself divide it evenly"))
+            found.append(_said("prime"))
         if n & (n - 1) == 0:
-            found.append(("a power of two", f" {TIMES} ".join(["2"] * (n.bit_length() - 1)) + f" = {n}"))
+            found.append(_said("power_of_two", product=f" {TIMES} ".join(["2"] * (n.bit_length() - 1)), n=n))
         root = math.isqrt(n)
         if root * root == n:
-            found.append(("a square number", f"{root} {TIMES} {root} = {n}"))
+            found.append(_said("square", root=root, n=n))
         cube = round(n ** (1 / 3))
         if cube**3 == n:
-            found.append(("a cube number", f"{cube} {TIMES} {cube} {TIMES} {cube} = {n}"))
+            found.append(_said("cube", root=cube, n=n))
         k = (math.isqrt(8 * n + 1) - 1) // 2
         if k * (k + 1) // 2 == n:
-            found.append(("a triangular number", f"{_sum_up_to(k)} = {n}"))
+            found.append(_said("triangular", listed=_sum_up_to(k), n=n))
         if _fibonacci(n):
-            found.append(("a Fibonacci number", "it is in the sequence 0, 1, 1, 2, 3, 5, 8, 13, …"))
+            found.append(_said("fibonacci"))
         if total > n:
             shown = f"its divisors {' + '.join(map(str, proper))}" if len(proper) <= 6 else "its divisors"
-            found.append(("an abundant number", f"{shown} add up to {total}, more than {n}"))
-    digits = sum(int(d) for d in str(abs(n)))
-    found.append((f"{'an even' if n % 2 == 0 else 'an odd'} number", f"its digits add up to {digits}"))
+            found.append(_said("abundant", divisors=shown, total=total, n=n))
+    found.append(_said("even" if n % 2 == 0 else "odd", digits=sum(int(d) for d in str(abs(n)))))
     return found
 
 
@@ -137,8 +141,9 @@ def number_fact(text: str) -> str | None:
         return None
     n = int(match.group(1))
     (what, why), *rest = _properties(n)
-    reply = f"{n} is {what}: {why}."
+    said = phrases()["numbers"]
+    reply: str = said["fact"].format(n=n, what=what, why=why)
     if len(rest) > 1:  # the last property is only its parity: worth saying alone, not as an extra
         also, because = rest[0]
-        reply += f" It is also {also}." if because == why else f" It is also {also} ({because})."
+        reply += said["also" if because == why else "also_because"].format(what=also, why=because)
     return reply

@@ -15,9 +15,11 @@ are not reshaped, since they must validate, only the prose they are built from.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from ._data import phrase, phrases
 from ._text import first_statement, hints_from
+from ._validate import Message
 
 __all__ = ["concise", "styled", "translation", "verbose"]
 
@@ -44,8 +46,9 @@ def translation(last: str) -> str:
     return phrase("translation", language=language.capitalize(), text=translated)
 
 
-def styled(reply: str, system: str) -> str:
+def styled(reply: str, messages: Sequence[Message]) -> str:
     """Apply the system prompt's requests: brevity first, then a pirate voice."""
+    system = " ".join(m.text for m in messages if m.role in ("system", "developer")).lower()
     if _BRIEF.search(system) and "```" not in reply:
         lines = reply.splitlines()
         items = [line for line in lines if _LIST_LINE.match(line)]

@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._data import MISSING, entity_for, field, phrases, split_words, word_list
-from ._schema_scalars import Scalars, bounds, fit_string, int_or, number_or, within
+from ._schema_scalars import Scalars, bounds, fit_string, int_or, within
 from ._text import Hints, words
+from ._wire import number_or
 
 __all__ = [
     "MAX_CHARS",
@@ -95,9 +96,8 @@ def oversized_keyword(schema: Any) -> tuple[str, float] | None:
 
 def _unique_key(value: Any) -> Any:
     """What ``uniqueItems`` compares: JSON's distinctions (``true`` is not ``1``), ``1`` equal to ``1.0``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return json.dumps(value, sort_keys=True)
+    number = number_or(value)
+    return number if number is not None else json.dumps(value, sort_keys=True)
 
 
 def _is_null(schema: Any) -> bool:

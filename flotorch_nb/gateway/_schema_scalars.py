@@ -20,15 +20,14 @@ from typing import Any
 
 from ._data import load, split_words, word_list
 from ._text import Hints, first_sentence, words
+from ._wire import number_or
 
-__all__ = ["Scalars", "bounds", "fit_string", "int_or", "number_or", "within"]
+__all__ = ["Scalars", "bounds", "fit_string", "int_or", "within"]
 
-_LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Japanese", "Chinese")
 _NEGATION = re.compile(r"\b(?:no|not|never|without|don't|disable|false)\b", re.IGNORECASE)
 _STREET_RE = re.compile(
     r"\b\d+\s+(?:[A-Z][a-z]+\s+)+(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Lane|Ln|Way|Drive|Dr)\b\.?"
 )
-_PATTERN_TRIES = ("12345", "ABC", "abc", "A", "a", "1", "0", "a1", "A1", "AB-1234", "example", "2025-01-01")
 
 
 def _formats() -> dict[str, str]:
@@ -68,17 +67,15 @@ class Scalars:
         if chosen is None and _fits_number(given, schema, low, high, integer=integer):
             return round(given) if integer else given  # type: ignore[no-any-return]
         if chosen is None:
-            default = schema.get("default")
-            if isinstance(default, int | float) and not isinstance(default, bool):
-                chosen = float(default)
-            else:
-                named = load("words")["named_numbers"]
-                chosen = next((float(n["value"]) for n in named if set(n["words"].split()) & name_words), 1.0)
+            chosen = number_or(schema.get("default"))
+        if chosen is None:
+            named = load("words")["named_numbers"]
+            chosen = next((float(n["value"]) for n in named if set(n["words"].split()) & name_words), 1.0)
         if not within(chosen, low, high):
             chosen = _inside(chosen, low, high)
         step = schema.get("multipleOf")
-        if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
-            chosen = _multiple(chosen, float(step), low, high)
+        if (unit := number_or(step)) is not None and unit > 0:
+            chosen = _multiple(chosen, unit, low, high)
         if integer or chosen.is_integer():
             return round(chosen)
         return chosen
@@ -108,9 +105,9 @@ class Scalars:
         name_words = set(split_words(name))
         if fmt in ("email", "idn-email") or "email" in name_words:
             return (hints.emails[0], True) if hints.emails else (None, False)
-        if fmt in ("uri", "url", "iri") or name_words & {"url", "link", "website", "homepage", "href"}:
+        if fmt in ("uri", "url", "iri") or name_words & word_list("link"):
             return (hints.urls[0], True) if hints.urls else (None, False)
-        if fmt == "date" or name_words & {"date", "day", "deadline", "due"}:
+        if fmt == "date" or name_words & word_list("day"):
             return (hints.dates[0], True) if hints.dates else (None, False)
         if fmt in _formats():
             return None, False
@@ -138,11 +135,11 @@ class Scalars:
             return first_sentence(self.answer or hints.text, 40) or None, False
         if name_words & word_list("label"):
             return (hints.quoted[0], True) if hints.quoted else (hints.topic, False)
-        if name_words & {"language", "lang"}:
-            lowered = hints.text.lower()
-            found = next((lang for lang in _LANGUAGES[1:] if lang.lower() in lowered), None)
-            return (found, True) if found else ("English", False)
-        if name_words & {"sentiment", "tone", "mood"}:
+        if name_words & word_list("language"):
+            default, *others = load("words")["values"]["languages"]
+            found = next((lang for lang in others if lang.lower() in hints.text.lower()), None)
+            return (found, True) if found else (default, False)
+        if name_words & word_list("sentiment"):
             said = set(words(hints.text))
             pos, neg = len(said & word_list("positive")), len(said & word_list("negative"))
             return "positive" if pos > neg else "negative" if neg > pos else "neutral", False
@@ -177,7 +174,7 @@ class Scalars:
 
 
 def _fits_number(value: Any, schema: Mapping[str, Any], low: _Bound, high: _Bound, *, integer: bool) -> bool:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if number_or(value) is None or not math.isfinite(value):
         return False
     if integer and not float(value).is_integer():
         return False
@@ -228,11 +225,6 @@ def bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[_Bound, _Bound]
                 bound = (math.ceil(edge) - 1.0 if excl else float(math.floor(edge)), False)
         sides.append(bound)
     return sides[0], sides[1]
-
-
-def number_or(value: Any) -> float | None:
-    """``value`` as a float when it is a JSON number (booleans are not), else None."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def within(value: float, low: _Bound, high: _Bound) -> bool:
@@ -301,4 +293,4 @@ def _matching(value: str, pattern: str) -> str:
         return value
     if compiled.search(value):
         return value
-    return next((t for t in _PATTERN_TRIES if compiled.search(t)), value)
+    return next((t for t in load("words")["values"]["pattern_tries"] if compiled.search(t)), value)

@@ -35,7 +35,6 @@ behave exactly like injected faults.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from typing import Any
 from ._faults import Fault
 from ._text import count_tokens
 from ._validate import ChatRequest
-from ._wire import GatewayError, Plan, ToolCallPlan
+from ._wire import GatewayError, Plan, ToolCallPlan, call_id
 
 __all__ = ["SCRIPTED_MODEL", "Script", "parse_script"]
 
@@ -189,11 +188,10 @@ def _tool_calls(raw: Any, where: str, request: ChatRequest) -> tuple[ToolCallPla
             arguments = json.dumps(arguments, ensure_ascii=False)
         elif not isinstance(arguments, str):
             raise _bad("'arguments' must be an object or a string.", f"{here}.arguments")
-        seed = f"{len(request.messages)}|{index}|{item['name']}|{arguments}".encode()
-        call_id = item.get("id", "call_" + hashlib.sha256(seed).hexdigest()[:24])
-        if not isinstance(call_id, str) or not call_id:
+        made_id = item.get("id", call_id(f"{len(request.messages)}|{index}|{item['name']}|{arguments}"))
+        if not isinstance(made_id, str) or not made_id:
             raise _bad("'id' must be a non-empty string.", f"{here}.id")
-        calls.append(ToolCallPlan(call_id, item["name"], arguments))
+        calls.append(ToolCallPlan(made_id, item["name"], arguments))
     return tuple(calls)
 
 

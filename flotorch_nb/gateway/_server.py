@@ -36,11 +36,8 @@ class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to whoever owns the main thread."""
 
     @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
+    def capture_signals(self) -> Iterator[None]:  # the hook since uvicorn 0.29; we require 0.30
         yield
-
-    def install_signal_handlers(self) -> None:  # the hook's name in older uvicorn releases
-        return None
 
 
 def _is_cut(exc: BaseException | None) -> bool:
@@ -146,20 +143,17 @@ class OfflineGateway:
         rate_limit: RateLimit | None = None,
     ) -> None:
         self.host = host
-        self.limiter = RateLimiter(rate_limit)
-        self.faults = FaultPlan()
-        self._counts = RequestCounts()
-        self._requests: list[RecordedRequest] | None = [] if record else None
         self.app = create_app(
             api_key=api_key,
             token_delay=token_delay,
             latency=latency,
-            faults=self.faults,
-            requests=self._requests,
             record=record,
-            counts=self._counts,
-            limiter=self.limiter,
+            limiter=RateLimiter(rate_limit),
         )
+        self.limiter: RateLimiter = self.app.state.limiter
+        self.faults: FaultPlan = self.app.state.faults
+        self._counts: RequestCounts = self.app.state.counts
+        self._requests: list[RecordedRequest] | None = self.app.state.requests
         self._requested_port = port
         self._port: int | None = None
         self._log_level = log_level

@@ -170,6 +170,15 @@ def topic_of(text: str, limit: int = 5) -> str:
     return " ".join(found) if found else "your request"
 
 
+def asked_count(text: str, most: int = 10) -> int | None:
+    """How many items ``text`` asks for ("three steps", "5 tips"): its first whole number >= 1, at most
+    ``most``; None when it names none."""
+    for number in hints_from(text).numbers:
+        if number.is_integer() and number >= 1:
+            return min(int(number), most)
+    return None
+
+
 def first_sentence(text: str, max_words: int = 25) -> str:
     """The first sentence of ``text``, shortened to ``max_words`` words (with an ellipsis)."""
     flat = " ".join(text.split())

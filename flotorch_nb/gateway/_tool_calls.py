@@ -14,7 +14,8 @@ coat in Oslo?"), else the model answers in text ("Tell me a joke").
 first turn and the next part's once their results are in (values come from that part of the prompt
 and from the results so far); when every part is done, the answer is text from the results.
 Arguments are filled from the JSON schema with the values found in the call's part of the prompt
-(``_schema_fill``); an enum value mentioned anywhere in the prompt wins. Same request, same calls.
+(``_schema_fill``); an enum value mentioned anywhere in the call's step wins (each "then" step
+names its own: "cool, then heat" is one call with each). Same request, same calls.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from ._data import split_words, word_list
 from ._text import Hints, hints_from, stem, words
-from ._validate import Message, Tool
+from ._validate import Message, Tool, last_user
 
 __all__ = ["MAX_CALLS", "ToolCallAsk", "choose_tool", "phase_of", "planned_calls"]
 
@@ -70,7 +71,7 @@ def score(tool: Tool, said: set[str]) -> int:
 
 def phase_of(messages: Sequence[Message]) -> tuple[str, int, str]:
     """The last user message, how many tool-call turns answered it so far, and their results' text."""
-    start = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    start = last_user(messages)
     after = messages[start + 1 :]
     turns = sum(1 for m in after if m.role == "assistant" and m.tool_calls)
     results = "\n".join(m.text for m in after if m.role == "tool")
@@ -90,13 +91,13 @@ def planned_calls(
     if tool_choice.startswith("function:"):
         return [ToolCallAsk(choose_tool(tools, prompt, tool_choice), _hints(prompt, prompt, results))]
     phases = [p for p in _cut(prompt, _PHASES) if p.strip()] or [prompt]
-    asks = _asks(tools, phases[turn], prompt, results) if turn < len(phases) else []
+    asks = _asks(tools, phases[turn], results) if turn < len(phases) else []
     if not asks and (tool_choice == "required" or (turn == 0 and _kinds(hints_from(prompt)))):
         asks = [ToolCallAsk(choose_tool(tools, prompt, tool_choice), _hints(prompt, prompt, results))]
     return asks[:1] if not parallel else asks[:MAX_CALLS]
 
 
-def _asks(tools: Sequence[Tool], phase: str, prompt: str, results: str) -> list[ToolCallAsk]:
+def _asks(tools: Sequence[Tool], phase: str, results: str) -> list[ToolCallAsk]:
     groups: list[tuple[Tool, list[str], set[str]]] = []  # a call: its tool, its parts, kinds of value seen
     leading: list[str] = []
     parts = [p.strip() for p in _cut(phase, _PARTS)]
@@ -119,7 +120,7 @@ def _asks(tools: Sequence[Tool], phase: str, prompt: str, results: str) -> list[
     asks: list[ToolCallAsk] = []
     seen: set[tuple[str, str]] = set()
     for tool, texts, _ in groups:
-        hints = _hints(" ".join(texts), prompt, results)
+        hints = _hints(" ".join(texts), phase, results)
         key = (tool.name, json.dumps(hints.proper + hints.quoted) + repr(hints.numbers))
         if key not in seen:
             seen.add(key)
@@ -149,6 +150,7 @@ def _kinds(hints: Hints) -> set[str]:
     }
 
 
-def _hints(part: str, prompt: str, results: str) -> Hints:
-    """The facts a call's arguments come from: its part first, then earlier results; enums see the prompt."""
-    return replace(hints_from(f"{part}\n{results}" if results else part), context=prompt)
+def _hints(part: str, context: str, results: str) -> Hints:
+    """The facts a call's arguments come from: its part first, then earlier results; enums see ``context``
+    (the call's "then" step, or the whole prompt when the prompt is not read in steps)."""
+    return replace(hints_from(f"{part}\n{results}" if results else part), context=context)

@@ -10,15 +10,15 @@ properties are refused here (``code: schema_too_large``), before any planning.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._schema_fill import MAX_SIZE, oversized_keyword
 from ._text import count_tokens
-from ._wire import GatewayError
+from ._wire import GatewayError, number_or
 
-__all__ = ["ROLES", "ChatRequest", "Message", "Tool", "parse_request"]
+__all__ = ["ROLES", "ChatRequest", "Message", "Tool", "last_user", "parse_request"]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _MAX_TOKEN_DELAY = 5.0  # a per-request delay above this is surely a typo, and would hang a benchmark
@@ -32,6 +32,11 @@ class Message:
     text: str
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     tool_call_id: str | None = None
+
+
+def last_user(messages: Sequence[Message]) -> int:
+    """The index of the last user message (what the models answer), or -1 when there is none."""
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,27 @@ class ChatRequest:
     token_delay: float | None = None
     prompt_tokens: int = 0
     parallel_tool_calls: bool = True
+
+
+def _whole(low: int) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _between(high: float) -> Callable[[Any], bool]:
+    return lambda value: number_or(value) is not None and 0 <= value <= high
+
+
+# The optional plain fields: what each must be (as the refusal says it), and the test.
+_OPTIONS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("max_completion_tokens", "an integer >= 1", _whole(1)),
+    ("max_tokens", "an integer >= 1", _whole(1)),
+    ("temperature", "a number between 0 and 2", _between(2)),
+    ("top_p", "a number between 0 and 1", _between(1)),
+    ("stream", "a boolean", lambda value: isinstance(value, bool)),
+    ("parallel_tool_calls", "a boolean", lambda value: isinstance(value, bool)),
+    ("stream_options", "an object", lambda value: isinstance(value, Mapping)),
+    ("extra_body", "an object", lambda value: isinstance(value, Mapping)),
+)
 
 
 def _bad(message: str, param: str | None = None, code: str | None = "invalid_value") -> GatewayError:
@@ -95,30 +121,11 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
     tools = _parse_tools(body.get("tools"))
     tool_choice = _parse_tool_choice(body.get("tool_choice"), tools)
     response_format = _parse_response_format(body.get("response_format"))
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
-        raise _bad(f"Invalid 'max_tokens': expected an integer >= 1, got {max_tokens!r}.", "max_tokens")
-    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
+    for name, expected, accepts in _OPTIONS:
         value = body.get(name)
-        if value is not None and (not _is_number(value) or not 0 <= value <= high):
-            raise _bad(f"Invalid '{name}': expected a number between 0 and {high:g}, got {value!r}.", name)
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad(f"Invalid 'stream': expected a boolean, got {stream!r}.", "stream")
-    parallel = body.get("parallel_tool_calls")
-    parallel = True if parallel is None else parallel
-    if not isinstance(parallel, bool):
-        raise _bad(
-            f"Invalid 'parallel_tool_calls': expected a boolean, got {parallel!r}.", "parallel_tool_calls"
-        )
+        if value is not None and not accepts(value):
+            raise _bad(f"Invalid '{name}': expected {expected}, got {value!r}.", name)
     options = body.get("stream_options")
-    if options is not None and not isinstance(options, Mapping):
-        raise _bad("Invalid 'stream_options': expected an object.", "stream_options")
-    extra = body.get("extra_body")
-    if extra is not None and not isinstance(extra, Mapping):
-        raise _bad("Invalid 'extra_body': expected an object.", "extra_body")
     if model not in models:
         raise GatewayError(
             404,
@@ -139,18 +146,14 @@ def parse_request(body: Any, models: Collection[str]) -> ChatRequest:
         response_format=response_format
         if response_format and response_format.get("type") != "text"
         else None,
-        max_tokens=max_tokens,
-        parallel_tool_calls=parallel,
+        max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
+        parallel_tool_calls=body.get("parallel_tool_calls") is not False,
         stop=_parse_stop(body.get("stop")),
-        stream=bool(stream),
+        stream=bool(body.get("stream")),
         include_usage=bool(options and options.get("include_usage")),
         token_delay=_parse_token_delay(body),
         prompt_tokens=prompt_tokens,
     )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _parse_messages(raw: Any) -> tuple[Message, ...]:
@@ -308,7 +311,7 @@ def _parse_token_delay(body: Mapping[str, Any]) -> float | None:
         offline = holder.get("offline") if isinstance(holder, Mapping) else None
         if isinstance(offline, Mapping) and "token_delay" in offline:
             delay = offline["token_delay"]
-            if not _is_number(delay) or not 0 <= delay <= _MAX_TOKEN_DELAY:
+            if number_or(delay) is None or not 0 <= delay <= _MAX_TOKEN_DELAY:
                 raise _bad(
                     f"Invalid 'offline.token_delay': expected seconds between 0 and {_MAX_TOKEN_DELAY:g}.",
                     "extra_body.offline.token_delay",

@@ -7,8 +7,9 @@ and easy to test.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -23,12 +24,14 @@ __all__ = [
     "GatewayError",
     "Plan",
     "ToolCallPlan",
+    "call_id",
     "completion_body",
     "error_body",
     "error_type",
     "html_error_page",
     "inband_error_event",
     "models_body",
+    "number_or",
     "stream_events",
 ]
 
@@ -48,7 +51,9 @@ _ERROR_TYPES = {
 
 
 class GatewayError(Exception):
-    """A request the gateway refuses; carries the HTTP status and the OpenAI-style error fields."""
+    """A request the gateway refuses; carries the HTTP status, the OpenAI-style error fields and any
+    headers the refusal sends (a 429's ``Retry-After``). Raised anywhere below a route, it becomes
+    the error response (``_asgi.refused``)."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class GatewayError(Exception):
         type: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -65,6 +71,7 @@ class GatewayError(Exception):
         self.type = type or error_type(status)
         self.param = param
         self.code = code
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         """The JSON error body for this refusal."""
@@ -91,6 +98,16 @@ def html_error_page(status: int, message: str) -> str:
         f"<body><h1>{status} Error</h1><p>{text}</p><hr><address>flotorch offline gateway</address>"
         "</body></html>\n"
     )
+
+
+def number_or(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number (booleans are not), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def call_id(seed: str) -> str:
+    """A tool call's id derived from the request (``seed``), so the same request gets the same id."""
+    return "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)

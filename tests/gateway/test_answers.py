@@ -257,3 +257,36 @@ def test_a_short_answer_answers_instead_of_repeating_the_question(
     assert len(content.split()) >= 10, content
     if "sky" in question:
         assert "scatter" in content, "a question with a known answer gets it"
+
+
+REASK = (
+    "Your answer was not valid: {problems}. Answer again with only the JSON object the schema asks for, "
+    "with these errors fixed."
+)
+
+
+def test_a_validation_reask_is_answered_from_the_question_with_the_fix_it_names(
+    client: httpx2.Client,
+) -> None:
+    """The client's re-ask (``_recover.reask_message``) was answered from its own words alone: the
+    question's facts were lost ("JSON" became the name). Now the question is answered again, and a
+    value the errors state (only 12 left) wins over the question's."""
+    contact = _object(name={"type": "string"}, email={"type": "string"}, city={"type": "string"})
+    question = "Extract the contact: Ada Lovelace, ada@example.com, lives in London."
+    first = ask_schema(client, question, contact)
+    assert first == {"name": "Ada Lovelace", "email": "ada@example.com", "city": "London"}
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": contact, "strict": True}}
+    again = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "{}"},
+        {"role": "user", "content": REASK.format(problems="email: Field required")},
+    ]
+    assert json.loads(ask(client, again, response_format=fmt)) == first
+    order = _object(item={"type": "string", "enum": ["croissant", "eclair"]}, quantity={"type": "integer"})
+    fmt = {"type": "json_schema", "json_schema": {"name": "Order", "schema": order, "strict": True}}
+    fixed = [
+        {"role": "user", "content": "Order 20 units of eclair for the office."},
+        {"role": "assistant", "content": '{"item": "eclair", "quantity": 20}'},
+        {"role": "user", "content": REASK.format(problems="quantity: Value error, only 12 left in stock")},
+    ]
+    assert json.loads(ask(client, fixed, response_format=fmt)) == {"item": "eclair", "quantity": 12}

@@ -221,3 +221,18 @@ def _message(plan: Any) -> dict[str, Any]:
         for c in plan.tool_calls
     ]
     return {"content": plan.content, "tool_calls": calls}
+
+
+def test_each_then_step_takes_the_enum_value_its_own_step_names(client: httpx2.Client) -> None:
+    """An enum option was read from the whole prompt, so the first option named anywhere (in the
+    enum's order) filled every step: "cool, then heat" set "heat" twice."""
+    mode = {"type": "string", "enum": ["heat", "cool"]}
+    thermostat = _tool("set_thermostat", "Set the thermostat mode", {"mode": mode}, ["mode"])
+    messages = _user("Set the thermostat to cool, then set the thermostat to heat")
+    modes = []
+    for _ in range(2):
+        choice = _ask(client, messages, tools=[thermostat])
+        assert choice["finish_reason"] == "tool_calls"
+        modes += [json.loads(c["function"]["arguments"]) for c in choice["message"]["tool_calls"]]
+        _round(messages, choice, {"set_thermostat": {"ok": True}})
+    assert modes == [{"mode": "cool"}, {"mode": "heat"}]
