@@ -2,8 +2,8 @@
 
 The seed's fields (``content``, ``metadata`` with ``inputTokens``/``outputTokens``/``totalTokens``/
 ``raw_response``) are kept exactly; the typed conveniences beside them (tool calls, finish reason,
-latency, offline mark, the answer validated into a ``response_format`` class) are additive. Nothing here does I/O, so the sync, async and streaming paths
-all end in the same functions.
+latency, offline mark, the answer validated into a ``response_format`` class) are additive. Nothing
+here does I/O, so the sync, async and streaming paths all end in the same functions.
 """
 
 from __future__ import annotations
