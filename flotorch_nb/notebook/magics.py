@@ -335,16 +335,8 @@ class FlotorchMagics(Magics):
             }
             if awaited and args.approve:
                 return self._awaited_tools(args, client, messages, tools, options, prompt, system)
-            with call_label("magic"):
-                try:
-                    run = tool_cell.run_tools(
-                        self.ip, client, messages, tools, approve=args.approve, **options
-                    )
-                except InvalidRequestError as exc:
-                    raise UsageError(f"%%flotorch: {exc}") from None
-                except FlotorchError as exc:  # MaxStepsError, a gateway failure: one line, cell fails
-                    answer_cell.one_line_traceback(exc, self.ip)
-                    raise
+            with tool_cell.cell_failures(self.ip):
+                run = tool_cell.run_tools(self.ip, client, messages, tools, approve=args.approve, **options)
             return self._settle_run(run, args, prompt, system)
         if args.output:
             self.ip.user_ns[args.output] = value
@@ -362,14 +354,8 @@ class FlotorchMagics(Magics):
     ) -> Any:
         from . import tool_cell
 
-        with call_label("magic"):
-            try:
-                run = await tool_cell.run_tools_awaited(client, messages, tools, **options)
-            except InvalidRequestError as exc:
-                raise UsageError(f"%%flotorch: {exc}") from None
-            except FlotorchError as exc:
-                answer_cell.one_line_traceback(exc, self.ip)
-                raise
+        with tool_cell.cell_failures(self.ip):
+            run = await tool_cell.run_tools_awaited(client, messages, tools, **options)
         return self._settle_run(run, args, prompt, system)
 
     def _settle_run(self, run: Any, args: Any, prompt: str, system: str | None) -> Any:

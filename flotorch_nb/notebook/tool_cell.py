@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.display import clear_output, display
 
 from .. import _bridge
+from .._errors import FlotorchError, InvalidRequestError
+from .._hooks import call_label
 from .._text import utf8_safe
 from ..tools import _approval
 from ..tools._cards import CardData, CardTracker, answer_bundle, card_text, cards_html
 from ..tools._loop import RunView, ToolCallRecord, ToolStep, arun
-from .answer_cell import PREVIEW_INTERVAL_S, is_terminal
+from .answer_cell import PREVIEW_INTERVAL_S, is_terminal, one_line_traceback
 from .options import split_words
 from .pacing import Pacer
 
@@ -116,6 +119,22 @@ class _HandedOver:
 
     def call_done(self, record: ToolCallRecord) -> None:
         self._caller.call(self._view.call_done, record)
+
+
+@contextmanager
+def cell_failures(shell: Any) -> Iterator[None]:
+    """How a tool loop ends a cell when it fails, the same for the blocking and the awaited form: a
+    request the loop refuses before any I/O (a function it cannot describe) is an option mistake,
+    a ``UsageError`` without traceback; any other ``FlotorchError`` (``MaxStepsError``, a gateway
+    failure) fails the cell, shown as one line. The loop's calls are labelled ``magic``."""
+    with call_label("magic"):
+        try:
+            yield
+        except InvalidRequestError as exc:
+            raise UsageError(f"%%flotorch: {exc}") from None
+        except FlotorchError as exc:
+            one_line_traceback(exc, shell)
+            raise
 
 
 def run_tools(

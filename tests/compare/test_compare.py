@@ -52,6 +52,11 @@ KEY = "offline-test-key"
 MODELS = ["offline/assistant", "offline/echo"]
 PROMPT = "Name three colours of the sea."
 USER = [{"role": "user", "content": PROMPT}]
+#: A comparison whose second column answers only after 20 s. The delay is scripted in the request
+#: itself, not a fault queued on the shared gateway: a request of an earlier test that reaches the
+#: gateway late (sent just before that test stopped it) cannot take the delay and answer at once.
+SLOW_MODELS = ["offline/assistant", "offline/scripted"]
+SLOW = [{"role": "user", "content": json.dumps({"script": {"content": "too late", "delay": 20}})}]
 
 
 def client(gateway: OfflineGateway) -> FlotorchLLM:
@@ -233,48 +238,43 @@ async def test_a_callback_that_raises_stops_the_comparison_with_its_own_error(
 
 
 def test_interrupting_a_blocking_comparison_cancels_the_requests_in_flight(gateway: OfflineGateway) -> None:
-    gateway.faults.add(Fault(delay=20, model="offline/echo"))
     started = time.monotonic()
 
     def interrupt_on_first_delta(model: str, text: str) -> None:
         raise KeyboardInterrupt
 
     with client(gateway) as llm, pytest.raises(KeyboardInterrupt):
-        compare_function(llm, USER, MODELS, on_delta=interrupt_on_first_delta)
+        compare_function(llm, SLOW, SLOW_MODELS, on_delta=interrupt_on_first_delta)
     assert time.monotonic() - started < 10  # the 20 s answer was not waited for
     assert not [t for t in threading.enumerate() if t.name == "flotorch-compare"]
 
 
 def test_an_interrupt_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
     """Ctrl-C once one model has answered: the slow one is cancelled, the answer is kept."""
-    gateway.faults.add(Fault(delay=20, model="offline/echo"))
     started = time.monotonic()
 
     def ctrl_c_after_the_first_answer(result: ModelResult) -> None:
         raise KeyboardInterrupt
 
     with client(gateway) as llm, pytest.raises(ComparisonInterrupted) as caught:
-        compare_function(llm, USER, MODELS, on_result=ctrl_c_after_the_first_answer)
+        compare_function(llm, SLOW, SLOW_MODELS, on_result=ctrl_c_after_the_first_answer)
     assert time.monotonic() - started < 10 and isinstance(caught.value, KeyboardInterrupt)
     kept = caught.value.result
-    assert kept.models == tuple(MODELS) and kept["offline/assistant"].ok
+    assert kept.models == tuple(SLOW_MODELS) and kept["offline/assistant"].ok
     assert kept["offline/assistant"].provenance == kept["offline/assistant"].response.provenance  # type: ignore[union-attr]
-    assert isinstance(kept["offline/echo"].error, ItemCancelledError)
+    assert isinstance(kept["offline/scripted"].error, ItemCancelledError)
 
 
 async def test_a_cancelled_acompare_keeps_the_columns_that_finished(gateway: OfflineGateway) -> None:
-    # Three uses: a request of an earlier test still reaching the shared gateway must not take the
-    # only delay and let echo answer at once (then the comparison ends before the cancel).
-    gateway.faults.add(Fault(delay=20, model="offline/echo", times=3))
     answered = asyncio.Event()
     with client(gateway) as llm:
-        task = asyncio.create_task(acompare(llm, USER, MODELS, on_result=lambda r: answered.set()))
+        task = asyncio.create_task(acompare(llm, SLOW, SLOW_MODELS, on_result=lambda r: answered.set()))
         await asyncio.wait_for(answered.wait(), 10)
         task.cancel()
         with pytest.raises(ComparisonCancelled) as caught:
             await task
     kept = caught.value.result
-    assert kept["offline/assistant"].ok and isinstance(kept["offline/echo"].error, ItemCancelledError)
+    assert kept["offline/assistant"].ok and isinstance(kept["offline/scripted"].error, ItemCancelledError)
 
 
 async def test_cancelling_the_task_cancels_every_model(gateway: OfflineGateway) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 
+from flotorch_nb import BadRequestError
 from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.notebook import tool_cell
 from flotorch_nb.notebook.approval import ApprovalPrompt
@@ -124,6 +126,56 @@ def test_max_steps_stops_the_loop(shell: Shell) -> None:
         )
     assert len(caught.value.run.steps) == 2
     assert "MaxStepsError" in caught.value._render_traceback_()[0]  # type: ignore[attr-defined]  # one line
+
+
+def _same(text: str) -> str:
+    """``text`` but for the request id, which differs from call to call."""
+    return re.sub(r"req_[0-9a-f]+", "req_…", text)
+
+
+def _untyped(city):  # type: ignore[no-untyped-def]  # no type hints: the loop cannot describe it
+    return city
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("tools", "script", "error", "says"),
+    [
+        # refused while the loop is prepared, before any request: an option mistake, no traceback
+        ("untyped", _script({"content": "x"}), UsageError, "%%flotorch: .*untyped"),
+        # a gateway failure: the cell fails, shown as one line
+        (
+            "get_weather",
+            json.dumps({"script": {"error": {"status": 400, "message": "no such tool"}}}),
+            BadRequestError,
+            "no such tool",
+        ),
+    ],
+)
+async def test_the_blocking_and_the_awaited_cell_fail_alike(
+    shell: Shell, gateway: OfflineGateway, tools: str, script: str, error: type[Exception], says: str
+) -> None:
+    """A terminal runs an ``--approve`` cell blocking, a kernel awaits it: the same failure is the same
+    error, shown the same way, either way."""
+    _define(shell, [])
+    shell.ip.user_ns["untyped"] = _untyped
+    line = f"-m offline/scripted --tools {tools} --approve --no-interpolate"
+    with pytest.raises(error, match=says) as blocking:
+        shell.cell(line, script)
+    with pytest.raises(error, match=says) as awaited:
+        await tool_cell.awaited_cell(shell.ip, line, script)
+    failures = (blocking.value, awaited.value)
+    assert _same(str(awaited.value)) == _same(str(blocking.value))
+    assert [(e.__cause__, e.__suppress_context__) for e in failures] == [(None, error is UsageError)] * 2
+    shown = [[_same(line) for line in getattr(e, "_render_traceback_", list)()] for e in failures]
+    if error is UsageError:  # IPython's own one line, no traceback
+        assert not any(hasattr(e, "_render_traceback_") for e in failures)
+    else:
+        blocking_lines, awaited_lines = shown
+        (one,) = blocking_lines  # one line, not frames of library code
+        assert awaited_lines == [one] and "BadRequestError" in one and _same(str(blocking.value)) in one
+    assert all(r.body["model"] == "offline/scripted" for r in gateway.requests)
+    assert len(gateway.requests) == (0 if error is UsageError else 2)  # once per path, never retried
 
 
 def test_the_transformer_awaits_only_approval_cells_in_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ offline gateway, whose faults can target one model; ``httpx2.MockTransport`` for
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -18,12 +19,18 @@ from flotorch_nb import (
     CallResult,
     ConfigurationError,
     FlotorchLLM,
+    LLMResponse,
     NotFoundError,
+    RateLimitError,
     RetryPolicy,
     ServerError,
     StreamError,
+    StructuredOutputError,
 )
-from flotorch_nb._response import Skipped
+from flotorch_nb._config import Secret
+from flotorch_nb._recover import reask_message
+from flotorch_nb._response import Skipped, Usage
+from flotorch_nb._transport import Call
 from flotorch_nb.gateway import Fault, OfflineGateway
 from flotorch_nb.notebook.ledger import Ledger
 from tests.support.client import (
@@ -337,3 +344,95 @@ def test_the_plan_is_driven_by_twins_with_the_same_signature() -> None:
 
     assert list(inspect.signature(drive).parameters) == list(inspect.signature(adrive).parameters)
     assert inspect.iscoroutinefunction(adrive) and not inspect.iscoroutinefunction(drive)
+
+
+# -- drive and adrive, fed the same outcomes ---------------------------------------------------------
+def _call(model: str, messages: list[dict[str, Any]]) -> Call:
+    return Call(
+        url="http://127.0.0.1:9/api/openai/v1/chat/completions",
+        body={"model": model, "messages": messages},
+        content=b"",
+        headers={},
+        key=Secret("test-key-twins"),
+        timeout=5.0,
+        model=model,
+        stream=False,
+    )
+
+
+def _invalid(model: str) -> StructuredOutputError:
+    answer = LLMResponse(content='{"label": 7}', metadata={}, model=model, usage=Usage(5, 2, 7))
+    return StructuredOutputError(
+        "invalid", content=answer.content, response=answer, problems="label: not a str"
+    )
+
+
+def _rate_limited() -> RateLimitError:
+    return RateLimitError("HTTP 429", status_code=429, gateway_message="slow down", retry_after=1.0)
+
+
+#: What each call the plan makes ends with, in order: the first model answers invalidly twice (its
+#: validation retry spent), the second is rate limited, the third answers (or fails: every model fails).
+OUTCOMES: dict[str, Callable[[], list[Any]]] = {
+    "answered": lambda: [
+        _invalid(PRIMARY),
+        _invalid(PRIMARY),
+        _rate_limited(),
+        LLMResponse(content='{"label": "ok"}', metadata={}, model=THIRD, usage=Usage(4, 1, 5)),
+    ],
+    "every model fails": lambda: [_invalid(PRIMARY), _invalid(PRIMARY), _rate_limited(), _rate_limited()],
+    "a bug in the call": lambda: [_invalid(PRIMARY), RuntimeError("not a FlotorchError: no fallback")],
+}
+
+
+async def _drive(sync: bool, script: str) -> tuple[Any, ...]:
+    """One plan (a validation retry, two fallbacks) run by ``drive`` or ``adrive`` over ``script``:
+    the calls made (model, messages) and how it ended."""
+    from flotorch_nb._recover import adrive, drive, recover
+
+    made: list[tuple[str, Any]] = []
+    outcomes = OUTCOMES[script]()
+
+    def once(call: Call) -> LLMResponse:
+        made.append((call.model, call.body["messages"]))
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def aonce(call: Call) -> LLMResponse:
+        return once(call)
+
+    plan = recover(
+        _call(PRIMARY, HELLO), HELLO, 1, [SECOND, THIRD], lambda messages, model: _call(model, messages)
+    )
+    try:
+        end: Any = drive(plan, once) if sync else await adrive(plan, aonce)
+    except Exception as exc:  # what the plan raised is compared as its answer would be
+        end = exc
+    marks = ("attempts", "fallbacks", "usage_total", "__notes__")
+    return (made, type(end), getattr(end, "content", str(end)), *(getattr(end, m, None) for m in marks))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("script", list(OUTCOMES))
+async def test_drive_and_adrive_run_a_plan_alike(script: str) -> None:
+    """The twins make the same calls in the same order, fed the same outcomes, and end the same way."""
+    blocking, awaited = await _drive(True, script), await _drive(False, script)
+    assert awaited == blocking
+
+    made, kind, _content, attempts, fallbacks, usage, notes = blocking
+    reask = [*HELLO, {"role": "assistant", "content": '{"label": 7}'}, reask_message(_invalid(PRIMARY))]
+    if script == "a bug in the call":  # not a FlotorchError: raised at once, nothing else asked
+        assert made == [(PRIMARY, HELLO), (PRIMARY, reask)] and kind is RuntimeError and attempts is None
+        return
+    assert made == [(PRIMARY, HELLO), (PRIMARY, reask), (SECOND, HELLO), (THIRD, HELLO)]
+    assert attempts == 4
+    assert fallbacks == [Skipped(PRIMARY, "validation_failed"), Skipped(SECOND, "rate_limited")]
+    if script == "answered":
+        assert kind is LLMResponse and notes is None and usage == Usage(14, 5, 19)
+    else:  # the last error, marked with what was tried; only the invalid answers reported usage
+        assert kind is RateLimitError and usage == Usage(10, 4, 14)
+        assert notes == [
+            f"asked before it, and passed over: {PRIMARY} (validation_failed), {SECOND} (rate_limited)"
+        ]
