@@ -29,7 +29,7 @@ from IPython.display import clear_output, display
 
 from .. import _bridge
 from .._errors import FlotorchError, InvalidRequestError
-from .._hooks import call_label
+from .._pipeline._hooks import call_label
 from .._text import utf8_safe
 from ..tools import _approval
 from ..tools._cards import CardData, CardTracker, answer_bundle, card_text, cards_html

@@ -28,7 +28,7 @@ from flotorch_nb import (
     StructuredOutputError,
 )
 from flotorch_nb._config import Secret
-from flotorch_nb._recover import reask_message
+from flotorch_nb._pipeline._recover import reask_message
 from flotorch_nb._response import Skipped, Usage
 from flotorch_nb._transport import Call
 from flotorch_nb.gateway import Fault, OfflineGateway
@@ -388,7 +388,7 @@ OUTCOMES: dict[str, Callable[[], list[Any]]] = {
 async def _drive(sync: bool, script: str) -> tuple[Any, ...]:
     """One plan (a validation retry, two fallbacks) run by ``drive`` or ``adrive`` over ``script``:
     the calls made (model, messages) and how it ended."""
-    from flotorch_nb._recover import adrive, drive, recover
+    from flotorch_nb._pipeline._recover import adrive, drive, recover
 
     made: list[tuple[str, Any]] = []
     outcomes = OUTCOMES[script]()
