@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ._errors import APIConnectionError, APIStatusError, APITimeoutError, ConfigurationError, FlotorchError
@@ -34,6 +35,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """Seconds an answer asks to wait: ``retry-after-ms`` (OpenAI's, the precise one) when it parses,
+    else ``Retry-After`` (delta-seconds or an HTTP date); None when it asks nothing. Header names are
+    lower case, as both the transport's headers and ``Spent.headers`` give them."""
+    if (milliseconds := parse_retry_after(headers.get("retry-after-ms"))) is not None:
+        return milliseconds / 1000
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def is_retryable_status(status_code: int) -> bool:

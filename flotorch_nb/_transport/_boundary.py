@@ -20,7 +20,7 @@ from .._config import DEFAULT_ENDPOINT, Secret, display_url, redact
 from .._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
 from .._request_key import answer_key, request_hash
 from .._response import OFFLINE_HEADER, ResponseInfo, parse_error
-from .._retry import parse_retry_after
+from .._retry import retry_after_of
 
 USER_AGENT = "flotorch_nb/0.1"
 
@@ -263,15 +263,6 @@ def rate_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     return found or None
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms`` (OpenAI's, the precise one) when sent, else ``Retry-After``."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        seconds = parse_retry_after(ms)
-        if seconds is not None:
-            return seconds / 1000
-    return parse_retry_after(headers.get("retry-after"))
-
-
 def status_failure(
     status: int, headers: Mapping[str, str], body: bytes, call: Call, url: str, hops: int = 0
 ) -> APIStatusError:
@@ -280,7 +271,7 @@ def status_failure(
     A redirect we did not follow (another origin, a 301/302/303, one hop too many) names its target,
     display-safe, so a person can fix ``base_url``.
     """
-    error = parse_error(status, body, request_id(headers), _retry_after(headers))
+    error = parse_error(status, body, request_id(headers), retry_after_of(headers))
     error.rate_headers = rate_headers(headers)
     location = headers.get("location")
     if 300 <= status < 400 and location:

@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .._retry import parse_retry_after
+from .._retry import parse_retry_after, retry_after_of
 
 __all__ = ["AimdWindow", "RateHeaders", "parse_duration", "read_rate_headers"]
 
@@ -135,13 +135,8 @@ def read_rate_headers(headers: Mapping[str, str] | None) -> RateHeaders | None:
     """The rate-limit headers of an answer (lower-case names, as ``Spent.headers`` keeps them)."""
     if not headers:
         return None
-    retry_after = parse_retry_after(headers.get("retry-after-ms"))
-    if retry_after is not None:
-        retry_after /= 1000
-    else:
-        retry_after = parse_retry_after(headers.get("retry-after"))  # delta-seconds or an HTTP date
     return RateHeaders(
-        retry_after,
+        retry_after_of(headers),
         _int(headers.get("x-ratelimit-limit-requests")),
         _int(headers.get("x-ratelimit-remaining-requests")),
         parse_duration(headers.get("x-ratelimit-reset-requests")),

@@ -25,7 +25,7 @@ from flotorch_nb import (
     ServerError,
 )
 from flotorch_nb._errors import status_error
-from flotorch_nb._retry import is_retryable_status, parse_retry_after
+from flotorch_nb._retry import is_retryable_status, parse_retry_after, retry_after_of
 from flotorch_nb.gateway import Fault, OfflineGateway
 from tests.support.client import KEY, NO_WAIT, SYNC, SYNC_IDS, USER, invoke, live_llm, stream
 
@@ -297,3 +297,11 @@ async def test_a_refused_connection_without_injection_is_an_api_connection_error
     async with live_llm(_closed_port_url(), "m") as llm:
         with pytest.raises(APIConnectionError, match="could not reach"):
             await invoke(llm, sync)
+
+
+def test_retry_after_ms_is_the_precise_wait_and_retry_after_the_fallback() -> None:
+    """One rule for the transport's errors and the auto window's headers (``retry_after_of``)."""
+    assert retry_after_of({"retry-after": "1", "retry-after-ms": "250"}) == 0.25
+    assert retry_after_of({"retry-after": "2", "retry-after-ms": "soon"}) == 2.0
+    assert retry_after_of({"retry-after-ms": "1500"}) == 1.5
+    assert retry_after_of({}) is None
