@@ -213,11 +213,12 @@ def end(
     come from (a failure has no answer to say so).
     """
     request, started, call = begun
+    latency_s = time.perf_counter() - started
     if (sink := _logsink.current) is not None:  # the call log (flotorch_nb.calllog); never raises
-        sink.record(call, outcome, time.perf_counter() - started, failed_source, partial_chars)
+        sink.record(call, outcome, latency_s, failed_source, partial_chars)
     if request is None or not hooks.after_call:
         return
-    result = _result(request, outcome, time.perf_counter() - started, failed_source, partial_chars)
+    result = _result(request, outcome, latency_s, failed_source, partial_chars)
     if isinstance(outcome, BaseException):
         try:
             hooks.run_after(result)
