@@ -108,10 +108,17 @@ class FlotorchLLM(ManyCalls):
         cache: _cache.AnswerCache | None,
         fallbacks: tuple[str, ...] = (),
     ) -> None:
-        self._settings = settings
         self._injected = (http_client, async_http_client)  # shared by copies; their owner closes them
-        self._pools = Pools(settings, http_client, async_http_client)
-        self._pipeline = Pipeline(settings, self._pools, retry, hooks, cache, fallbacks)
+        pools = Pools(settings, http_client, async_http_client)
+        self._pipeline = Pipeline(settings, pools, retry, hooks, cache, fallbacks)
+
+    @property
+    def _settings(self) -> _config.Settings:
+        return self._pipeline.settings
+
+    @property
+    def _pools(self) -> Pools:
+        return self._pipeline.pools
 
     # -- configuration -------------------------------------------------------------------------
     @property
