@@ -47,6 +47,7 @@ __all__ = [
     "escape_text",
     "footer_html",
     "footer_text",
+    "html_table",
     "render_markdown",
     "text_table",
 ]

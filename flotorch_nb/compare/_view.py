@@ -140,11 +140,7 @@ def comparison_text(results: Sequence[Column], *, priced: bool = False) -> str:
         latency = f"{r.response.latency_s * 1000:.0f} ms"
         rows.append((r.model, tokens, latency, format_cost(r.cost) if priced else ""))
     columns = 4 if priced else 3
-    widths = [max(len(row[i]) for row in rows) for i in range(columns)]
-    table = "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:columns], widths, strict=True)).rstrip()
-        for row in rows
-    )
+    table = _render.text_table([row[:columns] for row in rows])
     blocks = [table, summary(results, priced=priced)]
     for r in results:
         body = f"{type(r.error).__name__}: {r.error}" if r.error is not None else r.text
