@@ -596,3 +596,18 @@ def test_the_index_keeps_no_token_counts_and_a_file_made_before_still_works(
     with sqlite3.connect(new) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "calls_fts" in tables and "calls_fts_docsize" not in tables
+
+
+def test_the_log_bench_runs_its_search_part() -> None:
+    """``bench/bench_log.py`` fills its log through the client's pipeline (no network): a smoke run
+    keeps it working when the pipeline moves (it once called a ``FlotorchLLM._prepare`` gone since)."""
+    done = run_script(
+        """
+        import runpy, sys
+        sys.path.insert(0, "bench")
+        sys.argv = ["bench_log.py", "--quick", "--search-only", "--rows", "200"]
+        runpy.run_path("bench/bench_log.py", run_name="__main__")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert "log of 200 calls" in done.stdout and "search no match" in done.stdout
