@@ -38,12 +38,16 @@ class FileKind:
     #: Stored in ``meta`` as ``kind`` (say "flotorch_nb answer cache"); a file of another kind is refused.
     name: str
     format: str
-    #: ``CREATE ... IF NOT EXISTS`` statements, run in one transaction; ``meta`` must be among them.
+    #: ``CREATE ... IF NOT EXISTS`` statements of its own tables, run in one transaction after ``meta``'s.
     schema: tuple[str, ...]
-    #: The tables a file of this kind has (a SQLite file with other tables is someone else's).
+    #: Its own tables (with ``meta``, what a file of this kind has; one without them is someone else's).
     tables: frozenset[str]
     #: ``error(path, problem, advice)``: the typed error of this kind of file.
     error: Callable[[Path, str, str | None], FlotorchError]
+
+
+#: Every file of ours names its kind and format here (``FileKind.name``, ``FileKind.format``).
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 def is_lock(exc: BaseException) -> bool:
@@ -77,12 +81,12 @@ def _set_up(conn: sqlite3.Connection, path: Path, kind: FileKind) -> None:
     conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
     conn.execute("PRAGMA synchronous=NORMAL")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and not kind.tables <= tables:
+    if tables and not kind.tables | {"meta"} <= tables:
         raise kind.error(path, f"it is a SQLite database, but not a {kind.name}", None)
     # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in kind.schema:
+        for statement in (_META, *kind.schema):
             conn.execute(statement)
         found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         if not found:

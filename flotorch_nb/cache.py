@@ -101,13 +101,12 @@ def cache_key(call: Call) -> str:
 
 # -- the file --------------------------------------------------------------------------------------
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT NOT NULL, "
     "created REAL NOT NULL)",
 )
 
 
-_KIND = FileKind(KIND, FORMAT, _SCHEMA, frozenset(("meta", "answers")), CacheError)
+_KIND = FileKind(KIND, FORMAT, _SCHEMA, frozenset(("answers",)), CacheError)
 
 
 class AnswerCache:
