@@ -65,7 +65,10 @@ def _problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _locked(kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
+def _typed(exc: BaseException, kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
+    """A ``sqlite3`` error met while opening a file, as the kind's typed error."""
+    if not is_lock(exc):
+        return kind.error(path, _problem(exc), None)
     # Never "remove it": the process holding the lock is using the file, and its rows are in it.
     return kind.error(
         path,
@@ -144,17 +147,12 @@ def open_shared(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Conn
     try:
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        if is_lock(exc):
-            raise _locked(kind, path, busy_timeout) from exc
-        raise kind.error(path, _problem(exc), None) from exc
+        raise _typed(exc, kind, path, busy_timeout) from exc
     try:
         _set_up_within_busy_timeout(conn, path, kind, busy_timeout)
-    except FlotorchError:
+    except BaseException as exc:
         conn.close()
-        raise
-    except sqlite3.Error as exc:
-        conn.close()
-        if is_lock(exc):
-            raise _locked(kind, path, busy_timeout) from exc
-        raise kind.error(path, _problem(exc), None) from exc
+        if isinstance(exc, sqlite3.Error):
+            raise _typed(exc, kind, path, busy_timeout) from exc
+        raise  # kind.error already, or not ours to translate
     return conn
