@@ -611,3 +611,13 @@ def test_the_log_bench_runs_its_search_part() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "log of 200 calls" in done.stdout and "search no match" in done.stdout
+
+
+def test_the_log_is_a_plain_sqlite_file_in_wal_mode(log: CallLog, llm: FlotorchLLM) -> None:
+    """Issue 17 names WAL: readers (a search, another kernel) never wait for the writer's batch."""
+    llm.invoke(script(content="plain"))
+    log.flush()
+    with sqlite3.connect(log.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT answer FROM calls").fetchall() == [("plain",)]
+        assert conn.execute("SELECT rowid FROM calls_fts WHERE calls_fts MATCH 'plain'").fetchall() == [(1,)]
