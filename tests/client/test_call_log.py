@@ -366,9 +366,7 @@ def test_flotorch_log_is_read_when_a_client_is_built_and_disable_holds(
             client.invoke(script(content="not logged"))
         with FlotorchLLM(SCRIPTED, KEY, gateway.url) as again:  # the same value: disable() holds
             again.invoke(script(content="not logged either"))
-        assert [r["answer"] for r in flotorch_nb.logs(path=path)["answer"].to_frame().to_dict("records")] == [
-            "logged"
-        ]
+        assert list(flotorch_nb.logs(path=path)["answer"]) == ["logged"]
         monkeypatch.delenv(calllog.ENV_LOG)
         monkeypatch.setenv(calllog.ENV_LOG, str(tmp_path / "other.sqlite"))
         FlotorchLLM(SCRIPTED, KEY, gateway.url).close()  # a new value turns it on again
