@@ -124,7 +124,7 @@ def fill(path: Path, rows: int) -> dict[str, float]:
     started = time.perf_counter()
     for i in range(rows):
         model = "rare-model" if i % 100 == 7 else models[i % len(models)]  # 1 % of the calls
-        call = llm._prepare(
+        call = llm._pipeline.prepare(
             [{"role": "user", "content": _prompt(rng, i)}], None, None, None, {"model": model}, stream=False
         )
         outcome: LLMResponse | BaseException

@@ -72,7 +72,6 @@ class CallLogError(FlotorchError):
 
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS calls (
         id INTEGER PRIMARY KEY,
         time REAL NOT NULL,
@@ -112,7 +111,7 @@ _SCHEMA = (
     "columnsize=0)",
 )
 
-KIND = FileKind("flotorch_nb call log", "1", _SCHEMA, frozenset(("meta", "calls", "calls_fts")), CallLogError)
+KIND = FileKind("flotorch_nb call log", "1", _SCHEMA, frozenset(("calls", "calls_fts")), CallLogError)
 
 #: The columns a search returns, in this order (``prompt``: the last user message's text).
 COLUMNS = (

@@ -38,12 +38,16 @@ class FileKind:
     #: Stored in ``meta`` as ``kind`` (say "flotorch_nb answer cache"); a file of another kind is refused.
     name: str
     format: str
-    #: ``CREATE ... IF NOT EXISTS`` statements, run in one transaction; ``meta`` must be among them.
+    #: ``CREATE ... IF NOT EXISTS`` statements of its own tables, run in one transaction after ``meta``'s.
     schema: tuple[str, ...]
-    #: The tables a file of this kind has (a SQLite file with other tables is someone else's).
+    #: Its own tables (with ``meta``, what a file of this kind has; one without them is someone else's).
     tables: frozenset[str]
     #: ``error(path, problem, advice)``: the typed error of this kind of file.
     error: Callable[[Path, str, str | None], FlotorchError]
+
+
+#: Every file of ours names its kind and format here (``FileKind.name``, ``FileKind.format``).
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 def is_lock(exc: BaseException) -> bool:
@@ -61,7 +65,10 @@ def _problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _locked(kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
+def _typed(exc: BaseException, kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
+    """A ``sqlite3`` error met while opening a file, as the kind's typed error."""
+    if not is_lock(exc):
+        return kind.error(path, _problem(exc), None)
     # Never "remove it": the process holding the lock is using the file, and its rows are in it.
     return kind.error(
         path,
@@ -77,12 +84,12 @@ def _set_up(conn: sqlite3.Connection, path: Path, kind: FileKind) -> None:
     conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
     conn.execute("PRAGMA synchronous=NORMAL")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and not kind.tables <= tables:
+    if tables and not kind.tables | {"meta"} <= tables:
         raise kind.error(path, f"it is a SQLite database, but not a {kind.name}", None)
     # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in kind.schema:
+        for statement in (_META, *kind.schema):
             conn.execute(statement)
         found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         if not found:
@@ -140,17 +147,12 @@ def open_shared(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Conn
     try:
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        if is_lock(exc):
-            raise _locked(kind, path, busy_timeout) from exc
-        raise kind.error(path, _problem(exc), None) from exc
+        raise _typed(exc, kind, path, busy_timeout) from exc
     try:
         _set_up_within_busy_timeout(conn, path, kind, busy_timeout)
-    except FlotorchError:
+    except BaseException as exc:
         conn.close()
-        raise
-    except sqlite3.Error as exc:
-        conn.close()
-        if is_lock(exc):
-            raise _locked(kind, path, busy_timeout) from exc
-        raise kind.error(path, _problem(exc), None) from exc
+        if isinstance(exc, sqlite3.Error):
+            raise _typed(exc, kind, path, busy_timeout) from exc
+        raise  # kind.error already, or not ours to translate
     return conn

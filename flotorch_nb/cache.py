@@ -101,13 +101,12 @@ def cache_key(call: Call) -> str:
 
 # -- the file --------------------------------------------------------------------------------------
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT NOT NULL, "
     "created REAL NOT NULL)",
 )
 
 
-_KIND = FileKind(KIND, FORMAT, _SCHEMA, frozenset(("meta", "answers")), CacheError)
+_KIND = FileKind(KIND, FORMAT, _SCHEMA, frozenset(("answers",)), CacheError)
 
 
 class AnswerCache:
@@ -136,12 +135,9 @@ class AnswerCache:
             if self._conn is not None and self._pid == os.getpid():
                 return self._conn
             # After a fork the parent's connection must not be touched: open our own.
-            self._conn = self._connect()
+            self._conn = open_shared(self.path, _KIND, self.busy_timeout)
             self._pid = os.getpid()
             return self._conn
-
-    def _connect(self) -> sqlite3.Connection:
-        return open_shared(self.path, _KIND, self.busy_timeout)
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use)."""

@@ -296,7 +296,8 @@ class CallLog:
         limit: int | None = 100,
     ) -> list[dict[str, Any]]:
         """Rows (dicts by ``_calllog_store.COLUMNS``), newest first: ``query`` words all in the prompt
-        or the answer, ``model`` asked or answered, made at ``since`` or later; ``limit`` (None: all)."""
+        or the answer, ``model`` asked (not the one that answered), made at ``since`` or later;
+        ``limit`` (None: all)."""
         text = _query(query)
         after = _since(since)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

@@ -8,7 +8,7 @@ clears it after the cell, so a call the chat panel makes between cells has no ce
 option is a ``ConfigurationError`` that the magic turns into a ``UsageError``.
 
 The table ``%flotorch logs`` shows is built from text that came from a model or a user, so every cell
-is escaped (``_render.escape_text``) and long prompts and answers are cut; the full rows are in
+is escaped (``_render.html_table``) and long prompts and answers are cut; the full rows are in
 ``flotorch_nb.logs()`` and ``--export``. Pure: no IPython import (the shell is handed in).
 """
 
@@ -23,7 +23,6 @@ from typing import Any
 
 from .. import _render, calllog
 from .._errors import ConfigurationError
-from .._text import utf8_safe
 from .session import Session
 
 __all__ = ["LOGS_USAGE", "LogTable", "log", "logs", "watch_cells"]
@@ -191,12 +190,7 @@ class LogTable:
         """The table as HTML, every cell escaped."""
         if not self.rows:
             return '<div class="flotorch-logs">no logged calls match</div>'
-        head = "".join(f"<th>{_render.escape_text(c)}</th>" for c in _SHOWN)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{_render.escape_text(utf8_safe(c))}</td>" for c in cells) + "</tr>"
-            for cells in self._cells()
-        )
-        return f'<table class="flotorch-logs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return _render.html_table([_SHOWN, *self._cells()], "flotorch-logs")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/plain": self.as_text(), "text/html": self.as_html()}

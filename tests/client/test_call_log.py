@@ -366,9 +366,7 @@ def test_flotorch_log_is_read_when_a_client_is_built_and_disable_holds(
             client.invoke(script(content="not logged"))
         with FlotorchLLM(SCRIPTED, KEY, gateway.url) as again:  # the same value: disable() holds
             again.invoke(script(content="not logged either"))
-        assert [r["answer"] for r in flotorch_nb.logs(path=path)["answer"].to_frame().to_dict("records")] == [
-            "logged"
-        ]
+        assert list(flotorch_nb.logs(path=path)["answer"]) == ["logged"]
         monkeypatch.delenv(calllog.ENV_LOG)
         monkeypatch.setenv(calllog.ENV_LOG, str(tmp_path / "other.sqlite"))
         FlotorchLLM(SCRIPTED, KEY, gateway.url).close()  # a new value turns it on again
@@ -596,3 +594,28 @@ def test_the_index_keeps_no_token_counts_and_a_file_made_before_still_works(
     with sqlite3.connect(new) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "calls_fts" in tables and "calls_fts_docsize" not in tables
+
+
+def test_the_log_bench_runs_its_search_part() -> None:
+    """``bench/bench_log.py`` fills its log through the client's pipeline (no network): a smoke run
+    keeps it working when the pipeline moves (it once called a ``FlotorchLLM._prepare`` gone since)."""
+    done = run_script(
+        """
+        import runpy, sys
+        sys.path.insert(0, "bench")
+        sys.argv = ["bench_log.py", "--quick", "--search-only", "--rows", "200"]
+        runpy.run_path("bench/bench_log.py", run_name="__main__")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert "log of 200 calls" in done.stdout and "search no match" in done.stdout
+
+
+def test_the_log_is_a_plain_sqlite_file_in_wal_mode(log: CallLog, llm: FlotorchLLM) -> None:
+    """Issue 17 names WAL: readers (a search, another kernel) never wait for the writer's batch."""
+    llm.invoke(script(content="plain"))
+    log.flush()
+    with sqlite3.connect(log.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT answer FROM calls").fetchall() == [("plain",)]
+        assert conn.execute("SELECT rowid FROM calls_fts WHERE calls_fts MATCH 'plain'").fetchall() == [(1,)]
