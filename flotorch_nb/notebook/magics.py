@@ -202,6 +202,11 @@ class FlotorchMagics(Magics):
             raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         if args.eval is not None:  # an evaluation: flotorch_nb.notebook.eval_cell
             return self._eval(args, cell)
+        grading = [f"--{n.replace('_', '-')}" for n in _EVAL_ONLY if getattr(args, n) is not None]
+        if grading:  # a plain answer or a batch would ignore them
+            raise UsageError(
+                f"%%flotorch: {', '.join(grading)} go with --eval DATA (they grade an evaluation)"
+            )
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
@@ -411,17 +416,24 @@ class FlotorchMagics(Magics):
         """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
         from .eval_cell import EvalUsageError, run_eval
 
-        if (
-            args.map is not None
-            or args.cont
-            or args.schema
-            or args.format != "markdown"
-            or args.tools
-            or args.agent
-        ):
+        foreign = {  # options the evaluation would otherwise drop without a word
+            "--map": args.map is not None,
+            "--tools": bool(args.tools),
+            "--agent": bool(args.agent),
+            "--approve": args.approve,
+            "--max-steps": args.max_steps is not None,
+            "-c": args.cont,
+            "-s": args.system is not None,
+            "--schema": bool(args.schema),
+            "-f": args.format != "markdown",
+            "--compare": args.compare,
+            "--keep-errors": args.keep_errors,
+            "--fallback": args.fallback is not None,
+        }
+        refused = [name for name, on in foreign.items() if on]
+        if refused:
             raise UsageError(
-                "%%flotorch --eval: --map, --tools, --agent, -c, --schema and -f do not apply to an "
-                "evaluation"
+                f"%%flotorch --eval: {', '.join(refused)}: options that do not apply to an evaluation"
             )
         given = args.model or self.session.model_id or ""
         models = tuple(m.strip() for m in given.split(",") if m.strip())
@@ -579,6 +591,10 @@ def _apply_nest_asyncio() -> str | None:
             "use `await ...` in cells instead of asyncio.run()"
         )
     return None
+
+
+#: The options that grade an evaluation (``--eval``), refused anywhere else.
+_EVAL_ONLY = ("target", "score", "judge", "judge_model")
 
 
 def _with_fallbacks(client: Any, spec: str) -> Any:
