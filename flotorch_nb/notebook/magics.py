@@ -329,7 +329,7 @@ class FlotorchMagics(Magics):
             if args.approve or args.max_steps is not None or args.cont:
                 raise UsageError("%%flotorch --agent: --approve, --max-steps and -c belong to --tools")
             agent = tool_cell.check_agent(args.agent, self.ip.user_ns)
-            with call_label("magic"):
+            with tool_cell.cell_failures(self.ip):
                 value = tool_cell.run_agent(agent, prompt)
         else:
             tools = tool_cell.resolve_tools(args.tools, self.ip.user_ns)
