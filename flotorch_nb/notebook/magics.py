@@ -425,6 +425,7 @@ class FlotorchMagics(Magics):
             "-c": args.cont,
             "-s": args.system is not None,
             "--schema": bool(args.schema),
+            "--validation-retries": args.validation_retries is not None,
             "-f": args.format != "markdown",
             "--compare": args.compare,
             "--keep-errors": args.keep_errors,

@@ -602,6 +602,8 @@ def test_unknown_subcommands_list_the_valid_ones(shell: Shell) -> None:
         ("--eval rows --score exact_match --keep-errors", "do not apply to an evaluation"),
         ("--eval rows --score exact_match --approve", "do not apply to an evaluation"),
         ("--eval rows --score exact_match --max-steps 3", "do not apply to an evaluation"),
+        # not "add --schema", which an evaluation refuses in turn
+        ("--eval rows --score exact_match --validation-retries 1", "do not apply to an evaluation"),
         # what grades an evaluation, outside one: not a plain answer that ignores it
         ("--score exact_match", "--score go with --eval"),
         ("--target key", "--target go with --eval"),
