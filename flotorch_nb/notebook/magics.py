@@ -24,6 +24,7 @@ import getpass
 import keyword
 import os
 from collections import ChainMap
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from IPython.core.error import UsageError
@@ -380,6 +381,7 @@ class FlotorchMagics(Magics):
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
+        _refuse(args, ("--tools", "--agent", "--approve", "--max-steps"), "--map", "a batch")
         if args.fallback is not None:
             raise UsageError(
                 "%%flotorch --map: --fallback is for one answer or a comparison; for a batch use "
@@ -416,26 +418,7 @@ class FlotorchMagics(Magics):
         """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
         from .eval_cell import EvalUsageError, run_eval
 
-        foreign = {  # options the evaluation would otherwise drop without a word
-            "--map": args.map is not None,
-            "--tools": bool(args.tools),
-            "--agent": bool(args.agent),
-            "--approve": args.approve,
-            "--max-steps": args.max_steps is not None,
-            "-c": args.cont,
-            "-s": args.system is not None,
-            "--schema": bool(args.schema),
-            "--validation-retries": args.validation_retries is not None,
-            "-f": args.format != "markdown",
-            "--compare": args.compare,
-            "--keep-errors": args.keep_errors,
-            "--fallback": args.fallback is not None,
-        }
-        refused = [name for name, on in foreign.items() if on]
-        if refused:
-            raise UsageError(
-                f"%%flotorch --eval: {', '.join(refused)}: options that do not apply to an evaluation"
-            )
+        _refuse(args, _EVAL_REFUSES, "--eval", "an evaluation")
         given = args.model or self.session.model_id or ""
         models = tuple(m.strip() for m in given.split(",") if m.strip())
         if not models:
@@ -596,6 +579,47 @@ def _apply_nest_asyncio() -> str | None:
 
 #: The options that grade an evaluation (``--eval``), refused anywhere else.
 _EVAL_ONLY = ("target", "score", "judge", "judge_model")
+
+#: Whether an option was given, for the kinds of cell that would otherwise drop it without a word.
+_GIVEN: dict[str, Callable[[Any], bool]] = {
+    "--map": lambda args: args.map is not None,
+    "--tools": lambda args: bool(args.tools),
+    "--agent": lambda args: bool(args.agent),
+    "--approve": lambda args: bool(args.approve),
+    "--max-steps": lambda args: args.max_steps is not None,
+    "-c": lambda args: bool(args.cont),
+    "-s": lambda args: args.system is not None,
+    "--schema": lambda args: bool(args.schema),
+    "--validation-retries": lambda args: args.validation_retries is not None,
+    "-f": lambda args: args.format != "markdown",
+    "--compare": lambda args: bool(args.compare),
+    "--keep-errors": lambda args: bool(args.keep_errors),
+    "--fallback": lambda args: args.fallback is not None,
+}
+
+#: An evaluation: its own prompts, models and grading; no conversation, tools or fallbacks.
+_EVAL_REFUSES = (
+    "--map",
+    "--tools",
+    "--agent",
+    "--approve",
+    "--max-steps",
+    "-c",
+    "-s",
+    "--schema",
+    "--validation-retries",
+    "-f",
+    "--compare",
+    "--keep-errors",
+    "--fallback",
+)
+
+
+def _refuse(args: Any, options: Sequence[str], magic: str, what: str) -> None:
+    """A ``UsageError`` naming those of ``options`` the cell was given, which ``what`` does not use."""
+    given = [option for option in options if _GIVEN[option](args)]
+    if given:
+        raise UsageError(f"%%flotorch {magic}: {', '.join(given)}: options that do not apply to {what}")
 
 
 def _with_fallbacks(client: Any, spec: str) -> Any:

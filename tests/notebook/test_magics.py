@@ -604,6 +604,13 @@ def test_unknown_subcommands_list_the_valid_ones(shell: Shell) -> None:
         ("--eval rows --score exact_match --max-steps 3", "do not apply to an evaluation"),
         # not "add --schema", which an evaluation refuses in turn
         ("--eval rows --score exact_match --validation-retries 1", "do not apply to an evaluation"),
+        # a batch answers each item once: no tool loop runs in it
+        ("--map rows --tools f", "--tools: options that do not apply to a batch"),
+        ("--map rows --agent a", "--agent: options that do not apply to a batch"),
+        (
+            "--map rows --approve --max-steps 2",
+            "--approve, --max-steps: options that do not apply to a batch",
+        ),
         # what grades an evaluation, outside one: not a plain answer that ignores it
         ("--score exact_match", "--score go with --eval"),
         ("--target key", "--target go with --eval"),
