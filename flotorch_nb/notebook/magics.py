@@ -24,7 +24,6 @@ import getpass
 import keyword
 import os
 from collections import ChainMap
-from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from IPython.core.error import UsageError
@@ -42,7 +41,15 @@ from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .ledger import capture
-from .options import concurrency_option, configuration_fix, parse_options
+from .options import (
+    EVAL_ONLY,
+    EVAL_REFUSES,
+    call_params,
+    concurrency_option,
+    configuration_fix,
+    parse_options,
+    refuse,
+)
 from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -203,7 +210,7 @@ class FlotorchMagics(Magics):
             raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         if args.eval is not None:  # an evaluation: flotorch_nb.notebook.eval_cell
             return self._eval(args, cell)
-        grading = [f"--{n.replace('_', '-')}" for n in _EVAL_ONLY if getattr(args, n) is not None]
+        grading = [f"--{n.replace('_', '-')}" for n in EVAL_ONLY if getattr(args, n) is not None]
         if grading:  # a plain answer or a batch would ignore them
             raise UsageError(
                 f"%%flotorch: {', '.join(grading)} go with --eval DATA (they grade an evaluation)"
@@ -242,7 +249,7 @@ class FlotorchMagics(Magics):
         if args.cont and system is None:
             system = conversation.system
         messages = (conversation if args.cont else Conversation()).messages(prompt, system)
-        params = _call_params(args)
+        params = call_params(args)
         if args.tools or args.agent or args.approve or args.max_steps is not None:
             return self._tool_cell(args, client, messages, params, prompt, system, models, awaited)
         if models:
@@ -381,14 +388,14 @@ class FlotorchMagics(Magics):
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
-        _refuse(args, ("--tools", "--agent", "--approve", "--max-steps"), "--map", "a batch")
+        refuse(args, ("--tools", "--agent", "--approve", "--max-steps"), "--map", "a batch")
         if args.fallback is not None:
             raise UsageError(
                 "%%flotorch --map: --fallback is for one answer or a comparison; for a batch use "
                 "FlotorchLLM(..., fallbacks=[...]).batch(...)"
             )
         schema = self._schema_class(args.schema) if args.schema else None
-        params = _call_params(args)
+        params = call_params(args)
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
         default = os.environ.get(_config.ENV_COMPARE_MODELS) or self.session.model_id
         models = compare_cell.models_of(args.model, default, compare=args.compare) or (args.model,)
@@ -418,7 +425,7 @@ class FlotorchMagics(Magics):
         """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
         from .eval_cell import EvalUsageError, run_eval
 
-        _refuse(args, _EVAL_REFUSES, "--eval", "an evaluation")
+        refuse(args, EVAL_REFUSES, "--eval", "an evaluation")
         given = args.model or self.session.model_id or ""
         models = tuple(m.strip() for m in given.split(",") if m.strip())
         if not models:
@@ -435,7 +442,7 @@ class FlotorchMagics(Magics):
                 judge=args.judge,
                 judge_model=args.judge_model,
                 concurrency=args.concurrency,
-                params=_call_params(args),
+                params=call_params(args),
             )
         except EvalUsageError as exc:
             raise UsageError(f"%%flotorch {exc}") from None
@@ -577,51 +584,6 @@ def _apply_nest_asyncio() -> str | None:
     return None
 
 
-#: The options that grade an evaluation (``--eval``), refused anywhere else.
-_EVAL_ONLY = ("target", "score", "judge", "judge_model")
-
-#: Whether an option was given, for the kinds of cell that would otherwise drop it without a word.
-_GIVEN: dict[str, Callable[[Any], bool]] = {
-    "--map": lambda args: args.map is not None,
-    "--tools": lambda args: bool(args.tools),
-    "--agent": lambda args: bool(args.agent),
-    "--approve": lambda args: bool(args.approve),
-    "--max-steps": lambda args: args.max_steps is not None,
-    "-c": lambda args: bool(args.cont),
-    "-s": lambda args: args.system is not None,
-    "--schema": lambda args: bool(args.schema),
-    "--validation-retries": lambda args: args.validation_retries is not None,
-    "-f": lambda args: args.format != "markdown",
-    "--compare": lambda args: bool(args.compare),
-    "--keep-errors": lambda args: bool(args.keep_errors),
-    "--fallback": lambda args: args.fallback is not None,
-}
-
-#: An evaluation: its own prompts, models and grading; no conversation, tools or fallbacks.
-_EVAL_REFUSES = (
-    "--map",
-    "--tools",
-    "--agent",
-    "--approve",
-    "--max-steps",
-    "-c",
-    "-s",
-    "--schema",
-    "--validation-retries",
-    "-f",
-    "--compare",
-    "--keep-errors",
-    "--fallback",
-)
-
-
-def _refuse(args: Any, options: Sequence[str], magic: str, what: str) -> None:
-    """A ``UsageError`` naming those of ``options`` the cell was given, which ``what`` does not use."""
-    given = [option for option in options if _GIVEN[option](args)]
-    if given:
-        raise UsageError(f"%%flotorch {magic}: {', '.join(given)}: options that do not apply to {what}")
-
-
 def _with_fallbacks(client: Any, spec: str) -> Any:
     """``client`` with ``--fallback m2,m3`` (a copy: its own pools, the same ledger hooks)."""
     models = [m.strip() for m in spec.split(",") if m.strip()]
@@ -631,20 +593,6 @@ def _with_fallbacks(client: Any, spec: str) -> Any:
         return client.copy(fallbacks=models)
     except ConfigurationError as exc:
         raise UsageError(f"%%flotorch: --fallback {spec}: {exc}") from None
-
-
-def _call_params(args: Any) -> dict[str, Any]:
-    """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
-    if args.validation_retries is not None and not args.schema:
-        raise UsageError(
-            "%%flotorch: --validation-retries re-asks when an answer fails --schema; add --schema"
-        )
-    given = (
-        ("temperature", args.temperature),
-        ("max_tokens", args.max_tokens),
-        ("validation_retries", args.validation_retries),
-    )
-    return {name: value for name, value in given if value is not None}
 
 
 def load_ipython_extension(ipython: Any) -> None:
