@@ -91,9 +91,9 @@ class Turn:
         from ..tools._cards import run_footer
 
         if run.response is not None:
-            self.reply, self.response, self.status = run.response.content, run.response, "done"
+            self.finish(run.response)
             self.provenance = run.response.provenance
-        self.footer = run_footer(run, self.model)
+        self.footer = run_footer(run, self.model)  # every step's tokens, not the last answer's
 
     def end(
         self, status: Literal["stopped", "error"], error: str | None = None, spent: LedgerEntry | None = None

@@ -41,7 +41,15 @@ from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
 from .ledger import capture
-from .options import concurrency_option, configuration_fix, parse_options
+from .options import (
+    EVAL_ONLY,
+    EVAL_REFUSES,
+    call_params,
+    concurrency_option,
+    configuration_fix,
+    parse_options,
+    refuse,
+)
 from .session import Session, get_session
 
 __all__ = ["FlotorchMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -202,6 +210,11 @@ class FlotorchMagics(Magics):
             raise UsageError(f"%%flotorch: -o needs a Python variable name, got {args.output!r}")
         if args.eval is not None:  # an evaluation: flotorch_nb.notebook.eval_cell
             return self._eval(args, cell)
+        grading = [f"--{n.replace('_', '-')}" for n in EVAL_ONLY if getattr(args, n) is not None]
+        if grading:  # a plain answer or a batch would ignore them
+            raise UsageError(
+                f"%%flotorch: {', '.join(grading)} go with --eval DATA (they grade an evaluation)"
+            )
         if args.map is not None:  # batch over a dataset: flotorch_nb.notebook.mapping
             return self._map(args, cell)
         if args.cont and args.new:
@@ -236,7 +249,7 @@ class FlotorchMagics(Magics):
         if args.cont and system is None:
             system = conversation.system
         messages = (conversation if args.cont else Conversation()).messages(prompt, system)
-        params = _call_params(args)
+        params = call_params(args)
         if args.tools or args.agent or args.approve or args.max_steps is not None:
             return self._tool_cell(args, client, messages, params, prompt, system, models, awaited)
         if models:
@@ -324,7 +337,7 @@ class FlotorchMagics(Magics):
             if args.approve or args.max_steps is not None or args.cont:
                 raise UsageError("%%flotorch --agent: --approve, --max-steps and -c belong to --tools")
             agent = tool_cell.check_agent(args.agent, self.ip.user_ns)
-            with call_label("magic"):
+            with tool_cell.cell_failures(self.ip):
                 value = tool_cell.run_agent(agent, prompt)
         else:
             tools = tool_cell.resolve_tools(args.tools, self.ip.user_ns)
@@ -375,13 +388,14 @@ class FlotorchMagics(Magics):
 
         if args.cont or args.no_stream or args.format not in ("markdown", "json"):
             raise UsageError("%%flotorch --map: -c, --no-stream and -f text/code do not apply to a batch")
+        refuse(args, ("--tools", "--agent", "--approve", "--max-steps"), "--map", "a batch")
         if args.fallback is not None:
             raise UsageError(
                 "%%flotorch --map: --fallback is for one answer or a comparison; for a batch use "
                 "FlotorchLLM(..., fallbacks=[...]).batch(...)"
             )
         schema = self._schema_class(args.schema) if args.schema else None
-        params = _call_params(args)
+        params = call_params(args)
         response_format: Any = schema or ({"type": "json_object"} if args.format == "json" else None)
         default = os.environ.get(_config.ENV_COMPARE_MODELS) or self.session.model_id
         models = compare_cell.models_of(args.model, default, compare=args.compare) or (args.model,)
@@ -411,18 +425,7 @@ class FlotorchMagics(Magics):
         """``--eval DATA``: the cell as the template of an evaluation; the value is the EvalResult."""
         from .eval_cell import EvalUsageError, run_eval
 
-        if (
-            args.map is not None
-            or args.cont
-            or args.schema
-            or args.format != "markdown"
-            or args.tools
-            or args.agent
-        ):
-            raise UsageError(
-                "%%flotorch --eval: --map, --tools, --agent, -c, --schema and -f do not apply to an "
-                "evaluation"
-            )
+        refuse(args, EVAL_REFUSES, "--eval", "an evaluation")
         given = args.model or self.session.model_id or ""
         models = tuple(m.strip() for m in given.split(",") if m.strip())
         if not models:
@@ -439,7 +442,7 @@ class FlotorchMagics(Magics):
                 judge=args.judge,
                 judge_model=args.judge_model,
                 concurrency=args.concurrency,
-                params=_call_params(args),
+                params=call_params(args),
             )
         except EvalUsageError as exc:
             raise UsageError(f"%%flotorch {exc}") from None
@@ -590,20 +593,6 @@ def _with_fallbacks(client: Any, spec: str) -> Any:
         return client.copy(fallbacks=models)
     except ConfigurationError as exc:
         raise UsageError(f"%%flotorch: --fallback {spec}: {exc}") from None
-
-
-def _call_params(args: Any) -> dict[str, Any]:
-    """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
-    if args.validation_retries is not None and not args.schema:
-        raise UsageError(
-            "%%flotorch: --validation-retries re-asks when an answer fails --schema; add --schema"
-        )
-    given = (
-        ("temperature", args.temperature),
-        ("max_tokens", args.max_tokens),
-        ("validation_retries", args.validation_retries),
-    )
-    return {name: value for name, value in given if value is not None}
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -48,8 +48,6 @@ def run_map(
             f"--map {name}: no such variable in the notebook; define the list or DataFrame first"
         )
     data = namespace[name]
-    if isinstance(concurrency, int) and concurrency < 1:
-        raise MapUsageError(f"--concurrency must be a whole number >= 1, got {concurrency}")
     try:
         inputs = Inputs(data, template, system=system)
     except InvalidRequestError as exc:

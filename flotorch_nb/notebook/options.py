@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -12,7 +13,16 @@ from IPython.core.error import UsageError
 from .. import _config
 from .session import Session
 
-__all__ = ["concurrency_option", "configuration_fix", "parse_options", "split_words"]
+__all__ = [
+    "EVAL_ONLY",
+    "EVAL_REFUSES",
+    "call_params",
+    "concurrency_option",
+    "configuration_fix",
+    "parse_options",
+    "refuse",
+    "split_words",
+]
 
 
 def split_words(line: str) -> list[str]:
@@ -72,3 +82,62 @@ def configuration_fix(session: Session, exc: Exception, *, model_given: bool = F
             "starts the offline gateway)"
         )
     return UsageError(f"FloTorch configuration error: {exc}")
+
+
+#: The options that grade an evaluation (``--eval``), refused anywhere else.
+EVAL_ONLY = ("target", "score", "judge", "judge_model")
+
+#: Whether an option was given, for the kinds of cell that would otherwise drop it without a word.
+_GIVEN: dict[str, Callable[[Any], bool]] = {
+    "--map": lambda args: args.map is not None,
+    "--tools": lambda args: bool(args.tools),
+    "--agent": lambda args: bool(args.agent),
+    "--approve": lambda args: bool(args.approve),
+    "--max-steps": lambda args: args.max_steps is not None,
+    "-c": lambda args: bool(args.cont),
+    "-s": lambda args: args.system is not None,
+    "--schema": lambda args: bool(args.schema),
+    "--validation-retries": lambda args: args.validation_retries is not None,
+    "-f": lambda args: args.format != "markdown",
+    "--compare": lambda args: bool(args.compare),
+    "--keep-errors": lambda args: bool(args.keep_errors),
+    "--fallback": lambda args: args.fallback is not None,
+}
+
+#: An evaluation: its own prompts, models and grading; no conversation, tools or fallbacks.
+EVAL_REFUSES = (
+    "--map",
+    "--tools",
+    "--agent",
+    "--approve",
+    "--max-steps",
+    "-c",
+    "-s",
+    "--schema",
+    "--validation-retries",
+    "-f",
+    "--compare",
+    "--keep-errors",
+    "--fallback",
+)
+
+
+def refuse(args: Any, options: Sequence[str], magic: str, what: str) -> None:
+    """A ``UsageError`` naming those of ``options`` the cell was given, which ``what`` does not use."""
+    given = [option for option in options if _GIVEN[option](args)]
+    if given:
+        raise UsageError(f"%%flotorch {magic}: {', '.join(given)}: options that do not apply to {what}")
+
+
+def call_params(args: Any) -> dict[str, Any]:
+    """The call parameters a cell's options set (``-t 0`` is a temperature, not "unset")."""
+    if args.validation_retries is not None and not args.schema:
+        raise UsageError(
+            "%%flotorch: --validation-retries re-asks when an answer fails --schema; add --schema"
+        )
+    given = (
+        ("temperature", args.temperature),
+        ("max_tokens", args.max_tokens),
+        ("validation_retries", args.validation_retries),
+    )
+    return {name: value for name, value in given if value is not None}

@@ -123,10 +123,11 @@ class _HandedOver:
 
 @contextmanager
 def cell_failures(shell: Any) -> Iterator[None]:
-    """How a tool loop ends a cell when it fails, the same for the blocking and the awaited form: a
-    request the loop refuses before any I/O (a function it cannot describe) is an option mistake,
-    a ``UsageError`` without traceback; any other ``FlotorchError`` (``MaxStepsError``, a gateway
-    failure) fails the cell, shown as one line. The loop's calls are labelled ``magic``."""
+    """How a tool loop ends a cell when it fails, the same for the blocking and the awaited form and
+    for a pydantic-ai agent: a request refused before any I/O (a function the loop cannot describe)
+    is an option mistake, a ``UsageError`` without traceback; any other ``FlotorchError``
+    (``MaxStepsError``, a gateway failure) fails the cell, shown as one line. The calls are labelled
+    ``magic``."""
     with call_label("magic"):
         try:
             yield

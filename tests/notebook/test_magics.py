@@ -592,6 +592,41 @@ def test_unknown_subcommands_list_the_valid_ones(shell: Shell) -> None:
             shell.line(bad)
 
 
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        # an evaluation has no system prompt, fallbacks, comparison or tools of its own: not dropped
+        ('--eval rows --score exact_match -s "Be terse."', "do not apply to an evaluation"),
+        ("--eval rows --score exact_match --fallback offline/echo", "do not apply to an evaluation"),
+        ("--eval rows --score exact_match --compare", "do not apply to an evaluation"),
+        ("--eval rows --score exact_match --keep-errors", "do not apply to an evaluation"),
+        ("--eval rows --score exact_match --approve", "do not apply to an evaluation"),
+        ("--eval rows --score exact_match --max-steps 3", "do not apply to an evaluation"),
+        # not "add --schema", which an evaluation refuses in turn
+        ("--eval rows --score exact_match --validation-retries 1", "do not apply to an evaluation"),
+        # a batch answers each item once: no tool loop runs in it
+        ("--map rows --tools f", "--tools: options that do not apply to a batch"),
+        ("--map rows --agent a", "--agent: options that do not apply to a batch"),
+        (
+            "--map rows --approve --max-steps 2",
+            "--approve, --max-steps: options that do not apply to a batch",
+        ),
+        # what grades an evaluation, outside one: not a plain answer that ignores it
+        ("--score exact_match", "--score go with --eval"),
+        ("--target key", "--target go with --eval"),
+        ('--judge "Is it right?"', "--judge go with --eval"),
+        ("--map rows --judge-model offline/echo", "--judge-model go with --eval"),
+    ],
+)
+def test_an_option_the_cell_would_ignore_is_refused(
+    shell: Shell, offline_env: OfflineGateway, line: str, says: str
+) -> None:
+    shell.ip.user_ns["rows"] = [{"q": "2+2", "key": "4"}]
+    with pytest.raises(UsageError, match=says):
+        shell.cell(f"-m offline/echo {line}", "{q}")
+    assert offline_env.requests == []
+
+
 def test_an_option_given_to_a_subcommand_is_refused_not_taken_as_its_value(shell: Shell) -> None:
     """``%flotorch model --help`` must not make ``--help`` the session's model (only logs has options)."""
     before = get_session().model_id

@@ -68,3 +68,16 @@ def test_a_bad_fallback_is_a_usage_error(
     with pytest.raises(UsageError, match=says):
         shell.cell(line, "Say hello.")
     assert offline_env.requests == []
+
+
+def test_validation_retries_reach_every_item_of_a_map(shell: Shell, offline_env: OfflineGateway) -> None:
+    """Issue 15 item 5: ``--validation-retries`` also on a batch; each item re-asks on its own."""
+    shell.ip.run_cell(CITY)
+    shell.ip.user_ns["items"] = [
+        script("not json", '{"name": "Paris", "population": 2100000}'),
+        script('{"name": "Rome", "population": 2800000}'),
+    ]
+    result = shell.cell("-m offline/scripted --map items --schema City --validation-retries 1", "{item}")
+    assert [i.answer.parsed.name for i in result] == ["Paris", "Rome"]
+    assert [i.answer.to_response().attempts for i in result] == [2, 1]
+    assert len(offline_env.requests) == 3 and get_session().ledger.totals.calls == 3

@@ -286,3 +286,21 @@ def test_a_terminal_prints_the_text_and_a_line_per_call(
     out = capsys.readouterr().out
     assert '[tool] get_weather {"city": "Rome"} -> 18 degrees in Rome' in out and "Rome: 18." in out
     assert not any("flotorch-tool-live" in e.data.get("text/html", "") for e in shell.pub.published)
+
+
+def test_an_agent_cell_fails_like_a_tools_cell(shell: Shell, gateway: OfflineGateway) -> None:
+    """A gateway failure inside ``--agent`` fails the cell as one line, as it does inside ``--tools``."""
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent
+
+    from flotorch_nb import FlotorchLLM
+    from flotorch_nb.pydantic_ai import FlotorchModel
+
+    llm = FlotorchLLM("offline/scripted", "test-key-agent-cell", gateway.url)
+    shell.ip.user_ns["agent"] = Agent(FlotorchModel(llm))
+    body = json.dumps({"script": {"error": {"status": 400, "message": "no such tool"}}})
+    with pytest.raises(BadRequestError, match="no such tool") as caught:
+        shell.cell("--agent agent --no-interpolate", body)
+    (one,) = caught.value._render_traceback_()  # type: ignore[attr-defined]  # one line, no frames
+    assert "BadRequestError" in one and "no such tool" in one
+    llm.close()
