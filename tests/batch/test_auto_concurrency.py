@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import ClassVar
+import time
+from typing import Any, ClassVar
 
 import pytest
 
 from flotorch_nb import ConfigurationError, FlotorchLLM, RateLimitError, RetryPolicy
 from flotorch_nb._admission import Spent, Ticket
-from flotorch_nb.batch import BatchOptions
+from flotorch_nb.batch import BatchOptions, Grant, RateLimiter, run_async
 from flotorch_nb.batch._aimd import AimdWindow, RateHeaders, parse_duration, read_rate_headers
 from flotorch_nb.batch._auto import AutoConcurrency, controller_for, outcome_of
-from tests.support.batch import run_batch
+from flotorch_nb.gateway import OfflineGateway
+from tests.support.batch import Shaped, make_llm, most_in_any_window, run_batch
 from tests.support.client import KEY
 from tests.support.limited import limited_server, server_stats
 
@@ -278,3 +280,36 @@ async def test_batches_on_one_key_share_one_window() -> None:
     # Every attempt of both batches took its place in the one window, and gave it back.
     assert controller.window._seq == first.stats.requests + second.stats.requests
     assert controller.window.in_flight == 0
+
+
+class Granted(RateLimiter):
+    """A rate limiter that notes when it let each request go."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.granted: list[float] = []
+
+    def try_acquire(self, tokens: int) -> Grant | float:
+        grant = super().try_acquire(tokens)
+        if isinstance(grant, Grant):
+            self.granted.append(time.monotonic())
+        return grant
+
+
+@pytest.mark.anyio
+async def test_rpm_stays_a_hard_ceiling_under_auto(gw: OfflineGateway, shaping: Shaped) -> None:
+    # The window may grow well past what 10 requests per half second need (answers are healthy and
+    # quick); the rate limiter still lets no more than that go, and every attempt took its place.
+    shaping.latency = 0.02
+    limiter, controller = Granted(rpm=10, window=0.5), AutoConcurrency()
+    started = time.monotonic()
+    async with make_llm(gw) as llm:
+        options = BatchOptions.of(
+            concurrency="auto", rpm=1200, limiter=limiter, window=controller, progress=False
+        )
+        result = await run_async(llm, [f"p{i}" for i in range(30)], options)
+    assert len(result.ok) == 30
+    assert time.monotonic() - started > 1.2  # 30 at 10 per 0.5 s, paced from the first
+    assert len(limiter.granted) == 30 and most_in_any_window(limiter.granted, 0.5) <= 10
+    # Every attempt went through the window too, and gave its place back.
+    assert controller.window._seq >= result.stats.requests and controller.window.in_flight == 0
