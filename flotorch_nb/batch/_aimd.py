@@ -184,6 +184,8 @@ class AimdWindow:
         #: While the headers say a budget runs low, requests are spaced ``1 / rate`` apart.
         self._pacing = False
         self._next_at = 0.0
+        #: What the last ``sent`` changed (``_filled``, ``_next_at``), for ``returned`` to put back.
+        self._undo = (self._filled, self._next_at)
         self._healthy = 0
         #: When healthy answers arrived, for the rate the gateway sustains.
         self._answered: collections.deque[float] = collections.deque()
@@ -212,6 +214,7 @@ class AimdWindow:
 
     def sent(self, now: float = 0.0) -> int:
         """A request was let through (at ``now``); its number, for the outcome."""
+        self._undo = (self._filled, self._next_at)
         if self._pacing and self.rate:
             # Spaced at the rate the budget refills: after a pause one goes, not the whole window.
             self._next_at = max(self._next_at, now - 1 / self.rate) + 1 / self.rate
@@ -222,6 +225,17 @@ class AimdWindow:
         return self._seq
 
     # -- outcomes -----------------------------------------------------------------------------------
+    def returned(self, seq: int) -> None:
+        """Request ``seq`` was let through but never sent (a later gate, such as the batch's rate
+        limiter, said "not now"): its place is freed and, when nothing was let through since, it is as
+        if it had never been taken. A batch waiting on its ``rpm`` hands places back many times a
+        second; counted as sends, they would fill the window (growing it for requests never in
+        flight) and spend the pacing interval of the requests that do go."""
+        self.released()
+        if seq == self._seq and seq >= self._recover:  # the last one taken, and no cut since
+            self._seq -= 1
+            self._filled, self._next_at = self._undo
+
     def released(self) -> None:
         """A request ended without saying anything about the gateway's limits (never sent, or an
         error that is not congestion): its place is freed, the window unchanged."""

@@ -47,16 +47,16 @@ class AutoTicket(Ticket):
         self.seq, self.at = seq, at
 
 
-#: How an attempt ended, for the window: ("ok" | "congested" | "other", its rate-limit headers, the
-#: tokens it used).
+#: How an attempt ended, for the window: ("ok" | "congested" | "other" | "unsent", its rate-limit
+#: headers, the tokens it used).
 Outcome = tuple[str, "Mapping[str, str] | None", int]
 
 
 def outcome_of(spent: Spent | None) -> Outcome:
     """What an attempt's ``Spent`` says about the gateway's limit (plain data: it crosses to Dask's
     scheduler as is)."""
-    if spent is None:
-        return ("other", None, 0)
+    if spent is None:  # never sent: a later gate said "not now"
+        return ("unsent", None, 0)
     if spent.response is not None and spent.error is None:
         return ("ok", spent.headers, spent.tokens if spent.known else 0)
     error = spent.error
@@ -163,6 +163,8 @@ class AutoConcurrency:
                 window.answered(ticket.seq, now, now - ticket.at, read_rate_headers(headers), tokens)
             elif kind == "congested":
                 window.congested(ticket.seq, now, read_rate_headers(headers))
+            elif kind == "unsent":
+                window.returned(ticket.seq)
             else:
                 window.released()
             free = window.window - window.in_flight

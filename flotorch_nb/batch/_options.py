@@ -7,6 +7,7 @@ neither of those should import the other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -91,3 +92,11 @@ class BatchOptions:
         values["params"] = dict(values.get("params") or {})
         values["model_class"] = normalize_response_format(values.get("response_format"))[1]
         return cls(**values)
+
+    def detached(self) -> BatchOptions:
+        """These options without what is shared with the run that used them (the limiter, the
+        ``"auto"`` window, the ``slots``: live objects that may hold locks, an event loop or a Dask
+        worker), so that a result keeping them can be pickled; ``self`` when there is none."""
+        if self.limiter is None and self.window is None and self.slots is None:
+            return self
+        return dataclasses.replace(self, limiter=None, window=None, slots=None)

@@ -9,7 +9,6 @@ is ever dropped or a silent ``None``.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
 from collections import Counter
@@ -170,17 +169,16 @@ class BatchResult(Sequence[BatchItem]):
 
     # -- pickling ----------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        """Everything but the client (its key refuses pickling, and a client must never travel) and a
-        limiter shared with the run that made it (a Dask worker's may hold the worker itself).
+        """Everything but the client (its key refuses pickling, and a client must never travel) and
+        what the options shared with the run that made it (``BatchOptions.detached``).
 
         A result that crossed a process boundary keeps its answers, errors, stats and ``to_pandas()``;
         ``retry_failed()`` on it says it cannot be re-run.
         """
         state = dict(self.__dict__)
         state["_llm"] = None
-        options = state.get("_options")
-        if getattr(options, "limiter", None) is not None or getattr(options, "window", None) is not None:
-            state["_options"] = dataclasses.replace(options, limiter=None, window=None)  # type: ignore[type-var]
+        if self._options is not None:
+            state["_options"] = self._options.detached()
         return state
 
     # -- the sequence ------------------------------------------------------------------------------

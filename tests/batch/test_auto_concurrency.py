@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import ClassVar
+import time
+from typing import Any, ClassVar
 
 import pytest
 
 from flotorch_nb import ConfigurationError, FlotorchLLM, RateLimitError, RetryPolicy
 from flotorch_nb._admission import Spent, Ticket
-from flotorch_nb.batch import BatchOptions
+from flotorch_nb.batch import BatchOptions, Grant, RateLimiter, run_async
 from flotorch_nb.batch._aimd import AimdWindow, RateHeaders, parse_duration, read_rate_headers
 from flotorch_nb.batch._auto import AutoConcurrency, controller_for, outcome_of
-from tests.support.batch import run_batch
+from flotorch_nb.gateway import OfflineGateway
+from tests.support.batch import Shaped, make_llm, most_in_any_window, run_batch
 from tests.support.client import KEY
 from tests.support.limited import limited_server, server_stats
 
@@ -161,6 +163,23 @@ def test_the_window_never_exceeds_what_rpm_needs_and_only_grows_when_used() -> N
     assert window.ceiling_for(1000.0) == 200
 
 
+def test_a_place_handed_back_unsent_neither_grows_the_window_nor_spends_its_pacing() -> None:
+    window = AimdWindow(initial=2)
+    first = window.sent(0.0)
+    second = window.sent(0.0)  # fills the window...
+    window.returned(second)  # ...but a later gate (the rate limiter) said "not now": never sent
+    window.answered(first, LATENCY, LATENCY)
+    assert window.limit == 2  # one request in flight of two places: the window was not in use
+    window = AimdWindow(initial=4)
+    window.rate, window._pacing = 10.0, True  # a budget running low: spaced 100 ms apart
+    window.sent(1.0)
+    seq = window.sent(1.0)
+    assert window.wait(1.0) == pytest.approx(0.1)
+    window.returned(seq)
+    assert window.wait(1.0) == 0  # its turn is free again for the request that really goes
+    assert window.sent(1.0) == seq
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("1s", 1.0), ("20ms", 0.02), ("6m0s", 360.0), ("1h2m3.5s", 3723.5), ("0.5", 0.5), ("soon", None)],
@@ -196,7 +215,7 @@ def test_a_429_is_congestion_and_other_errors_say_nothing_about_the_limit() -> N
     limited = RateLimitError("429", status_code=429, gateway_message="slow down")
     assert outcome_of(Spent(Asked(), error=limited, headers={"retry-after": "1"}))[0] == "congested"
     assert outcome_of(Spent(Asked(), error=ValueError("x")))[0] == "other"
-    assert outcome_of(None)[0] == "other"
+    assert outcome_of(None)[0] == "unsent"  # a later gate said "not now": handed back, not settled
 
 
 @pytest.mark.anyio
@@ -278,3 +297,37 @@ async def test_batches_on_one_key_share_one_window() -> None:
     # Every attempt of both batches took its place in the one window, and gave it back.
     assert controller.window._seq == first.stats.requests + second.stats.requests
     assert controller.window.in_flight == 0
+
+
+class Granted(RateLimiter):
+    """A rate limiter that notes when it let each request go."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.granted: list[float] = []
+
+    def try_acquire(self, tokens: int) -> Grant | float:
+        grant = super().try_acquire(tokens)
+        if isinstance(grant, Grant):
+            self.granted.append(time.monotonic())
+        return grant
+
+
+@pytest.mark.anyio
+async def test_rpm_stays_a_hard_ceiling_under_auto(gw: OfflineGateway, shaping: Shaped) -> None:
+    # The window may grow well past what 10 requests per half second need (answers are healthy and
+    # quick); the rate limiter still lets no more than that go, and every attempt took its place.
+    shaping.latency = 0.02
+    limiter, controller = Granted(rpm=10, window=0.5), AutoConcurrency()
+    started = time.monotonic()
+    async with make_llm(gw) as llm:
+        options = BatchOptions.of(
+            concurrency="auto", rpm=1200, limiter=limiter, window=controller, progress=False
+        )
+        result = await run_async(llm, [f"p{i}" for i in range(30)], options)
+    assert len(result.ok) == 30
+    assert time.monotonic() - started > 1.2  # 30 at 10 per 0.5 s, paced from the first
+    assert len(limiter.granted) == 30 and most_in_any_window(limiter.granted, 0.5) <= 10
+    # Every attempt went through the window too, and gave its place back; the places handed back
+    # while the limiter said "not now" were not counted as sent.
+    assert controller.window._seq == result.stats.requests and controller.window.in_flight == 0

@@ -251,7 +251,7 @@ def test_auto_concurrency_keeps_one_window_per_key_for_the_whole_cluster(cluster
     key = FlotorchLLM("bench/model", KEY, url).gateway_key  # the workers' key, by its fingerprint
 
     def windows(dask_scheduler: Any) -> dict[str, tuple[int, int]]:
-        plugin = dask_scheduler.plugins["flotorch-rate"]
+        plugin = dask_scheduler.plugins[PLUGIN_NAME]
         return {k: (w.window._seq, len(plugin.places)) for k, w in plugin.windows.items()}
 
     deadline = time.monotonic() + 10
