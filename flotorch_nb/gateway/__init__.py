@@ -19,10 +19,11 @@ Layout: pure core -> ASGI plumbing (``_asgi``) and the starlette app (``_app``) 
 answers what, and how fast) -> ``_wire`` (answer out); text answers from ``_assistant`` with its
 knowledge (``_data``, ``_numbers``, ``_lists``) and voice (``_phrasing``); structured answers from
 ``_json_mode`` and ``_schema_fill`` (with its size limits; scalars in ``_schema_scalars``);
-``_scripted`` (the scripted model); ``_text`` (tokens, prompt facts), ``_faults``, ``_record``
-(what was received, and how often). What the assistant knows and how it words things (facts, lists,
-snippets, example records, templates, phrasebook, word lists) is data in ``data/*.toml``, read on
-first use by ``_data``.
+``_scripted`` (the scripted model); ``_tool_calls`` (which tools a prompt asks for, per turn);
+``_judge`` (the grade of a judge prompt); ``_text`` (tokens, prompt facts), ``_faults``,
+``_ratelimit`` (the hidden per-key limit), ``_record`` (what was received, and how often). What
+the assistant knows and how it words things (facts, lists, snippets, example records, templates,
+phrasebook, word lists) is data in ``data/*.toml``, read on first use by ``_data``.
 """
 
 from __future__ import annotations

@@ -173,8 +173,8 @@ class _Handlers:
     limiter: RateLimiter
 
     # -- shared steps ----------------------------------------------------------------------------
-    def _authorize(self, request: Request) -> None:
-        """Refuse (401) a request without the right Bearer key."""
+    def _authorize(self, request: Request) -> str:
+        """The request's Bearer key (what its rate limit is counted by); 401 without the right one."""
         header = request.headers.get("authorization")
         if not header:
             message = "Missing API key: send the header 'Authorization: Bearer <your FloTorch API key>'."
@@ -189,6 +189,7 @@ class _Handlers:
                 "Incorrect API key provided (not shown). Use the key this offline gateway was started with."
             )
             raise GatewayError(401, message, code="invalid_api_key")
+        return token
 
     async def _control_body(self, request: Request) -> Any:
         """A control endpoint's JSON body (the key is checked first, then the JSON)."""
@@ -210,9 +211,9 @@ class _Handlers:
         raw = await request.body()
         self.counts.add(key_of(request.method, request.url.path, request.scope["query_string"], raw))
         self._record(request, raw)
-        self._authorize(request)
+        key = self._authorize(request)
         chat, plan, scripted = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
-        admission = self.limiter.admit(_bearer(request), plan.prompt_tokens + plan.completion_tokens)
+        admission = self.limiter.admit(key, plan.prompt_tokens + plan.completion_tokens)
         if admission is not None:
             request.scope["state"]["headers"] = admission.headers
             if not admission.admitted:
@@ -344,10 +345,6 @@ def _plan(raw: bytes) -> tuple[ChatRequest, Plan, Fault | None]:
 # made the gateway in a notebook kernel grow by megabytes (256 bodies of up to 64 kB, parsed).
 _planned = functools.lru_cache(maxsize=256)(_plan)
 _CACHEABLE = 8 * 1024
-
-
-def _bearer(request: Request) -> str:
-    return request.headers.get("authorization", "").partition(" ")[2].strip()
 
 
 def _limited(admission: Admission) -> GatewayError:

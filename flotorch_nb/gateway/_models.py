@@ -39,7 +39,7 @@ from ._schema_fill import SchemaTooLargeError, fill_schema
 from ._scripted import SCRIPTED_MODEL, parse_script
 from ._text import Hints, count_tokens, hints_from, truncate_tokens
 from ._tool_calls import ToolCallAsk, phase_of, planned_calls
-from ._validate import ChatRequest, Message
+from ._validate import ChatRequest, Message, last_user
 from ._wire import GatewayError, Plan, ToolCallPlan, call_id
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_MODELS", "PROFILES", "ModelProfile", "plan_completion", "profile"]
@@ -161,7 +161,8 @@ def _filled(schema: Any, hints: Hints, answer: str, param: str) -> Any:
 
 
 def _last_user_text(messages: Sequence[Message]) -> str:
-    return next((m.text for m in reversed(messages) if m.role == "user"), "")
+    index = last_user(messages)
+    return messages[index].text if index >= 0 else ""
 
 
 def _tool_plan(request: ChatRequest, asks: Sequence[ToolCallAsk], last_user: str) -> Plan:

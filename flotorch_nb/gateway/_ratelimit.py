@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -103,8 +104,6 @@ class RateLimiter:
     """The windows of every key under one :class:`RateLimit` (replaced by ``set``; ``clock`` for tests)."""
 
     def __init__(self, limit: RateLimit | None = None, *, clock: Callable[[], float] | None = None) -> None:
-        import time
-
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()  # a test thread sets and clears while the server thread admits
         self._limit = limit
@@ -119,9 +118,6 @@ class RateLimiter:
         """Enforce ``limit`` from now on (None: no limit); what each key used so far is forgotten."""
         with self._lock:
             self._limit, self._windows = limit, {}
-
-    def __bool__(self) -> bool:
-        return self._limit is not None
 
     def admit(self, key: str, tokens: int) -> Admission | None:
         """Count one request of ``tokens`` for ``key`` if it fits; None when no limit is set."""

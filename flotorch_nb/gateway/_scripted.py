@@ -42,7 +42,7 @@ from typing import Any
 
 from ._faults import Fault
 from ._text import count_tokens
-from ._validate import ChatRequest
+from ._validate import ChatRequest, last_user
 from ._wire import GatewayError, Plan, ToolCallPlan, call_id
 
 __all__ = ["SCRIPTED_MODEL", "Script", "parse_script"]
@@ -76,12 +76,15 @@ class Script:
 
 def parse_script(request: ChatRequest) -> Script:
     """Read the script in the last user message of ``request``; ``GatewayError`` (400) if it is invalid."""
-    users = [i for i in range(len(request.messages) - 1, -1, -1) if request.messages[i].role == "user"]
+    messages = request.messages
     # The last user message holding a script: a client's own later turns (a validation re-ask naming
     # the errors) are part of the conversation the script's ``turns`` answer, not a new script.
-    index = next(
-        (i for i in users if request.messages[i].text.startswith('{"script"')), users[0] if users else -1
+    scripts = (
+        i
+        for i in range(len(messages) - 1, -1, -1)
+        if messages[i].role == "user" and messages[i].text.startswith('{"script"')
     )
+    index = next(scripts, last_user(messages))
     where = f"messages[{index}].content"
     if index < 0:
         raise _bad(f"offline/scripted needs a user message holding the script, e.g. {_EXAMPLE}.", "messages")

@@ -56,16 +56,25 @@ def choose_tool(tools: Sequence[Tool], prompt: str, tool_choice: str) -> Tool:
         name = tool_choice.removeprefix("function:")
         return next(tool for tool in tools if tool.name == name)
     said = _said(prompt)
-    return max(tools, key=lambda tool: score(tool, said))  # max() keeps the first of equals
+    return max(tools, key=lambda tool: score(_wanted(tool), said))  # max() keeps the first of equals
 
 
-def score(tool: Tool, said: set[str]) -> int:
-    """How much a prompt's (stemmed) words ask for ``tool``: name words count 3, others 1."""
+#: A tool's (stemmed) name, description and parameter words: what a prompt asks for it by.
+_Wanted = tuple[set[str], set[str], set[str]]
+
+
+def _wanted(tool: Tool) -> _Wanted:
     stop = word_list("stopwords")
     name = {stem(w) for w in split_words(tool.name) if w not in stop}
     described = {stem(w) for w in words(tool.description) if w not in stop}
     props = tool.parameters.get("properties")
     params = {stem(w) for p in props for w in split_words(p)} if isinstance(props, dict) else set()
+    return name, described, params
+
+
+def score(wanted: _Wanted, said: set[str]) -> int:
+    """How much a prompt's (stemmed) words ask for a tool (its ``_wanted``): name words count 3, others 1."""
+    name, described, params = wanted
     return 3 * len(name & said) + len(described & said) + len(params & said)
 
 
@@ -101,13 +110,14 @@ def _asks(tools: Sequence[Tool], phase: str, results: str) -> list[ToolCallAsk]:
     groups: list[tuple[Tool, list[str], set[str]]] = []  # a call: its tool, its parts, kinds of value seen
     leading: list[str] = []
     parts = [p.strip() for p in _cut(phase, _PARTS)]
+    wanted = [(tool, _wanted(tool)) for tool in tools]  # once, not for every part
     for index, part in enumerate(parts):
         if index >= _MAX_PARTS or len(groups) > MAX_CALLS:  # a long document: the rest is context
             (groups[-1][1] if groups else leading).append(" ".join(parts[index:]))
             break
         said, kinds = _said(part), _kinds(hints_from(part))
-        best = max(tools, key=lambda tool: score(tool, said))
-        if score(best, said) > 0 and (all(tool is not best for tool, _, _ in groups) or kinds):
+        best, points = max(((tool, score(w, said)) for tool, w in wanted), key=lambda pair: pair[1])
+        if points > 0 and (all(tool is not best for tool, _, _ in groups) or kinds):
             groups.append((best, [*leading, part], set(kinds)))
             leading = []
         elif groups and kinds & groups[-1][2] - {"numbers"}:  # "... in Paris and Rome": a new place

@@ -47,8 +47,8 @@ if TYPE_CHECKING:
         wrap_transport,
     )
 
-# The files and transports import httpx2; every answer's provenance needs only ``_match`` (its request
-# hash), so the rest is imported on first use and ``import flotorch_nb.replay`` stays cheap.
+# The files and transports import httpx2; the request key (``_match``, from ``flotorch_nb._request_key``)
+# does not, so the rest is imported on first use and ``import flotorch_nb.replay`` stays cheap.
 _LAZY = {
     "FORMAT": "_cassette",
     "Cassette": "_cassette",

@@ -2,8 +2,9 @@
 
 The rule itself (``canonical_request``, ``request_key``, ``endpoint_path``) lives in
 ``flotorch_nb._request_key``, the leaf that the call pipeline, the answer cache and provenance share;
-it is re-exported here, where replay and the gateway have always imported it. What only replay needs
-stays here: the last user message of a canonical request. No httpx2 here: the gateway imports this.
+it is re-exported here for replay's own modules and its public names (the gateway imports the leaf).
+What only replay needs stays here: the last user message of a canonical request, which names a file.
+No httpx2 here: ``flotorch_nb.replay`` imports this at once and the rest on first use.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import httpx2
 import jsonschema
 import pytest
 
+from flotorch_nb import StructuredOutputError
+from flotorch_nb._pipeline._recover import reask_message
 from flotorch_nb.gateway import OfflineGateway
 
 CHAT = "/api/openai/v1/chat/completions"
@@ -259,10 +261,9 @@ def test_a_short_answer_answers_instead_of_repeating_the_question(
         assert "scatter" in content, "a question with a known answer gets it"
 
 
-REASK = (
-    "Your answer was not valid: {problems}. Answer again with only the JSON object the schema asks for, "
-    "with these errors fixed."
-)
+def _reask(problems: str) -> dict[str, str]:
+    """The client's own re-ask turn: a copy of its wording here would pass after the client's changed."""
+    return reask_message(StructuredOutputError("invalid", content="{}", problems=problems))
 
 
 def test_a_validation_reask_is_answered_from_the_question_with_the_fix_it_names(
@@ -279,7 +280,7 @@ def test_a_validation_reask_is_answered_from_the_question_with_the_fix_it_names(
     again = [
         {"role": "user", "content": question},
         {"role": "assistant", "content": "{}"},
-        {"role": "user", "content": REASK.format(problems="email: Field required")},
+        _reask("email: Field required"),
     ]
     assert json.loads(ask(client, again, response_format=fmt)) == first
     order = _object(item={"type": "string", "enum": ["croissant", "eclair"]}, quantity={"type": "integer"})
@@ -287,6 +288,6 @@ def test_a_validation_reask_is_answered_from_the_question_with_the_fix_it_names(
     fixed = [
         {"role": "user", "content": "Order 20 units of eclair for the office."},
         {"role": "assistant", "content": '{"item": "eclair", "quantity": 20}'},
-        {"role": "user", "content": REASK.format(problems="quantity: Value error, only 12 left in stock")},
+        _reask("quantity: Value error, only 12 left in stock"),
     ]
     assert json.loads(ask(client, fixed, response_format=fmt)) == {"item": "eclair", "quantity": 12}

@@ -21,6 +21,8 @@ from flotorch_nb.gateway import OfflineGateway
 from flotorch_nb.gateway._judge import grade_of
 from flotorch_nb.gateway._validate import Message
 
+from .test_tool_calls import planned_here_and_elsewhere
+
 CHAT = "/api/openai/v1/chat/completions"
 JUDGE = (
     "You are grading an answer against a reference.\n"
@@ -106,6 +108,11 @@ def test_a_json_object_grade_has_grade_score_and_explanation(client: httpx2.Clie
 
 def test_the_same_judge_prompt_gets_the_same_grade(client: httpx2.Client) -> None:
     assert len({_judge(client, "I think Paris") for _ in range(3)}) == 1
+    prompt = JUDGE.format(answer="I think Paris", reference="Paris")
+    one, other = planned_here_and_elsewhere(
+        {"model": "offline/assistant", "messages": [{"role": "user", "content": prompt}]}
+    )
+    assert one == other and one["content"] == _judge(client, "I think Paris")
 
 
 def test_without_a_reference_a_non_empty_answer_passes(client: httpx2.Client) -> None:

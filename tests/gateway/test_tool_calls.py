@@ -6,7 +6,11 @@ stream's deltas, the finish reason, where a result shows up), never the assistan
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -124,10 +128,43 @@ def test_a_prompt_that_asks_for_no_tool_is_answered_in_text(client: httpx2.Clien
     assert call == ("get_weather", {"city": "Oslo", "unit": "celsius"})
 
 
+_PLAN_SCRIPT = (
+    "import dataclasses, json, sys\n"
+    "from flotorch_nb.gateway import OFFLINE_MODELS\n"
+    "from flotorch_nb.gateway._models import plan_completion\n"
+    "from flotorch_nb.gateway._validate import parse_request\n"
+    "plan = plan_completion(parse_request(json.load(sys.stdin), OFFLINE_MODELS))\n"
+    "print(json.dumps(dataclasses.asdict(plan)))\n"
+)
+
+
+def planned_here_and_elsewhere(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan of ``body`` in this process and in a new interpreter with other string hashes (set orders).
+
+    Over HTTP a repeated request is answered from the gateway's plan cache, so asking twice there cannot
+    tell a deterministic model from one that answers differently on each run, as a replay would see it.
+    """
+    here = dataclasses.asdict(plan_completion(parse_request(body, OFFLINE_MODELS)))
+    seed = "1" if os.environ.get("PYTHONHASHSEED") == "2" else "2"
+    run = subprocess.run(
+        [sys.executable, "-c", _PLAN_SCRIPT],
+        input=json.dumps(body),
+        env={**os.environ, "PYTHONHASHSEED": seed},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [json.loads(json.dumps(here)), json.loads(run.stdout)]
+
+
 def test_the_same_request_makes_the_same_calls(client: httpx2.Client) -> None:
     prompt = _user("What is the weather in Oslo and the stock price of 'ACME'?")
     first, second = _ask(client, prompt), _ask(client, prompt)
     assert first["message"]["tool_calls"] == second["message"]["tool_calls"]
+    body = {"model": "offline/assistant", "messages": prompt, "tools": TOOLS}
+    one, other = planned_here_and_elsewhere(body)
+    assert one == other and [c["name"] for c in one["tool_calls"]] == ["get_weather", "get_stock_price"]
+    assert [c["id"] for c in one["tool_calls"]] == [c["id"] for c in first["message"]["tool_calls"]]
 
 
 def test_a_streamed_turn_sends_each_call_as_openai_does(client: httpx2.Client) -> None:
