@@ -175,10 +175,7 @@ class _Plan:
         for model in self.models:
             for epoch in range(epochs):
                 call = self._seeded(params, epoch)
-                extra = call.pop("extra_body", None)
-                self.client.check(_PROBE, tools, response_format, extra, model=model, **call)
-                if extra is not None:
-                    call["extra_body"] = extra
+                self._check(model, call, tools, response_format)
                 self.answer_options[(model, epoch)] = BatchOptions.of(
                     response_format=response_format, tools=tools, params={**call, "model": model}, **shared
                 )
@@ -190,10 +187,7 @@ class _Plan:
                 call = self._seeded(judge.params, vote)
                 if judge.validation_retries:
                     call["validation_retries"] = judge.validation_retries
-                extra_j = call.pop("extra_body", None)
-                self.client.check(_PROBE, None, judge.grade_class, extra_j, model=model, **call)
-                if extra_j is not None:
-                    call["extra_body"] = extra_j
+                self._check(model, call, None, judge.grade_class)
                 options_j = BatchOptions.of(
                     response_format=judge.grade_class, params={**call, "model": model}, **shared
                 )
@@ -217,6 +211,11 @@ class _Plan:
         if not model:
             raise EvalError("judge(...) needs model= (the client has no model_id to default to)")
         return str(model)
+
+    def _check(self, model: str, call: Mapping[str, Any], tools: Any, response_format: Any) -> None:
+        """Refuse ``call`` as the client would refuse its requests, before any is sent (an
+        ``extra_body`` among the parameters binds to ``check``'s own parameter of that name)."""
+        self.client.check(_PROBE, tools, response_format, model=model, **call)
 
     @staticmethod
     def _seeded(params: Mapping[str, Any], number: int) -> dict[str, Any]:
