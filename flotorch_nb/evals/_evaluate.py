@@ -341,14 +341,15 @@ class _Plan:
             votes, usage = self.votes[judge.name], self.usage[judge.name]
             # Summed in the plan's order (call by call, answer by answer), not the order batches
             # finished in: the same run gives the very same float.
-            total = 0.0
+            total, priced = 0.0, False
             for call in range(len(self.judge_calls[judge.name])):
                 for record in records:
                     casts = votes.get(id(record))
                     cast = casts[call] if casts is not None else None
                     if cast is not None and cast[1] is not None:
-                        total += cast[1]
-            usage.cost = total
+                        total, priced = total + cast[1], True
+            # As for the answers: a cost only when some call was priced, never 0 for "not known".
+            usage.cost = None if usage.unpriced and not priced else total
             for record in records:
                 if record.answer is None:
                     continue
@@ -363,9 +364,6 @@ class _Plan:
                     record.scores[judge.name] = (None, str(exc))
                 else:
                     record.scores[judge.name] = (float(score.value), score.explanation)
-        for usage in self.usage.values():
-            if usage.unpriced and usage.cost == 0:
-                usage.cost = None if not len(self.prices) else usage.cost
         stats = dict(self.stats, interrupted=self.stopped)
         return EvalResult(
             samples=self.dataset.rows,
