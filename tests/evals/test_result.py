@@ -83,6 +83,25 @@ def test_the_report_escapes_model_and_data_text(server: EvalServer, client: Flot
     assert text.startswith("EvalResult: 3 samples x 2 models") and "m/a" in text and "exact_match" in text
 
 
+def test_a_display_draws_the_statistics_once(
+    server: EvalServer, client: FlotorchLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = result_of(server, client)
+    expected = result._repr_mimebundle_()
+    calls: list[int] = []
+    summary_rows = EvalResult.summary_rows
+
+    def counted(self: EvalResult, **options: Any) -> list[dict[str, Any]]:
+        calls.append(1)
+        return summary_rows(self, **options)
+
+    monkeypatch.setattr(EvalResult, "summary_rows", counted)
+    assert result._repr_mimebundle_() == expected  # text and HTML from one table of estimates
+    assert len(calls) == 1
+    calls.clear()
+    assert repr(result) == expected["text/plain"] and len(calls) == 1
+
+
 def test_a_cancelled_run_keeps_what_finished(server: EvalServer, client: FlotorchLLM) -> None:
     server.answers["m/a"] = {"two": "2", "three": "3", "<b>bold</b>": "x"}
     release, arrived = threading.Event(), threading.Event()
