@@ -219,3 +219,37 @@ def test_an_interrupt_keeps_what_finished_and_a_rerun_sends_the_rest(
     server.reply = original  # type: ignore[method-assign]
     again = evaluate(DATA, **options)
     assert server.sent() == 1 and again.answered == 6  # only m/b's third answer was missing
+
+
+def test_summary_latency_is_of_the_answers_sent_and_worst_counts_a_failure_as_0() -> None:
+    from flotorch_nb.evals import Record
+
+    records = [
+        Record(i, "m/a", 0, answer="x", latency_ms=(i + 1) * 10.0, source="network", cost=0.5)
+        for i in range(10)
+    ]
+    for record in records:
+        record.scores["exact_match"] = (1.0 if record.sample % 2 == 0 else 0.0, None)
+    hit = Record(10, "m/a", 0, answer="x", latency_ms=1000.0, source="cache", cost=0.5)
+    hit.scores["exact_match"] = (1.0, None)
+    failed = Record(11, "m/a", 0, error_type="ServerError", error="boom")
+    failed.scores["exact_match"] = (None, "no answer: ServerError")
+    result = EvalResult(
+        samples=[{"q": str(i)} for i in range(12)],
+        prompts=[str(i) for i in range(12)],
+        template="{q}",
+        target=None,
+        models=["m/a"],
+        epochs=1,
+        scorers=["exact_match"],
+        binary={"exact_match": True},
+        records=[*records, hit, failed],
+    )
+    (row,) = result.summary_rows()
+    # Nearest rank over the 10 answers sent (10..100 ms); the cache hit's 1000 ms is no latency of a call.
+    assert (row["p50_latency_ms"], row["p95_latency_ms"]) == (50.0, 100.0)
+    assert (row["n"], row["errors"], row["mean"]) == (12, 1, 6 / 12)
+    assert row["cost"] == pytest.approx(5.5) and row["cost_per_sample"] == pytest.approx(5.5 / 12)
+    assert row["cost_per_correct"] == pytest.approx(5.5 / 6)
+    assert result.worst(3) == [(1, 0.0), (3, 0.0), (5, 0.0)]
+    assert result.worst(6)[-1] == (11, 0.0)  # the failed sample is among the worst, not dropped
