@@ -214,6 +214,7 @@ class EvalResult:
             errors_b=self._errors(b, scorer),
             caveat=caveat,
             confidence=confidence,
+            errors=errors,
         )
 
     # -- tables ------------------------------------------------------------------------------------

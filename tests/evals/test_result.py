@@ -253,3 +253,32 @@ def test_summary_latency_is_of_the_answers_sent_and_worst_counts_a_failure_as_0(
     assert row["cost_per_correct"] == pytest.approx(5.5 / 6)
     assert result.worst(3) == [(1, 0.0), (3, 0.0), (5, 0.0)]
     assert result.worst(6)[-1] == (11, 0.0)  # the failed sample is among the worst, not dropped
+
+
+def test_compare_says_what_it_did_with_the_samples_without_a_value() -> None:
+    from flotorch_nb.evals import Record
+
+    records = []
+    for model, values in (("m/a", [1.0, 1.0, 0.0, 1.0]), ("m/b", [None, 0.0, 0.0, 1.0])):
+        for i, value in enumerate(values):
+            record = Record(i, model, 0, answer=None if value is None else "x")
+            record.scores["exact_match"] = (value, None)
+            records.append(record)
+    result = EvalResult(
+        samples=[{"q": str(i)} for i in range(4)],
+        prompts=[str(i) for i in range(4)],
+        template="{q}",
+        target=None,
+        models=["m/a", "m/b"],
+        epochs=1,
+        scorers=["exact_match"],
+        binary={"exact_match": True},
+        records=records,
+    )
+    zero = result.compare("m/a", "m/b")
+    assert (zero.n, zero.a_only, zero.errors_b) == (4, 2, 1)
+    assert "no value (counted as 0): 0 for m/a, 1 for m/b" in zero.text()
+    left_out = result.compare("m/a", "m/b", errors="exclude")
+    assert (left_out.n, left_out.a_only, left_out.errors_b) == (3, 1, 1)
+    assert "no value (left out of the pairs): 0 for m/a, 1 for m/b" in left_out.text()
+    assert "counted as 0" not in left_out.text()
