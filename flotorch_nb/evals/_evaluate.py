@@ -38,6 +38,7 @@ from .._errors import InvalidRequestError
 from ..batch import BatchCancelled, BatchOptions, BatchResult, Inputs, RateLimiter, run_async
 from ..batch._inputs import is_missing
 from ..batch._progress import TICK_S, Progress
+from ..compare import parse_models
 from ..pricing import PriceTable, default_prices
 from ._data import load_rows
 from ._errors import EvalError
@@ -72,20 +73,6 @@ class EvalCancelled(asyncio.CancelledError):
     def __init__(self, result: EvalResult) -> None:
         super().__init__(f"evaluation cancelled: {result.answered} of {len(result)} answers (see .result)")
         self.result = result
-
-
-def _models(models: Any) -> list[str]:
-    names = models.split(",") if isinstance(models, str) else models
-    if isinstance(names, Mapping) or not isinstance(names, Sequence):
-        raise EvalError(f"models= must be a model id or a list of them, got {models!r:.80}")
-    if any(not isinstance(n, str) for n in names):
-        raise EvalError(f"models= must be model ids (strings), got {models!r:.80}")
-    cleaned = [n.strip() for n in names if n.strip()]
-    if not cleaned:
-        raise EvalError("models= names no model")
-    if len(set(cleaned)) != len(cleaned):
-        raise EvalError(f"models= lists a model twice: {cleaned}")
-    return cleaned
 
 
 def _session_client(model: str) -> Client:
@@ -137,7 +124,7 @@ class _Plan:
             raise EvalError(f"target= names the reference column, got {target!r}")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise EvalError(f"epochs must be a whole number >= 1, got {epochs!r}")
-        self.models = _models(models)
+        self.models = list(parse_models(models, what="evaluate", error=EvalError))
         given = [scorers] if isinstance(scorers, str | Scorer | Judge) or callable(scorers) else scorers
         if not isinstance(given, Sequence) or not given:
             raise EvalError("scorers= names at least one scorer, e.g. [scorers.exact_match()]")

@@ -135,6 +135,7 @@ def test_data_forms_give_the_same_result(server: EvalServer, client: FlotorchLLM
         ({"epochs": True}, "epochs"),
         ({"models": []}, "no model"),
         ({"models": ["m/a", "m/a"]}, "twice"),
+        ({"models": None}, "evaluate needs models"),
         ({"data": "nothing-here.csv"}, "no such data file"),
         ({"data": {"question": "q"}}, "list of dicts"),
         ({"target": None, "scorers": ["exact_match"]}, "give target="),
