@@ -34,22 +34,30 @@ DeltaCallback = Callable[[str, str], None]
 ResultCallback = Callable[["ModelResult"], None]
 
 
-def parse_models(models: str | Sequence[str]) -> tuple[str, ...]:
-    """``"a,b, c"`` or ``["a", "b", "c"]`` -> ``("a", "b", "c")``; at least one, none twice."""
+def parse_models(
+    models: str | Sequence[str],
+    *,
+    what: str = "compare",
+    error: type[InvalidRequestError] = InvalidRequestError,
+) -> tuple[str, ...]:
+    """``"a,b, c"`` or ``["a", "b", "c"]`` -> ``("a", "b", "c")``; at least one, none twice.
+
+    The one rule for a list of models (``compare``, ``-m a,b``, ``evaluate``); ``what`` names the
+    caller in the message, ``error`` is its class (an ``InvalidRequestError``)."""
     if not isinstance(models, Iterable) or isinstance(models, Mapping):  # None, 123: say what is wanted
-        raise InvalidRequestError(
-            "compare needs models: a list of model names or a comma-separated string, e.g. "
+        raise error(
+            f"{what} needs models: a list of model names or a comma-separated string, e.g. "
             f"models=['a', 'b'] or models='a,b'; got {models!r:.80}"
         )
     names = models.split(",") if isinstance(models, str) else list(models)
     if any(not isinstance(name, str) for name in names):
-        raise InvalidRequestError(f"models must be model names (strings), got {models!r}")
+        raise error(f"models must be model names (strings), got {models!r:.80}")
     cleaned = tuple(name.strip() for name in names if name.strip())
     if not cleaned:
-        raise InvalidRequestError("compare needs at least one model, e.g. models=['a', 'b']")
+        raise error(f"{what} needs at least one model (models= names no model), e.g. models=['a', 'b']")
     twice = sorted({name for name in cleaned if cleaned.count(name) > 1})
     if twice:
-        raise InvalidRequestError(f"model {twice[0]!r} is listed twice; each model gets one column")
+        raise error(f"model {twice[0]!r} is listed twice; each model is asked once")
     return cleaned
 
 

@@ -38,6 +38,7 @@ from .._errors import InvalidRequestError
 from ..batch import BatchCancelled, BatchOptions, BatchResult, Inputs, RateLimiter, run_async
 from ..batch._inputs import is_missing
 from ..batch._progress import TICK_S, Progress
+from ..compare import parse_models
 from ..pricing import PriceTable, default_prices
 from ._data import load_rows
 from ._errors import EvalError
@@ -72,20 +73,6 @@ class EvalCancelled(asyncio.CancelledError):
     def __init__(self, result: EvalResult) -> None:
         super().__init__(f"evaluation cancelled: {result.answered} of {len(result)} answers (see .result)")
         self.result = result
-
-
-def _models(models: Any) -> list[str]:
-    names = models.split(",") if isinstance(models, str) else models
-    if isinstance(names, Mapping) or not isinstance(names, Sequence):
-        raise EvalError(f"models= must be a model id or a list of them, got {models!r:.80}")
-    if any(not isinstance(n, str) for n in names):
-        raise EvalError(f"models= must be model ids (strings), got {models!r:.80}")
-    cleaned = [n.strip() for n in names if n.strip()]
-    if not cleaned:
-        raise EvalError("models= names no model")
-    if len(set(cleaned)) != len(cleaned):
-        raise EvalError(f"models= lists a model twice: {cleaned}")
-    return cleaned
 
 
 def _session_client(model: str) -> Client:
@@ -137,7 +124,7 @@ class _Plan:
             raise EvalError(f"target= names the reference column, got {target!r}")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise EvalError(f"epochs must be a whole number >= 1, got {epochs!r}")
-        self.models = _models(models)
+        self.models = list(parse_models(models, what="evaluate", error=EvalError))
         given = [scorers] if isinstance(scorers, str | Scorer | Judge) or callable(scorers) else scorers
         if not isinstance(given, Sequence) or not given:
             raise EvalError("scorers= names at least one scorer, e.g. [scorers.exact_match()]")
@@ -175,10 +162,7 @@ class _Plan:
         for model in self.models:
             for epoch in range(epochs):
                 call = self._seeded(params, epoch)
-                extra = call.pop("extra_body", None)
-                self.client.check(_PROBE, tools, response_format, extra, model=model, **call)
-                if extra is not None:
-                    call["extra_body"] = extra
+                self._check(model, call, tools, response_format)
                 self.answer_options[(model, epoch)] = BatchOptions.of(
                     response_format=response_format, tools=tools, params={**call, "model": model}, **shared
                 )
@@ -190,10 +174,7 @@ class _Plan:
                 call = self._seeded(judge.params, vote)
                 if judge.validation_retries:
                     call["validation_retries"] = judge.validation_retries
-                extra_j = call.pop("extra_body", None)
-                self.client.check(_PROBE, None, judge.grade_class, extra_j, model=model, **call)
-                if extra_j is not None:
-                    call["extra_body"] = extra_j
+                self._check(model, call, None, judge.grade_class)
                 options_j = BatchOptions.of(
                     response_format=judge.grade_class, params={**call, "model": model}, **shared
                 )
@@ -217,6 +198,11 @@ class _Plan:
         if not model:
             raise EvalError("judge(...) needs model= (the client has no model_id to default to)")
         return str(model)
+
+    def _check(self, model: str, call: Mapping[str, Any], tools: Any, response_format: Any) -> None:
+        """Refuse ``call`` as the client would refuse its requests, before any is sent (an
+        ``extra_body`` among the parameters binds to ``check``'s own parameter of that name)."""
+        self.client.check(_PROBE, tools, response_format, model=model, **call)
 
     @staticmethod
     def _seeded(params: Mapping[str, Any], number: int) -> dict[str, Any]:
@@ -342,14 +328,15 @@ class _Plan:
             votes, usage = self.votes[judge.name], self.usage[judge.name]
             # Summed in the plan's order (call by call, answer by answer), not the order batches
             # finished in: the same run gives the very same float.
-            total = 0.0
+            total, priced = 0.0, False
             for call in range(len(self.judge_calls[judge.name])):
                 for record in records:
                     casts = votes.get(id(record))
                     cast = casts[call] if casts is not None else None
                     if cast is not None and cast[1] is not None:
-                        total += cast[1]
-            usage.cost = total
+                        total, priced = total + cast[1], True
+            # As for the answers: a cost only when some call was priced, never 0 for "not known".
+            usage.cost = None if usage.unpriced and not priced else total
             for record in records:
                 if record.answer is None:
                     continue
@@ -364,9 +351,6 @@ class _Plan:
                     record.scores[judge.name] = (None, str(exc))
                 else:
                     record.scores[judge.name] = (float(score.value), score.explanation)
-        for usage in self.usage.values():
-            if usage.unpriced and usage.cost == 0:
-                usage.cost = None if not len(self.prices) else usage.cost
         stats = dict(self.stats, interrupted=self.stopped)
         return EvalResult(
             samples=self.dataset.rows,

@@ -43,6 +43,7 @@ class JudgeUsage:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Dollars over the priced calls (None: calls were made and none of them had a price).
     cost: float | None = 0.0
     unpriced: int = 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._render import html_table
 from ..pricing import format_cost
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["report_html", "report_text"]
 
 WORST = 5
+#: ``EvalResult.summary_rows()``: drawn once per report, every part reads it (scipy per model x scorer).
+Summary = list[dict[str, Any]]
 _W, _H, _PAD = 360, 200, 40
 
 
@@ -41,10 +43,10 @@ def _cut(text: str | None, limit: int = 120) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _rows(result: ResultView) -> list[tuple[str, ...]]:
+def _rows(summary: Summary) -> list[tuple[str, ...]]:
     head = ("model", "scorer", "mean", "95% CI", "SE", "n", "errors", "cost", "per sample", "p50 / p95 ms")
     rows: list[tuple[str, ...]] = [head]
-    for row in result.summary_rows():
+    for row in summary:
         latency = "—"
         if row["p50_latency_ms"] is not None:
             latency = f"{row['p50_latency_ms']:.0f} / {row['p95_latency_ms']:.0f}"
@@ -85,23 +87,27 @@ def _judges(result: ResultView) -> list[str]:
     return lines
 
 
-def report_text(result: ResultView) -> str:
-    """The report as aligned plain text."""
-    rows = _rows(result)
+def report_text(result: ResultView, summary: Summary | None = None) -> str:
+    """The report as aligned plain text (``summary``: the result's ``summary_rows()``, if drawn)."""
+    summary = result.summary_rows() if summary is None else summary
+    rows = _rows(summary)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines = [_headline(result), *table, *_judges(result)]
-    method = {row["method"] for row in result.summary_rows()}
-    lines += [f"CI: {m}; no value counts as 0" for m in sorted(method)]
+    lines += [f"CI: {m}; no value counts as 0" for m in _methods(summary)]
     return "\n".join(lines)
 
 
-def _chart(result: ResultView) -> str:
+def _methods(summary: Summary) -> list[str]:
+    return sorted({row["method"] for row in summary})
+
+
+def _chart(result: ResultView, summary: Summary) -> str:
     """Inline SVG: mean score ± CI (first scorer) against the cost of each model's answers."""
     if not result.scorers:
         return ""
     scorer = result.scorers[0]
-    rows = [r for r in result.summary_rows() if r["scorer"] == scorer]
+    rows = [r for r in summary if r["scorer"] == scorer]
     costs = [r["cost"] for r in rows]
     priced = all(c is not None for c in costs) and len(rows) > 0
     xs = [float(c) for c in costs] if priced else [float(i) for i in range(len(rows))]
@@ -174,17 +180,17 @@ def _worst(result: ResultView) -> list[tuple[str, ...]]:
     return rows
 
 
-def report_html(result: ResultView) -> str:
+def report_html(result: ResultView, summary: Summary | None = None) -> str:
     """The report as sanitized HTML: headline, summary table, chart, judges' usage, worst samples."""
+    summary = result.summary_rows() if summary is None else summary
     judges = "".join(f"<div>{html.escape(line)}</div>" for line in _judges(result))
-    methods = sorted({row["method"] for row in result.summary_rows()})
-    note = html.escape("; ".join(methods) + ". A missing value (no answer, scorer failed) counts as 0.")
+    note = "; ".join(_methods(summary)) + ". A missing value (no answer, scorer failed) counts as 0."
     return (
         '<div class="flotorch-eval">'
         f"<b>{html.escape(_headline(result))}</b>"
-        + html_table(_rows(result), "flotorch-eval-summary")
-        + f"<div style='font-size:smaller'>{note}</div>"
-        + _chart(result)
+        + html_table(_rows(summary), "flotorch-eval-summary")
+        + f"<div style='font-size:smaller'>{html.escape(note)}</div>"
+        + _chart(result, summary)
         + judges
         + "<details><summary>worst-scoring samples</summary>"
         + html_table(_worst(result), "flotorch-eval-worst")

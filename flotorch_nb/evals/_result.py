@@ -214,6 +214,7 @@ class EvalResult:
             errors_b=self._errors(b, scorer),
             caveat=caveat,
             confidence=confidence,
+            errors=errors,
         )
 
     # -- tables ------------------------------------------------------------------------------------
@@ -341,4 +342,5 @@ class EvalResult:
         reopen and export."""
         from ._report import report_html, report_text
 
-        return {"text/plain": report_text(self), "text/html": report_html(self)}
+        summary = self.summary_rows()  # one table of estimates for both forms
+        return {"text/plain": report_text(self, summary), "text/html": report_html(self, summary)}

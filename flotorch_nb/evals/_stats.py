@@ -110,11 +110,13 @@ class Paired:
     #: Binary scores: samples only ``a`` got right / only ``b`` got right (None for continuous ones).
     a_only: int | None
     b_only: int | None
-    #: Samples where ``a`` / ``b`` has no value (no answer, or the scorer failed), counted as 0.
+    #: Samples where ``a`` / ``b`` has no value (no answer, or the scorer failed): counted as 0
+    #: (``errors="zero"``) or their pairs left out (``"exclude"``).
     errors_a: int
     errors_b: int
     caveat: str | None
     confidence: float = CONFIDENCE
+    errors: str = "zero"
 
     @property
     def significant(self) -> bool:
@@ -136,7 +138,8 @@ class Paired:
             )
         if self.errors_a or self.errors_b:
             lines.append(
-                f"  no value (counted as 0): {self.errors_a} for {self.a}, {self.errors_b} for {self.b}"
+                f"  no value ({'counted as 0' if self.errors == 'zero' else 'left out of the pairs'}): "
+                f"{self.errors_a} for {self.a}, {self.errors_b} for {self.b}"
             )
         if self.caveat:
             lines.append(f"  caveat: {self.caveat}")

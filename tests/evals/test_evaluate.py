@@ -135,9 +135,12 @@ def test_data_forms_give_the_same_result(server: EvalServer, client: FlotorchLLM
         ({"epochs": True}, "epochs"),
         ({"models": []}, "no model"),
         ({"models": ["m/a", "m/a"]}, "twice"),
+        ({"models": None}, "evaluate needs models"),
         ({"data": "nothing-here.csv"}, "no such data file"),
         ({"data": {"question": "q"}}, "list of dicts"),
         ({"target": None, "scorers": ["exact_match"]}, "give target="),
+        ({"extra_body": "tag"}, "extra_body"),
+        ({"scorers": [scorers.judge("fair", model="m/j", extra_body="tag")]}, "extra_body"),
         ({"temperature": 9}, "temperature"),
         ({"concurrency": 0}, "concurrency"),
     ],
@@ -160,6 +163,16 @@ def test_mistakes_are_refused_before_any_request(
         evaluate(data, **args)
     assert words in str(caught.value)
     assert server.sent() == 0
+
+
+def test_extra_body_goes_with_every_answer_and_judge_call(server: EvalServer, client: FlotorchLLM) -> None:
+    script(server, 2)
+    judge = scorers.judge("fair", model="m/j", votes=1, extra_body={"judging": 1})
+    run(client, dataset(2), models="m/a", scorers=[judge], extra_body={"answering": 1})
+    answers = [b for b in server.bodies if b["model"] == "m/a"]
+    graded = [b for b in server.bodies if b["model"] == "m/j"]
+    assert len(answers) == 2 and all(b["extra_body"] == {"answering": 1} for b in answers)
+    assert len(graded) == 2 and all(b["extra_body"] == {"judging": 1} for b in graded)
 
 
 def test_client_is_required_outside_a_notebook(server: EvalServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -96,6 +96,21 @@ def test_judge_calls_and_cost_counted_apart(server: EvalServer, client: Flotorch
     assert result.stats["requests"] == 2 and result.stats["judge_requests"] == 6
 
 
+def test_an_unpriced_judge_costs_unknown_not_nothing(server: EvalServer, client: FlotorchLLM) -> None:
+    answers(server)
+    prices = default_prices()
+    prices.set("m/a", 1_000_000, 0)  # the answers are priced, the judge model is not
+    try:
+        result = run(client, scorers.judge("ok?", model="m/judge", votes=3))
+    finally:
+        reset_default_prices()
+    usage = result.judge_usage["judge"]
+    assert (usage.calls, usage.unpriced, usage.cost) == (6, 6, None)
+    (line,) = [x for x in repr(result).splitlines() if x.startswith("judge judge:")]
+    assert line.endswith("tokens, cost —")  # shown as unknown, not as $0 (+6 unpriced)
+    assert result.summary_rows()[0]["cost"] == pytest.approx(20.0)
+
+
 def test_a_grade_that_does_not_validate_is_that_votes_error(server: EvalServer, client: FlotorchLLM) -> None:
     answers(server)
     server.grade = lambda s: "maybe"  # not in the enum

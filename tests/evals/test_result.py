@@ -83,6 +83,25 @@ def test_the_report_escapes_model_and_data_text(server: EvalServer, client: Flot
     assert text.startswith("EvalResult: 3 samples x 2 models") and "m/a" in text and "exact_match" in text
 
 
+def test_a_display_draws_the_statistics_once(
+    server: EvalServer, client: FlotorchLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = result_of(server, client)
+    expected = result._repr_mimebundle_()
+    calls: list[int] = []
+    summary_rows = EvalResult.summary_rows
+
+    def counted(self: EvalResult, **options: Any) -> list[dict[str, Any]]:
+        calls.append(1)
+        return summary_rows(self, **options)
+
+    monkeypatch.setattr(EvalResult, "summary_rows", counted)
+    assert result._repr_mimebundle_() == expected  # text and HTML from one table of estimates
+    assert len(calls) == 1
+    calls.clear()
+    assert repr(result) == expected["text/plain"] and len(calls) == 1
+
+
 def test_a_cancelled_run_keeps_what_finished(server: EvalServer, client: FlotorchLLM) -> None:
     server.answers["m/a"] = {"two": "2", "three": "3", "<b>bold</b>": "x"}
     release, arrived = threading.Event(), threading.Event()
@@ -200,3 +219,66 @@ def test_an_interrupt_keeps_what_finished_and_a_rerun_sends_the_rest(
     server.reply = original  # type: ignore[method-assign]
     again = evaluate(DATA, **options)
     assert server.sent() == 1 and again.answered == 6  # only m/b's third answer was missing
+
+
+def test_summary_latency_is_of_the_answers_sent_and_worst_counts_a_failure_as_0() -> None:
+    from flotorch_nb.evals import Record
+
+    records = [
+        Record(i, "m/a", 0, answer="x", latency_ms=(i + 1) * 10.0, source="network", cost=0.5)
+        for i in range(10)
+    ]
+    for record in records:
+        record.scores["exact_match"] = (1.0 if record.sample % 2 == 0 else 0.0, None)
+    hit = Record(10, "m/a", 0, answer="x", latency_ms=1000.0, source="cache", cost=0.5)
+    hit.scores["exact_match"] = (1.0, None)
+    failed = Record(11, "m/a", 0, error_type="ServerError", error="boom")
+    failed.scores["exact_match"] = (None, "no answer: ServerError")
+    result = EvalResult(
+        samples=[{"q": str(i)} for i in range(12)],
+        prompts=[str(i) for i in range(12)],
+        template="{q}",
+        target=None,
+        models=["m/a"],
+        epochs=1,
+        scorers=["exact_match"],
+        binary={"exact_match": True},
+        records=[*records, hit, failed],
+    )
+    (row,) = result.summary_rows()
+    # Nearest rank over the 10 answers sent (10..100 ms); the cache hit's 1000 ms is no latency of a call.
+    assert (row["p50_latency_ms"], row["p95_latency_ms"]) == (50.0, 100.0)
+    assert (row["n"], row["errors"], row["mean"]) == (12, 1, 6 / 12)
+    assert row["cost"] == pytest.approx(5.5) and row["cost_per_sample"] == pytest.approx(5.5 / 12)
+    assert row["cost_per_correct"] == pytest.approx(5.5 / 6)
+    assert result.worst(3) == [(1, 0.0), (3, 0.0), (5, 0.0)]
+    assert result.worst(6)[-1] == (11, 0.0)  # the failed sample is among the worst, not dropped
+
+
+def test_compare_says_what_it_did_with_the_samples_without_a_value() -> None:
+    from flotorch_nb.evals import Record
+
+    records = []
+    for model, values in (("m/a", [1.0, 1.0, 0.0, 1.0]), ("m/b", [None, 0.0, 0.0, 1.0])):
+        for i, value in enumerate(values):
+            record = Record(i, model, 0, answer=None if value is None else "x")
+            record.scores["exact_match"] = (value, None)
+            records.append(record)
+    result = EvalResult(
+        samples=[{"q": str(i)} for i in range(4)],
+        prompts=[str(i) for i in range(4)],
+        template="{q}",
+        target=None,
+        models=["m/a", "m/b"],
+        epochs=1,
+        scorers=["exact_match"],
+        binary={"exact_match": True},
+        records=records,
+    )
+    zero = result.compare("m/a", "m/b")
+    assert (zero.n, zero.a_only, zero.errors_b) == (4, 2, 1)
+    assert "no value (counted as 0): 0 for m/a, 1 for m/b" in zero.text()
+    left_out = result.compare("m/a", "m/b", errors="exclude")
+    assert (left_out.n, left_out.a_only, left_out.errors_b) == (3, 1, 1)
+    assert "no value (left out of the pairs): 0 for m/a, 1 for m/b" in left_out.text()
+    assert "counted as 0" not in left_out.text()

@@ -4,6 +4,7 @@ offline gateway (scripted answers; the judge is the offline assistant filling th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -74,3 +75,17 @@ def test_evaluate_uses_the_sessions_client_in_a_notebook(shell: Shell, offline_e
     )
     assert [r.scores["numeric"][0] for r in result.records] == [1.0, 0.0]
     assert len(get_session().ledger.entries) >= 2  # the session's ledger saw the calls
+
+
+def test_an_eval_cell_reads_a_data_file_the_notebook_has_no_variable_for(
+    shell: Shell, offline_env: OfflineGateway, tmp_path: Path
+) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    value = shell.cell(f"--eval {path} --target key --score numeric -m offline/scripted", "{prompt}")
+    assert isinstance(value, EvalResult)
+    assert [r.scores["numeric"][0] for r in value.records] == [1.0, 0.0]
+    with pytest.raises(UsageError, match="no such data file"):
+        shell.cell(
+            f"--eval {tmp_path / 'gone.csv'} --target key --score numeric -m offline/scripted", "{prompt}"
+        )
