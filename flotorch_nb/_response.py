@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._errors import APIStatusError, ResponseError, StructuredOutputError, status_error
+from ._text import one_line
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -359,8 +360,7 @@ def excerpt(body: bytes | str, limit: int = 200) -> str:
         text = re.sub(r"<[^>]+>", " ", text)
         if title and title.group(1).strip() and title.group(1).strip() not in text[:limit]:
             text = title.group(1) + " " + text
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def error_message(raw: object) -> str:

@@ -1,4 +1,4 @@
-"""Two rules about text that crosses one of our boundaries, each stated once.
+"""Rules about text that crosses one of our boundaries, each stated once.
 
 - ``non_empty``: a model id, a key, a name a person typed must be a non-empty string. The client
   (``FlotorchLLM.with_model``), the notebook session and the chat panel all ask the same question, so
@@ -8,6 +8,8 @@
   ``str``, impossible in UTF-8. Every display, notebook file and Markdown export is UTF-8, so one such
   character makes them fail with ``UnicodeEncodeError`` long after the text arrived. Replacing them
   with U+FFFD, as every UTF-8 decoder does with bytes it cannot read, keeps the text showable.
+- ``one_line``: text shown in a table cell, an error or a file name is one line of at most so many
+  characters, its whitespace runs collapsed and its end marked with "…" when it was cut.
 
 Pure and cheap to import (``import flotorch_nb`` must stay light).
 """
@@ -18,7 +20,7 @@ import re
 
 from ._errors import ConfigurationError, FlotorchError
 
-__all__ = ["non_empty", "utf8_safe"]
+__all__ = ["non_empty", "one_line", "utf8_safe"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -28,6 +30,12 @@ def non_empty(value: object, what: str, error: type[FlotorchError] = Configurati
     if not isinstance(value, str) or not value.strip():
         raise error(f"{what} must be a non-empty string")
     return value.strip()
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` with its whitespace runs as single spaces, cut to ``limit`` characters ("…" last)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def utf8_safe(text: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import _render, calllog
 from .._errors import ConfigurationError
+from .._text import one_line
 from .session import Session
 
 __all__ = ["LOGS_USAGE", "LogTable", "log", "logs", "watch_cells"]
@@ -145,8 +146,7 @@ def logs(session: Session, *words: str) -> Any:
 
 
 def _cut(value: object) -> str:
-    text = " ".join(str(value).split()) if value is not None else ""
-    return text if len(text) <= _CUT else text[: _CUT - 1] + "…"
+    return one_line(str(value), _CUT) if value is not None else ""
 
 
 class LogTable:

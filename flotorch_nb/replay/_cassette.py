@@ -28,6 +28,7 @@ from typing import Any
 
 from .._config import Secret, redact
 from .._errors import ReplayFileError, ReplayMissError
+from .._text import one_line
 from ._match import last_user_text, request_key
 
 __all__ = ["FORMAT", "Cassette", "cassette_name", "dumps_record", "scrubbed"]
@@ -58,8 +59,7 @@ def cassette_name(canonical: Mapping[str, Any], key: str, secrets: Sequence[Secr
 
 
 def _snippet(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def scrubbed(value: Any, secrets: Sequence[Secret]) -> Any:
