@@ -13,7 +13,8 @@ import html
 import math
 from typing import TYPE_CHECKING, Any
 
-from .._render import html_table
+from .._render import html_table, text_table
+from .._text import one_line
 from ..pricing import format_cost
 
 if TYPE_CHECKING:
@@ -39,8 +40,7 @@ def _cost(value: float | None, unknown: int = 0) -> str:
 
 
 def _cut(text: str | None, limit: int = 120) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return one_line(text or "", limit)
 
 
 def _rows(summary: Summary) -> list[tuple[str, ...]]:
@@ -91,9 +91,7 @@ def report_text(result: ResultView, summary: Summary | None = None) -> str:
     """The report as aligned plain text (``summary``: the result's ``summary_rows()``, if drawn)."""
     summary = result.summary_rows() if summary is None else summary
     rows = _rows(summary)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines = [_headline(result), *table, *_judges(result)]
+    lines = [_headline(result), text_table(rows), *_judges(result)]
     lines += [f"CI: {m}; no value counts as 0" for m in _methods(summary)]
     return "\n".join(lines)
 
