@@ -116,6 +116,17 @@ def set_cell(where: Where | None) -> None:
     _cell = where
 
 
+def _drop(pending: collections.deque[Row], most: int) -> int:
+    """Take up to ``most`` rows off ``pending`` without its lock, and say how many were taken: the
+    writer drains the same deque, so it may be shorter than when it was counted."""
+    for taken in range(most):
+        try:
+            pending.popleft()
+        except IndexError:
+            return taken
+    return most
+
+
 class CallLog:
     """One call-log file, written by a background thread of this process (see the module docstring).
 
@@ -171,9 +182,8 @@ class CallLog:
                 if self.last_error is None:
                     self.flush()  # this caller writes them
                 else:  # the file is failing (locked, unwritable): never hold calls up for it
-                    for _ in range(waiting):
-                        pending.popleft()
-                    self._failed(RuntimeError(f"{waiting} calls waited for a failing log"), waiting)
+                    dropped = _drop(pending, waiting)  # the writer may be taking some meanwhile
+                    self._failed(RuntimeError(f"{dropped} calls waited for a failing log"), dropped)
             elif waiting >= BATCH:
                 self._wake.set()
         except Exception as exc:  # never the call's problem

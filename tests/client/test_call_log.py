@@ -619,3 +619,16 @@ def test_the_log_is_a_plain_sqlite_file_in_wal_mode(log: CallLog, llm: FlotorchL
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("SELECT answer FROM calls").fetchall() == [("plain",)]
         assert conn.execute("SELECT rowid FROM calls_fts WHERE calls_fts MATCH 'plain'").fetchall() == [(1,)]
+
+
+def test_dropping_a_failing_log_s_queue_counts_what_it_took_when_the_writer_took_some_first() -> None:
+    """A full queue of a failing log is dropped by the caller without the writer's lock; the writer
+    may have drained part of it since it was counted, so what is dropped is what was there."""
+    import collections
+
+    from flotorch_nb.calllog import _drop
+
+    pending: collections.deque[Any] = collections.deque([(1,), (2,), (3,)])
+    assert _drop(pending, 5) == 3 and not pending
+    pending.extend([(4,), (5,)])
+    assert _drop(pending, 1) == 1 and list(pending) == [(5,)]
