@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._errors import InvalidRequestError
+from ._request_key import CANONICAL, vouches
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -28,10 +29,10 @@ _RESERVED = frozenset({"model", "messages", "stream", "stream_options"})
 #: Roles whose message needs nothing but a string ``content`` (a tool result also needs its id).
 _PLAIN_ROLES = ROLES - {"tool"}
 
-#: One encoder for every call: ``json.dumps`` with any non-default argument builds a new
-#: ``JSONEncoder`` per call, which cost more than encoding a short body. It holds no state between
-#: calls, so threads and event loops share it safely.
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+#: The encoder for a body the canonical one (``_request_key.CANONICAL``) cannot write. Made once:
+#: ``json.dumps`` with any non-default argument builds a new ``JSONEncoder`` per call, which cost more
+#: than encoding a short body. Encoders hold no state between calls: threads and loops share them.
+_PLAIN = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def _check_content(index: int, role: str, message: Mapping[str, Any]) -> None:
@@ -172,9 +173,20 @@ def build_body(
     return body
 
 
-def encode_body(body: Mapping[str, Any]) -> bytes:
-    """The body as JSON bytes, encoded once; a non-serialisable value is the caller's mistake."""
+def encode_body(body: Mapping[str, Any]) -> tuple[bytes, bool]:
+    """The body as the JSON bytes sent, encoded once, and whether they are the canonical body's own
+    text (``_request_key.vouches``): then the request's key is one sha256 over them.
+
+    Compact, key-sorted and UTF-8 (as httpx and the OpenAI SDK send non-ASCII text, and shorter than
+    ``\\u`` escapes for most of the world's scripts). A body that cannot be written so is sent as
+    the plain encoder writes it: keys of mixed types cannot be sorted, a lone surrogate is not UTF-8.
+    A value that is not JSON-serialisable is the caller's mistake.
+    """
     try:
-        return _ENCODER.encode(body).encode()
+        try:
+            text = CANONICAL.encode(body)
+            return text.encode(), vouches(text)
+        except (TypeError, UnicodeEncodeError, RecursionError):  # RecursionError: a circle, or depth
+            return _PLAIN.encode(body).encode(), False
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the request is not JSON-serialisable: {exc}") from None

@@ -11,6 +11,7 @@ pipeline, the cache, ``replay`` (which re-exports it from ``replay._match``) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -21,12 +22,16 @@ from urllib.parse import urlsplit
 from ._config import DEFAULT_ENDPOINT
 
 __all__ = [
+    "CANONICAL",
     "KNOWN_ENDPOINTS",
     "answer_key",
+    "canonical_body_key",
     "canonical_request",
+    "canonical_text",
     "endpoint_path",
     "request_hash",
     "request_key",
+    "vouches",
 ]
 
 #: Endpoints known by name: a path that ends with one is matched as exactly that endpoint.
@@ -112,14 +117,81 @@ def request_key(canonical: Mapping[str, Any]) -> str:
     Text is hashed as UTF-8; a lone surrogate (a badly encoded file name, say) is hashed as its
     surrogate-escape bytes instead of failing, so any text a client can send has a key.
     """
-    text = _KEY.encode(canonical)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _digest(_KEY.encode(canonical))
 
 
 def request_hash(body: bytes | Mapping[str, Any], endpoint: str = DEFAULT_ENDPOINT) -> str:
     """The key of a chat-completion request (the JSON sent, or its dict) at ``endpoint``: what replay
-    files are named by, and what an answer's provenance carries so it can be traced to its recording."""
+    files are named by, and what an answer's provenance carries so it can be traced to its recording.
+
+    A dict takes the short way when it can (:func:`canonical_text`): one encoding instead of an
+    encoding, a parse and a second encoding. The key is the same either way
+    (``tests/client/test_fast_paths.py`` holds the two ways to each other).
+    """
+    if isinstance(body, dict) and (text := canonical_text(body)) is not None:
+        return canonical_body_key(text.encode("utf-8", "surrogatepass"), endpoint)
     return request_key(canonical_request(body, endpoint))
+
+
+def canonical_body_key(body: bytes, endpoint: str = DEFAULT_ENDPOINT) -> str:
+    """:func:`request_hash` of a body given as its canonical text (UTF-8; see :func:`vouches`): one
+    sha256, since that text is already what :func:`request_key` would write for it. The call
+    pipeline sends such bytes (``_request.encode_body``), so a call's key costs no encoding at all."""
+    # request_key's text of {"body", "method", "path"}: its keys in sorted order, written out.
+    return hashlib.sha256(
+        b'{"body":' + body + b',"method":"POST","path":' + _path_json(endpoint) + b"}"
+    ).hexdigest()
+
+
+#: What the short way cannot vouch for, found in its own text (a match inside a string only sends a
+#: body the long way, never to a wrong key): a float with a whole value (``1.0``; ``1e+16`` is found
+#: as ``e+``), which the canonical body writes as an int; and a key that a non-string key may have
+#: become (``1``, ``true``, ``null``...), which was sorted before it was written, so it may stand out
+#: of order. Each pattern starts with text, so the search jumps from candidate to candidate.
+_WHOLE_FLOAT = re.compile(r"\.0(?![0-9])")
+_OTHER_KEYS = tuple(
+    re.compile(re.escape(start) + r'"(?:-?[0-9]|(?:true|false|null|NaN|-?Infinity)")') for start in "{,"
+)
+#: The canonical body's encoder, as the key's (``_KEY``) but without the check for circles (a circle
+#: recurses until RecursionError: the long way, where it is refused as before) and refusing NaN and
+#: infinities (which no request may send). ``_request`` sends what it writes.
+CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False, allow_nan=False
+)
+
+
+def vouches(text: str) -> bool:
+    """Whether ``text``, :data:`CANONICAL`'s encoding of a body, is the canonical body's own text.
+
+    For a body of string keys without whole-valued floats, JSON's round trip (the long way) changes
+    nothing the key's encoder writes: tuples are lists either way, strings and other numbers come
+    back equal. A key of another type is written as text after sorting, so it may stand out of
+    order, and a whole-valued float becomes an int on the long way: both are left to it.
+    """
+    if "e+" in text or (".0" in text and _WHOLE_FLOAT.search(text)):
+        return False
+    return not any(keys.search(text) for keys in _OTHER_KEYS)
+
+
+def canonical_text(body: dict[str, Any]) -> str | None:
+    """``body`` as the canonical request writes it, or None when only the long way can tell (a key
+    JSON cannot sort, NaN, a value it cannot write, or what :func:`vouches` leaves to it)."""
+    try:
+        text = CANONICAL.encode(body)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text if vouches(text) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _path_json(endpoint: str) -> bytes:
+    """The request's path as the canonical request writes it, once per endpoint."""
+    return _KEY.encode(endpoint_path(endpoint)).encode("utf-8", "surrogatepass")
+
+
+def _digest(text: str) -> str:
+    # A lone surrogate (a badly encoded file name, say) is hashed as its surrogate-escape bytes.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 #: Left out of the answer key: the finished answer is the same whether it was streamed or not.

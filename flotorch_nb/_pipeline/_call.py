@@ -81,10 +81,12 @@ def prepare(
         stream=stream,
         params=kwargs,
     )
+    content, canonical = encode_body(body)
     return Call(
         url=settings.url,
         body=body,
-        content=encode_body(body),
+        content=content,
+        canonical=canonical,
         headers=headers_for(settings.api_key),  # built per call: a dict kept on the client would show
         key=settings.api_key,
         timeout=_config.check_timeout(timeout, "timeout") if timeout is not None else settings.timeout,

@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 from .._config import DEFAULT_ENDPOINT, Secret, display_url, redact
 from .._errors import APIConnectionError, APIStatusError, APITimeoutError, FlotorchError
-from .._request_key import answer_key, request_hash
+from .._request_key import answer_key, canonical_body_key, request_hash
 from .._response import OFFLINE_HEADER, ResponseInfo, parse_error
 from .._retry import retry_after_of
 
@@ -46,6 +46,9 @@ class Call:
     model_class: type[Any] | None = None
     #: The endpoint path ``url`` ends with (what identifies the request: ``_request_key``).
     endpoint: str = DEFAULT_ENDPOINT
+    #: Whether ``content`` is the canonical body's own text (``_request.encode_body``): then the
+    #: request hash is one sha256 over it.
+    canonical: bool = False
     #: The request's keys, each worked out once, on first use: the answer cache asks for its key on
     #: lookup and again on store, provenance and the call log for the request hash.
     _keys: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -64,7 +67,11 @@ class Call:
         """The request's key (``_request_key.request_hash``): what its provenance and log row carry."""
         found = self._keys.get("request")
         if found is None:
-            found = self._keys["request"] = request_hash(self.content, self.endpoint)
+            found = self._keys["request"] = (
+                canonical_body_key(self.content, self.endpoint)
+                if self.canonical
+                else request_hash(self.content, self.endpoint)
+            )
         return found
 
     def answer_key(self) -> str:
