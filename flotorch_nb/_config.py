@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
@@ -216,6 +216,38 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     return float(timeout)
 
 
+@overload
+def check_whole(
+    value: object,
+    what: str,
+    at_least: int = 0,
+    error: Callable[[str], Exception] = ...,
+    *,
+    or_none: Literal[False] = False,
+) -> int: ...
+@overload
+def check_whole(
+    value: object, what: str, at_least: int = 0, error: Callable[[str], Exception] = ..., *, or_none: bool
+) -> int | None: ...
+def check_whole(
+    value: object,
+    what: str,
+    at_least: int = 0,
+    error: Callable[[str], Exception] = ConfigurationError,
+    *,
+    or_none: bool = False,
+) -> int | None:
+    """``value`` as a whole number >= ``at_least`` (or None, when ``or_none``), else ``error`` saying
+    so: one rule for every count the package takes. ``True`` is not a count and ``2.0`` is not a
+    whole number, though Python would let both through an ``int`` comparison."""
+    if value is None and or_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
+        either = " or None" if or_none else ""
+        raise error(f"{what} must be a whole number >= {at_least}{either}, got {value!r:.60}")
+    return value
+
+
 def check_fallbacks(fallbacks: object, model_id: str) -> tuple[str, ...]:
     """The models to ask, in order, when ``model_id`` fails in a way another model may not (see
     ``flotorch_nb._pipeline._recover``): a list of distinct, non-empty model ids without ``model_id`` itself.
@@ -267,9 +299,7 @@ def _retries_from_env(env: Mapping[str, str]) -> int | None:
 
 def check_max_retries(max_retries: object) -> int:
     """A whole number of retries >= 0 (``True`` and ``2.0`` are not)."""
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-    return max_retries
+    return check_whole(max_retries, "max_retries")
 
 
 def cassette_from_env(env: Mapping[str, str] | None = None) -> tuple[CassetteMode | None, str | None]:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._config import check_whole
 from ._errors import InvalidRequestError
 from ._request_key import CANONICAL, vouches
 
@@ -111,8 +112,10 @@ def _check_params(params: Mapping[str, Any]) -> None:
         value = params.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1):
-            raise InvalidRequestError(f"{name} must be a positive whole number, got {value!r}")
+        if name != "seed":
+            check_whole(value, name, 1, InvalidRequestError)
+        elif isinstance(value, bool) or not isinstance(value, int):  # any whole number
+            raise InvalidRequestError(f"seed must be a whole number, got {value!r:.60}")
 
 
 def _check_tools(tools: object) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._config import check_max_retries
 from ._errors import APIConnectionError, APIStatusError, APITimeoutError, ConfigurationError, FlotorchError
 
 #: Statuses that say "try again": timeout, conflict, rate limit, and any server error.
@@ -68,9 +69,7 @@ class RetryPolicy:
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        retries = self.max_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
+        check_max_retries(self.max_retries)
         for name in ("base_delay", "max_delay", "max_retry_after", "jitter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ._budget import Budget
+from ._config import check_whole
 from ._errors import BudgetExceededError, ConfigurationError
 from ._pipeline._hooks import output_cap, output_tokens
 from .pricing import ENV_PRICES, PriceTable, _money, format_cost
@@ -186,9 +187,7 @@ class TokenBudget(Budget[int]):
 
 
 def _tokens(limit: object) -> int | None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise ConfigurationError(f"the token budget must be a whole number > 0 (or None), got {limit!r}")
-    return limit
+    return check_whole(limit, "the token budget", 1, or_none=True)
 
 
 class MoneyBudget(Budget[Decimal]):

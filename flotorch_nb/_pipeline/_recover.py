@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._config import check_whole
 from .._errors import (
     APIConnectionError,
     APIStatusError,
@@ -78,14 +79,13 @@ Plan = Generator["Call", Outcome, LLMResponse]
 def check_validation_retries(value: object, model_class: type[Any] | None) -> int:
     """``validation_retries`` as a count, refused before any I/O when it cannot mean anything: not a
     whole number >= 0, or without a pydantic class as ``response_format`` (nothing to validate)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequestError(f"validation_retries must be a whole number >= 0, got {value!r:.60}")
+    retries = check_whole(value, "validation_retries", 0, InvalidRequestError)
     if model_class is None:
         raise InvalidRequestError(
             "validation_retries needs response_format=<a pydantic BaseModel class>: only an answer "
             "parsed into a class can fail validation and be asked again"
         )
-    return value
+    return retries
 
 
 def fallback_reason(outcome: Outcome) -> str | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from .._config import check_whole
 from .._errors import FlotorchError, InvalidRequestError
 from .._response import LLMResponse, ToolCall, Usage
 from . import _approval
@@ -228,8 +229,7 @@ def check(tools: object, max_steps: object, approve: object, parallel: object) -
     """The loop's own arguments checked before any I/O; the Python tools by name."""
     if not isinstance(tools, Sequence) or isinstance(tools, str | bytes) or not tools:
         raise InvalidRequestError("run() needs tools=[...]: functions (or tool dicts) the model may call")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise InvalidRequestError(f"max_steps must be a whole number >= 1, got {max_steps!r}")
+    check_whole(max_steps, "max_steps", 1, InvalidRequestError)
     if not isinstance(parallel, bool):
         raise InvalidRequestError(f"parallel must be True or False, got {parallel!r}")
     _approval.check_approve(approve)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from flotorch_nb import ConfigurationError, FlotorchLLM
-from flotorch_nb._config import cassette_from_env, check_base_url, resolve
+from flotorch_nb import ConfigurationError, FlotorchLLM, InvalidRequestError
+from flotorch_nb._config import cassette_from_env, check_base_url, check_whole, resolve
 
 KEY = "cfg-test-key-0123456789"
 URL = "http://gateway.test"
@@ -135,3 +135,16 @@ def test_an_empty_key_names_the_variable_to_set(key: str) -> None:
         FlotorchLLM("m", key, URL)
     with pytest.raises(ConfigurationError, match="FLOTORCH_API_KEY"):
         resolve("m", None, URL, env={"FLOTORCH_API_KEY": key})
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "3", -1, None, 0])
+def test_a_count_is_a_whole_number_at_least_its_floor_by_one_rule(value: object) -> None:
+    with pytest.raises(InvalidRequestError, match=r"^n must be a whole number >= 1, got "):
+        check_whole(value, "n", 1, InvalidRequestError)
+
+
+def test_a_count_that_may_be_none_says_so() -> None:
+    assert check_whole(None, "limit", 1, or_none=True) is None
+    assert check_whole(3, "limit", 1, or_none=True) == 3
+    with pytest.raises(ConfigurationError, match=r"limit must be a whole number >= 1 or None, got 0"):
+        check_whole(0, "limit", 1, or_none=True)
