@@ -26,7 +26,7 @@ from ..batch import BatchOptions, Inputs, RateLimiter
 from ..batch._inputs import is_missing
 from ..compare import parse_models
 from ._data import load_rows
-from ._errors import EvalError
+from ._errors import EvalError, whole
 from ._judge import Judge
 from ._records import Record
 from .scorers import Scorer, resolve
@@ -84,8 +84,7 @@ class Plan:
             raise EvalError("template= must be a non-empty text with {column} fields")
         if target is not None and not isinstance(target, str):
             raise EvalError(f"target= names the reference column, got {target!r}")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise EvalError(f"epochs must be a whole number >= 1, got {epochs!r}")
+        whole(epochs, "epochs", 1)
         self.models = list(parse_models(models, what="evaluate", error=EvalError))
         given = [scorers] if isinstance(scorers, str | Scorer | Judge) or callable(scorers) else scorers
         if not isinstance(given, Sequence) or not given:
