@@ -110,12 +110,7 @@ def load_rows(data: Any) -> Dataset:
         rows = [{str(k): _plain(v) for k, v in row.items()} for row in data.to_dict("records")]
     elif hasattr(data, "column_names") and callable(getattr(data, "to_list", None)):  # datasets.Dataset
         rows = [dict(row) for row in data.to_list()]
-    elif isinstance(data, Mapping | str | bytes):
-        raise EvalError(
-            "data must be a list of dicts, a DataFrame, a Dataset or a file path; "
-            f"got a {type(data).__name__}"
-        )
-    elif isinstance(data, Iterable):
+    elif isinstance(data, Iterable) and not isinstance(data, Mapping | bytes):  # (a str is a path)
         rows = []
         for i, row in enumerate(data):
             if not isinstance(row, Mapping):
