@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from ..batch import template_fields
 from ._errors import EvalError
 
-__all__ = ["Dataset", "load_rows"]
+__all__ = ["FILES", "READERS", "Dataset", "is_data_file", "load_rows"]
 
 
 @dataclass(frozen=True)
@@ -44,28 +44,50 @@ class Dataset:
             raise EvalError(f"target={target!r} is not a column of the data: {known}")
 
 
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [dict(row) for row in csv.DictReader(handle)]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise EvalError(f"{path}, line {number}: each line must be a JSON object")
+            rows.append(row)
+    return rows
+
+
+#: The data files ``load_rows`` reads, by suffix (any case): the one list ``%%flotorch --eval`` also
+#: checks a name against to take it as a path.
+READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    ".csv": _read_csv,
+    ".jsonl": _read_jsonl,
+    ".ndjson": _read_jsonl,
+}
+#: How the messages name them.
+FILES = "a .csv or .jsonl file"
+
+
+def is_data_file(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` ends as a data file ``load_rows`` reads (it need not exist)."""
+    return Path(name).suffix.lower() in READERS
+
+
 def _read_path(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise EvalError(f"no such data file: {path}")
-    suffix = path.suffix.lower()
+    read = READERS.get(path.suffix.lower())
+    if read is None:
+        raise EvalError(f"data file {path.name}: give {FILES} (or a DataFrame / list of dicts)")
     try:
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                return [dict(row) for row in csv.DictReader(handle)]
-        if suffix in (".jsonl", ".ndjson"):
-            rows = []
-            with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise EvalError(f"{path}, line {number}: each line must be a JSON object")
-                    rows.append(row)
-            return rows
+        return read(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise EvalError(f"cannot read {path}: {exc}") from None
-    raise EvalError(f"data file {path.name}: give a .csv or .jsonl file (or a DataFrame / list of dicts)")
 
 
 def _plain(value: Any) -> Any:
@@ -88,12 +110,7 @@ def load_rows(data: Any) -> Dataset:
         rows = [{str(k): _plain(v) for k, v in row.items()} for row in data.to_dict("records")]
     elif hasattr(data, "column_names") and callable(getattr(data, "to_list", None)):  # datasets.Dataset
         rows = [dict(row) for row in data.to_list()]
-    elif isinstance(data, Mapping | str | bytes):
-        raise EvalError(
-            "data must be a list of dicts, a DataFrame, a Dataset or a file path; "
-            f"got a {type(data).__name__}"
-        )
-    elif isinstance(data, Iterable):
+    elif isinstance(data, Iterable) and not isinstance(data, Mapping | bytes):  # (a str is a path)
         rows = []
         for i, row in enumerate(data):
             if not isinstance(row, Mapping):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._records import ResultView
+    from ._records import Record, ResultView
 
 __all__ = ["write_logs"]
 
@@ -49,10 +49,15 @@ def write_logs(result: ResultView, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     run_id = uuid.uuid4().hex
+    # One pass each over the records: the estimates (as ``summary`` draws them) and each model's records.
+    estimates = {(row["model"], row["scorer"]): row for row in result.summary_rows()}
+    by_model: dict[str, list[Record]] = {model: [] for model in result.models}
+    for record in result.records:
+        by_model.setdefault(record.model, []).append(record)
     paths = []
     for model in result.models:
         samples = []
-        for record in (r for r in result.records if r.model == model):
+        for record in by_model[model]:
             prompt = result.prompts[record.sample] or ""
             target = result.samples[record.sample].get(result.target) if result.target else None
             usage = None
@@ -93,17 +98,17 @@ def write_logs(result: ResultView, directory: Path) -> list[Path]:
             )
         scores = []
         for scorer in result.scorers:
-            est = result.estimate(model, scorer)
+            est = estimates[(model, scorer)]
             scores.append(
                 EvalScore(
                     name=scorer,
                     scorer=scorer,
                     reducer="mean" if result.epochs > 1 else None,
-                    scored_samples=est.n,
-                    unscored_samples=len(result.samples) - est.n,
+                    scored_samples=est["n"],
+                    unscored_samples=len(result.samples) - est["n"],
                     metrics={
-                        "mean": EvalMetric(name="mean", value=est.mean),
-                        "stderr": EvalMetric(name="stderr", value=est.se),
+                        "mean": EvalMetric(name="mean", value=est["mean"]),
+                        "stderr": EvalMetric(name="stderr", value=est["se"]),
                     },
                 )
             )

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from ._errors import EvalError
+from ._errors import EvalError, whole
 from ._score import Score
 
 __all__ = ["SYSTEM", "Judge", "JudgeGrade", "judge_prompt"]
@@ -99,22 +99,13 @@ class Judge:
     ) -> None:
         if not isinstance(rubric, str) or not rubric.strip():
             raise EvalError("judge(rubric): the rubric must be a non-empty text")
-        if isinstance(votes, bool) or not isinstance(votes, int) or votes < 1:
-            raise EvalError(f"judge(votes=...) must be a whole number >= 1, got {votes!r}")
+        whole(votes, "judge(votes=...)", 1)
         if aggregate not in ("majority", "mean"):
             raise EvalError(f"judge(aggregate=...) must be 'majority' or 'mean', got {aggregate!r}")
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
-            raise EvalError(f"judge(scale=...) must be a whole number >= 1, got {scale!r}")
-        if scale is not None and aggregate == "majority":
+        if scale is not None:
+            whole(scale, "judge(scale=...)", 1)
             aggregate = "mean"  # a score has no majority: its votes are averaged
-        if (
-            isinstance(validation_retries, bool)
-            or not isinstance(validation_retries, int)
-            or validation_retries < 0
-        ):
-            raise EvalError(
-                f"judge(validation_retries=...) must be a whole number >= 0, got {validation_retries!r}"
-            )
+        whole(validation_retries, "judge(validation_retries=...)", 0)
         models = (model,) if isinstance(model, str) else tuple(model) if model is not None else ()
         if any(not isinstance(m, str) or not m.strip() for m in models):
             raise EvalError(f"judge(model=...) must be a model id or a list of them, got {model!r}")

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._stats import Estimate
-
 __all__ = ["JudgeUsage", "Record", "ResultView"]
 
 
@@ -68,5 +66,3 @@ class ResultView(Protocol):
     def summary_rows(self) -> list[dict[str, Any]]: ...
 
     def worst(self, k: int = 5) -> Sequence[tuple[int, float]]: ...
-
-    def estimate(self, model: str, scorer: str) -> Estimate: ...

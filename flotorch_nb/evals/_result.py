@@ -37,6 +37,21 @@ VERSION = 1
 ERROR_POLICIES = ("zero", "exclude")
 
 
+@dataclass
+class _Groups:
+    """The records grouped in one pass: per model x scorer, each sample's values (one per epoch) and
+    how many records had none; per model, its answers' costs and the latencies of those sent."""
+
+    values: dict[tuple[str, str], list[list[float]]]
+    missing: dict[tuple[str, str], int]
+    costs: dict[str, list[float | None]]
+    latencies: dict[str, list[float]]
+
+    def sample_means(self, model: str, scorer: str) -> list[float | None]:
+        """One value per sample: the mean over its epochs (None: no value left)."""
+        return [math.fsum(v) / len(v) if v else None for v in self.values[(model, scorer)]]
+
+
 @dataclass(eq=False)
 class EvalResult:
     """The outcome of ``evaluate``: ``records`` (sample x model x epoch) and the dataset they came from.
@@ -80,6 +95,37 @@ class EvalResult:
         if errors not in ERROR_POLICIES:
             raise EvalError(f"errors= must be 'zero' or 'exclude', got {errors!r}")
 
+    def _group(
+        self, errors: str, models: Sequence[str] | None = None, scorers: Sequence[str] | None = None
+    ) -> _Groups:
+        """One pass over the records: what ``summary_rows``, ``compare`` and ``sample_scores`` read,
+        for ``models`` x ``scorers`` (default: all)."""
+        models = self.models if models is None else models
+        scorers = self.scorers if scorers is None else scorers
+        groups = _Groups(
+            values={(m, s): [[] for _ in self.samples] for m in models for s in scorers},
+            missing=dict.fromkeys(((m, s) for m in models for s in scorers), 0),
+            costs={m: [] for m in models},
+            latencies={m: [] for m in models},
+        )
+        for record in self.records:
+            model = record.model
+            if model not in groups.costs:
+                continue
+            if record.answer is not None:
+                groups.costs[model].append(record.cost)
+            if record.latency_ms is not None and record.source != "cache":
+                groups.latencies[model].append(record.latency_ms)
+            for scorer in scorers:
+                value = record.scores.get(scorer, (None, None))[0]
+                if value is None:
+                    groups.missing[(model, scorer)] += 1
+                    if errors == "zero":
+                        value = 0.0
+                if value is not None:
+                    groups.values[(model, scorer)][record.sample].append(value)
+        return groups
+
     def sample_scores(self, model: str, scorer: str, *, errors: str = "zero") -> list[float | None]:
         """One value per sample (the mean over epochs) for ``model`` and ``scorer``.
 
@@ -87,47 +133,34 @@ class EvalResult:
         (``"exclude"``; a sample with no value left is None).
         """
         self._check(model, scorer, errors)
-        per_sample: list[list[float]] = [[] for _ in self.samples]
-        for record in self.records:
-            if record.model != model:
-                continue
-            value = record.scores.get(scorer, (None, None))[0]
-            if value is None and errors == "zero":
-                value = 0.0
-            if value is not None:
-                per_sample[record.sample].append(value)
-        return [math.fsum(v) / len(v) if v else None for v in per_sample]
-
-    def _errors(self, model: str, scorer: str) -> int:
-        return sum(
-            1 for r in self.records if r.model == model and r.scores.get(scorer, (None, None))[0] is None
-        )
+        return self._group(errors, [model], [scorer]).sample_means(model, scorer)
 
     def _binary(self, scorer: str, values: Sequence[float]) -> bool:
         return self.binary.get(scorer) is not False and is_binary(values)
+
+    def _estimate(self, values: list[float | None], scorer: str, confidence: float) -> Estimate:
+        known = [v for v in values if v is not None]
+        return estimate(known, binary=self._binary(scorer, known), confidence=confidence)
 
     def estimate(
         self, model: str, scorer: str, *, errors: str = "zero", confidence: float = CONFIDENCE
     ) -> Estimate:
         """The mean score of ``model`` on ``scorer`` with its SE and interval (``_stats.estimate``)."""
-        values = [v for v in self.sample_scores(model, scorer, errors=errors) if v is not None]
-        return estimate(values, binary=self._binary(scorer, values), confidence=confidence)
+        return self._estimate(self.sample_scores(model, scorer, errors=errors), scorer, confidence)
 
     # -- summary -----------------------------------------------------------------------------------
     def summary_rows(self, *, errors: str = "zero", confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
-        """``summary()`` as plain dicts (no pandas)."""
+        """``summary()`` as plain dicts (no pandas), drawn from one pass over the records."""
         self._check(errors=errors)
+        groups = self._group(errors)
         rows = []
         for model in self.models:
-            mine = [r for r in self.records if r.model == model]
-            costs = [r.cost for r in mine if r.answer is not None]
+            costs = groups.costs[model]
             known = [c for c in costs if c is not None]
             total = math.fsum(known) if known else None  # unpriced answers: counted in cost_unknown
-            latencies: list[float] = [
-                r.latency_ms for r in mine if r.latency_ms is not None and r.source != "cache"
-            ]
+            latencies = groups.latencies[model]
             for scorer in self.scorers:
-                est = self.estimate(model, scorer, errors=errors, confidence=confidence)
+                est = self._estimate(groups.sample_means(model, scorer), scorer, confidence)
                 correct = est.mean * est.n if est.n else 0.0
                 rows.append(
                     {
@@ -138,7 +171,7 @@ class EvalResult:
                         "ci_low": est.ci_low,
                         "ci_high": est.ci_high,
                         "n": est.n,
-                        "errors": self._errors(model, scorer),
+                        "errors": groups.missing[(model, scorer)],
                         "cost": total,
                         "cost_unknown": len(costs) - len(known),
                         "cost_per_sample": total / len(self.samples) if total is not None else None,
@@ -183,13 +216,10 @@ class EvalResult:
         self._check(b, scorer, errors)
         if a == b:
             raise EvalError("compare needs two different models")
+        groups = self._group(errors, [a, b], [scorer])
         pairs = [
             (x, y)
-            for x, y in zip(
-                self.sample_scores(a, scorer, errors=errors),
-                self.sample_scores(b, scorer, errors=errors),
-                strict=True,
-            )
+            for x, y in zip(groups.sample_means(a, scorer), groups.sample_means(b, scorer), strict=True)
             if x is not None and y is not None
         ]
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -210,8 +240,8 @@ class EvalResult:
             method=method,
             a_only=a_only,
             b_only=b_only,
-            errors_a=self._errors(a, scorer),
-            errors_b=self._errors(b, scorer),
+            errors_a=groups.missing[(a, scorer)],
+            errors_b=groups.missing[(b, scorer)],
             caveat=caveat,
             confidence=confidence,
             errors=errors,

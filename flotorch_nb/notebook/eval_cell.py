@@ -13,7 +13,6 @@ No IPython import here: a mistake is an ``EvalUsageError`` that ``magics.py`` sh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, InvalidRequestError
@@ -30,11 +29,15 @@ class EvalUsageError(ValueError):
 
 
 def _data(namespace: Mapping[str, Any], name: str) -> Any:
+    """The notebook's variable ``name``, else ``name`` as a path when it ends as a file the evaluation
+    reads (``evals._data`` keeps that list)."""
+    from ..evals._data import FILES, is_data_file
+
     if name in namespace:
         return namespace[name]
-    if Path(name).suffix.lower() in (".csv", ".jsonl", ".ndjson"):
+    if is_data_file(name):
         return name
-    raise EvalUsageError(f"--eval {name}: no such variable in the notebook (nor a .csv/.jsonl path)")
+    raise EvalUsageError(f"--eval {name}: no such variable in the notebook (nor {FILES})")
 
 
 def run_eval(

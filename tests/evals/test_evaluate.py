@@ -262,10 +262,10 @@ def test_a_rerun_with_the_same_cache_sends_only_what_is_missing(
 
 
 def test_one_rate_limiter_for_answers_and_judges(server: EvalServer, client: FlotorchLLM) -> None:
-    from flotorch_nb.evals._evaluate import _Plan
+    from flotorch_nb.evals._plan import Plan
 
     judge = scorers.judge("ok?", model=["m/j1", "m/j2"], votes=2)
-    plan = _Plan(
+    plan = Plan(
         dataset(2), "Question: {question}", "answer_key", ["m/a", "m/b"], [judge], client, 2, {"rpm": 60}
     )
     limiters = {id(o.limiter) for o in plan.answer_options.values()}

@@ -10,6 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from flotorch_nb.evals import EvalResult, evaluate
+from flotorch_nb.evals._data import READERS
 from flotorch_nb.gateway import OfflineGateway
 from tests.support.shell import Shell, data_of
 
@@ -89,3 +90,15 @@ def test_an_eval_cell_reads_a_data_file_the_notebook_has_no_variable_for(
         shell.cell(
             f"--eval {tmp_path / 'gone.csv'} --target key --score numeric -m offline/scripted", "{prompt}"
         )
+
+
+@pytest.mark.parametrize("suffix", [*READERS, ".JSONL"])
+def test_an_eval_cell_takes_as_a_path_what_the_evaluation_reads(
+    shell: Shell, offline_env: OfflineGateway, tmp_path: Path, suffix: str
+) -> None:
+    """The cell asks ``evals._data`` which names are data files: one list, no copy to fall behind."""
+    line = "--target key --score numeric -m offline/scripted"
+    with pytest.raises(UsageError, match="no such data file"):
+        shell.cell(f"--eval {tmp_path / ('gone' + suffix)} {line}", "{prompt}")
+    with pytest.raises(UsageError, match=r"no such variable in the notebook \(nor a \.csv or \.jsonl file\)"):
+        shell.cell(f"--eval {tmp_path / 'gone.txt'} {line}", "{prompt}")
