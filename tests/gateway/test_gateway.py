@@ -1073,11 +1073,11 @@ def test_a_huge_schema_request_neither_freezes_the_gateway_nor_holds_up_stop() -
 def test_a_gateway_bug_is_a_json_500_with_the_usual_headers(
     client: httpx2.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(raw: bytes) -> None:
+    def broken(chat: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("flotorch_nb.gateway._app._planned", broken)
-    response = client.post(CHAT, json=body())
+    monkeypatch.setattr("flotorch_nb.gateway._app.plan_completion", broken)
+    response = client.post(CHAT, json=body("A request no test sent before, so no answer is cached"))
     assert "RuntimeError" in assert_openai_error(response, 500, "server_error")
     assert any("offline gateway bug" in r.getMessage() for r in caplog.records)
 
