@@ -42,13 +42,6 @@ class RecordedRequest:
     def __getitem__(self, key: str) -> Any:
         return getattr(self, "body" if key == "json" else key)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style access with a default."""
-        try:
-            return self[key]
-        except AttributeError:
-            return default
-
 
 def redacted(
     method: str, path: str, headers: Iterable[tuple[str, str]], raw: bytes | None, request_id: str
