@@ -59,6 +59,7 @@ from ._wire import (
     CHAT_PATH,
     GatewayError,
     Plan,
+    between_or,
     completion_body,
     error_body,
     html_error_page,
@@ -82,9 +83,10 @@ _TOO_DEEP = (
 
 def check_seconds(name: str, value: float) -> float:
     """A finite number of seconds >= 0, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    seconds = between_or(value)
+    if seconds is None:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def create_app(
