@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -252,9 +252,16 @@ def test_a_long_document_with_tools_is_read_in_linear_time(monkeypatch: pytest.M
     for this CSV). Counted, not timed: the prompt text read for words and facts stays a few times its
     length (a quadratic reading is thousands of times it)."""
     read: list[int] = []
+
+    def counted(original: Callable[[str], Any]) -> Callable[[str], Any]:
+        def reading(text: str) -> Any:
+            read.append(len(text))
+            return original(text)
+
+        return reading
+
     for name in ("hints_from", "_said"):
-        original = getattr(_tool_calls, name)
-        monkeypatch.setattr(_tool_calls, name, lambda text, f=original: read.append(len(text)) or f(text))
+        monkeypatch.setattr(_tool_calls, name, counted(getattr(_tool_calls, name)))
     request = _long_document_request()
     (call,) = _calls({"finish_reason": "tool_calls", "message": _message(plan_completion(request))})
     assert call[0] == "get_weather" and sum(read) < 4 * len(request.messages[0].text)
