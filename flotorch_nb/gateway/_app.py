@@ -225,7 +225,7 @@ class _Handlers:
         timing = profile(chat.model)
         if self.latency > 0 and timing.latency_factor > 0:
             await pause_unless_gone(request, self.latency * timing.latency_factor)
-        fault = (self.faults.take(chat.model) if self.faults else None) or scripted
+        fault = self.faults.take(chat.model) or scripted  # take() is cheap when nothing is queued
         if fault is not None:
             return await self._faulty(request, chat, plan, fault)
         return self._answer(request, chat, plan, None)
