@@ -9,7 +9,6 @@ Request bodies are never kept (a server runs for hours); counts per request are,
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from ._app import create_app
 from ._models import OFFLINE_MODELS
 from ._ratelimit import RateLimit, RateLimiter
 from ._server import base_url, bind_socket, make_server
+from ._wire import between_or
 
 BANNER = (
     "FloTorch OFFLINE gateway (deterministic local models, no real LLM) listening on {url} — models: {models}"
@@ -26,10 +26,10 @@ BANNER = (
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
+    seconds = between_or(float(text))
+    if seconds is None:
         raise argparse.ArgumentTypeError("must be a finite number of seconds >= 0")
-    return value
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .._request_key import canonical_request, endpoint_path, request_key
 from ._asgi import (
     JSON,
     MarkResponses,
@@ -51,13 +52,14 @@ from ._asgi import (
 from ._faults import Fault, FaultPlan, stream_script
 from ._models import OFFLINE_MODELS, plan_completion, profile
 from ._ratelimit import Admission, RateLimit, RateLimiter
-from ._record import RecordedRequest, RequestCounts, key_of, redacted
+from ._record import RecordedRequest, RequestCounts, redacted
 from ._scripted import SCRIPTED_MODEL, parse_script
 from ._validate import ChatRequest, parse_request
 from ._wire import (
     CHAT_PATH,
     GatewayError,
     Plan,
+    between_or,
     completion_body,
     error_body,
     html_error_page,
@@ -81,9 +83,10 @@ _TOO_DEEP = (
 
 def check_seconds(name: str, value: float) -> float:
     """A finite number of seconds >= 0, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    seconds = between_or(value)
+    if seconds is None:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def create_app(
@@ -209,10 +212,11 @@ class _Handlers:
     async def chat(self, request: Request) -> Response:
         """POST /api/openai/v1/chat/completions."""
         raw = await request.body()
-        self.counts.add(key_of(request.method, request.url.path, request.scope["query_string"], raw))
+        received = read_chat(request.url.path, request.scope["query_string"], raw)
+        self.counts.add(received.key)
         self._record(request, raw)
         key = self._authorize(request)
-        chat, plan, scripted = _planned(raw) if len(raw) <= _CACHEABLE else _plan(raw)
+        chat, plan, scripted = received.planned()
         admission = self.limiter.admit(key, plan.prompt_tokens + plan.completion_tokens)
         if admission is not None:
             request.scope["state"]["headers"] = admission.headers
@@ -221,7 +225,7 @@ class _Handlers:
         timing = profile(chat.model)
         if self.latency > 0 and timing.latency_factor > 0:
             await pause_unless_gone(request, self.latency * timing.latency_factor)
-        fault = (self.faults.take(chat.model) if self.faults else None) or scripted
+        fault = self.faults.take(chat.model) or scripted  # take() is cheap when nothing is queued
         if fault is not None:
             return await self._faulty(request, chat, plan, fault)
         return self._answer(request, chat, plan, None)
@@ -327,24 +331,80 @@ def _decoded(raw: bytes) -> Any:
         raise GatewayError(400, _TOO_DEEP, code="invalid_json") from None
 
 
-def _plan(raw: bytes) -> tuple[ChatRequest, Plan, Fault | None]:
-    """Validate and answer a raw body (``GatewayError`` for a bad one).
+@dataclasses.dataclass(eq=False, slots=True)
+class _Received:
+    """A chat body, decoded once: its request key (what the counts are kept by) and, once planned, its
+    answer (a body that is not JSON keeps the reason instead, refused when it is planned)."""
 
-    The fault is what an ``offline/scripted`` script asks to go wrong (delay, error, cut), else None.
+    key: str
+    body: Any  # the JSON value exactly as sent; dropped once planned
+    refusal: str | None = None
+    answer: tuple[ChatRequest, Plan, Fault | None] | None = None
+
+    def planned(self) -> tuple[ChatRequest, Plan, Fault | None]:
+        """The validated request, its answer and the fault its script asks for (``GatewayError`` if bad).
+
+        The fault is what an ``offline/scripted`` script asks to go wrong (delay, error, cut), else None.
+        """
+        if self.refusal is not None:
+            raise GatewayError(400, self.refusal, code="invalid_json")
+        # Another gateway's thread may plan the same cached body: the body is read before the answer
+        # is looked at, and the answer set before the body is dropped, so either one is always there.
+        body = self.body
+        if self.answer is None:
+            chat = parse_request(body, OFFLINE_MODELS)
+            if chat.model == SCRIPTED_MODEL:
+                script = parse_script(chat)
+                chat = dataclasses.replace(chat, token_delay=script.token_delay)
+                self.answer = chat, script.plan, script.fault
+            else:
+                self.answer = chat, plan_completion(chat), None
+            self.body = None
+        return self.answer
+
+
+def _read(target: str, raw: bytes) -> _Received:
+    """Decode a chat body once, for both its key and its answer.
+
+    The key reads numbers canonically (``1.0`` is ``1``: see ``_request_key``) and the answer as they
+    were sent (``max_tokens: 100.0`` is not an integer): the two readings differ only where a number
+    with a fraction or exponent has a whole value, so only such a body is read a second time for its key.
     """
-    chat = parse_request(_decoded(raw), OFFLINE_MODELS)
-    if chat.model == SCRIPTED_MODEL:
-        script = parse_script(chat)
-        return dataclasses.replace(chat, token_delay=script.token_delay), script.plan, script.fault
-    return chat, plan_completion(chat), None
+    whole = False
+
+    def number(text: str) -> float:
+        nonlocal whole
+        value = float(text)
+        whole = whole or value.is_integer()
+        return value
+
+    body, refusal = None, None
+    try:
+        body = json.loads(raw, parse_float=number)
+    except ValueError as exc:
+        refusal = _BAD_JSON.format(exc)
+    except RecursionError:
+        refusal = _TOO_DEEP
+    if refusal is None and not whole:  # the body as sent is its canonical form
+        key = request_key({"method": "POST", "path": endpoint_path(target), "body": body})
+    else:
+        key = request_key(canonical_request(raw, target))
+    return _Received(key, body, refusal)
 
 
 # The models are deterministic, so a body seen before (a benchmark's loop, a retried request) reuses
-# its answer instead of being parsed and planned again. Errors are not cached, and neither are bodies
-# over 8 kB: a long chat sends a longer body every turn, never the same one twice, and caching those
-# made the gateway in a notebook kernel grow by megabytes (256 bodies of up to 64 kB, parsed).
-_planned = functools.lru_cache(maxsize=256)(_plan)
+# its key and answer instead of being read and planned again. A refused body is refused afresh each
+# time (no answer is kept for it), and bodies over 8 kB are not cached: a long chat sends a longer
+# body every turn, never the same one twice, and caching those made the gateway in a notebook kernel
+# grow by megabytes (256 bodies of up to 64 kB, parsed).
+_read_cached = functools.lru_cache(maxsize=256)(_read)
 _CACHEABLE = 8 * 1024
+
+
+def read_chat(path: str, query: bytes, raw: bytes) -> _Received:
+    """A chat request's body, read once (``path`` as the client sent it, ``query`` raw)."""
+    target = f"{path}?{query.decode('latin-1')}" if query else path
+    return _read_cached(target, raw) if len(raw) <= _CACHEABLE else _read(target, raw)
 
 
 def _limited(admission: Admission) -> GatewayError:

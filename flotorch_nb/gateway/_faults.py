@@ -146,9 +146,6 @@ class FaultPlan:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def __bool__(self) -> bool:
-        return bool(self._queue)
-
     def __repr__(self) -> str:
         return f"FaultPlan({self.pending()!r})"
 

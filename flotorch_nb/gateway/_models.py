@@ -36,7 +36,7 @@ from ._json_mode import json_object
 from ._judge import grade_of, graded_json, graded_text
 from ._phrasing import concise, verbose
 from ._schema_fill import SchemaTooLargeError, fill_schema
-from ._scripted import SCRIPTED_MODEL, parse_script
+from ._scripted import SCRIPTED_MODEL
 from ._text import Hints, count_tokens, hints_from, truncate_tokens
 from ._tool_calls import ToolCallAsk, phase_of, planned_calls
 from ._validate import ChatRequest, Message, last_user
@@ -81,10 +81,11 @@ def profile(model: str) -> ModelProfile:
 def plan_completion(request: ChatRequest) -> Plan:
     """Decide the whole answer to ``request`` (content or tool calls, finish reason, token counts).
 
+    ``offline/scripted`` is not planned here: its script also decides faults and pacing, so the app
+    reads it with ``_scripted.parse_script``.
+
     Raises ``GatewayError`` (400) when a schema asks for a larger answer than the offline models make.
     """
-    if request.model == SCRIPTED_MODEL:
-        return parse_script(request).plan
     if request.model == ECHO_MODEL:
         return _text_plan(request, _last_user_text(request.messages))
     messages, fixes = _before_reask(request.messages)

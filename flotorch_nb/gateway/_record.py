@@ -15,16 +15,13 @@ in case a client put it there.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .._request_key import canonical_request, request_key
-
-__all__ = ["RecordedRequest", "RequestCounts", "key_of", "redacted"]
+__all__ = ["RecordedRequest", "RequestCounts", "redacted"]
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
 
@@ -45,13 +42,6 @@ class RecordedRequest:
     def __getitem__(self, key: str) -> Any:
         return getattr(self, "body" if key == "json" else key)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style access with a default."""
-        try:
-            return self[key]
-        except AttributeError:
-            return default
-
 
 def redacted(
     method: str, path: str, headers: Iterable[tuple[str, str]], raw: bytes | None, request_id: str
@@ -70,23 +60,6 @@ def redacted(
     except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as text
         body = raw.decode("utf-8", "replace") if raw else None
     return RecordedRequest(method, path, kept, body, request_id)
-
-
-_CACHEABLE = 8 * 1024  # as for planning (see _app): long chat bodies never repeat, so are not kept
-
-
-def _key(method: str, target: str, raw: bytes) -> str:
-    return request_key(canonical_request(raw, target, method=method))
-
-
-# A benchmark or a retry sends the same bytes again: hash them once.
-_cached_key = functools.lru_cache(maxsize=256)(_key)
-
-
-def key_of(method: str, path: str, query: bytes, raw: bytes) -> str:
-    """The replay key of a received request (``path`` as the client sent it, ``query`` raw)."""
-    target = f"{path}?{query.decode('latin-1')}" if query else path
-    return _cached_key(method, target, raw) if len(raw) <= _CACHEABLE else _key(method, target, raw)
 
 
 class RequestCounts:

@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._data import MISSING, entity_for, field, phrases, split_words, word_list
-from ._schema_scalars import Scalars, bounds, fit_string, int_or, within
+from ._schema_scalars import Scalars, bounds, fit_string, within
 from ._text import Hints, words
-from ._wire import number_or
+from ._wire import number_or, whole_or
 
 __all__ = [
     "MAX_CHARS",
@@ -85,8 +85,8 @@ def oversized_keyword(schema: Any) -> tuple[str, float] | None:
         node, pointer = stack.pop()
         if isinstance(node, Mapping):
             for keyword in _SIZE_KEYWORDS:
-                size = node.get(keyword)
-                if isinstance(size, int | float) and not isinstance(size, bool) and size > MAX_SIZE:
+                size: Any = node.get(keyword)
+                if (number_or(size) or 0) > MAX_SIZE:
                     return f"{pointer}/{keyword}", size
             stack.extend((child, f"{pointer}/{key}") for key, child in node.items())
         elif isinstance(node, list):
@@ -304,8 +304,8 @@ class _Filler:
         return out
 
     def array(self, schema: Mapping[str, Any], name: str, depth: int, given: Any = MISSING) -> list[Any]:
-        low = int_or(schema.get("minItems"), 0)
-        high = int_or(schema.get("maxItems"), None)
+        low = whole_or(schema.get("minItems")) or 0
+        high = whole_or(schema.get("maxItems"))
         prefix = schema.get("prefixItems")
         items = schema.get("items", {})
         if isinstance(items, list):  # draft-04 tuple form

@@ -20,9 +20,9 @@ from typing import Any
 
 from ._data import load, split_words, word_list
 from ._text import Hints, first_sentence, words
-from ._wire import number_or
+from ._wire import number_or, whole_or
 
-__all__ = ["Scalars", "bounds", "fit_string", "int_or", "within"]
+__all__ = ["Scalars", "bounds", "fit_string", "within"]
 
 _NEGATION = re.compile(r"\b(?:no|not|never|without|don't|disable|false)\b", re.IGNORECASE)
 _STREET_RE = re.compile(
@@ -194,10 +194,6 @@ def _fits_pattern(value: str, schema: Mapping[str, Any]) -> bool:
         return False
 
 
-def int_or(value: Any, fallback: int | None) -> Any:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else fallback
-
-
 # A bound is (value, exclusive); None means unbounded on that side.
 _Bound = tuple[float, bool] | None
 
@@ -268,8 +264,8 @@ def _place_after_preposition(text: str) -> str | None:
 
 
 def fit_string(value: str, schema: Mapping[str, Any]) -> str:
-    low = int_or(schema.get("minLength"), 0)
-    high = int_or(schema.get("maxLength"), None)
+    low = whole_or(schema.get("minLength")) or 0
+    high = whole_or(schema.get("maxLength"))
     pattern = schema.get("pattern")
     if isinstance(pattern, str):
         value = _matching(value, pattern)

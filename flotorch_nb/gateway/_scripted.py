@@ -42,8 +42,8 @@ from typing import Any
 
 from ._faults import Fault
 from ._text import count_tokens
-from ._validate import ChatRequest, last_user
-from ._wire import GatewayError, Plan, ToolCallPlan, call_id
+from ._validate import MAX_TOKEN_DELAY, ChatRequest, last_user
+from ._wire import GatewayError, Plan, ToolCallPlan, between_or, call_id, whole_or
 
 __all__ = ["SCRIPTED_MODEL", "Script", "parse_script"]
 
@@ -61,7 +61,6 @@ _FIELDS = (
 )
 _FINISH = ("stop", "length", "tool_calls", "content_filter")
 _MAX_DELAY = 60.0
-_MAX_TOKEN_DELAY = 5.0
 _EXAMPLE = '{"script": {"content": "Hello"}}'
 
 
@@ -132,12 +131,12 @@ def parse_script(request: ChatRequest) -> Script:
     effects.update(_error(script.get("error"), f"{where}.error"))
     cut = script.get("cut_after")
     if cut is not None:
-        if not _is_int(cut) or cut < 0:
+        if whole_or(cut) is None:
             raise _bad(f"'cut_after' must be a number of chunks >= 0, not {cut!r}.", f"{where}.cut_after")
         effects["cut_after"] = cut
     fault = Fault(**effects)
     return Script(
-        plan, None if fault == Fault() else fault, _seconds(script, "token_delay", _MAX_TOKEN_DELAY, where)
+        plan, None if fault == Fault() else fault, _seconds(script, "token_delay", MAX_TOKEN_DELAY, where)
     )
 
 
@@ -156,10 +155,6 @@ def _turn(script: Mapping[str, Any], request: ChatRequest, index: int, where: st
 
 def _bad(message: str, param: str) -> GatewayError:
     return GatewayError(400, f"Invalid script: {message}", param=param, code="invalid_script")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _content(script: Mapping[str, Any], where: str) -> tuple[str, tuple[str, ...] | None]:
@@ -202,23 +197,25 @@ def _count(usage: Mapping[str, Any], name: str, default: int, where: str) -> int
     unknown = sorted(set(usage) - {"prompt_tokens", "completion_tokens"})
     if unknown:
         raise _bad(f"unknown usage field(s) {unknown}; known: ['completion_tokens', 'prompt_tokens'].", where)
-    value = usage.get(name, default)
-    if not _is_int(value) or value < 0:
-        raise _bad(f"'{name}' must be an integer >= 0, not {value!r}.", f"{where}.{name}")
-    return int(value)
+    value = whole_or(usage.get(name, default))
+    if value is None:
+        raise _bad(f"'{name}' must be an integer >= 0, not {usage[name]!r}.", f"{where}.{name}")
+    return value
 
 
 def _seconds(script: Mapping[str, Any], name: str, high: float, where: str) -> float:
-    value = script.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
-        raise _bad(f"'{name}' must be seconds between 0 and {high:g}, not {value!r}.", f"{where}.{name}")
-    return float(value)
+    seconds = between_or(script.get(name, 0), high)
+    if seconds is None:
+        raise _bad(
+            f"'{name}' must be seconds between 0 and {high:g}, not {script[name]!r}.", f"{where}.{name}"
+        )
+    return seconds
 
 
 def _error(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not _is_int(raw.get("status")) or not 400 <= raw["status"] <= 599:
+    if not isinstance(raw, dict) or whole_or(raw.get("status"), 400) is None or raw["status"] > 599:
         raise _bad(
             "'error' must be an object with an HTTP 'status' from 400 to 599 (and a 'message').", where
         )

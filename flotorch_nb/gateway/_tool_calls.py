@@ -109,7 +109,8 @@ def planned_calls(
 def _asks(tools: Sequence[Tool], phase: str, results: str) -> list[ToolCallAsk]:
     groups: list[tuple[Tool, list[str], set[str]]] = []  # a call: its tool, its parts, kinds of value seen
     leading: list[str] = []
-    parts = [p.strip() for p in _cut(phase, _PARTS)]
+    # A long document is cut only as far as it is read: its rest stays whole, as written.
+    parts = [p.strip() for p in _cut(phase, _PARTS, most=_MAX_PARTS)]
     wanted = [(tool, _wanted(tool)) for tool in tools]  # once, not for every part
     for index, part in enumerate(parts):
         if index >= _MAX_PARTS or len(groups) > MAX_CALLS:  # a long document: the rest is context
@@ -138,11 +139,15 @@ def _asks(tools: Sequence[Tool], phase: str, results: str) -> list[ToolCallAsk]:
     return asks
 
 
-def _cut(text: str, at: re.Pattern[str]) -> list[str]:
-    """``text`` split where ``at`` matches outside quotes (a comma inside 'red, green' stays)."""
+def _cut(text: str, at: re.Pattern[str], *, most: int | None = None) -> list[str]:
+    """``text`` split where ``at`` matches outside quotes (a comma inside 'red, green' stays); with
+    ``most``, only the first ``most`` pieces are cut off and the rest is one more piece, as written."""
     masked = _QUOTED.sub(lambda m: "x" * len(m.group(0)), text)
-    pieces, start = [], 0
+    pieces: list[str] = []
+    start = 0
     for match in at.finditer(masked):
+        if len(pieces) == most:
+            break
         pieces.append(text[start : match.start()])
         start = match.end()
     return [*pieces, text[start:]]

@@ -16,12 +16,13 @@ from typing import Any
 
 from ._schema_fill import MAX_SIZE, oversized_keyword
 from ._text import count_tokens
-from ._wire import GatewayError, number_or
+from ._wire import GatewayError, between_or, whole_or
 
-__all__ = ["ROLES", "ChatRequest", "Message", "Tool", "last_user", "parse_request"]
+__all__ = ["MAX_TOKEN_DELAY", "ROLES", "ChatRequest", "Message", "Tool", "last_user", "parse_request"]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-_MAX_TOKEN_DELAY = 5.0  # a per-request delay above this is surely a typo, and would hang a benchmark
+#: A per-request (or scripted) token delay above this is surely a typo, and would hang a benchmark.
+MAX_TOKEN_DELAY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +67,12 @@ class ChatRequest:
     parallel_tool_calls: bool = True
 
 
-def _whole(low: int) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _between(high: float) -> Callable[[Any], bool]:
-    return lambda value: number_or(value) is not None and 0 <= value <= high
-
-
 # The optional plain fields: what each must be (as the refusal says it), and the test.
 _OPTIONS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
-    ("max_completion_tokens", "an integer >= 1", _whole(1)),
-    ("max_tokens", "an integer >= 1", _whole(1)),
-    ("temperature", "a number between 0 and 2", _between(2)),
-    ("top_p", "a number between 0 and 1", _between(1)),
+    ("max_completion_tokens", "an integer >= 1", lambda value: whole_or(value, 1) is not None),
+    ("max_tokens", "an integer >= 1", lambda value: whole_or(value, 1) is not None),
+    ("temperature", "a number between 0 and 2", lambda value: between_or(value, 2) is not None),
+    ("top_p", "a number between 0 and 1", lambda value: between_or(value, 1) is not None),
     ("stream", "a boolean", lambda value: isinstance(value, bool)),
     ("parallel_tool_calls", "a boolean", lambda value: isinstance(value, bool)),
     ("stream_options", "an object", lambda value: isinstance(value, Mapping)),
@@ -310,11 +303,11 @@ def _parse_token_delay(body: Mapping[str, Any]) -> float | None:
     for holder in (body.get("extra_body"), body):
         offline = holder.get("offline") if isinstance(holder, Mapping) else None
         if isinstance(offline, Mapping) and "token_delay" in offline:
-            delay = offline["token_delay"]
-            if number_or(delay) is None or not 0 <= delay <= _MAX_TOKEN_DELAY:
+            delay = between_or(offline["token_delay"], MAX_TOKEN_DELAY)
+            if delay is None:
                 raise _bad(
-                    f"Invalid 'offline.token_delay': expected seconds between 0 and {_MAX_TOKEN_DELAY:g}.",
+                    f"Invalid 'offline.token_delay': expected seconds between 0 and {MAX_TOKEN_DELAY:g}.",
                     "extra_body.offline.token_delay",
                 )
-            return float(delay)
+            return delay
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -24,6 +25,7 @@ __all__ = [
     "GatewayError",
     "Plan",
     "ToolCallPlan",
+    "between_or",
     "call_id",
     "completion_body",
     "error_body",
@@ -33,6 +35,7 @@ __all__ = [
     "models_body",
     "number_or",
     "stream_events",
+    "whole_or",
 ]
 
 #: Where chat completions live, as on FloTorch's gateway.
@@ -103,6 +106,18 @@ def html_error_page(status: int, message: str) -> str:
 def number_or(value: Any) -> float | None:
     """``value`` as a float when it is a JSON number (booleans are not), else None."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def whole_or(value: Any, low: int = 0) -> int | None:
+    """``value`` when it is a JSON integer >= ``low`` (booleans are not), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= low else None
+
+
+def between_or(value: Any, high: float = math.inf) -> float | None:
+    """``value`` as a float when it is a finite JSON number from 0 to ``high``, else None (seconds,
+    a temperature)."""
+    number = number_or(value)
+    return number if number is not None and math.isfinite(number) and 0 <= number <= high else None
 
 
 def call_id(seed: str) -> str:

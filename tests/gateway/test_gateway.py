@@ -226,6 +226,19 @@ def test_unknown_model_is_404_listing_the_offline_models(client: httpx2.Client) 
         (body(response_format={"type": "xml"}), "response_format"),
         (body(response_format={"type": "json_schema", "json_schema": {"name": "x"}}), "schema"),
         (body(extra_body={"offline": {"token_delay": -1}}), "token_delay"),
+        (body(stop=["a", "b", "c", "d", "e"]), "stop"),
+        (body(stop=7), "stop"),
+        ({"model": "offline/assistant", "messages": [{"role": "user", "content": 7}]}, "content"),
+        ({"model": "offline/assistant", "messages": [{"role": "user", "content": [{}]}]}, "'type'"),
+        (
+            {"model": "offline/assistant", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "text",
+        ),
+        (body(tools={"type": "function"}), "tools"),
+        (body(tools=[{"type": "function", "function": {"name": ""}}]), "name"),
+        (body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]), "parameters"),
+        (body(tool_choice="required"), "tool_choice"),
+        (body(tools=[WEATHER_TOOL], tool_choice="sometimes"), "tool_choice"),
     ],
 )
 def test_bad_requests_are_400_with_a_helpful_message(client: httpx2.Client, payload: Any, hint: str) -> None:
@@ -309,6 +322,17 @@ def test_max_tokens_truncates_with_finish_reason_length(client: httpx2.Client) -
     whole = client.post(CHAT, json=body(text, model="offline/echo", max_tokens=6)).json()
     assert whole["choices"][0]["message"]["content"] == text
     assert whole["choices"][0]["finish_reason"] == "stop"
+
+
+def test_stop_cuts_the_answer_before_the_first_stop_sequence(client: httpx2.Client) -> None:
+    text = "one two. three, four"
+    for stop in ([".", ","], "."):
+        cut = client.post(CHAT, json=body(text, model="offline/echo", stop=stop)).json()
+        assert cut["choices"][0]["message"]["content"] == "one two"
+        assert cut["choices"][0]["finish_reason"] == "stop"
+        assert cut["usage"]["completion_tokens"] == 2
+    whole = client.post(CHAT, json=body(text, model="offline/echo", stop=["nowhere", ""])).json()
+    assert whole["choices"][0]["message"]["content"] == text
 
 
 def test_echo_repeats_the_last_user_message_verbatim(client: httpx2.Client) -> None:
@@ -1073,11 +1097,11 @@ def test_a_huge_schema_request_neither_freezes_the_gateway_nor_holds_up_stop() -
 def test_a_gateway_bug_is_a_json_500_with_the_usual_headers(
     client: httpx2.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(raw: bytes) -> None:
+    def broken(chat: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("flotorch_nb.gateway._app._planned", broken)
-    response = client.post(CHAT, json=body())
+    monkeypatch.setattr("flotorch_nb.gateway._app.plan_completion", broken)
+    response = client.post(CHAT, json=body("A request no test sent before, so no answer is cached"))
     assert "RuntimeError" in assert_openai_error(response, 500, "server_error")
     assert any("offline gateway bug" in r.getMessage() for r in caplog.records)
 

@@ -239,3 +239,29 @@ def test_a_long_chat_does_not_grow_the_gateway() -> None:
             tracemalloc.stop()
     held_by_the_test = len(json.dumps(messages)) * 3  # the conversation itself, client side
     assert grown - held_by_the_test < 3_000_000, f"{grown / 1e6:.1f} MB, {held_by_the_test / 1e6:.1f} MB ours"
+
+
+def test_a_chat_body_is_decoded_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request key (the counts) and the answer are read from one decoding of the body; a long chat
+    body (too large to cache) was decoded twice on every request, once for each."""
+    from starlette.testclient import TestClient
+
+    decoded: list[int] = []
+    raw_decode = json.JSONDecoder.raw_decode
+
+    def counting(self: json.JSONDecoder, text: str, idx: int = 0) -> Any:
+        decoded.append(len(text))
+        return raw_decode(self, text, idx)
+
+    long_chat = json.dumps(body("Tell me more about " + "tea and biscuits, " * 1000)).encode()
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", counting)
+    with TestClient(create_app()) as client:
+        for _ in range(2):
+            response = client.post(CHAT, content=long_chat, headers=AUTH)
+            assert response.status_code == 200
+        counts = client.get(COUNTS, headers=AUTH).json()
+        # The answer reads numbers as sent: 3.0 is not an integer, though the key counts it as 3.
+        refused = client.post(CHAT, json=body("Hello", max_tokens=3.0), headers=AUTH)
+    assert counts["total"] == 2 and len(counts["counts"]) == 1
+    assert sum(1 for size in decoded if size >= len(long_chat)) == 2
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "max_tokens"
