@@ -533,14 +533,12 @@ class FlotorchMagics(Magics):
         if spec is None:
             names = ", ".join([*commands.COMMANDS, "login"])
             raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
-        function, least, most, usage = spec
-        # Only logs has options of its own; elsewhere "-..." is a mistyped option (model --help), not a value.
-        if command != "logs" and any(value.startswith("-") for value in args.value):
-            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {usage}")
-        if not least <= len(args.value) <= most:
-            raise UsageError(f"%flotorch {command}: usage: %flotorch {usage}")
+        if not spec.options and any(value.startswith("-") for value in args.value):
+            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {spec.usage}")
+        if not spec.least <= len(args.value) <= spec.most:
+            raise UsageError(f"%flotorch {command}: usage: %flotorch {spec.usage}")
         try:
-            output = function(self.session, *args.value)
+            output = spec.function(self.session, *args.value)
         except ConfigurationError as exc:
             raise UsageError(f"%flotorch {command}: {exc}") from None
         for item in output if isinstance(output, list) else [output]:

@@ -636,6 +636,20 @@ def test_an_option_given_to_a_subcommand_is_refused_not_taken_as_its_value(shell
     assert get_session().model_id == before
 
 
+def test_whether_a_subcommand_takes_options_is_said_by_its_table_entry(
+    shell: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One place says it: a subcommand marked ``options`` receives its ``-...`` words as they are."""
+    model = _magic_commands.COMMANDS["model"]
+    monkeypatch.setitem(_magic_commands.COMMANDS, "model", model._replace(options=True))
+    shell.line("model -dash-model")
+    assert get_session().model_id == "-dash-model"
+    assert sorted(name for name, command in _magic_commands.COMMANDS.items() if command.options) == [
+        "logs",
+        "model",
+    ]
+
+
 def test_login_asks_with_getpass_and_the_key_is_never_shown(
     shell: Shell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
