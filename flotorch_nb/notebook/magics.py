@@ -426,10 +426,10 @@ class FlotorchMagics(Magics):
         from .eval_cell import EvalUsageError, run_eval
 
         refuse(args, EVAL_REFUSES, "--eval", "an evaluation")
-        given = args.model or self.session.model_id or ""
-        models = tuple(m.strip() for m in given.split(",") if m.strip())
-        if not models:
+        given = args.model or self.session.model_id
+        if not given:
             raise configuration_fix(self.session, ConfigurationError("no model"))
+        models = compare_cell.model_list(given)
         try:
             result = run_eval(
                 self.session,
