@@ -36,7 +36,7 @@ from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._interpolate import interpolate
 from .._pipeline._hooks import call_label
 from .._records import output_metadata
-from .._text import utf8_safe
+from .._text import terminal_safe, utf8_safe
 from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
@@ -541,11 +541,13 @@ class FlotorchMagics(Magics):
             output = spec.function(self.session, *args.value)
         except ConfigurationError as exc:
             raise UsageError(f"%flotorch {command}: {exc}") from None
+        # What a subcommand shows quotes answers and prompts (history, logs): a terminal prints the
+        # plain text, so its control characters are shown as symbols, never obeyed.
         for item in output if isinstance(output, list) else [output]:
             if isinstance(item, str):
-                print(item)
+                print(terminal_safe(item))
             elif isinstance(item, dict):
-                display(item, raw=True)
+                display({**item, "text/plain": terminal_safe(item["text/plain"])}, raw=True)
             else:
                 display(item)  # an object that displays itself (a chart)
 

@@ -143,6 +143,23 @@ def test_in_a_terminal_an_answer_cannot_drive_the_terminal(
     assert "\t" in out and "\n" in out and "␛[2J" in out and "␛]0;pwned␇" in out and "\\x9b" in out
 
 
+@pytest.mark.parametrize("fmt", ["markdown", "text", "code"])
+def test_in_a_terminal_the_value_and_the_history_cannot_drive_the_terminal(
+    terminal: InteractiveShell, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Terminal IPython prints the cell's value (``Out[n]``) and ``%flotorch history`` as their plain
+    text: it shows the control characters as symbols too, while the answer keeps them."""
+    resp = terminal.run_cell_magic("flotorch", f"-m offline/echo --no-stream -f {fmt}", f"x {ESCAPES}")
+    terminal.rl_next_input = None  # -f code offered the code as the next cell: not the next test's
+    assert "\x1b[2J" in resp.content
+    data, _ = resp._repr_mimebundle_()
+    assert CONTROL.search(data["text/plain"]) is None and "x ␛[2J␛[H␛]0;pwned␇" in data["text/plain"]
+    capsys.readouterr()
+    terminal.run_line_magic("flotorch", "history")
+    out = capsys.readouterr().out
+    assert CONTROL.search(out) is None and "x ␛[2J␛[H␛]0;pwned␇" in out
+
+
 def test_in_a_terminal_an_error_message_cannot_drive_the_terminal(
     shell: Shell, monkeypatch: pytest.MonkeyPatch
 ) -> None:

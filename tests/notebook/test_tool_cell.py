@@ -311,6 +311,8 @@ def test_a_terminal_shows_control_characters_of_tool_results_and_text_as_symbols
     out = capsys.readouterr().out
     assert re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out) is None
     assert "-> contents ␛[2J␛]0;pwned␇␛[8mhidden␍over\\x9b1m" in out and "Done.\t␛[2J" in out
+    plain = data_of(run)["text/plain"]  # what terminal IPython prints as Out[n]
+    assert re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", plain) is None and "Done.\t␛[2J" in plain
 
 
 def test_an_agent_cell_fails_like_a_tools_cell(shell: Shell, gateway: OfflineGateway) -> None:
