@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._pipeline._hooks import call_label
+from .._text import one_line
 from .ledger import LedgerEntry, Totals, capture
 
 if TYPE_CHECKING:
@@ -37,10 +37,7 @@ class ChatBusyError(RuntimeError):
 
 def error_line(exc: BaseException) -> str:
     """One readable line for an exception: its class and message, whitespace collapsed, bounded."""
-    message = re.sub(r"\s+", " ", str(exc)).strip() or "no details"
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 1] + "…"
-    return f"{type(exc).__name__}: {message}"
+    return f"{type(exc).__name__}: {one_line(str(exc), _MAX_ERROR_CHARS) or 'no details'}"
 
 
 def export_path(directory: Path, now: _dt.datetime | None = None) -> Path:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from .._errors import InvalidRequestError
 from .._response import ToolCall
-from .._text import terminal_safe
+from .._text import one_line, terminal_safe
 
 __all__ = [
     "ASK",
@@ -110,10 +110,7 @@ def describe_call(call: ToolCall, limit: int = 300) -> str:
 
     The model wrote both: their control characters are shown as symbols (``_text.terminal_safe``), so
     that an escape sequence cannot hide or rewrite, on the terminal, the call a person approves."""
-    arguments = " ".join((call.arguments or "{}").split())
-    if len(arguments) > limit:
-        arguments = arguments[: limit - 1] + "…"
-    return terminal_safe(f"{call.name} {arguments}")
+    return terminal_safe(f"{call.name} {one_line(call.arguments or '{}', limit)}")
 
 
 def read_answer(text: str) -> Verdict:
