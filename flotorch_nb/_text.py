@@ -10,6 +10,10 @@
   with U+FFFD, as every UTF-8 decoder does with bytes it cannot read, keeps the text showable.
 - ``one_line``: text shown in a table cell, an error or a file name is one line of at most so many
   characters, its whitespace runs collapsed and its end marked with "…" when it was cut.
+- ``terminal_safe``: text we print to a terminal (an answer as it streams, a tool's result, an error,
+  an approval prompt) came from a model, a tool or a gateway; its control characters would be obeyed
+  (``ESC[2J`` clears the screen, ``ESC]0;...BEL`` sets the title, ``ESC[8m`` hides what follows,
+  ``\r`` and ``\b`` write over it), so they are shown as symbols instead, as ``cat -v`` would.
 
 Pure and cheap to import (``import flotorch_nb`` must stay light).
 """
@@ -20,9 +24,11 @@ import re
 
 from ._errors import ConfigurationError, FlotorchError
 
-__all__ = ["non_empty", "one_line", "utf8_safe"]
+__all__ = ["non_empty", "one_line", "terminal_safe", "utf8_safe"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: What a terminal acts on: C0 but newline and tab, DEL, and C1 (U+009B alone is a CSI to some).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def non_empty(value: object, what: str, error: type[FlotorchError] = ConfigurationError) -> str:
@@ -48,3 +54,23 @@ def utf8_safe(text: str) -> str:
     # UTF-16 with surrogatepass joins pairs and keeps lone halves; decoding with "replace" turns only
     # the halves that cannot form a character into U+FFFD.
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` as ``utf8_safe`` makes it, its control characters but newline and tab made visible.
+
+    C0 characters and DEL become their Unicode control pictures (ESC is ``␛``, BEL ``␇``, a lone CR
+    ``␍``), C1 characters, which have none, their ``\\x9b`` escape; a CR before a newline is dropped
+    (Windows line ends are line ends). Returns ``text`` itself when there is nothing to show.
+    """
+    text = utf8_safe(text)
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_visible, text.replace("\r\n", "\n"))
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return chr(0x2400 + code)
+    return "\u2421" if code == 0x7F else f"\\x{code:02x}"

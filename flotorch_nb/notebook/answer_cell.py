@@ -3,7 +3,8 @@
 - Streaming, in a rich frontend (JupyterLab, classic, VS Code): one preview display of the answer so
   far, redrawn as ``pacing.Pacer`` allows, so a long answer costs close to linear time in its length;
   it is cleared (``wait=True``) when the cell's value arrives. In terminal IPython, which can only
-  print text, the pieces are printed as they come, with no preview, status line or control codes.
+  print text, the pieces are printed as they come (``write_terminal``), with no preview, status line
+  or control codes: the answer's own control characters are shown as symbols (``_text.terminal_safe``).
 - The cell's value (``cell_value``): a ``FormattedResponse``, the ``LLMResponse`` shown in the cell's
   ``-f`` format with the turn's footer (cost included while prices are in use) and the answer's
   provenance in the output metadata; it is the cell's one final output.
@@ -21,13 +22,13 @@ from typing import Any
 from IPython.core.displaypub import CapturingDisplayPublisher, DisplayPublisher
 from IPython.display import clear_output, display
 
-from .._text import utf8_safe
+from .._text import terminal_safe
 from . import views
 from .chat import error_line
 from .conversation import Turn
 from .pacing import Pacer
 
-__all__ = ["ask", "cell_value", "is_terminal", "one_line_traceback"]
+__all__ = ["ask", "cell_value", "is_terminal", "one_line_traceback", "write_terminal"]
 
 #: The shortest pause between redraws of the streaming preview: smooth to read, cheap for the frontend.
 PREVIEW_INTERVAL_S = 0.05
@@ -47,6 +48,13 @@ def _plain_text(shell: Any) -> bool:
     """Whether escape codes would end up as text: a terminal whose stdout is not a TTY."""
     isatty = getattr(sys.stdout, "isatty", None)
     return is_terminal(shell) and not (callable(isatty) and isatty())
+
+
+def write_terminal(text: str) -> None:
+    """Print ``text`` (a model's, a tool's) to a terminal now, unable to drive it: its control
+    characters but newline and tab shown as symbols (``_text.terminal_safe``)."""
+    sys.stdout.write(terminal_safe(text))
+    sys.stdout.flush()
 
 
 def ask(
@@ -75,8 +83,7 @@ def _stream_text(chat: Any, turn: Turn) -> Any:
         with chat:
             for delta in chat:
                 turn.append(delta)
-                sys.stdout.write(utf8_safe(delta))
-                sys.stdout.flush()
+                write_terminal(delta)
             return chat.response
     finally:
         sys.stdout.write("\n")
@@ -145,8 +152,9 @@ def one_line_traceback(exc: BaseException, shell: Any) -> None:
         if getattr(tb, "mode", None) == "Verbose":
             return list(tb.structured_traceback(type(exc), exc, exc.__traceback__))
         name, _, message = error_line(exc).partition(": ")
+        message = terminal_safe(message)  # the gateway's words: only our own colour code is obeyed
         if _plain_text(shell):
-            return [f"{name}: {utf8_safe(message)}"]
-        return [f"\x1b[0;31m{name}\x1b[0m: {utf8_safe(message)}"]
+            return [f"{name}: {message}"]
+        return [f"\x1b[0;31m{name}\x1b[0m: {message}"]
 
     exc._render_traceback_ = render  # type: ignore[attr-defined]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._pipeline._hooks import call_label
+from .._text import one_line
 from .ledger import LedgerEntry, Totals, capture
 
 if TYPE_CHECKING:
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
     from .conversation import Turn
     from .session import Session
 
-__all__ = ["ChatBusyError", "EnterToSend", "error_line", "export_path", "run_turn", "totals_line"]
+__all__ = [
+    "ChatBusyError",
+    "EnterToSend",
+    "error_line",
+    "export_path",
+    "run_turn",
+    "totals_line",
+    "turn_calls",
+]
 
 _MAX_ERROR_CHARS = 400
 
@@ -37,10 +46,7 @@ class ChatBusyError(RuntimeError):
 
 def error_line(exc: BaseException) -> str:
     """One readable line for an exception: its class and message, whitespace collapsed, bounded."""
-    message = re.sub(r"\s+", " ", str(exc)).strip() or "no details"
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 1] + "…"
-    return f"{type(exc).__name__}: {message}"
+    return f"{type(exc).__name__}: {one_line(str(exc), _MAX_ERROR_CHARS) or 'no details'}"
 
 
 def export_path(directory: Path, now: _dt.datetime | None = None) -> Path:
@@ -69,26 +75,36 @@ async def run_turn(
     stopped reply), an answered turn with its provenance. Cancelling closes the HTTP stream:
     ``async with`` the stream.
     """
+    with turn_calls(turn) as spent:
+        if stream:
+            chat = client.astream(messages, **params, model=turn.model)
+            async with chat:
+                async for delta in chat:
+                    turn.append(delta)
+                    on_delta()
+            response = chat.response
+        else:
+            response = await client.ainvoke(messages, **params, model=turn.model)
+    turn.finish(response, _last(spent))
+    turn.provenance = response.provenance
+    return response
+
+
+@contextmanager
+def turn_calls(turn: Turn) -> Iterator[list[LedgerEntry]]:
+    """The calls of one panel turn (a reply, a tool run, an agent run), yielding the ledger's entries
+    for them: labelled ``chat`` for the client's hooks; the turn ends ``stopped`` if its task is
+    cancelled (Stop) or ``error`` with the error's line if it fails, with what the last call cost,
+    and the exception goes on."""
     with call_label("chat"), capture() as spent:
         try:
-            if stream:
-                chat = client.astream(messages, **params, model=turn.model)
-                async with chat:
-                    async for delta in chat:
-                        turn.append(delta)
-                        on_delta()
-                response = chat.response
-            else:
-                response = await client.ainvoke(messages, **params, model=turn.model)
+            yield spent
         except asyncio.CancelledError:
             turn.end("stopped", spent=_last(spent))
             raise
         except Exception as exc:
             turn.end("error", error_line(exc), _last(spent))
             raise
-    turn.finish(response, _last(spent))
-    turn.provenance = response.provenance
-    return response
 
 
 def _last(entries: list[LedgerEntry]) -> LedgerEntry | None:

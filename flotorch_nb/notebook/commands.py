@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import _config
 from .._errors import ConfigurationError
@@ -264,23 +264,36 @@ def cache(session: Session, path: str | None = None) -> Output:
     return f"answer cache: {current} (FLOTORCH_CACHE)"
 
 
-Command = tuple[Callable[..., Output], int, int, str]
-#: name -> (function, fewest words, most words, usage); ``login`` is handled by ``magics.py``.
+class Command(NamedTuple):
+    """How ``%flotorch NAME`` is run: everything ``magics.py`` checks before calling ``function``."""
+
+    function: Callable[..., Output]
+    #: The fewest and the most words it takes.
+    least: int
+    most: int
+    #: What follows ``%flotorch`` in its usage line.
+    usage: str
+    #: Whether it reads ``-...`` options of its own; elsewhere such a word is a mistyped option
+    #: (``model --help``), refused rather than taken as the value.
+    options: bool = False
+
+
+#: name -> its ``Command``; ``login`` is handled by ``magics.py``.
 COMMANDS: dict[str, Command] = {
-    "config": (config, 0, 0, "config"),
-    "model": (model, 0, 1, "model [NAME]"),
-    "base_url": (base_url, 0, 1, "base_url [URL]"),
-    "usage": (usage, 0, 0, "usage"),
-    "budget": (budget, 0, 1, "budget [N|$N|off]"),
-    "price": (price, 0, 3, "price [MODEL [IN OUT|off]]"),
-    "provenance": (provenance, 0, 0, "provenance"),
-    "history": (history, 0, 0, "history"),
-    "reset": (reset, 0, 0, "reset"),
-    "export": (export, 1, 1, "export PATH.md"),
-    "record": (record, 1, 1, "record DIR"),
-    "replay": (replay, 1, 1, "replay DIR"),
-    "live": (live, 0, 0, "live"),
-    "cache": (cache, 0, 1, "cache [PATH|off]"),
-    "log": (call_log.log, 0, 2, "log [on [PATH]|off]"),
-    "logs": (call_log.logs, 0, 12, call_log.LOGS_USAGE),
+    "config": Command(config, 0, 0, "config"),
+    "model": Command(model, 0, 1, "model [NAME]"),
+    "base_url": Command(base_url, 0, 1, "base_url [URL]"),
+    "usage": Command(usage, 0, 0, "usage"),
+    "budget": Command(budget, 0, 1, "budget [N|$N|off]"),
+    "price": Command(price, 0, 3, "price [MODEL [IN OUT|off]]"),
+    "provenance": Command(provenance, 0, 0, "provenance"),
+    "history": Command(history, 0, 0, "history"),
+    "reset": Command(reset, 0, 0, "reset"),
+    "export": Command(export, 1, 1, "export PATH.md"),
+    "record": Command(record, 1, 1, "record DIR"),
+    "replay": Command(replay, 1, 1, "replay DIR"),
+    "live": Command(live, 0, 0, "live"),
+    "cache": Command(cache, 0, 1, "cache [PATH|off]"),
+    "log": Command(call_log.log, 0, 2, "log [on [PATH]|off]"),
+    "logs": Command(call_log.logs, 0, 12, call_log.LOGS_USAGE, options=True),
 }

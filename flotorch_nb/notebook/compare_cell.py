@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..compare import Comparison, ModelResult
     from ..llm import FlotorchLLM
 
-__all__ = ["LiveView", "cell", "fail", "models_of", "run"]
+__all__ = ["LiveView", "cell", "fail", "model_list", "models_of", "run"]
 
 
 def models_of(spec: str | None, default: str | None, *, compare: bool) -> tuple[str, ...]:
@@ -48,6 +48,12 @@ def models_of(spec: str | None, default: str | None, *, compare: bool) -> tuple[
         raise UsageError(
             "%%flotorch --compare: name the models, e.g. -m model-a,model-b (or set FLOTORCH_COMPARE_MODELS)"
         )
+    return model_list(spec)
+
+
+def model_list(spec: str) -> tuple[str, ...]:
+    """``-m a,b,c`` as its models by ``compare.parse_models``, the one rule (at least one, none
+    twice), for every kind of cell; a ``UsageError`` that quotes ``-m`` for a list that is not one."""
     try:
         return parse_models(spec)
     except InvalidRequestError as exc:

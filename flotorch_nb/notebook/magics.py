@@ -36,7 +36,7 @@ from .._errors import ConfigurationError, FlotorchError, InvalidRequestError
 from .._interpolate import interpolate
 from .._pipeline._hooks import call_label
 from .._records import output_metadata
-from .._text import utf8_safe
+from .._text import terminal_safe, utf8_safe
 from . import answer_cell, autostart, call_log, commands, compare_cell
 from .chat import error_line
 from .conversation import Conversation, Turn
@@ -426,10 +426,10 @@ class FlotorchMagics(Magics):
         from .eval_cell import EvalUsageError, run_eval
 
         refuse(args, EVAL_REFUSES, "--eval", "an evaluation")
-        given = args.model or self.session.model_id or ""
-        models = tuple(m.strip() for m in given.split(",") if m.strip())
-        if not models:
+        given = args.model or self.session.model_id
+        if not given:
             raise configuration_fix(self.session, ConfigurationError("no model"))
+        models = compare_cell.model_list(given)
         try:
             result = run_eval(
                 self.session,
@@ -533,21 +533,21 @@ class FlotorchMagics(Magics):
         if spec is None:
             names = ", ".join([*commands.COMMANDS, "login"])
             raise UsageError(f"%flotorch: unknown subcommand {args.command!r}; use one of: {names}")
-        function, least, most, usage = spec
-        # Only logs has options of its own; elsewhere "-..." is a mistyped option (model --help), not a value.
-        if command != "logs" and any(value.startswith("-") for value in args.value):
-            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {usage}")
-        if not least <= len(args.value) <= most:
-            raise UsageError(f"%flotorch {command}: usage: %flotorch {usage}")
+        if not spec.options and any(value.startswith("-") for value in args.value):
+            raise UsageError(f"%flotorch {command}: takes no options; usage: %flotorch {spec.usage}")
+        if not spec.least <= len(args.value) <= spec.most:
+            raise UsageError(f"%flotorch {command}: usage: %flotorch {spec.usage}")
         try:
-            output = function(self.session, *args.value)
+            output = spec.function(self.session, *args.value)
         except ConfigurationError as exc:
             raise UsageError(f"%flotorch {command}: {exc}") from None
+        # What a subcommand shows quotes answers and prompts (history, logs): a terminal prints the
+        # plain text, so its control characters are shown as symbols, never obeyed.
         for item in output if isinstance(output, list) else [output]:
             if isinstance(item, str):
-                print(item)
+                print(terminal_safe(item))
             elif isinstance(item, dict):
-                display(item, raw=True)
+                display({**item, "text/plain": terminal_safe(item["text/plain"])}, raw=True)
             else:
                 display(item)  # an object that displays itself (a chart)
 

@@ -34,7 +34,7 @@ from .._text import utf8_safe
 from ..tools import _approval
 from ..tools._cards import CardData, CardTracker, answer_bundle, card_text, cards_html
 from ..tools._loop import RunView, ToolCallRecord, ToolStep, arun
-from .answer_cell import PREVIEW_INTERVAL_S, is_terminal, one_line_traceback
+from .answer_cell import PREVIEW_INTERVAL_S, is_terminal, one_line_traceback, write_terminal
 from .options import split_words
 from .pacing import Pacer
 
@@ -87,21 +87,21 @@ class LivePreview:
 
 
 class TerminalView:
-    """A terminal (no rich output): the text printed as it streams, a card's line as each call ends."""
+    """A terminal (no rich output): the text printed as it streams, a card's line as each call ends,
+    both by ``answer_cell.write_terminal``: a tool's result cannot drive the terminal."""
 
     def __init__(self, *, stream: bool) -> None:
         self.stream = stream
 
     def delta(self, text: str) -> None:
-        sys.stdout.write(utf8_safe(text))
-        sys.stdout.flush()
+        write_terminal(text)
 
     def step(self, step: ToolStep) -> None:
         if self.stream and (step.calls or step.response.content):
             sys.stdout.write("\n")
 
     def call_done(self, record: ToolCallRecord) -> None:
-        print(card_text(CardData.of(record)), flush=True)
+        write_terminal(card_text(CardData.of(record)) + "\n")
 
 
 class _HandedOver:

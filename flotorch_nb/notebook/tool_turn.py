@@ -6,7 +6,7 @@ prompt (``approval``) simply waits for its click in the turn's prompt area. The 
 whole run's (every model turn's tokens and cost, ``tools._cards.run_footer``), so the panel's totals
 cover every step; the answer alone goes back as history (the tool messages stay in the run). A turn
 that fails or is stopped keeps the cards of the calls that ran. Labelled ``chat`` for the client's
-hooks, as every panel call is.
+hooks and ended on Stop or failure by ``chat.turn_calls``, as every panel turn is.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._pipeline._hooks import call_label
 from ..tools._cards import CardTracker
 from ..tools._loop import arun
 from .approval import widget_asker
-from .chat import error_line
-from .ledger import capture
+from .chat import turn_calls
 from .pacing import Throttle
 
 if TYPE_CHECKING:
@@ -56,7 +54,7 @@ async def run_tool_turn(
             view.prompts.children = (*view.prompts.children, prompt)
 
     tracker = CardTracker(changed, stream=stream)
-    with call_label("chat"), capture() as spent:
+    with turn_calls(turn):
         try:
             run = await arun(
                 client,
@@ -68,13 +66,9 @@ async def run_tool_turn(
                 view=tracker,
                 **{**params, "model": turn.model},
             )
-        except (asyncio.CancelledError, Exception) as exc:
+        except (asyncio.CancelledError, Exception):
             render.cancel()
-            turn.cards = tracker.cards()
-            if isinstance(exc, asyncio.CancelledError):
-                turn.end("stopped", spent=spent[-1] if spent else None)
-                raise
-            turn.end("error", error_line(exc), spent[-1] if spent else None)
+            turn.cards = tracker.cards()  # the calls that ran stay shown
             raise
         finally:
             _close_prompts(view)
@@ -90,15 +84,8 @@ async def run_agent_turn(agent: Any, view: TurnView, history: list[Any] | None) 
     from ..pydantic_ai import agent_cards, agent_footer
 
     turn = view.turn
-    with call_label("chat"), capture() as spent:
-        try:
-            result = await agent.run(turn.user, message_history=history or None)
-        except asyncio.CancelledError:
-            turn.end("stopped", spent=spent[-1] if spent else None)
-            raise
-        except Exception as exc:
-            turn.end("error", error_line(exc), spent[-1] if spent else None)
-            raise
+    with turn_calls(turn):
+        result = await agent.run(turn.user, message_history=history or None)
     turn.cards = agent_cards(result.new_messages())
     turn.reply = str(result.output)
     turn.status = "done"

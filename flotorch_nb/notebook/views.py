@@ -5,7 +5,9 @@ Kept apart from ``magics.py`` so the shapes can be tested without a shell and th
 about control flow. Everything that becomes HTML goes through ``_render`` (model Markdown rendered
 and sanitized, everything else escaped): in JupyterLab an HTML output's event handlers execute,
 and a saved notebook is trusted again when reopened. Plain text is inert and always included, so
-an answer survives any viewer, ``nbconvert --to markdown`` and CI logs; it passes ``utf8_safe`` too.
+an answer survives any viewer, ``nbconvert --to markdown`` and CI logs; it passes
+``_text.terminal_safe``, because terminal IPython prints it as ``Out[n]``: an answer's control
+characters are shown as symbols there, never obeyed (the answer itself keeps them).
 
 JSON (``-f json``, ``--schema``) is shown as ``application/json`` only if it is standard JSON
 (RFC 8259): Python's ``json`` reads ``NaN`` and ``Infinity``, which no JSON file may hold, so the
@@ -25,7 +27,7 @@ from typing import Any, NoReturn
 from .. import _render
 from .._errors import ResponseError
 from .._response import LLMResponse
-from .._text import utf8_safe
+from .._text import terminal_safe, utf8_safe
 
 __all__ = [
     "FormattedResponse",
@@ -100,7 +102,7 @@ def preview_bundle(text: str, fmt: str, *, status: str = "streaming…") -> dict
         f"{_render.escape_text(status)}</div>"
     )
     return {
-        "text/plain": utf8_safe(f"{text}\n[{status}]"),
+        "text/plain": terminal_safe(f"{text}\n[{status}]"),
         "text/html": f'<div class="flotorch-streaming">{body}{line}</div>',
     }
 
@@ -112,16 +114,17 @@ def answer_bundle(
     or ``code`` (one fenced block), with ``footer`` (default: the response's own)."""
     footer = footer if footer is not None else resp.footer()
     if fmt == "markdown":
-        return resp.mimebundle(footer)
+        bundle = resp.mimebundle(footer)
+        return {**bundle, "text/plain": terminal_safe(bundle["text/plain"])}
     footer_html, footer_text = _render.footer_html(footer), _render.footer_text(footer)
     if fmt == "code":
         assert code is not None
         # A fence longer than any run of tildes in the code, so the code can never close it.
         fence = "~" * max(3, 1 + max((len(run) for run in re.findall("~+", code)), default=0))
         html = _render.answer_html(f"{fence}{code_language(resp.content)}\n{code}\n{fence}", footer_html)
-        return {"text/plain": utf8_safe(f"{code}\n\n{footer_text}"), "text/html": html}
+        return {"text/plain": terminal_safe(f"{code}\n\n{footer_text}"), "text/html": html}
     html = f'<div class="flotorch-answer">{_PRE}{_render.escape_text(resp.content)}</div>{footer_html}</div>'
-    return {"text/plain": utf8_safe(f"{resp.content}\n\n{footer_text}"), "text/html": html}
+    return {"text/plain": terminal_safe(f"{resp.content}\n\n{footer_text}"), "text/html": html}
 
 
 def json_bundle(value: Any, resp: LLMResponse, footer: _render.Footer | None = None) -> dict[str, Any]:
@@ -136,7 +139,7 @@ def json_bundle(value: Any, resp: LLMResponse, footer: _render.Footer | None = N
     return {
         "application/json": value if isinstance(value, dict | list) else {"value": value},
         "text/html": html,
-        "text/plain": utf8_safe(f"{pretty}\n\n{_render.footer_text(footer)}"),
+        "text/plain": terminal_safe(f"{pretty}\n\n{_render.footer_text(footer)}"),
     }
 
 

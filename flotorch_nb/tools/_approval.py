@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from .._errors import InvalidRequestError
 from .._response import ToolCall
+from .._text import one_line, terminal_safe
 
 __all__ = [
     "ASK",
@@ -105,11 +106,11 @@ async def call_approver(approve: Callable[[ToolCall], Any], call: ToolCall) -> V
 
 
 def describe_call(call: ToolCall, limit: int = 300) -> str:
-    """``name(arguments)`` on one line, the arguments cut at ``limit`` characters: what a prompt shows."""
-    arguments = " ".join((call.arguments or "{}").split())
-    if len(arguments) > limit:
-        arguments = arguments[: limit - 1] + "…"
-    return f"{call.name} {arguments}"
+    """``name(arguments)`` on one line, the arguments cut at ``limit`` characters: what a prompt shows.
+
+    The model wrote both: their control characters are shown as symbols (``_text.terminal_safe``), so
+    that an escape sequence cannot hide or rewrite, on the terminal, the call a person approves."""
+    return terminal_safe(f"{call.name} {one_line(call.arguments or '{}', limit)}")
 
 
 def read_answer(text: str) -> Verdict:

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .. import _render
-from .._text import utf8_safe
+from .._text import terminal_safe
 from ._approval import Asker
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ def card_text(card: CardData) -> str:
     outcome = f"error: {card.error}" if card.error is not None else card.result or ""
     if len(outcome) > FOLD_CHARS:
         outcome = outcome[: FOLD_CHARS - 1] + "…"
-    return utf8_safe(f"[tool] {card.name} {_arguments(card.arguments)} -> {outcome} ({_status(card)})")
+    return terminal_safe(f"[tool] {card.name} {_arguments(card.arguments)} -> {outcome} ({_status(card)})")
 
 
 def cards_html(cards: Iterable[CardData]) -> str:
@@ -225,7 +225,7 @@ def answer_bundle(cards: Sequence[CardData], content: str, footer: _render.Foote
     lines += ["", content] if lines else [content]
     if footer is not None:
         lines += ["", _render.footer_text(footer)]
-    return {"text/plain": utf8_safe("\n".join(lines)), "text/html": html}
+    return {"text/plain": terminal_safe("\n".join(lines)), "text/html": html}
 
 
 def run_bundle(run: _Run, footer: _render.Footer | None = None) -> dict[str, str]:

@@ -123,6 +123,56 @@ def test_in_a_terminal_the_answer_streams_as_plain_text(
     assert "\x1b" not in out and "[streaming" not in out
 
 
+#: What a hostile answer or tool result could send a terminal: clear the screen, home the cursor, set
+#: the window title, conceal text, back up over it, return to the line's start, a C1 CSI, and a bell.
+ESCAPES = "\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b[8mhidden\x1b[0m ba\x08\x08ck\rover \x9b31m red"
+#: Control characters a terminal acts on: everything in C0 and C1 but newline and tab, and DEL.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def test_in_a_terminal_an_answer_cannot_drive_the_terminal(
+    terminal: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The answer keeps every character, but what is printed shows the control characters as
+    symbols (newline and tab stay): an answer cannot clear the screen, set the title or hide text."""
+    capsys.readouterr()
+    resp = terminal.run_cell_magic("flotorch", "-m offline/echo", f"before\tafter\n{ESCAPES}")
+    assert "\x1b[2J" in resp.content and "\x9b" in resp.content  # the value is the answer as it came
+    out = capsys.readouterr().out
+    assert CONTROL.search(out) is None
+    assert "\t" in out and "\n" in out and "␛[2J" in out and "␛]0;pwned␇" in out and "\\x9b" in out
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "text", "code"])
+def test_in_a_terminal_the_value_and_the_history_cannot_drive_the_terminal(
+    terminal: InteractiveShell, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Terminal IPython prints the cell's value (``Out[n]``) and ``%flotorch history`` as their plain
+    text: it shows the control characters as symbols too, while the answer keeps them."""
+    resp = terminal.run_cell_magic("flotorch", f"-m offline/echo --no-stream -f {fmt}", f"x {ESCAPES}")
+    terminal.rl_next_input = None  # -f code offered the code as the next cell: not the next test's
+    assert "\x1b[2J" in resp.content
+    data, _ = resp._repr_mimebundle_()
+    assert CONTROL.search(data["text/plain"]) is None and "x ␛[2J␛[H␛]0;pwned␇" in data["text/plain"]
+    capsys.readouterr()
+    terminal.run_line_magic("flotorch", "history")
+    out = capsys.readouterr().out
+    assert CONTROL.search(out) is None and "x ␛[2J␛[H␛]0;pwned␇" in out
+
+
+def test_in_a_terminal_an_error_message_cannot_drive_the_terminal(
+    shell: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-line error of a failed cell shows the gateway's message with its control characters
+    made visible; only our own colour code is left."""
+    body = json.dumps({"script": {"error": {"status": 400, "message": f"bad {ESCAPES}"}}})
+    result = shell.run(f"%%flotorch -m offline/scripted --no-interpolate\n{body}")
+    (line,) = result.error_in_exec._render_traceback_()
+    assert line.startswith("\x1b[0;31mBadRequestError\x1b[0m: ")
+    assert CONTROL.search(line.removeprefix("\x1b[0;31mBadRequestError\x1b[0m: ")) is None
+    assert "bad ␛[2J␛[H␛]0;pwned␇␛[8mhidden␛[0m ba␈␈ck over \\x9b31m red" in line
+
+
 # -- 5: paths arrive as typed -------------------------------------------------------------------------------
 def test_paths_keep_their_backslashes(
     shell: Shell,

@@ -627,6 +627,26 @@ def test_an_option_the_cell_would_ignore_is_refused(
     assert offline_env.requests == []
 
 
+@pytest.mark.parametrize(
+    ("models", "says"),
+    [
+        (",", "-m ,: compare needs at least one model"),
+        ("offline/echo,offline/echo", "-m offline/echo,offline/echo: model 'offline/echo' is listed twice"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["", "--map rows", "--eval rows --target key --score exact_match"])
+def test_every_cell_reads_a_model_list_by_one_rule(
+    shell: Shell, offline_env: OfflineGateway, kind: str, models: str, says: str
+) -> None:
+    """An answer, a batch and an evaluation read ``-m a,b`` alike (``compare.parse_models``) and say
+    the same about a list that is not one, before anything is sent."""
+    shell.ip.user_ns["rows"] = [{"q": "2+2", "key": "4"}]
+    with pytest.raises(UsageError) as refused:
+        shell.cell(f"{kind} -m {models}", "{q}")
+    assert str(refused.value).startswith(f"%%flotorch: {says}")
+    assert offline_env.requests == []
+
+
 def test_an_option_given_to_a_subcommand_is_refused_not_taken_as_its_value(shell: Shell) -> None:
     """``%flotorch model --help`` must not make ``--help`` the session's model (only logs has options)."""
     before = get_session().model_id
@@ -634,6 +654,20 @@ def test_an_option_given_to_a_subcommand_is_refused_not_taken_as_its_value(shell
         with pytest.raises(UsageError, match="takes no options"):
             shell.line(line)
     assert get_session().model_id == before
+
+
+def test_whether_a_subcommand_takes_options_is_said_by_its_table_entry(
+    shell: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One place says it: a subcommand marked ``options`` receives its ``-...`` words as they are."""
+    model = _magic_commands.COMMANDS["model"]
+    monkeypatch.setitem(_magic_commands.COMMANDS, "model", model._replace(options=True))
+    shell.line("model -dash-model")
+    assert get_session().model_id == "-dash-model"
+    assert sorted(name for name, command in _magic_commands.COMMANDS.items() if command.options) == [
+        "logs",
+        "model",
+    ]
 
 
 def test_login_asks_with_getpass_and_the_key_is_never_shown(

@@ -143,3 +143,22 @@ async def test_an_agent_run_with_its_tool_cards(
     assert "add" in text_of(cards.value) and '{"a": 2, "b": 3}' in text_of(cards.value)
     assert turn.footer is not None and turn.footer.total_tokens > 0
     await scripted.aclose()
+
+
+async def test_a_failed_agent_turn_ends_with_its_error(
+    make_panel: Callable[..., ChatPanel], gateway: OfflineGateway
+) -> None:
+    """An agent turn ends as every panel turn does (``chat.turn_calls``): ``error``, its one line."""
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent
+
+    from flotorch_nb.pydantic_ai import FlotorchModel
+
+    scripted = FlotorchLLM("offline/scripted", "test-key-agent", gateway.url)
+    panel = make_panel(agent=Agent(FlotorchModel(scripted)))
+    panel.send(json.dumps({"script": {"error": {"status": 400, "message": "no such tool"}}}))
+    turn = await panel.wait()
+    assert turn is not None and turn.status == "error"
+    assert (turn.error or "").startswith("BadRequestError: ") and "no such tool" in (turn.error or "")
+    assert turn.footer is not None
+    await scripted.aclose()

@@ -288,6 +288,33 @@ def test_a_terminal_prints_the_text_and_a_line_per_call(
     assert not any("flotorch-tool-live" in e.data.get("text/html", "") for e in shell.pub.published)
 
 
+def test_a_terminal_shows_control_characters_of_tool_results_and_text_as_symbols(
+    shell: Shell, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool's result and the model's text are printed with their control characters made visible:
+    neither can clear the screen, set the title or hide what the call did."""
+    monkeypatch.setattr("flotorch_nb.notebook.tool_cell.is_terminal", lambda _shell: True)
+    escapes = "\x1b[2J\x1b]0;pwned\x07\x1b[8mhidden\rover\x9b1m"
+
+    def read_file(path: str) -> str:
+        """Read a file.
+
+        Args:
+            path: The file.
+        """
+        return f"contents {escapes}"
+
+    shell.ip.user_ns["read_file"] = read_file
+    body = _script(_calls(("read_file", {"path": "a.txt"})), {"content": f"Done.\t{escapes}"})
+    run = shell.cell("-m offline/scripted --tools read_file --no-interpolate", body)
+    assert run.calls[0].result == f"contents {escapes}"  # what the model got back is unchanged
+    out = capsys.readouterr().out
+    assert re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out) is None
+    assert "-> contents ␛[2J␛]0;pwned␇␛[8mhidden␍over\\x9b1m" in out and "Done.\t␛[2J" in out
+    plain = data_of(run)["text/plain"]  # what terminal IPython prints as Out[n]
+    assert re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", plain) is None and "Done.\t␛[2J" in plain
+
+
 def test_an_agent_cell_fails_like_a_tools_cell(shell: Shell, gateway: OfflineGateway) -> None:
     """A gateway failure inside ``--agent`` fails the cell as one line, as it does inside ``--tools``."""
     pytest.importorskip("pydantic_ai")

@@ -79,6 +79,19 @@ def test_the_terminal_prompt_reads_y_n_or_a_reason(typed: str, verdict: Any) -> 
     assert asked == ['Run send_mail {"to": "a@b.c"}? [y/n, or a reason to deny] ']
 
 
+def test_the_terminal_prompt_shows_control_characters_of_the_call_as_symbols() -> None:
+    """The model writes the call: its escapes must not hide or rewrite what the person approves."""
+    asked: list[str] = []
+
+    def read(prompt: str) -> str:
+        asked.append(prompt)
+        return "n"
+
+    call = ToolCall("c1", "rm\x1b[8m", '{"path": "/\x1b[2K\rsafe.txt"}')  # \r: whitespace, one space
+    assert ask_stdin_now(call, read) is False
+    assert asked == ['Run rm␛[8m {"path": "/␛[2K safe.txt"}? [y/n, or a reason to deny] ']
+
+
 def test_no_stdin_denies_and_says_why() -> None:
     def read(prompt: str) -> str:
         raise EOFError
