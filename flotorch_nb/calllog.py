@@ -140,7 +140,6 @@ class CallLog:
         self.written = self.dropped = 0
         self.last_error: str | None = None
         self._warned = False
-        self._closed = False
         self._reset()
         _LOGS.add(self)
 
@@ -149,8 +148,10 @@ class CallLog:
         self._pending: collections.deque[Row] = collections.deque()
         self._wake = threading.Event()
         self._write_lock = threading.Lock()
-        self._start_lock = threading.Lock()
+        #: Held while the writer is started or stopped: ``_thread`` is always the one running writer.
+        self._life = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._halt = threading.Event()  # the running writer's: set, it ends after its round
         self._conn: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
@@ -190,19 +191,33 @@ class CallLog:
             self._failed(exc, 1)
 
     def _start(self) -> None:
-        with self._start_lock:
+        with self._life:
             if self._thread is not None:
                 return
             _watch_exit()
-            self._closed = False
-            thread = threading.Thread(target=self._run, name="flotorch-calllog", daemon=True)
+            self._halt = halt = threading.Event()
+            args = (halt, self._wake)
+            thread = threading.Thread(target=self._run, args=args, name="flotorch-calllog", daemon=True)
             thread.start()
             self._thread = thread
 
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(FLUSH_EVERY)
-            self._wake.clear()
+    def _stop(self) -> threading.Thread | None:
+        """Tell the writer to end after its round and forget it, as one step under ``_life``: a call
+        ending meanwhile on another thread starts a writer of its own, which ``_thread`` then names
+        (each writer has its own ``halt`` and ``wake``: that one is neither stopped nor woken early,
+        nor this one restarted). The writer stopped, if there was one, for the caller to join."""
+        with self._life:
+            thread, self._thread = self._thread, None
+            halt, wake = self._halt, self._wake
+            self._wake = threading.Event()
+        halt.set()
+        wake.set()
+        return thread
+
+    def _run(self, halt: threading.Event, wake: threading.Event) -> None:
+        while not halt.is_set():
+            wake.wait(FLUSH_EVERY)
+            wake.clear()
             self._drain(whole_batches_after_first=True)
 
     # -- writing -----------------------------------------------------------------------------------
@@ -283,13 +298,9 @@ class CallLog:
         """Write what waits, stop the writer and close the file (a later call starts them again)."""
         if _logsink.current is self:
             _logsink.current = None
-        self._closed = True
-        self._wake.set()
-        thread = self._thread
+        thread = self._stop()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
-        self._thread = None
-        self._wake.clear()
         self.flush()
         with self._write_lock:
             if self._conn is not None:
@@ -533,7 +544,7 @@ def _at_exit() -> None:
         with contextlib.suppress(Exception):
             bridge.shutdown()
     for log in list(_LOGS):
-        log._closed = True
+        log._stop()
         with contextlib.suppress(Exception):
             log.flush()
 
