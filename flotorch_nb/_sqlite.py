@@ -10,14 +10,22 @@ safely is the same for both, so it lives here once:
 - setting it up (WAL, the schema in one ``BEGIN IMMEDIATE`` transaction, the ``meta`` row naming its
   kind and format) may be repeated, and is retried with backoff while another process holds the
   file, for up to ``busy_timeout``: switching the journal mode fails at once with "database is
-  locked" rather than waiting, which is exactly what several processes opening one new file meet.
+  locked" rather than waiting, which is exactly what several processes opening one new file meet;
+- each process has its own connection (``PerProcess``): a child forked from a process that has
+  one forgets it, and the lock around it, first thing (``in_child``). SQLite forbids using a
+  connection across a fork, and a lock held at the fork by one of the parent's threads (which do not
+  exist in the child) would never be released there.
 
 ``sqlite3`` is imported when a file is first opened, never at ``import flotorch_nb``.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +36,7 @@ from ._errors import FlotorchError
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["FileKind", "is_lock", "open_shared"]
+__all__ = ["FileKind", "PerProcess", "in_child", "is_lock", "open_shared"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +164,69 @@ def open_shared(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Conn
             raise _typed(exc, kind, path, busy_timeout) from exc
         raise  # kind.error already, or not ours to translate
     return conn
+
+
+# -- one connection per process ------------------------------------------------------------------------
+#: What a forked child calls first (``in_child``): bound methods held weakly, functions as they are.
+_IN_CHILD: list[Callable[[], Callable[[], object] | None]] = []
+_IN_CHILD_LOCK = threading.Lock()
+#: The parent's connections a forked child forgot: kept, never used nor closed (closing is a use).
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def in_child(forget: Callable[[], object]) -> None:
+    """Have ``forget`` called first thing in every child this process forks: what the answer cache
+    and the call log hold per process (connections, locks, queued calls) is the parent's. A bound
+    method is held weakly (its object may go first); a function as it is."""
+    ref: Callable[[], Callable[[], object] | None] = (
+        weakref.WeakMethod(forget) if inspect.ismethod(forget) else lambda: forget
+    )
+    with _IN_CHILD_LOCK:
+        _IN_CHILD[:] = [r for r in _IN_CHILD if r() is not None]
+        _IN_CHILD.append(ref)
+
+
+def _after_fork() -> None:
+    global _IN_CHILD_LOCK
+    _IN_CHILD_LOCK = threading.Lock()
+    for ref in list(_IN_CHILD):
+        forget = ref()
+        if forget is not None:
+            forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class PerProcess:
+    """This process's connection to one shared file, opened on first use, and the lock its users hold
+    around every use of it (``with file.lock: file.get().execute(...)``).
+
+    A forked child starts with neither (``in_child``): it opens its own connection when it first
+    needs one, and gets a lock of its own, free whatever the parent's threads were doing.
+    """
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
+        self._opener = opener
+        self.lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        in_child(self._forget)
+
+    def get(self) -> sqlite3.Connection:
+        """The connection, opened now if this process has none (the opener's typed error if the file
+        cannot serve); the caller holds ``lock``."""
+        if self._conn is None:
+            self._conn = self._opener()
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection, if open (the next ``get`` opens another); the caller holds ``lock``."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _forget(self) -> None:
+        self.lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None

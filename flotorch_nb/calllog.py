@@ -29,7 +29,8 @@ Decisions:
   interpreter exit (after the background loop of ``_bridge`` has ended its calls, so those are in
   too). A process killed hard (SIGKILL, a crash) loses what it had not written: at most the last
   ``FLUSH_EVERY`` seconds of calls; every batch written before is whole (one transaction each).
-- In a forked child the parent's unwritten calls are the parent's to write: the child starts empty.
+- In a forked child the parent's unwritten calls are the parent's to write: the child starts empty,
+  with a connection of its own (``_sqlite.in_child``, as the answer cache does).
 
 Stdlib only at import (``sqlite3`` when the file is first opened, pandas in ``logs``).
 """
@@ -56,6 +57,7 @@ from ._calllog_store import COLUMNS, KIND, CallLogError, Row, Where, count, pric
 from ._errors import ConfigurationError
 from ._pipeline import _logsink
 from ._pipeline._hooks import current_label
+from ._sqlite import PerProcess, in_child
 
 if TYPE_CHECKING:
     import sqlite3
@@ -140,19 +142,20 @@ class CallLog:
         self.written = self.dropped = 0
         self.last_error: str | None = None
         self._warned = False
+        #: This process's connection; its lock is held by whoever writes (one batch after another).
+        self._file = PerProcess(self._open)
         self._reset()
+        in_child(self._reset)
         _LOGS.add(self)
 
     def _reset(self) -> None:
         """Fresh state for this process (also in a forked child: the parent's calls are its own)."""
         self._pending: collections.deque[Row] = collections.deque()
         self._wake = threading.Event()
-        self._write_lock = threading.Lock()
         #: Held while the writer is started or stopped: ``_thread`` is always the one running writer.
         self._life = threading.Lock()
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()  # the running writer's: set, it ends after its round
-        self._conn: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"CallLog({str(self.path)!r})"
@@ -223,17 +226,14 @@ class CallLog:
     # -- writing -----------------------------------------------------------------------------------
     def open(self) -> CallLog:
         """Open and check the file now (``CallLogError`` if it cannot be used); safe to call again."""
-        with self._write_lock:
-            self._connection()
+        with self._file.lock:
+            self._file.get()
         return self
 
-    def _connection(self) -> sqlite3.Connection:
-        """This process's connection (the caller holds ``_write_lock``)."""
-        if self._conn is None:
-            from ._sqlite import open_shared
+    def _open(self) -> sqlite3.Connection:
+        from ._sqlite import open_shared
 
-            self._conn = open_shared(self.path, KIND, self.busy_timeout)
-        return self._conn
+        return open_shared(self.path, KIND, self.busy_timeout)
 
     def flush(self) -> None:
         """Write every call recorded so far, on this thread (what cannot be written is counted)."""
@@ -244,7 +244,7 @@ class CallLog:
         ``whole_batches_after_first``: calls that arrive while it writes wait for its next round
         unless a whole batch of them does, or each round would end in a train of transactions of a
         few rows each (each costs as much as hundreds of rows: the commit, the index's new segment)."""
-        with self._write_lock:
+        with self._file.lock:
             first = True
             while self._pending and (first or not whole_batches_after_first or len(self._pending) >= BATCH):
                 first = False
@@ -267,7 +267,7 @@ class CallLog:
             rows = batch
         for attempt in range(RETRIES):
             try:
-                write(self._connection(), rows)
+                write(self._file.get(), rows)
             except sqlite3.Error as exc:
                 if is_lock(exc) and attempt + 1 < RETRIES:
                     time.sleep(0.05 * (attempt + 1))
@@ -302,10 +302,8 @@ class CallLog:
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
         self.flush()
-        with self._write_lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+        with self._file.lock:
+            self._file.close()
 
     # -- reading -----------------------------------------------------------------------------------
     def search(
@@ -326,13 +324,13 @@ class CallLog:
         self.flush()
         if not self.path.is_file():
             raise CallLogError(self.path, "there is no such file (no call was logged to it)")
-        with self._write_lock:
-            return search(self._connection(), query=text, model=model, since=after, limit=limit)
+        with self._file.lock:
+            return search(self._file.get(), query=text, model=model, since=after, limit=limit)
 
     def __len__(self) -> int:
         self.flush()
-        with self._write_lock:
-            return count(self._connection())
+        with self._file.lock:
+            return count(self._file.get())
 
 
 def _query(query: str | None) -> str | None:
@@ -550,11 +548,10 @@ def _at_exit() -> None:
 
 
 def _after_fork() -> None:
+    """The child's own id for its rows, and a lock free whatever the parent's threads were doing."""
     global _LOCK
     _LOCK = threading.Lock()
     _pid[0] = os.getpid()
-    for log in list(_LOGS):
-        log._reset()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+in_child(_after_fork)

@@ -162,7 +162,8 @@ def test_a_damaged_locked_or_unusable_file_is_a_typed_error_before_anything_is_s
 
 def test_a_write_that_fails_keeps_the_answer_and_says_so(gateway: OfflineGateway, tmp_path: Path) -> None:
     cache = AnswerCache(tmp_path / "a.sqlite").open()
-    cache._connection().execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
+    with cache._file.lock:
+        cache._file.get().execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
     with make_llm(gateway, cache=cache) as llm:
         with pytest.warns(CacheWriteWarning, match="kept in memory"):
             answer = llm.invoke(ASK)
