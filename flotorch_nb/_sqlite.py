@@ -36,7 +36,7 @@ from ._errors import FlotorchError
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["FileKind", "PerProcess", "in_child", "is_lock", "open_shared"]
+__all__ = ["FileKind", "PerProcess", "in_child", "is_lock", "open_shared", "typed_error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +73,9 @@ def _problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _typed(exc: BaseException, kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
-    """A ``sqlite3`` error met while opening a file, as the kind's typed error."""
+def typed_error(exc: BaseException, kind: FileKind, path: Path, busy_timeout: float) -> FlotorchError:
+    """A ``sqlite3`` error met while using a file (waiting ``busy_timeout`` for it), as the kind's
+    typed error."""
     if not is_lock(exc):
         return kind.error(path, _problem(exc), None)
     # Never "remove it": the process holding the lock is using the file, and its rows are in it.
@@ -86,14 +87,34 @@ def _typed(exc: BaseException, kind: FileKind, path: Path, busy_timeout: float) 
     )
 
 
+def _ours(conn: sqlite3.Connection, path: Path, kind: FileKind) -> bool:
+    """Whether the file has been set up as ``kind`` (reading only); ``kind.error`` if it is
+    another kind of file."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return False
+    if not kind.tables | {"meta"} <= tables:
+        raise kind.error(path, f"it is a SQLite database, but not a {kind.name}", None)
+    _check_meta(dict(conn.execute("SELECT name, value FROM meta").fetchall()), path, kind)
+    return True
+
+
+def _check_meta(found: dict[str, str], path: Path, kind: FileKind) -> None:
+    if found.get("kind") != kind.name or found.get("format") != kind.format:
+        raise kind.error(
+            path,
+            f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
+            f"this version reads {kind.name!r} format {kind.format}",
+            None,
+        )
+
+
 def _set_up(conn: sqlite3.Connection, path: Path, kind: FileKind) -> None:
     """WAL mode, then check or create the schema. Every step may be repeated: a run cut short by
     another process's lock leaves nothing half done (the schema is written in one transaction)."""
     conn.execute("PRAGMA journal_mode=WAL")  # persistent: a no-op once any process has switched
     conn.execute("PRAGMA synchronous=NORMAL")
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and not kind.tables | {"meta"} <= tables:
-        raise kind.error(path, f"it is a SQLite database, but not a {kind.name}", None)
+    _ours(conn, path, kind)  # another kind of file is refused before anything is written to it
     # BEGIN IMMEDIATE takes the write lock: a read-only or locked file fails here, not later.
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -102,13 +123,8 @@ def _set_up(conn: sqlite3.Connection, path: Path, kind: FileKind) -> None:
         found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         if not found:
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", kind.name), ("format", kind.format)])
-        elif found.get("kind") != kind.name or found.get("format") != kind.format:
-            raise kind.error(
-                path,
-                f"it is of kind {found.get('kind')!r}, format {found.get('format')!r}; "
-                f"this version reads {kind.name!r} format {kind.format}",
-                None,
-            )
+        else:
+            _check_meta(found, path, kind)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -143,9 +159,13 @@ def _set_up_within_busy_timeout(conn: sqlite3.Connection, path: Path, kind: File
     conn.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
 
 
-def open_shared(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Connection:
+def open_shared(path: Path, kind: FileKind, busy_timeout: float, *, write: bool = True) -> sqlite3.Connection:
     """A checked connection to the file at ``path`` (created if new), usable from any thread (the
-    caller serialises its use), in autocommit mode; ``kind.error`` if the file cannot serve."""
+    caller serialises its use), in autocommit mode; ``kind.error`` if the file cannot serve.
+
+    ``write=False``: a connection that only reads (``query_only``), opened without the file's write
+    lock when the file is set up already, so that it never waits for another process's write: in
+    WAL mode readers go on while a writer writes."""
     import sqlite3
 
     if path.is_dir():
@@ -155,13 +175,16 @@ def open_shared(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Conn
     try:
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise _typed(exc, kind, path, busy_timeout) from exc
+        raise typed_error(exc, kind, path, busy_timeout) from exc
     try:
-        _set_up_within_busy_timeout(conn, path, kind, busy_timeout)
+        if write or not _ours(conn, path, kind):  # a new file is set up by whoever opens it first
+            _set_up_within_busy_timeout(conn, path, kind, busy_timeout)
+        if not write:
+            conn.execute("PRAGMA query_only = ON")
     except BaseException as exc:
         conn.close()
         if isinstance(exc, sqlite3.Error):
-            raise _typed(exc, kind, path, busy_timeout) from exc
+            raise typed_error(exc, kind, path, busy_timeout) from exc
         raise  # kind.error already, or not ours to translate
     return conn
 

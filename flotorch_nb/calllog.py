@@ -25,10 +25,16 @@ Decisions:
   that meets a lock is tried again (``RETRIES``) before it is given up.
 - A log write never fails a call: a batch that cannot be written is counted (``dropped``,
   ``last_error``) and warned about once per log (``CallLogWarning``, and the ``flotorch_nb`` logger).
-- What is recorded is flushed by ``flush()``, ``close()``, ``disable()``, before every search, and at
-  interpreter exit (after the background loop of ``_bridge`` has ended its calls, so those are in
-  too). A process killed hard (SIGKILL, a crash) loses what it had not written: at most the last
-  ``FLUSH_EVERY`` seconds of calls; every batch written before is whole (one transaction each).
+- A search reads on a connection of its own that only reads: in WAL mode it never waits for a
+  writer, ours or another process's. This process's calls are written first when that can be done
+  within ``SEARCH_WAIT``; while the file is held longer (the writer waits out another process's
+  write, up to ``busy_timeout`` x ``RETRIES``), the search answers with what the file holds and
+  those calls are written later. A file nobody may read for ``SEARCH_WAIT`` is a ``CallLogError``.
+- What is recorded is flushed by ``flush()``, ``close()``, ``disable()``, before every search (see
+  above), and at interpreter exit (after the background loop of ``_bridge`` has ended its calls,
+  so those are in too). A process killed hard (SIGKILL, a crash) loses what it had not written: at
+  most the last ``FLUSH_EVERY`` seconds of calls; every batch written before is whole (one
+  transaction each).
 - In a forked child the parent's unwritten calls are the parent's to write: the child starts empty,
   with a connection of its own (``_sqlite.in_child``, as the answer cache does).
 
@@ -48,10 +54,10 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._calllog_store import COLUMNS, KIND, CallLogError, Row, Where, count, priced, row, search, write
 from ._errors import ConfigurationError
@@ -84,6 +90,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("flotorch_nb")
+_T = TypeVar("_T")
 
 ENV_LOG = _logsink.ENV_LOG
 #: Where ``%flotorch log on`` writes without a path (and ``enable()`` without ``FLOTORCH_LOG``).
@@ -98,6 +105,8 @@ MAX_PENDING = 10_000
 DEFAULT_BUSY_TIMEOUT = 10.0
 #: Tries of a batch that meets a lock before it is given up (counted and warned about).
 RETRIES = 3
+#: Seconds a search waits at most, to write this process's calls first and then to read.
+SEARCH_WAIT = 1.0
 
 
 class CallLogWarning(UserWarning):
@@ -144,6 +153,8 @@ class CallLog:
         self._warned = False
         #: This process's connection; its lock is held by whoever writes (one batch after another).
         self._file = PerProcess(self._open)
+        #: Searches read here: never behind the writer's lock (see the module docstring).
+        self._reader = PerProcess(self._open_reader)
         self._reset()
         in_child(self._reset)
         _LOGS.add(self)
@@ -235,6 +246,11 @@ class CallLog:
 
         return open_shared(self.path, KIND, self.busy_timeout)
 
+    def _open_reader(self) -> sqlite3.Connection:
+        from ._sqlite import open_shared
+
+        return open_shared(self.path, KIND, SEARCH_WAIT, write=False)
+
     def flush(self) -> None:
         """Write every call recorded so far, on this thread (what cannot be written is counted)."""
         self._drain()
@@ -248,12 +264,46 @@ class CallLog:
             first = True
             while self._pending and (first or not whole_batches_after_first or len(self._pending) >= BATCH):
                 first = False
-                batch: list[Row] = []
-                while self._pending and len(batch) < BATCH:
-                    batch.append(self._pending.popleft())
-                self._write(batch)
+                self._write(self._take())
 
-    def _write(self, batch: list[Row]) -> None:
+    def _take(self) -> list[Row]:
+        """Up to ``BATCH`` waiting rows, oldest first (the caller holds the file's lock)."""
+        batch: list[Row] = []
+        while self._pending and len(batch) < BATCH:
+            batch.append(self._pending.popleft())
+        return batch
+
+    def _catch_up(self) -> None:
+        """Before a search: write what waits, if that can be done within ``SEARCH_WAIT`` (the
+        writer's round ends, another process's write ends); else leave it to the writer."""
+        import sqlite3
+
+        started = time.monotonic()
+        if not self._file.lock.acquire(timeout=SEARCH_WAIT):
+            return  # the writer is waiting for the file: the search reads what it holds
+        try:
+            if not self._pending:
+                return
+            conn = self._file.get()
+            left = max(0.0, SEARCH_WAIT - (time.monotonic() - started))
+            conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+            try:
+                while self._pending:
+                    batch = self._take()
+                    if not self._write(batch, patient=False):
+                        self._pending.extendleft(reversed(batch))  # the writer's, in their order
+                        return
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except (sqlite3.Error, CallLogError) as exc:  # the writer meets it too, and counts it
+            logger.debug("call log %s: not written before a search (%s)", self.path, exc)
+        finally:
+            self._file.lock.release()
+
+    def _write(self, batch: list[Row], *, patient: bool = True) -> bool:
+        """Write one batch, trying again (``RETRIES``) while another process holds the file; what
+        cannot be written is counted. ``patient=False``: one try, and False, nothing counted, if
+        the file is held (the caller keeps the rows)."""
         import sqlite3
 
         from ._sqlite import is_lock
@@ -265,12 +315,16 @@ class CallLog:
         except Exception as exc:  # a bug: the rows are still worth keeping, unpriced
             self._failed(exc, 0)
             rows = batch
-        for attempt in range(RETRIES):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 write(self._file.get(), rows)
             except sqlite3.Error as exc:
-                if is_lock(exc) and attempt + 1 < RETRIES:
-                    time.sleep(0.05 * (attempt + 1))
+                if is_lock(exc) and not patient:
+                    return False
+                if is_lock(exc) and attempt < RETRIES:
+                    time.sleep(0.05 * attempt)
                     continue
                 self._failed(exc, len(rows))
             except Exception as exc:  # CallLogError (the file cannot be used), or a bug
@@ -278,7 +332,7 @@ class CallLog:
             else:
                 self.written += len(rows)
                 self.last_error = None  # writing again: a full queue is written, not dropped
-            return
+            return True
 
     def _failed(self, exc: BaseException, calls: int) -> None:
         self.dropped += calls
@@ -304,6 +358,8 @@ class CallLog:
         self.flush()
         with self._file.lock:
             self._file.close()
+        with self._reader.lock:
+            self._reader.close()
 
     # -- reading -----------------------------------------------------------------------------------
     def search(
@@ -316,21 +372,31 @@ class CallLog:
     ) -> list[dict[str, Any]]:
         """Rows (dicts by ``_calllog_store.COLUMNS``), newest first: ``query`` words all in the prompt
         or the answer, ``model`` asked (not the one that answered), made at ``since`` or later;
-        ``limit`` (None: all)."""
+        ``limit`` (None: all). Answers within about ``SEARCH_WAIT`` seconds, or ``CallLogError``
+        (see the module docstring)."""
         text = _query(query)
         after = _since(since)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigurationError(f"limit must be a whole number >= 1 or None, got {limit!r}")
-        self.flush()
-        if not self.path.is_file():
-            raise CallLogError(self.path, "there is no such file (no call was logged to it)")
-        with self._file.lock:
-            return search(self._file.get(), query=text, model=model, since=after, limit=limit)
+        return self._read(lambda conn: search(conn, query=text, model=model, since=after, limit=limit))
 
     def __len__(self) -> int:
-        self.flush()
-        with self._file.lock:
-            return count(self._file.get())
+        return self._read(count)
+
+    def _read(self, reading: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``reading`` on the reading connection, this process's calls written first if they can be."""
+        import sqlite3
+
+        from ._sqlite import typed_error
+
+        self._catch_up()
+        if not self.path.is_file():
+            raise CallLogError(self.path, "there is no such file (no call was logged to it)")
+        try:
+            with self._reader.lock:
+                return reading(self._reader.get())
+        except sqlite3.Error as exc:
+            raise typed_error(exc, KIND, self.path, SEARCH_WAIT) from exc
 
 
 def _query(query: str | None) -> str | None:
