@@ -33,7 +33,8 @@ Decisions:
 ``StoredAnswer`` (``_stored``) is the compact form of an ``LLMResponse`` used both for rows here and
 for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` is imported when a cache is
 first opened. The client asks and fills it from its call pipeline (``_call.answered`` /
-``_call.finished``), which also parses and stamps a hit like any other answer.
+``_call.finished``), which stamps a hit like any other answer; ``lookup`` parses it as the call's
+class, so that a row that does not parse is a miss where the misses are counted.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._config import Secret, redact
-from ._errors import FlotorchError
-from ._response import LLMResponse
+from ._errors import FlotorchError, StructuredOutputError
+from ._response import LLMResponse, parse_structured
 from ._sqlite import FileKind, PerProcess, in_child, open_shared
 from ._stored import StoredAnswer
 
@@ -136,6 +137,17 @@ class AnswerCache:
     # -- rows --------------------------------------------------------------------------------------
     def get(self, key: str) -> StoredAnswer | None:
         """The stored answer for a request key, or None. A row that cannot be read is a miss (warned)."""
+        answer = self._read(key)
+        self._count(answer is not None)
+        return answer
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def _read(self, key: str) -> StoredAnswer | None:
         import sqlite3
 
         started = time.perf_counter()
@@ -145,12 +157,9 @@ class AnswerCache:
             answer = None if row is None else StoredAnswer.from_json(row[0], latency_s=0.0)
         except (sqlite3.Error, ValueError, LookupError, TypeError) as exc:
             logger.warning("answer cache %s: could not read a row (%s); asking the gateway", self.path, exc)
-            answer = None
-        if answer is None:
-            self.misses += 1
             return None
-        self.hits += 1
-        answer.latency_s = time.perf_counter() - started
+        if answer is not None:
+            answer.latency_s = time.perf_counter() - started
         return answer
 
     def put(self, key: str, answer: StoredAnswer, secret: Secret | None = None) -> bool:
@@ -187,10 +196,19 @@ class AnswerCache:
 
     # -- what FlotorchLLM calls ----------------------------------------------------------------------
     def lookup(self, call: Call) -> LLMResponse | None:
-        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None. Its
-        structured output is parsed where every answer's is (``_call.answered``)."""
-        stored = self.get(cache_key(call))
-        return None if stored is None else stored.to_response()
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), its structured
+        output parsed as ``call``'s class, or None. A row that does not parse as that class (stored
+        for another class with the same schema) is a miss: the call is sent. ``hits`` and
+        ``misses`` count what the caller got."""
+        stored = self._read(cache_key(call))
+        response = None if stored is None else stored.to_response()
+        if response is not None and call.model_class is not None:
+            try:
+                response.parsed = parse_structured(call.model_class, response.content)
+            except StructuredOutputError:
+                response = None
+        self._count(response is not None)
+        return response
 
     def store(self, call: Call, response: LLMResponse) -> bool:
         """Keep ``response`` as the answer to ``call`` (only answers are ever stored)."""
