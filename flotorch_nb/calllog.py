@@ -199,8 +199,8 @@ class CallLog:
                 else:  # the file is failing (locked, unwritable): never hold calls up for it
                     dropped = _drop(pending, waiting)  # the writer may be taking some meanwhile
                     self._failed(RuntimeError(f"{dropped} calls waited for a failing log"), dropped)
-            elif waiting >= BATCH:
-                self._wake.set()
+            elif waiting >= BATCH and not (wake := self._wake).is_set():
+                wake.set()  # once: Event.set takes a lock and notifies, a cost every call would pay
         except Exception as exc:  # never the call's problem
             self._failed(exc, 1)
 
