@@ -16,7 +16,7 @@ def test_a_batch_of_answers_and_failures_reads_back_in_order_with_nulls_as_none(
     # literals, in runs of rows alike: the rows must still come back in the order the calls ended.
     log = CallLog(tmp_path / "calls.sqlite")
     failure = RateLimitError("slow down", status_code=429, gateway_message="slow down")
-    outcomes = ["first", failure, "second", "third", failure, "fourth"]
+    outcomes: list[str | RateLimitError] = ["first", failure, "second", "third", failure, "fourth"]
     for i, outcome in enumerate(outcomes):
         call = a_call(f"question {i}")
         if isinstance(outcome, str):
