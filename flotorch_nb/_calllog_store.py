@@ -27,7 +27,7 @@ import json
 import operator
 import re
 from collections.abc import Iterable, Sequence
-from itertools import chain, groupby
+from itertools import chain, compress, cycle, groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,7 +171,6 @@ _ROWS_PER_INSERT = 64
 #: A row's columns that are None (True) or not, as ``_nulls`` finds them.
 _Nulls = tuple[bool, ...]
 _NONES = (None,) * 27
-_not_none = functools.partial(operator.is_not, None)
 
 
 def _nulls(one: Row) -> _Nulls:
@@ -323,7 +322,8 @@ def write(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
             # in their order: the ids are the order of the calls.
             for nulls, same in groupby(rows[start : start + _ROWS_PER_INSERT], key=_nulls):
                 run = list(same)
-                conn.execute(_insert(nulls, len(run)), list(filter(_not_none, chain.from_iterable(run))))
+                values = compress(chain.from_iterable(run), cycle([not null for null in nulls]))
+                conn.execute(_insert(nulls, len(run)), list(values))
         conn.execute(_INDEX, (last,))
         conn.execute("COMMIT")
     except BaseException:
