@@ -145,8 +145,8 @@ def fill(path: Path, rows: int) -> dict[str, float]:
     log.flush()
     elapsed = time.perf_counter() - started
     # Spread the rows over 30 days, oldest first, as a month of work would have them.
-    with log._write_lock:
-        conn = log._connection()
+    with log._file.lock:
+        conn = log._file.get()
         conn.execute("UPDATE calls SET time = ? - (? - id) * ?", (now, rows, 30 * 86400 / rows))
     llm.close()
     log.close()

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
 from collections.abc import Iterable, Sequence
-from itertools import chain
+from itertools import chain, compress, cycle, groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,16 +164,26 @@ _INSERT = (
     "cost) "
     "VALUES "
 )
-_ROW = f"({', '.join('?' * 27)})"
 #: Rows per INSERT statement: one statement for many rows lets go of the GIL once for all of them
 #: (``executemany`` lets go and takes it back for every row, a thread switch each while the caller's
 #: event loop wants it); 27 x 64 parameters stay far below SQLite's limit of 32,766.
 _ROWS_PER_INSERT = 64
+#: A row's columns that are None (True) or not, as ``_nulls`` finds them.
+_Nulls = tuple[bool, ...]
+_NONES = (None,) * 27
 
 
-@functools.lru_cache(maxsize=8)
-def _insert(rows: int) -> str:
-    return _INSERT + ", ".join([_ROW] * rows)
+def _nulls(one: Row) -> _Nulls:
+    return tuple(map(operator.is_, _NONES, one))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert(nulls: _Nulls, rows: int) -> str:
+    """The INSERT of ``rows`` rows whose None columns are ``nulls``: those are NULL in the statement
+    rather than parameters. Binding None costs ``sqlite3`` a trip through its adapters (about half a
+    microsecond each), and a row has about ten: a third of what writing a row cost."""
+    one = f"({', '.join('NULL' if null else '?' for null in nulls)})"
+    return _INSERT + ", ".join([one] * rows)
 
 
 #: A message's text: its content, or the text of its parts when it is a list of parts.
@@ -307,8 +318,12 @@ def write(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     try:
         (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()
         for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start : start + _ROWS_PER_INSERT]
-            conn.execute(_insert(len(chunk)), list(chain.from_iterable(chunk)))
+            # Runs of rows with the same None columns (all of them, when every call was answered),
+            # in their order: the ids are the order of the calls.
+            for nulls, same in groupby(rows[start : start + _ROWS_PER_INSERT], key=_nulls):
+                run = list(same)
+                values = compress(chain.from_iterable(run), cycle([not null for null in nulls]))
+                conn.execute(_insert(nulls, len(run)), list(values))
         conn.execute(_INDEX, (last,))
         conn.execute("COMMIT")
     except BaseException:

@@ -15,8 +15,9 @@ streamed call and an ``invoke`` of the same request share one row.
 
 Decisions:
 
-- stdlib ``sqlite3`` in WAL mode, ``synchronous=NORMAL``, one connection per process (re-opened after
-  a fork): several processes on one machine (Dask workers) read and write one file at once.
+- stdlib ``sqlite3`` in WAL mode, ``synchronous=NORMAL``, one connection per process
+  (``_sqlite.PerProcess``: a forked child opens its own): several processes on one machine (Dask
+  workers) read and write one file at once.
 - Only answers are stored, never errors. Each answer is committed on its own as it arrives, so an
   interrupt or a killed process loses nothing that had been answered.
 - The file never holds the key: request bodies are not stored (the hash identifies them), and the
@@ -32,7 +33,8 @@ Decisions:
 ``StoredAnswer`` (``_stored``) is the compact form of an ``LLMResponse`` used both for rows here and
 for the items of a ``BatchResult``. Pure stdlib at import; ``sqlite3`` is imported when a cache is
 first opened. The client asks and fills it from its call pipeline (``_call.answered`` /
-``_call.finished``), which also parses and stamps a hit like any other answer.
+``_call.finished``), which stamps a hit like any other answer; ``lookup`` parses it as the call's
+class, so that a row that does not parse is a miss where the misses are counted.
 """
 
 from __future__ import annotations
@@ -47,14 +49,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._config import Secret, redact
-from ._errors import FlotorchError
-from ._response import LLMResponse
-from ._sqlite import FileKind, open_shared
+from ._errors import FlotorchError, StructuredOutputError
+from ._response import LLMResponse, parse_structured
+from ._sqlite import FileKind, PerProcess, in_child, open_shared
 from ._stored import StoredAnswer
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from ._transport import Call
 
 __all__ = [
@@ -115,9 +115,7 @@ class AnswerCache:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path).expanduser().resolve()
         self.busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
+        self._file = PerProcess(lambda: open_shared(self.path, _KIND, self.busy_timeout))
         #: Counters for this process: lookups answered, lookups missed, answers written, writes failed.
         self.hits = self.misses = self.writes = self.write_failures = 0
 
@@ -127,44 +125,41 @@ class AnswerCache:
     # -- opening -----------------------------------------------------------------------------------
     def open(self) -> AnswerCache:
         """Open and check the file now (``CacheError`` if it cannot serve); safe to call again."""
-        self._connection()
+        with self._file.lock:
+            self._file.get()
         return self
-
-    def _connection(self) -> sqlite3.Connection:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                return self._conn
-            # After a fork the parent's connection must not be touched: open our own.
-            self._conn = open_shared(self.path, _KIND, self.busy_timeout)
-            self._pid = os.getpid()
-            return self._conn
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use)."""
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        with self._file.lock:
+            self._file.close()
 
     # -- rows --------------------------------------------------------------------------------------
     def get(self, key: str) -> StoredAnswer | None:
         """The stored answer for a request key, or None. A row that cannot be read is a miss (warned)."""
+        answer = self._read(key)
+        self._count(answer is not None)
+        return answer
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def _read(self, key: str) -> StoredAnswer | None:
         import sqlite3
 
         started = time.perf_counter()
-        conn = self._connection()
         try:
-            with self._lock:
-                row = conn.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+            with self._file.lock:
+                row = self._file.get().execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
             answer = None if row is None else StoredAnswer.from_json(row[0], latency_s=0.0)
         except (sqlite3.Error, ValueError, LookupError, TypeError) as exc:
             logger.warning("answer cache %s: could not read a row (%s); asking the gateway", self.path, exc)
-            answer = None
-        if answer is None:
-            self.misses += 1
             return None
-        self.hits += 1
-        answer.latency_s = time.perf_counter() - started
+        if answer is not None:
+            answer.latency_s = time.perf_counter() - started
         return answer
 
     def put(self, key: str, answer: StoredAnswer, secret: Secret | None = None) -> bool:
@@ -173,9 +168,8 @@ class AnswerCache:
 
         text = redact(answer.to_json(), secret)
         try:
-            conn = self._connection()
-            with self._lock:
-                conn.execute(
+            with self._file.lock:
+                self._file.get().execute(
                     "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
                     (key, answer.model, text, time.time()),
                 )
@@ -191,23 +185,30 @@ class AnswerCache:
         return True
 
     def __len__(self) -> int:
-        conn = self._connection()
-        with self._lock:
-            (count,) = conn.execute("SELECT COUNT(*) FROM answers").fetchone()
+        with self._file.lock:
+            (count,) = self._file.get().execute("SELECT COUNT(*) FROM answers").fetchone()
         return int(count)
 
     def keys(self) -> set[str]:
         """Every request key stored (for tests and tools)."""
-        conn = self._connection()
-        with self._lock:
-            return {row[0] for row in conn.execute("SELECT key FROM answers")}
+        with self._file.lock:
+            return {row[0] for row in self._file.get().execute("SELECT key FROM answers")}
 
     # -- what FlotorchLLM calls ----------------------------------------------------------------------
     def lookup(self, call: Call) -> LLMResponse | None:
-        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), or None. Its
-        structured output is parsed where every answer's is (``_call.answered``)."""
-        stored = self.get(cache_key(call))
-        return None if stored is None else stored.to_response()
+        """The cached answer to ``call`` as an ``LLMResponse`` (``source="cache"``), its structured
+        output parsed as ``call``'s class, or None. A row that does not parse as that class (stored
+        for another class with the same schema) is a miss: the call is sent. ``hits`` and
+        ``misses`` count what the caller got."""
+        stored = self._read(cache_key(call))
+        response = None if stored is None else stored.to_response()
+        if response is not None and call.model_class is not None:
+            try:
+                response.parsed = parse_structured(call.model_class, response.content)
+            except StructuredOutputError:
+                response = None
+        self._count(response is not None)
+        return response
 
     def store(self, call: Call, response: LLMResponse) -> bool:
         """Keep ``response`` as the answer to ``call`` (only answers are ever stored)."""
@@ -217,8 +218,17 @@ class AnswerCache:
 
 
 # -- choosing a cache ------------------------------------------------------------------------------
-_OPEN: dict[tuple[int, Path], AnswerCache] = {}
+_OPEN: dict[Path, AnswerCache] = {}
 _OPEN_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """The lock may have been held at the fork; the caches stay (each opens its own connection)."""
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()
+
+
+in_child(_forget_after_fork)
 
 
 def resolve_cache(cache: object = None, *, env: Mapping[str, str] | None = None) -> AnswerCache | None:
@@ -245,7 +255,7 @@ def resolve_cache(cache: object = None, *, env: Mapping[str, str] | None = None)
         )
     path = Path(cache).expanduser().resolve()
     with _OPEN_LOCK:
-        found_cache = _OPEN.get((os.getpid(), path))
+        found_cache = _OPEN.get(path)
         if found_cache is None:
-            found_cache = _OPEN[(os.getpid(), path)] = AnswerCache(path)
+            found_cache = _OPEN[path] = AnswerCache(path)
         return found_cache

@@ -25,11 +25,18 @@ Decisions:
   that meets a lock is tried again (``RETRIES``) before it is given up.
 - A log write never fails a call: a batch that cannot be written is counted (``dropped``,
   ``last_error``) and warned about once per log (``CallLogWarning``, and the ``flotorch_nb`` logger).
-- What is recorded is flushed by ``flush()``, ``close()``, ``disable()``, before every search, and at
-  interpreter exit (after the background loop of ``_bridge`` has ended its calls, so those are in
-  too). A process killed hard (SIGKILL, a crash) loses what it had not written: at most the last
-  ``FLUSH_EVERY`` seconds of calls; every batch written before is whole (one transaction each).
-- In a forked child the parent's unwritten calls are the parent's to write: the child starts empty.
+- A search reads on a connection of its own that only reads: in WAL mode it never waits for a
+  writer, ours or another process's. This process's calls are written first when that can be done
+  within ``SEARCH_WAIT``; while the file is held longer (the writer waits out another process's
+  write, up to ``busy_timeout`` x ``RETRIES``), the search answers with what the file holds and
+  those calls are written later. A file nobody may read for ``SEARCH_WAIT`` is a ``CallLogError``.
+- What is recorded is flushed by ``flush()``, ``close()``, ``disable()``, before every search (see
+  above), and at interpreter exit (after the background loop of ``_bridge`` has ended its calls,
+  so those are in too). A process killed hard (SIGKILL, a crash) loses what it had not written: at
+  most the last ``FLUSH_EVERY`` seconds of calls; every batch written before is whole (one
+  transaction each).
+- In a forked child the parent's unwritten calls are the parent's to write: the child starts empty,
+  with a connection of its own (``_sqlite.in_child``, as the answer cache does).
 
 Stdlib only at import (``sqlite3`` when the file is first opened, pandas in ``logs``).
 """
@@ -47,15 +54,17 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._calllog_store import COLUMNS, KIND, CallLogError, Row, Where, count, priced, row, search, write
+from ._config import check_whole
 from ._errors import ConfigurationError
 from ._pipeline import _logsink
 from ._pipeline._hooks import current_label
+from ._sqlite import PerProcess, in_child
 
 if TYPE_CHECKING:
     import sqlite3
@@ -82,6 +91,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("flotorch_nb")
+_T = TypeVar("_T")
 
 ENV_LOG = _logsink.ENV_LOG
 #: Where ``%flotorch log on`` writes without a path (and ``enable()`` without ``FLOTORCH_LOG``).
@@ -96,6 +106,8 @@ MAX_PENDING = 10_000
 DEFAULT_BUSY_TIMEOUT = 10.0
 #: Tries of a batch that meets a lock before it is given up (counted and warned about).
 RETRIES = 3
+#: Seconds a search waits at most, to write this process's calls first and then to read.
+SEARCH_WAIT = 1.0
 
 
 class CallLogWarning(UserWarning):
@@ -140,18 +152,22 @@ class CallLog:
         self.written = self.dropped = 0
         self.last_error: str | None = None
         self._warned = False
-        self._closed = False
+        #: This process's connection; its lock is held by whoever writes (one batch after another).
+        self._file = PerProcess(self._open)
+        #: Searches read here: never behind the writer's lock (see the module docstring).
+        self._reader = PerProcess(self._open_reader)
         self._reset()
+        in_child(self._reset)
         _LOGS.add(self)
 
     def _reset(self) -> None:
         """Fresh state for this process (also in a forked child: the parent's calls are its own)."""
         self._pending: collections.deque[Row] = collections.deque()
         self._wake = threading.Event()
-        self._write_lock = threading.Lock()
-        self._start_lock = threading.Lock()
+        #: Held while the writer is started or stopped: ``_thread`` is always the one running writer.
+        self._life = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._halt = threading.Event()  # the running writer's: set, it ends after its round
 
     def __repr__(self) -> str:
         return f"CallLog({str(self.path)!r})"
@@ -184,41 +200,57 @@ class CallLog:
                 else:  # the file is failing (locked, unwritable): never hold calls up for it
                     dropped = _drop(pending, waiting)  # the writer may be taking some meanwhile
                     self._failed(RuntimeError(f"{dropped} calls waited for a failing log"), dropped)
-            elif waiting >= BATCH:
-                self._wake.set()
+            elif waiting >= BATCH and not (wake := self._wake).is_set():
+                wake.set()  # once: Event.set takes a lock and notifies, a cost every call would pay
         except Exception as exc:  # never the call's problem
             self._failed(exc, 1)
 
     def _start(self) -> None:
-        with self._start_lock:
+        with self._life:
             if self._thread is not None:
                 return
             _watch_exit()
-            self._closed = False
-            thread = threading.Thread(target=self._run, name="flotorch-calllog", daemon=True)
+            self._halt = halt = threading.Event()
+            args = (halt, self._wake)
+            thread = threading.Thread(target=self._run, args=args, name="flotorch-calllog", daemon=True)
             thread.start()
             self._thread = thread
 
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(FLUSH_EVERY)
-            self._wake.clear()
+    def _stop(self) -> threading.Thread | None:
+        """Tell the writer to end after its round and forget it, as one step under ``_life``: a call
+        ending meanwhile on another thread starts a writer of its own, which ``_thread`` then names
+        (each writer has its own ``halt`` and ``wake``: that one is neither stopped nor woken early,
+        nor this one restarted). The writer stopped, if there was one, for the caller to join."""
+        with self._life:
+            thread, self._thread = self._thread, None
+            halt, wake = self._halt, self._wake
+            self._wake = threading.Event()
+        halt.set()
+        wake.set()
+        return thread
+
+    def _run(self, halt: threading.Event, wake: threading.Event) -> None:
+        while not halt.is_set():
+            wake.wait(FLUSH_EVERY)
+            wake.clear()
             self._drain(whole_batches_after_first=True)
 
     # -- writing -----------------------------------------------------------------------------------
     def open(self) -> CallLog:
         """Open and check the file now (``CallLogError`` if it cannot be used); safe to call again."""
-        with self._write_lock:
-            self._connection()
+        with self._file.lock:
+            self._file.get()
         return self
 
-    def _connection(self) -> sqlite3.Connection:
-        """This process's connection (the caller holds ``_write_lock``)."""
-        if self._conn is None:
-            from ._sqlite import open_shared
+    def _open(self) -> sqlite3.Connection:
+        from ._sqlite import open_shared
 
-            self._conn = open_shared(self.path, KIND, self.busy_timeout)
-        return self._conn
+        return open_shared(self.path, KIND, self.busy_timeout)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        from ._sqlite import open_shared
+
+        return open_shared(self.path, KIND, SEARCH_WAIT, write=False)
 
     def flush(self) -> None:
         """Write every call recorded so far, on this thread (what cannot be written is counted)."""
@@ -229,16 +261,50 @@ class CallLog:
         ``whole_batches_after_first``: calls that arrive while it writes wait for its next round
         unless a whole batch of them does, or each round would end in a train of transactions of a
         few rows each (each costs as much as hundreds of rows: the commit, the index's new segment)."""
-        with self._write_lock:
+        with self._file.lock:
             first = True
             while self._pending and (first or not whole_batches_after_first or len(self._pending) >= BATCH):
                 first = False
-                batch: list[Row] = []
-                while self._pending and len(batch) < BATCH:
-                    batch.append(self._pending.popleft())
-                self._write(batch)
+                self._write(self._take())
 
-    def _write(self, batch: list[Row]) -> None:
+    def _take(self) -> list[Row]:
+        """Up to ``BATCH`` waiting rows, oldest first (the caller holds the file's lock)."""
+        batch: list[Row] = []
+        while self._pending and len(batch) < BATCH:
+            batch.append(self._pending.popleft())
+        return batch
+
+    def _catch_up(self) -> None:
+        """Before a search: write what waits, if that can be done within ``SEARCH_WAIT`` (the
+        writer's round ends, another process's write ends); else leave it to the writer."""
+        import sqlite3
+
+        started = time.monotonic()
+        if not self._file.lock.acquire(timeout=SEARCH_WAIT):
+            return  # the writer is waiting for the file: the search reads what it holds
+        try:
+            if not self._pending:
+                return
+            conn = self._file.get()
+            left = max(0.0, SEARCH_WAIT - (time.monotonic() - started))
+            conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+            try:
+                while self._pending:
+                    batch = self._take()
+                    if not self._write(batch, patient=False):
+                        self._pending.extendleft(reversed(batch))  # the writer's, in their order
+                        return
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except (sqlite3.Error, CallLogError) as exc:  # the writer meets it too, and counts it
+            logger.debug("call log %s: not written before a search (%s)", self.path, exc)
+        finally:
+            self._file.lock.release()
+
+    def _write(self, batch: list[Row], *, patient: bool = True) -> bool:
+        """Write one batch, trying again (``RETRIES``) while another process holds the file; what
+        cannot be written is counted. ``patient=False``: one try, and False, nothing counted, if
+        the file is held (the caller keeps the rows)."""
         import sqlite3
 
         from ._sqlite import is_lock
@@ -250,12 +316,16 @@ class CallLog:
         except Exception as exc:  # a bug: the rows are still worth keeping, unpriced
             self._failed(exc, 0)
             rows = batch
-        for attempt in range(RETRIES):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                write(self._connection(), rows)
+                write(self._file.get(), rows)
             except sqlite3.Error as exc:
-                if is_lock(exc) and attempt + 1 < RETRIES:
-                    time.sleep(0.05 * (attempt + 1))
+                if is_lock(exc) and not patient:
+                    return False
+                if is_lock(exc) and attempt < RETRIES:
+                    time.sleep(0.05 * attempt)
                     continue
                 self._failed(exc, len(rows))
             except Exception as exc:  # CallLogError (the file cannot be used), or a bug
@@ -263,7 +333,7 @@ class CallLog:
             else:
                 self.written += len(rows)
                 self.last_error = None  # writing again: a full queue is written, not dropped
-            return
+            return True
 
     def _failed(self, exc: BaseException, calls: int) -> None:
         self.dropped += calls
@@ -283,18 +353,14 @@ class CallLog:
         """Write what waits, stop the writer and close the file (a later call starts them again)."""
         if _logsink.current is self:
             _logsink.current = None
-        self._closed = True
-        self._wake.set()
-        thread = self._thread
+        thread = self._stop()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
-        self._thread = None
-        self._wake.clear()
         self.flush()
-        with self._write_lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+        with self._file.lock:
+            self._file.close()
+        with self._reader.lock:
+            self._reader.close()
 
     # -- reading -----------------------------------------------------------------------------------
     def search(
@@ -307,21 +373,30 @@ class CallLog:
     ) -> list[dict[str, Any]]:
         """Rows (dicts by ``_calllog_store.COLUMNS``), newest first: ``query`` words all in the prompt
         or the answer, ``model`` asked (not the one that answered), made at ``since`` or later;
-        ``limit`` (None: all)."""
+        ``limit`` (None: all). Answers within about ``SEARCH_WAIT`` seconds, or ``CallLogError``
+        (see the module docstring)."""
         text = _query(query)
         after = _since(since)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigurationError(f"limit must be a whole number >= 1 or None, got {limit!r}")
-        self.flush()
-        if not self.path.is_file():
-            raise CallLogError(self.path, "there is no such file (no call was logged to it)")
-        with self._write_lock:
-            return search(self._connection(), query=text, model=model, since=after, limit=limit)
+        check_whole(limit, "limit", 1, or_none=True)
+        return self._read(lambda conn: search(conn, query=text, model=model, since=after, limit=limit))
 
     def __len__(self) -> int:
-        self.flush()
-        with self._write_lock:
-            return count(self._connection())
+        return self._read(count)
+
+    def _read(self, reading: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``reading`` on the reading connection, this process's calls written first if they can be."""
+        import sqlite3
+
+        from ._sqlite import typed_error
+
+        self._catch_up()
+        if not self.path.is_file():
+            raise CallLogError(self.path, "there is no such file (no call was logged to it)")
+        try:
+            with self._reader.lock:
+                return reading(self._reader.get())
+        except sqlite3.Error as exc:
+            raise typed_error(exc, KIND, self.path, SEARCH_WAIT) from exc
 
 
 def _query(query: str | None) -> str | None:
@@ -533,17 +608,16 @@ def _at_exit() -> None:
         with contextlib.suppress(Exception):
             bridge.shutdown()
     for log in list(_LOGS):
-        log._closed = True
+        log._stop()
         with contextlib.suppress(Exception):
             log.flush()
 
 
 def _after_fork() -> None:
+    """The child's own id for its rows, and a lock free whatever the parent's threads were doing."""
     global _LOCK
     _LOCK = threading.Lock()
     _pid[0] = os.getpid()
-    for log in list(_LOGS):
-        log._reset()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+in_child(_after_fork)

@@ -107,17 +107,12 @@ def source_of(settings: Settings, response: LLMResponse | None = None) -> Source
 
 def answered(cache: AnswerCache, call: Call, settings: Settings) -> LLMResponse | None:
     """The answer cache's answer to ``call``, if it has one (then nothing is sent and no hook runs),
-    parsed as ``finished`` parses a new one, with its provenance: ``source="cache"``, dated now, the
-    request's hash. A row that does not parse as ``call``'s class is a miss (it was stored for
-    another class with the same schema): the call is sent."""
+    parsed as ``finished`` parses a new one (``AnswerCache.lookup``: a row that does not parse as
+    ``call``'s class is a miss, and counted as one), with its provenance: ``source="cache"``, dated
+    now, the request's hash."""
     hit = cache.lookup(call)
     if hit is None:
         return None
-    if call.model_class is not None:
-        try:
-            hit.parsed = parse_structured(call.model_class, hit.content)
-        except StructuredOutputError:
-            return None
     stamp(hit, call, settings)
     _logsink.cached(call, hit)  # the call log records a hit too (no hook does)
     return hit

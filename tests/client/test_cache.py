@@ -162,7 +162,8 @@ def test_a_damaged_locked_or_unusable_file_is_a_typed_error_before_anything_is_s
 
 def test_a_write_that_fails_keeps_the_answer_and_says_so(gateway: OfflineGateway, tmp_path: Path) -> None:
     cache = AnswerCache(tmp_path / "a.sqlite").open()
-    cache._connection().execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
+    with cache._file.lock:
+        cache._file.get().execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
     with make_llm(gateway, cache=cache) as llm:
         with pytest.warns(CacheWriteWarning, match="kept in memory"):
             answer = llm.invoke(ASK)
@@ -279,6 +280,18 @@ def test_a_hit_that_does_not_parse_as_the_asked_class_is_a_miss(
         with pytest.raises(StructuredOutputError):
             llm.invoke(ASK, response_format=_strict_city())
         assert sent(gateway) == before + 1
+
+
+def test_hits_count_the_answers_the_caller_got_from_the_file(gateway: OfflineGateway, tmp_path: Path) -> None:
+    # A row that does not parse as the asked class is sent again, and was once counted a hit too.
+    cache = AnswerCache(tmp_path / "a.sqlite")
+    with FlotorchLLM("offline/assistant", KEY, gateway.url, max_retries=0, cache=cache) as llm:
+        llm.invoke(ASK, response_format=City)
+        assert llm.invoke(ASK, response_format=City).source == "cache"
+        with pytest.raises(StructuredOutputError):
+            llm.invoke(ASK, response_format=_strict_city())
+    assert (cache.hits, cache.misses) == (1, 2)
+    cache.close()
 
 
 def test_a_call_works_out_its_answer_key_once_for_the_lookup_and_the_store(
