@@ -138,7 +138,12 @@ class AutoConcurrency:
                             woken = self._waiting.take(1)
                         wake(woken)
                     continue
-            await self._waiting.wait(left, _never)
+            await self._waiting.wait(left, self._free)
+
+    def _free(self) -> bool:
+        """Whether a request may go now (asked holding the lock, once in line: a place freed by
+        another thread after ``try_take`` looked, when nobody was in line to be woken, is seen)."""
+        return self.window.wait(self.clock()) <= 0
 
     def settle(self, ticket: AutoTicket, outcome: Outcome, now: float | None = None) -> None:
         """Tell the window how the attempt ended and wake as many waiting requests as places freed."""
@@ -177,10 +182,6 @@ class AutoConcurrency:
     def settled_at(self) -> int:
         """The window now: what a batch reports as the concurrency it settled at."""
         return self.window.window
-
-
-def _never() -> bool:
-    return False
 
 
 _CONTROLLERS: dict[str, AutoConcurrency] = {}

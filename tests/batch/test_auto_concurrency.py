@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 import pytest
 
 from flotorch_nb import ConfigurationError, FlotorchLLM, RateLimitError, RetryPolicy
-from flotorch_nb._admission import Spent, Ticket
+from flotorch_nb._admission import RECHECK_S, Spent, Ticket
 from flotorch_nb.batch import BatchOptions, Grant, RateLimiter, run_async
 from flotorch_nb.batch._aimd import AimdWindow, RateHeaders, parse_duration, read_rate_headers
-from flotorch_nb.batch._auto import AutoConcurrency, controller_for, outcome_of
+from flotorch_nb.batch._auto import AutoConcurrency, AutoTicket, controller_for, outcome_of
 from flotorch_nb.gateway import OfflineGateway
 from tests.support.batch import Shaped, make_llm, most_in_any_window, run_batch
 from tests.support.client import KEY
@@ -233,6 +233,30 @@ async def test_waiting_requests_are_woken_one_per_freed_place() -> None:
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
+
+
+@pytest.mark.anyio
+async def test_a_place_freed_between_a_look_and_getting_in_line_is_not_missed() -> None:
+    # Another thread's batch frees the place just after this request found the window full, before
+    # it got in line: nobody was in line to wake, so the request must see the free place itself
+    # rather than sleep out RECHECK_S (a second) with a place free.
+    class Racing(AutoConcurrency):
+        freeing: AutoTicket | None = None
+
+        def try_take(self) -> AutoTicket | float:
+            answer = super().try_take()
+            held, self.freeing = self.freeing, None
+            if held is not None:
+                self.settle(held, ("other", None, 0))
+            return answer
+
+    controller = Racing()
+    controller.window.limit = 1
+    held = controller.try_take()
+    assert isinstance(held, AutoTicket)
+    controller.freeing = held
+    taken = await asyncio.wait_for(controller.take(), RECHECK_S / 2)
+    assert isinstance(taken, AutoTicket) and controller.window.in_flight == 1
 
 
 # -- against a gateway that limits ------------------------------------------------------------------
