@@ -118,6 +118,23 @@ def test_remaining_zero_pauses_until_one_request_refills_and_low_remaining_stops
     assert window.limit == 5
 
 
+def test_a_tokens_budget_runs_low_when_the_requests_in_flight_would_spend_what_is_left() -> None:
+    # 6,000 of 10,000 tokens left (more than half: not draining), 900 of 1,000 requests left; 39
+    # requests in flight at about 200 tokens an answer would take 7,800 tokens. The tokens budget
+    # runs low as surely as a requests budget would: the window stops growing.
+    headers = RateHeaders(
+        limit_requests=1000, remaining_requests=900, limit_tokens=10_000, remaining_tokens=6_000
+    )
+    window = AimdWindow(initial=41, ceiling=64)
+    seqs = fill(window)
+    window.answered(seqs[0], 1.0, LATENCY, tokens=200)  # grows the window: it was in use
+    window.answered(seqs[1], 1.0, LATENCY, headers, tokens=200)
+    assert window.limit == 42  # not grown again
+    assert headers.low(40, tokens_per_request=200.0)
+    assert not headers.low(20, tokens_per_request=200.0)  # 4,000 tokens: room for them all
+    assert RateHeaders(limit_tokens=100, remaining_tokens=60).low(60)  # at least a token a request
+
+
 def test_the_refill_rate_in_the_headers_bounds_the_window_and_paces_a_low_budget() -> None:
     # 200 a bucket, 20 left, full again in 0.9 s: it refills 180 / 0.9 = 200 a second.
     draining = RateHeaders(limit_requests=200, remaining_requests=20, reset_requests=0.9)
