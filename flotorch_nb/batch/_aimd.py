@@ -216,8 +216,11 @@ class AimdWindow:
         """A request was let through (at ``now``); its number, for the outcome."""
         self._undo = (self._filled, self._next_at)
         if self._pacing and self.rate:
-            # Spaced at the rate the budget refills: after a pause one goes, not the whole window.
-            self._next_at = max(self._next_at, now - 1 / self.rate) + 1 / self.rate
+            # Spaced at the rate the budget refills. A request that goes up to an interval after its
+            # turn keeps the schedule (a late wake-up loses no turn), but no turn is owed from before
+            # a pause: its end is the first, so after it one goes, the next a whole interval later.
+            interval = 1 / self.rate
+            self._next_at = max(self._next_at, now - interval, self.paused_until) + interval
         self.in_flight += 1
         self._seq += 1
         if self.in_flight >= self.window:

@@ -153,6 +153,24 @@ def test_the_refill_rate_in_the_headers_bounds_the_window_and_paces_a_low_budget
     assert window.wait(1.0) == pytest.approx(1 / 200)  # spaced at the refill rate, not a burst
 
 
+def test_after_a_pause_one_request_goes_and_the_next_waits_its_interval() -> None:
+    # A budget running low (200 a second, 20 left) paces requests 5 ms apart; then a 429 pauses
+    # the key for half a second. When the pause ends one request goes, not two back to back (the
+    # gateway refilled one at most), however long the pause left the pacing idle.
+    window = AimdWindow(initial=8, ceiling=8)
+    seqs = fill(window)
+    window.answered(
+        seqs[0], 1.0, LATENCY, RateHeaders(limit_requests=200, remaining_requests=20, reset_requests=0.9)
+    )
+    window.congested(seqs[1], 1.0, RateHeaders(retry_after=0.5))
+    for _ in seqs[2:]:
+        window.released()
+    assert window.wait(1.2) == pytest.approx(0.3)
+    assert window.wait(1.5) == 0
+    window.sent(1.5)
+    assert window.wait(1.5) == pytest.approx(1 / 200)
+
+
 def test_a_sharp_rise_in_latency_cuts_the_window() -> None:
     window = AimdWindow(initial=8, ceiling=8)
     now = 0.0
