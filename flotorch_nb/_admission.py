@@ -146,6 +146,8 @@ def gates_of(client_gates: Sequence[Gate]) -> tuple[Gate, ...]:
     scoped = _SCOPED.get()
     if not scoped:
         return tuple(client_gates)
+    if not client_gates:  # a batch's item on a client without gates: the block's own tuple, no copy
+        return scoped
     return (*client_gates, *scoped)
 
 
