@@ -28,6 +28,7 @@ two shells do their own way (``admit`` / ``aadmit``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import itertools
@@ -35,7 +36,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -53,12 +54,14 @@ __all__ = [
     "Gate",
     "Spent",
     "Ticket",
+    "Waiters",
     "aadmit",
     "admit",
     "gated",
     "gates_of",
     "remote",
     "settle",
+    "wake",
 ]
 
 #: A gate's answer meaning "not while calls in flight hold the limit": wait for one to settle.
@@ -143,11 +146,75 @@ def gates_of(client_gates: Sequence[Gate]) -> tuple[Gate, ...]:
     scoped = _SCOPED.get()
     if not scoped:
         return tuple(client_gates)
+    if not client_gates:  # a batch's item on a client without gates: the block's own tuple, no copy
+        return scoped
     return (*client_gates, *scoped)
 
 
 #: What ``admit``/``aadmit`` hand back: the tickets taken, gate by gate, for ``settle``.
 Admitted = tuple[tuple[Gate, Ticket], ...]
+
+
+#: A task waiting on its event loop: the loop, and the future that wakes it.
+Waiter = tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]
+
+
+class Waiters(collections.deque[Waiter]):
+    """Tasks on any threads' event loops waiting their turn, first come first served.
+
+    Guarded by its owner's lock (``lock``): ``take`` is called holding it, ``wake`` after letting it go.
+    A deque itself, so that an owner asks "is anyone waiting?" (``if waiters``) without a call: it
+    asks at every settle. Serves ``_Settles`` (every waiter woken at a settle) and the ``"auto"``
+    window (``flotorch_nb.batch._auto``: one woken per freed place).
+    """
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: contextlib.AbstractContextManager[Any]) -> None:
+        super().__init__()
+        self.lock = lock
+
+    def take(self, n: int | None = None) -> list[Waiter]:
+        """The first ``n`` waiters (None: all), out of the line; call it holding ``lock``."""
+        if n is None or n >= len(self):
+            taken = list(self)
+            self.clear()
+            return taken
+        return [self.popleft() for _ in range(n)]
+
+    async def wait(self, timeout: float, ready: Callable[[], bool]) -> None:
+        """Wait in line until woken, or ``timeout`` seconds. ``ready`` is asked (holding ``lock``)
+        once in line: when it is true the turn has come already and nothing is awaited. In line
+        before asking, so that a wake-up between the caller's last look and now is not missed."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
+        with self.lock:
+            self.append(waiter)
+            if ready():
+                self.pop()  # the last in line, as nobody could join while the lock was held
+                return
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self.lock, contextlib.suppress(ValueError):  # woken: already out of the line
+                self.remove(waiter)
+
+
+def wake(waiters: list[Waiter]) -> None:
+    """Wake ``waiters`` (taken out of a line by ``Waiters.take``), from any thread."""
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nobody to wake
+            loop.call_soon_threadsafe(_wake, future)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Settles:
@@ -157,11 +224,11 @@ class _Settles:
         self._cond = threading.Condition()
         self._versions = itertools.count(1)
         self.version = 0
-        #: Threads in ``wait`` and loops' futures in ``await_``: a settle with none of them (nearly
+        #: Threads in ``wait`` and loops' tasks in ``await_``: a settle with none of them (nearly
         #: every settle) takes no lock. A waiter registers before it reads the version and a bump
         #: writes the version before it looks for waiters, so no wake-up is missed.
         self._sleeping = 0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters = Waiters(self._cond)
 
     def bump(self) -> None:
         self.version = next(self._versions)  # atomic; waiters only ask "has it changed?"
@@ -169,10 +236,8 @@ class _Settles:
             return
         with self._cond:
             self._cond.notify_all()
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nobody to wake
-                loop.call_soon_threadsafe(_wake, future)
+            waiters = self._waiters.take()
+        wake(waiters)
 
     def wait(self, seen: int, timeout: float) -> None:
         with self._cond:
@@ -184,27 +249,7 @@ class _Settles:
                 self._sleeping -= 1
 
     async def await_(self, seen: int, timeout: float) -> None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._cond:
-            self._waiters.append((loop, future))
-            if self.version != seen:
-                self._waiters.remove((loop, future))
-                return
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._cond, contextlib.suppress(ValueError):
-                self._waiters.remove((loop, future))
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        await self._waiters.wait(timeout, lambda: self.version != seen)
 
 
 _SETTLES = _Settles()

@@ -17,11 +17,11 @@ An AIMD window, as TCP keeps one (Reno's slow start and congestion avoidance), f
 - **honour the gateway's headers**: a 429's ``Retry-After`` (``retry-after-ms`` when sent, the more
   precise) pauses every request of the key until then; ``x-ratelimit-remaining-requests`` /
   ``-tokens`` at zero pause until one unit refills (``x-ratelimit-reset-*`` divided by what was used
-  of ``x-ratelimit-limit-*``), and a budget running out (fewer left than the requests in flight, or
-  under half of it: the bucket drains, so more is sent than refills it) stops growth and spaces
-  requests at the rate the budget refills (``(limit - remaining) / reset``, from the same headers),
-  which also bounds the window (what that rate carries at the typical latency, plus 10 %) and is
-  where a cut lands (90 % of it) when known.
+  of ``x-ratelimit-limit-*``), and a budget running out (no more left than the requests in flight
+  would take, or under half of it: the bucket drains, so more is sent than refills it) stops growth
+  and spaces requests at the rate the budget refills (``(limit - remaining) / reset``, from the same
+  headers), which also bounds the window (what that rate carries at the typical latency, plus 10 %)
+  and is where a cut lands (90 % of it) when known.
 - ``ceiling_for(rate)`` (a batch's ``rpm``): what that rate needs in flight at the baseline latency
   (Little's law, with room for jitter); the batch's gate admits no more, and its rate limiter still
   holds ``rpm``/``tpm`` exactly.
@@ -115,18 +115,18 @@ class RateHeaders:
             rates.append((limit - remaining) / reset / per)
         return min(rates) if rates else None
 
-    def low(self, in_flight: int) -> bool:
-        """Whether a budget is running out: no more left than the requests in flight would take, or
-        less than half of it left (a bucket draining: the rate sent is above what refills it)."""
-        for limit, remaining in (
-            (self.limit_requests, self.remaining_requests),
-            (self.limit_tokens, self.remaining_tokens),
+    def low(self, in_flight: int, tokens_per_request: float | None = None) -> bool:
+        """Whether a budget is running out: less than half of it left (a bucket draining: the rate
+        sent is above what refills it), or no more left than the requests in flight would take. A
+        request takes one of the requests budget and, of the tokens budget, ``tokens_per_request``
+        (what answers use; one at the least), as ``refill_rate`` counts tokens in requests."""
+        for limit, remaining, per in (
+            (self.limit_requests, self.remaining_requests, 1.0),
+            (self.limit_tokens, self.remaining_tokens, tokens_per_request or 1.0),
         ):
             if remaining is None:
                 continue
-            if remaining <= 0 or (limit is not None and remaining < limit / 2):
-                return True
-            if limit is self.limit_requests and remaining <= in_flight:
+            if remaining <= in_flight * per or (limit is not None and remaining < limit / 2):
                 return True
         return False
 
@@ -216,8 +216,11 @@ class AimdWindow:
         """A request was let through (at ``now``); its number, for the outcome."""
         self._undo = (self._filled, self._next_at)
         if self._pacing and self.rate:
-            # Spaced at the rate the budget refills: after a pause one goes, not the whole window.
-            self._next_at = max(self._next_at, now - 1 / self.rate) + 1 / self.rate
+            # Spaced at the rate the budget refills. A request that goes up to an interval after its
+            # turn keeps the schedule (a late wake-up loses no turn), but no turn is owed from before
+            # a pause: its end is the first, so after it one goes, the next a whole interval later.
+            interval = 1 / self.rate
+            self._next_at = max(self._next_at, now - interval, self.paused_until) + interval
         self.in_flight += 1
         self._seq += 1
         if self.in_flight >= self.window:
@@ -260,7 +263,7 @@ class AimdWindow:
                 carried = self._carried()
                 if carried is not None and self.limit > HEADROOM * carried:  # more would only queue
                     self.limit = self.threshold = max(1.0, HEADROOM * carried)
-            self._pacing = headers.low(self.in_flight)
+            self._pacing = headers.low(self.in_flight, self._tokens_per_request)
             if (wait := headers.refill_wait()) is not None:
                 self._pause(now + wait)
                 return

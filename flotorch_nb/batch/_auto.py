@@ -17,15 +17,13 @@ concerns the limit. With ``rpm`` the batch also holds no more places than that r
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import math
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .._admission import RECHECK_S, UNTIL_SETTLED, Asked, Spent, Ticket
+from .._admission import RECHECK_S, UNTIL_SETTLED, Asked, Spent, Ticket, Waiters, wake
 from .._errors import APIStatusError
 from ._aimd import CONGESTED, AimdWindow, read_rate_headers
 
@@ -93,9 +91,7 @@ class AutoConcurrency:
         self.window = AimdWindow(ceiling=ceiling)
         self.clock = clock
         self._lock = threading.Lock()
-        self._waiting: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
-            collections.deque()
-        )
+        self._waiting = Waiters(self._lock)
         #: Whether a waiting request sleeps out a pause or the pacing interval: only one does, the
         #: others queue behind it (hundreds of workers polling a 5-ms interval would be the load).
         self._timed = False
@@ -139,19 +135,15 @@ class AutoConcurrency:
                     finally:
                         with self._lock:
                             self._timed = False
-                            woken = [self._waiting.popleft()] if self._waiting else []
-                        _wake_all(woken)
+                            woken = self._waiting.take(1)
+                        wake(woken)
                     continue
-            future: asyncio.Future[None] = loop.create_future()
-            with self._lock:
-                self._waiting.append((loop, future))
-            try:
-                await asyncio.wait_for(future, left)
-            except TimeoutError:
-                pass
-            finally:
-                with self._lock, contextlib.suppress(ValueError):
-                    self._waiting.remove((loop, future))
+            await self._waiting.wait(left, self._free)
+
+    def _free(self) -> bool:
+        """Whether a request may go now (asked holding the lock, once in line: a place freed by
+        another thread after ``try_take`` looked, when nobody was in line to be woken, is seen)."""
+        return self.window.wait(self.clock()) <= 0
 
     def settle(self, ticket: AutoTicket, outcome: Outcome, now: float | None = None) -> None:
         """Tell the window how the attempt ended and wake as many waiting requests as places freed."""
@@ -167,9 +159,10 @@ class AutoConcurrency:
                 window.returned(ticket.seq)
             else:
                 window.released()
-            free = window.window - window.in_flight
-            woken = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-        _wake_all(woken)
+            # Nearly every settle finds nobody waiting: no list made, nothing to wake.
+            woken = self._waiting.take(window.window - window.in_flight) if self._waiting else None
+        if woken:
+            wake(woken)
 
     def ceiling_for(self, rate: float) -> int:
         """Places that ``rate`` requests a second need at the baseline latency."""
@@ -189,17 +182,6 @@ class AutoConcurrency:
     def settled_at(self) -> int:
         """The window now: what a batch reports as the concurrency it settled at."""
         return self.window.window
-
-
-def _wake_all(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    for loop, future in waiters:
-        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody to wake
-            loop.call_soon_threadsafe(_wake, future)
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 _CONTROLLERS: dict[str, AutoConcurrency] = {}

@@ -19,10 +19,10 @@ Guarantees, over *any* window of the limit's length (60 s), not per calendar min
 A batch plugs its limiter into the client's send loop as a gate (``flotorch_nb._admission``):
 ``LimiterGate`` asks ``try_acquire`` before each attempt (a grant, or the seconds to wait: it never
 blocks), settles with the tokens the attempt spent, and pauses everyone when an attempt met a 429.
-``acquire`` is the waiting form, first come first served, for code that holds a limiter itself (the
-Dask scheduler's plugin). A small margin (``MARGIN_S``) is added to the window for the log check,
-because a request is granted slightly before it reaches the gateway. Process-local; ``flotorch_nb
-.dask`` runs the same class on the Dask scheduler to hold one limit for a whole cluster.
+``acquire`` is the waiting form of ``try_acquire``, first come first served, for code that holds a
+limiter itself. A small margin (``MARGIN_S``) is added to the window for the log check, because a
+request is granted slightly before it reaches the gateway. Process-local; ``flotorch_nb.dask`` runs
+the same class on the Dask scheduler (asking ``try_acquire``) to hold one limit for a whole cluster.
 """
 
 from __future__ import annotations
@@ -144,9 +144,7 @@ class RateLimiter:
             self._times.popleft()
 
     def _wait_for(self, tokens: int, now: float) -> float:
-        """Seconds until a request of ``tokens`` may go (0 or less: now)."""
-        if self.rpm is None and self.tpm is None:  # only a 429's pause can hold a request back
-            return self._paused_until - now
+        """Seconds until a request of ``tokens`` may go (0 or less: now), with rpm or tpm set."""
         waits = [self._paused_until - now]
         if self.rpm is not None:
             waits.append(self._next_at - now)
@@ -188,27 +186,20 @@ class RateLimiter:
 
     async def acquire(self, tokens: int) -> Grant:
         """Wait (in turn: first come, first served) until a request of ``tokens`` may go; count it."""
-        self._check(tokens)
         if not self._queued:
             # Nobody holds or waits for the lock: if the request may go now, grant it on the spot.
             # Exactly what taking a free lock would do (that never yields), minus the lock's cost.
-            now = self._now()
-            self._forget_before(now)
-            if self._wait_for(tokens, now) <= 0:
-                return self._grant(tokens, now)
+            answer = self.try_acquire(tokens)
+            if isinstance(answer, Grant):
+                return answer
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._queued += 1
         try:
             async with self._lock:  # one waiter at a time keeps grants in arrival order
-                while True:
-                    now = self._now()
-                    self._forget_before(now)
-                    wait = self._wait_for(tokens, now)
-                    if wait <= 0:
-                        break
-                    await asyncio.sleep(wait)
-                return self._grant(tokens, now)
+                while not isinstance(answer := self.try_acquire(tokens), Grant):
+                    await asyncio.sleep(answer)
+                return answer
         finally:
             self._queued -= 1
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
 from .._errors import ConfigurationError, FlotorchError
+from .._text import one_line
 
 if TYPE_CHECKING:
     import pandas
@@ -296,10 +297,10 @@ class BatchResult(Sequence[BatchItem]):
         for item in self.items[:rows]:
             status: str
             if item.answer is not None:
-                text, status = " ".join(item.answer.content.split()), item.answer.source
+                text, status = item.answer.content, item.answer.source
             else:
                 text, status = str(item.error), type(item.error).__name__
-            shown.append((str(item.label), text if len(text) <= 100 else text[:99] + "…", status))
+            shown.append((str(item.label), one_line(text, 100), status))
         return shown
 
     def __repr__(self) -> str:

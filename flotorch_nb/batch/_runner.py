@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import _bridge
@@ -91,33 +92,22 @@ class _WorkerGate:
     ``None`` an attempt was never sent (a later gate said "not now"): not counted.
     """
 
-    __slots__ = ("item", "limit", "stats")
+    __slots__ = ("_settled", "item", "limit", "stats")
 
     def __init__(self, limit: Gate, stats: BatchStats) -> None:
         self.limit, self.stats = limit, stats
         self.item: BatchItem | None = None
+        # The batch's own limiter (every local batch) says whether it paused for the attempt: its
+        # 429 is read once, for the pause and the count alike. Another limit is settled, then read.
+        self._settled: Callable[[Ticket, Spent | None], float | None] = (
+            limit.settled if isinstance(limit, LimiterGate) else functools.partial(_settled, limit)
+        )
 
     def admit(self, request: Asked) -> Ticket | float:
         return self.limit.admit(request)
 
     def settle(self, ticket: Ticket, spent: Spent | None) -> None:
-        self.limit.settle(ticket, spent)
-        if spent is None or self.item is None:
-            return
-        self.item.attempts += 1
-        self.stats.requests += 1
-        if pause_after(spent, _no_pause) is not None:
-            self.stats.rate_limited += 1
-
-
-class _LocalWorkerGate(_WorkerGate):
-    """A worker's gate on the batch's own ``LimiterGate`` (every local batch): asks its limiter
-    directly and reads the 429 once per attempt, for the pause and the count alike."""
-
-    __slots__ = ()
-
-    def settle(self, ticket: Ticket, spent: Spent | None) -> None:
-        paused = cast("LimiterGate", self.limit).settled(ticket, spent)
+        paused = self._settled(ticket, spent)
         item = self.item
         if spent is None or item is None:
             return
@@ -126,6 +116,12 @@ class _LocalWorkerGate(_WorkerGate):
         stats.requests += 1
         if paused is not None:
             stats.rate_limited += 1
+
+
+def _settled(limit: Gate, ticket: Ticket, spent: Spent | None) -> float | None:
+    """``LimiterGate.settled`` for any gate: settle it, then whether the attempt met a 429."""
+    limit.settle(ticket, spent)
+    return pause_after(spent, _no_pause)
 
 
 class _RemoteWorkerGate(_WorkerGate):
@@ -138,8 +134,6 @@ class _RemoteWorkerGate(_WorkerGate):
 
 
 def _worker_gate(limit: Gate, stats: BatchStats) -> _WorkerGate:
-    if isinstance(limit, LimiterGate):
-        return _LocalWorkerGate(limit, stats)
     return (_RemoteWorkerGate if remote(limit) else _WorkerGate)(limit, stats)
 
 
@@ -311,16 +305,15 @@ def _prepare_run(
     cache = resolve_cache(options.cache) if options.cache is not None else llm.cache
     if cache is not None:
         cache.open()  # CacheError now, before anything is sent
-    params = dict(options.params)
-    extra_body = params.pop("extra_body", None)
-    # Parameters, tools and response_format are the same for every item: check them once, up front.
-    llm.check(_PROBE, options.tools, options.response_format, extra_body, **params)
     if items is None:
         items = [BatchItem(i, inputs.label(i)) for i in range(len(inputs))]
     if positions is None:
         positions = range(len(inputs))
     progress = Progress(len(positions), show=options.progress)
-    return _Run(llm, inputs, options, items, positions, cache, progress)
+    run = _Run(llm, inputs, options, items, positions, cache, progress)
+    # Parameters, tools and response_format are the same for every item: check them once, up front.
+    llm.check(_PROBE, options.tools, options.response_format, run.extra_body, **run.params)
+    return run
 
 
 async def _ticking(progress: Progress) -> None:

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 import pytest
 
 from flotorch_nb import ConfigurationError, FlotorchLLM, RateLimitError, RetryPolicy
-from flotorch_nb._admission import Spent, Ticket
+from flotorch_nb._admission import RECHECK_S, Spent, Ticket
 from flotorch_nb.batch import BatchOptions, Grant, RateLimiter, run_async
 from flotorch_nb.batch._aimd import AimdWindow, RateHeaders, parse_duration, read_rate_headers
-from flotorch_nb.batch._auto import AutoConcurrency, controller_for, outcome_of
+from flotorch_nb.batch._auto import AutoConcurrency, AutoTicket, controller_for, outcome_of
 from flotorch_nb.gateway import OfflineGateway
 from tests.support.batch import Shaped, make_llm, most_in_any_window, run_batch
 from tests.support.client import KEY
@@ -118,6 +118,23 @@ def test_remaining_zero_pauses_until_one_request_refills_and_low_remaining_stops
     assert window.limit == 5
 
 
+def test_a_tokens_budget_runs_low_when_the_requests_in_flight_would_spend_what_is_left() -> None:
+    # 6,000 of 10,000 tokens left (more than half: not draining), 900 of 1,000 requests left; 39
+    # requests in flight at about 200 tokens an answer would take 7,800 tokens. The tokens budget
+    # runs low as surely as a requests budget would: the window stops growing.
+    headers = RateHeaders(
+        limit_requests=1000, remaining_requests=900, limit_tokens=10_000, remaining_tokens=6_000
+    )
+    window = AimdWindow(initial=41, ceiling=64)
+    seqs = fill(window)
+    window.answered(seqs[0], 1.0, LATENCY, tokens=200)  # grows the window: it was in use
+    window.answered(seqs[1], 1.0, LATENCY, headers, tokens=200)
+    assert window.limit == 42  # not grown again
+    assert headers.low(40, tokens_per_request=200.0)
+    assert not headers.low(20, tokens_per_request=200.0)  # 4,000 tokens: room for them all
+    assert RateHeaders(limit_tokens=100, remaining_tokens=60).low(60)  # at least a token a request
+
+
 def test_the_refill_rate_in_the_headers_bounds_the_window_and_paces_a_low_budget() -> None:
     # 200 a bucket, 20 left, full again in 0.9 s: it refills 180 / 0.9 = 200 a second.
     draining = RateHeaders(limit_requests=200, remaining_requests=20, reset_requests=0.9)
@@ -134,6 +151,24 @@ def test_the_refill_rate_in_the_headers_bounds_the_window_and_paces_a_low_budget
     window.sent(1.0)
     window.sent(1.0)
     assert window.wait(1.0) == pytest.approx(1 / 200)  # spaced at the refill rate, not a burst
+
+
+def test_after_a_pause_one_request_goes_and_the_next_waits_its_interval() -> None:
+    # A budget running low (200 a second, 20 left) paces requests 5 ms apart; then a 429 pauses
+    # the key for half a second. When the pause ends one request goes, not two back to back (the
+    # gateway refilled one at most), however long the pause left the pacing idle.
+    window = AimdWindow(initial=8, ceiling=8)
+    seqs = fill(window)
+    window.answered(
+        seqs[0], 1.0, LATENCY, RateHeaders(limit_requests=200, remaining_requests=20, reset_requests=0.9)
+    )
+    window.congested(seqs[1], 1.0, RateHeaders(retry_after=0.5))
+    for _ in seqs[2:]:
+        window.released()
+    assert window.wait(1.2) == pytest.approx(0.3)
+    assert window.wait(1.5) == 0
+    window.sent(1.5)
+    assert window.wait(1.5) == pytest.approx(1 / 200)
 
 
 def test_a_sharp_rise_in_latency_cuts_the_window() -> None:
@@ -233,6 +268,30 @@ async def test_waiting_requests_are_woken_one_per_freed_place() -> None:
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
+
+
+@pytest.mark.anyio
+async def test_a_place_freed_between_a_look_and_getting_in_line_is_not_missed() -> None:
+    # Another thread's batch frees the place just after this request found the window full, before
+    # it got in line: nobody was in line to wake, so the request must see the free place itself
+    # rather than sleep out RECHECK_S (a second) with a place free.
+    class Racing(AutoConcurrency):
+        freeing: AutoTicket | None = None
+
+        def try_take(self) -> AutoTicket | float:
+            answer = super().try_take()
+            held, self.freeing = self.freeing, None
+            if held is not None:
+                self.settle(held, ("other", None, 0))
+            return answer
+
+    controller = Racing()
+    controller.window.limit = 1
+    held = controller.try_take()
+    assert isinstance(held, AutoTicket)
+    controller.freeing = held
+    taken = await asyncio.wait_for(controller.take(), RECHECK_S / 2)
+    assert isinstance(taken, AutoTicket) and controller.window.in_flight == 1
 
 
 # -- against a gateway that limits ------------------------------------------------------------------

@@ -27,7 +27,7 @@ from flotorch_nb import (
     RateLimitError,
     ServerError,
 )
-from flotorch_nb.batch import BatchCancelled, BatchInterrupted
+from flotorch_nb.batch import BatchCancelled, BatchInterrupted, BatchItem, BatchResult
 from flotorch_nb.gateway import Fault, OfflineGateway
 from tests.support.batch import Shaped, make_llm
 from tests.support.batch import run_batch as run
@@ -164,6 +164,14 @@ async def test_on_error_keep_records_typed_errors_and_goes_on(gw: OfflineGateway
     assert not again.errors and [i.content for i in again] == [f"p{i}" for i in range(8)]
     assert again[2].answer is result[2].answer  # kept, not asked again
     assert len(gw.requests) == 8 + 2
+
+
+def test_the_preview_under_the_summary_shows_each_item_on_one_line() -> None:
+    # An error's message may span lines (a gateway's body, a validation report): the preview row
+    # collapses it as it does an answer's text, so each item stays one "[label] text  (status)" line.
+    error = ItemCancelledError("not answered:\n  the batch was interrupted")
+    text = BatchResult([BatchItem(0, "a", error=error)])._repr_mimebundle_()["text/plain"]
+    assert "  [a] not answered: the batch was interrupted  (ItemCancelledError)" in text.splitlines()
 
 
 @pytest.mark.anyio
