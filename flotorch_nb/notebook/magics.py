@@ -219,8 +219,8 @@ class FlotorchMagics(Magics):
             return self._map(args, cell)
         if args.cont and args.new:
             raise UsageError("%%flotorch: -c/--continue and -n/--new contradict each other; use one")
-        if args.max_tokens is not None and args.max_tokens <= 0:
-            raise UsageError(f"%%flotorch: --max-tokens must be a whole number > 0, got {args.max_tokens}")
+        if args.max_tokens is not None:
+            _config.check_whole(args.max_tokens, "%%flotorch: --max-tokens", 1, UsageError)
         schema = self._schema_class(args.schema) if args.schema else None
         if schema is not None and args.format not in ("markdown", "json"):
             raise UsageError(
@@ -331,8 +331,8 @@ class FlotorchMagics(Magics):
             raise UsageError(
                 "%%flotorch --tools/--agent: a single Markdown answer; drop -m a,b, -f and --schema"
             )
-        if args.max_steps is not None and args.max_steps < 1:
-            raise UsageError(f"%%flotorch: --max-steps must be a whole number >= 1, got {args.max_steps}")
+        if args.max_steps is not None:
+            _config.check_whole(args.max_steps, "%%flotorch: --max-steps", 1, UsageError)
         if args.agent:
             if args.approve or args.max_steps is not None or args.cont:
                 raise UsageError("%%flotorch --agent: --approve, --max-steps and -c belong to --tools")
