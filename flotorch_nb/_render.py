@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._text import utf8_safe
+from ._text import terminal_safe, utf8_safe
 
 if TYPE_CHECKING:
     import nh3
@@ -103,10 +103,15 @@ _LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows of text (the first the header) as a fixed-width table, two spaces between columns."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-    return utf8_safe("\n".join(lines))
+    """Rows of text (the first the header) as a fixed-width table, two spaces between columns.
+
+    Cells hold model output, error lines and tool results, and a terminal shows this text as it is:
+    each cell is ``terminal_safe`` first, so an escape sequence can neither drive the terminal nor
+    throw the columns out of line (an ESC counts one character and shows none)."""
+    shown = [[terminal_safe(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in shown)
+    return "\n".join(lines)
 
 
 def html_table(rows: Sequence[Sequence[str]], css: str) -> str:

@@ -24,6 +24,7 @@ from flotorch_nb._render import (
     footer_html,
     footer_text,
     render_markdown,
+    text_table,
 )
 from tests.support.html import XSS_PAYLOADS, _Collect, assert_safe_html
 
@@ -327,3 +328,15 @@ def test_import_does_not_load_markdown_or_nh3() -> None:
 def test_single_newlines_stay_line_breaks() -> None:
     html = render_markdown("Soft light on the sea\nan offline mind hums softly\nno network needed")
     assert html.count("<br") == 2 and "no network needed" in html
+
+
+def test_a_text_table_shows_control_characters_and_keeps_its_columns() -> None:
+    """Every plain-text table (compare, evals, the call log, --map) goes through ``text_table``: an
+    answer holding an escape sequence (clear screen, set title) cannot drive the terminal that
+    prints it, nor shift the columns after it."""
+    table = text_table([["answer", "model"], ["\x1b[2J\x1b]0;pwned\x07hi", "m"], ["plain", "n"]])
+    assert "\x1b" not in table and "\x07" not in table
+    head, first, second = table.splitlines()
+    assert first.startswith("␛[2J␛]0;pwned␇hi")
+    column = head.index("model")
+    assert first[column:] == "m" and second[column:] == "n"
