@@ -39,8 +39,12 @@ def non_empty(value: object, what: str, error: type[FlotorchError] = Configurati
 
 
 def one_line(text: str, limit: int) -> str:
-    """``text`` with its whitespace runs as single spaces, cut to ``limit`` characters ("…" last)."""
-    flat = " ".join(text.split())
+    """``text`` with its whitespace runs as single spaces, cut to ``limit`` characters ("…" last).
+
+    An excerpt is for showing (an error message, a table cell, a preview row), so its control
+    characters are shown too (``terminal_safe``): an answer's escape sequence cannot drive the
+    terminal that prints the excerpt."""
+    flat = terminal_safe(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

@@ -26,6 +26,7 @@ from flotorch_nb._render import (
     render_markdown,
     text_table,
 )
+from flotorch_nb._text import one_line
 from tests.support.html import XSS_PAYLOADS, _Collect, assert_safe_html
 
 
@@ -340,3 +341,9 @@ def test_a_text_table_shows_control_characters_and_keeps_its_columns() -> None:
     assert first.startswith("␛[2J␛]0;pwned␇hi")
     column = head.index("model")
     assert first[column:] == "m" and second[column:] == "n"
+
+
+def test_a_one_line_excerpt_shows_control_characters() -> None:
+    """Error excerpts, batch preview rows and approval lines are ``one_line`` excerpts."""
+    assert one_line("line one\n\x1b[2Jline two\x07", 100) == "line one ␛[2Jline two␇"
+    assert one_line("\x1b" * 10, 5) == "␛␛␛␛…"
