@@ -177,9 +177,10 @@ class LLMResponse:
 
     def mimebundle(self, footer: Footer | None = None) -> dict[str, str]:
         """What ``_repr_mimebundle_`` shows, with another footer if given (``%%flotorch`` adds the
-        cost to it)."""
+        cost to it). Terminal IPython prints the plain text as ``Out[n]``: its control characters are
+        shown as symbols (``_text.terminal_safe``), never obeyed; ``content`` keeps them."""
         from . import _render
-        from ._text import utf8_safe
+        from ._text import terminal_safe
 
         footer = footer if footer is not None else self.footer()
         text = self.content
@@ -187,7 +188,7 @@ class LLMResponse:
             calls = "\n".join(f"→ tool call {c.name}({c.arguments})" for c in self.tool_calls)
             text = f"{text}\n{calls}" if text else calls
         return {
-            "text/plain": utf8_safe(f"{text}\n\n{_render.footer_text(footer)}"),
+            "text/plain": terminal_safe(f"{text}\n\n{_render.footer_text(footer)}"),
             "text/html": _render.answer_html(text, _render.footer_html(footer)),
         }
 

@@ -8,8 +8,9 @@
   ``str``, impossible in UTF-8. Every display, notebook file and Markdown export is UTF-8, so one such
   character makes them fail with ``UnicodeEncodeError`` long after the text arrived. Replacing them
   with U+FFFD, as every UTF-8 decoder does with bytes it cannot read, keeps the text showable.
-- ``one_line``: text shown in a table cell, an error or a file name is one line of at most so many
-  characters, its whitespace runs collapsed and its end marked with "…" when it was cut.
+- ``one_line``: text shown in a table cell, an error or a preview row is one line of at most so many
+  characters, its whitespace runs collapsed, its control characters shown (``terminal_safe``) and
+  its end marked with "…" when it was cut.
 - ``terminal_safe``: text we print to a terminal (an answer as it streams, a tool's result, an error,
   an approval prompt) came from a model, a tool or a gateway; its control characters would be obeyed
   (``ESC[2J`` clears the screen, ``ESC]0;...BEL`` sets the title, ``ESC[8m`` hides what follows,

@@ -114,8 +114,7 @@ def answer_bundle(
     or ``code`` (one fenced block), with ``footer`` (default: the response's own)."""
     footer = footer if footer is not None else resp.footer()
     if fmt == "markdown":
-        bundle = resp.mimebundle(footer)
-        return {**bundle, "text/plain": terminal_safe(bundle["text/plain"])}
+        return resp.mimebundle(footer)
     footer_html, footer_text = _render.footer_html(footer), _render.footer_text(footer)
     if fmt == "code":
         assert code is not None

@@ -157,6 +157,20 @@ async def test_an_unreadable_gateway_latency_header_is_ignored(sync: bool, value
     assert response.gateway_latency_ms is None
 
 
+def test_a_response_shown_as_plain_text_cannot_drive_a_terminal() -> None:
+    """Terminal IPython prints ``llm.invoke(...)``'s value as ``Out[n]``: an answer (or a tool
+    call's arguments) holding an escape sequence shows it as symbols; ``content`` keeps it."""
+    response = LLMResponse(
+        content="\x1b[2Jcleared\x07",
+        metadata={},
+        tool_calls=[ToolCall("c1", "get_weather", '{"city": "\x1b]0;pwned\x07"}')],
+    )
+    plain = response._repr_mimebundle_()["text/plain"]
+    assert "\x1b" not in plain and "\x07" not in plain
+    assert plain.startswith("␛[2Jcleared␇") and "␛]0;pwned␇" in plain
+    assert response.content == "\x1b[2Jcleared\x07"
+
+
 def test_mimebundle_has_text_and_html_with_footer() -> None:
     response = LLMResponse(
         content="# Title\n\nSome *text* <script>alert(1)</script>",
