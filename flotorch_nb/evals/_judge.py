@@ -43,7 +43,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from ._errors import EvalError, whole
+from .._config import check_whole
+from ._errors import EvalError
 from ._score import Score
 
 __all__ = ["SYSTEM", "Judge", "JudgeGrade", "judge_prompt"]
@@ -99,13 +100,13 @@ class Judge:
     ) -> None:
         if not isinstance(rubric, str) or not rubric.strip():
             raise EvalError("judge(rubric): the rubric must be a non-empty text")
-        whole(votes, "judge(votes=...)", 1)
+        check_whole(votes, "judge(votes=...)", 1, EvalError)
         if aggregate not in ("majority", "mean"):
             raise EvalError(f"judge(aggregate=...) must be 'majority' or 'mean', got {aggregate!r}")
         if scale is not None:
-            whole(scale, "judge(scale=...)", 1)
+            check_whole(scale, "judge(scale=...)", 1, EvalError)
             aggregate = "mean"  # a score has no majority: its votes are averaged
-        whole(validation_retries, "judge(validation_retries=...)", 0)
+        check_whole(validation_retries, "judge(validation_retries=...)", 0, EvalError)
         models = (model,) if isinstance(model, str) else tuple(model) if model is not None else ()
         if any(not isinstance(m, str) or not m.strip() for m in models):
             raise EvalError(f"judge(model=...) must be a model id or a list of them, got {model!r}")

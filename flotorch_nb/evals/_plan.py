@@ -21,12 +21,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._config import check_whole
 from .._errors import InvalidRequestError
 from ..batch import BatchOptions, Inputs, RateLimiter
 from ..batch._inputs import is_missing
 from ..compare import parse_models
 from ._data import load_rows
-from ._errors import EvalError, whole
+from ._errors import EvalError
 from ._judge import Judge
 from ._records import Record
 from .scorers import Scorer, resolve
@@ -84,7 +85,7 @@ class Plan:
             raise EvalError("template= must be a non-empty text with {column} fields")
         if target is not None and not isinstance(target, str):
             raise EvalError(f"target= names the reference column, got {target!r}")
-        whole(epochs, "epochs", 1)
+        check_whole(epochs, "epochs", 1, EvalError)
         self.models = list(parse_models(models, what="evaluate", error=EvalError))
         given = [scorers] if isinstance(scorers, str | Scorer | Judge) or callable(scorers) else scorers
         if not isinstance(given, Sequence) or not given:
