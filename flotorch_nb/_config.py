@@ -242,10 +242,17 @@ def check_whole(
     whole number, though Python would let both through an ``int`` comparison."""
     if value is None and or_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
+    whole = whole_or(value, at_least)
+    if whole is None:
         either = " or None" if or_none else ""
         raise error(f"{what} must be a whole number >= {at_least}{either}, got {value!r:.60}")
-    return value
+    return whole
+
+
+def whole_or(value: object, at_least: int = 0) -> int | None:
+    """``value`` when it is a whole number >= ``at_least``, else None: :func:`check_whole`'s rule for
+    callers that answer a wrong count their own way (the offline gateway's 400s, a schema's bounds)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= at_least else None
 
 
 def check_fallbacks(fallbacks: object, model_id: str) -> tuple[str, ...]:

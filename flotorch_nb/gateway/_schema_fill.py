@@ -28,10 +28,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._config import whole_or
 from ._data import MISSING, entity_for, field, phrases, split_words, word_list
 from ._schema_scalars import Scalars, bounds, fit_string, within
 from ._text import Hints, words
-from ._wire import number_or, whole_or
+from ._wire import number_or
 
 __all__ = [
     "MAX_CHARS",

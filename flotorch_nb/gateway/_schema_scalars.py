@@ -18,9 +18,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._config import whole_or
 from ._data import load, split_words, word_list
 from ._text import Hints, first_sentence, words
-from ._wire import number_or, whole_or
+from ._wire import number_or
 
 __all__ = ["Scalars", "bounds", "fit_string", "within"]
 

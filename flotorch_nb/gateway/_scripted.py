@@ -40,10 +40,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._config import whole_or
 from ._faults import Fault
 from ._text import count_tokens
 from ._validate import MAX_TOKEN_DELAY, ChatRequest, last_user
-from ._wire import GatewayError, Plan, ToolCallPlan, between_or, call_id, whole_or
+from ._wire import GatewayError, Plan, ToolCallPlan, between_or, call_id
 
 __all__ = ["SCRIPTED_MODEL", "Script", "parse_script"]
 

@@ -110,11 +110,13 @@ def _asks(tools: Sequence[Tool], phase: str, results: str) -> list[ToolCallAsk]:
     groups: list[tuple[Tool, list[str], set[str]]] = []  # a call: its tool, its parts, kinds of value seen
     leading: list[str] = []
     # A long document is cut only as far as it is read: its rest stays whole, as written.
-    parts = [p.strip() for p in _cut(phase, _PARTS, most=_MAX_PARTS)]
+    pieces = _pieces(phase, _PARTS, most=_MAX_PARTS)
+    parts = [piece.strip() for _, piece in pieces]
     wanted = [(tool, _wanted(tool)) for tool in tools]  # once, not for every part
     for index, part in enumerate(parts):
         if index >= _MAX_PARTS or len(groups) > MAX_CALLS:  # a long document: the rest is context
-            (groups[-1][1] if groups else leading).append(" ".join(parts[index:]))
+            # The rest as written (its commas kept): glued with spaces, "Oslo, Bergen" read as one name.
+            (groups[-1][1] if groups else leading).append(phase[pieces[index][0] :].strip())
             break
         said, kinds = _said(part), _kinds(hints_from(part))
         best, points = max(((tool, score(w, said)) for tool, w in wanted), key=lambda pair: pair[1])
@@ -139,18 +141,23 @@ def _asks(tools: Sequence[Tool], phase: str, results: str) -> list[ToolCallAsk]:
     return asks
 
 
-def _cut(text: str, at: re.Pattern[str], *, most: int | None = None) -> list[str]:
-    """``text`` split where ``at`` matches outside quotes (a comma inside 'red, green' stays); with
-    ``most``, only the first ``most`` pieces are cut off and the rest is one more piece, as written."""
+def _cut(text: str, at: re.Pattern[str]) -> list[str]:
+    """``text`` split where ``at`` matches outside quotes (a comma inside 'red, green' stays)."""
+    return [piece for _, piece in _pieces(text, at)]
+
+
+def _pieces(text: str, at: re.Pattern[str], *, most: int | None = None) -> list[tuple[int, str]]:
+    """``_cut``'s pieces with where each starts in ``text`` (so a rest can be taken as written); with
+    ``most``, only the first ``most`` pieces are cut off and the rest is one more piece."""
     masked = _QUOTED.sub(lambda m: "x" * len(m.group(0)), text)
-    pieces: list[str] = []
+    pieces: list[tuple[int, str]] = []
     start = 0
     for match in at.finditer(masked):
         if len(pieces) == most:
             break
-        pieces.append(text[start : match.start()])
+        pieces.append((start, text[start : match.start()]))
         start = match.end()
-    return [*pieces, text[start:]]
+    return [*pieces, (start, text[start:])]
 
 
 def _said(text: str) -> set[str]:

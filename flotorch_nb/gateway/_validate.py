@@ -14,9 +14,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._config import whole_or
 from ._schema_fill import MAX_SIZE, oversized_keyword
 from ._text import count_tokens
-from ._wire import GatewayError, between_or, whole_or
+from ._wire import GatewayError, between_or
 
 __all__ = ["MAX_TOKEN_DELAY", "ROLES", "ChatRequest", "Message", "Tool", "last_user", "parse_request"]
 

@@ -35,7 +35,6 @@ __all__ = [
     "models_body",
     "number_or",
     "stream_events",
-    "whole_or",
 ]
 
 #: Where chat completions live, as on FloTorch's gateway.
@@ -106,11 +105,6 @@ def html_error_page(status: int, message: str) -> str:
 def number_or(value: Any) -> float | None:
     """``value`` as a float when it is a JSON number (booleans are not), else None."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def whole_or(value: Any, low: int = 0) -> int | None:
-    """``value`` when it is a JSON integer >= ``low`` (booleans are not), else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= low else None
 
 
 def between_or(value: Any, high: float = math.inf) -> float | None:

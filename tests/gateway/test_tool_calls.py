@@ -296,6 +296,17 @@ def test_a_long_document_is_cut_only_as_far_as_it_is_read(monkeypatch: pytest.Mo
     assert {"Oslo", "Bergen"} <= set(ask.hints.proper) and "Oslo Bergen" not in ask.hints.proper
 
 
+def test_the_rest_after_the_most_calls_is_kept_as_written() -> None:
+    """Past MAX_CALLS calls the rest of a prompt is context, kept as written: it was glued back with
+    spaces, which ran its names together ("Oslo, Bergen" read as one name "Oslo Bergen")."""
+    (tool,) = parse_request(
+        {"model": "offline/assistant", "messages": _user("x"), "tools": [WEATHER]}, OFFLINE_MODELS
+    ).tools
+    prompt = ", ".join(f"weather in City{i}" for i in range(_tool_calls.MAX_CALLS + 2)) + ", Oslo, Bergen"
+    proper = {name for ask in _tool_calls.planned_calls([tool], prompt, "auto") for name in ask.hints.proper}
+    assert {"Oslo", "Bergen"} <= proper and "Oslo Bergen" not in proper
+
+
 def _message(plan: Any) -> dict[str, Any]:
     calls = [
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
