@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._config import whole_or
 from .._errors import FlotorchError, HookError
 from .._response import Source
 
@@ -147,21 +148,16 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
 def output_cap(body: Mapping[str, Any]) -> int | None:
     """The most the answer may hold: ``max_completion_tokens`` or ``max_tokens`` (the larger, if both),
     times ``n`` answers; None when the request sets no cap."""
-    caps = [c for c in (_whole(body.get("max_completion_tokens")), _whole(body.get("max_tokens"))) if c]
+    caps = [c for c in (whole_or(body.get(name), 1) for name in ("max_completion_tokens", "max_tokens")) if c]
     if not caps:
         return None
-    return max(caps) * (_whole(body.get("n")) or 1)
+    return max(caps) * (whole_or(body.get("n"), 1) or 1)
 
 
 def output_tokens(body: Mapping[str, Any]) -> int:
     """What a request reserves for its answer: its cap, else ``UNCAPPED_OUTPUT_TOKENS`` (per answer)."""
     cap = output_cap(body)
-    return cap if cap is not None else UNCAPPED_OUTPUT_TOKENS * (_whole(body.get("n")) or 1)
-
-
-def _whole(value: object) -> int | None:
-    """``value`` if it is a whole number > 0, else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return cap if cap is not None else UNCAPPED_OUTPUT_TOKENS * (whole_or(body.get("n"), 1) or 1)
 
 
 def estimate_tokens(body: Mapping[str, Any]) -> int:
