@@ -281,8 +281,9 @@ class CallLog:
         try:
             if not self._pending:
                 return
-            conn = self._file.get()
             left = max(0.0, SEARCH_WAIT - (time.monotonic() - started))
+            # Not open yet: its set-up takes the write lock, so it too waits only what is left.
+            conn = self._file.get(lambda: open_shared(self.path, KIND, left))
             conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
             try:
                 while self._pending:
