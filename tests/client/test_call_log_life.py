@@ -123,7 +123,7 @@ def test_a_search_of_a_file_no_one_else_may_read_is_a_call_log_error_soon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A search waits for the file as long as a search may (SEARCH_WAIT), not the writer's busy timeout.
-    monkeypatch.setattr(calllog, "SEARCH_WAIT", 0.2, raising=False)
+    monkeypatch.setattr(calllog, "SEARCH_WAIT", 0.2)
     log = CallLog(tmp_path / "calls.sqlite", busy_timeout=2).open()
     record(log, a_call("asked"), "on file")
     log.close()  # an exclusive hold needs every other connection gone
