@@ -235,11 +235,12 @@ class PerProcess:
         self._conn: sqlite3.Connection | None = None
         in_child(self._forget)
 
-    def get(self) -> sqlite3.Connection:
-        """The connection, opened now if this process has none (the opener's typed error if the file
-        cannot serve); the caller holds ``lock``."""
+    def get(self, opener: Callable[[], sqlite3.Connection] | None = None) -> sqlite3.Connection:
+        """The connection, opened now if this process has none, by ``opener`` if given (one that waits
+        less, say) else the usual one (the opener's typed error if the file cannot serve); the
+        caller holds ``lock``."""
         if self._conn is None:
-            self._conn = self._opener()
+            self._conn = (opener or self._opener)()
         return self._conn
 
     def close(self) -> None:

@@ -64,7 +64,7 @@ from ._config import check_whole
 from ._errors import ConfigurationError
 from ._pipeline import _logsink
 from ._pipeline._hooks import current_label
-from ._sqlite import PerProcess, in_child
+from ._sqlite import PerProcess, in_child, is_lock, open_shared, typed_error
 
 if TYPE_CHECKING:
     import sqlite3
@@ -243,13 +243,9 @@ class CallLog:
         return self
 
     def _open(self) -> sqlite3.Connection:
-        from ._sqlite import open_shared
-
         return open_shared(self.path, KIND, self.busy_timeout)
 
     def _open_reader(self) -> sqlite3.Connection:
-        from ._sqlite import open_shared
-
         return open_shared(self.path, KIND, SEARCH_WAIT, write=False)
 
     def flush(self) -> None:
@@ -285,8 +281,9 @@ class CallLog:
         try:
             if not self._pending:
                 return
-            conn = self._file.get()
             left = max(0.0, SEARCH_WAIT - (time.monotonic() - started))
+            # Not open yet: its set-up takes the write lock, so it too waits only what is left.
+            conn = self._file.get(lambda: open_shared(self.path, KIND, left))
             conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
             try:
                 while self._pending:
@@ -307,7 +304,6 @@ class CallLog:
         the file is held (the caller keeps the rows)."""
         import sqlite3
 
-        from ._sqlite import is_lock
         from .pricing import shared_prices
 
         prices = shared_prices()  # priced as the rows are written: a fraction of a second after the call
@@ -386,8 +382,6 @@ class CallLog:
     def _read(self, reading: Callable[[sqlite3.Connection], _T]) -> _T:
         """``reading`` on the reading connection, this process's calls written first if they can be."""
         import sqlite3
-
-        from ._sqlite import typed_error
 
         self._catch_up()
         if not self.path.is_file():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 from flotorch_nb import calllog
 from flotorch_nb.cache import AnswerCache, StoredAnswer
 from flotorch_nb.calllog import CallLog
-from tests.client.test_call_log_life import a_call, record
+from tests.client.test_call_log_life import a_call, held_by_another_process, record
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="os.fork")
 
@@ -55,18 +54,6 @@ def exit_status(pid: int) -> int:
     pytest.fail("the forked child hung")
 
 
-#: Another process that writes the file until it reads a line (a connection of this process would be
-#: inherited by the child, and SQLite's locks do not survive a fork).
-OTHER_WRITER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("writing", flush=True)
-sys.stdin.readline()
-conn.execute("ROLLBACK")
-"""
-
-
 def answer(text: str) -> StoredAnswer:
     raw = b'{"choices":[{"message":{"content":"' + text.encode() + b'"}}]}'
     return StoredAnswer(text, raw, "stop", (), 0.0, None, None, True, "offline", "m", None)
@@ -79,26 +66,21 @@ def test_a_child_forked_while_a_thread_writes_the_cache_uses_the_cache(tmp_path:
     path = tmp_path / "answers.sqlite"
     cache = AnswerCache(path, busy_timeout=CHILD_BOUND)
     assert cache.put("kept", answer("from before"))
-    other = subprocess.Popen(
-        [sys.executable, "-c", OTHER_WRITER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert other.stdout is not None and other.stdout.readline() == "writing\n"  # the thread's write waits
-    writing = threading.Thread(target=cache.put, args=("new", answer("from the parent")))
-    writing.start()
-    lock = cache._file.lock
-    while not lock.locked():  # the thread is in the middle of its write
-        time.sleep(0.001)
 
     def child() -> bool:
         found = cache.get("kept")
         return found is not None and found.content == "from before" and cache.put("child", answer("mine"))
 
-    pid = fork(child)
-    other.communicate("done\n", timeout=CHILD_BOUND)  # the other writer is done: ours go on
-    writing.join()
+    writing = threading.Thread(target=cache.put, args=("new", answer("from the parent")))
+    # Another process holds the file (one of ours would be inherited by the child: SQLite locks do
+    # not survive a fork), so the thread's write waits for it.
+    with held_by_another_process(path, "write"):
+        writing.start()
+        lock = cache._file.lock
+        while not lock.locked():  # the thread is in the middle of its write
+            time.sleep(0.001)
+        pid = fork(child)
+    writing.join()  # the other process is done: ours go on
     assert exit_status(pid) == 0
     assert cache.keys() == {"kept", "new", "child"}
     cache.close()

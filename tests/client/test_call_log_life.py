@@ -123,7 +123,7 @@ def test_a_search_of_a_file_no_one_else_may_read_is_a_call_log_error_soon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A search waits for the file as long as a search may (SEARCH_WAIT), not the writer's busy timeout.
-    monkeypatch.setattr(calllog, "SEARCH_WAIT", 0.2, raising=False)
+    monkeypatch.setattr(calllog, "SEARCH_WAIT", 0.2)
     log = CallLog(tmp_path / "calls.sqlite", busy_timeout=2).open()
     record(log, a_call("asked"), "on file")
     log.close()  # an exclusive hold needs every other connection gone
@@ -136,3 +136,21 @@ def test_a_search_of_a_file_no_one_else_may_read_is_a_call_log_error_soon(
         assert [row["answer"] for row in log.search("asked")] == ["on file"]
     finally:
         log.close()
+
+
+def test_a_search_before_the_first_write_does_not_wait_out_the_busy_timeout_to_open(tmp_path: Path) -> None:
+    # A search writes this process's calls first, within SEARCH_WAIT; when the writer's connection
+    # was not open yet, opening it (its set-up takes the write lock) waited the whole busy timeout.
+    path = tmp_path / "calls.sqlite"
+    CallLog(path).open().close()  # the file exists: another process logged to it
+    log = CallLog(path, busy_timeout=600)
+    found: list[list[dict[str, object]]] = []
+    with held_by_another_process(path, "write"):
+        record(log, a_call("asked before any write"), "waiting")
+        searching = threading.Thread(target=lambda: found.append(log.search()), daemon=True)
+        searching.start()
+        searching.join(30)  # a bound for a search that hangs, not a measure of speed
+        assert not searching.is_alive(), "the search waited to open the writer's connection"
+    assert found == [[]]  # what the file held; the call is written later
+    assert [row["answer"] for row in log.search()] == ["waiting"]
+    log.close()
